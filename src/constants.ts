@@ -1,0 +1,58 @@
+// Every name the runner contract knows us by: inputs, outputs, state, labels, environment.
+
+export const Inputs = {
+  Image: 'image',
+  Name: 'name',
+  Pull: 'pull',
+  DockerdArgs: 'dockerd-args',
+  DaemonConfig: 'daemon-config',
+  WaitTimeout: 'wait-timeout',
+  Privileged: 'privileged',
+  SetEnv: 'set-env',
+  Context: 'context',
+  Cache: 'cache',
+  CacheKey: 'cache-key',
+  CacheSave: 'cache-save',
+  CacheMaxSize: 'cache-max-size'
+} as const;
+
+export const Outputs = {
+  Host: 'host',
+  CertPath: 'cert-path',
+  ContainerId: 'container-id',
+  Context: 'context',
+  Version: 'version',
+  CacheHit: 'cache-hit',
+  CacheKey: 'cache-key',
+  CacheSize: 'cache-size'
+} as const;
+
+/** Keys of the step state main leaves for post (STATE_* in post). */
+export const StateKeys = {
+  Instance: 'instance'
+} as const;
+
+/** The official image, pinned to a major version so a new Docker major never lands unannounced. */
+export const DEFAULT_IMAGE = 'docker:28-dind';
+
+/** The only port the daemon listens on: TLS, mutual. */
+export const DAEMON_TLS_PORT = 2376;
+
+/** Where the server material, daemon.json and entrypoint go inside the dind container. */
+export const CONTAINER_SETUP_DIR = '/setup-dind';
+
+/** Label put on everything the action creates, with the instance id as value, so post can find it all. */
+export const INSTANCE_LABEL = 'io.github.setup-dind.instance';
+
+/** Environment variables the Docker CLI (and docker-modem) read. */
+export const DockerEnv = {
+  Host: 'DOCKER_HOST',
+  TlsVerify: 'DOCKER_TLS_VERIFY',
+  CertPath: 'DOCKER_CERT_PATH'
+} as const;
+
+/**
+ * Exported next to DOCKER_HOST: the engine the job had before any setup-dind step, so that a second
+ * instance in the same job starts beside the first one rather than inside it.
+ */
+export const OUTER_ENGINE_ENV = 'SETUP_DIND_OUTER_ENGINE';

@@ -1,0 +1,79 @@
+// A Docker CLI context for the daemon: buildx and other tools ignore DOCKER_TLS_VERIFY and
+// DOCKER_CERT_PATH and want a context. The CLI copies the client key into ~/.docker/contexts, which
+// every job of the runner's user shares: names can collide between parallel jobs, and post must remove it.
+import * as path from 'node:path';
+import * as exec from '@actions/exec';
+import { CLIENT_FILES } from './environment';
+
+const DESCRIPTION_PREFIX = 'setup-dind instance ';
+
+export function contextDescription(instanceId: string): string {
+  return `${DESCRIPTION_PREFIX}${instanceId}`;
+}
+
+/** `docker context create`'s endpoint: the daemon and the client's files. */
+export function contextEndpoint(host: string, certDir: string): string {
+  return [
+    `host=${host}`,
+    `ca=${path.join(certDir, CLIENT_FILES.ca)}`,
+    `cert=${path.join(certDir, CLIENT_FILES.cert)}`,
+    `key=${path.join(certDir, CLIENT_FILES.key)}`
+  ].join(',');
+}
+
+async function docker(args: string[]): Promise<exec.ExecOutput> {
+  return exec.getExecOutput('docker', args, { silent: true, ignoreReturnCode: true });
+}
+
+/** Whether a context exists, and which setup-dind instance made it (none: someone else did). */
+async function contextOwner(name: string): Promise<{ exists: boolean; instanceId?: string }> {
+  // The CLI's --format cannot reach Metadata.Description (an untyped map): read the JSON.
+  const inspected = await docker(['context', 'inspect', name]);
+  if (inspected.exitCode !== 0) return { exists: false };
+  const [context] = JSON.parse(inspected.stdout) as Array<{ Metadata?: { Description?: string } }>;
+  const description = context?.Metadata?.Description ?? '';
+  return { exists: true, instanceId: description.startsWith(DESCRIPTION_PREFIX) ? description.slice(DESCRIPTION_PREFIX.length) : undefined };
+}
+
+export interface ContextRequest {
+  name: string;
+  instanceId: string;
+  host: string;
+  certDir: string;
+  /** Whether the instance that owns a context of that name still runs (a stale one is replaced). */
+  isLive: (instanceId: string) => Promise<boolean>;
+}
+
+/**
+ * Creates the context and returns the name it got. A context left by a setup-dind instance that is gone
+ * is replaced; one in use by a live instance (a parallel job) or made by someone else is kept, and ours
+ * gets a unique name instead, with a warning.
+ */
+export async function createContext(request: ContextRequest, warn: (message: string) => void): Promise<string> {
+  let name = request.name;
+  const owner = await contextOwner(name);
+  if (owner.exists) {
+    if (owner.instanceId && !(await request.isLive(owner.instanceId))) {
+      await removeContextNamed(name);
+    } else {
+      name = `${request.name}-${request.instanceId}`;
+      warn(`A Docker context named '${request.name}' already exists (${owner.instanceId ? 'in use by another running setup-dind instance' : 'not made by setup-dind'}); this daemon's context is '${name}' instead (see the 'context' output).`);
+    }
+  }
+  const created = await docker(['context', 'create', name, '--description', contextDescription(request.instanceId), '--docker', contextEndpoint(request.host, request.certDir)]);
+  if (created.exitCode !== 0) throw new Error(`docker context create failed: ${created.stderr.trim() || created.stdout.trim()}`);
+  return name;
+}
+
+/** Removes the context (and the key copy in it) if it is still this instance's. */
+export async function removeContext(name: string, instanceId: string): Promise<boolean> {
+  const owner = await contextOwner(name);
+  if (owner.instanceId !== instanceId) return false;
+  await removeContextNamed(name);
+  return true;
+}
+
+async function removeContextNamed(name: string): Promise<void> {
+  const removed = await docker(['context', 'rm', '--force', name]);
+  if (removed.exitCode !== 0) throw new Error(`docker context rm failed: ${removed.stderr.trim()}`);
+}

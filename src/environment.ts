@@ -1,0 +1,54 @@
+// What later steps get: client certificates on disk, DOCKER_* variables and the action's outputs.
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import * as core from '@actions/core';
+import { DockerEnv, OUTER_ENGINE_ENV, Outputs } from './constants';
+import type { EngineSettings } from './engine';
+import type { TlsMaterial } from './tls';
+
+/** The Docker CLI's file names in DOCKER_CERT_PATH. */
+export const CLIENT_FILES = { ca: 'ca.pem', cert: 'cert.pem', key: 'key.pem' } as const;
+
+/** Directory 0700 and key 0600, whatever the umask: only the job's user may read the key. */
+export async function writeClientCertificates(dir: string, material: TlsMaterial): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  await fs.chmod(dir, 0o700);
+  const write = async (name: string, content: string, mode: number) => {
+    const file = path.join(dir, name);
+    await fs.writeFile(file, content, { mode });
+    await fs.chmod(file, mode);
+  };
+  await Promise.all([
+    write(CLIENT_FILES.ca, material.caCert, 0o644),
+    write(CLIENT_FILES.cert, material.clientCert, 0o644),
+    write(CLIENT_FILES.key, material.clientKey, 0o600)
+  ]);
+}
+
+export function daemonHost(port: number): string {
+  return `tcp://127.0.0.1:${port}`;
+}
+
+/** DOCKER_* for later steps, and a note of the outer engine so that a second instance starts beside this one. */
+export function exportDockerEnvironment(host: string, certDir: string, outer: EngineSettings): void {
+  if (!process.env[OUTER_ENGINE_ENV]) core.exportVariable(OUTER_ENGINE_ENV, JSON.stringify(outer));
+  core.exportVariable(DockerEnv.Host, host);
+  core.exportVariable(DockerEnv.TlsVerify, '1');
+  core.exportVariable(DockerEnv.CertPath, certDir);
+}
+
+export interface DaemonOutputs {
+  host: string;
+  certPath: string;
+  containerId: string;
+  context: string;
+  version: string;
+}
+
+export function setDaemonOutputs(outputs: DaemonOutputs): void {
+  core.setOutput(Outputs.Host, outputs.host);
+  core.setOutput(Outputs.CertPath, outputs.certPath);
+  core.setOutput(Outputs.ContainerId, outputs.containerId);
+  core.setOutput(Outputs.Context, outputs.context);
+  core.setOutput(Outputs.Version, outputs.version);
+}

@@ -1,0 +1,76 @@
+// Getting the dind image onto the outer engine, as the `pull` input says, with readable progress.
+import * as core from '@actions/core';
+import type Docker from 'dockerode';
+import type { PullPolicy } from './inputs';
+import { Inputs } from './constants';
+import { formatBytes } from './units';
+
+interface PullEvent {
+  id?: string;
+  status?: string;
+  error?: string;
+  progressDetail?: { current?: number; total?: number };
+}
+
+const PROGRESS_EVERY_MS = 5000;
+
+async function isPresent(docker: Docker, image: string): Promise<boolean> {
+  try {
+    await docker.getImage(image).inspect();
+    return true;
+  } catch (error) {
+    if ((error as { statusCode?: number }).statusCode === 404) return false;
+    throw error;
+  }
+}
+
+/** Returns whether it pulled. */
+export async function ensureImage(docker: Docker, image: string, policy: PullPolicy): Promise<boolean> {
+  if (policy !== 'always' && (await isPresent(docker, image))) {
+    core.info(`Image ${image} is present on the engine.`);
+    return false;
+  }
+  if (policy === 'never') {
+    throw new Error(`Image ${image} is not on the engine and input '${Inputs.Pull}' is 'never': load or build it in an earlier step, or set '${Inputs.Pull}: missing'.`);
+  }
+  core.info(`Pulling ${image} ...`);
+  await pull(docker, image);
+  return true;
+}
+
+/** Prints each layer's milestones and, every few seconds, the bytes downloaded so far. */
+async function pull(docker: Docker, image: string): Promise<void> {
+  let stream: NodeJS.ReadableStream;
+  try {
+    stream = await docker.pull(image);
+  } catch (error) {
+    throw new Error(`Could not pull ${image}: ${(error as Error).message}`);
+  }
+  const layers = new Map<string, { current: number; total: number }>();
+  let lastReport = Date.now();
+  await new Promise<void>((resolve, reject) => {
+    docker.modem.followProgress(
+      stream,
+      (error: Error | null, events: PullEvent[]) => {
+        const failed = error?.message ?? events.find(event => event.error)?.error;
+        if (failed) reject(new Error(`Could not pull ${image}: ${failed}`));
+        else resolve();
+      },
+      (event: PullEvent) => {
+        if (event.error) return;
+        if (event.id && event.progressDetail?.total) {
+          layers.set(event.id, { current: event.progressDetail.current ?? 0, total: event.progressDetail.total });
+        }
+        if (event.status && !event.progressDetail?.total && !/^(Waiting|Downloading|Extracting|Verifying Checksum)$/.test(event.status)) {
+          core.info(event.id ? `${event.id}: ${event.status}` : event.status);
+        }
+        if (Date.now() - lastReport >= PROGRESS_EVERY_MS) {
+          lastReport = Date.now();
+          const done = [...layers.values()].reduce((sum, layer) => sum + layer.current, 0);
+          const total = [...layers.values()].reduce((sum, layer) => sum + layer.total, 0);
+          core.info(`... ${formatBytes(done)} of ${formatBytes(total)}`);
+        }
+      }
+    );
+  });
+}

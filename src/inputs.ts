@@ -1,0 +1,224 @@
+// Every input is read, parsed and validated here, once. Everything else gets typed values.
+import * as core from '@actions/core';
+import { Inputs } from './constants';
+
+export const PULL_POLICIES = ['missing', 'always', 'never'] as const;
+export type PullPolicy = (typeof PULL_POLICIES)[number];
+
+export const CACHE_SAVE_POLICIES = ['on-change', 'always', 'never'] as const;
+export type CacheSavePolicy = (typeof CACHE_SAVE_POLICIES)[number];
+
+export interface ActionInputs {
+  image: string;
+  name: string;
+  pull: PullPolicy;
+  dockerdArgs: string[];
+  daemonConfig: Record<string, unknown>;
+  waitTimeoutSeconds: number;
+  privileged: boolean;
+  setEnv: boolean;
+  /** Docker CLI context to create; empty: none. */
+  context: string;
+  cache: boolean;
+  cacheKey: string;
+  cacheSave: CacheSavePolicy;
+  cacheMaxSizeBytes: number;
+}
+
+/** Thrown with every invalid input listed, so a user fixes them all in one go. */
+export class InputError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.length === 1 ? problems[0] : `Invalid inputs:\n- ${problems.join('\n- ')}`);
+    this.name = 'InputError';
+  }
+}
+
+/** The daemon's listeners and TLS are the action's job: letting a user change them could open it up. */
+const RESERVED_DAEMON_OPTIONS = ['host', 'hosts', 'tls', 'tlsverify', 'tlscacert', 'tlscert', 'tlskey', 'config-file'];
+const RESERVED_SHORT_FLAGS = ['-H'];
+
+const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+const CONTEXT_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.+-]*$/;
+// The Docker reference grammar: [domain[:port]/]path[:tag][@digest], path components lower case.
+const PATH_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+const DOMAIN = '(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)';
+const IMAGE_REFERENCE = new RegExp(
+  `^(?:${DOMAIN}/)?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*(?::[\\w][\\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`
+);
+const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i;
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+type Reader = (name: string) => string;
+
+export function getInputs(read: Reader = name => core.getInput(name)): ActionInputs {
+  const problems: string[] = [];
+  const attempt = <T>(parse: () => T, fallback: T): T => {
+    try {
+      return parse();
+    } catch (error) {
+      problems.push((error as Error).message);
+      return fallback;
+    }
+  };
+  const dockerdArgs = attempt(() => parseDockerdArgs(read(Inputs.DockerdArgs)), []);
+  const daemonConfig = attempt(() => parseDaemonConfig(read(Inputs.DaemonConfig)), {});
+  problems.push(...conflictsBetween(dockerdArgs, daemonConfig));
+  const inputs: ActionInputs = {
+    image: attempt(() => parseImage(read(Inputs.Image)), ''),
+    name: attempt(() => parseMatching(Inputs.Name, read(Inputs.Name), CONTAINER_NAME, 'letters, digits, _ . - (starting with a letter or digit, at most 63 characters)'), ''),
+    pull: attempt(() => parseChoice(Inputs.Pull, read(Inputs.Pull), PULL_POLICIES), 'missing'),
+    dockerdArgs,
+    daemonConfig,
+    waitTimeoutSeconds: attempt(() => parseSeconds(Inputs.WaitTimeout, read(Inputs.WaitTimeout)), 0),
+    privileged: attempt(() => parseBoolean(Inputs.Privileged, read(Inputs.Privileged)), true),
+    setEnv: attempt(() => parseBoolean(Inputs.SetEnv, read(Inputs.SetEnv)), true),
+    context: attempt(() => parseContext(read(Inputs.Context)), ''),
+    cache: attempt(() => parseBoolean(Inputs.Cache, read(Inputs.Cache)), false),
+    cacheKey: read(Inputs.CacheKey).trim(),
+    cacheSave: attempt(() => parseChoice(Inputs.CacheSave, read(Inputs.CacheSave), CACHE_SAVE_POLICIES), 'never'),
+    cacheMaxSizeBytes: attempt(() => parseSize(Inputs.CacheMaxSize, read(Inputs.CacheMaxSize)), 0)
+  };
+  if (problems.length > 0) throw new InputError(problems);
+  return inputs;
+}
+
+function required(name: string, raw: string): string {
+  const value = raw.trim();
+  if (value === '') throw new Error(`Input '${name}' is required.`);
+  return value;
+}
+
+export function parseChoice<T extends string>(name: string, raw: string, allowed: readonly T[]): T {
+  const value = required(name, raw);
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new Error(`Input '${name}' must be one of ${allowed.join(', ')}; got '${value}'.`);
+  }
+  return value as T;
+}
+
+export function parseBoolean(name: string, raw: string): boolean {
+  const value = required(name, raw);
+  if (/^(true|True|TRUE)$/.test(value)) return true;
+  if (/^(false|False|FALSE)$/.test(value)) return false;
+  throw new Error(`Input '${name}' must be true or false; got '${value}'.`);
+}
+
+function parseMatching(name: string, raw: string, pattern: RegExp, allowed: string): string {
+  const value = required(name, raw);
+  if (!pattern.test(value)) throw new Error(`Input '${name}' may contain only ${allowed}; got '${value}'.`);
+  return value;
+}
+
+export function parseImage(raw: string): string {
+  const value = required(Inputs.Image, raw);
+  if (!IMAGE_REFERENCE.test(value)) {
+    throw new Error(`Input '${Inputs.Image}' is not a valid image reference (like docker:28-dind or registry.example.com/team/dind:1.2); got '${value}'.`);
+  }
+  return value;
+}
+
+function parseContext(raw: string): string {
+  const value = raw.trim();
+  if (value === '') return '';
+  if (value === 'default') throw new Error(`Input '${Inputs.Context}' cannot be 'default': the Docker CLI reserves that name.`);
+  return parseMatching(Inputs.Context, value, CONTEXT_NAME, 'letters, digits, _ . + - (starting with a letter or digit), or be empty for no context');
+}
+
+export function parseSeconds(name: string, raw: string): number {
+  const value = required(name, raw);
+  const seconds = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN;
+  if (!(seconds > 0)) throw new Error(`Input '${name}' must be a positive number of seconds; got '${value}'.`);
+  return seconds;
+}
+
+/** `4g`, `500M`, `1.5GiB`, `1073741824`: binary units, as Docker prints sizes. */
+export function parseSize(name: string, raw: string): number {
+  const value = required(name, raw);
+  const match = SIZE.exec(value);
+  const bytes = match ? Math.floor(Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()]) : NaN;
+  if (!(bytes > 0)) throw new Error(`Input '${name}' must be a size such as 4g, 500m or 1073741824 (bytes); got '${value}'.`);
+  return bytes;
+}
+
+/** Splits like a POSIX shell (quotes and backslashes), without expanding anything. */
+export function splitShellWords(line: string): string[] {
+  const words: string[] = [];
+  let word = '';
+  let inWord = false;
+  let quote: '"' | "'" | null = null;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quote === "'") {
+      if (c === "'") quote = null;
+      else word += c;
+    } else if (quote === '"') {
+      if (c === '"') quote = null;
+      else if (c === '\\' && i + 1 < line.length && '"\\$`'.includes(line[i + 1])) word += line[++i];
+      else word += c;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      inWord = true;
+    } else if (c === '\\' && i + 1 < line.length) {
+      word += line[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(word);
+      word = '';
+      inWord = false;
+    } else {
+      word += c;
+      inWord = true;
+    }
+  }
+  if (quote) throw new Error(`Input '${Inputs.DockerdArgs}' has an unclosed ${quote} quote.`);
+  if (inWord) words.push(word);
+  return words;
+}
+
+/** The long option name of a flag word (`--mtu=1400` → `mtu`), or undefined for a value word. */
+function optionName(word: string): string | undefined {
+  if (!word.startsWith('--')) return undefined;
+  return word.slice(2).split('=')[0];
+}
+
+export function parseDockerdArgs(raw: string): string[] {
+  const args = splitShellWords(raw);
+  for (const word of args) {
+    const short = RESERVED_SHORT_FLAGS.find(flag => word === flag || word.startsWith(flag + '='));
+    const option = optionName(word);
+    if (short || (option && RESERVED_DAEMON_OPTIONS.includes(option))) {
+      throw new Error(
+        `Input '${Inputs.DockerdArgs}' cannot set '${short ?? '--' + option}': the daemon listens only on its mutual-TLS port, which the action configures. Remove it (to reach the daemon use the exported DOCKER_HOST or the '${Inputs.Context}' context).`
+      );
+    }
+  }
+  return args;
+}
+
+export function parseDaemonConfig(raw: string): Record<string, unknown> {
+  const text = raw.trim();
+  if (text === '') return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`Input '${Inputs.DaemonConfig}' is not valid JSON (${(error as Error).message}); it must be a JSON object such as {"features":{"containerd-snapshotter":true}}.`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new Error(`Input '${Inputs.DaemonConfig}' must be a JSON object (daemon.json settings); got ${Array.isArray(parsed) ? 'an array' : JSON.stringify(parsed)}.`);
+  }
+  const config = parsed as Record<string, unknown>;
+  const reserved = Object.keys(config).filter(key => RESERVED_DAEMON_OPTIONS.includes(key));
+  if (reserved.length > 0) {
+    throw new Error(`Input '${Inputs.DaemonConfig}' cannot set ${reserved.map(key => `'${key}'`).join(', ')}: the daemon listens only on its mutual-TLS port, which the action configures.`);
+  }
+  return config;
+}
+
+/** dockerd refuses to start when a setting is given both as a flag and in daemon.json: say so up front. */
+function conflictsBetween(args: string[], config: Record<string, unknown>): string[] {
+  return args
+    .map(optionName)
+    .filter((option): option is string => option !== undefined && option in config)
+    .map(option => `Inputs '${Inputs.DockerdArgs}' and '${Inputs.DaemonConfig}' both set '${option}'; dockerd refuses to start when a setting is given both ways. Keep one.`);
+}

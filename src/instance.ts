@@ -1,0 +1,20 @@
+// One dind daemon of one job step: its unique id and the names of everything made for it.
+import { randomBytes } from 'node:crypto';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export interface Instance {
+  /** Random, so parallel jobs on one host and several steps in one job never collide. */
+  id: string;
+  /** The `name` input: the daemon's host name on its network and the base of the names below. */
+  name: string;
+  containerName: string;
+  networkName: string;
+  /** The client's certificate directory (DOCKER_CERT_PATH). */
+  certDir: string;
+}
+
+export function newInstance(name: string, tempDir = process.env.RUNNER_TEMP || os.tmpdir(), id = randomBytes(4).toString('hex')): Instance {
+  const base = `setup-dind-${name}-${id}`;
+  return { id, name, containerName: base, networkName: base, certDir: path.join(tempDir, base) };
+}

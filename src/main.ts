@@ -1,0 +1,3 @@
+import { runMain } from './setup';
+
+void runMain();

@@ -1,0 +1,25 @@
+// What main hands to post through the runner's step state (GITHUB_STATE, read back as STATE_*).
+// Main saves it before creating anything and again as it learns more, so a post after a main that
+// failed or was killed halfway still knows what to clean up.
+import * as core from '@actions/core';
+import { StateKeys } from './constants';
+import type { EngineSettings } from './engine';
+import type { Instance } from './instance';
+
+export interface InstanceState {
+  instance: Instance;
+  /** The outer engine, as main found it: post must not follow the DOCKER_* main exported. */
+  engine: EngineSettings;
+  /** The Docker CLI context actually created, once it is. */
+  context?: string;
+}
+
+export function saveInstanceState(state: InstanceState): void {
+  core.saveState(StateKeys.Instance, JSON.stringify(state));
+}
+
+/** Undefined when main never got as far as saving it (or never ran). */
+export function loadInstanceState(): InstanceState | undefined {
+  const raw = core.getState(StateKeys.Instance);
+  return raw ? (JSON.parse(raw) as InstanceState) : undefined;
+}

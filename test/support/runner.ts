@@ -1,0 +1,189 @@
+// An emulation of the GitHub Actions runner's contract for a `uses:` step of this action, faithful in
+// what the action can observe: INPUT_* (defaults from action.yml), the GITHUB_ENV / GITHUB_OUTPUT /
+// GITHUB_STATE / GITHUB_STEP_SUMMARY file commands, STATE_* for post, `post-if: always()`, and a job
+// environment that later steps inherit. It runs the bundled dist/ with node, as the runner does.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parse } from 'yaml';
+
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+
+interface ActionManifest {
+  inputs: Record<string, { default?: string }>;
+  runs: { using: string; main: string; post: string; 'post-if'?: string };
+}
+
+export function readManifest(): ActionManifest {
+  return parse(fs.readFileSync(path.join(REPO_ROOT, 'action.yml'), 'utf8')) as ActionManifest;
+}
+
+export interface StepResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** GITHUB_OUTPUT. */
+  outputs: Record<string, string>;
+  /** GITHUB_ENV: what later steps get. */
+  exported: Record<string, string>;
+  /** GITHUB_STATE, for post. */
+  state: Record<string, string>;
+  summary: string;
+}
+
+export interface RunAs {
+  user: string;
+}
+
+/** Parses a file command file: `name=value` lines and `name<<DELIM` heredocs. */
+export function parseFileCommands(text: string): Record<string, string> {
+  const values: Record<string, string> = {};
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    if (line === '') continue;
+    const heredoc = /^([^=<]+)<<(.+)$/.exec(line);
+    if (heredoc) {
+      const body: string[] = [];
+      for (i++; i < lines.length && lines[i] !== heredoc[2]; i++) body.push(lines[i]);
+      values[heredoc[1]] = body.join('\n');
+    } else {
+      const at = line.indexOf('=');
+      values[line.slice(0, at)] = line.slice(at + 1);
+    }
+  }
+  return values;
+}
+
+/** One job: a workspace, RUNNER_TEMP, the job's environment, and the post steps still to run. */
+export class Job {
+  readonly root: string;
+  readonly workspace: string;
+  readonly temp: string;
+  readonly env: Record<string, string>;
+  private readonly posts: Array<{ state: Record<string, string>; inputs: Record<string, string> }> = [];
+  private readonly runAs?: RunAs;
+
+  constructor(options: { env?: Record<string, string>; runAs?: RunAs; root?: string } = {}) {
+    this.root = options.root ?? fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-job-'));
+    this.workspace = path.join(this.root, 'workspace');
+    this.temp = path.join(this.root, 'temp');
+    fs.mkdirSync(this.workspace, { recursive: true });
+    fs.mkdirSync(this.temp, { recursive: true });
+    this.runAs = options.runAs;
+    if (this.runAs) fs.chmodSync(this.root, 0o755);
+    if (this.runAs) for (const dir of [this.workspace, this.temp]) chown(dir, this.runAs.user);
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(INPUT_|STATE_|GITHUB_|RUNNER_|DOCKER_|SETUP_DIND_)/.test(name)));
+    this.env = {
+      ...(inherited as Record<string, string>),
+      CI: 'true',
+      GITHUB_ACTIONS: 'true',
+      GITHUB_WORKSPACE: this.workspace,
+      GITHUB_RUN_ID: String(Date.now()),
+      GITHUB_JOB: 'test',
+      RUNNER_TEMP: this.temp,
+      RUNNER_OS: 'Linux',
+      RUNNER_ARCH: process.arch === 'arm64' ? 'ARM64' : 'X64',
+      RUNNER_ENVIRONMENT: 'self-hosted',
+      ...(options.env ?? {})
+    };
+  }
+
+  /** The `uses: ./` main step with `with:` inputs; its post is queued for `finish()`. */
+  async runMain(inputs: Record<string, string> = {}): Promise<StepResult> {
+    const manifest = readManifest();
+    const result = await this.node(manifest.runs.main, this.inputEnv(inputs));
+    this.posts.push({ state: result.state, inputs });
+    return result;
+  }
+
+  /** Runs the queued posts in reverse order, as the runner does at the end of the job. */
+  async finish(): Promise<StepResult[]> {
+    const results: StepResult[] = [];
+    while (this.posts.length > 0) {
+      const post = this.posts.pop()!;
+      results.push(await this.runPost(post.state, post.inputs));
+    }
+    return results;
+  }
+
+  /** One post step with the given state (STATE_*), as the runner would run it. */
+  async runPost(state: Record<string, string>, inputs: Record<string, string> = {}): Promise<StepResult> {
+    const stateEnv = Object.fromEntries(Object.entries(state).map(([name, value]) => [`STATE_${name}`, value]));
+    return this.node(readManifest().runs.post, { ...this.inputEnv(inputs), ...stateEnv });
+  }
+
+  /** A `run:` step (bash), with the job's environment. */
+  async run(script: string, extraEnv: Record<string, string> = {}): Promise<StepResult> {
+    return this.step('bash', ['-e', '-c', script], extraEnv);
+  }
+
+  private inputEnv(inputs: Record<string, string>): Record<string, string> {
+    const env: Record<string, string> = {};
+    for (const [name, spec] of Object.entries(readManifest().inputs)) {
+      env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? spec.default ?? '';
+    }
+    for (const name of Object.keys(inputs)) env[`INPUT_${name.toUpperCase()}`] = inputs[name];
+    return env;
+  }
+
+  private async node(entry: string, extraEnv: Record<string, string>): Promise<StepResult> {
+    return this.step(process.execPath, [path.join(REPO_ROOT, entry)], extraEnv);
+  }
+
+  private async step(command: string, args: string[], extraEnv: Record<string, string>): Promise<StepResult> {
+    const files = fs.mkdtempSync(path.join(this.root, 'step-'));
+    if (this.runAs) {
+      fs.chmodSync(files, 0o777);
+    }
+    const fileCommands = { GITHUB_ENV: 'env', GITHUB_OUTPUT: 'output', GITHUB_STATE: 'state', GITHUB_STEP_SUMMARY: 'summary', GITHUB_PATH: 'path' };
+    const fileEnv: Record<string, string> = {};
+    for (const [name, file] of Object.entries(fileCommands)) {
+      fileEnv[name] = path.join(files, file);
+      fs.writeFileSync(fileEnv[name], '', { mode: 0o666 });
+      fs.chmodSync(fileEnv[name], 0o666);
+    }
+    const env = { ...this.env, ...fileEnv, ...extraEnv };
+    const [cmd, argv] = this.runAs
+      ? ['setpriv', ['--reuid', this.runAs.user, '--regid', this.runAs.user, '--init-groups', '--', command, ...args]]
+      : [command, args];
+    const child = spawn(cmd, argv, { cwd: this.workspace, env: { ...env, ...(this.runAs ? { HOME: homeOf(this.runAs.user) } : {}) } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', chunk => (stdout += chunk));
+    child.stderr.on('data', chunk => (stderr += chunk));
+    const exitCode = await new Promise<number>(resolve => child.on('close', code => resolve(code ?? 1)));
+    // A step whose process printed ::error:: and exited 1 is a failed step; the runner reads the files either way.
+    const read = (name: string) => fs.readFileSync(fileEnv[name], 'utf8');
+    const exported = parseFileCommands(read('GITHUB_ENV'));
+    Object.assign(this.env, exported);
+    const result: StepResult = {
+      exitCode,
+      stdout,
+      stderr,
+      outputs: parseFileCommands(read('GITHUB_OUTPUT')),
+      exported,
+      state: parseFileCommands(read('GITHUB_STATE')),
+      summary: read('GITHUB_STEP_SUMMARY')
+    };
+    fs.rmSync(files, { recursive: true, force: true });
+    return result;
+  }
+
+  /** Removes the job's directories (as the runner cleans its temp directory). */
+  cleanup(): void {
+    fs.rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+function homeOf(user: string): string {
+  return fs.readFileSync('/etc/passwd', 'utf8').split('\n').find(line => line.startsWith(`${user}:`))?.split(':')[5] ?? '/tmp';
+}
+
+function chown(dir: string, user: string): void {
+  const entry = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find(line => line.startsWith(`${user}:`));
+  if (!entry) throw new Error(`No user ${user}: run ../shared/docker-host/up first.`);
+  const [, , uid, gid] = entry.split(':');
+  fs.chownSync(dir, Number(uid), Number(gid));
+}
