@@ -3,7 +3,7 @@
 const base = {
   preset: 'ts-jest',
   testEnvironment: 'node',
-  transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: { warnOnly: false } }] }
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.test.json' }] }
 };
 module.exports = {
   projects: [
@@ -12,6 +12,8 @@ module.exports = {
       ...base,
       displayName: 'integration',
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
+      // Once for all integration tests: the engine must answer and the dind test image exist (else: fail).
+      globalSetup: '<rootDir>/test/support/global-setup.ts',
       slowTestThreshold: 60
     }
   ]

@@ -1,5 +1,7 @@
 // The dind container: what it is created with, what goes into it before it starts, and how we
 // know the daemon inside is ready.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
 import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, INSTANCE_LABEL } from './constants';
@@ -13,24 +15,13 @@ const DAEMON_JSON = `${CONTAINER_SETUP_DIR}/daemon.json`;
 const PORT_KEY = `${DAEMON_TLS_PORT}/tcp`;
 
 /**
- * Runs before dockerd in any image that has `sh`. On cgroup v2 the container's root cgroup holds its
- * processes, and a cgroup with processes cannot delegate controllers to children: move them into a
- * leaf first, or nested containers get no memory/cpu/pids controllers. Stale pid files from a
- * restored /var/lib/docker or a restarted container would stop dockerd from starting.
+ * The entrypoint put into the container in place of the image's own (see entrypoint.sh): it prepares
+ * cgroups, mounts and stale state for a nested dockerd in any image that has `sh`, then runs dockerd.
+ * The build copies it next to the main bundle, as it sits next to this module in src/.
  */
-export const ENTRYPOINT_SCRIPT = `#!/bin/sh
-set -e
-if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
-  mkdir -p /sys/fs/cgroup/init
-  xargs -rn1 < /sys/fs/cgroup/cgroup.procs > /sys/fs/cgroup/init/cgroup.procs 2>/dev/null || :
-  sed -e 's/ / +/g' -e 's/^/+/' < /sys/fs/cgroup/cgroup.controllers > /sys/fs/cgroup/cgroup.subtree_control || :
-fi
-if ! mountpoint -q /sys/kernel/security 2>/dev/null && [ -d /sys/kernel/security ]; then
-  mount -t securityfs none /sys/kernel/security 2>/dev/null || :
-fi
-rm -f /var/run/docker.pid /run/docker.pid /var/run/docker/containerd/containerd.pid
-exec "$@"
-`;
+export function entrypointScript(): string {
+  return fs.readFileSync(path.join(__dirname, 'entrypoint.sh'), 'utf8');
+}
 
 /** dockerd's command line: TLS-only listener, our daemon.json, then the user's flags. */
 export function dockerdCommand(userArgs: string[]): string[] {
@@ -56,9 +47,14 @@ export interface ContainerSpec {
   image: string;
   privileged: boolean;
   dockerdArgs: string[];
+  /** A runner directory for /var/lib/docker (the cache's); else the image's anonymous volume. */
+  dataDir?: string;
 }
 
-export function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCreateOptions {
+/** Engine API fields @types/dockerode does not know yet. */
+type HostConfig = Docker.HostConfig & { CgroupnsMode?: 'private' | 'host' };
+
+export function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCreateOptions & { HostConfig: HostConfig } {
   const { instance } = spec;
   return {
     name: instance.containerName,
@@ -73,9 +69,14 @@ export function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCre
     ExposedPorts: { [PORT_KEY]: {} },
     HostConfig: {
       Privileged: spec.privileged,
+      // docker-init as PID 1 reaps the zombies finished nested containers leave; a private cgroup
+      // namespace lets the entrypoint delegate cgroup v2 controllers to nested containers.
+      Init: true,
+      CgroupnsMode: 'private',
       NetworkMode: instance.networkName,
       // An empty HostPort lets the engine pick a free one: parallel instances never collide.
-      PortBindings: { [PORT_KEY]: [{ HostIp: '127.0.0.1', HostPort: '' }] }
+      PortBindings: { [PORT_KEY]: [{ HostIp: '127.0.0.1', HostPort: '' }] },
+      ...(spec.dataDir ? { Binds: [`${spec.dataDir}:/var/lib/docker`] } : {})
     },
     NetworkingConfig: { EndpointsConfig: { [instance.networkName]: { Aliases: [instance.name] } } }
   };
@@ -92,7 +93,7 @@ export async function setupArchive(material: TlsMaterial, daemonConfig: Record<s
   const file = (name: string, content: string, mode: number) => pack.entry({ name: name.slice(1), mode }, content);
   dir(CONTAINER_SETUP_DIR);
   dir(CERT_DIR);
-  file(ENTRYPOINT, ENTRYPOINT_SCRIPT, 0o755);
+  file(ENTRYPOINT, entrypointScript(), 0o755);
   file(DAEMON_JSON, JSON.stringify(daemonConfig, null, 2) + '\n', 0o644);
   file(`${CERT_DIR}/ca.pem`, material.caCert, 0o644);
   file(`${CERT_DIR}/server-cert.pem`, material.serverCert, 0o644);

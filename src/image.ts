@@ -14,28 +14,31 @@ interface PullEvent {
 
 const PROGRESS_EVERY_MS = 5000;
 
-async function isPresent(docker: Docker, image: string): Promise<boolean> {
+/** The image's id, or undefined when the engine does not have it. */
+async function presentImageId(docker: Docker, image: string): Promise<string | undefined> {
   try {
-    await docker.getImage(image).inspect();
-    return true;
+    return (await docker.getImage(image).inspect()).Id;
   } catch (error) {
-    if ((error as { statusCode?: number }).statusCode === 404) return false;
+    if ((error as { statusCode?: number }).statusCode === 404) return undefined;
     throw error;
   }
 }
 
-/** Returns whether it pulled. */
-export async function ensureImage(docker: Docker, image: string, policy: PullPolicy): Promise<boolean> {
-  if (policy !== 'always' && (await isPresent(docker, image))) {
+/** Returns the image's id. */
+export async function ensureImage(docker: Docker, image: string, policy: PullPolicy): Promise<string> {
+  const present = policy === 'always' ? undefined : await presentImageId(docker, image);
+  if (present) {
     core.info(`Image ${image} is present on the engine.`);
-    return false;
+    return present;
   }
   if (policy === 'never') {
     throw new Error(`Image ${image} is not on the engine and input '${Inputs.Pull}' is 'never': load or build it in an earlier step, or set '${Inputs.Pull}: missing'.`);
   }
   core.info(`Pulling ${image} ...`);
   await pull(docker, image);
-  return true;
+  const pulled = await presentImageId(docker, image);
+  if (!pulled) throw new Error(`Pulled ${image}, but the engine does not list it.`);
+  return pulled;
 }
 
 /** Prints each layer's milestones and, every few seconds, the bytes downloaded so far. */

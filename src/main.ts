@@ -1,3 +1,4 @@
 import { runMain } from './setup';
 
-void runMain();
+// Exit explicitly: a cache request that never answered must not keep the step running.
+void runMain().finally(() => process.exit());

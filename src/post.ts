@@ -1,3 +1,4 @@
 import { runPost } from './teardown';
 
-void runPost();
+// Exit explicitly: a cache request that never answered must not keep the step running.
+void runPost().finally(() => process.exit());

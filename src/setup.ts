@@ -1,6 +1,7 @@
 // Main: start the daemon, secure it, hand it to later steps.
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
+import { prepareCache, restoreDaemonData, verifyRestoredData } from './cache';
 import { createContext } from './context';
 import {
   containerCreateOptions,
@@ -17,9 +18,10 @@ import { connectOuterEngine, describeEngine, outerEngineSettings, type EngineSet
 import { daemonHost, exportDockerEnvironment, setDaemonOutputs, writeClientCertificates } from './environment';
 import { ensureImage } from './image';
 import { getInputs, type ActionInputs } from './inputs';
-import { newInstance, type Instance } from './instance';
-import { INSTANCE_LABEL } from './constants';
-import { Timeline } from './report';
+import { newInstance } from './instance';
+import { INSTANCE_LABEL, Outputs } from './constants';
+import { formatSeconds, Timeline } from './report';
+import { formatBytes } from './units';
 import { saveInstanceState, type InstanceState } from './state';
 import { certificateLifetimeHours, generateTlsMaterial, type TlsMaterial } from './tls';
 
@@ -47,8 +49,8 @@ async function setUp(timeline: Timeline): Promise<void> {
   saveInstanceState(state);
   const docker = connectOuterEngine(engine);
 
-  const material = await timeline.phase(`Prepare ${inputs.image}, certificates and network`, () => prepare(docker, engine, inputs, instance));
-  const { container, port, version } = await timeline.phase('Start the daemon', () => startDaemon(docker, inputs, instance, material));
+  const { material, cache } = await timeline.phase(`Prepare ${inputs.image}, certificates, network and cache`, () => prepare(docker, engine, inputs, state, timeline));
+  const { container, port, version } = await timeline.phase('Start the daemon', () => startDaemon(docker, inputs, state, material));
 
   const host = daemonHost(port);
   await timeline.phase('Hand the daemon to later steps', async () => {
@@ -65,18 +67,23 @@ async function setUp(timeline: Timeline): Promise<void> {
       core.info(`Docker context '${state.context}' points at the daemon.`);
     }
     setDaemonOutputs({ host, certPath: instance.certDir, containerId: container.id, context: state.context ?? '', version });
+    core.setOutput(Outputs.CacheHit, String(cache?.restored.hit ?? false));
+    core.setOutput(Outputs.CacheKey, cache?.restored.key ?? cache?.setup.exactPrefix ?? '');
+    core.setOutput(Outputs.CacheSize, String(cache?.restored.bytes ?? 0));
   });
   timeline.fact('Daemon', `Docker ${version} at ${host}`);
   if (state.context) timeline.fact('Context', state.context);
 }
 
-async function prepare(docker: Docker, engine: EngineSettings, inputs: ActionInputs, instance: Instance): Promise<TlsMaterial> {
+/** Everything that does not need the container, at once: the image pull overlaps the cache download. */
+async function prepare(docker: Docker, engine: EngineSettings, inputs: ActionInputs, state: InstanceState, timeline: Timeline) {
+  const { instance } = state;
   try {
     await docker.ping();
   } catch (error) {
     throw new Error(`Cannot reach the Docker engine at ${describeEngine(engine)}: ${(error as Error).message}. setup-dind needs a Docker engine on the runner (and the job's user allowed to use it).`);
   }
-  const [material] = await Promise.all([
+  const [material, imageId, , restore] = await Promise.all([
     (async () => {
       const tls = await generateTlsMaterial(serverSubjectAltNames(instance), certificateLifetimeHours(process.env.RUNNER_ENVIRONMENT));
       await writeClientCertificates(instance.certDir, tls);
@@ -84,18 +91,39 @@ async function prepare(docker: Docker, engine: EngineSettings, inputs: ActionInp
       return tls;
     })(),
     ensureImage(docker, inputs.image, inputs.pull),
-    docker.createNetwork(networkCreateOptions(instance))
+    docker.createNetwork(networkCreateOptions(instance)),
+    (async () => {
+      const setup = await prepareCache(inputs, instance);
+      if (!setup) return undefined;
+      state.cache = setup;
+      saveInstanceState(state);
+      const started = performance.now();
+      const restored = await restoreDaemonData(setup);
+      return { setup, restored, seconds: (performance.now() - started) / 1000 };
+    })()
   ]);
-  return material;
+  state.imageId = imageId;
+  saveInstanceState(state);
+  let cache = restore;
+  if (restore?.restored.key && !(await verifyRestoredData(restore.setup, imageId))) cache = { ...restore, restored: { hit: false, bytes: 0 } };
+  if (cache) {
+    state.cache = { ...cache.setup, restoredKey: cache.restored.key };
+    saveInstanceState(state);
+    timeline.fact('Cache restored', cache.restored.key ? `${formatBytes(cache.restored.bytes)} in ${formatSeconds(cache.seconds)} (${cache.restored.hit ? 'hit' : 'fallback key'}): ${cache.restored.key}` : 'nothing to restore');
+  }
+  return { material, cache };
 }
 
-async function startDaemon(docker: Docker, inputs: ActionInputs, instance: Instance, material: TlsMaterial) {
+async function startDaemon(docker: Docker, inputs: ActionInputs, state: InstanceState, material: TlsMaterial) {
+  const { instance } = state;
   const container = await docker.createContainer(
-    containerCreateOptions({ instance, image: inputs.image, privileged: inputs.privileged, dockerdArgs: inputs.dockerdArgs })
+    containerCreateOptions({ instance, image: inputs.image, privileged: inputs.privileged, dockerdArgs: inputs.dockerdArgs, dataDir: state.cache?.dataDir })
   );
   await container.putArchive(await setupArchive(material, inputs.daemonConfig), { path: '/' });
   await container.start();
   const port = publishedPort(await container.inspect());
+  state.port = port;
+  saveInstanceState(state);
   core.info(`Container ${instance.containerName} started; daemon port published on 127.0.0.1:${port}`);
   try {
     const version = await waitForDaemon({ host: '127.0.0.1', port, ca: material.caCert, cert: material.clientCert, key: material.clientKey }, container, inputs.waitTimeoutSeconds * 1000);

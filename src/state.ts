@@ -3,6 +3,7 @@
 // failed or was killed halfway still knows what to clean up.
 import * as core from '@actions/core';
 import { StateKeys } from './constants';
+import type { CacheSetup } from './cache';
 import type { EngineSettings } from './engine';
 import type { Instance } from './instance';
 
@@ -12,6 +13,12 @@ export interface InstanceState {
   engine: EngineSettings;
   /** The Docker CLI context actually created, once it is. */
   context?: string;
+  /** The daemon's port on 127.0.0.1, once it is published. */
+  port?: number;
+  /** The dind image's id: a cache records what made it. */
+  imageId?: string;
+  /** Present when the cache is on for this job. */
+  cache?: CacheSetup;
 }
 
 export function saveInstanceState(state: InstanceState): void {

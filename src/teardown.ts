@@ -1,13 +1,20 @@
-// Post: stop the daemon cleanly, show its log, and remove everything main made for it. Post never
-// fails the job: each step warns on error and the next one still runs.
+// Post: stop the daemon cleanly, save its data to the cache, show its log, and remove everything
+// main made for it. Post never fails the job: each step warns on error and the next one still runs.
 import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import * as core from '@actions/core';
+import type Docker from 'dockerode';
+import { removeDirectory } from './archive';
+import { contentKey, decideSave, pruneForCache, saveDaemonData, type SaveDecision } from './cache';
+import { availability } from './cache-service';
 import { INSTANCE_LABEL } from './constants';
 import { removeContext } from './context';
 import { containerLog } from './daemon';
-import { connectOuterEngine } from './engine';
+import { connect, connectOuterEngine, tlsClientOptions } from './engine';
+import { CLIENT_FILES } from './environment';
 import { Timeline } from './report';
 import { loadInstanceState, type InstanceState } from './state';
+import { formatBytes } from './units';
 
 /** dockerd stops its own containers on SIGTERM; give it the time the Docker CLI would. */
 const STOP_GRACE_SECONDS = 30;
@@ -33,6 +40,10 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   const label = { label: [`${INSTANCE_LABEL}=${instance.id}`] };
 
   const containers = await attempt('list the dind containers', () => docker.listContainers({ all: true, filters: label }), []);
+  const running = containers.some(summary => summary.State === 'running');
+  const decision = state.cache ? await timeline.phase('Decide whether to save the cache', () => planSave(state, running)) : undefined;
+  if (decision) core.info(decision.save ? `Saving the cache as ${decision.key} once the daemon has stopped.` : `Not saving the cache: ${decision.reason}.`);
+
   for (const summary of containers) {
     const container = docker.getContainer(summary.Id);
     if (summary.State === 'running') {
@@ -42,7 +53,18 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
       core.info(await attempt('read the daemon log', () => containerLog(container), ''));
     });
   }
-  await timeline.phase('Remove the container, network, certificates and context', async () => {
+
+  if (state.cache && decision) {
+    if (decision.save) {
+      const cache = state.cache;
+      const result = await timeline.phase('Save the cache', () => saveDaemonData(cache, decision.key, state.imageId ?? ''));
+      timeline.fact('Cache', result.saved ? `saved ${formatBytes(result.bytes)} as ${decision.key}` : `not saved: ${result.reason}`);
+    } else {
+      timeline.fact('Cache', `not saved: ${decision.reason}`);
+    }
+  }
+
+  await timeline.phase('Remove the container, network, data, certificates and context', async () => {
     for (const summary of containers) {
       // The image declares VOLUME /var/lib/docker: without v the data would stay behind as a volume.
       await attempt(`remove container ${summary.Id.slice(0, 12)}`, () => docker.getContainer(summary.Id).remove({ force: true, v: true }), undefined);
@@ -51,6 +73,10 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     for (const network of networks) {
       await attempt(`remove network ${network.Name}`, () => docker.getNetwork(network.Id).remove(), undefined);
     }
+    if (state.cache) {
+      const { access, dataDir } = state.cache;
+      await attempt(`remove the daemon's data in ${dataDir}`, () => removeDirectory(access, dataDir), undefined);
+    }
     await attempt('remove the client certificates', () => fs.rm(instance.certDir, { recursive: true, force: true }), undefined);
     if (state.context) {
       const context = state.context;
@@ -58,6 +84,29 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     }
     core.info(`Removed ${containers.length} container(s) and ${networks.length} network(s) of ${instance.containerName}.`);
   });
+}
+
+/**
+ * While the daemon still runs: drop what the next job should not inherit, fingerprint the rest, and
+ * decide. A daemon that is not running may have died mid-write: its data is never saved.
+ */
+async function planSave(state: InstanceState, running: boolean): Promise<SaveDecision> {
+  const cache = state.cache!;
+  if (cache.savePolicy === 'never') return decideSave(cache, '', true);
+  if (!running || state.port === undefined) return { save: false, reason: 'the daemon was not running at the end of the job, so its data may be inconsistent' };
+  try {
+    const content = await pruneForCache(await daemonClient(state.instance.certDir, state.port));
+    const service = availability();
+    return decideSave(cache, contentKey(cache, content), service.writable, service.reason);
+  } catch (error) {
+    return { save: false, reason: `the daemon could not be read (${(error as Error).message})` };
+  }
+}
+
+async function daemonClient(certDir: string, port: number): Promise<Docker> {
+  const read = (name: string) => fs.readFile(path.join(certDir, name), 'utf8');
+  const [ca, cert, key] = await Promise.all([read(CLIENT_FILES.ca), read(CLIENT_FILES.cert), read(CLIENT_FILES.key)]);
+  return connect(tlsClientOptions({ host: '127.0.0.1', port, ca, cert, key }));
 }
 
 /** Runs one cleanup step; on failure warns and goes on with `fallback`. */

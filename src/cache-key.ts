@@ -1,0 +1,76 @@
+// Cache keys. A key says what a cache is valid for (the dind image reference, CPU architecture and
+// storage settings: a cache is never restored into a daemon that could not read it), whose it is
+// (the user's `cache-key`), and what it holds (a fingerprint of the daemon's content, so an unchanged
+// daemon maps to a key that already exists and is never uploaded again).
+//
+//   setup-dind-v1-<arch>-<compat>[-<user key>]+<content>
+import { createHash } from 'node:crypto';
+
+/** Bump when the archive format changes: old caches then simply stop matching. */
+const FORMAT = 'setup-dind-v1';
+
+/** Daemon settings that change what /var/lib/docker holds or how it is read. */
+const STORAGE_SETTINGS = ['storage-driver', 'storage-opt', 'storage-opts', 'features', 'userns-remap', 'data-root'];
+
+export interface CompatibilityInputs {
+  image: string;
+  arch: string;
+  dockerdArgs: string[];
+  daemonConfig: Record<string, unknown>;
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** The storage-relevant daemon settings, from flags and daemon.json alike. */
+export function storageSettings(dockerdArgs: string[], daemonConfig: Record<string, unknown>): string[] {
+  const fromArgs = dockerdArgs.filter(word => STORAGE_SETTINGS.some(name => word === `--${name}` || word.startsWith(`--${name}=`)));
+  // A flag's value may be the next word: keep the word after a bare storage flag too.
+  const values = dockerdArgs.flatMap((word, i) => (STORAGE_SETTINGS.some(name => word === `--${name}`) && dockerdArgs[i + 1] ? [dockerdArgs[i + 1]] : []));
+  const fromConfig = STORAGE_SETTINGS.filter(name => name in daemonConfig).map(name => `${name}=${JSON.stringify(daemonConfig[name])}`);
+  return [...fromArgs, ...values, ...fromConfig].sort();
+}
+
+export function keyBase(inputs: CompatibilityInputs): string {
+  const compat = sha256(JSON.stringify({ image: inputs.image, storage: storageSettings(inputs.dockerdArgs, inputs.daemonConfig) })).slice(0, 12);
+  return `${FORMAT}-${inputs.arch}-${compat}`;
+}
+
+/** Keys may not hold commas; keep the user's key readable but safe. */
+export function sanitizeUserKey(userKey: string): string {
+  return userKey.replace(/[^A-Za-z0-9._/=-]/g, '_');
+}
+
+export interface CacheKeys {
+  /** Prefix of every key saved for this user key: a match means `cache-hit`. */
+  exactPrefix: string;
+  /** Restore order: this user key's newest cache, then any compatible one. */
+  restoreKeys: string[];
+}
+
+export function cacheKeys(base: string, userKey: string): CacheKeys {
+  const scope = userKey ? `${base}-${sanitizeUserKey(userKey)}` : base;
+  // '+' never occurs in a sanitized user key, so one user key's prefix never matches another's.
+  const exactPrefix = `${scope}+`;
+  // `base` alone: any compatible cache, whoever's (the compat hash has a fixed length, so no other base matches).
+  return { exactPrefix, restoreKeys: [exactPrefix, base] };
+}
+
+export function saveKey(exactPrefix: string, fingerprint: string): string {
+  return `${exactPrefix}${fingerprint}`;
+}
+
+/** What the daemon holds that the cache carries: images by id and tags, and build cache records. */
+export interface DaemonContent {
+  images: Array<{ id: string; tags: string[] }>;
+  buildCache: string[];
+}
+
+export function contentFingerprint(content: DaemonContent): string {
+  const canonical = {
+    images: content.images.map(image => `${image.id} ${[...image.tags].sort().join(' ')}`).sort(),
+    buildCache: [...content.buildCache].sort()
+  };
+  return sha256(JSON.stringify(canonical)).slice(0, 16);
+}

@@ -1,0 +1,194 @@
+// The daemon's /var/lib/docker across jobs. Main restores it into a directory on the runner before the
+// daemon starts (streaming download → zstd → tar); post, once the daemon has stopped cleanly, archives
+// it (tar → zstd → streaming upload) under a key derived from its content. Every failure here is a
+// warning and a cold daemon, never a failed job and never a half-restored tree.
+import * as path from 'node:path';
+import { Transform } from 'node:stream';
+import * as core from '@actions/core';
+import type Docker from 'dockerode';
+import {
+  archiveFrom,
+  detectFileAccess,
+  directoryBytes,
+  emptyDirectory,
+  extractInto,
+  hasZstd,
+  makeDirectory,
+  METADATA_FILE,
+  readFileAsRoot,
+  writeFileAsRoot,
+  type FileAccess
+} from './archive';
+import { availability, download, lookup, reserve, upload } from './cache-service';
+import { cacheKeys, contentFingerprint, keyBase, saveKey, type DaemonContent } from './cache-key';
+import { Inputs } from './constants';
+import type { ActionInputs, CacheSavePolicy } from './inputs';
+import type { Instance } from './instance';
+import { formatBytes } from './units';
+
+/** What post needs to save the cache; kept in the step state. */
+export interface CacheSetup {
+  dataDir: string;
+  access: FileAccess;
+  exactPrefix: string;
+  restoreKeys: string[];
+  savePolicy: CacheSavePolicy;
+  maxBytes: number;
+  /** The key restored, if any. */
+  restoredKey?: string;
+}
+
+export interface RestoreResult {
+  key?: string;
+  hit: boolean;
+  bytes: number;
+}
+
+/** Build cache not used for this long is not carried on. */
+const BUILD_CACHE_MAX_AGE = '168h';
+
+/** Decides whether this job can cache at all, and makes the data directory. Undefined: no cache. */
+export async function prepareCache(inputs: ActionInputs, instance: Instance): Promise<CacheSetup | undefined> {
+  if (!inputs.cache) {
+    core.info(`Cache off (input '${Inputs.Cache}').`);
+    return undefined;
+  }
+  const service = availability();
+  if (!service.readable && !service.writable) {
+    core.info(`Cache off: ${service.reason}.`);
+    return undefined;
+  }
+  const [access, zstd] = await Promise.all([detectFileAccess(), hasZstd()]);
+  if (access === 'none') {
+    core.warning("Cache off: the daemon's files belong to root, and this job runs as a user without passwordless sudo. Run the job as root or give its user passwordless sudo to cache, or set 'cache: false'.");
+    return undefined;
+  }
+  if (!zstd) {
+    core.warning("Cache off: the runner has no 'zstd' (install it, for example apt-get install zstd).");
+    return undefined;
+  }
+  const base = keyBase({ image: inputs.image, arch: process.arch, dockerdArgs: inputs.dockerdArgs, daemonConfig: inputs.daemonConfig });
+  const keys = cacheKeys(base, inputs.cacheKey);
+  const dataDir = path.join(path.dirname(instance.certDir), `${instance.containerName}-data`);
+  await makeDirectory(access, dataDir);
+  return { dataDir, access, ...keys, savePolicy: inputs.cacheSave, maxBytes: inputs.cacheMaxSizeBytes };
+}
+
+/** Streams the newest matching cache into the data directory. Never throws. */
+export async function restoreDaemonData(setup: CacheSetup): Promise<RestoreResult> {
+  const miss: RestoreResult = { hit: false, bytes: 0 };
+  if (!availability().readable) {
+    core.info(`Not restoring: ${availability().reason}.`);
+    return miss;
+  }
+  let bytes = 0;
+  try {
+    const entry = await lookup(setup.exactPrefix, setup.restoreKeys);
+    if (!entry) {
+      core.info(`No cache yet for ${setup.exactPrefix}…: the daemon starts empty.`);
+      return miss;
+    }
+    core.info(`Restoring ${entry.key}`);
+    const archive = await download(entry.url);
+    archive.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    await extractInto(setup.access, setup.dataDir, archive);
+    const hit = entry.key.startsWith(setup.exactPrefix);
+    core.info(`Restored ${formatBytes(bytes)} (${hit ? 'exact key' : 'fallback key'}).`);
+    return { key: entry.key, hit, bytes };
+  } catch (error) {
+    core.warning(`Cache restore failed, the daemon starts empty: ${(error as Error).message}`);
+    await discard(setup);
+    return miss;
+  }
+}
+
+/** Keeps a restored tree only if the same image made it: another daemon version might misread it. */
+export async function verifyRestoredData(setup: CacheSetup, imageId: string): Promise<boolean> {
+  const metadata = await readFileAsRoot(setup.access, path.join(setup.dataDir, METADATA_FILE));
+  const madeBy = metadata ? (JSON.parse(metadata) as { imageId?: string }).imageId : undefined;
+  if (madeBy === imageId) return true;
+  core.warning(`The cache was made by another dind image (${madeBy ?? 'unknown'}, this one is ${imageId}): the daemon starts empty and post saves a new cache.`);
+  await discard(setup);
+  return false;
+}
+
+async function discard(setup: CacheSetup): Promise<void> {
+  await emptyDirectory(setup.access, setup.dataDir).catch(error => core.warning(`Could not empty ${setup.dataDir}: ${(error as Error).message}`));
+}
+
+/**
+ * Clears what the next job should not inherit and returns what the daemon holds: containers and
+ * volumes are the job's own state; dangling images and stale build cache are what would otherwise
+ * pile up from job to job.
+ */
+export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
+  for (const container of await dind.listContainers({ all: true })) {
+    await dind.getContainer(container.Id).remove({ force: true, v: true });
+  }
+  await dind.pruneVolumes({ filters: { all: ['true'] } });
+  await dind.pruneImages({ filters: { dangling: ['true'] } });
+  await dind.pruneBuilder({ filters: { until: [BUILD_CACHE_MAX_AGE] } } as Docker.PruneBuilderOptions);
+  const images = await dind.listImages();
+  const df = (await dind.df()) as { BuildCache?: Array<{ ID: string }> };
+  return {
+    images: images.map(image => ({ id: image.Id, tags: (image.RepoTags ?? []).filter(tag => tag !== '<none>:<none>') })),
+    buildCache: (df.BuildCache ?? []).map(record => record.ID)
+  };
+}
+
+export type SaveDecision = { save: true; key: string } | { save: false; reason: string };
+
+/** Pure: whether post uploads, from the policy, the service and what changed. */
+export function decideSave(setup: CacheSetup, key: string, writable: boolean, writableReason?: string): SaveDecision {
+  if (setup.savePolicy === 'never') return { save: false, reason: `input '${Inputs.CacheSave}' is 'never'` };
+  if (!writable) return { save: false, reason: writableReason ?? 'the cache is read-only for this job' };
+  if (setup.savePolicy === 'on-change' && key === setup.restoredKey) return { save: false, reason: 'the daemon holds what was restored: nothing changed' };
+  return { save: true, key };
+}
+
+export function contentKey(setup: CacheSetup, content: DaemonContent): string {
+  return saveKey(setup.exactPrefix, contentFingerprint(content));
+}
+
+export interface SaveResult {
+  saved: boolean;
+  bytes: number;
+  reason: string;
+}
+
+class SizeLimitError extends Error {}
+
+/** Archives the stopped daemon's data and uploads it under `key`. Never throws. */
+export async function saveDaemonData(setup: CacheSetup, key: string, imageId: string): Promise<SaveResult> {
+  let bytes = 0;
+  try {
+    const uploadUrl = await reserve(key);
+    if (!uploadUrl) return { saved: false, bytes: 0, reason: `a cache with key ${key} exists already` };
+    await writeFileAsRoot(setup.access, path.join(setup.dataDir, METADATA_FILE), JSON.stringify({ imageId, key, savedAt: new Date().toISOString() }) + '\n');
+    const archiver = archiveFrom(setup.access, setup.dataDir);
+    const limit = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        bytes += chunk.length;
+        if (bytes > setup.maxBytes) callback(new SizeLimitError());
+        else callback(null, chunk);
+      }
+    });
+    archiver.stream.on('error', error => limit.destroy(error));
+    archiver.stream.pipe(limit);
+    try {
+      await Promise.all([upload(key, uploadUrl, limit, () => bytes), archiver.done]);
+    } finally {
+      archiver.kill();
+    }
+    return { saved: true, bytes, reason: `saved as ${key}` };
+  } catch (error) {
+    if (error instanceof SizeLimitError) {
+      const dataBytes = await directoryBytes(setup.access, setup.dataDir).catch(() => NaN);
+      const message = `Not saving the cache: the daemon's ${formatBytes(dataBytes)} of data compress to more than '${Inputs.CacheMaxSize}' (${formatBytes(setup.maxBytes)}). Raise '${Inputs.CacheMaxSize}' or keep fewer images in the daemon.`;
+      core.warning(message);
+      return { saved: false, bytes: 0, reason: message };
+    }
+    core.warning(`Cache save failed (the job is not affected): ${(error as Error).message}`);
+    return { saved: false, bytes: 0, reason: `failed: ${(error as Error).message}` };
+  }
+}

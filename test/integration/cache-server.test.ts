@@ -1,0 +1,343 @@
+// The cache service emulation, driven by the real @actions/cache client in-process.
+
+import * as cache from '@actions/cache';
+import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { CacheServer, startCacheServer } from '../support/cache-server';
+
+// The client hashes the path strings into the cache version, so every save and restore uses this one,
+// relative to the workspace (which is also the cwd: the client globs from cwd, archives from the workspace).
+const CACHE_PATH = 'data';
+const TWIRP = 'twirp/github.actions.results.api.v1.CacheService';
+const SINGLE_SHOT_LIMIT = 128 * 1024 * 1024;
+
+jest.setTimeout(60_000);
+
+let server: CacheServer;
+let workspace: string;
+let output: string;
+const savedEnv = { ...process.env };
+const savedCwd = process.cwd();
+
+beforeAll(async () => {
+  server = await startCacheServer();
+  workspace = fs.mkdtempSync(path.join(os.tmpdir(), 'cache-server-test-'));
+  const runnerTemp = path.join(workspace, '.runner-temp');
+  fs.mkdirSync(runnerTemp);
+  useServer(server);
+  process.env.GITHUB_WORKSPACE = workspace;
+  process.env.RUNNER_TEMP = runnerTemp;
+  delete process.env.RUNNER_DEBUG;
+  process.chdir(workspace);
+});
+
+afterAll(async () => {
+  process.chdir(savedCwd);
+  process.env = savedEnv;
+  await server?.stop();
+  if (workspace) fs.rmSync(workspace, { recursive: true, force: true });
+});
+
+// Keeps the client's workflow commands (::warning:: and friends) out of the jest output, for asserting on.
+beforeEach(() => {
+  output = '';
+  jest.spyOn(process.stdout, 'write').mockImplementation(chunk => {
+    output += String(chunk);
+    return true;
+  });
+});
+
+afterEach(() => {
+  jest.restoreAllMocks();
+  server.setFault('none');
+  clearTree();
+});
+
+function useServer(s: CacheServer): void {
+  Object.assign(process.env, s.env);
+}
+
+/** Fills the cache path with a small tree of random files and returns their contents by relative path. */
+function writeTree(sizes: number[] = [1, 4096, 70_000]): Map<string, Buffer> {
+  const files = new Map<string, Buffer>();
+  sizes.forEach((size, i) => files.set(path.join(i % 2 ? 'nested/deeper' : '', `file-${i}.bin`), randomBytes(size)));
+  for (const [name, content] of files) {
+    const file = path.join(workspace, CACHE_PATH, name);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, content);
+  }
+  return files;
+}
+
+const sha256 = (content: Buffer) => createHash('sha256').update(content).digest('hex');
+
+/** Compares digests rather than contents, to keep failures readable. */
+function expectRestored(files: Map<string, Buffer>): void {
+  const expected: Record<string, string> = {};
+  const actual: Record<string, string | undefined> = {};
+  for (const [name, content] of files) {
+    const file = path.join(workspace, CACHE_PATH, name);
+    expected[name] = sha256(content);
+    actual[name] = fs.existsSync(file) ? sha256(fs.readFileSync(file)) : undefined;
+  }
+  expect(actual).toEqual(expected);
+}
+
+function clearTree(): void {
+  fs.rmSync(path.join(workspace, CACHE_PATH), { recursive: true, force: true });
+}
+
+/** Saves a fresh tree under `key` and returns the tree, asserting the save went through. */
+async function saveTree(key: string, sizes?: number[]): Promise<Map<string, Buffer>> {
+  const files = writeTree(sizes);
+  const id = await cache.saveCache([CACHE_PATH], key);
+  expect(id).toBeGreaterThan(0);
+  clearTree();
+  return files;
+}
+
+function warnings(): string[] {
+  return output.split('\n').filter(line => line.startsWith('::warning::'));
+}
+
+test('env selects cache service v2 at this server', () => {
+  expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+  expect(cache.isFeatureAvailable()).toBe(true);
+  const [, payload] = server.env.ACTIONS_RUNTIME_TOKEN.split('.');
+  expect(JSON.parse(Buffer.from(payload, 'base64url').toString())).toMatchObject({
+    scp: expect.stringMatching(/Actions\.Results:[\w-]+:[\w-]+/)
+  });
+});
+
+test('round trip of a directory restores identical bytes', async () => {
+  const before = server.stats();
+  const files = await saveTree('round-trip');
+
+  const [entry] = server.entries().filter(e => e.key === 'round-trip');
+  expect(entry).toMatchObject({ key: 'round-trip', version: expect.stringMatching(/^[0-9a-f]{64}$/) });
+  const stats = server.stats();
+  expect(stats.uploadedBytes - before.uploadedBytes).toBe(entry.size);
+  expect(stats.creates - before.creates).toBe(1);
+  expect(stats.finalizes - before.finalizes).toBe(1);
+
+  expect(await cache.restoreCache([CACHE_PATH], 'round-trip')).toBe('round-trip');
+  expectRestored(files);
+  expect(server.stats().downloadedBytes - stats.downloadedBytes).toBe(entry.size);
+  expect(warnings()).toEqual([]);
+});
+
+test('an archive over 128 MiB goes up in parallel blocks and comes back intact', async () => {
+  const before = server.stats();
+  // Random bytes do not compress, so the archive stays over the client's single-shot limit.
+  const files = await saveTree('large', [SINGLE_SHOT_LIMIT + 4 * 1024 * 1024, 10]);
+
+  const stats = server.stats();
+  // 64 MiB blocks (the client's v2 chunk size), then Put Block List, which is not counted.
+  expect(stats.uploadRequests - before.uploadRequests).toBe(3);
+  expect(stats.uploadedBytes - before.uploadedBytes).toBe(server.entries().find(e => e.key === 'large')!.size);
+
+  expect(await cache.restoreCache([CACHE_PATH], 'large')).toBe('large');
+  expectRestored(files);
+});
+
+test('restore keys match as prefixes, newest first, within the same version', async () => {
+  await saveTree('deps-linux-aaa');
+  const newest = await saveTree('deps-linux-bbb');
+
+  expect(await cache.restoreCache([CACHE_PATH], 'deps-linux-ccc', ['deps-nope-', 'deps-linux-'])).toBe('deps-linux-bbb');
+  expectRestored(newest);
+  expect(output).toContain('Cache hit for restore-key: deps-linux-bbb');
+
+  // An exact match on the primary key wins over a newer entry it is a prefix of.
+  expect(await cache.restoreCache([CACHE_PATH], 'deps-linux-aaa', ['deps-linux-'])).toBe('deps-linux-aaa');
+  // The primary key is itself tried as a prefix before the restore keys.
+  expect(await cache.restoreCache([CACHE_PATH], 'deps-linux', ['deps-'])).toBe('deps-linux-bbb');
+  // Another path list is another version: no match, even for the same key.
+  expect(await cache.restoreCache(['other'], 'deps-linux-bbb', ['deps-'])).toBeUndefined();
+  expect(await cache.restoreCache([CACHE_PATH], 'nothing-like-it', ['deps-windows-'])).toBeUndefined();
+  expect(warnings()).toEqual([]);
+});
+
+test('saving an existing key is refused before anything is uploaded', async () => {
+  await saveTree('existing');
+  const before = server.stats();
+
+  writeTree();
+  expect(await cache.saveCache([CACHE_PATH], 'existing')).toBe(-1);
+
+  const stats = server.stats();
+  expect(stats.uploadedBytes).toBe(before.uploadedBytes);
+  expect(stats.createConflicts - before.createConflicts).toBe(1);
+  expect(stats.creates).toBe(before.creates);
+  // The client turns the 409 into a ReserveCacheError, reported as info, not as a warning.
+  expect(output).toContain('Failed to save: Unable to reserve cache with key existing, another job may be creating this cache.');
+  expect(warnings()).toEqual([]);
+  expect(server.entries().filter(e => e.key === 'existing')).toHaveLength(1);
+});
+
+test('the protocol as the service speaks it: errors, auth, finalize size check, SAS scope, ranges', async () => {
+  const call = (method: string, body: object, token = server.env.ACTIONS_RUNTIME_TOKEN) =>
+    fetch(`${server.url}${TWIRP}/${method}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify(body)
+    });
+  const request = { key: 'raw', version: 'v'.repeat(64) };
+
+  const unauthenticated = await call('GetCacheEntryDownloadURL', request, 'not-the-token');
+  expect(unauthenticated.status).toBe(401);
+  expect(await unauthenticated.json()).toMatchObject({ code: 'unauthenticated' });
+  expect((await call('NoSuchMethod', request)).status).toBe(404);
+
+  const miss = await call('GetCacheEntryDownloadURL', { ...request, restore_keys: ['ra'] });
+  expect(await miss.json()).toEqual({ ok: false, signed_download_url: '', matched_key: '' });
+
+  const created = await (await call('CreateCacheEntry', request)).json();
+  expect(created).toMatchObject({ ok: true, signed_upload_url: expect.stringMatching(/[?&]sig=/) });
+  const uploadUrl = new URL(created.signed_upload_url);
+  expect(uploadUrl.searchParams.get('sp')).toBe('cw');
+
+  // Nothing uploaded yet: the entry cannot be finalized.
+  expect((await call('FinalizeCacheEntryUpload', { ...request, size_bytes: '3' })).status).toBe(404);
+
+  const put = await fetch(uploadUrl, { method: 'PUT', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'abc' });
+  expect(put.status).toBe(201);
+  // A SAS is only good for the blob it was made for.
+  const elsewhere = new URL(uploadUrl);
+  elsewhere.pathname += '-other';
+  expect((await fetch(elsewhere, { method: 'PUT', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'abc' })).status).toBe(403);
+
+  const wrongSize = await call('FinalizeCacheEntryUpload', { ...request, size_bytes: '4' });
+  expect(wrongSize.status).toBe(400);
+  expect(await wrongSize.json()).toMatchObject({ code: 'invalid_argument' });
+  expect(server.entries().some(e => e.key === 'raw')).toBe(false);
+
+  const finalized = await (await call('FinalizeCacheEntryUpload', { ...request, size_bytes: '3' })).json();
+  expect(finalized).toMatchObject({ ok: true, entry_id: expect.stringMatching(/^\d+$/) });
+
+  const hit = await (await call('GetCacheEntryDownloadURL', { ...request, key: 'r', restore_keys: ['ra'] })).json();
+  expect(hit).toMatchObject({ ok: true, matched_key: 'raw' });
+  const download = new URL(hit.signed_download_url);
+  expect(download.searchParams.get('sp')).toBe('r');
+  const ranged = await fetch(download, { headers: { range: 'bytes=1-2' } });
+  expect(ranged.status).toBe(206);
+  expect(await ranged.text()).toBe('bc');
+  // Faults apply to ranged reads by blob offset: truncated, the 3-byte blob holds 1 byte.
+  server.setFault('truncate-download');
+  const truncated = await fetch(download, { headers: { range: 'bytes=0-2' } });
+  expect([truncated.status, truncated.headers.get('content-range'), await truncated.text()]).toEqual([206, 'bytes 0-0/1', 'a']);
+  expect((await fetch(download, { headers: { range: 'bytes=1-2' } })).status).toBe(416);
+  server.setFault('corrupt-download');
+  expect(Buffer.from(await (await fetch(download, { headers: { range: 'bytes=1-2' } })).arrayBuffer())).toEqual(
+    Buffer.from([0xff ^ 'b'.charCodeAt(0), 0xff ^ 'c'.charCodeAt(0)])
+  );
+  server.setFault('none');
+  // A read-only SAS cannot overwrite the entry.
+  expect((await fetch(download, { method: 'PUT', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'xyz' })).status).toBe(403);
+
+  const again = await call('CreateCacheEntry', request);
+  expect(again.status).toBe(409);
+  expect(await again.json()).toEqual({
+    code: 'already_exists',
+    msg: 'cache entry with the same key, version, and scope already exists'
+  });
+});
+
+describe('faults', () => {
+  test('error: the client retries each call 5 times, then restore misses and save gives up', async () => {
+    await saveTree('error-fault');
+    writeTree();
+    server.setFault('error');
+    const before = server.stats();
+
+    const [restored, saved] = await Promise.all([
+      cache.restoreCache([CACHE_PATH], 'error-fault'),
+      cache.saveCache([CACHE_PATH], 'error-fault-new')
+    ]);
+
+    expect(restored).toBeUndefined();
+    expect(saved).toBe(-1);
+    const stats = server.stats();
+    expect(stats.twirpRequests - before.twirpRequests).toBe(10);
+    expect(stats.uploadedBytes).toBe(before.uploadedBytes);
+    expect(stats.downloads).toBe(before.downloads);
+    expect(output).toContain('Attempt 1 of 5 failed with error: Failed request: (500) Internal Server Error');
+    expect(warnings()).toEqual([
+      expect.stringContaining('Failed to restore: Failed to GetCacheEntryDownloadURL: Failed to make request after 5 attempts')
+    ]);
+    // Any failure of CreateCacheEntry becomes a ReserveCacheError, which the client reports as info.
+    expect(output).toContain('Failed to save: Unable to reserve cache with key error-fault-new');
+  }, 120_000);
+
+  test('upload-error: the save fails, and the key stays reserved', async () => {
+    writeTree();
+    server.setFault('upload-error');
+    const before = server.stats();
+
+    expect(await cache.saveCache([CACHE_PATH], 'upload-fault')).toBe(-1);
+    expect(warnings()).toEqual(
+      expect.arrayContaining([expect.stringContaining('uploadCacheArchiveSDK: internal error uploading cache archive')])
+    );
+    expect(server.stats().uploadedBytes).toBe(before.uploadedBytes);
+    expect(server.entries().some(e => e.key === 'upload-fault')).toBe(false);
+
+    // As on the real service, a reservation that was never finalized still blocks the key.
+    server.setFault('none');
+    output = '';
+    expect(await cache.saveCache([CACHE_PATH], 'upload-fault')).toBe(-1);
+    expect(output).toContain('Failed to save: Unable to reserve cache with key upload-fault');
+    expect(await cache.saveCache([CACHE_PATH], 'upload-fault-2')).toBeGreaterThan(0);
+  });
+
+  // The client extracts while it decompresses, so a bad archive that gets as far as tar leaves part
+  // of the tree behind although the restore reports no hit.
+  test.each([
+    ['truncate-download', 'part of the tree', /Failed to restore: "\S*tar" failed with error/],
+    ['corrupt-download', 'part of the tree', /Failed to restore: "\S*tar" failed with error/],
+    ['interrupt-download', 'nothing', /Failed to restore: (aborted|Premature close)/]
+  ] as const)('%s: the restore fails, reports no hit and leaves %s', async (fault, left, message) => {
+    const key = `${fault}-key`;
+    const files = await saveTree(key, [200_000, 150_000]);
+    const entry = server.entries().find(e => e.key === key)!;
+    server.setFault(fault);
+    const before = server.stats();
+
+    expect(await cache.restoreCache([CACHE_PATH], key)).toBeUndefined();
+
+    const stats = server.stats();
+    expect(stats.downloads - before.downloads).toBe(1);
+    const sent = stats.downloadedBytes - before.downloadedBytes;
+    expect(sent).toBe(fault === 'corrupt-download' ? entry.size : Math.floor(entry.size / 2));
+    expect(warnings().join('\n')).toMatch(message);
+    const written = [...files.keys()]
+      .map(name => path.join(workspace, CACHE_PATH, name))
+      .reduce((sum, file) => sum + (fs.existsSync(file) ? fs.statSync(file).size : 0), 0);
+    if (left === 'nothing') {
+      expect(written).toBe(0);
+    } else {
+      expect(written).toBeGreaterThan(0);
+      expect(written).toBeLessThan(200_000 + 150_000);
+    }
+  });
+
+  test('hang: a call waits until the server stops, then the restore misses', async () => {
+    const hanging = await startCacheServer({ fault: 'hang' });
+    try {
+      useServer(hanging);
+      let settled = false;
+      const restore = cache.restoreCache([CACHE_PATH], 'hang').finally(() => (settled = true));
+      await new Promise(resolve => setTimeout(resolve, 2000));
+      expect(settled).toBe(false);
+      expect(hanging.stats().twirpRequests).toBe(1);
+
+      await hanging.stop();
+      expect(await restore).toBeUndefined();
+      expect(warnings().join('\n')).toMatch(/Failed to restore: Failed to GetCacheEntryDownloadURL: Unable to make request: ECONNRESET/);
+    } finally {
+      useServer(server);
+      await hanging.stop();
+    }
+  });
+});
