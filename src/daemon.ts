@@ -107,8 +107,9 @@ export async function setupArchive(material: TlsMaterial, daemonConfig: Record<s
 /** The loopback port the engine published the daemon's TLS port on. */
 export function publishedPort(info: Docker.ContainerInspectInfo): number {
   const binding = info.NetworkSettings.Ports?.[PORT_KEY]?.find(b => b.HostIp === '127.0.0.1' || b.HostIp === '');
-  if (!binding) throw new Error(`The engine did not publish the daemon's port ${PORT_KEY}.`);
-  return Number(binding.HostPort);
+  const port = Number(binding?.HostPort);
+  if (!(port > 0)) throw new Error(`The engine did not publish the daemon's port ${PORT_KEY}.`);
+  return port;
 }
 
 export class DaemonNotReadyError extends Error {}

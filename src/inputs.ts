@@ -35,7 +35,25 @@ export class InputError extends Error {
 
 /** The daemon's listeners and TLS are the action's job: letting a user change them could open it up. */
 const RESERVED_DAEMON_OPTIONS = ['host', 'hosts', 'tls', 'tlsverify', 'tlscacert', 'tlscert', 'tlskey', 'config-file'];
-const RESERVED_SHORT_FLAGS = ['-H'];
+/** `-H`, alone, with its value attached (`-Htcp://…`) or among combined short flags (`-DH`). */
+const SHORT_HOST_FLAG = /^-[A-Za-z]*H/;
+/** dockerd's flags whose daemon.json name differs (lists take a plural; short flags). */
+const CONFIG_NAME_OF_FLAG: Record<string, string> = {
+  'registry-mirror': 'registry-mirrors',
+  'insecure-registry': 'insecure-registries',
+  label: 'labels',
+  'dns-opt': 'dns-opts',
+  'storage-opt': 'storage-opts',
+  'log-opt': 'log-opts',
+  'exec-opt': 'exec-opts',
+  'default-ulimit': 'default-ulimits',
+  'authorization-plugin': 'authorization-plugins',
+  'add-runtime': 'runtimes',
+  D: 'debug',
+  G: 'group',
+  l: 'log-level',
+  p: 'pidfile'
+};
 
 const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 const CONTEXT_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.+-]*$/;
@@ -45,7 +63,7 @@ const DOMAIN = '(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\\.[a-zA-Z0-9](?:[
 const IMAGE_REFERENCE = new RegExp(
   `^(?:${DOMAIN}/)?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*(?::[\\w][\\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`
 );
-const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i;
+const SIZE = /^(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?$/i;
 const SIZE_UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
 
 type Reader = (name: string) => string;
@@ -135,7 +153,7 @@ export function parseSeconds(name: string, raw: string): number {
 export function parseSize(name: string, raw: string): number {
   const value = required(name, raw);
   const match = SIZE.exec(value);
-  const bytes = match ? Math.floor(Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()]) : NaN;
+  const bytes = match ? Math.floor(Number(match[1]) * SIZE_UNITS[(match[2] ?? '').toLowerCase()]) : NaN;
   if (!(bytes > 0)) throw new Error(`Input '${name}' must be a size such as 4g, 500m or 1073741824 (bytes); got '${value}'.`);
   return bytes;
 }
@@ -181,10 +199,18 @@ function optionName(word: string): string | undefined {
   return word.slice(2).split('=')[0];
 }
 
+/** The daemon.json keys a flag word sets: long flags by name, combined short flags letter by letter. */
+function configNames(word: string): string[] {
+  const option = optionName(word);
+  if (option) return [CONFIG_NAME_OF_FLAG[option] ?? option];
+  const shorts = /^-([A-Za-z]+)/.exec(word)?.[1] ?? '';
+  return [...shorts].map(letter => CONFIG_NAME_OF_FLAG[letter]).filter((name): name is string => name !== undefined);
+}
+
 export function parseDockerdArgs(raw: string): string[] {
   const args = splitShellWords(raw);
   for (const word of args) {
-    const short = RESERVED_SHORT_FLAGS.find(flag => word === flag || word.startsWith(flag + '='));
+    const short = SHORT_HOST_FLAG.test(word) ? '-H' : undefined;
     const option = optionName(word);
     if (short || (option && RESERVED_DAEMON_OPTIONS.includes(option))) {
       throw new Error(
@@ -217,8 +243,6 @@ export function parseDaemonConfig(raw: string): Record<string, unknown> {
 
 /** dockerd refuses to start when a setting is given both as a flag and in daemon.json: say so up front. */
 function conflictsBetween(args: string[], config: Record<string, unknown>): string[] {
-  return args
-    .map(optionName)
-    .filter((option): option is string => option !== undefined && option in config)
-    .map(option => `Inputs '${Inputs.DockerdArgs}' and '${Inputs.DaemonConfig}' both set '${option}'; dockerd refuses to start when a setting is given both ways. Keep one.`);
+  const names = new Set(args.flatMap(configNames).filter(name => name in config));
+  return [...names].map(name => `Inputs '${Inputs.DockerdArgs}' and '${Inputs.DaemonConfig}' both set '${name}'; dockerd refuses to start when a setting is given both ways. Keep one.`);
 }
