@@ -69,9 +69,8 @@ export async function prepareCache(inputs: ActionInputs, instance: Instance): Pr
   }
   const base = keyBase({ image: inputs.image, arch: process.arch, dockerdArgs: inputs.dockerdArgs, daemonConfig: inputs.daemonConfig });
   const keys = cacheKeys(base, inputs.cacheKey);
-  const dataDir = path.join(path.dirname(instance.certDir), `${instance.containerName}-data`);
-  await makeDirectory(access, dataDir);
-  return { dataDir, access, ...keys, savePolicy: inputs.cacheSave, maxBytes: inputs.cacheMaxSizeBytes };
+  await makeDirectory(access, instance.dataDir);
+  return { dataDir: instance.dataDir, access, ...keys, savePolicy: inputs.cacheSave, maxBytes: inputs.cacheMaxSizeBytes };
 }
 
 /** Streams the newest matching cache into the data directory. Never throws. */
@@ -138,10 +137,15 @@ export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
 
 export type SaveDecision = { save: true; key: string } | { save: false; reason: string };
 
-/** Pure: whether post uploads, from the policy, the service and what changed. */
-export function decideSave(setup: CacheSetup, key: string, writable: boolean, writableReason?: string): SaveDecision {
-  if (setup.savePolicy === 'never') return { save: false, reason: `input '${Inputs.CacheSave}' is 'never'` };
-  if (!writable) return { save: false, reason: writableReason ?? 'the cache is read-only for this job' };
+/** Pure: why post will not save whatever the daemon holds, if it will not. */
+export function saveBlocker(setup: CacheSetup, writable: boolean, writableReason?: string): string | undefined {
+  if (setup.savePolicy === 'never') return `input '${Inputs.CacheSave}' is 'never'`;
+  if (!writable) return writableReason ?? 'the cache is read-only for this job';
+  return undefined;
+}
+
+/** Pure: whether to upload the daemon's content under `key`. */
+export function decideSave(setup: CacheSetup, key: string): SaveDecision {
   if (setup.savePolicy === 'on-change' && key === setup.restoredKey) return { save: false, reason: 'the daemon holds what was restored: nothing changed' };
   return { save: true, key };
 }

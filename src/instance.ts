@@ -12,9 +12,11 @@ export interface Instance {
   networkName: string;
   /** The client's certificate directory (DOCKER_CERT_PATH). */
   certDir: string;
+  /** The daemon's /var/lib/docker on the runner, when the cache is on. */
+  dataDir: string;
 }
 
 export function newInstance(name: string, tempDir = process.env.RUNNER_TEMP || os.tmpdir(), id = randomBytes(4).toString('hex')): Instance {
   const base = `setup-dind-${name}-${id}`;
-  return { id, name, containerName: base, networkName: base, certDir: path.join(tempDir, base) };
+  return { id, name, containerName: base, networkName: base, certDir: path.join(tempDir, base), dataDir: path.join(tempDir, `${base}-data`) };
 }

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { removeDirectory } from './archive';
-import { contentKey, decideSave, pruneForCache, saveDaemonData, type SaveDecision } from './cache';
+import { contentKey, decideSave, pruneForCache, saveBlocker, saveDaemonData, type SaveDecision } from './cache';
 import { availability } from './cache-service';
 import { INSTANCE_LABEL } from './constants';
 import { removeContext } from './context';
@@ -92,12 +92,13 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
  */
 async function planSave(state: InstanceState, running: boolean): Promise<SaveDecision> {
   const cache = state.cache!;
-  if (cache.savePolicy === 'never') return decideSave(cache, '', true);
+  const service = availability();
+  const blocker = saveBlocker(cache, service.writable, service.reason);
+  if (blocker) return { save: false, reason: blocker };
   if (!running || state.port === undefined) return { save: false, reason: 'the daemon was not running at the end of the job, so its data may be inconsistent' };
   try {
     const content = await pruneForCache(await daemonClient(state.instance.certDir, state.port));
-    const service = availability();
-    return decideSave(cache, contentKey(cache, content), service.writable, service.reason);
+    return decideSave(cache, contentKey(cache, content));
   } catch (error) {
     return { save: false, reason: `the daemon could not be read (${(error as Error).message})` };
   }
