@@ -1,0 +1,129 @@
+// Cache keys and save decisions: pure functions, so every case is a row.
+import { cacheKeys, contentFingerprint, keyBase, sanitizeUserKey, saveKey, storageSettings, type DaemonContent } from '../../src/cache-key';
+import { decideSave, saveBlocker, type CacheSetup } from '../../src/cache';
+import { archiveScript, extractScript } from '../../src/archive';
+
+const base = { image: 'docker:28-dind', arch: 'x64', dockerdArgs: [] as string[], daemonConfig: {} as Record<string, unknown> };
+
+describe('keyBase: what a cache is valid for', () => {
+  test('has the format version, architecture and a fixed-length compatibility hash', () => {
+    expect(keyBase(base)).toMatch(/^setup-dind-v1-x64-[0-9a-f]{12}$/);
+  });
+
+  test.each([
+    ['another image', { image: 'docker:27-dind' }],
+    ['another architecture', { arch: 'arm64' }],
+    ['a storage driver flag', { dockerdArgs: ['--storage-driver=vfs'] }],
+    ['a storage driver flag with its value apart', { dockerdArgs: ['--storage-driver', 'vfs'] }],
+    ['a storage driver in daemon.json', { daemonConfig: { 'storage-driver': 'vfs' } }],
+    ['the containerd snapshotter', { daemonConfig: { features: { 'containerd-snapshotter': true } } }],
+    ['userns-remap', { dockerdArgs: ['--userns-remap=default'] }]
+  ])('changes with %s', (_name, change) => {
+    expect(keyBase({ ...base, ...change })).not.toBe(keyBase(base));
+  });
+
+  test.each([
+    ['a debug flag', { dockerdArgs: ['--debug'] }],
+    ['registry mirrors', { daemonConfig: { 'registry-mirrors': ['https://mirror.example'] } }],
+    ['an MTU', { dockerdArgs: ['--mtu=1400'] }]
+  ])('does not change with %s (the data on disk reads the same)', (_name, change) => {
+    expect(keyBase({ ...base, ...change })).toBe(keyBase(base));
+  });
+
+  test('storage settings are order-independent', () => {
+    expect(storageSettings(['--storage-opt=a', '--storage-driver=overlay2'], {})).toEqual(storageSettings(['--storage-driver=overlay2', '--storage-opt=a'], {}));
+  });
+});
+
+describe('cacheKeys and saveKey', () => {
+  const b = keyBase(base);
+
+  test.each([
+    ['', `${b}+`],
+    ['compose-abc123', `${b}-compose-abc123+`],
+    ['has,commas and spaces', `${b}-has_commas_and_spaces+`]
+  ])('user key %p → exact prefix %p, then any compatible cache', (userKey, exactPrefix) => {
+    expect(cacheKeys(b, userKey)).toEqual({ exactPrefix, restoreKeys: [exactPrefix, b] });
+  });
+
+  test("one user key's prefix never matches another user key's entries", () => {
+    const short = cacheKeys(b, 'abc').exactPrefix;
+    const longer = saveKey(cacheKeys(b, 'abc-def').exactPrefix, '0123456789abcdef');
+    expect(longer.startsWith(short)).toBe(false);
+  });
+
+  test('sanitized keys hold no commas (the service refuses them)', () => {
+    expect(sanitizeUserKey('a,b;c d')).toBe('a_b_c_d');
+  });
+});
+
+describe('contentFingerprint: decided from content, never from timestamps', () => {
+  const content: DaemonContent = {
+    images: [
+      { id: 'sha256:1', tags: ['a:1', 'a:latest'] },
+      { id: 'sha256:2', tags: [] }
+    ],
+    buildCache: ['r1', 'r2']
+  };
+
+  test('is 16 hex digits and ignores order', () => {
+    const reordered: DaemonContent = { images: [{ id: 'sha256:2', tags: [] }, { id: 'sha256:1', tags: ['a:latest', 'a:1'] }], buildCache: ['r2', 'r1'] };
+    expect(contentFingerprint(content)).toMatch(/^[0-9a-f]{16}$/);
+    expect(contentFingerprint(reordered)).toBe(contentFingerprint(content));
+  });
+
+  test.each([
+    ['a new image', { ...content, images: [...content.images, { id: 'sha256:3', tags: ['b:1'] }] }],
+    ['a retag', { ...content, images: [{ id: 'sha256:1', tags: ['a:2'] }, content.images[1]] }],
+    ['new build cache', { ...content, buildCache: [...content.buildCache, 'r3'] }]
+  ])('changes with %s', (_name, changed) => {
+    expect(contentFingerprint(changed as DaemonContent)).not.toBe(contentFingerprint(content));
+  });
+});
+
+describe('saving decisions', () => {
+  const setup: CacheSetup = {
+    dataDir: '/d',
+    access: 'root',
+    exactPrefix: 'p+',
+    restoreKeys: ['p+', 'p'],
+    savePolicy: 'on-change',
+    maxBytes: 1,
+    restoredKey: 'p+aaaa'
+  };
+
+  test.each([
+    ['never', true, undefined, "input 'cache-save' is 'never'"],
+    ['on-change', false, "ACTIONS_CACHE_MODE is 'read'", "ACTIONS_CACHE_MODE is 'read'"],
+    ['always', false, undefined, 'the cache is read-only for this job'],
+    ['on-change', true, undefined, undefined],
+    ['always', true, undefined, undefined]
+  ] as const)('policy %p, writable %p → blocker %p', (savePolicy, writable, reason, expected) => {
+    expect(saveBlocker({ ...setup, savePolicy }, writable, reason)).toBe(expected);
+  });
+
+  test.each([
+    ['on-change', 'p+aaaa', { save: false, reason: 'the daemon holds what was restored: nothing changed' }],
+    ['on-change', 'p+bbbb', { save: true, key: 'p+bbbb' }],
+    ['always', 'p+aaaa', { save: true, key: 'p+aaaa' }]
+  ] as const)('policy %p with content key %p', (savePolicy, key, expected) => {
+    expect(decideSave({ ...setup, savePolicy }, key)).toEqual(expected);
+  });
+
+  test('a daemon restored from nothing always has something to save', () => {
+    expect(decideSave({ ...setup, restoredKey: undefined }, 'p+aaaa')).toEqual({ save: true, key: 'p+aaaa' });
+  });
+});
+
+describe('archive pipelines', () => {
+  test.each(['root', 'sudo'] as const)('as %s: keep xattrs of every namespace and numeric owners both ways', access => {
+    for (const script of [archiveScript(access), extractScript(access)]) {
+      expect(script).toContain("--xattrs --xattrs-include='*'");
+      expect(script).toContain('--numeric-owner');
+      expect(script.includes('sudo -n tar')).toBe(access === 'sudo');
+    }
+    expect(archiveScript(access)).toContain('--sparse');
+    expect(archiveScript(access)).toMatch(/--anchored .*--exclude='\.\/tmp'/);
+    expect(extractScript(access)).toContain('--same-owner');
+  });
+});
