@@ -150,17 +150,22 @@ export async function waitForDaemon(endpoint: TlsEndpoint, container: Docker.Con
 
 /** What most likely went wrong, from the container's last log lines, for the failure message. */
 export function diagnose(logTail: string, privileged: boolean): string | undefined {
-  const hints: Array<[RegExp, string]> = [
-    [/executable file not found|dockerd: not found|no such file or directory.*dockerd/i, "The image has no 'dockerd' on its PATH: use a dind image such as docker:28-dind."],
-    [/not found.*\/bin\/sh|\/bin\/sh.*no such file/i, "The image has no /bin/sh, which the action's entrypoint needs."],
-    [/permission denied|operation not permitted|must be run as root|mount.*failed/i, privileged ? 'The daemon lacks a permission it needs; on this host dind may need a different runtime (for example sysbox).' : "dind needs a privileged container: set 'privileged: true' (the default)."],
+  // Definite causes first; the privileged hint next (an unprivileged dockerd fails in many ways);
+  // dockerd also logs harmless "executable file not found" for optional helpers, so match dockerd's own.
+  const missing: Array<[RegExp, string]> = [
+    [/exec: "dockerd": executable file not found|dockerd: not found|exec[^\n]*dockerd[^\n]*no such file/i, "The image has no 'dockerd' on its PATH: use a dind image such as docker:28-dind."],
+    [/exec: "\/bin\/sh"|\/bin\/sh: not found|exec[^\n]*\/bin\/sh[^\n]*no such file/i, "The image has no /bin/sh, which the action's entrypoint needs."]
+  ];
+  const others: Array<[RegExp, string]> = [
+    [/permission denied|operation not permitted|must be run as root|mount.*failed/i, 'The daemon lacks a permission it needs; on this host dind may need a different runtime (for example sysbox).'],
     [/address already in use/i, 'A port the daemon needs is taken inside the container.'],
     [/failed to load listeners|x509|tls: /i, 'The daemon could not set up its TLS listener.'],
     [/devmapper|overlay.*not supported|driver not supported/i, "The storage driver is not supported here: try 'daemon-config: {\"storage-driver\":\"vfs\"}'."]
   ];
-  const found = hints.find(([pattern]) => pattern.test(logTail));
-  if (found) return found[1];
-  return privileged ? undefined : "dind needs a privileged container: set 'privileged: true' (the default).";
+  const definite = missing.find(([pattern]) => pattern.test(logTail));
+  if (definite) return definite[1];
+  if (!privileged) return "dind needs a privileged container: set 'privileged: true' (the default).";
+  return others.find(([pattern]) => pattern.test(logTail))?.[1];
 }
 
 /** The container's log (stdout and stderr interleaved) as text, at most `tail` lines. */

@@ -195,6 +195,7 @@ describe('diagnose', () => {
     ['empty log, privileged', '', true, undefined],
     ['empty log, unprivileged', '', false, NEEDS_PRIVILEGED],
     ['unknown failure, unprivileged', 'something odd happened', false, NEEDS_PRIVILEGED],
+    ['an optional helper missing, unprivileged', 'exec: "fuse-overlayfs": executable file not found in $PATH\nfailed to mount overlay: operation not permitted', false, NEEDS_PRIVILEGED],
     ['hint found on a later line', 'level=info msg="Starting up"\nexec: "dockerd": executable file not found in $PATH\n', true, NO_DOCKERD]
   ])('%s', (_name, log, privileged, hint) => {
     const found = diagnose(log, privileged);

@@ -1,0 +1,167 @@
+// The runner's (outer) Docker engine as the integration tests see it: always the local socket, whatever
+// DOCKER_* a test's process has, plus what tests need to prove that a setup-dind instance is gone.
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+
+export const OUTER_SOCKET = 'unix:///var/run/docker.sock';
+/** The stand-in for docker:dind built by test/dind-image/build.sh (no registry is reachable). */
+export const TEST_IMAGE = process.env.SETUP_DIND_TEST_IMAGE || 'setup-dind-test/dind:trixie';
+/** On the outer engine; a step `docker load`s it into a dind daemon to run nested containers. */
+export const NESTED_BASE_IMAGE = 'debian:trixie-slim';
+/** The label the action puts on everything it creates (src/constants.ts), value: the instance id. */
+export const INSTANCE_LABEL = 'io.github.setup-dind.instance';
+
+export interface Exec {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** This process's environment without DOCKER_*: the docker CLI then talks to the local socket. */
+export function outerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('DOCKER_')));
+  return { ...env, ...extra };
+}
+
+/** Runs a command; never throws for a non-zero exit (the caller asserts on `code`). */
+export function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Exec> {
+  return new Promise(resolve => {
+    execFile(command, args, { env: options.env ?? outerEnv(), timeout: options.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : 1) : 0;
+      resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() });
+    });
+  });
+}
+
+/** The docker CLI against the outer engine. */
+export function outer(args: string[]): Promise<Exec> {
+  return run('docker', ['-H', OUTER_SOCKET, ...args]);
+}
+
+/** The docker CLI against the outer engine; throws with its stderr when it fails. */
+export async function outerOk(args: string[]): Promise<string> {
+  const result = await outer(args);
+  if (result.code !== 0) throw new Error(`docker ${args.join(' ')} failed (${result.code}): ${result.stderr.trim()}`);
+  return result.stdout.trim();
+}
+
+const lines = (text: string) => text.split('\n').map(line => line.trim()).filter(Boolean);
+
+export interface Labelled {
+  containers: string[];
+  networks: string[];
+  volumes: string[];
+}
+
+/** Everything on the outer engine labelled with this instance id. */
+export async function labelled(instanceId: string): Promise<Labelled> {
+  const filter = ['--filter', `label=${INSTANCE_LABEL}=${instanceId}`];
+  const [containers, networks, volumes] = await Promise.all([
+    outerOk(['ps', '--all', '--quiet', '--no-trunc', ...filter]),
+    outerOk(['network', 'ls', '--quiet', '--no-trunc', ...filter]),
+    outerOk(['volume', 'ls', '--quiet', ...filter])
+  ]);
+  return { containers: lines(containers), networks: lines(networks), volumes: lines(volumes) };
+}
+
+/** Containers and networks whose name contains `part` (for a main that failed before it had an instance id). */
+export async function namedLike(part: string): Promise<{ containers: string[]; networks: string[] }> {
+  const [containers, networks] = await Promise.all([
+    outerOk(['ps', '--all', '--format', '{{.Names}}', '--filter', `name=${part}`]),
+    outerOk(['network', 'ls', '--format', '{{.Name}}', '--filter', `name=${part}`])
+  ]);
+  return { containers: lines(containers), networks: lines(networks) };
+}
+
+// A subset of `docker inspect` for a container, as the tests read it.
+export interface ContainerInfo {
+  Id: string;
+  Name: string;
+  State: { Running: boolean; Status: string };
+  Config: { Labels: Record<string, string>; Image: string };
+  HostConfig: { Privileged: boolean; NetworkMode: string; PortBindings: Record<string, Array<{ HostIp: string; HostPort: string }> | null> };
+  NetworkSettings: { Ports: Record<string, Array<{ HostIp: string; HostPort: string }> | null>; Networks: Record<string, unknown> };
+  Mounts: Array<{ Type: string; Name?: string; Destination: string }>;
+}
+
+export async function inspectContainer(id: string): Promise<ContainerInfo> {
+  return (JSON.parse(await outerOk(['container', 'inspect', id])) as ContainerInfo[])[0];
+}
+
+/** Names of the volumes a container mounts (the image's VOLUME /var/lib/docker is one). */
+export async function containerVolumes(id: string): Promise<string[]> {
+  return (await inspectContainer(id)).Mounts.filter(mount => mount.Type === 'volume' && mount.Name).map(mount => mount.Name!);
+}
+
+export async function volumeExists(name: string): Promise<boolean> {
+  return (await outer(['volume', 'inspect', name])).code === 0;
+}
+
+export async function allVolumes(): Promise<Set<string>> {
+  return new Set(lines(await outerOk(['volume', 'ls', '--quiet'])));
+}
+
+/** Volumes no container uses: what a container removed without its volumes leaves behind. */
+export async function danglingVolumes(): Promise<Set<string>> {
+  return new Set(lines(await outerOk(['volume', 'ls', '--quiet', '--filter', 'dangling=true'])));
+}
+
+/**
+ * What a test knows it started, so afterAll can remove what a failing test left behind. Only the
+ * instances of this test process are swept: other jobs on the same engine may run setup-dind too.
+ */
+export interface Started {
+  id: string;
+  certDir: string;
+  /** The context main created, if it got that far, and the HOME whose ~/.docker holds it. */
+  context?: string;
+  home: string;
+}
+
+export class Sweeper {
+  private readonly started = new Map<string, Started>();
+
+  /** Records the instance a main step saved in its state (if it got that far). */
+  record(state: Record<string, string>, home: string): Started | undefined {
+    if (!state.instance) return undefined;
+    const parsed = JSON.parse(state.instance) as { instance: { id: string; certDir: string }; context?: string };
+    const started = { id: parsed.instance.id, certDir: parsed.instance.certDir, context: parsed.context, home };
+    this.started.set(started.id, started);
+    return started;
+  }
+
+  /** Force-removes every container (with its volumes) and network labelled with a recorded instance id. */
+  async sweep(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const { id, certDir, context, home } of this.started.values()) {
+      const left = await labelled(id).catch(() => ({ containers: [], networks: [], volumes: [] }) as Labelled);
+      for (const container of left.containers) {
+        await outer(['rm', '--force', '--volumes', container]);
+        removed.push(`container ${container.slice(0, 12)}`);
+      }
+      for (const network of left.networks) {
+        await outer(['network', 'rm', network]);
+        removed.push(`network ${network.slice(0, 12)}`);
+      }
+      for (const volume of left.volumes) {
+        await outer(['volume', 'rm', '--force', volume]);
+        removed.push(`volume ${volume}`);
+      }
+      if (context) {
+        // Only a context this instance made (its description names the instance).
+        const env = outerEnv({ HOME: home });
+        const inspected = await run('docker', ['context', 'inspect', '--format', '{{json .Metadata}}', context], { env });
+        if (inspected.code === 0 && inspected.stdout.includes(`setup-dind instance ${id}`)) {
+          await run('docker', ['context', 'rm', '--force', context], { env });
+          removed.push(`context ${context}`);
+        }
+      }
+      if (fs.existsSync(certDir)) {
+        fs.rmSync(certDir, { recursive: true, force: true });
+        removed.push(`directory ${certDir}`);
+      }
+    }
+    this.started.clear();
+    return removed;
+  }
+}
