@@ -13,7 +13,13 @@ export const Inputs = {
   Cache: 'cache',
   CacheKey: 'cache-key',
   CacheSave: 'cache-save',
-  CacheMaxSize: 'cache-max-size'
+  CacheMaxSize: 'cache-max-size',
+  Mounts: 'mounts',
+  Ports: 'ports',
+  Mtu: 'mtu',
+  RegistryMirrors: 'registry-mirrors',
+  InsecureRegistries: 'insecure-registries',
+  Swarm: 'swarm'
 } as const;
 
 export const Outputs = {
@@ -24,7 +30,8 @@ export const Outputs = {
   Version: 'version',
   CacheHit: 'cache-hit',
   CacheKey: 'cache-key',
-  CacheSize: 'cache-size'
+  CacheSize: 'cache-size',
+  Ip: 'ip'
 } as const;
 
 /** Keys of the step state main leaves for post (STATE_* in post). */
@@ -56,3 +63,6 @@ export const DockerEnv = {
  * instance in the same job starts beside the first one rather than inside it.
  */
 export const OUTER_ENGINE_ENV = 'SETUP_DIND_OUTER_ENGINE';
+
+/** Testcontainers reaches mapped ports of its containers at this address instead of DOCKER_HOST's. */
+export const TESTCONTAINERS_HOST_ENV = 'TESTCONTAINERS_HOST_OVERRIDE';

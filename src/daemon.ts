@@ -7,7 +7,8 @@ import * as tar from 'tar-stream';
 import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, INSTANCE_LABEL } from './constants';
 import { connect, tlsClientOptions, type TlsEndpoint } from './engine';
 import type { Instance } from './instance';
-import type { SubjectAltNames, TlsMaterial } from './tls';
+import type { PortMapping } from './inputs';
+import type { KeyPair, SubjectAltNames } from './tls';
 
 const CERT_DIR = `${CONTAINER_SETUP_DIR}/certs`;
 const ENTRYPOINT = `${CONTAINER_SETUP_DIR}/entrypoint.sh`;
@@ -23,10 +24,18 @@ export function entrypointScript(): string {
   return fs.readFileSync(path.join(__dirname, 'entrypoint.sh'), 'utf8');
 }
 
-/** dockerd's command line: TLS-only listener, our daemon.json, then the user's flags. */
+/** Written last into the container: the entrypoint waits for it before it starts dockerd. */
+const READY_MARKER = `${CERT_DIR}/ready`;
+
+/**
+ * dockerd's command line: the mutual-TLS listener, our daemon.json, then the user's flags. The unix
+ * socket exists only inside the dind container (for nested containers that mount it, like
+ * Testcontainers' reaper); nothing listens in plaintext on any network.
+ */
 export function dockerdCommand(userArgs: string[]): string[] {
   return [
     'dockerd',
+    '--host=unix:///var/run/docker.sock',
     `--host=tcp://0.0.0.0:${DAEMON_TLS_PORT}`,
     '--tlsverify',
     `--tlscacert=${CERT_DIR}/ca.pem`,
@@ -37,9 +46,46 @@ export function dockerdCommand(userArgs: string[]): string[] {
   ];
 }
 
-/** Every name a client of this daemon may use: the runner (loopback) and peers on its network. */
-export function serverSubjectAltNames(instance: Instance): SubjectAltNames {
-  return { dns: ['localhost', instance.name, instance.containerName], ip: ['127.0.0.1', '::1'] };
+/** Every name and address a client may use: loopback (the published port), its names and its addresses on its networks. */
+export function serverSubjectAltNames(instance: Instance, addresses: string[]): SubjectAltNames {
+  return { dns: ['localhost', instance.name, instance.containerName], ip: ['127.0.0.1', '::1', ...addresses] };
+}
+
+/** The container's IPv4 address on each of its networks. */
+export function networkAddresses(info: Docker.ContainerInspectInfo): Record<string, string> {
+  return Object.fromEntries(Object.entries(info.NetworkSettings.Networks ?? {}).flatMap(([name, network]) => (network.IPAddress ? [[name, network.IPAddress]] : [])));
+}
+
+export interface DaemonConfigInputs {
+  daemonConfig: Record<string, unknown>;
+  dockerdArgs: string[];
+  mtu?: number;
+  registryMirrors: string[];
+  insecureRegistries: string[];
+}
+
+const DEFAULT_MTU = 1500;
+
+/**
+ * daemon.json: the user's settings, plus the inputs that map onto it. A network MTU below the usual
+ * 1500 goes to the default bridge and to new networks, or nested traffic stalls on large packets.
+ */
+export function daemonConfig(inputs: DaemonConfigInputs, runnerMtu: number | undefined): Record<string, unknown> {
+  const config: Record<string, unknown> = { ...inputs.daemonConfig };
+  const mtuSetByUser = 'mtu' in config || inputs.dockerdArgs.some(word => word === '--mtu' || word.startsWith('--mtu='));
+  const mtu = inputs.mtu ?? runnerMtu;
+  if (mtu !== undefined && mtu !== DEFAULT_MTU && !mtuSetByUser) {
+    config.mtu = mtu;
+    if (!('default-network-opts' in config)) config['default-network-opts'] = { bridge: { 'com.docker.network.driver.mtu': String(mtu) } };
+  }
+  const merge = (key: string, extra: string[]) => {
+    if (extra.length === 0) return;
+    const existing = Array.isArray(config[key]) ? (config[key] as string[]) : [];
+    config[key] = [...new Set([...existing, ...extra])];
+  };
+  merge('registry-mirrors', inputs.registryMirrors);
+  merge('insecure-registries', inputs.insecureRegistries);
+  return config;
 }
 
 export interface ContainerSpec {
@@ -47,8 +93,11 @@ export interface ContainerSpec {
   image: string;
   privileged: boolean;
   dockerdArgs: string[];
-  /** A runner directory for /var/lib/docker (the cache's); else the image's anonymous volume. */
+  /** Engine-host directory for /var/lib/docker (the cache's); else the image's anonymous volume. */
   dataDir?: string;
+  /** Engine-host paths bind-mounted at `target`. */
+  mounts: Array<{ source: string; target: string }>;
+  ports: PortMapping[];
 }
 
 /** Engine API fields @types/dockerode does not know yet. */
@@ -66,7 +115,7 @@ export function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCre
     // the variable also tells its docker CLI where certs are, which must not point anywhere.
     Env: ['DOCKER_TLS_CERTDIR='],
     Labels: { [INSTANCE_LABEL]: instance.id },
-    ExposedPorts: { [PORT_KEY]: {} },
+    ExposedPorts: { [PORT_KEY]: {}, ...Object.fromEntries(spec.ports.map(port => [`${port.container}/tcp`, {}])) },
     HostConfig: {
       Privileged: spec.privileged,
       // docker-init as PID 1 reaps the zombies finished nested containers leave; a private cgroup
@@ -75,8 +124,11 @@ export function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCre
       CgroupnsMode: 'private',
       NetworkMode: instance.networkName,
       // An empty HostPort lets the engine pick a free one: parallel instances never collide.
-      PortBindings: { [PORT_KEY]: [{ HostIp: '127.0.0.1', HostPort: '' }] },
-      ...(spec.dataDir ? { Binds: [`${spec.dataDir}:/var/lib/docker`] } : {})
+      PortBindings: {
+        [PORT_KEY]: [{ HostIp: '127.0.0.1', HostPort: '' }],
+        ...Object.fromEntries(spec.ports.map(port => [`${port.container}/tcp`, [{ HostIp: '127.0.0.1', HostPort: String(port.host) }]]))
+      },
+      Binds: [...(spec.dataDir ? [`${spec.dataDir}:/var/lib/docker`] : []), ...spec.mounts.map(mount => `${mount.source}:${mount.target}`)]
     },
     NetworkingConfig: { EndpointsConfig: { [instance.networkName]: { Aliases: [instance.name] } } }
   };
@@ -86,22 +138,33 @@ export function networkCreateOptions(instance: Instance): Docker.NetworkCreateOp
   return { Name: instance.networkName, Driver: 'bridge', CheckDuplicate: true, Labels: { [INSTANCE_LABEL]: instance.id } };
 }
 
-/** The files that go into the container before it starts, as a tar to extract at `/`. */
-export async function setupArchive(material: TlsMaterial, daemonConfig: Record<string, unknown>): Promise<Buffer> {
+async function tarBuffer(build: (pack: tar.Pack) => void): Promise<Buffer> {
   const pack = tar.pack();
-  const dir = (name: string) => pack.entry({ name: name.slice(1) + '/', type: 'directory', mode: 0o755 });
-  const file = (name: string, content: string, mode: number) => pack.entry({ name: name.slice(1), mode }, content);
-  dir(CONTAINER_SETUP_DIR);
-  dir(CERT_DIR);
-  file(ENTRYPOINT, entrypointScript(), 0o755);
-  file(DAEMON_JSON, JSON.stringify(daemonConfig, null, 2) + '\n', 0o644);
-  file(`${CERT_DIR}/ca.pem`, material.caCert, 0o644);
-  file(`${CERT_DIR}/server-cert.pem`, material.serverCert, 0o644);
-  file(`${CERT_DIR}/server-key.pem`, material.serverKey, 0o600);
+  build(pack);
   pack.finalize();
   const chunks: Buffer[] = [];
   for await (const chunk of pack) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
+}
+
+/** What goes into the container before it starts, as a tar to extract at `/` (directories first). */
+export function setupArchive(caCert: string, config: Record<string, unknown>): Promise<Buffer> {
+  return tarBuffer(pack => {
+    pack.entry({ name: CONTAINER_SETUP_DIR.slice(1) + '/', type: 'directory', mode: 0o755 });
+    pack.entry({ name: CERT_DIR.slice(1) + '/', type: 'directory', mode: 0o755 });
+    pack.entry({ name: ENTRYPOINT.slice(1), mode: 0o755 }, entrypointScript());
+    pack.entry({ name: DAEMON_JSON.slice(1), mode: 0o644 }, JSON.stringify(config, null, 2) + '\n');
+    pack.entry({ name: `${CERT_DIR.slice(1)}/ca.pem`, mode: 0o644 }, caCert);
+  });
+}
+
+/** The server's key pair, once the container's addresses are known, and the marker that releases dockerd. */
+export function serverArchive(server: KeyPair): Promise<Buffer> {
+  return tarBuffer(pack => {
+    pack.entry({ name: `${CERT_DIR.slice(1)}/server-cert.pem`, mode: 0o644 }, server.cert);
+    pack.entry({ name: `${CERT_DIR.slice(1)}/server-key.pem`, mode: 0o600 }, server.key);
+    pack.entry({ name: READY_MARKER.slice(1), mode: 0o644 }, '');
+  });
 }
 
 /** The loopback port the engine published the daemon's TLS port on. */

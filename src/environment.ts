@@ -2,15 +2,15 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { DockerEnv, OUTER_ENGINE_ENV, Outputs } from './constants';
+import { DockerEnv, OUTER_ENGINE_ENV, Outputs, TESTCONTAINERS_HOST_ENV } from './constants';
 import type { EngineSettings } from './engine';
-import type { TlsMaterial } from './tls';
+import type { KeyPair } from './tls';
 
 /** The Docker CLI's file names in DOCKER_CERT_PATH. */
 export const CLIENT_FILES = { ca: 'ca.pem', cert: 'cert.pem', key: 'key.pem' } as const;
 
 /** Directory 0700 and key 0600, whatever the umask: only the job's user may read the key. */
-export async function writeClientCertificates(dir: string, material: TlsMaterial): Promise<void> {
+export async function writeClientCertificates(dir: string, caCert: string, client: KeyPair): Promise<void> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   await fs.chmod(dir, 0o700);
   const write = async (name: string, content: string, mode: number) => {
@@ -19,14 +19,14 @@ export async function writeClientCertificates(dir: string, material: TlsMaterial
     await fs.chmod(file, mode);
   };
   await Promise.all([
-    write(CLIENT_FILES.ca, material.caCert, 0o644),
-    write(CLIENT_FILES.cert, material.clientCert, 0o644),
-    write(CLIENT_FILES.key, material.clientKey, 0o600)
+    write(CLIENT_FILES.ca, caCert, 0o644),
+    write(CLIENT_FILES.cert, client.cert, 0o644),
+    write(CLIENT_FILES.key, client.key, 0o600)
   ]);
 }
 
-export function daemonHost(port: number): string {
-  return `tcp://127.0.0.1:${port}`;
+export function daemonHost(host: string, port: number): string {
+  return `tcp://${host}:${port}`;
 }
 
 /** DOCKER_* for later steps, and a note of the outer engine so that a second instance starts beside this one. */
@@ -37,12 +37,18 @@ export function exportDockerEnvironment(host: string, certDir: string, outer: En
   core.exportVariable(DockerEnv.CertPath, certDir);
 }
 
+/** Testcontainers maps ports on the daemon's host: it must dial the dind container, not DOCKER_HOST's address. */
+export function exportTestcontainersHost(ip: string): void {
+  core.exportVariable(TESTCONTAINERS_HOST_ENV, ip);
+}
+
 export interface DaemonOutputs {
   host: string;
   certPath: string;
   containerId: string;
   context: string;
   version: string;
+  ip: string;
 }
 
 export function setDaemonOutputs(outputs: DaemonOutputs): void {
@@ -51,4 +57,5 @@ export function setDaemonOutputs(outputs: DaemonOutputs): void {
   core.setOutput(Outputs.ContainerId, outputs.containerId);
   core.setOutput(Outputs.Context, outputs.context);
   core.setOutput(Outputs.Version, outputs.version);
+  core.setOutput(Outputs.Ip, outputs.ip);
 }

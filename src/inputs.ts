@@ -1,6 +1,6 @@
 // Every input is read, parsed and validated here, once. Everything else gets typed values.
 import * as core from '@actions/core';
-import { Inputs } from './constants';
+import { DAEMON_TLS_PORT, Inputs } from './constants';
 
 export const PULL_POLICIES = ['missing', 'always', 'never'] as const;
 export type PullPolicy = (typeof PULL_POLICIES)[number];
@@ -23,6 +23,20 @@ export interface ActionInputs {
   cacheKey: string;
   cacheSave: CacheSavePolicy;
   cacheMaxSizeBytes: number;
+  /** Runner paths bind-mounted at the same path; undefined: the workspace and RUNNER_TEMP. */
+  mounts?: string[];
+  ports: PortMapping[];
+  /** undefined: the MTU of the runner's default route. */
+  mtu?: number;
+  registryMirrors: string[];
+  insecureRegistries: string[];
+  swarm: boolean;
+}
+
+/** A port of the dind container published on the runner's 127.0.0.1. */
+export interface PortMapping {
+  host: number;
+  container: number;
 }
 
 /** Thrown with every invalid input listed, so a user fixes them all in one go. */
@@ -94,7 +108,13 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
     cache: attempt(() => parseBoolean(Inputs.Cache, read(Inputs.Cache)), false),
     cacheKey: read(Inputs.CacheKey).trim(),
     cacheSave: attempt(() => parseChoice(Inputs.CacheSave, read(Inputs.CacheSave), CACHE_SAVE_POLICIES), 'never'),
-    cacheMaxSizeBytes: attempt(() => parseSize(Inputs.CacheMaxSize, read(Inputs.CacheMaxSize)), 0)
+    cacheMaxSizeBytes: attempt(() => parseSize(Inputs.CacheMaxSize, read(Inputs.CacheMaxSize)), 0),
+    mounts: attempt(() => parseMounts(read(Inputs.Mounts)), undefined),
+    ports: attempt(() => parsePorts(read(Inputs.Ports)), []),
+    mtu: attempt(() => parseMtu(read(Inputs.Mtu)), undefined),
+    registryMirrors: attempt(() => parseUrls(Inputs.RegistryMirrors, read(Inputs.RegistryMirrors)), []),
+    insecureRegistries: parseList(read(Inputs.InsecureRegistries)),
+    swarm: attempt(() => parseBoolean(Inputs.Swarm, read(Inputs.Swarm)), false)
   };
   if (problems.length > 0) throw new InputError(problems);
   return inputs;
@@ -156,6 +176,57 @@ export function parseSize(name: string, raw: string): number {
   const bytes = match ? Math.floor(Number(match[1]) * SIZE_UNITS[(match[2] ?? '').toLowerCase()]) : NaN;
   if (!(bytes > 0)) throw new Error(`Input '${name}' must be a size such as 4g, 500m or 1073741824 (bytes); got '${value}'.`);
   return bytes;
+}
+
+/** Items separated by newlines or commas, as YAML block scalars make them easy to write. */
+export function parseList(raw: string): string[] {
+  return raw
+    .split(/[\n,]/)
+    .map(item => item.trim())
+    .filter(item => item !== '');
+}
+
+/** Empty: the defaults (workspace and RUNNER_TEMP); `none`: nothing; else absolute paths. */
+export function parseMounts(raw: string): string[] | undefined {
+  const items = parseList(raw);
+  if (items.length === 0) return undefined;
+  if (items.length === 1 && items[0] === 'none') return [];
+  const relative = items.filter(item => !item.startsWith('/'));
+  if (relative.length > 0) throw new Error(`Input '${Inputs.Mounts}' takes absolute paths (one per line), or 'none'; got ${relative.map(item => `'${item}'`).join(', ')}.`);
+  return items;
+}
+
+function parsePort(name: string, text: string): number {
+  const port = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(port >= 1 && port <= 65535)) throw new Error(`Input '${name}' takes ports from 1 to 65535, as PORT or RUNNER_PORT:DIND_PORT; got '${text}'.`);
+  return port;
+}
+
+export function parsePorts(raw: string): PortMapping[] {
+  const mappings = parseList(raw).map(item => {
+    const [host, container = host, ...rest] = item.split(':');
+    if (rest.length > 0) throw new Error(`Input '${Inputs.Ports}' takes PORT or RUNNER_PORT:DIND_PORT (always on 127.0.0.1); got '${item}'.`);
+    return { host: parsePort(Inputs.Ports, host), container: parsePort(Inputs.Ports, container) };
+  });
+  if (mappings.some(mapping => mapping.container === DAEMON_TLS_PORT)) {
+    throw new Error(`Input '${Inputs.Ports}' cannot publish port ${DAEMON_TLS_PORT}: it is the daemon's, published already (see the 'host' output).`);
+  }
+  return mappings;
+}
+
+export function parseMtu(raw: string): number | undefined {
+  const value = raw.trim();
+  if (value === '') return undefined;
+  const mtu = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(mtu >= 576 && mtu <= 65535)) throw new Error(`Input '${Inputs.Mtu}' must be an MTU from 576 to 65535, or empty for the runner's; got '${value}'.`);
+  return mtu;
+}
+
+function parseUrls(name: string, raw: string): string[] {
+  const urls = parseList(raw);
+  const bad = urls.filter(url => !/^https?:\/\/[^\s/]+/.test(url));
+  if (bad.length > 0) throw new Error(`Input '${name}' takes http:// or https:// URLs; got ${bad.map(url => `'${url}'`).join(', ')}.`);
+  return urls;
 }
 
 /** Splits like a POSIX shell (quotes and backslashes), without expanding anything. */

@@ -1,31 +1,37 @@
 // Main: start the daemon, secure it, hand it to later steps.
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import { prepareCache, restoreDaemonData, verifyRestoredData } from './cache';
+import { prepareCache, restoreDaemonData, verifyRestoredData, type CacheSetup, type RestoreResult } from './cache';
+import { DAEMON_TLS_PORT, INSTANCE_LABEL, Outputs } from './constants';
 import { createContext } from './context';
 import {
   containerCreateOptions,
   containerLog,
   DaemonNotReadyError,
+  daemonConfig,
   diagnose,
+  networkAddresses,
   networkCreateOptions,
   publishedPort,
+  serverArchive,
   serverSubjectAltNames,
   setupArchive,
   waitForDaemon
 } from './daemon';
-import { connectOuterEngine, describeEngine, outerEngineSettings, type EngineSettings } from './engine';
-import { daemonHost, exportDockerEnvironment, setDaemonOutputs, writeClientCertificates } from './environment';
+import { connect, connectOuterEngine, describeEngine, outerEngineSettings, tlsClientOptions, type EngineSettings, type TlsEndpoint } from './engine';
+import { daemonHost, exportDockerEnvironment, exportTestcontainersHost, setDaemonOutputs, writeClientCertificates } from './environment';
 import { ensureImage } from './image';
 import { getInputs, type ActionInputs } from './inputs';
-import { newInstance } from './instance';
-import { INSTANCE_LABEL, Outputs } from './constants';
+import { newInstance, type Instance } from './instance';
 import { formatSeconds, Timeline } from './report';
-import { formatBytes } from './units';
+import { defaultRouteMtu, detectRunnerContainer, engineHostPath, type RunnerContainer } from './runner-host';
 import { saveInstanceState, type InstanceState } from './state';
-import { certificateLifetimeHours, generateTlsMaterial, type TlsMaterial } from './tls';
+import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './tls';
+import { formatBytes } from './units';
 
 const FAILURE_LOG_LINES = 50;
+/** Networks a container cannot be connected to: a runner on them shares the host's loopback or none. */
+const UNSHARED_NETWORKS = ['host', 'none'];
 
 export async function runMain(): Promise<void> {
   const timeline = new Timeline();
@@ -36,6 +42,19 @@ export async function runMain(): Promise<void> {
   } finally {
     await timeline.writeSummary('setup-dind: daemon');
   }
+}
+
+interface Prepared {
+  authority: CertificateAuthority;
+  client: KeyPair;
+  cache?: { setup: CacheSetup; restored: RestoreResult; seconds: number };
+}
+
+/** Where the job's steps run, as far as reaching the daemon is concerned. */
+interface Placement {
+  runner?: RunnerContainer;
+  /** The runner container's networks the daemon joins; empty on a bare host. */
+  sharedNetworks: string[];
 }
 
 async function setUp(timeline: Timeline): Promise<void> {
@@ -49,51 +68,80 @@ async function setUp(timeline: Timeline): Promise<void> {
   saveInstanceState(state);
   const docker = connectOuterEngine(engine);
 
-  const { material, cache } = await timeline.phase(`Prepare ${inputs.image}, certificates, network and cache`, () => prepare(docker, engine, inputs, state, timeline));
-  const { container, port, version } = await timeline.phase('Start the daemon', () => startDaemon(docker, inputs, state, material));
+  const { prepared, placement } = await timeline.phase(`Prepare ${inputs.image}, certificates, network and cache`, async () => {
+    await reachEngine(docker, engine);
+    const runner = await detectRunnerContainer(docker);
+    const placement: Placement = { runner, sharedNetworks: runner ? runner.networks.filter(name => !UNSHARED_NETWORKS.includes(name)) : [] };
+    if (runner) core.info(`The job runs in container ${runner.id.slice(0, 12)} (networks: ${runner.networks.join(', ')}).`);
+    return { prepared: await prepare(docker, inputs, state, placement, timeline), placement };
+  });
+  const { container, port, addresses, version } = await timeline.phase('Start the daemon', () => startDaemon(docker, inputs, state, prepared, placement));
 
-  const host = daemonHost(port);
   await timeline.phase('Hand the daemon to later steps', async () => {
+    const reach = reachability(instance, port, addresses, placement);
     if (inputs.setEnv) {
-      exportDockerEnvironment(host, instance.certDir, engine);
-      core.info(`Exported DOCKER_HOST=${host}, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=${instance.certDir}`);
+      exportDockerEnvironment(reach.host, instance.certDir, engine);
+      if (reach.ip) exportTestcontainersHost(reach.ip);
+      core.info(`Exported DOCKER_HOST=${reach.host}, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=${instance.certDir}`);
     }
+    if (inputs.swarm) await initSwarm(clientOf(port, prepared), addresses[instance.networkName]);
     if (inputs.context) {
       state.context = await createContext(
-        { name: inputs.context, instanceId: instance.id, host, certDir: instance.certDir, isLive: id => hasInstance(docker, id) },
+        { name: inputs.context, instanceId: instance.id, host: reach.host, certDir: instance.certDir, isLive: id => hasInstance(docker, id) },
         core.warning
       );
       saveInstanceState(state);
       core.info(`Docker context '${state.context}' points at the daemon.`);
     }
-    setDaemonOutputs({ host, certPath: instance.certDir, containerId: container.id, context: state.context ?? '', version });
+    const cache = prepared.cache;
+    setDaemonOutputs({ host: reach.host, certPath: instance.certDir, containerId: container.id, context: state.context ?? '', version, ip: reach.ip ?? '' });
     core.setOutput(Outputs.CacheHit, String(cache?.restored.hit ?? false));
     core.setOutput(Outputs.CacheKey, cache?.restored.key ?? cache?.setup.exactPrefix ?? '');
     core.setOutput(Outputs.CacheSize, String(cache?.restored.bytes ?? 0));
+    timeline.fact('Daemon', `Docker ${version} at ${reach.host}${reach.ip ? ` (container address ${reach.ip})` : ''}`);
   });
-  timeline.fact('Daemon', `Docker ${version} at ${host}`);
   if (state.context) timeline.fact('Context', state.context);
 }
 
-/** Everything that does not need the container, at once: the image pull overlaps the cache download. */
-async function prepare(docker: Docker, engine: EngineSettings, inputs: ActionInputs, state: InstanceState, timeline: Timeline) {
-  const { instance } = state;
+async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void> {
   try {
     await docker.ping();
   } catch (error) {
     throw new Error(`Cannot reach the Docker engine at ${describeEngine(engine)}: ${(error as Error).message}. setup-dind needs a Docker engine on the runner (and the job's user allowed to use it).`);
   }
-  const [material, imageId, , restore] = await Promise.all([
+}
+
+/**
+ * How later steps reach the daemon: on a bare host through the port published on 127.0.0.1; from a
+ * container, by the daemon's name on a network they share (its address on the default bridge, which
+ * has no DNS). `ip` is where nested containers' published ports are reachable.
+ */
+function reachability(instance: Instance, port: number, addresses: Record<string, string>, placement: Placement): { host: string; ip?: string } {
+  const network = placement.sharedNetworks.find(name => addresses[name]);
+  if (!network) return { host: daemonHost('127.0.0.1', port), ip: addresses[instance.networkName] };
+  const ip = addresses[network];
+  return { host: daemonHost(network === 'bridge' ? ip : instance.containerName, DAEMON_TLS_PORT), ip };
+}
+
+/** Everything that does not need the container, at once: the image pull overlaps the cache download. */
+async function prepare(docker: Docker, inputs: ActionInputs, state: InstanceState, placement: Placement, timeline: Timeline): Promise<Prepared> {
+  const { instance } = state;
+  const cacheable = inputs.cache && engineHostPath(placement.runner, instance.dataDir) !== undefined;
+  if (inputs.cache && !cacheable) {
+    core.warning(`Cache off: the engine cannot bind-mount ${instance.dataDir} from inside this job's container (RUNNER_TEMP is not a bind mount of the engine's host).`);
+  }
+  const [tls, imageId, , restore] = await Promise.all([
     (async () => {
-      const tls = await generateTlsMaterial(serverSubjectAltNames(instance), certificateLifetimeHours(process.env.RUNNER_ENVIRONMENT));
-      await writeClientCertificates(instance.certDir, tls);
-      core.info(`Certificates valid until ${tls.notAfter.toISOString()}; client files in ${instance.certDir}`);
-      return tls;
+      const authority = await createAuthority(certificateLifetimeHours(process.env.RUNNER_ENVIRONMENT));
+      const client = await authority.issueClient();
+      await writeClientCertificates(instance.certDir, authority.caCert, client);
+      core.info(`Certificates valid until ${authority.notAfter.toISOString()}; client files in ${instance.certDir}`);
+      return { authority, client };
     })(),
     ensureImage(docker, inputs.image, inputs.pull),
     docker.createNetwork(networkCreateOptions(instance)),
     (async () => {
-      const setup = await prepareCache(inputs, instance);
+      const setup = await prepareCache({ ...inputs, cache: cacheable }, instance);
       if (!setup) return undefined;
       state.cache = setup;
       saveInstanceState(state);
@@ -111,32 +159,73 @@ async function prepare(docker: Docker, engine: EngineSettings, inputs: ActionInp
     saveInstanceState(state);
     timeline.fact('Cache restored', cache.restored.key ? `${formatBytes(cache.restored.bytes)} in ${formatSeconds(cache.seconds)} (${cache.restored.hit ? 'hit' : 'fallback key'}): ${cache.restored.key}` : 'nothing to restore');
   }
-  return { material, cache };
+  return { ...tls, cache };
 }
 
-async function startDaemon(docker: Docker, inputs: ActionInputs, state: InstanceState, material: TlsMaterial) {
+/** The runner paths to mount at the same path in the daemon, as the engine's host has them. */
+function bindMounts(inputs: ActionInputs, placement: Placement): Array<{ source: string; target: string }> {
+  const paths = inputs.mounts ?? [process.env.GITHUB_WORKSPACE, process.env.RUNNER_TEMP].filter((p): p is string => Boolean(p));
+  return paths.flatMap(target => {
+    const source = engineHostPath(placement.runner, target);
+    if (source === undefined) core.warning(`Not mounting ${target} into the daemon: it is not a bind mount of this job's container, so the engine cannot see it.`);
+    return source === undefined ? [] : [{ source, target }];
+  });
+}
+
+function clientOf(port: number, prepared: Prepared): Docker {
+  return connect(tlsClientOptions(endpointOf(port, prepared)));
+}
+
+function endpointOf(port: number, prepared: Prepared): TlsEndpoint {
+  return { host: '127.0.0.1', port, ca: prepared.authority.caCert, cert: prepared.client.cert, key: prepared.client.key };
+}
+
+async function startDaemon(docker: Docker, inputs: ActionInputs, state: InstanceState, prepared: Prepared, placement: Placement) {
   const { instance } = state;
+  const dataDir = state.cache ? engineHostPath(placement.runner, state.cache.dataDir) : undefined;
   const container = await docker.createContainer(
-    containerCreateOptions({ instance, image: inputs.image, privileged: inputs.privileged, dockerdArgs: inputs.dockerdArgs, dataDir: state.cache?.dataDir })
+    containerCreateOptions({
+      instance,
+      image: inputs.image,
+      privileged: inputs.privileged,
+      dockerdArgs: inputs.dockerdArgs,
+      dataDir,
+      mounts: bindMounts(inputs, placement),
+      ports: inputs.ports
+    })
   );
-  await container.putArchive(await setupArchive(material, inputs.daemonConfig), { path: '/' });
+  for (const network of placement.sharedNetworks) {
+    await docker.getNetwork(network).connect({ Container: container.id, EndpointConfig: { Aliases: [instance.name] } });
+  }
+  await container.putArchive(await setupArchive(prepared.authority.caCert, daemonConfig(inputs, defaultRouteMtu())), { path: '/' });
   await container.start();
-  const port = publishedPort(await container.inspect());
+  const info = await container.inspect();
+  const port = publishedPort(info);
+  const addresses = networkAddresses(info);
   state.port = port;
   saveInstanceState(state);
-  core.info(`Container ${instance.containerName} started; daemon port published on 127.0.0.1:${port}`);
+  // Only now are the container's addresses known: the server certificate names them too.
+  await container.putArchive(await serverArchive(await prepared.authority.issueServer(serverSubjectAltNames(instance, Object.values(addresses)))), { path: '/' });
+  const where = Object.entries(addresses).map(([network, ip]) => `${ip} on ${network}`).join(', ');
+  core.info(`Container ${instance.containerName} started (${where}); daemon port published on 127.0.0.1:${port}`);
   try {
-    const version = await waitForDaemon({ host: '127.0.0.1', port, ca: material.caCert, cert: material.clientCert, key: material.clientKey }, container, inputs.waitTimeoutSeconds * 1000);
+    const version = await waitForDaemon(endpointOf(port, prepared), container, inputs.waitTimeoutSeconds * 1000);
     core.info(`Docker ${version} answers over mutual TLS.`);
-    return { container, port, version };
+    return { container, port, addresses, version };
   } catch (error) {
     if (!(error instanceof DaemonNotReadyError)) throw error;
     const log = await containerLog(container, FAILURE_LOG_LINES).catch(() => '(the log could not be read)');
-    const state = await container.inspect().then(info => info.State.Status, () => 'unknown');
-    core.info(`Container state: ${state}. Last ${FAILURE_LOG_LINES} log lines:\n${log}`);
+    const status = await container.inspect().then(inspected => inspected.State.Status, () => 'unknown');
+    core.info(`Container state: ${status}. Last ${FAILURE_LOG_LINES} log lines:\n${log}`);
     const hint = diagnose(log, inputs.privileged);
     throw new Error(`${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`);
   }
+}
+
+/** A single-node swarm, so `docker stack deploy` works. */
+async function initSwarm(dind: Docker, address: string | undefined): Promise<void> {
+  await dind.swarmInit({ ListenAddr: '0.0.0.0:2377', AdvertiseAddr: address ?? '127.0.0.1' });
+  core.info('Initialised a single-node swarm.');
 }
 
 async function hasInstance(docker: Docker, instanceId: string): Promise<boolean> {

@@ -23,16 +23,20 @@ export interface SubjectAltNames {
   ip: string[];
 }
 
-export interface TlsMaterial {
+export interface KeyPair {
+  cert: string;
+  /** PKCS#8 PEM. */
+  key: string;
+}
+
+/** A throw-away CA. Its private key lives only in this object, non-extractable. */
+export interface CertificateAuthority {
   /** PEM of the CA certificate: clients and the daemon verify each other against it. */
   caCert: string;
-  serverCert: string;
-  /** PKCS#8 PEM. */
-  serverKey: string;
-  clientCert: string;
-  /** PKCS#8 PEM. */
-  clientKey: string;
   notAfter: Date;
+  /** The daemon's certificate: every name and address a client may use must be a SAN (Go ignores the CN). */
+  issueServer(sans: SubjectAltNames): Promise<KeyPair>;
+  issueClient(): Promise<KeyPair>;
 }
 
 /** How long the certificates live: just past the longest a job on this kind of runner can run. */
@@ -41,34 +45,31 @@ export function certificateLifetimeHours(runnerEnvironment: string | undefined):
   return longest + VALIDITY_MARGIN_HOURS;
 }
 
-export async function generateTlsMaterial(sans: SubjectAltNames, lifetimeHours: number, now = new Date()): Promise<TlsMaterial> {
+export async function createAuthority(lifetimeHours: number, now = new Date()): Promise<CertificateAuthority> {
   const notBefore = new Date(now.getTime() - CLOCK_SKEW_MS);
   const notAfter = new Date(now.getTime() + lifetimeHours * 3600 * 1000);
-  const [caKeys, serverKeys, clientKeys] = await Promise.all([
-    webcrypto.subtle.generateKey(KEY_ALGORITHM, false, ['sign', 'verify']),
-    webcrypto.subtle.generateKey(KEY_ALGORITHM, true, ['sign', 'verify']),
-    webcrypto.subtle.generateKey(KEY_ALGORITHM, true, ['sign', 'verify'])
-  ]);
+  const caKeys = (await webcrypto.subtle.generateKey(KEY_ALGORITHM, false, ['sign', 'verify'])) as CryptoKeyPair;
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
     name: 'CN=setup-dind CA',
     notBefore,
     notAfter,
-    keys: caKeys as CryptoKeyPair,
+    keys: caKeys,
     signingAlgorithm: SIGNING_ALGORITHM,
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey as CryptoKey)
+      await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey)
     ]
   });
-  const issue = async (subject: string, keys: webcrypto.CryptoKeyPair, usage: x509.ExtendedKeyUsage, extra: x509.Extension[]) =>
-    x509.X509CertificateGenerator.create({
+  const issue = async (subject: string, usage: x509.ExtendedKeyUsage, extra: x509.Extension[]): Promise<KeyPair> => {
+    const keys = (await webcrypto.subtle.generateKey(KEY_ALGORITHM, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const cert = await x509.X509CertificateGenerator.create({
       subject,
       issuer: ca.subject,
       notBefore,
       notAfter,
-      publicKey: keys.publicKey as CryptoKey,
-      signingKey: caKeys.privateKey as CryptoKey,
+      publicKey: keys.publicKey,
+      signingKey: caKeys.privateKey,
       signingAlgorithm: SIGNING_ALGORITHM,
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
@@ -78,23 +79,21 @@ export async function generateTlsMaterial(sans: SubjectAltNames, lifetimeHours: 
         ...extra
       ]
     });
-  const names = [...sans.dns.map(value => ({ type: 'dns' as const, value })), ...sans.ip.map(value => ({ type: 'ip' as const, value }))];
-  const [server, client] = await Promise.all([
-    issue('CN=setup-dind daemon', serverKeys, x509.ExtendedKeyUsage.serverAuth, [new x509.SubjectAlternativeNameExtension(names)]),
-    issue('CN=setup-dind client', clientKeys, x509.ExtendedKeyUsage.clientAuth, [])
-  ]);
+    return { cert: cert.toString('pem'), key: await privateKeyPem(keys.privateKey) };
+  };
   return {
     caCert: ca.toString('pem'),
-    serverCert: server.toString('pem'),
-    serverKey: await privateKeyPem(serverKeys.privateKey),
-    clientCert: client.toString('pem'),
-    clientKey: await privateKeyPem(clientKeys.privateKey),
-    notAfter
+    notAfter,
+    issueServer: sans =>
+      issue('CN=setup-dind daemon', x509.ExtendedKeyUsage.serverAuth, [
+        new x509.SubjectAlternativeNameExtension([...sans.dns.map(value => ({ type: 'dns' as const, value })), ...sans.ip.map(value => ({ type: 'ip' as const, value }))])
+      ]),
+    issueClient: () => issue('CN=setup-dind client', x509.ExtendedKeyUsage.clientAuth, [])
   };
 }
 
-async function privateKeyPem(key: webcrypto.CryptoKey): Promise<string> {
-  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
+async function privateKeyPem(key: CryptoKey): Promise<string> {
+  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key as webcrypto.CryptoKey));
   const body = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
   return `-----BEGIN PRIVATE KEY-----\n${body}\n-----END PRIVATE KEY-----\n`;
 }

@@ -88,4 +88,16 @@ if command -v iptables >/dev/null 2>&1 && ! iptables -nL >/dev/null 2>&1; then
 	fi
 fi
 
+# The server certificate names the container's addresses, known only once it runs: main puts it
+# in then, with this marker last.
+waited=0
+while [ ! -e /setup-dind/certs/ready ]; do
+	waited=$((waited + 1))
+	if [ "$waited" -ge 1200 ]; then
+		say "no server certificate after 60 s; giving up"
+		exit 1
+	fi
+	sleep 0.05
+done
+
 exec "$@"
