@@ -7,7 +7,7 @@ import * as tar from 'tar-stream';
 import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, INSTANCE_LABEL } from './constants';
 import { connect, tlsClientOptions, type TlsEndpoint } from './engine';
 import type { Instance } from './instance';
-import type { PortMapping } from './inputs';
+import { flagConfigNames, type PortMapping } from './inputs';
 import type { KeyPair, SubjectAltNames } from './tls';
 
 const CERT_DIR = `${CONTAINER_SETUP_DIR}/certs`;
@@ -67,16 +67,19 @@ export interface DaemonConfigInputs {
 const DEFAULT_MTU = 1500;
 
 /**
- * daemon.json: the user's settings, plus the inputs that map onto it. A network MTU below the usual
- * 1500 goes to the default bridge and to new networks, or nested traffic stalls on large packets.
+ * daemon.json: the user's settings, plus the inputs that map onto it. A runner network with an MTU
+ * below the usual 1500 lowers the default bridge's and new networks' MTU, or nested traffic stalls on
+ * large packets. Nothing is added that a dockerd flag sets: dockerd refuses a setting given twice.
  */
 export function daemonConfig(inputs: DaemonConfigInputs, runnerMtu: number | undefined): Record<string, unknown> {
   const config: Record<string, unknown> = { ...inputs.daemonConfig };
-  const mtuSetByUser = 'mtu' in config || inputs.dockerdArgs.some(word => word === '--mtu' || word.startsWith('--mtu='));
-  const mtu = inputs.mtu ?? runnerMtu;
-  if (mtu !== undefined && mtu !== DEFAULT_MTU && !mtuSetByUser) {
+  const flags = flagConfigNames(inputs.dockerdArgs);
+  const mtu = inputs.mtu ?? (runnerMtu !== undefined && runnerMtu < DEFAULT_MTU ? runnerMtu : undefined);
+  if (mtu !== undefined && !('mtu' in config) && !flags.has('mtu')) {
     config.mtu = mtu;
-    if (!('default-network-opts' in config)) config['default-network-opts'] = { bridge: { 'com.docker.network.driver.mtu': String(mtu) } };
+    if (!('default-network-opts' in config) && !flags.has('default-network-opts')) {
+      config['default-network-opts'] = { bridge: { 'com.docker.network.driver.mtu': String(mtu) } };
+    }
   }
   const merge = (key: string, extra: string[]) => {
     if (extra.length === 0) return;
@@ -98,6 +101,13 @@ export interface ContainerSpec {
   /** Engine-host paths bind-mounted at `target`. */
   mounts: Array<{ source: string; target: string }>;
   ports: PortMapping[];
+}
+
+/** Port bindings on 127.0.0.1, several runner ports per dind port allowed. */
+function publishedPorts(ports: PortMapping[]): Record<string, Array<{ HostIp: string; HostPort: string }>> {
+  const bindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {};
+  for (const port of ports) (bindings[`${port.container}/tcp`] ??= []).push({ HostIp: '127.0.0.1', HostPort: String(port.host) });
+  return bindings;
 }
 
 /** Engine API fields @types/dockerode does not know yet. */
@@ -126,7 +136,7 @@ export function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCre
       // An empty HostPort lets the engine pick a free one: parallel instances never collide.
       PortBindings: {
         [PORT_KEY]: [{ HostIp: '127.0.0.1', HostPort: '' }],
-        ...Object.fromEntries(spec.ports.map(port => [`${port.container}/tcp`, [{ HostIp: '127.0.0.1', HostPort: String(port.host) }]]))
+        ...publishedPorts(spec.ports)
       },
       Binds: [...(spec.dataDir ? [`${spec.dataDir}:/var/lib/docker`] : []), ...spec.mounts.map(mount => `${mount.source}:${mount.target}`)]
     },

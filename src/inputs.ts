@@ -1,4 +1,5 @@
 // Every input is read, parsed and validated here, once. Everything else gets typed values.
+import * as path from 'node:path';
 import * as core from '@actions/core';
 import { DAEMON_TLS_PORT, Inputs } from './constants';
 
@@ -63,6 +64,10 @@ const CONFIG_NAME_OF_FLAG: Record<string, string> = {
   'default-ulimit': 'default-ulimits',
   'authorization-plugin': 'authorization-plugins',
   'add-runtime': 'runtimes',
+  feature: 'features',
+  'default-network-opt': 'default-network-opts',
+  'default-address-pool': 'default-address-pools',
+  'cdi-spec-dir': 'cdi-spec-dirs',
   D: 'debug',
   G: 'group',
   l: 'log-level',
@@ -116,6 +121,7 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
     insecureRegistries: parseList(read(Inputs.InsecureRegistries)),
     swarm: attempt(() => parseBoolean(Inputs.Swarm, read(Inputs.Swarm)), false)
   };
+  problems.push(...inputConflicts(inputs));
   if (problems.length > 0) throw new InputError(problems);
   return inputs;
 }
@@ -193,7 +199,7 @@ export function parseMounts(raw: string): string[] | undefined {
   if (items.length === 1 && items[0] === 'none') return [];
   const relative = items.filter(item => !item.startsWith('/'));
   if (relative.length > 0) throw new Error(`Input '${Inputs.Mounts}' takes absolute paths (one per line), or 'none'; got ${relative.map(item => `'${item}'`).join(', ')}.`);
-  return items;
+  return items.map(item => path.posix.normalize(item));
 }
 
 function parsePort(name: string, text: string): number {
@@ -224,7 +230,7 @@ export function parseMtu(raw: string): number | undefined {
 
 function parseUrls(name: string, raw: string): string[] {
   const urls = parseList(raw);
-  const bad = urls.filter(url => !/^https?:\/\/[^\s/]+/.test(url));
+  const bad = urls.filter(url => !/^https?:\/\/[^\s/]+(\/\S*)?$/.test(url));
   if (bad.length > 0) throw new Error(`Input '${name}' takes http:// or https:// URLs; got ${bad.map(url => `'${url}'`).join(', ')}.`);
   return urls;
 }
@@ -268,6 +274,11 @@ export function splitShellWords(line: string): string[] {
 function optionName(word: string): string | undefined {
   if (!word.startsWith('--')) return undefined;
   return word.slice(2).split('=')[0];
+}
+
+/** The daemon.json keys the flags set: dockerd refuses daemon.json to set them too. */
+export function flagConfigNames(args: string[]): Set<string> {
+  return new Set(args.flatMap(configNames));
 }
 
 /** The daemon.json keys a flag word sets: long flags by name, combined short flags letter by letter. */
@@ -314,6 +325,20 @@ export function parseDaemonConfig(raw: string): Record<string, unknown> {
 
 /** dockerd refuses to start when a setting is given both as a flag and in daemon.json: say so up front. */
 function conflictsBetween(args: string[], config: Record<string, unknown>): string[] {
-  const names = new Set(args.flatMap(configNames).filter(name => name in config));
-  return [...names].map(name => `Inputs '${Inputs.DockerdArgs}' and '${Inputs.DaemonConfig}' both set '${name}'; dockerd refuses to start when a setting is given both ways. Keep one.`);
+  const names = [...flagConfigNames(args)].filter(name => name in config);
+  return names.map(name => `Inputs '${Inputs.DockerdArgs}' and '${Inputs.DaemonConfig}' both set '${name}'; dockerd refuses to start when a setting is given both ways. Keep one.`);
+}
+
+/** The inputs that become daemon.json settings must not be given as flags (or, for the MTU, twice). */
+function inputConflicts(inputs: ActionInputs): string[] {
+  const flags = flagConfigNames(inputs.dockerdArgs);
+  const problems: string[] = [];
+  const clash = (input: string, key: string, given: boolean) => {
+    if (given && flags.has(key)) problems.push(`Inputs '${input}' and '${Inputs.DockerdArgs}' both set '${key}'; dockerd refuses to start when a setting is given both ways. Keep one.`);
+  };
+  clash(Inputs.Mtu, 'mtu', inputs.mtu !== undefined);
+  clash(Inputs.RegistryMirrors, 'registry-mirrors', inputs.registryMirrors.length > 0);
+  clash(Inputs.InsecureRegistries, 'insecure-registries', inputs.insecureRegistries.length > 0);
+  if (inputs.mtu !== undefined && 'mtu' in inputs.daemonConfig) problems.push(`Inputs '${Inputs.Mtu}' and '${Inputs.DaemonConfig}' both set the MTU. Keep one.`);
+  return problems;
 }

@@ -62,7 +62,8 @@ export async function detectRunnerContainer(docker: Docker, mountinfoFile = '/pr
 }
 
 /** Where the engine's host has `localPath`: through the runner container's bind mounts, or as is on a bare host. */
-export function engineHostPath(runner: RunnerContainer | undefined, localPath: string): string | undefined {
+export function engineHostPath(runner: RunnerContainer | undefined, given: string): string | undefined {
+  const localPath = path.posix.resolve(given);
   if (!runner) return localPath;
   const mount = runner.mounts
     .filter(m => localPath === m.destination || localPath.startsWith(m.destination.endsWith('/') ? m.destination : `${m.destination}/`))

@@ -1,5 +1,6 @@
-// The pure builders of the dind container: its command line, create options, setup archive, and the
-// readers of what the engine answers (published port, multiplexed log, failure hints).
+// The pure builders of the dind container: its command line, daemon.json, create options, the two
+// archives put into it, and the readers of what the engine answers (published port, addresses,
+// multiplexed log, failure hints).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type Docker from 'dockerode';
@@ -7,23 +8,30 @@ import * as tar from 'tar-stream';
 import { INSTANCE_LABEL } from '../../src/constants';
 import {
   containerCreateOptions,
+  daemonConfig,
   demultiplex,
   diagnose,
   dockerdCommand,
+  entrypointScript,
+  networkAddresses,
   networkCreateOptions,
   publishedPort,
+  serverArchive,
   serverSubjectAltNames,
-  setupArchive
+  setupArchive,
+  type ContainerSpec,
+  type DaemonConfigInputs
 } from '../../src/daemon';
 import { newInstance } from '../../src/instance';
-import type { TlsMaterial } from '../../src/tls';
+import type { KeyPair } from '../../src/tls';
 
-// A fixed id: a random one could contain "2375" and break the "no 2375 anywhere" check.
+// A fixed id: a random one could contain "2375" and break the "no 2375 anywhere" checks.
 const instance = newInstance('dind', '/runner/temp', 'abcdef01');
 
 describe('dockerdCommand', () => {
   const fixed = [
     'dockerd',
+    '--host=unix:///var/run/docker.sock',
     '--host=tcp://0.0.0.0:2376',
     '--tlsverify',
     '--tlscacert=/setup-dind/certs/ca.pem',
@@ -40,73 +48,262 @@ describe('dockerdCommand', () => {
     expect(dockerdCommand(userArgs)).toEqual(expected);
   });
 
-  test('listens on exactly one address, TLS-verified on 2376, never 2375', () => {
+  test('listens on the container-local unix socket and on one network address, TLS-verified on 2376, never 2375', () => {
     const command = dockerdCommand(['--debug']);
-    expect(command.filter(word => word.startsWith('--host') || word.startsWith('-H'))).toEqual(['--host=tcp://0.0.0.0:2376']);
+    const hosts = command.filter(word => word.startsWith('--host') || word.startsWith('-H')).map(word => word.replace(/^--host=/, ''));
+    expect(hosts).toEqual(['unix:///var/run/docker.sock', 'tcp://0.0.0.0:2376']);
+    expect(hosts.filter(host => !host.startsWith('unix://'))).toEqual(['tcp://0.0.0.0:2376']);
     expect(command).toContain('--tlsverify');
     expect(command.join(' ')).not.toContain('2375');
   });
 });
 
 describe('serverSubjectAltNames', () => {
-  test.each([
-    [newInstance('dind', '/t', '00000000'), ['localhost', 'dind', 'setup-dind-dind-00000000']],
-    [newInstance('db-2', '/t', '1234abcd'), ['localhost', 'db-2', 'setup-dind-db-2-1234abcd']]
-  ])('names for %j', (forInstance, dns) => {
-    expect(serverSubjectAltNames(forInstance)).toEqual({ dns, ip: ['127.0.0.1', '::1'] });
+  test.each<[string, ReturnType<typeof newInstance>, string[], string[], string[]]>([
+    ['no addresses', newInstance('dind', '/t', '00000000'), [], ['localhost', 'dind', 'setup-dind-dind-00000000'], ['127.0.0.1', '::1']],
+    ['one network', newInstance('dind', '/t', '00000000'), ['172.18.0.2'], ['localhost', 'dind', 'setup-dind-dind-00000000'], ['127.0.0.1', '::1', '172.18.0.2']],
+    [
+      'the own network and a job container network',
+      newInstance('db-2', '/t', '1234abcd'),
+      ['172.18.0.2', '172.17.0.5'],
+      ['localhost', 'db-2', 'setup-dind-db-2-1234abcd'],
+      ['127.0.0.1', '::1', '172.18.0.2', '172.17.0.5']
+    ]
+  ])('%s', (_name, forInstance, addresses, dns, ip) => {
+    expect(serverSubjectAltNames(forInstance, addresses)).toEqual({ dns, ip });
+  });
+});
+
+describe('networkAddresses', () => {
+  const inspected = (networks: unknown) => ({ NetworkSettings: { Networks: networks } }) as unknown as Docker.ContainerInspectInfo;
+
+  test.each<[string, unknown, Record<string, string>]>([
+    ['no Networks', undefined, {}],
+    ['null Networks', null, {}],
+    ['no networks', {}, {}],
+    ['one network', { 'setup-dind-dind-abcdef01': { IPAddress: '172.18.0.2' } }, { 'setup-dind-dind-abcdef01': '172.18.0.2' }],
+    [
+      'two networks',
+      { 'setup-dind-dind-abcdef01': { IPAddress: '172.18.0.2', Gateway: '172.18.0.1' }, bridge: { IPAddress: '172.17.0.3' } },
+      { 'setup-dind-dind-abcdef01': '172.18.0.2', bridge: '172.17.0.3' }
+    ],
+    ['a network without an IPv4 address (not connected yet, or IPv6 only)', { a: { IPAddress: '', GlobalIPv6Address: 'fd00::2' }, b: { IPAddress: '10.0.0.2' } }, { b: '10.0.0.2' }]
+  ])('%s', (_name, networks, addresses) => {
+    expect(networkAddresses(inspected(networks))).toEqual(addresses);
+  });
+});
+
+describe('daemonConfig', () => {
+  const BRIDGE_MTU = (mtu: number) => ({ 'default-network-opts': { bridge: { 'com.docker.network.driver.mtu': String(mtu) } } });
+  const inputs = (overrides: Partial<DaemonConfigInputs> = {}): DaemonConfigInputs => ({
+    daemonConfig: {},
+    dockerdArgs: [],
+    registryMirrors: [],
+    insecureRegistries: [],
+    ...overrides
+  });
+
+  test.each<[string, Partial<DaemonConfigInputs>, number | undefined, Record<string, unknown>]>([
+    ['nothing asked, no runner MTU', {}, undefined, {}],
+    ["nothing asked, the runner's MTU is the usual 1500", {}, 1500, {}],
+    ["the runner's MTU below 1500 goes to dockerd and to new bridge networks", {}, 1400, { mtu: 1400, ...BRIDGE_MTU(1400) }],
+    ["not the runner's MTU above 1500: the dind container's own link is 1500", {}, 9001, {}],
+    ['the mtu input, with no runner MTU', { mtu: 1450 }, undefined, { mtu: 1450, ...BRIDGE_MTU(1450) }],
+    ["the mtu input wins over the runner's", { mtu: 1450 }, 1400, { mtu: 1450, ...BRIDGE_MTU(1450) }],
+    ["mtu input 1500 wins over the runner's", { mtu: 1500 }, 1400, { mtu: 1500, ...BRIDGE_MTU(1500) }],
+    ["daemon-config's mtu wins, and its networks are the user's business", { daemonConfig: { mtu: 1300 } }, 1400, { mtu: 1300 }],
+    ["daemon-config's mtu wins over the mtu input too", { daemonConfig: { mtu: 1300 }, mtu: 1450 }, 1400, { mtu: 1300 }],
+    ['--mtu=N in dockerd-args wins', { dockerdArgs: ['--mtu=1300'] }, 1400, {}],
+    ['--mtu N in dockerd-args wins', { dockerdArgs: ['--debug', '--mtu', '1300'] }, 1400, {}],
+    ['other flags do not count as an MTU', { dockerdArgs: ['--debug', '--mtu-extra=1'] }, 1400, { mtu: 1400, ...BRIDGE_MTU(1400) }],
+    [
+      "daemon-config's default-network-opts are kept as they are",
+      { daemonConfig: { 'default-network-opts': { overlay: { 'com.docker.network.driver.mtu': '1350' } } } },
+      1400,
+      { mtu: 1400, 'default-network-opts': { overlay: { 'com.docker.network.driver.mtu': '1350' } } }
+    ],
+    [
+      "daemon-config's other settings are kept",
+      { daemonConfig: { debug: true, features: { 'containerd-snapshotter': true }, 'log-level': 'warn' } },
+      1400,
+      { debug: true, features: { 'containerd-snapshotter': true }, 'log-level': 'warn', mtu: 1400, ...BRIDGE_MTU(1400) }
+    ],
+    ['registry mirrors', { registryMirrors: ['https://mirror.example'] }, undefined, { 'registry-mirrors': ['https://mirror.example'] }],
+    [
+      "registry mirrors are appended to daemon-config's, without duplicates",
+      { daemonConfig: { 'registry-mirrors': ['https://a.example', 'https://b.example'] }, registryMirrors: ['https://b.example', 'https://c.example', 'https://c.example'] },
+      undefined,
+      { 'registry-mirrors': ['https://a.example', 'https://b.example', 'https://c.example'] }
+    ],
+    ['insecure registries', { insecureRegistries: ['r.example:5000', '10.0.0.0/8'] }, undefined, { 'insecure-registries': ['r.example:5000', '10.0.0.0/8'] }],
+    [
+      "insecure registries are appended to daemon-config's, without duplicates",
+      { daemonConfig: { 'insecure-registries': ['r.example:5000'] }, insecureRegistries: ['s.example:5000', 'r.example:5000'] },
+      undefined,
+      { 'insecure-registries': ['r.example:5000', 's.example:5000'] }
+    ],
+    [
+      "no inputs leave daemon-config's lists alone",
+      { daemonConfig: { 'registry-mirrors': ['https://a.example', 'https://a.example'], 'insecure-registries': [] } },
+      undefined,
+      { 'registry-mirrors': ['https://a.example', 'https://a.example'], 'insecure-registries': [] }
+    ],
+    [
+      'everything at once',
+      { daemonConfig: { debug: true }, mtu: 1280, registryMirrors: ['https://m.example'], insecureRegistries: ['r.example:5000'] },
+      1500,
+      { debug: true, mtu: 1280, ...BRIDGE_MTU(1280), 'registry-mirrors': ['https://m.example'], 'insecure-registries': ['r.example:5000'] }
+    ]
+  ])('%s', (_name, overrides, runnerMtu, expected) => {
+    expect(daemonConfig(inputs(overrides), runnerMtu)).toEqual(expected);
+  });
+
+  test("leaves the user's daemon-config as it was", () => {
+    const user = { 'registry-mirrors': ['https://a.example'], 'insecure-registries': ['r.example:5000'], debug: true };
+    const before = structuredClone(user);
+    const config = daemonConfig(inputs({ daemonConfig: user, registryMirrors: ['https://b.example'], insecureRegistries: ['s.example:5000'], mtu: 1400 }), 1400);
+    expect(user).toEqual(before);
+    expect(config['registry-mirrors']).not.toBe(user['registry-mirrors']);
   });
 });
 
 describe('containerCreateOptions', () => {
-  const create = (privileged: boolean, dockerdArgs: string[] = []) =>
-    containerCreateOptions({ instance, image: 'docker:28-dind', privileged, dockerdArgs });
+  const spec = (overrides: Partial<ContainerSpec> = {}): ContainerSpec => ({
+    instance,
+    image: 'docker:28-dind',
+    privileged: true,
+    dockerdArgs: [],
+    mounts: [],
+    ports: [],
+    ...overrides
+  });
+  const create = (overrides: Partial<ContainerSpec> = {}) => containerCreateOptions(spec(overrides));
 
   test.each([true, false])('privileged: %p is passed through', privileged => {
-    expect(create(privileged).HostConfig?.Privileged).toBe(privileged);
+    expect(create({ privileged }).HostConfig.Privileged).toBe(privileged);
+  });
+
+  test.each([true, false])('privileged %p: docker-init reaps zombies, in a private cgroup namespace', privileged => {
+    const { HostConfig } = create({ privileged });
+    expect(HostConfig.Init).toBe(true);
+    expect(HostConfig.CgroupnsMode).toBe('private');
   });
 
   test('identity: name, image, host name, network and its alias', () => {
-    const options = create(true);
+    const options = create();
     expect(options.name).toBe('setup-dind-dind-abcdef01');
     expect(options.Image).toBe('docker:28-dind');
     expect(options.Hostname).toBe('dind');
-    expect(options.HostConfig?.NetworkMode).toBe(instance.networkName);
+    expect(options.HostConfig.NetworkMode).toBe(instance.networkName);
     expect(options.NetworkingConfig).toEqual({ EndpointsConfig: { [instance.networkName]: { Aliases: ['dind'] } } });
   });
 
-  test('the TLS port is published on 127.0.0.1 only, on a port the engine picks', () => {
-    const options = create(true);
+  test('with no ports asked, only the TLS port is published: on 127.0.0.1, on a port the engine picks', () => {
+    const options = create();
     expect(options.ExposedPorts).toEqual({ '2376/tcp': {} });
-    expect(options.HostConfig?.PortBindings).toEqual({ '2376/tcp': [{ HostIp: '127.0.0.1', HostPort: '' }] });
-    expect(options.HostConfig?.PublishAllPorts).toBeFalsy();
+    expect(options.HostConfig.PortBindings).toEqual({ '2376/tcp': [{ HostIp: '127.0.0.1', HostPort: '' }] });
+    expect(options.HostConfig.PublishAllPorts).toBeFalsy();
+  });
+
+  const DAEMON_PORT = { '2376/tcp': [{ HostIp: '127.0.0.1', HostPort: '' }] };
+  test.each<[string, ContainerSpec['ports'], Record<string, object>, Record<string, unknown>]>([
+    ['one port, same on both sides', [{ host: 8080, container: 8080 }], { '8080/tcp': {} }, { '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '8080' }] }],
+    ['a runner port to another dind port', [{ host: 15432, container: 5432 }], { '5432/tcp': {} }, { '5432/tcp': [{ HostIp: '127.0.0.1', HostPort: '15432' }] }],
+    [
+      'several ports',
+      [
+        { host: 80, container: 8080 },
+        { host: 6379, container: 6379 },
+        { host: 65535, container: 1 }
+      ],
+      { '8080/tcp': {}, '6379/tcp': {}, '1/tcp': {} },
+      {
+        '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '80' }],
+        '6379/tcp': [{ HostIp: '127.0.0.1', HostPort: '6379' }],
+        '1/tcp': [{ HostIp: '127.0.0.1', HostPort: '65535' }]
+      }
+    ]
+  ])('ports: %s: exposed and published on 127.0.0.1 on the fixed runner port, beside the TLS port', (_name, ports, exposed, bindings) => {
+    const options = create({ ports });
+    expect(options.ExposedPorts).toEqual({ '2376/tcp': {}, ...exposed });
+    expect(options.HostConfig.PortBindings).toEqual({ ...DAEMON_PORT, ...bindings });
+  });
+
+  // `ports: 8080:80, 8081:80` (which parsePorts accepts, as `docker run -p` does): the PortBindings entry
+  // for 80/tcp is built once per mapping with Object.fromEntries, so the last mapping replaces the first.
+  test('BUG: one dind port published on two runner ports keeps both bindings (only the last survives)', () => {
+    const options = create({ ports: [{ host: 8080, container: 80 }, { host: 8081, container: 80 }] });
+    expect(options.ExposedPorts).toEqual({ '2376/tcp': {}, '80/tcp': {} });
+    expect(options.HostConfig.PortBindings).toEqual({
+      ...DAEMON_PORT,
+      '80/tcp': [
+        { HostIp: '127.0.0.1', HostPort: '8080' },
+        { HostIp: '127.0.0.1', HostPort: '8081' }
+      ]
+    });
+  });
+
+  test('every binding is on 127.0.0.1, never on all interfaces', () => {
+    const options = create({ ports: [{ host: 8080, container: 80 }, { host: 9000, container: 9000 }] });
+    const bindings = Object.values(options.HostConfig.PortBindings as Record<string, Array<{ HostIp: string }>>).flat();
+    expect(bindings.length).toBe(3);
+    for (const binding of bindings) expect(binding.HostIp).toBe('127.0.0.1');
   });
 
   test('the instance label carries the instance id', () => {
-    expect(create(true).Labels).toEqual({ [INSTANCE_LABEL]: 'abcdef01' });
+    expect(create().Labels).toEqual({ [INSTANCE_LABEL]: 'abcdef01' });
   });
 
   test("the action's entrypoint runs dockerd's command line", () => {
-    const options = create(false, ['--debug']);
+    const options = create({ privileged: false, dockerdArgs: ['--debug'] });
     expect(options.Entrypoint).toEqual(['/bin/sh', '/setup-dind/entrypoint.sh']);
     expect(options.Cmd).toEqual(dockerdCommand(['--debug']));
   });
 
   test('DOCKER_TLS_CERTDIR is set, and empty', () => {
-    const env = create(true).Env ?? [];
+    const env = create().Env ?? [];
     expect(env.filter(entry => entry.startsWith('DOCKER_TLS_CERTDIR'))).toEqual(['DOCKER_TLS_CERTDIR=']);
   });
 
-  test.each([
-    [undefined, undefined],
-    ['/runner/temp/setup-dind-cache', ['/runner/temp/setup-dind-cache:/var/lib/docker']]
-  ])('data directory %p: binds %p', (dataDir, binds) => {
-    const options = containerCreateOptions({ instance, image: 'docker:28-dind', privileged: true, dockerdArgs: [], dataDir });
-    expect(options.HostConfig?.Binds).toEqual(binds);
+  test.each<[string, string | undefined, ContainerSpec['mounts'], string[]]>([
+    ['nothing', undefined, [], []],
+    ['the data directory', '/runner/temp/setup-dind-cache', [], ['/runner/temp/setup-dind-cache:/var/lib/docker']],
+    [
+      'mounts at the same path',
+      undefined,
+      [
+        { source: '/home/runner/work/repo/repo', target: '/home/runner/work/repo/repo' },
+        { source: '/home/runner/work/_temp', target: '/home/runner/work/_temp' }
+      ],
+      ['/home/runner/work/repo/repo:/home/runner/work/repo/repo', '/home/runner/work/_temp:/home/runner/work/_temp']
+    ],
+    ['a mount from elsewhere on the engine host (a runner in a container)', undefined, [{ source: '/srv/runner/work', target: '/__w' }], ['/srv/runner/work:/__w']],
+    [
+      'the data directory first, then the mounts in order',
+      '/srv/runner/temp/data',
+      [
+        { source: '/srv/b', target: '/b' },
+        { source: '/srv/a', target: '/a' }
+      ],
+      ['/srv/runner/temp/data:/var/lib/docker', '/srv/b:/b', '/srv/a:/a']
+    ]
+  ])('binds: %s', (_name, dataDir, mounts, binds) => {
+    expect(create({ dataDir, mounts }).HostConfig.Binds).toEqual(binds);
   });
 
-  test('2375 (the plain-text port) appears nowhere', () => {
-    expect(JSON.stringify(create(true, ['--debug']))).not.toContain('2375');
-    expect(JSON.stringify(create(false))).not.toContain('2375');
+  test("the daemon's unix socket stays inside the container: nothing binds or publishes it", () => {
+    const options = create({ dataDir: '/d', mounts: [{ source: '/w', target: '/w' }] });
+    const { Cmd, ...rest } = options;
+    expect(Cmd).toContain('--host=unix:///var/run/docker.sock');
+    expect(JSON.stringify(rest)).not.toMatch(/docker\.sock|\/var\/run|"\/run/);
+  });
+
+  test.each<[string, Partial<ContainerSpec>]>([
+    ['defaults, privileged', {}],
+    ['unprivileged, with a flag', { privileged: false, dockerdArgs: ['--debug'] }],
+    ['data directory, mounts and ports', { dataDir: '/runner/temp/data', mounts: [{ source: '/w', target: '/w' }], ports: [{ host: 8080, container: 80 }, { host: 2376, container: 5000 }] }]
+  ])('2375 (the plain-text port) appears nowhere: %s', (_name, overrides) => {
+    expect(JSON.stringify(create(overrides))).not.toContain('2375');
   });
 });
 
@@ -204,64 +401,64 @@ describe('diagnose', () => {
   });
 });
 
-describe('setupArchive', () => {
-  interface ArchiveEntry {
-    name: string;
-    type: string;
-    mode: number;
-    content: string;
-  }
+interface ArchiveEntry {
+  name: string;
+  type: string;
+  mode: number;
+  content: string;
+}
 
-  async function entriesOf(archive: Buffer): Promise<ArchiveEntry[]> {
-    const extract = tar.extract();
-    const entries: ArchiveEntry[] = [];
-    const done = new Promise<void>((resolve, reject) => {
-      extract.on('entry', (header, stream, next) => {
-        const chunks: Buffer[] = [];
-        stream.on('data', chunk => chunks.push(chunk as Buffer));
-        stream.on('end', () => {
-          entries.push({ name: header.name, type: header.type ?? 'file', mode: header.mode ?? -1, content: Buffer.concat(chunks).toString('utf8') });
-          next();
-        });
-        stream.resume();
+async function entriesOf(archive: Buffer): Promise<ArchiveEntry[]> {
+  const extract = tar.extract();
+  const entries: ArchiveEntry[] = [];
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on('entry', (header, stream, next) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', chunk => chunks.push(chunk as Buffer));
+      stream.on('end', () => {
+        entries.push({ name: header.name, type: header.type ?? 'file', mode: header.mode ?? -1, content: Buffer.concat(chunks).toString('utf8') });
+        next();
       });
-      extract.on('finish', resolve);
-      extract.on('error', reject);
+      stream.resume();
     });
-    extract.end(archive);
-    await done;
-    return entries;
-  }
+    extract.on('finish', resolve);
+    extract.on('error', reject);
+  });
+  extract.end(archive);
+  await done;
+  return entries;
+}
 
-  const material: TlsMaterial = {
-    caCert: '-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n',
-    serverCert: '-----BEGIN CERTIFICATE-----\nSERVER\n-----END CERTIFICATE-----\n',
-    serverKey: '-----BEGIN PRIVATE KEY-----\nSERVER KEY\n-----END PRIVATE KEY-----\n',
-    clientCert: '-----BEGIN CERTIFICATE-----\nCLIENT\n-----END CERTIFICATE-----\n',
-    clientKey: '-----BEGIN PRIVATE KEY-----\nCLIENT KEY\n-----END PRIVATE KEY-----\n',
-    notAfter: new Date(0)
-  };
-  const config = { 'registry-mirrors': ['https://mirror.example'], features: { 'containerd-snapshotter': true }, mtu: 1400 };
-  let entries: ArchiveEntry[];
-  const entry = (name: string) => {
-    const found = entries.find(e => e.name === name);
-    if (!found) throw new Error(`no ${name} in the archive: ${entries.map(e => e.name).join(', ')}`);
+const CA_CERT = '-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n';
+const SERVER: KeyPair = {
+  cert: '-----BEGIN CERTIFICATE-----\nSERVER\n-----END CERTIFICATE-----\n',
+  key: '-----BEGIN PRIVATE KEY-----\nSERVER KEY\n-----END PRIVATE KEY-----\n'
+};
+const CONFIG = { 'registry-mirrors': ['https://mirror.example'], features: { 'containerd-snapshotter': true }, mtu: 1400 };
+
+function finder(entries: () => ArchiveEntry[]) {
+  return (name: string) => {
+    const found = entries().find(e => e.name === name);
+    if (!found) throw new Error(`no ${name} in the archive: ${entries().map(e => e.name).join(', ')}`);
     return found;
   };
+}
+
+describe('setupArchive', () => {
+  let entries: ArchiveEntry[];
+  const entry = finder(() => entries);
 
   beforeAll(async () => {
-    entries = await entriesOf(await setupArchive(material, config));
+    entries = await entriesOf(await setupArchive(CA_CERT, CONFIG));
   });
 
-  test('holds exactly the setup directory, its certs directory and five files', () => {
+  test('holds exactly the setup directory, its certs directory and three files', () => {
     expect(entries.map(e => [e.name, e.type])).toEqual([
       ['setup-dind/', 'directory'],
       ['setup-dind/certs/', 'directory'],
       ['setup-dind/entrypoint.sh', 'file'],
       ['setup-dind/daemon.json', 'file'],
-      ['setup-dind/certs/ca.pem', 'file'],
-      ['setup-dind/certs/server-cert.pem', 'file'],
-      ['setup-dind/certs/server-key.pem', 'file']
+      ['setup-dind/certs/ca.pem', 'file']
     ]);
   });
 
@@ -280,47 +477,90 @@ describe('setupArchive', () => {
     ['setup-dind/certs/', 0o755],
     ['setup-dind/entrypoint.sh', 0o755],
     ['setup-dind/daemon.json', 0o644],
-    ['setup-dind/certs/ca.pem', 0o644],
-    ['setup-dind/certs/server-cert.pem', 0o644],
-    ['setup-dind/certs/server-key.pem', 0o600]
+    ['setup-dind/certs/ca.pem', 0o644]
   ])('%s has mode %o', (name, mode) => {
     expect(entry(name).mode & 0o7777).toBe(mode);
   });
 
   test('daemon.json is the config given', () => {
     const daemonJson = entry('setup-dind/daemon.json').content;
-    expect(JSON.parse(daemonJson)).toEqual(config);
+    expect(JSON.parse(daemonJson)).toEqual(CONFIG);
     expect(daemonJson.endsWith('\n')).toBe(true);
   });
 
   test('an empty config gives an empty daemon.json object', async () => {
-    const empty = await entriesOf(await setupArchive(material, {}));
+    const empty = await entriesOf(await setupArchive(CA_CERT, {}));
     expect(JSON.parse(empty.find(e => e.name === 'setup-dind/daemon.json')!.content)).toEqual({});
   });
 
-  test('the entrypoint script and the server material are the ones given', () => {
+  test('the entrypoint script and the CA certificate are the ones given', () => {
     const script = fs.readFileSync(path.join(__dirname, '..', '..', 'src', 'entrypoint.sh'), 'utf8');
+    expect(entrypointScript()).toBe(script);
     expect(entry('setup-dind/entrypoint.sh').content).toBe(script);
     expect(script.startsWith('#!/bin/sh\n')).toBe(true);
-    expect(entry('setup-dind/certs/ca.pem').content).toBe(material.caCert);
-    expect(entry('setup-dind/certs/server-cert.pem').content).toBe(material.serverCert);
-    expect(entry('setup-dind/certs/server-key.pem').content).toBe(material.serverKey);
+    expect(entry('setup-dind/certs/ca.pem').content).toBe(CA_CERT);
   });
 
-  test('the client key and certificate stay out of the container', () => {
-    for (const e of entries) {
-      expect(e.content).not.toContain('CLIENT KEY');
-      expect(e.content).not.toContain('CLIENT\n');
-    }
+  test('no private key goes in before the container starts: no server key, no ready marker', () => {
+    for (const e of entries) expect(e.content).not.toContain('PRIVATE KEY');
+    expect(entries.map(e => e.name)).not.toEqual(expect.arrayContaining(['setup-dind/certs/server-key.pem']));
+    expect(entries.map(e => e.name)).not.toEqual(expect.arrayContaining(['setup-dind/certs/ready']));
+  });
+});
+
+describe('serverArchive', () => {
+  let entries: ArchiveEntry[];
+  const entry = finder(() => entries);
+
+  beforeAll(async () => {
+    entries = await entriesOf(await serverArchive(SERVER));
   });
 
-  test('every path the container is created with is in the archive', () => {
-    const options = containerCreateOptions({ instance, image: 'docker:28-dind', privileged: true, dockerdArgs: [] });
-    const paths = [
-      (options.Entrypoint as string[])[1],
-      ...(options.Cmd ?? []).filter(word => /^--(tlscacert|tlscert|tlskey|config-file)=/.test(word)).map(word => word.split('=')[1])
-    ];
-    expect(paths).toHaveLength(5);
-    for (const file of paths) expect(entry(file.slice(1)).type).toBe('file');
+  test('holds the server certificate, its key, then the ready marker last', () => {
+    expect(entries.map(e => [e.name, e.type])).toEqual([
+      ['setup-dind/certs/server-cert.pem', 'file'],
+      ['setup-dind/certs/server-key.pem', 'file'],
+      ['setup-dind/certs/ready', 'file']
+    ]);
   });
+
+  test.each([
+    ['setup-dind/certs/server-cert.pem', 0o644],
+    ['setup-dind/certs/server-key.pem', 0o600],
+    ['setup-dind/certs/ready', 0o644]
+  ])('%s has mode %o', (name, mode) => {
+    expect(entry(name).mode & 0o7777).toBe(mode);
+  });
+
+  test.each<[string, () => string]>([
+    ['setup-dind/certs/server-cert.pem', () => SERVER.cert],
+    ['setup-dind/certs/server-key.pem', () => SERVER.key],
+    ['setup-dind/certs/ready', () => '']
+  ])('%s holds what was given', (name, content) => {
+    expect(entry(name).content).toBe(content());
+  });
+
+  test('writes only into the certs directory the setup archive made', async () => {
+    const setupDirs = (await entriesOf(await setupArchive(CA_CERT, {}))).filter(e => e.type === 'directory').map(e => e.name);
+    for (const e of entries) expect(setupDirs).toContain(e.name.replace(/[^/]+$/, ''));
+  });
+
+  test('the entrypoint waits for exactly this marker before it runs dockerd', () => {
+    const script = entrypointScript();
+    const marker = '/' + entries[entries.length - 1].name;
+    const wait = script.indexOf(`while [ ! -e ${marker} ]`);
+    expect(wait).toBeGreaterThan(0);
+    expect(script.indexOf('exec "$@"')).toBeGreaterThan(wait);
+  });
+});
+
+test('every path the container is created with is in the setup or the server archive', async () => {
+  const options = containerCreateOptions({ instance, image: 'docker:28-dind', privileged: true, dockerdArgs: [], mounts: [], ports: [] });
+  const archived = [...(await entriesOf(await setupArchive(CA_CERT, {}))), ...(await entriesOf(await serverArchive(SERVER)))];
+  const paths = [
+    (options.Entrypoint as string[])[1],
+    ...(options.Cmd ?? []).filter(word => /^--(tlscacert|tlscert|tlskey|config-file)=/.test(word)).map(word => word.split('=')[1])
+  ];
+  expect(paths).toHaveLength(5);
+  for (const file of paths) expect(archived.filter(e => e.name === file.slice(1) && e.type === 'file')).toHaveLength(1);
 });

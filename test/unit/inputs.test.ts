@@ -3,11 +3,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
-import { DEFAULT_IMAGE } from '../../src/constants';
-import { getInputs, InputError, splitShellWords, type ActionInputs } from '../../src/inputs';
+import { DEFAULT_IMAGE, Outputs } from '../../src/constants';
+import { daemonConfig } from '../../src/daemon';
+import { getInputs, InputError, parseList, parseMounts, parseMtu, parsePorts, splitShellWords, type ActionInputs, type PortMapping } from '../../src/inputs';
 
 interface Manifest {
   inputs: Record<string, { description: string; default?: unknown }>;
+  outputs: Record<string, { description: string }>;
 }
 
 const manifest = parse(fs.readFileSync(path.join(__dirname, '..', '..', 'action.yml'), 'utf8')) as Manifest;
@@ -63,8 +65,21 @@ describe('defaults from action.yml', () => {
       cache: true,
       cacheKey: '',
       cacheSave: 'on-change',
-      cacheMaxSizeBytes: 4 * GiB
+      cacheMaxSizeBytes: 4 * GiB,
+      mounts: undefined,
+      ports: [],
+      mtu: undefined,
+      registryMirrors: [],
+      insecureRegistries: [],
+      swarm: false
     });
+  });
+
+  test('the optional inputs are absent by default: default mounts, the runner MTU', () => {
+    const inputs = getInputs(reader());
+    // toEqual above does not tell an absent property from an undefined one.
+    expect(inputs.mounts).toBeUndefined();
+    expect(inputs.mtu).toBeUndefined();
   });
 
   test('getInputs reads every input of action.yml, and only those', () => {
@@ -75,6 +90,20 @@ describe('defaults from action.yml', () => {
 
   test("the image default is the code's DEFAULT_IMAGE", () => {
     expect(DEFAULTS.image).toBe(DEFAULT_IMAGE);
+  });
+
+  test.each(['mounts', 'ports', 'mtu', 'registry-mirrors', 'insecure-registries', 'swarm'])('action.yml declares the input %p, with a description', name => {
+    expect(manifest.inputs[name]?.description).toEqual(expect.any(String));
+  });
+});
+
+describe('outputs in action.yml', () => {
+  test('action.yml declares every output the code sets, and only those', () => {
+    expect(Object.keys(manifest.outputs).sort()).toEqual(Object.values(Outputs).sort());
+  });
+
+  test.each(['host', 'cert-path', 'container-id', 'context', 'version', 'ip', 'cache-hit', 'cache-key', 'cache-size'])('%p is declared, with a description', name => {
+    expect(manifest.outputs[name]?.description).toEqual(expect.any(String));
   });
 });
 
@@ -107,7 +136,8 @@ describe.each([
 describe.each([
   { input: 'privileged', property: 'privileged' },
   { input: 'set-env', property: 'setEnv' },
-  { input: 'cache', property: 'cache' }
+  { input: 'cache', property: 'cache' },
+  { input: 'swarm', property: 'swarm' }
 ] as const)('boolean input $input', ({ input, property }) => {
   test.each([
     ['true', true],
@@ -357,10 +387,167 @@ describe('dockerd-args', () => {
     expect(problems).toEqual([expect.stringContaining(option)]);
   });
 
+  // Flags whose daemon.json name is not the flag's name plus nothing: conflictsBetween maps a flag to its
+  // daemon.json key through CONFIG_NAME_OF_FLAG (src/inputs.ts), which lacks these (moby: the flags'
+  // NamedOption names; "conflict" case of moby's TestDaemonConfigurationFeatures for --feature).
+  test.each([
+    ['--feature=containerd-snapshotter=true', '{"features":{"containerd-snapshotter":true}}', 'features'],
+    ['--default-network-opt=bridge=com.docker.network.driver.mtu=1400', '{"default-network-opts":{"bridge":{"com.docker.network.driver.mtu":"1400"}}}', 'default-network-opts'],
+    ['--default-address-pool base=10.10.0.0/16,size=24', '{"default-address-pools":[{"base":"10.20.0.0/16","size":24}]}', 'default-address-pools'],
+    ['--cdi-spec-dir=/etc/cdi', '{"cdi-spec-dirs":["/var/run/cdi"]}', 'cdi-spec-dirs']
+  ])('BUG: refuses %p with daemon-config %p (dockerd sees both as %p)', (args, config, option) => {
+    const problems = problemsWith({ 'dockerd-args': args, 'daemon-config': config });
+    expect(problems).toEqual([expect.stringContaining(option)]);
+  });
+
   test('accepts flags and daemon-config settings that do not overlap', () => {
     const inputs = inputsWith({ 'dockerd-args': '--mtu=1400', 'daemon-config': '{"debug":true}' });
     expect(inputs.dockerdArgs).toEqual(['--mtu=1400']);
     expect(inputs.daemonConfig).toEqual({ debug: true });
+  });
+});
+
+describe('parseList', () => {
+  test.each<[string, string[]]>([
+    ['', []],
+    ['  \n , \n', []],
+    ['a', ['a']],
+    ['a,b', ['a', 'b']],
+    ['a\nb', ['a', 'b']],
+    [' a , b \n c \n\n', ['a', 'b', 'c']],
+    ['a\r\nb', ['a', 'b']],
+    ['a b', ['a b']]
+  ])('%j is %j', (raw, items) => {
+    expect(parseList(raw)).toEqual(items);
+  });
+});
+
+describe('mounts', () => {
+  test.each<[string, string[] | undefined]>([
+    ['', undefined],
+    ['  \n', undefined],
+    ['none', []],
+    [' none \n', []],
+    ['/data', ['/data']],
+    ['/data\n/cache', ['/data', '/cache']],
+    ['/data, /cache', ['/data', '/cache']],
+    ['/home/runner/work/my repo\n', ['/home/runner/work/my repo']],
+    ['/', ['/']]
+  ])('%j gives %j', (raw, mounts) => {
+    expect(parseMounts(raw)).toEqual(mounts);
+    expect(inputsWith({ mounts: raw }).mounts).toEqual(mounts);
+  });
+
+  test.each<[string, string]>([
+    ['data', "'data'"],
+    ['./data', "'./data'"],
+    ['~/data', "'~/data'"],
+    ['$GITHUB_WORKSPACE', "'$GITHUB_WORKSPACE'"],
+    ['/ok\nrel\n/fine\nother', "'rel', 'other'"],
+    ['none\n/data', "'none'"],
+    ['NONE', "'NONE'"]
+  ])('refuses %j, naming the input and %s', (raw, named) => {
+    const problems = problemsWith({ mounts: raw });
+    expect(problems).toEqual([`Input 'mounts' takes absolute paths (one per line), or 'none'; got ${named}.`]);
+  });
+});
+
+describe('ports', () => {
+  test.each<[string, PortMapping[]]>([
+    ['', []],
+    ['8080', [{ host: 8080, container: 8080 }]],
+    ['15432:5432', [{ host: 15432, container: 5432 }]],
+    ['80, 443\n9000:9001', [{ host: 80, container: 80 }, { host: 443, container: 443 }, { host: 9000, container: 9001 }]],
+    ['1\n65535', [{ host: 1, container: 1 }, { host: 65535, container: 65535 }]],
+    // 2376 on the runner is only a runner port: the daemon's own port is the dind side.
+    ['2376:5000', [{ host: 2376, container: 5000 }]],
+    ['8080:80\n8081:80', [{ host: 8080, container: 80 }, { host: 8081, container: 80 }]]
+  ])('%j gives %j', (raw, ports) => {
+    expect(parsePorts(raw)).toEqual(ports);
+    expect(inputsWith({ ports: raw }).ports).toEqual(ports);
+  });
+
+  test.each<[string, RegExp]>([
+    ['0', /takes ports from 1 to 65535.*got '0'/],
+    ['65536', /takes ports from 1 to 65535.*got '65536'/],
+    ['8080:0', /got '0'/],
+    ['-1', /got '-1'/],
+    ['http', /got 'http'/],
+    ['80/tcp', /got '80\/tcp'/],
+    ['80/udp', /got '80\/udp'/],
+    ['8080:', /got ''/],
+    [':80', /got ''/],
+    ['1.5', /got '1.5'/],
+    ['127.0.0.1:8080:80', /takes PORT or RUNNER_PORT:DIND_PORT \(always on 127.0.0.1\); got '127.0.0.1:8080:80'/],
+    ['2376', /cannot publish port 2376/],
+    ['5000:2376', /cannot publish port 2376/],
+    ['80\n2376', /cannot publish port 2376/]
+  ])('refuses %j, naming the input', (raw, message) => {
+    const problems = problemsWith({ ports: raw });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^Input 'ports' /);
+    expect(problems[0]).toMatch(message);
+    expect(() => parsePorts(raw)).toThrow(problems[0]);
+  });
+});
+
+describe('mtu', () => {
+  test.each<[string, number | undefined]>([
+    ['', undefined],
+    ['   ', undefined],
+    ['1400', 1400],
+    [' 1450 ', 1450],
+    ['576', 576],
+    ['1500', 1500],
+    ['9001', 9001],
+    ['65535', 65535]
+  ])('%j gives %p', (raw, mtu) => {
+    expect(parseMtu(raw)).toBe(mtu);
+    expect(inputsWith({ mtu: raw }).mtu).toBe(mtu);
+  });
+
+  test.each(['575', '0', '65536', '-1400', '1400.5', '1e3', 'auto', '0x500', '1400 bytes'])('refuses %j, naming the input and the range', raw => {
+    expect(problemsWith({ mtu: raw })).toEqual([`Input 'mtu' must be an MTU from 576 to 65535, or empty for the runner's; got '${raw}'.`]);
+  });
+});
+
+describe('registry-mirrors', () => {
+  test.each<[string, string[]]>([
+    ['', []],
+    ['https://mirror.example', ['https://mirror.example']],
+    ['http://10.0.0.5:5000', ['http://10.0.0.5:5000']],
+    ['https://mirror.example/v2/', ['https://mirror.example/v2/']],
+    ['https://a.example\nhttps://b.example, http://c.example:8080', ['https://a.example', 'https://b.example', 'http://c.example:8080']]
+  ])('%j gives %j', (raw, mirrors) => {
+    expect(inputsWith({ 'registry-mirrors': raw }).registryMirrors).toEqual(mirrors);
+  });
+
+  test.each<[string, string]>([
+    ['mirror.example', "'mirror.example'"],
+    ['ftp://mirror.example', "'ftp://mirror.example'"],
+    ['https://', "'https://'"],
+    ['https:///path', "'https:///path'"],
+    ['//mirror.example', "'//mirror.example'"],
+    ['https://ok.example\nbad\nhttp://fine.example\nworse', "'bad', 'worse'"]
+  ])('refuses %j, naming the input and %s', (raw, named) => {
+    expect(problemsWith({ 'registry-mirrors': raw })).toEqual([`Input 'registry-mirrors' takes http:// or https:// URLs; got ${named}.`]);
+  });
+
+  // parseUrls (src/inputs.ts) tests only the start of each URL (/^https?:\/\/[^\s/]+/, unanchored), so a
+  // mirror with a space in it passes, and dockerd then refuses to start (Go's url.Parse: invalid
+  // character " " in host name) instead of the input being refused up front.
+  test.each(['https://mirror example', 'https://mirror.example oops'])('BUG: refuses %j, which dockerd cannot parse', raw => {
+    expect(problemsWith({ 'registry-mirrors': raw })).toEqual([expect.stringMatching(/^Input 'registry-mirrors' /)]);
+  });
+});
+
+describe('insecure-registries', () => {
+  test.each<[string, string[]]>([
+    ['', []],
+    ['r.example:5000', ['r.example:5000']],
+    ['r.example:5000\n10.0.0.0/8, localhost:5000', ['r.example:5000', '10.0.0.0/8', 'localhost:5000']]
+  ])('%j gives %j', (raw, registries) => {
+    expect(inputsWith({ 'insecure-registries': raw }).insecureRegistries).toEqual(registries);
   });
 });
 
@@ -372,7 +559,12 @@ describe('several bad inputs', () => {
       'wait-timeout': '-1',
       'daemon-config': '[]',
       'dockerd-args': '--host=tcp://0.0.0.0:2375',
-      'cache-max-size': 'big'
+      'cache-max-size': 'big',
+      mounts: 'relative',
+      ports: '2376',
+      mtu: '100',
+      'registry-mirrors': 'mirror.example',
+      swarm: 'yes'
     });
     let thrown: unknown;
     try {
@@ -383,8 +575,8 @@ describe('several bad inputs', () => {
     expect(thrown).toBeInstanceOf(InputError);
     const error = thrown as InputError;
     expect(error.name).toBe('InputError');
-    expect(error.problems).toHaveLength(6);
-    for (const input of ['image', 'pull', 'wait-timeout', 'daemon-config', 'dockerd-args', 'cache-max-size']) {
+    expect(error.problems).toHaveLength(11);
+    for (const input of ['image', 'pull', 'wait-timeout', 'daemon-config', 'dockerd-args', 'cache-max-size', 'mounts', 'ports', 'mtu', 'registry-mirrors', 'swarm']) {
       expect(error.problems.filter(problem => problem.startsWith(`Input '${input}'`))).toHaveLength(1);
     }
     expect(error.message.split('\n')).toEqual(['Invalid inputs:', ...error.problems.map(problem => `- ${problem}`)]);
@@ -436,5 +628,45 @@ describe('splitShellWords', () => {
 
   test.each(['"abc', "'abc", 'a "b c', "a 'b\" c", '"a\\"'])('%p has an unclosed quote', line => {
     expect(() => splitShellWords(line)).toThrow(/unclosed/);
+  });
+});
+
+describe('inputs that together would stop dockerd from starting', () => {
+  // dockerd refuses to start when a setting is both a flag and in daemon.json (see the dockerd-args
+  // conflicts above). daemon.json is daemonConfig(inputs, runner MTU): what the action writes from the
+  // mtu, registry-mirrors and insecure-registries inputs must not collide with dockerd-args either.
+  // Either getInputs refuses the pair, naming dockerd-args, or daemonConfig leaves the flag's setting out.
+  const SETTING_OF_FLAG: Record<string, string> = {
+    mtu: 'mtu',
+    'default-network-opt': 'default-network-opts',
+    'registry-mirror': 'registry-mirrors',
+    'insecure-registry': 'insecure-registries'
+  };
+  const settingsOf = (args: string[]) =>
+    args.flatMap(word => {
+      const flag = /^--([a-z-]+)/.exec(word)?.[1];
+      return flag && SETTING_OF_FLAG[flag] ? [SETTING_OF_FLAG[flag]] : [];
+    });
+
+  test.each<[string, Record<string, string>, number | undefined]>([
+    ['--mtu with a runner MTU', { 'dockerd-args': '--mtu=1300' }, 1400],
+    ['--mtu with the mtu input', { 'dockerd-args': '--mtu 1300', mtu: '1400' }, 1500],
+    ['--registry-mirror alone', { 'dockerd-args': '--registry-mirror=https://a.example' }, 1500],
+    ['BUG: --default-network-opt with a runner MTU below 1500', { 'dockerd-args': '--default-network-opt=bridge=com.docker.network.driver.mtu=1300' }, 1400],
+    ['BUG: --default-network-opt with the mtu input', { 'dockerd-args': '--default-network-opt=bridge=com.docker.network.driver.mtu=1300', mtu: '1400' }, 1500],
+    ['BUG: --registry-mirror with the registry-mirrors input', { 'dockerd-args': '--registry-mirror=https://a.example', 'registry-mirrors': 'https://b.example' }, 1500],
+    ['BUG: --insecure-registry with the insecure-registries input', { 'dockerd-args': '--insecure-registry=r.example:5000', 'insecure-registries': 's.example:5000' }, 1500]
+  ])('%s: refused, or left out of daemon.json', (_name, overrides, runnerMtu) => {
+    let inputs: ActionInputs;
+    try {
+      inputs = inputsWith(overrides);
+    } catch (error) {
+      expect(error).toBeInstanceOf(InputError);
+      expect((error as InputError).problems).toEqual([expect.stringContaining("'dockerd-args'")]);
+      return;
+    }
+    const config = daemonConfig(inputs, runnerMtu);
+    const both = settingsOf(inputs.dockerdArgs).filter(setting => setting in config);
+    expect(both).toEqual([]);
   });
 });

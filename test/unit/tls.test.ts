@@ -1,28 +1,42 @@
 // The mutual-TLS material, checked with node:crypto and @peculiar/x509 rather than with the code that
 // made it, and used for a real handshake on 127.0.0.1.
 import 'reflect-metadata';
-import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, createPublicKey, webcrypto, X509Certificate } from 'node:crypto';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as x509 from '@peculiar/x509';
-import { certificateLifetimeHours, generateTlsMaterial, type SubjectAltNames, type TlsMaterial } from '../../src/tls';
+import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair, type SubjectAltNames } from '../../src/tls';
 
-const SANS: SubjectAltNames = { dns: ['localhost', 'dind', 'setup-dind-dind-abcdef01'], ip: ['127.0.0.1', '::1'] };
+/** What serverSubjectAltNames gives: loopback, the instance's names, and the container's addresses. */
+const SANS: SubjectAltNames = { dns: ['localhost', 'dind', 'setup-dind-dind-abcdef01'], ip: ['127.0.0.1', '::1', '172.18.0.2', '172.17.0.3'] };
 const LIFETIME_HOURS = 7;
 const NOW = new Date('2030-06-15T12:34:56.789Z');
 const HOUR_MS = 3600 * 1000;
 
-let material: TlsMaterial;
-let other: TlsMaterial;
+/** An authority and what it issued. */
+interface Issued {
+  authority: CertificateAuthority;
+  server: KeyPair;
+  client: KeyPair;
+}
+
+async function issueFrom(authority: CertificateAuthority, sans: SubjectAltNames = SANS): Promise<Issued> {
+  const [server, client] = await Promise.all([authority.issueServer(sans), authority.issueClient()]);
+  return { authority, server, client };
+}
+
+let material: Issued;
+/** A second authority: the "other CA" of every negative case. */
+let other: Issued;
 let ca: X509Certificate;
 let server: X509Certificate;
 let client: X509Certificate;
 
 beforeAll(async () => {
-  [material, other] = await Promise.all([generateTlsMaterial(SANS, LIFETIME_HOURS, NOW), generateTlsMaterial(SANS, LIFETIME_HOURS)]);
-  ca = new X509Certificate(material.caCert);
-  server = new X509Certificate(material.serverCert);
-  client = new X509Certificate(material.clientCert);
+  [material, other] = await Promise.all([createAuthority(LIFETIME_HOURS, NOW).then(a => issueFrom(a)), createAuthority(LIFETIME_HOURS).then(a => issueFrom(a))]);
+  ca = new X509Certificate(material.authority.caCert);
+  server = new X509Certificate(material.server.cert);
+  client = new X509Certificate(material.client.cert);
 });
 
 describe('certificateLifetimeHours', () => {
@@ -37,11 +51,56 @@ describe('certificateLifetimeHours', () => {
   });
 });
 
+describe('the authority', () => {
+  test('exposes its CA certificate, its end of validity and two issuers: nothing else', () => {
+    expect(Object.keys(material.authority).sort()).toEqual(['caCert', 'issueClient', 'issueServer', 'notAfter']);
+    expect(material.authority.caCert).toMatch(/^-----BEGIN CERTIFICATE-----\n[\s\S]+\n-----END CERTIFICATE-----\n?$/);
+    expect(JSON.stringify(material.authority)).not.toMatch(/PRIVATE KEY/);
+  });
+
+  test('generates its CA key non-extractable, and keys for what it issues extractable', async () => {
+    const generateKey = jest.spyOn(webcrypto.subtle, 'generateKey');
+    try {
+      const authority = await createAuthority(1);
+      const caKeys = (await Promise.all(generateKey.mock.results.map(result => result.value))) as CryptoKeyPair[];
+      expect(caKeys.map(keys => keys.privateKey.extractable)).toEqual([false]);
+      await expect(webcrypto.subtle.exportKey('pkcs8', caKeys[0].privateKey as webcrypto.CryptoKey)).rejects.toThrow();
+      // That key is the CA's: its public half is the CA certificate's.
+      const spki = Buffer.from(await webcrypto.subtle.exportKey('spki', caKeys[0].publicKey as webcrypto.CryptoKey));
+      expect(spki.equals(new X509Certificate(authority.caCert).publicKey.export({ type: 'spki', format: 'der' }))).toBe(true);
+
+      generateKey.mockClear();
+      await authority.issueServer(SANS);
+      await authority.issueClient();
+      const issuedKeys = (await Promise.all(generateKey.mock.results.map(result => result.value))) as CryptoKeyPair[];
+      expect(issuedKeys.map(keys => keys.privateKey.extractable)).toEqual([true, true]);
+    } finally {
+      generateKey.mockRestore();
+    }
+  });
+
+  test('issues a fresh key pair every time', async () => {
+    const [a, b] = await Promise.all([material.authority.issueServer(SANS), material.authority.issueServer(SANS)]);
+    expect(a.key).not.toBe(b.key);
+    expect(a.cert).not.toBe(b.cert);
+    for (const pair of [a, b]) expect(new X509Certificate(pair.cert).checkIssued(ca)).toBe(true);
+  });
+});
+
 describe('the chain', () => {
   test('the CA is a self-signed CA certificate', () => {
     expect(ca.ca).toBe(true);
     expect(ca.issuer).toBe(ca.subject);
     expect(ca.verify(ca.publicKey)).toBe(true);
+  });
+
+  test('the CA may sign end-entity certificates only (path length 0), and nothing else', () => {
+    const cert = new x509.X509Certificate(material.authority.caCert);
+    const constraints = cert.getExtension(x509.BasicConstraintsExtension);
+    expect(constraints?.ca).toBe(true);
+    expect(constraints?.pathLength).toBe(0);
+    expect(constraints?.critical).toBe(true);
+    expect(cert.getExtension(x509.KeyUsagesExtension)?.usages).toBe(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign);
   });
 
   test.each([
@@ -57,14 +116,22 @@ describe('the chain', () => {
   test.each([
     ['server', () => server],
     ['client', () => client]
-  ])("the %s certificate does not verify against another call's CA", (_name, cert) => {
-    const otherCa = new X509Certificate(other.caCert);
+  ])("the %s certificate does not verify against another authority's CA", (_name, cert) => {
+    const otherCa = new X509Certificate(other.authority.caCert);
     expect(cert().verify(otherCa.publicKey)).toBe(false);
     expect(cert().checkIssued(otherCa)).toBe(false);
   });
 
+  test("another authority's certificates do not verify against this CA", () => {
+    for (const pem of [other.server.cert, other.client.cert]) {
+      expect(new X509Certificate(pem).verify(ca.publicKey)).toBe(false);
+    }
+  });
+
   test('every certificate has its own serial number', () => {
-    const serials = [ca, server, client, new X509Certificate(other.caCert)].map(cert => cert.serialNumber);
+    const serials = [material.authority.caCert, material.server.cert, material.client.cert, other.authority.caCert, other.server.cert, other.client.cert].map(
+      pem => new X509Certificate(pem).serialNumber
+    );
     expect(new Set(serials).size).toBe(serials.length);
   });
 });
@@ -72,13 +139,15 @@ describe('the chain', () => {
 describe('subject alternative names', () => {
   const sanOf = (pem: string) => new x509.X509Certificate(pem).getExtension(x509.SubjectAlternativeNameExtension);
 
-  test('the server certificate names exactly the ones asked', () => {
-    expect(sanOf(material.serverCert)?.names.toJSON()).toEqual([
+  test('the server certificate names exactly the ones asked, container addresses included', () => {
+    expect(sanOf(material.server.cert)?.names.toJSON()).toEqual([
       { type: 'dns', value: 'localhost' },
       { type: 'dns', value: 'dind' },
       { type: 'dns', value: 'setup-dind-dind-abcdef01' },
       { type: 'ip', value: '127.0.0.1' },
-      { type: 'ip', value: '::1' }
+      { type: 'ip', value: '::1' },
+      { type: 'ip', value: '172.18.0.2' },
+      { type: 'ip', value: '172.17.0.3' }
     ]);
   });
 
@@ -86,7 +155,7 @@ describe('subject alternative names', () => {
     expect(server.checkHost(host)).toBe(host);
   });
 
-  test.each(['127.0.0.1', '::1'])('a TLS client accepts the address %p', ip => {
+  test.each(['127.0.0.1', '::1', '172.18.0.2', '172.17.0.3'])('a TLS client accepts the address %p', ip => {
     expect(server.checkIP(ip)).toBe(ip);
   });
 
@@ -94,33 +163,60 @@ describe('subject alternative names', () => {
     expect(server.checkHost(host)).toBeUndefined();
   });
 
-  test('the client certificate names nothing', () => {
-    expect(sanOf(material.clientCert)).toBeNull();
+  test.each(['172.18.0.3', '10.0.0.1', '0.0.0.0'])('a TLS client refuses the address %p', ip => {
+    expect(server.checkIP(ip)).toBeUndefined();
   });
 
-  test('other names give other SANs', async () => {
-    const custom = await generateTlsMaterial({ dns: ['db'], ip: ['10.0.0.7'] }, 1, NOW);
-    expect(sanOf(custom.serverCert)?.names.toJSON()).toEqual([
-      { type: 'dns', value: 'db' },
-      { type: 'ip', value: '10.0.0.7' }
-    ]);
+  test('the client certificate names nothing', () => {
+    expect(sanOf(material.client.cert)).toBeNull();
+  });
+
+  test.each<[string, SubjectAltNames, Array<{ type: string; value: string }>]>([
+    ['one of each', { dns: ['db'], ip: ['10.0.0.7'] }, [{ type: 'dns', value: 'db' }, { type: 'ip', value: '10.0.0.7' }]],
+    ['names only', { dns: ['a', 'b'], ip: [] }, [{ type: 'dns', value: 'a' }, { type: 'dns', value: 'b' }]],
+    ['addresses only', { dns: [], ip: ['192.168.1.2', 'fd00::2'] }, [{ type: 'ip', value: '192.168.1.2' }, { type: 'ip', value: 'fd00::2' }]]
+  ])('other names give other SANs: %s', async (_name, sans, names) => {
+    const custom = await material.authority.issueServer(sans);
+    expect(sanOf(custom.cert)?.names.toJSON()).toEqual(names);
+  });
+});
+
+describe('subjects', () => {
+  test.each([
+    ['CA', 'CN=setup-dind CA', () => ca],
+    ['server', 'CN=setup-dind daemon', () => server],
+    ['client', 'CN=setup-dind client', () => client]
+  ])('the %s certificate is %s', (_name, subject, cert) => {
+    expect(cert().subject.replace(/\n/g, ', ')).toBe(subject);
   });
 });
 
 describe('extended key usage', () => {
   test.each([
-    ['server', () => material.serverCert, x509.ExtendedKeyUsage.serverAuth],
-    ['client', () => material.clientCert, x509.ExtendedKeyUsage.clientAuth]
-  ])('the %s certificate is for %s only', (_name, pem, usage) => {
-    const eku = new x509.X509Certificate(pem()).getExtension(x509.ExtendedKeyUsageExtension);
-    expect(eku?.usages).toEqual([usage]);
+    ['server', 'serverAuth', x509.ExtendedKeyUsage.serverAuth, () => material.server.cert],
+    ['client', 'clientAuth', x509.ExtendedKeyUsage.clientAuth, () => material.client.cert]
+  ])('the %s certificate is for %s only, and only signs', (_name, _usageName, usage, pem) => {
+    const cert = new x509.X509Certificate(pem());
+    expect(cert.getExtension(x509.ExtendedKeyUsageExtension)?.usages).toEqual([usage]);
+    expect(cert.getExtension(x509.KeyUsagesExtension)?.usages).toBe(x509.KeyUsageFlags.digitalSignature);
+    expect(cert.getExtension(x509.BasicConstraintsExtension)?.ca).toBe(false);
+  });
+
+  test.each([
+    ['server', () => material.server.cert],
+    ['client', () => material.client.cert]
+  ])("the %s certificate names its issuer's key", (_name, pem) => {
+    const issuedBy = new x509.X509Certificate(pem()).getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId;
+    const caKeyId = new x509.X509Certificate(material.authority.caCert).getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+    expect(issuedBy).toBeDefined();
+    expect(issuedBy).toBe(caKeyId);
   });
 });
 
 describe('private keys', () => {
   test.each([
-    ['server', () => material.serverKey, () => server, () => client],
-    ['client', () => material.clientKey, () => client, () => server]
+    ['server', () => material.server.key, () => server, () => client],
+    ['client', () => material.client.key, () => client, () => server]
   ])('the %s key is PKCS#8 EC P-256 and belongs to its certificate only', (_name, pem, own, foreign) => {
     expect(pem()).toMatch(/^-----BEGIN PRIVATE KEY-----\n([A-Za-z0-9+/=]{1,64}\n)+-----END PRIVATE KEY-----\n$/);
     const key = createPrivateKey({ key: pem(), format: 'pem' });
@@ -132,13 +228,21 @@ describe('private keys', () => {
     const spki = (k: ReturnType<typeof createPublicKey>) => k.export({ type: 'spki', format: 'der' });
     expect(spki(createPublicKey(key)).equals(spki(own().publicKey))).toBe(true);
   });
+
+  test.each([
+    ['server', () => material.server.key],
+    ['client', () => material.client.key]
+  ])("the %s key does not fit the other authority's certificates", (_name, pem) => {
+    const key = createPrivateKey(pem());
+    for (const cert of [other.server.cert, other.client.cert, other.authority.caCert]) expect(new X509Certificate(cert).checkPrivateKey(key)).toBe(false);
+  });
 });
 
 describe('validity', () => {
   const validity = (cert: X509Certificate) => ({ notBefore: new Date(cert.validFrom), notAfter: new Date(cert.validTo) });
 
   test('notAfter is the one returned: now + lifetime', () => {
-    expect(material.notAfter.getTime()).toBe(NOW.getTime() + LIFETIME_HOURS * HOUR_MS);
+    expect(material.authority.notAfter.getTime()).toBe(NOW.getTime() + LIFETIME_HOURS * HOUR_MS);
   });
 
   test.each([
@@ -155,34 +259,53 @@ describe('validity', () => {
 
   test.each(['github-hosted', 'self-hosted'])('the lifetime for %s runners shows in the certificates', async environment => {
     const hours = certificateLifetimeHours(environment);
-    const made = await generateTlsMaterial(SANS, hours, NOW);
-    const { notAfter } = validity(new X509Certificate(made.serverCert));
-    expect(Math.round((notAfter.getTime() - NOW.getTime()) / HOUR_MS)).toBe(hours);
+    const authority = await createAuthority(hours, NOW);
+    const made = await issueFrom(authority);
+    for (const pem of [authority.caCert, made.server.cert, made.client.cert]) {
+      const { notAfter } = validity(new X509Certificate(pem));
+      expect(Math.round((notAfter.getTime() - NOW.getTime()) / HOUR_MS)).toBe(hours);
+    }
+  });
+
+  test('without a date, the authority starts now', async () => {
+    const before = Date.now();
+    const authority = await createAuthority(2);
+    const after = Date.now();
+    expect(authority.notAfter.getTime()).toBeGreaterThanOrEqual(before + 2 * HOUR_MS);
+    expect(authority.notAfter.getTime()).toBeLessThanOrEqual(after + 2 * HOUR_MS);
+    expect(new Date(new X509Certificate(authority.caCert).validFrom).getTime()).toBeLessThanOrEqual(before);
   });
 });
 
 describe('a mutual-TLS handshake on 127.0.0.1', () => {
   // Made for the present: the material above is dated in the future on purpose.
-  let live: TlsMaterial;
+  let live: Issued;
   let daemon: https.Server;
   let port: number;
+  /** A server that presents the client certificate: a client must refuse it. */
+  let impostor: https.Server;
+  let impostorPort: number;
+
+  const listen = async (pair: KeyPair, caCert: string): Promise<[https.Server, number]> => {
+    const server = https.createServer({ key: pair.key, cert: pair.cert, ca: caCert, requestCert: true, rejectUnauthorized: true }, (request, response) => {
+      const peer = (request.socket as import('node:tls').TLSSocket).getPeerCertificate();
+      response.end(`hello ${peer.subject.CN}`);
+    });
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+    return [server, (server.address() as AddressInfo).port];
+  };
 
   beforeAll(async () => {
-    live = await generateTlsMaterial(SANS, 1);
-    daemon = https.createServer(
-      { key: live.serverKey, cert: live.serverCert, ca: live.caCert, requestCert: true, rejectUnauthorized: true },
-      (request, response) => {
-        const peer = (request.socket as import('node:tls').TLSSocket).getPeerCertificate();
-        response.end(`hello ${peer.subject.CN}`);
-      }
-    );
-    await new Promise<void>(resolve => daemon.listen(0, '127.0.0.1', resolve));
-    port = (daemon.address() as AddressInfo).port;
+    live = await issueFrom(await createAuthority(1));
+    [daemon, port] = await listen(live.server, live.authority.caCert);
+    [impostor, impostorPort] = await listen(live.client, live.authority.caCert);
   });
 
   afterAll(async () => {
-    daemon.closeAllConnections();
-    await new Promise(resolve => daemon.close(resolve));
+    for (const server of [daemon, impostor]) {
+      server.closeAllConnections();
+      await new Promise(resolve => server.close(resolve));
+    }
   });
 
   type Outcome = { ok: true; body: string } | { ok: false; error: string };
@@ -200,20 +323,27 @@ describe('a mutual-TLS handshake on 127.0.0.1', () => {
     });
   }
 
+  const trusted = () => ({ ca: live.authority.caCert, cert: live.client.cert, key: live.client.key });
+
   test('a client with the client certificate gets in, and verifies the server by its IP SAN', async () => {
-    await expect(get({ ca: live.caCert, cert: live.clientCert, key: live.clientKey })).resolves.toEqual({ ok: true, body: 'hello setup-dind client' });
+    await expect(get(trusted())).resolves.toEqual({ ok: true, body: 'hello setup-dind client' });
   });
 
-  test('a client with no certificate is refused', async () => {
-    await expect(get({ ca: live.caCert })).resolves.toMatchObject({ ok: false });
+  test.each(['localhost', 'dind', 'setup-dind-dind-abcdef01'])('a client verifies the server under its name %p', async servername => {
+    await expect(get({ ...trusted(), servername })).resolves.toEqual({ ok: true, body: 'hello setup-dind client' });
   });
 
-  test("a client with another call's certificate is refused", async () => {
-    await expect(get({ ca: live.caCert, cert: other.clientCert, key: other.clientKey })).resolves.toMatchObject({ ok: false });
+  test.each<[string, () => https.RequestOptions]>([
+    ['a client with no certificate', () => ({ ca: live.authority.caCert })],
+    ["a client with another authority's client certificate", () => ({ ca: live.authority.caCert, cert: other.client.cert, key: other.client.key })],
+    // The extended key usage matters: the server's key pair is no client's.
+    ['a client presenting the server certificate', () => ({ ca: live.authority.caCert, cert: live.server.cert, key: live.server.key })]
+  ])('%s is refused', async (_name, options) => {
+    await expect(get(options())).resolves.toMatchObject({ ok: false });
   });
 
-  test("a client that trusts another call's CA refuses the server", async () => {
-    await expect(get({ ca: other.caCert, cert: live.clientCert, key: live.clientKey })).resolves.toEqual({
+  test("a client that trusts another authority's CA refuses the server", async () => {
+    await expect(get({ ca: other.authority.caCert, cert: live.client.cert, key: live.client.key })).resolves.toEqual({
       ok: false,
       // Both CAs are named alike: Node reports the foreign one as a self-signed certificate in the chain.
       error: expect.stringMatching(/^(SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|CERT_SIGNATURE_FAILURE)$/)
@@ -221,9 +351,10 @@ describe('a mutual-TLS handshake on 127.0.0.1', () => {
   });
 
   test('a client refuses the server under a name the certificate does not carry', async () => {
-    await expect(get({ ca: live.caCert, cert: live.clientCert, key: live.clientKey, servername: 'evil.example' })).resolves.toEqual({
-      ok: false,
-      error: 'ERR_TLS_CERT_ALTNAME_INVALID'
-    });
+    await expect(get({ ...trusted(), servername: 'evil.example' })).resolves.toEqual({ ok: false, error: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+  });
+
+  test('a client refuses a server that presents the client certificate', async () => {
+    await expect(get({ ...trusted(), port: impostorPort, checkServerIdentity: () => undefined })).resolves.toEqual({ ok: false, error: 'INVALID_PURPOSE' });
   });
 });
