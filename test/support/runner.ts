@@ -153,7 +153,13 @@ export class Job {
     let stderr = '';
     child.stdout.on('data', chunk => (stdout += chunk));
     child.stderr.on('data', chunk => (stderr += chunk));
-    const exitCode = await new Promise<number>(resolve => child.on('close', code => resolve(code ?? 1)));
+    // Killed by a signal: no code; say which, as a shell would (128 + number) and in stderr.
+    const exitCode = await new Promise<number>(resolve =>
+      child.on('close', (code, signal) => {
+        if (signal) stderr += `\n[killed by ${signal}]`;
+        resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0));
+      })
+    );
     // A step whose process printed ::error:: and exited 1 is a failed step; the runner reads the files either way.
     const read = (name: string) => fs.readFileSync(fileEnv[name], 'utf8');
     const exported = parseFileCommands(read('GITHUB_ENV'));
