@@ -21,8 +21,10 @@ export function contextEndpoint(host: string, certDir: string): string {
   ].join(',');
 }
 
+/** The CLI without DOCKER_*: context commands need no daemon, and post may run after the certificates are gone. */
 async function docker(args: string[]): Promise<exec.ExecOutput> {
-  return exec.getExecOutput('docker', args, { silent: true, ignoreReturnCode: true });
+  const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !entry[0].startsWith('DOCKER_')));
+  return exec.getExecOutput('docker', args, { silent: true, ignoreReturnCode: true, env });
 }
 
 /** Whether a context exists, and which setup-dind instance made it (none: someone else did). */
@@ -50,19 +52,22 @@ export interface ContextRequest {
  * gets a unique name instead, with a warning.
  */
 export async function createContext(request: ContextRequest, warn: (message: string) => void): Promise<string> {
-  let name = request.name;
-  const owner = await contextOwner(name);
-  if (owner.exists) {
-    if (owner.instanceId && !(await request.isLive(owner.instanceId))) {
-      await removeContextNamed(name);
-    } else {
-      name = `${request.name}-${request.instanceId}`;
-      warn(`A Docker context named '${request.name}' already exists (${owner.instanceId ? 'in use by another running setup-dind instance' : 'not made by setup-dind'}); this daemon's context is '${name}' instead (see the 'context' output).`);
-    }
-  }
-  const created = await docker(['context', 'create', name, '--description', contextDescription(request.instanceId), '--docker', contextEndpoint(request.host, request.certDir)]);
+  const unique = `${request.name}-${request.instanceId}`;
+  const owner = await contextOwner(request.name);
+  const stale = owner.exists && owner.instanceId !== undefined && !(await request.isLive(owner.instanceId));
+  if (stale) await removeContextNamed(request.name);
+  const taken = owner.exists && !stale;
+  // Between the look and the create a parallel job may take the name: then ours is unique as well.
+  if (!taken && (await create(request.name, request)).exitCode === 0) return request.name;
+  const why = owner.instanceId || !owner.exists ? 'in use by another running setup-dind instance' : 'not made by setup-dind';
+  warn(`A Docker context named '${request.name}' already exists (${why}); this daemon's context is '${unique}' instead (see the 'context' output).`);
+  const created = await create(unique, request);
   if (created.exitCode !== 0) throw new Error(`docker context create failed: ${created.stderr.trim() || created.stdout.trim()}`);
-  return name;
+  return unique;
+}
+
+function create(name: string, request: ContextRequest): Promise<exec.ExecOutput> {
+  return docker(['context', 'create', name, '--description', contextDescription(request.instanceId), '--docker', contextEndpoint(request.host, request.certDir)]);
 }
 
 /** Removes the context (and the key copy in it) if it is still this instance's. */

@@ -1,0 +1,677 @@
+// Reliability and security of the bundled action (dist/) on the real engine, through the runner
+// emulation: inputs that must be refused before anything is made, faults during and between the steps,
+// and what an attacker on the runner could find (listeners, keys, logs, certificate lifetimes).
+// What lifecycle.test.ts and cache.test.ts already prove is not repeated here (see docs/reliability.md).
+import { spawn } from 'node:child_process';
+import { randomBytes, X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tls from 'node:tls';
+import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
+import { startCacheServer, type CacheServer, type CacheServerStats } from '../support/cache-server';
+import { labelled, namedLike, NESTED_BASE_IMAGE, OUTER_SOCKET, outerEnv, outerOk, run, Sweeper, TEST_IMAGE, type Started } from '../support/engine';
+
+jest.setTimeout(180_000);
+
+const BASE_INPUTS = { image: TEST_IMAGE, pull: 'never', cache: 'false' };
+/** Built in beforeAll: `dockerd` is a script that prints a line and sleeps forever. */
+const HANG_IMAGE = 'setup-dind-test/reliability-hang:trixie';
+/** Built in beforeAll: one static binary, small enough to load into a daemon on a 40 MiB tmpfs. */
+const TINY_IMAGE = 'setup-dind-test/reliability-tiny:latest';
+const HANG_LINE = 'fake dockerd: sleeping forever';
+const NO_DOCKER_ENV = 'env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT';
+const OUTER_DOCKER = `${NO_DOCKER_ENV} docker -H ${OUTER_SOCKET}`;
+
+let server: CacheServer;
+const sweeper = new Sweeper();
+/** Real messages, printed at the end for docs/reliability.md. */
+const messages: string[] = [];
+
+beforeAll(async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-reliability-images-'));
+  try {
+    const build = async (tag: string, dockerfile: string) => {
+      const context = path.join(dir, tag.replace(/[^a-z0-9]/g, '-'));
+      fs.mkdirSync(context);
+      fs.writeFileSync(path.join(context, 'Dockerfile'), dockerfile);
+      const built = await run('docker', ['-H', OUTER_SOCKET, 'build', '--pull=false', '--quiet', '-t', tag, context], {
+        env: outerEnv({ DOCKER_BUILDKIT: '0' }),
+        timeoutMs: 300_000
+      });
+      if (built.code !== 0) throw new Error(`building ${tag} failed: ${built.stderr}`);
+    };
+    await build(
+      HANG_IMAGE,
+      `FROM ${NESTED_BASE_IMAGE}\nRUN printf '#!/bin/sh\\necho "${HANG_LINE}"\\nexec sleep infinity\\n' > /usr/local/bin/dockerd && chmod 755 /usr/local/bin/dockerd\n`
+    );
+    await build(TINY_IMAGE, `FROM ${NESTED_BASE_IMAGE} AS src\nFROM scratch\nCOPY --from=src /sbin/ldconfig /ldconfig\n`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  server = await startCacheServer();
+}, 600_000);
+
+afterAll(async () => {
+  const removed = await sweeper.sweep();
+  if (removed.length > 0) console.warn(`Swept what failed tests left behind:\n  ${removed.join('\n  ')}`);
+  await server?.stop();
+  if (messages.length > 0) console.log(`Messages seen:\n${messages.join('\n')}`);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers
+
+const unique = () => randomBytes(3).toString('hex');
+
+/** A job whose steps get a HOME of their own (or the given one), with the cache server's environment. */
+function newJob(options: { env?: Record<string, string>; home?: string } = {}): Job {
+  // The bad-input cases run concurrently, possibly before beforeAll has started the server: they need none.
+  const job = new Job({ env: { ...(server?.env ?? {}), ...(options.env ?? {}) } });
+  const home = options.home ?? path.join(job.root, 'home');
+  fs.mkdirSync(home, { recursive: true });
+  job.env.HOME = home;
+  return job;
+}
+
+async function runMain(job: Job, inputs: Record<string, string> = {}): Promise<{ result: StepResult; started?: Started }> {
+  const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
+  return { result, started: sweeper.record(result.state, job.env.HOME) };
+}
+
+/** Workflow commands are %-escaped; this reads their messages back. */
+function commands(stdout: string, kind: 'error' | 'warning'): string[] {
+  return stdout
+    .split('\n')
+    .filter(line => line.startsWith(`::${kind}`))
+    .map(line => line.slice(line.indexOf('::', 2) + 2).replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%25/g, '%'));
+}
+
+function expectExit(step: { exitCode: number; stdout: string; stderr: string }, code: number, what: string): void {
+  if (step.exitCode !== code) {
+    throw new Error(`${what}: exit code ${step.exitCode}, expected ${code}.\n--- stdout\n${step.stdout}\n--- stderr\n${step.stderr}`);
+  }
+}
+
+function note(what: string, message: string | undefined): void {
+  messages.push(`- ${what}: ${message ?? '(none)'}`);
+}
+
+async function contextNames(job: Job): Promise<string[]> {
+  const listed = await job.run(`${NO_DOCKER_ENV} docker context ls --format '{{.Name}}'`);
+  expectExit(listed, 0, 'docker context ls');
+  return listed.stdout.split('\n').map(line => line.replace(/\s*\*$/, '').trim()).filter(Boolean);
+}
+
+/** The job's posts: exit 0, no error; returns them. */
+async function finishClean(job: Job, options: { warnings?: number } = {}): Promise<StepResult[]> {
+  const posts = await job.finish();
+  for (const post of posts) {
+    expectExit(post, 0, 'post');
+    expect(commands(post.stdout, 'error')).toEqual([]);
+    if (options.warnings !== undefined) expect(commands(post.stdout, 'warning')).toHaveLength(options.warnings);
+  }
+  return posts;
+}
+
+/** Nothing of the instance: labelled containers, networks, volumes, its directories, RUNNER_TEMP empty. */
+async function expectNothingLeft(job: Job, started: Started): Promise<void> {
+  expect(await labelled(started.id)).toEqual({ containers: [], networks: [], volumes: [] });
+  expect(fs.existsSync(started.certDir)).toBe(false);
+  expect(fs.existsSync(`${started.certDir}-data`)).toBe(false);
+  expect(fs.readdirSync(job.temp)).toEqual([]);
+}
+
+function delta(before: CacheServerStats, after: CacheServerStats): Partial<CacheServerStats> {
+  return Object.fromEntries(Object.entries(after).map(([name, value]) => [name, value - before[name as keyof CacheServerStats]])) as Partial<CacheServerStats>;
+}
+
+/**
+ * Main started as the runner would (`node dist/main/index.js` with INPUT_* and the file commands), but
+ * by hand: with extra node arguments, and with the child process handed back so a test can kill it.
+ */
+function spawnMain(job: Job, inputs: Record<string, string>, nodeArgs: string[] = []) {
+  const files = fs.mkdtempSync(path.join(job.root, 'raw-step-'));
+  const fileEnv: Record<string, string> = {};
+  for (const [name, file] of Object.entries({ GITHUB_ENV: 'env', GITHUB_OUTPUT: 'output', GITHUB_STATE: 'state', GITHUB_STEP_SUMMARY: 'summary', GITHUB_PATH: 'path' })) {
+    fileEnv[name] = path.join(files, file);
+    fs.writeFileSync(fileEnv[name], '');
+  }
+  const manifest = readManifest();
+  const inputEnv: Record<string, string> = {};
+  for (const [name, spec] of Object.entries(manifest.inputs)) inputEnv[`INPUT_${name.toUpperCase()}`] = spec.default ?? '';
+  for (const [name, value] of Object.entries({ ...BASE_INPUTS, ...inputs })) inputEnv[`INPUT_${name.toUpperCase()}`] = value;
+  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, manifest.runs.main)], { cwd: job.workspace, env: { ...job.env, ...fileEnv, ...inputEnv } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', chunk => (stdout += chunk));
+  child.stderr.on('data', chunk => (stderr += chunk));
+  const exited = new Promise<{ exitCode: number; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(resolve =>
+    child.on('close', (code, signal) => resolve({ exitCode: code ?? 1, signal, stdout, stderr }))
+  );
+  const state = () => parseFileCommands(fs.readFileSync(fileEnv.GITHUB_STATE, 'utf8'));
+  const done = async () => {
+    const result = await exited;
+    const outputs = parseFileCommands(fs.readFileSync(fileEnv.GITHUB_OUTPUT, 'utf8'));
+    const exported = parseFileCommands(fs.readFileSync(fileEnv.GITHUB_ENV, 'utf8'));
+    const finalState = state();
+    fs.rmSync(files, { recursive: true, force: true });
+    return { ...result, outputs, exported, state: finalState };
+  };
+  return { child, state, done };
+}
+
+function tcpConnect(host: string, port: number, timeoutMs = 3000): Promise<'connected' | 'refused' | 'timeout'> {
+  return new Promise(resolve => {
+    const socket = net.connect({ host, port });
+    const done = (outcome: 'connected' | 'refused' | 'timeout') => {
+      socket.destroy();
+      resolve(outcome);
+    };
+    socket.setTimeout(timeoutMs, () => done('timeout'));
+    socket.once('connect', () => done('connected'));
+    socket.once('error', () => done('refused'));
+  });
+}
+
+function portOf(host: string): number {
+  const match = /^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(host);
+  if (!match) throw new Error(`host output '${host}' is not tcp://127.0.0.1:<port>`);
+  return Number(match[1]);
+}
+
+async function sleep(ms: number): Promise<void> {
+  await new Promise(resolve => setTimeout(resolve, ms));
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+describe('bad input: a clear error naming the input and what is allowed; nothing started, nothing left', () => {
+  // [what, inputs, the input named, what the message must also say (allowed values or the cause)]
+  const cases: Array<[string, Record<string, string>, string, RegExp]> = [
+    ['cache-save: sometimes', { 'cache-save': 'sometimes' }, 'cache-save', /on-change, always, never.*'sometimes'/],
+    ['pull: Always (case matters)', { pull: 'Always' }, 'pull', /missing, always, never.*'Always'/],
+    ['wait-timeout: soon', { 'wait-timeout': 'soon' }, 'wait-timeout', /positive number of seconds.*'soon'/],
+    ['wait-timeout: -5', { 'wait-timeout': '-5' }, 'wait-timeout', /positive number of seconds.*'-5'/],
+    ['wait-timeout: 0', { 'wait-timeout': '0' }, 'wait-timeout', /positive number of seconds.*'0'/],
+    ['cache-max-size: lots', { 'cache-max-size': 'lots' }, 'cache-max-size', /size such as 4g, 500m.*'lots'/],
+    ['cache-max-size: 0', { 'cache-max-size': '0' }, 'cache-max-size', /size such as 4g.*'0'/],
+    ['cache-max-size: -1g', { 'cache-max-size': '-1g' }, 'cache-max-size', /size such as 4g.*'-1g'/],
+    ['cache-max-size: 4 gigs', { 'cache-max-size': '4 gigs' }, 'cache-max-size', /size such as 4g.*'4 gigs'/],
+    ['image: Docker:28-DIND (upper case path)', { image: 'Docker:28-DIND' }, 'image', /not a valid image reference.*'Docker:28-DIND'/],
+    ['image: docker:28 dind (space)', { image: 'docker:28 dind' }, 'image', /not a valid image reference/],
+    ['image: https://registry.example/dind', { image: 'https://registry.example/dind' }, 'image', /not a valid image reference/],
+    ['name: my dind', { name: 'my dind' }, 'name', /letters, digits, _ \. -.*'my dind'/],
+    ['name: -dind', { name: '-dind' }, 'name', /starting with a letter or digit.*'-dind'/],
+    ['name: a/b', { name: 'a/b' }, 'name', /letters, digits.*'a\/b'/],
+    ['name: 64 characters', { name: 'a'.repeat(64) }, 'name', /at most 63 characters/],
+    ['daemon-config: {not json', { 'daemon-config': '{not json' }, 'daemon-config', /not valid JSON.*must be a JSON object/],
+    ['daemon-config: [1,2]', { 'daemon-config': '[1,2]' }, 'daemon-config', /must be a JSON object.*an array/],
+    ['daemon-config: "text"', { 'daemon-config': '"text"' }, 'daemon-config', /must be a JSON object.*"text"/],
+    ['daemon-config: 42', { 'daemon-config': '42' }, 'daemon-config', /must be a JSON object.*42/],
+    ['daemon-config: null', { 'daemon-config': 'null' }, 'daemon-config', /must be a JSON object.*null/],
+    ['daemon-config: {"hosts":["tcp://0.0.0.0:2375"]}', { 'daemon-config': '{"hosts":["tcp://0.0.0.0:2375"]}' }, 'daemon-config', /cannot set 'hosts'.*mutual-TLS/],
+    ['daemon-config: {"tls":false,"tlsverify":false}', { 'daemon-config': '{"tls":false,"tlsverify":false}' }, 'daemon-config', /cannot set 'tls', 'tlsverify'/],
+    ['dockerd-args: -H tcp://0.0.0.0:2375', { 'dockerd-args': '-H tcp://0.0.0.0:2375' }, 'dockerd-args', /cannot set '-H'.*mutual-TLS/],
+    ['dockerd-args: --host=tcp://0.0.0.0:2375', { 'dockerd-args': '--host=tcp://0.0.0.0:2375' }, 'dockerd-args', /cannot set '--host'/],
+    ['dockerd-args: --host tcp://10.1.2.3:2376', { 'dockerd-args': '--debug --host tcp://10.1.2.3:2376' }, 'dockerd-args', /cannot set '--host'/],
+    ['dockerd-args: -Htcp://0.0.0.0:2375', { 'dockerd-args': '-Htcp://0.0.0.0:2375' }, 'dockerd-args', /cannot set '-H'/],
+    ['dockerd-args: -DH tcp://0.0.0.0:2375', { 'dockerd-args': '-DH tcp://0.0.0.0:2375' }, 'dockerd-args', /cannot set '-H'/],
+    ['dockerd-args: "--host=tcp://0.0.0.0:2375" (quoted)', { 'dockerd-args': '--mtu=1400 "--host=tcp://0.0.0.0:2375"' }, 'dockerd-args', /cannot set '--host'/],
+    ['dockerd-args: --tlsverify=false', { 'dockerd-args': '--tlsverify=false' }, 'dockerd-args', /cannot set '--tlsverify'/],
+    ['dockerd-args: --tls=false', { 'dockerd-args': '--tls=false' }, 'dockerd-args', /cannot set '--tls'/],
+    ['dockerd-args: --tlskey=/tmp/k.pem', { 'dockerd-args': '--tlskey=/tmp/k.pem' }, 'dockerd-args', /cannot set '--tlskey'/]
+  ];
+
+  // Concurrently: each case is a main and a post of a second or so, and nothing is started.
+  test.concurrent.each(cases)('%s', async (what, inputs, input, allowed) => {
+    const job = newJob();
+    // A unique name (unless the case is about the name) finds anything made under it.
+    const name = `bad${unique()}`;
+    try {
+      const { result: main, started } = await runMain(job, { name, ...inputs });
+      expectExit(main, 1, 'main');
+      const errors = commands(main.stdout, 'error');
+      expect(errors).toHaveLength(1);
+      note(what, errors[0]);
+      expect(errors[0]).toContain(`'${input}'`);
+      expect(errors[0]).toMatch(allowed);
+      expect(started).toBeUndefined();
+      expect(main.state).toEqual({});
+      expect(main.outputs).toEqual({});
+      expect(main.exported).toEqual({});
+      expect(await namedLike(`setup-dind-${inputs.name ?? name}-`)).toEqual({ containers: [], networks: [] });
+      expect(fs.readdirSync(job.temp)).toEqual([]);
+      expect(fs.existsSync(path.join(job.env.HOME, '.docker', 'contexts'))).toBe(false);
+      const [post] = await finishClean(job, { warnings: 0 });
+      expect(post.stdout).toMatch(/Nothing to clean up/);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('several bad inputs at once: one error lists each of them', async () => {
+    const job = newJob();
+    try {
+      const { result: main, started } = await runMain(job, { 'cache-save': 'maybe', 'wait-timeout': 'x', 'dockerd-args': '-H tcp://0.0.0.0:2375', name: 'no good' });
+      expectExit(main, 1, 'main');
+      const [error] = commands(main.stdout, 'error');
+      note('four bad inputs at once', error.split('\n')[0] + ' …');
+      expect(error).toMatch(/^Invalid inputs:/);
+      for (const input of ['cache-save', 'wait-timeout', 'dockerd-args', 'name']) expect(error).toContain(`'${input}'`);
+      expect(started).toBeUndefined();
+      expect(fs.readdirSync(job.temp)).toEqual([]);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('a non-Linux runner (process.platform darwin, preloaded into the bundle): refused before anything', async () => {
+    const job = newJob({ env: { RUNNER_OS: 'macOS' } });
+    const preload = path.join(job.root, 'darwin.js');
+    fs.writeFileSync(preload, "Object.defineProperty(process, 'platform', { value: 'darwin' });\n");
+    try {
+      const name = `mac${unique()}`;
+      const main = await spawnMain(job, { name }, ['-r', preload]).done();
+      expectExit(main, 1, 'main on darwin');
+      const errors = commands(main.stdout, 'error');
+      expect(errors).toHaveLength(1);
+      note('process.platform darwin', errors[0]);
+      expect(errors[0]).toMatch(/Linux runner/);
+      expect(errors[0]).toContain('darwin');
+      expect(main.state).toEqual({});
+      expect(main.outputs).toEqual({});
+      expect(await namedLike(`setup-dind-${name}-`)).toEqual({ containers: [], networks: [] });
+      expect(fs.readdirSync(job.temp)).toEqual([]);
+      expect(await contextNames(job)).toEqual(['default']);
+      const post = await job.runPost(main.state);
+      expectExit(post, 0, 'post');
+      expect(post.stdout).toMatch(/Nothing to clean up/);
+    } finally {
+      job.cleanup();
+    }
+  });
+});
+
+describe('faults: the right outcome, a useful message, a clean post', () => {
+  test('outer engine unreachable (DOCKER_HOST=unix:///nonexistent.sock): main fails naming the address; post exits 0', async () => {
+    const job = newJob({ env: { DOCKER_HOST: 'unix:///nonexistent.sock' } });
+    try {
+      const { result: main, started } = await runMain(job);
+      expectExit(main, 1, 'main');
+      const errors = commands(main.stdout, 'error');
+      expect(errors).toHaveLength(1);
+      note('engine unreachable (main)', errors[0]);
+      expect(errors[0]).toContain('unix:///nonexistent.sock');
+      expect(errors[0]).toMatch(/Cannot reach the Docker engine/);
+      expect(main.exported).toEqual({});
+      const [post] = await job.finish();
+      expectExit(post, 0, 'post');
+      expect(commands(post.stdout, 'error')).toEqual([]);
+      note('engine unreachable (post warnings)', commands(post.stdout, 'warning').join(' | ') || '(none)');
+      if (started) {
+        expect(fs.existsSync(started.certDir)).toBe(false);
+        expect(await labelled(started.id)).toEqual({ containers: [], networks: [], volumes: [] });
+      }
+      expect(fs.readdirSync(job.temp)).toEqual([]);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('image cannot be pulled (pull: always, registry.invalid): main fails naming the image; post cleans', async () => {
+    const job = newJob();
+    const image = `registry.invalid/setup-dind-test/none-${unique()}:1`;
+    try {
+      const { result: main, started } = await runMain(job, { image, pull: 'always' });
+      expectExit(main, 1, 'main');
+      const errors = commands(main.stdout, 'error');
+      expect(errors).toHaveLength(1);
+      note('pull fails', errors[0]);
+      expect(errors[0]).toContain(image);
+      expect(errors[0]).toMatch(/Could not pull/);
+      expect(started).toBeDefined();
+      await finishClean(job, { warnings: 0 });
+      await expectNothingLeft(job, started!);
+      expect(await contextNames(job)).toEqual(['default']);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('daemon never answers (dockerd sleeps forever, wait-timeout 5, cache on): main fails naming the time and shows the log; post cleans', async () => {
+    const job = newJob();
+    try {
+      const began = Date.now();
+      const { result: main, started } = await runMain(job, { image: HANG_IMAGE, 'wait-timeout': '5', cache: 'true', 'cache-key': `hang-${unique()}` });
+      const seconds = (Date.now() - began) / 1000;
+      expectExit(main, 1, 'main');
+      const errors = commands(main.stdout, 'error');
+      expect(errors).toHaveLength(1);
+      note('daemon never answers', errors[0]);
+      expect(errors[0]).toMatch(/did not answer within 5 s/);
+      expect(errors[0]).toMatch(/log is above/);
+      // The container's log, in main's output.
+      expect(main.stdout).toContain(HANG_LINE);
+      expect(main.stdout).toMatch(/Container state: running\. Last 50 log lines:/);
+      expect(seconds).toBeLessThan(60);
+      expect(main.exported).toEqual({});
+      expect(started).toBeDefined();
+      expect((await labelled(started!.id)).containers).toHaveLength(1);
+      const before = server.stats();
+      const [post] = await finishClean(job);
+      note('daemon never answers (post)', /Not saving the cache: [^\n]*/.exec(post.stdout)?.[0]);
+      expect(delta(before, server.stats())).toMatchObject({ creates: 0, uploadedBytes: 0 });
+      await expectNothingLeft(job, started!);
+      expect(await contextNames(job)).toEqual(['default']);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('main killed (SIGKILL) once its container exists: post with the state written so far removes container, network, certificates and data', async () => {
+    const job = newJob();
+    try {
+      const main = spawnMain(job, { cache: 'true', 'cache-key': `killed-${unique()}`, 'cache-save': 'never' });
+      let id: string | undefined;
+      let containers: string[] = [];
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline && containers.length === 0) {
+        const raw = main.state().instance;
+        if (raw) id = (JSON.parse(raw) as { instance: { id: string } }).instance.id;
+        if (id) containers = (await labelled(id)).containers;
+        if (containers.length === 0) await sleep(50);
+      }
+      main.child.kill('SIGKILL');
+      const killed = await main.done();
+      expect(killed.signal).toBe('SIGKILL');
+      expect(containers).toHaveLength(1);
+      const started = sweeper.record(killed.state, job.env.HOME)!;
+      expect(started.id).toBe(id);
+      // What main had made when it was killed.
+      const made = await labelled(id!);
+      expect(made.networks).toHaveLength(1);
+      expect(fs.existsSync(started.certDir)).toBe(true);
+      expect(fs.existsSync(`${started.certDir}-data`)).toBe(true);
+      note('main killed', `state written so far: ${Object.keys(JSON.parse(killed.state.instance)).join(', ')}`);
+
+      const post = await job.runPost(killed.state);
+      expectExit(post, 0, 'post');
+      expect(commands(post.stdout, 'error')).toEqual([]);
+      expect(commands(post.stdout, 'warning')).toEqual([]);
+      note('main killed (post)', /Removed \d+ container\(s\) and \d+ network\(s\)[^\n]*/.exec(post.stdout)?.[0]);
+      await expectNothingLeft(job, started);
+      expect(await contextNames(job)).toEqual(['default']);
+    } finally {
+      job.cleanup();
+    }
+  });
+
+  test('the dind container is removed (docker rm -f) during the job, cache on: post does not hang, saves nothing, cleans the rest', async () => {
+    const job = newJob();
+    try {
+      const { result: main, started } = await runMain(job, { cache: 'true', 'cache-key': `removed-${unique()}` });
+      expectExit(main, 0, 'main');
+      expect(fs.existsSync(`${started!.certDir}-data`)).toBe(true);
+      const changed = await job.run(`docker volume create something >/dev/null && ${OUTER_DOCKER} rm -f ${main.outputs['container-id']} >/dev/null`);
+      expectExit(changed, 0, 'change the daemon, then remove its container');
+      const before = server.stats();
+      const began = Date.now();
+      const [post] = await finishClean(job, { warnings: 0 });
+      expect(Date.now() - began).toBeLessThan(30_000);
+      const reason = /Not saving the cache: [^\n]*/.exec(post.stdout)?.[0];
+      note('container removed during the job (post)', reason);
+      expect(reason).toMatch(/not running at the end of the job/);
+      expect(delta(before, server.stats())).toMatchObject({ creates: 0, finalizes: 0, uploadedBytes: 0, uploadRequests: 0 });
+      await expectNothingLeft(job, started!);
+      expect(await contextNames(job)).toEqual(['default']);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('disk full during restore (RUNNER_TEMP a 40 MiB tmpfs, cache ~110 MB): main warns and exits 0; the daemon starts empty and works; nothing partial', async () => {
+    const cacheKey = `diskfull-${unique()}`;
+    // Seed: a daemon holding ~110 MB of incompressible data, saved.
+    const seed = newJob();
+    try {
+      const { result: main } = await runMain(seed, { cache: 'true', 'cache-key': cacheKey, context: '' });
+      expectExit(main, 0, 'seed main');
+      const filled = await seed.run('mkdir blob && head -c 110000000 /dev/urandom > blob/random && tar -C blob -c . | docker import - setup-dind-test/random:110m >/dev/null && rm -rf blob');
+      expectExit(filled, 0, 'fill the daemon');
+      const [post] = await finishClean(seed, { warnings: 0 });
+      expect(post.stdout).toMatch(/Saving the cache as /);
+      expect(server.entries().filter(entry => entry.key.includes(cacheKey)).map(entry => entry.size)).toEqual([expect.any(Number)]);
+      expect(server.entries().find(entry => entry.key.includes(cacheKey))!.size).toBeGreaterThan(100_000_000);
+    } finally {
+      await seed.finish();
+      seed.cleanup();
+    }
+
+    const job = newJob();
+    const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', job.temp]);
+    expect(mounted).toMatchObject({ code: 0 });
+    try {
+      const { result: main, started } = await runMain(job, { cache: 'true', 'cache-key': cacheKey, 'cache-save': 'never' });
+      expectExit(main, 0, 'main on a small RUNNER_TEMP');
+      const warnings = commands(main.stdout, 'warning');
+      expect(warnings).toHaveLength(1);
+      note('disk full during restore', warnings[0]);
+      expect(warnings[0]).toMatch(/^Cache restore failed, the daemon starts empty: /);
+      expect(warnings[0]).toMatch(/No space left on device/);
+      expect(main.outputs['cache-hit']).toBe('false');
+      expect(main.outputs['cache-size']).toBe('0');
+      // Nothing partial: no restored file, and the tmpfs holds only what a fresh daemon writes.
+      const dataDir = `${started!.certDir}-data`;
+      const used = await run('bash', ['-c', 'du -sb "$1" | cut -f1; ls -A "$1"; find "$1" -type f -size +1M | wc -l', 'bash', dataDir]);
+      const [bytes, ...rest] = used.stdout.trim().split('\n');
+      expect(Number(bytes)).toBeLessThan(5_000_000);
+      expect(rest.pop()).toBe('0');
+      expect(rest).not.toContain('.setup-dind-cache.json');
+      const works = await job.run(
+        `docker info --format '{{.Images}} {{.Containers}}'\n${OUTER_DOCKER} save ${TINY_IMAGE} | docker load >/dev/null\ndocker run --rm ${TINY_IMAGE} /ldconfig --version | head -1`
+      );
+      expectExit(works, 0, 'use the empty daemon');
+      expect(works.stdout).toMatch(/^0 0\n/);
+      expect(works.stdout).toMatch(/ldconfig \(Debian GLIBC/);
+      await finishClean(job, { warnings: 0 });
+      await expectNothingLeft(job, started!);
+    } finally {
+      await job.finish();
+      await run('umount', [job.temp]);
+      job.cleanup();
+    }
+  }, 300_000);
+
+  test('two jobs at once on one host, same HOME, default name and context: both work on their own daemons; one context is dind, the other unique with a warning', async () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-shared-home-'));
+    const jobs = [newJob({ home }), newJob({ home })];
+    try {
+      const mains = await Promise.all(jobs.map(job => runMain(job)));
+      mains.forEach(({ result }, i) => expectExit(result, 0, `main ${i}`));
+      const [a, b] = mains.map(main => main.result);
+      expect(a.outputs['container-id']).not.toBe(b.outputs['container-id']);
+      expect(portOf(a.outputs.host)).not.toBe(portOf(b.outputs.host));
+      expect(mains[0].started!.id).not.toBe(mains[1].started!.id);
+      const contexts = [a.outputs.context, b.outputs.context];
+      const plain = contexts.indexOf('dind');
+      expect(plain).toBeGreaterThanOrEqual(0);
+      const other = 1 - plain;
+      expect(contexts[other]).toBe(`dind-${mains[other].started!.id}`);
+      expect(commands(mains[plain].result.stdout, 'warning')).toEqual([]);
+      const warnings = commands(mains[other].result.stdout, 'warning');
+      expect(warnings).toHaveLength(1);
+      note('second concurrent job', warnings[0]);
+      expect(warnings[0]).toContain(`'${contexts[other]}'`);
+
+      // Each job reaches its own daemon, by the environment and by its context: a marker in one is not in the other.
+      for (const [i, job] of jobs.entries()) {
+        const marked = await job.run(`docker volume create marker-${i} >/dev/null && ${NO_DOCKER_ENV} docker --context ${contexts[i]} volume ls -q`);
+        expectExit(marked, 0, `marker ${i}`);
+        expect(marked.stdout.trim()).toBe(`marker-${i}`);
+      }
+      const posts = await Promise.all(jobs.map(job => finishClean(job, { warnings: 0 })));
+      expect(posts.flat()).toHaveLength(2);
+      for (const [i, job] of jobs.entries()) await expectNothingLeft(job, mains[i].started!);
+      expect(await contextNames(jobs[0])).toEqual(['default']);
+    } finally {
+      for (const job of jobs) {
+        await job.finish();
+        job.cleanup();
+      }
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('security', () => {
+  /** One daemon, as on a GitHub-hosted runner; the tests read it in turn, the last one runs post. */
+  let job: Job;
+  let main: StepResult;
+  let started: Started;
+  const steps: StepResult[] = [];
+
+  beforeAll(async () => {
+    job = newJob({ env: { RUNNER_ENVIRONMENT: 'github-hosted' } });
+    const ran = await runMain(job);
+    main = ran.result;
+    expectExit(main, 0, 'main');
+    started = ran.started!;
+    steps.push(main);
+  });
+
+  afterAll(async () => {
+    await job?.finish();
+    job?.cleanup();
+  });
+
+  test('nothing listens on 2375: the container IP and 127.0.0.1 refuse it; inside, TCP listeners are 2376 only', async () => {
+    const id = main.outputs['container-id'];
+    const ip = main.outputs.ip;
+    expect(ip).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    expect(await tcpConnect(ip, 2375)).toBe('refused');
+    expect(await tcpConnect('127.0.0.1', 2375)).toBe('refused');
+    expect(await tcpConnect(ip, 2376)).toBe('connected');
+    // /proc/net/tcp{,6}: state 0A is LISTEN; the local port is the hex after the colon.
+    const listing = await outerOk(['exec', id, 'sh', '-c', 'cat /proc/net/tcp /proc/net/tcp6']);
+    const listening = listing
+      .split('\n')
+      .map(line => line.trim().split(/\s+/))
+      .filter(fields => fields[3] === '0A')
+      .map(fields => {
+        const [address, port] = fields[1].split(':');
+        // IPv4 addresses are little-endian hex: 0B00007F is 127.0.0.11 (Docker's embedded DNS on user networks).
+        const loopback = address.length === 8 ? address.endsWith('7F') : address === '00000000000000000000000001000000';
+        return { port: parseInt(port, 16), loopback };
+      });
+    note('TCP listeners in the dind container', listening.map(l => `${l.port}${l.loopback ? ' (loopback)' : ''}`).join(', '));
+    expect(listening.filter(l => l.port === 2375)).toEqual([]);
+    expect([...new Set(listening.filter(l => !l.loopback).map(l => l.port))]).toEqual([2376]);
+  });
+
+  test('the CA private key is nowhere on disk: the only private keys are the client key (RUNNER_TEMP, context copy) and the server key (in the container)', async () => {
+    const caCert = new X509Certificate(fs.readFileSync(path.join(started.certDir, 'ca.pem')));
+    const caPublic = caCert.publicKey.export({ type: 'spki', format: 'der' }).toString('hex');
+    const publicOf = (pem: string) => createPublicKey(createPrivateKey(pem)).export({ type: 'spki', format: 'der' }).toString('hex');
+    const certPublic = (pem: string) => new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' }).toString('hex');
+
+    // On the runner: RUNNER_TEMP and ~/.docker.
+    const found: Array<{ where: string; pem: string }> = [];
+    const grep = await run('grep', ['-rlI', '--', 'PRIVATE KEY-----', job.temp, path.join(job.env.HOME, '.docker')]);
+    for (const file of grep.stdout.split('\n').filter(Boolean)) found.push({ where: file, pem: fs.readFileSync(file, 'utf8') });
+    // In the container: its whole file system (not /proc, /sys; RUNNER_TEMP is mounted, found above already).
+    const id = main.outputs['container-id'];
+    const inContainer = await outerOk([
+      'exec', id, 'sh', '-c',
+      `grep -rlI --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -e 'PRIVATE KEY-----' / 2>/dev/null | grep -v '^${job.root}' || true`
+    ]);
+    for (const file of inContainer.split('\n').filter(Boolean)) found.push({ where: `container:${file}`, pem: await outerOk(['exec', id, 'cat', file]) });
+
+    const contextKeys = found.filter(key => key.where.startsWith(path.join(job.env.HOME, '.docker', 'contexts')));
+    note('private keys found', found.map(key => key.where.replace(job.root, '<job>')).join(', '));
+    expect(found.map(key => key.where).sort()).toEqual(
+      [path.join(started.certDir, 'key.pem'), 'container:/setup-dind/certs/server-key.pem', ...contextKeys.map(key => key.where)].sort()
+    );
+    expect(contextKeys).toHaveLength(1);
+    for (const key of found) expect({ where: key.where, isCa: publicOf(key.pem) === caPublic }).toEqual({ where: key.where, isCa: false });
+    // And each is the key of its certificate.
+    const clientCert = fs.readFileSync(path.join(started.certDir, 'cert.pem'), 'utf8');
+    const serverCert = await outerOk(['exec', id, 'cat', '/setup-dind/certs/server-cert.pem']);
+    expect(publicOf(found.find(key => key.where.endsWith(`${path.sep}key.pem`) && key.where.startsWith(started.certDir))!.pem)).toBe(certPublic(clientCert));
+    expect(publicOf(contextKeys[0].pem)).toBe(certPublic(clientCert));
+    expect(publicOf(found.find(key => key.where === 'container:/setup-dind/certs/server-key.pem')!.pem)).toBe(certPublic(serverCert));
+    expect(certPublic(clientCert)).not.toBe(caPublic);
+  });
+
+  test('github-hosted: server (from the TLS handshake) and client certificates expire within 7 h + 1 min', async () => {
+    const now = Date.now();
+    const read = (name: string) => fs.readFileSync(path.join(started.certDir, name), 'utf8');
+    const peer = await new Promise<tls.PeerCertificate>((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: portOf(main.outputs.host), ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem'), servername: 'localhost' }, () => {
+        resolve(socket.getPeerCertificate());
+        socket.end();
+      });
+      socket.once('error', reject);
+    });
+    const serverLeft = new Date(peer.valid_to).getTime() - now;
+    const clientLeft = new Date(new X509Certificate(read('cert.pem')).validTo).getTime() - now;
+    note('github-hosted expiry', `server ${peer.valid_to}, client ${new X509Certificate(read('cert.pem')).validTo}`);
+    for (const left of [serverLeft, clientLeft]) {
+      expect(left).toBeLessThanOrEqual(7 * 3600_000 + 60_000);
+      expect(left).toBeGreaterThan(6 * 3600_000);
+    }
+  });
+
+  test('nothing secret printed: main and post output hold no PRIVATE KEY and no key body', async () => {
+    const keys = [fs.readFileSync(path.join(started.certDir, 'key.pem'), 'utf8'), await outerOk(['exec', main.outputs['container-id'], 'cat', '/setup-dind/certs/server-key.pem'])];
+    const posts = await finishClean(job, { warnings: 0 });
+    steps.push(...posts);
+    await expectNothingLeft(job, started);
+    const bodies = keys.flatMap(pem => pem.split('\n').filter(line => line && !line.startsWith('-----')));
+    expect(bodies.length).toBeGreaterThan(2);
+    for (const step of steps) {
+      const text = `${step.stdout}\n${step.stderr}\n${step.summary}`;
+      expect(text).not.toContain('PRIVATE KEY');
+      for (const line of bodies) expect(text).not.toContain(line);
+      // Line-wrapping aside: the whole base64 body.
+      for (const pem of keys) expect(text.replace(/\s/g, '')).not.toContain(pem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''));
+    }
+  });
+
+  test('self-hosted: server and client certificates expire within 5 days + 1 h', async () => {
+    const selfHosted = newJob();
+    try {
+      const ran = await runMain(selfHosted);
+      expectExit(ran.result, 0, 'main (self-hosted)');
+      const now = Date.now();
+      const certDir = ran.result.outputs['cert-path'];
+      const read = (name: string) => fs.readFileSync(path.join(certDir, name), 'utf8');
+      const peer = await new Promise<tls.PeerCertificate>((resolve, reject) => {
+        const socket = tls.connect({ host: '127.0.0.1', port: portOf(ran.result.outputs.host), ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem'), servername: 'localhost' }, () => {
+          resolve(socket.getPeerCertificate());
+          socket.end();
+        });
+        socket.once('error', reject);
+      });
+      note('self-hosted expiry', `server ${peer.valid_to}`);
+      for (const validTo of [peer.valid_to, new X509Certificate(read('cert.pem')).validTo]) {
+        const left = new Date(validTo).getTime() - now;
+        expect(left).toBeLessThanOrEqual((5 * 24 + 1) * 3600_000 + 60_000);
+        expect(left).toBeGreaterThan(5 * 24 * 3600_000);
+      }
+      await finishClean(selfHosted, { warnings: 0 });
+      await expectNothingLeft(selfHosted, ran.started!);
+    } finally {
+      await selfHosted.finish();
+      selfHosted.cleanup();
+    }
+  });
+});
+
