@@ -21,9 +21,12 @@ export function contextEndpoint(host: string, certDir: string): string {
   ].join(',');
 }
 
-/** The CLI without DOCKER_*: context commands need no daemon, and post may run after the certificates are gone. */
+/** Context commands need no daemon, and post may run after the certificates DOCKER_CERT_PATH names are gone. */
+const DAEMON_SELECTION = ['DOCKER_HOST', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH', 'DOCKER_CONTEXT'];
+
 async function docker(args: string[]): Promise<exec.ExecOutput> {
-  const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !entry[0].startsWith('DOCKER_')));
+  // DOCKER_CONFIG stays: it says where the contexts live.
+  const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !DAEMON_SELECTION.includes(entry[0])));
   return exec.getExecOutput('docker', args, { silent: true, ignoreReturnCode: true, env });
 }
 
