@@ -25,7 +25,7 @@ import { getInputs, type ActionInputs } from './inputs';
 import { newInstance, type Instance } from './instance';
 import { formatSeconds, Timeline } from './report';
 import { defaultRouteMtu, detectRunnerContainer, engineHostPath, type RunnerContainer } from './runner-host';
-import { saveInstanceState, type InstanceState } from './state';
+import { saveInstanceState, type DaemonAddress, type InstanceState } from './state';
 import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './tls';
 import { formatBytes } from './units';
 
@@ -48,6 +48,14 @@ interface Prepared {
   authority: CertificateAuthority;
   client: KeyPair;
   cache?: { setup: CacheSetup; restored: RestoreResult; seconds: number };
+}
+
+/** How this job, and the steps after it, reach the daemon. */
+interface Reach {
+  address: DaemonAddress;
+  /** DOCKER_HOST. */
+  host: string;
+  ip?: string;
 }
 
 /** Where the job's steps run, as far as reaching the daemon is concerned. */
@@ -75,16 +83,15 @@ async function setUp(timeline: Timeline): Promise<void> {
     if (runner) core.info(`The job runs in container ${runner.id.slice(0, 12)} (networks: ${runner.networks.join(', ')}).`);
     return { prepared: await prepare(docker, inputs, state, placement, timeline), placement };
   });
-  const { container, port, addresses, version } = await timeline.phase('Start the daemon', () => startDaemon(docker, inputs, state, prepared, placement));
+  const { container, reach, addresses, version } = await timeline.phase('Start the daemon', () => startDaemon(docker, inputs, state, prepared, placement));
 
   await timeline.phase('Hand the daemon to later steps', async () => {
-    const reach = reachability(instance, port, addresses, placement);
     if (inputs.setEnv) {
       exportDockerEnvironment(reach.host, instance.certDir, engine);
       if (reach.ip) exportTestcontainersHost(reach.ip);
       core.info(`Exported DOCKER_HOST=${reach.host}, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=${instance.certDir}`);
     }
-    if (inputs.swarm) await initSwarm(clientOf(port, prepared), addresses[instance.networkName]);
+    if (inputs.swarm) await initSwarm(connect(tlsClientOptions(endpointOf(reach.address, prepared))), addresses[instance.networkName]);
     if (inputs.context) {
       state.context = await createContext(
         { name: inputs.context, instanceId: instance.id, host: reach.host, certDir: instance.certDir, isLive: id => hasInstance(docker, id) },
@@ -116,11 +123,12 @@ async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void
  * container, by the daemon's name on a network they share (its address on the default bridge, which
  * has no DNS). `ip` is where nested containers' published ports are reachable.
  */
-function reachability(instance: Instance, port: number, addresses: Record<string, string>, placement: Placement): { host: string; ip?: string } {
+function reachability(instance: Instance, port: number, addresses: Record<string, string>, placement: Placement): Reach {
   const network = placement.sharedNetworks.find(name => addresses[name]);
-  if (!network) return { host: daemonHost('127.0.0.1', port), ip: addresses[instance.networkName] };
+  if (!network) return { address: { host: '127.0.0.1', port }, host: daemonHost('127.0.0.1', port), ip: addresses[instance.networkName] };
   const ip = addresses[network];
-  return { host: daemonHost(network === 'bridge' ? ip : instance.containerName, DAEMON_TLS_PORT), ip };
+  const address = { host: network === 'bridge' ? ip : instance.containerName, port: DAEMON_TLS_PORT };
+  return { address, host: daemonHost(address.host, address.port), ip };
 }
 
 /** Everything that does not need the container, at once: the image pull overlaps the cache download. */
@@ -172,12 +180,8 @@ function bindMounts(inputs: ActionInputs, placement: Placement): Array<{ source:
   });
 }
 
-function clientOf(port: number, prepared: Prepared): Docker {
-  return connect(tlsClientOptions(endpointOf(port, prepared)));
-}
-
-function endpointOf(port: number, prepared: Prepared): TlsEndpoint {
-  return { host: '127.0.0.1', port, ca: prepared.authority.caCert, cert: prepared.client.cert, key: prepared.client.key };
+function endpointOf(address: DaemonAddress, prepared: Prepared): TlsEndpoint {
+  return { ...address, ca: prepared.authority.caCert, cert: prepared.client.cert, key: prepared.client.key };
 }
 
 async function startDaemon(docker: Docker, inputs: ActionInputs, state: InstanceState, prepared: Prepared, placement: Placement) {
@@ -202,16 +206,17 @@ async function startDaemon(docker: Docker, inputs: ActionInputs, state: Instance
   const info = await container.inspect();
   const port = publishedPort(info);
   const addresses = networkAddresses(info);
-  state.port = port;
+  const reach = reachability(instance, port, addresses, placement);
+  state.endpoint = reach.address;
   saveInstanceState(state);
   // Only now are the container's addresses known: the server certificate names them too.
   await container.putArchive(await serverArchive(await prepared.authority.issueServer(serverSubjectAltNames(instance, Object.values(addresses)))), { path: '/' });
   const where = Object.entries(addresses).map(([network, ip]) => `${ip} on ${network}`).join(', ');
   core.info(`Container ${instance.containerName} started (${where}); daemon port published on 127.0.0.1:${port}`);
   try {
-    const version = await waitForDaemon(endpointOf(port, prepared), container, inputs.waitTimeoutSeconds * 1000);
-    core.info(`Docker ${version} answers over mutual TLS.`);
-    return { container, port, addresses, version };
+    const version = await waitForDaemon(endpointOf(reach.address, prepared), container, inputs.waitTimeoutSeconds * 1000);
+    core.info(`Docker ${version} answers over mutual TLS at ${reach.host}.`);
+    return { container, reach, addresses, version };
   } catch (error) {
     if (!(error instanceof DaemonNotReadyError)) throw error;
     const log = await containerLog(container, FAILURE_LOG_LINES).catch(() => '(the log could not be read)');

@@ -7,14 +7,19 @@ import type { CacheSetup } from './cache';
 import type { EngineSettings } from './engine';
 import type { Instance } from './instance';
 
+export interface DaemonAddress {
+  host: string;
+  port: number;
+}
+
 export interface InstanceState {
   instance: Instance;
   /** The outer engine, as main found it: post must not follow the DOCKER_* main exported. */
   engine: EngineSettings;
   /** The Docker CLI context actually created, once it is. */
   context?: string;
-  /** The daemon's port on 127.0.0.1, once it is published. */
-  port?: number;
+  /** Where this job reaches the daemon (127.0.0.1 and the published port, or its name on a shared network), once it runs. */
+  endpoint?: DaemonAddress;
   /** The dind image's id: a cache records what made it. */
   imageId?: string;
   /** Present when the cache is on for this job. */

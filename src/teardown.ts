@@ -13,7 +13,7 @@ import { containerLog } from './daemon';
 import { connect, connectOuterEngine, tlsClientOptions } from './engine';
 import { CLIENT_FILES } from './environment';
 import { Timeline } from './report';
-import { loadInstanceState, type InstanceState } from './state';
+import { loadInstanceState, type DaemonAddress, type InstanceState } from './state';
 import { formatBytes } from './units';
 
 /** dockerd stops its own containers on SIGTERM; give it the time the Docker CLI would. */
@@ -95,19 +95,19 @@ async function planSave(state: InstanceState, running: boolean): Promise<SaveDec
   const service = availability();
   const blocker = saveBlocker(cache, service.writable, service.reason);
   if (blocker) return { save: false, reason: blocker };
-  if (!running || state.port === undefined) return { save: false, reason: 'the daemon was not running at the end of the job, so its data may be inconsistent' };
+  if (!running || state.endpoint === undefined) return { save: false, reason: 'the daemon was not running at the end of the job, so its data may be inconsistent' };
   try {
-    const content = await pruneForCache(await daemonClient(state.instance.certDir, state.port));
+    const content = await pruneForCache(await daemonClient(state.instance.certDir, state.endpoint));
     return decideSave(cache, contentKey(cache, content));
   } catch (error) {
     return { save: false, reason: `the daemon could not be read (${(error as Error).message})` };
   }
 }
 
-async function daemonClient(certDir: string, port: number): Promise<Docker> {
+async function daemonClient(certDir: string, address: DaemonAddress): Promise<Docker> {
   const read = (name: string) => fs.readFile(path.join(certDir, name), 'utf8');
   const [ca, cert, key] = await Promise.all([read(CLIENT_FILES.ca), read(CLIENT_FILES.cert), read(CLIENT_FILES.key)]);
-  return connect(tlsClientOptions({ host: '127.0.0.1', port, ca, cert, key }));
+  return connect(tlsClientOptions({ ...address, ca, cert, key }));
 }
 
 /** Runs one cleanup step; on failure warns and goes on with `fallback`. */

@@ -1,0 +1,641 @@
+// Nested Docker as on a host, on the real engine, through the runner emulation (and, for a `container:`
+// job, through a real job container): the workspace and RUNNER_TEMP bind-mounted at the same path,
+// published ports, the `ip` output and Testcontainers, a job container sharing a network with the
+// daemon, MTU / registry settings / swarm, and a server certificate that names the container's address.
+// Nothing can be pulled here: images are built on the outer engine from debian:trixie-slim and
+// `docker save | docker load`ed into each daemon.
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
+import { inspectContainer, labelled, NESTED_BASE_IMAGE, OUTER_SOCKET, outer, outerEnv, outerOk, run, Sweeper, TEST_IMAGE, type Started } from '../support/engine';
+
+jest.setTimeout(150_000);
+
+/** What every test passes to main: the local image, no registry, no cache service. */
+const BASE_INPUTS = { image: TEST_IMAGE, pull: 'never', cache: 'false' };
+/** Hides the exported variables, which override any context. */
+const NO_DOCKER_ENV = 'env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT';
+
+/**
+ * A small HTTP server for nested containers, built on the outer engine from debian:trixie-slim:
+ * Debian's busybox-static (httpd, sh and the usual tools) on an empty base, 2 MB, so that loading it
+ * into each daemon takes a fraction of a second (debian:trixie-slim itself takes 5-10 s). It serves
+ * $MESSAGE on port 80, and stops at once on SIGTERM. Its build stage is tagged too, so it is reused
+ * and nothing is left dangling.
+ */
+const HTTPD_IMAGE = 'setup-dind-test/httpd:trixie';
+const HTTPD_BUILD_STAGE = { target: 'busybox', tag: 'setup-dind-test/busybox-static:trixie' };
+const HTTPD_DOCKERFILE = `FROM ${NESTED_BASE_IMAGE} AS busybox
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends busybox-static \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \\
+ && mkdir -p /out/bin /out/www /out/tmp && cp /bin/busybox /out/bin/busybox && /out/bin/busybox --list | grep -qx httpd \\
+ && for applet in $(/out/bin/busybox --list); do [ "$applet" = busybox ] || ln -s busybox "/out/bin/$applet"; done
+FROM scratch
+COPY --from=busybox /out/ /
+ENV PATH=/bin MESSAGE=hello
+EXPOSE 80
+# A shell as PID 1 that stops on SIGTERM (httpd as PID 1 would ignore it, and each stop wait 10 s).
+CMD ["sh", "-c", "echo \\"$MESSAGE\\" > /www/index.html; httpd -f -p 80 -h /www & trap 'kill $!; exit 0' TERM; wait"]
+`;
+/** A `container:` job's image: Debian's docker CLI with the buildx and compose (v2) plugins; node comes from the runner. */
+const JOB_IMAGE = 'setup-dind-test/job:trixie';
+const JOB_DOCKERFILE = `FROM ${NESTED_BASE_IMAGE}
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-cli docker-buildx docker-compose \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \\
+ && docker --version && docker buildx version && docker compose version
+`;
+
+/** A `run:` step's way to get images into the daemon, since nothing can be pulled. */
+const load = (...images: string[]) => `${NO_DOCKER_ENV} docker -H ${OUTER_SOCKET} save ${images.join(' ')} | docker load`;
+const LOAD_HTTPD = load(HTTPD_IMAGE);
+
+const sweeper = new Sweeper();
+const homes = new WeakMap<Job, string>();
+
+/** Builds (or finds cached) an image on the outer engine with the classic builder; removes the one it replaced. */
+async function buildImage(tag: string, dockerfile: string, target?: string): Promise<void> {
+  const before = await outer(['image', 'inspect', '--format', '{{.Id}}', tag]);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-nested-build-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), dockerfile);
+    const args = ['-H', OUTER_SOCKET, 'build', '--quiet', '--tag', tag, ...(target ? ['--target', target] : []), dir];
+    const built = await run('docker', args, { env: outerEnv({ DOCKER_BUILDKIT: '0' }), timeoutMs: 10 * 60_000 });
+    if (built.code !== 0) throw new Error(`building ${tag} failed:\n${built.stdout}\n${built.stderr}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const after = await outerOk(['image', 'inspect', '--format', '{{.Id}}', tag]);
+  if (before.code === 0 && before.stdout.trim() !== after) await outer(['image', 'rm', before.stdout.trim()]);
+}
+
+beforeAll(async () => {
+  await Promise.all([
+    (async () => {
+      await buildImage(HTTPD_BUILD_STAGE.tag, HTTPD_DOCKERFILE, HTTPD_BUILD_STAGE.target);
+      await buildImage(HTTPD_IMAGE, HTTPD_DOCKERFILE);
+    })(),
+    buildImage(JOB_IMAGE, JOB_DOCKERFILE)
+  ]);
+}, 10 * 60_000);
+
+afterAll(async () => {
+  // Only after each test has asserted that nothing was left: this is for a test that failed halfway.
+  const removed = await sweeper.sweep();
+  if (removed.length > 0) console.warn(`Swept what failed tests left behind:\n  ${removed.join('\n  ')}`);
+});
+
+/** A job whose steps have a HOME of their own, so their Docker CLI contexts are theirs alone. */
+function newJob(): Job {
+  const job = new Job();
+  const home = path.join(job.root, 'home');
+  fs.mkdirSync(home);
+  job.env.HOME = home;
+  homes.set(job, home);
+  return job;
+}
+
+/** Main with the test defaults; records the instance for the afterAll sweep. */
+async function runMain(job: Job, inputs: Record<string, string> = {}): Promise<{ result: StepResult; started?: Started }> {
+  const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
+  return { result, started: sweeper.record(result.state, homes.get(job)!) };
+}
+
+/** Workflow commands are %-escaped; this reads their messages back. */
+function commands(stdout: string, kind: 'error' | 'warning'): string[] {
+  return stdout
+    .split('\n')
+    .filter(line => line.startsWith(`::${kind}`))
+    .map(line => line.slice(line.indexOf('::', 2) + 2).replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%25/g, '%'));
+}
+
+/** Asserts the step's exit code, showing its output when it is not the expected one. */
+function expectExit(step: { exitCode: number; stdout: string; stderr: string }, code: number, what: string): void {
+  if (step.exitCode !== code) {
+    throw new Error(`${what}: exit code ${step.exitCode}, expected ${code}.\n--- stdout\n${step.stdout}\n--- stderr\n${step.stderr}`);
+  }
+}
+
+/** Main succeeded without a warning. */
+function expectCleanMain(main: StepResult): void {
+  expectExit(main, 0, 'main');
+  expect(commands(main.stdout, 'warning')).toEqual([]);
+}
+
+/** Posts succeed, and say nothing went wrong while cleaning (post only ever warns). */
+function expectCleanPosts(posts: StepResult[], count: number): void {
+  expect(posts).toHaveLength(count);
+  for (const post of posts) {
+    expectExit(post, 0, 'post');
+    expect(commands(post.stdout, 'warning')).toEqual([]);
+    expect(commands(post.stdout, 'error')).toEqual([]);
+  }
+}
+
+/** Nothing of the instance is left on the outer engine, nor its certificates at `certDir` (a runner path). */
+async function expectInstanceGone(started: Started, certDir = started.certDir): Promise<void> {
+  expect(await labelled(started.id)).toEqual({ containers: [], networks: [], volumes: [] });
+  expect(fs.existsSync(certDir)).toBe(false);
+}
+
+/** A TCP port nothing listens on now on 127.0.0.1. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** curl in a step: retries while a just-started nested server (or the port proxies before it) is not up yet. */
+const CURL = 'curl --silent --show-error --fail --max-time 5 --retry 10 --retry-delay 1 --retry-all-errors';
+
+const unique = () => randomBytes(3).toString('hex');
+
+describe('nested Docker as on a host', () => {
+  test('default mounts: the workspace and RUNNER_TEMP are the same paths in nested containers, both ways, also for compose (v1) relative binds', async () => {
+    const job = newJob();
+    const token = unique();
+    try {
+      const { result: main, started } = await runMain(job);
+      expectCleanMain(main);
+      expect(started).toBeDefined();
+
+      // The dind container bind-mounts both runner paths at the same path (cache off: nothing else).
+      const container = await inspectContainer(main.outputs['container-id']);
+      const binds = (container.HostConfig as unknown as { Binds: string[] | null }).Binds ?? [];
+      expect(binds.sort()).toEqual([`${job.temp}:${job.temp}`, `${job.workspace}:${job.workspace}`].sort());
+
+      // A file the runner writes is seen by a nested container through `-v "$PWD":/src`; RUNNER_TEMP too.
+      const step = await job.run(
+        `${load(NESTED_BASE_IMAGE)}
+echo "runner wrote ${token}" > file
+echo "temp ${token}" > "$RUNNER_TEMP/in-temp"
+docker run --rm -v "$PWD":/src ${NESTED_BASE_IMAGE} cat /src/file
+docker run --rm -v "$RUNNER_TEMP":/t ${NESTED_BASE_IMAGE} cat /t/in-temp
+docker run --rm -v "$PWD":/src ${NESTED_BASE_IMAGE} sh -c 'echo "nested wrote ${token}" > /src/from-nested'`
+      );
+      expectExit(step, 0, 'step with nested bind mounts');
+      expect(step.stdout).toContain(`runner wrote ${token}\n`);
+      expect(step.stdout).toContain(`temp ${token}\n`);
+
+      // What the nested container wrote is on the runner, for a later step.
+      const later = await job.run('cat from-nested');
+      expectExit(later, 0, 'later step reading the nested file');
+      expect(later.stdout).toBe(`nested wrote ${token}\n`);
+
+      // Debian's docker-compose (v1, python) through the exported DOCKER_HOST / DOCKER_TLS_VERIFY /
+      // DOCKER_CERT_PATH: a relative bind `./data:/data` resolves to the workspace, which the daemon has.
+      fs.mkdirSync(path.join(job.workspace, 'app', 'data'), { recursive: true });
+      fs.writeFileSync(path.join(job.workspace, 'app', 'data', 'in.txt'), `compose input ${token}\n`);
+      fs.writeFileSync(
+        path.join(job.workspace, 'app', 'docker-compose.yml'),
+        `version: "2.4"
+services:
+  app:
+    image: ${NESTED_BASE_IMAGE}
+    volumes:
+      - ./data:/data
+    command: ["sh", "-c", "cat /data/in.txt && echo \\"compose wrote ${token}\\" > /data/out.txt"]
+`
+      );
+      // This machine exports REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (the system bundle), and python
+      // requests lets them override the CA that docker-py passes (psf/requests#4726): unset here, as on
+      // a GitHub runner, which does not set them.
+      const compose = await job.run(
+        `unset REQUESTS_CA_BUNDLE CURL_CA_BUNDLE
+cd app
+docker-compose version --short
+docker-compose -p nested${token} run --rm app
+docker-compose -p nested${token} down`
+      );
+      expectExit(compose, 0, 'docker-compose (v1) with a relative bind mount');
+      expect(compose.stdout).toMatch(/^1\.29\./);
+      expect(compose.stdout).toContain(`compose input ${token}\n`);
+      expect(fs.readFileSync(path.join(job.workspace, 'app', 'data', 'out.txt'), 'utf8')).toBe(`compose wrote ${token}\n`);
+
+      expectCleanPosts(await job.finish(), 1);
+      await expectInstanceGone(started!);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('mounts: none bind-mounts nothing: a nested `-v "$PWD":/src` sees an empty directory of the daemon', async () => {
+    const job = newJob();
+    try {
+      const { result: main, started } = await runMain(job, { mounts: 'none' });
+      expectCleanMain(main);
+      const container = await inspectContainer(main.outputs['container-id']);
+      expect((container.HostConfig as unknown as { Binds: string[] | null }).Binds ?? []).toEqual([]);
+      expect(container.Mounts.filter(mount => mount.Type === 'bind')).toEqual([]);
+
+      const step = await job.run(
+        `${LOAD_HTTPD}
+echo runner > file
+docker run --rm -v "$PWD":/src ${HTTPD_IMAGE} sh -c 'echo "entries=$(ls -A /src | wc -l)"; test ! -e /src/file && echo absent'`
+      );
+      expectExit(step, 0, 'step with mounts: none');
+      expect(step.stdout).toContain('entries=0\nabsent\n');
+
+      expectCleanPosts(await job.finish(), 1);
+      await expectInstanceGone(started!);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('ports and ip: nested published ports are reached on 127.0.0.1 through `ports`, and at the `ip` output without it; the server certificate names that ip', async () => {
+    const job = newJob();
+    const [same, runnerPort] = [await freePort(), await freePort()];
+    try {
+      // Both forms: PORT (the same on both sides) and RUNNER_PORT:DIND_PORT.
+      const { result: main, started } = await runMain(job, { ports: `${same}\n${runnerPort}:8080` });
+      expectCleanMain(main);
+
+      const container = await inspectContainer(main.outputs['container-id']);
+      expect(container.HostConfig.PortBindings).toEqual({
+        '2376/tcp': [{ HostIp: '127.0.0.1', HostPort: '' }],
+        [`${same}/tcp`]: [{ HostIp: '127.0.0.1', HostPort: String(same) }],
+        '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: String(runnerPort) }]
+      });
+
+      // `ip` is the dind container's address on its network, exported for Testcontainers.
+      const ip = main.outputs.ip;
+      expect(ip).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+      const networks = container.NetworkSettings.Networks as Record<string, { IPAddress: string }>;
+      expect(Object.keys(networks)).toEqual([`setup-dind-dind-${started!.id}`]);
+      expect(networks[`setup-dind-dind-${started!.id}`].IPAddress).toBe(ip);
+      expect(main.exported.TESTCONTAINERS_HOST_OVERRIDE).toBe(ip);
+
+      const start = await job.run(
+        `${LOAD_HTTPD}
+docker run -d -p ${same}:80 -e MESSAGE=same-port ${HTTPD_IMAGE} >/dev/null
+docker run -d -p 8080:80 -e MESSAGE=mapped-port ${HTTPD_IMAGE} >/dev/null
+docker run -d -p 8081:80 -e MESSAGE=at-ip ${HTTPD_IMAGE} >/dev/null
+docker ps --format '{{.Ports}}' | sort`
+      );
+      expectExit(start, 0, 'step starting nested servers');
+
+      const reach = await job.run(
+        `echo "1: $(${CURL} http://127.0.0.1:${same}/)"
+echo "2: $(${CURL} http://127.0.0.1:${runnerPort}/)"
+echo "3: $(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8081/")"`
+      );
+      expectExit(reach, 0, 'later step reaching the nested servers');
+      expect(reach.stdout).toBe('1: same-port\n2: mapped-port\n3: at-ip\n');
+
+      // The daemon's TLS port at the ip (by address, and by the container's name resolved to it):
+      // the server certificate covers both, verified against the job's CA.
+      const certs = ['--cacert', 'ca.pem', '--cert', 'cert.pem', '--key', 'key.pem'].map(word => (word.endsWith('.pem') ? path.join(main.outputs['cert-path'], word) : word));
+      const curl = (...args: string[]) => run('curl', ['--silent', '--show-error', '--fail', '--max-time', '10', ...certs, ...args]);
+      const byIp = await curl(`https://${ip}:2376/_ping`);
+      expect({ code: byIp.code, body: byIp.stdout, stderr: byIp.stderr }).toEqual({ code: 0, body: 'OK', stderr: '' });
+      const name = `setup-dind-dind-${started!.id}`;
+      const byName = await curl('--resolve', `${name}:2376:${ip}`, `https://${name}:2376/_ping`);
+      expect({ code: byName.code, body: byName.stdout, stderr: byName.stderr }).toEqual({ code: 0, body: 'OK', stderr: '' });
+
+      expectCleanPosts(await job.finish(), 1);
+      await expectInstanceGone(started!);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('Testcontainers (the npm client) runs a container and reaches its mapped port through the exported environment alone', async () => {
+    const job = newJob();
+    const token = unique();
+    const scriptDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-nested-tc-'));
+    try {
+      const { result: main, started } = await runMain(job);
+      expectCleanMain(main);
+      const loaded = await job.run(LOAD_HTTPD);
+      expectExit(loaded, 0, 'loading the images');
+
+      fs.writeFileSync(
+        path.join(scriptDir, 'tc.js'),
+        `const { GenericContainer, Wait } = require('testcontainers');
+(async () => {
+  const container = await new GenericContainer(${JSON.stringify(HTTPD_IMAGE)})
+    .withEnvironment({ MESSAGE: ${JSON.stringify(`testcontainers ${token}`)} })
+    .withExposedPorts(80)
+    .withWaitStrategy(Wait.forHttp('/', 80))
+    .start();
+  try {
+    const url = 'http://' + container.getHost() + ':' + container.getMappedPort(80) + '/';
+    const response = await fetch(url);
+    console.log('host=' + container.getHost());
+    console.log('status=' + response.status + ' body=' + (await response.text()).trim());
+  } finally {
+    await container.stop();
+  }
+})().catch(error => { console.error(error); process.exit(1); });
+`
+      );
+      // Nothing but the job's environment (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
+      // TESTCONTAINERS_HOST_OVERRIDE), except TESTCONTAINERS_RYUK_DISABLED: the reaper's image
+      // (testcontainers/ryuk) cannot be pulled here, as no registry is reachable.
+      const step = await job.run(`cd ${scriptDir} && node tc.js`, {
+        NODE_PATH: path.join(REPO_ROOT, 'node_modules'),
+        TESTCONTAINERS_RYUK_DISABLED: 'true'
+      });
+      expectExit(step, 0, 'step running Testcontainers');
+      expect(step.stdout).toContain(`host=${main.outputs.ip}\n`);
+      expect(step.stdout).toContain(`status=200 body=testcontainers ${token}\n`);
+
+      // Testcontainers removed its container itself.
+      const left = await job.run('docker ps --all --quiet | wc -l');
+      expect(left.stdout.trim()).toBe('0');
+
+      expectCleanPosts(await job.finish(), 1);
+      await expectInstanceGone(started!);
+    } finally {
+      await job.finish();
+      job.cleanup();
+      fs.rmSync(scriptDir, { recursive: true, force: true });
+    }
+  });
+
+  test('mtu, registry-mirrors and insecure-registries reach the daemon: nested default and user networks get the MTU', async () => {
+    const job = newJob();
+    try {
+      const { result: main, started } = await runMain(job, {
+        mtu: '1400',
+        'registry-mirrors': 'http://mirror.invalid:5000',
+        'insecure-registries': '10.0.0.0/8'
+      });
+      expectCleanMain(main);
+
+      const step = await job.run(
+        `${LOAD_HTTPD}
+docker info --format 'mirrors={{json .RegistryConfig.Mirrors}} cidrs={{json .RegistryConfig.InsecureRegistryCIDRs}}'
+echo "default=$(docker run --rm ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"
+docker network create user-net >/dev/null
+echo "user-net option=$(docker network inspect user-net --format '{{index .Options "com.docker.network.driver.mtu"}}')"
+echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"`
+      );
+      expectExit(step, 0, 'step reading the daemon settings');
+      const mirrors = JSON.parse(/mirrors=(\S+)/.exec(step.stdout)![1]) as string[];
+      const cidrs = JSON.parse(/cidrs=(\S+)/.exec(step.stdout)![1]) as string[];
+      expect(mirrors.map(mirror => mirror.replace(/\/$/, ''))).toEqual(['http://mirror.invalid:5000']);
+      expect(cidrs).toContain('10.0.0.0/8');
+      expect(step.stdout).toContain('default=1400\n');
+      expect(step.stdout).toContain('user-net option=1400\n');
+      expect(step.stdout).toContain('user-net=1400\n');
+
+      expectCleanPosts(await job.finish(), 1);
+      await expectInstanceGone(started!);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
+  test('swarm: true makes an active single-node swarm where a stack of a locally loaded image gets a running task', async () => {
+    const job = newJob();
+    try {
+      const { result: main, started } = await runMain(job, { swarm: 'true' });
+      expectCleanMain(main);
+
+      fs.writeFileSync(
+        path.join(job.workspace, 'stack.yml'),
+        `version: "3.8"
+services:
+  web:
+    image: ${HTTPD_IMAGE}
+    environment:
+      MESSAGE: from-swarm
+    ports:
+      # Host mode: the ingress routing mesh needs IPVS, which this machine's kernel lacks.
+      - target: 80
+        published: 8082
+        mode: host
+`
+      );
+      // The image is only in the daemon: nothing to resolve on a registry (none is reachable).
+      const step = await job.run(
+        `${LOAD_HTTPD}
+docker info --format 'swarm={{.Swarm.LocalNodeState}} managers={{.Swarm.Managers}} nodes={{.Swarm.Nodes}}'
+docker stack deploy --resolve-image never -c stack.yml demo
+for i in $(seq 60); do
+  state=$(docker service ps demo_web --filter desired-state=running --format '{{.CurrentState}}' | head -1)
+  case "$state" in Running*) break ;; esac
+  sleep 1
+done
+echo "task=$state"
+echo "reply=$(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8082/")"`
+      );
+      expectExit(step, 0, 'step deploying a stack');
+      expect(step.stdout).toContain('swarm=active managers=1 nodes=1\n');
+      expect(step.stdout).toMatch(/task=Running/);
+      // Published by the task, at the ip output.
+      expect(step.stdout).toContain('reply=from-swarm\n');
+
+      expectCleanPosts(await job.finish(), 1);
+      await expectInstanceGone(started!);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+});
+
+/**
+ * A `container:` job as the runner makes it: the job's container on a network of its own, with the
+ * engine's socket, RUNNER_TEMP and the workspace bind-mounted at other paths than the host's (/__w/...),
+ * and each step a `docker exec` with the job's environment and file-command files in RUNNER_TEMP.
+ */
+class ContainerJob {
+  static readonly WORKSPACE = '/__w/repo';
+  static readonly TEMP = '/__w/_temp';
+  static readonly HOME = '/github/home';
+  readonly root = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-nested-jobc-'));
+  readonly hostWorkspace = path.join(this.root, 'repo');
+  readonly hostTemp = path.join(this.root, 'temp');
+  readonly name = `setup-dind-nested-job-${unique()}`;
+  readonly network = `${this.name}-net`;
+  readonly env: Record<string, string> = {
+    CI: 'true',
+    GITHUB_ACTIONS: 'true',
+    GITHUB_WORKSPACE: ContainerJob.WORKSPACE,
+    GITHUB_RUN_ID: String(Date.now()),
+    GITHUB_JOB: 'test',
+    RUNNER_TEMP: ContainerJob.TEMP,
+    RUNNER_OS: 'Linux',
+    RUNNER_ARCH: process.arch === 'arm64' ? 'ARM64' : 'X64',
+    RUNNER_ENVIRONMENT: 'self-hosted',
+    HOME: ContainerJob.HOME
+  };
+  private steps = 0;
+
+  async start(): Promise<void> {
+    fs.mkdirSync(this.hostWorkspace);
+    fs.mkdirSync(this.hostTemp);
+    const node = fs.realpathSync(process.execPath);
+    await outerOk(['network', 'create', this.network]);
+    await outerOk([
+      'run', '--detach', '--name', this.name, '--network', this.network,
+      '--volume', '/var/run/docker.sock:/var/run/docker.sock',
+      '--volume', `${REPO_ROOT}:${REPO_ROOT}:ro`,
+      '--volume', `${node}:/usr/local/bin/node:ro`,
+      '--volume', `${this.hostWorkspace}:${ContainerJob.WORKSPACE}`,
+      '--volume', `${this.hostTemp}:${ContainerJob.TEMP}`,
+      JOB_IMAGE, 'sh', '-c', `mkdir -p ${ContainerJob.HOME} && exec sleep infinity`
+    ]);
+  }
+
+  /** One step in the job container; file commands through files in RUNNER_TEMP, as the runner does. */
+  async step(command: string[], extraEnv: Record<string, string> = {}): Promise<StepResult> {
+    const dir = path.join('_runner_file_commands', `step-${++this.steps}`);
+    fs.mkdirSync(path.join(this.hostTemp, dir), { recursive: true });
+    const files = { GITHUB_ENV: 'env', GITHUB_OUTPUT: 'output', GITHUB_STATE: 'state', GITHUB_STEP_SUMMARY: 'summary', GITHUB_PATH: 'path' };
+    const fileEnv: Record<string, string> = {};
+    for (const [name, file] of Object.entries(files)) {
+      fs.writeFileSync(path.join(this.hostTemp, dir, file), '');
+      fileEnv[name] = path.posix.join(ContainerJob.TEMP, dir, file);
+    }
+    const env = { ...this.env, ...fileEnv, ...extraEnv };
+    const result = await run(
+      'docker',
+      ['-H', OUTER_SOCKET, 'exec', '--workdir', ContainerJob.WORKSPACE, ...Object.entries(env).flatMap(([name, value]) => ['--env', `${name}=${value}`]), this.name, ...command],
+      { env: outerEnv(), timeoutMs: 120_000 }
+    );
+    const read = (name: keyof typeof files) => parseFileCommands(fs.readFileSync(path.join(this.hostTemp, dir, files[name]), 'utf8'));
+    const exported = read('GITHUB_ENV');
+    Object.assign(this.env, exported);
+    return { exitCode: result.code, stdout: result.stdout, stderr: result.stderr, outputs: read('GITHUB_OUTPUT'), exported, state: read('GITHUB_STATE'), summary: '' };
+  }
+
+  run(script: string): Promise<StepResult> {
+    return this.step(['bash', '-e', '-c', script]);
+  }
+
+  private inputEnv(inputs: Record<string, string>): Record<string, string> {
+    const env: Record<string, string> = {};
+    for (const [name, spec] of Object.entries(readManifest().inputs)) env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? spec.default ?? '';
+    return env;
+  }
+
+  runMain(inputs: Record<string, string>): Promise<StepResult> {
+    return this.step(['node', path.join(REPO_ROOT, readManifest().runs.main)], this.inputEnv(inputs));
+  }
+
+  runPost(state: Record<string, string>, inputs: Record<string, string>): Promise<StepResult> {
+    const stateEnv = Object.fromEntries(Object.entries(state).map(([name, value]) => [`STATE_${name}`, value]));
+    return this.step(['node', path.join(REPO_ROOT, readManifest().runs.post)], { ...this.inputEnv(inputs), ...stateEnv });
+  }
+
+  async remove(): Promise<void> {
+    await outer(['rm', '--force', '--volumes', this.name]);
+    await outer(['network', 'rm', this.network]);
+    fs.rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+describe('a job running in a container', () => {
+  test('the daemon joins the job container network: DOCKER_HOST by name, certificates in RUNNER_TEMP, workspace mounts translated to host paths, buildx and compose; post leaves the job network', async () => {
+    const job = new ContainerJob();
+    const token = unique();
+    let posted = false;
+    try {
+      await job.start();
+      // A shorter wait than the default 60 s: the daemon answers in seconds, and a main that cannot reach it fails sooner.
+      const main = await job.runMain({ ...BASE_INPUTS, 'wait-timeout': '20' });
+      const started = sweeper.record(main.state, ContainerJob.HOME);
+      expect(started).toBeDefined();
+      const containerName = `setup-dind-dind-${started!.id}`;
+      const expected = { DOCKER_HOST: `tcp://${containerName}:2376`, DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: `${ContainerJob.TEMP}/${containerName}` };
+      // Main's own result is asserted last: whatever it says, the daemon it started is checked first
+      // with what it should have exported, so that one failure does not hide the others.
+      if (main.exitCode !== 0) Object.assign(job.env, expected);
+
+      // On the job container's network (and its own), with the workspace and RUNNER_TEMP mounted at the
+      // job container's paths from where the engine's host has them.
+      const dind = (await labelled(started!.id)).containers;
+      expect(dind).toHaveLength(1);
+      const info = await inspectContainer(dind[0]);
+      const dindNetworks = info.NetworkSettings.Networks as Record<string, { IPAddress: string; Aliases: string[] | null }>;
+      expect(Object.keys(dindNetworks).sort()).toEqual([containerName, job.network].sort());
+      const ip = dindNetworks[job.network].IPAddress;
+      const binds = (info.HostConfig as unknown as { Binds: string[] | null }).Binds ?? [];
+      expect(binds.sort()).toEqual([`${job.hostTemp}:${ContainerJob.TEMP}`, `${job.hostWorkspace}:${ContainerJob.WORKSPACE}`].sort());
+
+      fs.writeFileSync(path.join(job.hostWorkspace, 'marker'), `workspace ${token}\n`);
+      const step = await job.run(
+        `getent hosts ${containerName} | awk '{print "resolves=" $1}'
+ls "$DOCKER_CERT_PATH" | xargs echo certs:
+${NO_DOCKER_ENV} docker -H unix:///var/run/docker.sock save ${HTTPD_IMAGE} | docker load
+docker info --format 'name={{.Name}}'
+docker run --rm -v ${ContainerJob.WORKSPACE}:/src ${HTTPD_IMAGE} sh -c 'cat /src/marker; echo "nested ${token}" > /src/from-nested'
+docker run -d -p 8080:80 -e MESSAGE=from-job-container ${HTTPD_IMAGE} >/dev/null
+node -e 'const url = "http://${ip}:8080/";
+(async () => { for (let i = 0; ; i++) { try { console.log("reply=" + (await (await fetch(url)).text()).trim()); return; } catch (e) { if (i > 20) throw e; await new Promise(r => setTimeout(r, 500)); } } })();'`
+      );
+      expectExit(step, 0, 'step in the job container');
+      expect(step.stdout).toContain(`resolves=${ip}\n`);
+      expect(step.stdout).toContain('certs: ca.pem cert.pem key.pem\n');
+      expect(step.stdout).toContain('name=dind\n');
+      expect(step.stdout).toContain(`workspace ${token}\n`);
+      // A nested container's published port, at the daemon's address on the shared network.
+      expect(step.stdout).toContain('reply=from-job-container\n');
+      expect(fs.readFileSync(path.join(job.hostWorkspace, 'from-nested'), 'utf8')).toBe(`nested ${token}\n`);
+
+      // buildx on the context (the daemon's own BuildKit, docker driver: buildx wants the context
+      // selected with --context for that driver), and compose v2 with a relative bind.
+      fs.mkdirSync(path.join(job.hostWorkspace, 'build'));
+      fs.writeFileSync(path.join(job.hostWorkspace, 'build', 'Dockerfile'), `FROM ${HTTPD_IMAGE}\nRUN echo "built ${token}" > /built.txt\n`);
+      fs.mkdirSync(path.join(job.hostWorkspace, 'app', 'data'), { recursive: true });
+      fs.writeFileSync(path.join(job.hostWorkspace, 'app', 'data', 'in.txt'), `compose input ${token}\n`);
+      fs.writeFileSync(
+        path.join(job.hostWorkspace, 'app', 'compose.yml'),
+        `services:
+  app:
+    image: ${HTTPD_IMAGE}
+    volumes:
+      - ./data:/data
+    command: ["sh", "-c", "cat /data/in.txt && echo \\"compose wrote ${token}\\" > /data/out.txt"]
+`
+      );
+      const context = main.outputs.context;
+      const buildx = context
+        ? `${NO_DOCKER_ENV} docker --context ${context} buildx build --progress plain --tag built:${token} build 2>&1 | tail -3
+${NO_DOCKER_ENV} docker --context ${context} run --rm built:${token} cat /built.txt`
+        : `docker buildx build --progress plain --tag built:${token} build 2>&1 | tail -3
+docker run --rm built:${token} cat /built.txt`;
+      const tools = await job.run(
+        `${buildx}
+cd app && docker compose -p nested${token} run --rm app && docker compose -p nested${token} down`
+      );
+      expectExit(tools, 0, 'buildx and compose in the job container');
+      expect(tools.stdout).toContain(`built ${token}\n`);
+      expect(tools.stdout).toContain(`compose input ${token}\n`);
+      expect(fs.readFileSync(path.join(job.hostWorkspace, 'app', 'data', 'out.txt'), 'utf8')).toBe(`compose wrote ${token}\n`);
+
+      // Post in the job container removes the daemon, its network and the certificates; the job's network stays.
+      const post = await job.runPost(main.state, BASE_INPUTS);
+      posted = true;
+      expectCleanPosts([post], 1);
+      await expectInstanceGone(started!, path.join(job.hostTemp, containerName));
+      const jobNetwork = JSON.parse(await outerOk(['network', 'inspect', job.network])) as Array<{ Containers: Record<string, { Name: string }> }>;
+      expect(Object.values(jobNetwork[0].Containers).map(c => c.Name)).toEqual([job.name]);
+      const contexts = await job.run(`${NO_DOCKER_ENV} docker context ls --format '{{.Name}}'`);
+      expect(contexts.stdout.split('\n').map(line => line.replace(/\s*\*$/, '').trim()).filter(Boolean)).toEqual(['default']);
+
+      // Main itself: succeeded, exported the daemon by name, and its outputs say where it is.
+      expectCleanMain(main);
+      expect(main.exported).toMatchObject({ ...expected, TESTCONTAINERS_HOST_OVERRIDE: ip });
+      expect(main.outputs).toMatchObject({ host: expected.DOCKER_HOST, 'cert-path': expected.DOCKER_CERT_PATH, ip, context: 'dind' });
+    } finally {
+      if (!posted) await sweeper.sweep();
+      await job.remove();
+    }
+  }, 180_000);
+});
