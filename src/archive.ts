@@ -104,7 +104,7 @@ export async function writeFileAsRoot(access: FileAccess, file: string, content:
   await run(`${sudo(access)}tee -- "$1" >/dev/null`, [file], `writing ${file}`, content);
 }
 
-/** Bytes the directory holds (apparent sizes: what an archive must carry). */
+/** Bytes the directory takes on disk (holes in sparse files are not counted, as the archive keeps them). */
 export async function directoryBytes(access: FileAccess, dir: string): Promise<number> {
-  return Number((await run(`${sudo(access)}du -sb -- "$1"`, [dir], `measuring ${dir}`)).split(/\s/)[0]);
+  return Number((await run(`${sudo(access)}du -s --block-size=1 -- "$1"`, [dir], `measuring ${dir}`)).split(/\s/)[0]);
 }

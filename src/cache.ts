@@ -146,7 +146,8 @@ export function saveBlocker(setup: CacheSetup, writable: boolean, writableReason
 
 /** Pure: whether to upload the daemon's content under `key`. */
 export function decideSave(setup: CacheSetup, key: string): SaveDecision {
-  if (setup.savePolicy === 'on-change' && key === setup.restoredKey) return { save: false, reason: 'the daemon holds what was restored: nothing changed' };
+  const unchanged = setup.restoredKey !== undefined && (setup.restoredKey === key || setup.restoredKey.startsWith(`${key}.`));
+  if (setup.savePolicy === 'on-change' && unchanged) return { save: false, reason: 'the daemon holds what was restored: nothing changed' };
   return { save: true, key };
 }
 
@@ -157,17 +158,40 @@ export function contentKey(setup: CacheSetup, content: DaemonContent): string {
 export interface SaveResult {
   saved: boolean;
   bytes: number;
+  /** The key saved under: the content key, or a variant of it when that one is stuck (see reserveSlot). */
+  key?: string;
   reason: string;
+}
+
+/** Variants of a content key tried when an earlier save reserved it and never committed. */
+const KEY_VARIANTS = 3;
+
+/**
+ * Reserves the content key, or says which entry with this content exists. The service keeps a key
+ * reserved by a save that failed or was cut short (an upload error, the size limit) for a day and
+ * refuses it meanwhile: then `<key>.2`, `<key>.3` hold the same content.
+ */
+async function reserveSlot(key: string): Promise<{ key: string; uploadUrl: string } | { existing: string }> {
+  for (let variant = 1; variant <= KEY_VARIANTS; variant++) {
+    const candidate = variant === 1 ? key : `${key}.${variant}`;
+    // A lookup by key also matches by prefix: an entry `<key>.N` holds the same content too.
+    const existing = await lookup(candidate, []);
+    if (existing) return { existing: existing.key };
+    const uploadUrl = await reserve(candidate);
+    if (uploadUrl) return { key: candidate, uploadUrl };
+  }
+  return { existing: `${key} (reserved by earlier saves that did not finish)` };
 }
 
 class SizeLimitError extends Error {}
 
 /** Archives the stopped daemon's data and uploads it under `key`. Never throws. */
-export async function saveDaemonData(setup: CacheSetup, key: string, imageId: string): Promise<SaveResult> {
+export async function saveDaemonData(setup: CacheSetup, contentKey: string, imageId: string): Promise<SaveResult> {
   let bytes = 0;
   try {
-    const uploadUrl = await reserve(key);
-    if (!uploadUrl) return { saved: false, bytes: 0, reason: `a cache with key ${key} exists already` };
+    const slot = await reserveSlot(contentKey);
+    if ('existing' in slot) return { saved: false, bytes: 0, reason: `a cache with this content exists already (${slot.existing})` };
+    const { key, uploadUrl } = slot;
     await writeFileAsRoot(setup.access, path.join(setup.dataDir, METADATA_FILE), JSON.stringify({ imageId, key, savedAt: new Date().toISOString() }) + '\n');
     const archiver = archiveFrom(setup.access, setup.dataDir);
     const limit = new Transform({
@@ -184,7 +208,7 @@ export async function saveDaemonData(setup: CacheSetup, key: string, imageId: st
     } finally {
       archiver.kill();
     }
-    return { saved: true, bytes, reason: `saved as ${key}` };
+    return { saved: true, bytes, key, reason: `saved as ${key}` };
   } catch (error) {
     if (error instanceof SizeLimitError) {
       const dataBytes = await directoryBytes(setup.access, setup.dataDir).catch(() => NaN);

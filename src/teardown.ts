@@ -58,7 +58,7 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     if (decision.save) {
       const cache = state.cache;
       const result = await timeline.phase('Save the cache', () => saveDaemonData(cache, decision.key, state.imageId ?? ''));
-      timeline.fact('Cache', result.saved ? `saved ${formatBytes(result.bytes)} as ${decision.key}` : `not saved: ${result.reason}`);
+      timeline.fact('Cache', result.saved ? `saved ${formatBytes(result.bytes)} as ${result.key}` : `not saved: ${result.reason}`);
     } else {
       timeline.fact('Cache', `not saved: ${decision.reason}`);
     }

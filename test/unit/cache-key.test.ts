@@ -105,9 +105,14 @@ describe('saving decisions', () => {
   test.each([
     ['on-change', 'p+aaaa', { save: false, reason: 'the daemon holds what was restored: nothing changed' }],
     ['on-change', 'p+bbbb', { save: true, key: 'p+bbbb' }],
+    ['on-change', 'p+aaa', { save: true, key: 'p+aaa' }],
     ['always', 'p+aaaa', { save: true, key: 'p+aaaa' }]
   ] as const)('policy %p with content key %p', (savePolicy, key, expected) => {
     expect(decideSave({ ...setup, savePolicy }, key)).toEqual(expected);
+  });
+
+  test('a variant of the content key (saved while the key itself was stuck) is the same content', () => {
+    expect(decideSave({ ...setup, restoredKey: 'p+aaaa.2' }, 'p+aaaa')).toEqual({ save: false, reason: 'the daemon holds what was restored: nothing changed' });
   });
 
   test('a daemon restored from nothing always has something to save', () => {
