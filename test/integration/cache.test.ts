@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Job, type StepResult } from '../support/runner';
+import { commands, expectExit } from '../support/steps';
 import { startCacheServer, type CacheEntryInfo, type CacheFault, type CacheServer, type CacheServerStats } from '../support/cache-server';
 import { containerVolumes, inspectContainer, labelled, NESTED_BASE_IMAGE, OUTER_SOCKET, Sweeper, TEST_IMAGE, volumeExists, type Started } from '../support/engine';
 
@@ -133,20 +134,6 @@ async function runMain(job: Job, inputs: Record<string, string> = {}, user?: str
   expectExit(result, 0, 'main');
   expect(started).toBeDefined();
   return { result, started: started!, dataDir: `${started!.certDir}-data` };
-}
-
-/** Workflow commands are %-escaped; this reads their messages back. */
-function commands(stdout: string, kind: 'error' | 'warning'): string[] {
-  return stdout
-    .split('\n')
-    .filter(line => line.startsWith(`::${kind}`))
-    .map(line => line.slice(line.indexOf('::', 2) + 2).replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%25/g, '%'));
-}
-
-function expectExit(step: StepResult, code: number, what: string): void {
-  if (step.exitCode !== code) {
-    throw new Error(`${what}: exit code ${step.exitCode}, expected ${code}.\n--- stdout\n${step.stdout}\n--- stderr\n${step.stderr}`);
-  }
 }
 
 async function step(job: Job, script: string, what: string): Promise<StepResult> {

@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Job, type StepResult } from '../support/runner';
+import { commands, expectCleanPosts, expectExit } from '../support/steps';
 import {
   allVolumes,
   containerVolumes,
@@ -73,31 +74,6 @@ function newJob(runAs?: { user: string }): Job {
 async function runMain(job: Job, inputs: Record<string, string> = {}): Promise<{ result: StepResult; started?: Started }> {
   const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
   return { result, started: sweeper.record(result.state, homes.get(job)!) };
-}
-
-/** Workflow commands are %-escaped; this reads their messages back. */
-function commands(stdout: string, kind: 'error' | 'warning'): string[] {
-  return stdout
-    .split('\n')
-    .filter(line => line.startsWith(`::${kind}`))
-    .map(line => line.slice(line.indexOf('::', 2) + 2).replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%25/g, '%'));
-}
-
-/** Asserts the step's exit code, showing its output when it is not the expected one. */
-function expectExit(step: StepResult, code: number, what: string): void {
-  if (step.exitCode !== code) {
-    throw new Error(`${what}: exit code ${step.exitCode}, expected ${code}.\n--- stdout\n${step.stdout}\n--- stderr\n${step.stderr}`);
-  }
-}
-
-/** Posts succeed, and say nothing went wrong while cleaning (post only ever warns). */
-function expectCleanPosts(posts: StepResult[], count: number): void {
-  expect(posts).toHaveLength(count);
-  for (const post of posts) {
-    expectExit(post, 0, 'post');
-    expect(commands(post.stdout, 'warning')).toEqual([]);
-    expect(commands(post.stdout, 'error')).toEqual([]);
-  }
 }
 
 /** The names of the Docker CLI contexts the job's user has. */

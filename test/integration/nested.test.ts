@@ -10,6 +10,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
+import { commands, expectCleanPosts, expectExit } from '../support/steps';
 import { inspectContainer, labelled, NESTED_BASE_IMAGE, OUTER_SOCKET, outer, outerEnv, outerOk, run, Sweeper, TEST_IMAGE, type Started } from '../support/engine';
 
 jest.setTimeout(150_000);
@@ -103,35 +104,10 @@ async function runMain(job: Job, inputs: Record<string, string> = {}): Promise<{
   return { result, started: sweeper.record(result.state, homes.get(job)!) };
 }
 
-/** Workflow commands are %-escaped; this reads their messages back. */
-function commands(stdout: string, kind: 'error' | 'warning'): string[] {
-  return stdout
-    .split('\n')
-    .filter(line => line.startsWith(`::${kind}`))
-    .map(line => line.slice(line.indexOf('::', 2) + 2).replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%25/g, '%'));
-}
-
-/** Asserts the step's exit code, showing its output when it is not the expected one. */
-function expectExit(step: { exitCode: number; stdout: string; stderr: string }, code: number, what: string): void {
-  if (step.exitCode !== code) {
-    throw new Error(`${what}: exit code ${step.exitCode}, expected ${code}.\n--- stdout\n${step.stdout}\n--- stderr\n${step.stderr}`);
-  }
-}
-
 /** Main succeeded without a warning. */
 function expectCleanMain(main: StepResult): void {
   expectExit(main, 0, 'main');
   expect(commands(main.stdout, 'warning')).toEqual([]);
-}
-
-/** Posts succeed, and say nothing went wrong while cleaning (post only ever warns). */
-function expectCleanPosts(posts: StepResult[], count: number): void {
-  expect(posts).toHaveLength(count);
-  for (const post of posts) {
-    expectExit(post, 0, 'post');
-    expect(commands(post.stdout, 'warning')).toEqual([]);
-    expect(commands(post.stdout, 'error')).toEqual([]);
-  }
 }
 
 /** Nothing of the instance is left on the outer engine, nor its certificates at `certDir` (a runner path). */

@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
+import { commands, expectExit } from '../support/steps';
 import { startCacheServer, type CacheServer, type CacheServerStats } from '../support/cache-server';
 import { labelled, namedLike, NESTED_BASE_IMAGE, OUTER_SOCKET, outerEnv, outerOk, run, Sweeper, TEST_IMAGE, type Started } from '../support/engine';
 
@@ -78,20 +79,6 @@ function newJob(options: { env?: Record<string, string>; home?: string } = {}): 
 async function runMain(job: Job, inputs: Record<string, string> = {}): Promise<{ result: StepResult; started?: Started }> {
   const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
   return { result, started: sweeper.record(result.state, job.env.HOME) };
-}
-
-/** Workflow commands are %-escaped; this reads their messages back. */
-function commands(stdout: string, kind: 'error' | 'warning'): string[] {
-  return stdout
-    .split('\n')
-    .filter(line => line.startsWith(`::${kind}`))
-    .map(line => line.slice(line.indexOf('::', 2) + 2).replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%25/g, '%'));
-}
-
-function expectExit(step: { exitCode: number; stdout: string; stderr: string }, code: number, what: string): void {
-  if (step.exitCode !== code) {
-    throw new Error(`${what}: exit code ${step.exitCode}, expected ${code}.\n--- stdout\n${step.stdout}\n--- stderr\n${step.stderr}`);
-  }
 }
 
 function note(what: string, message: string | undefined): void {
