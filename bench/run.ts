@@ -182,7 +182,6 @@ async function snapshotAction(): Promise<void> {
   fs.copyFileSync(path.join(REPO_ROOT, 'action.yml'), path.join(root, 'action.yml'));
   fs.copyFileSync(path.join(REPO_ROOT, 'test/support/runner.ts'), path.join(root, 'test/support/runner.ts'));
   fs.symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(root, 'node_modules'));
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const runner = require(path.join(root, 'test/support/runner.ts')) as typeof import('../test/support/runner');
   if (runner.REPO_ROOT !== root) throw new Error(`the runner copy resolves its root to ${runner.REPO_ROOT}, not ${root}`);
   useRunner(runner.Job);

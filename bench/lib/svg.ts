@@ -4,7 +4,7 @@
 export interface Series {
   name: string;
   color: string;
-  points: Array<{ x: number; y: number }>;
+  points: Array<{ x: number; y: number; label?: string }>;
   dashed?: boolean;
   /** A straight line y = intercept + slope * x drawn across the plot (dashed), e.g. a fit. */
   line?: { intercept: number; slope: number };
@@ -83,6 +83,7 @@ export function lineChart(chart: Chart): string {
       out.push(`<path d="${d}" fill="none" stroke="${series.color}" stroke-width="2"${series.dashed ? ' stroke-dasharray="4 3"' : ''}/>`);
     }
     for (const p of points) {
+      if (p.label) out.push(`<text x="${(sx(p.x) - 6).toFixed(1)}" y="${(sy(p.y) - 9).toFixed(1)}" text-anchor="end" font-size="11" fill="${series.color}">${esc(p.label)}</text>`);
       out.push(`<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="3.5" fill="${series.color}"><title>${esc(`${series.name}: ${fmt(Number(p.y.toFixed(2)))} s at ${fmt(Math.round(p.x))} MB`)}</title></circle>`);
     }
   });
