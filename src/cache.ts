@@ -22,6 +22,7 @@ import {
 import { availability, download, lookup, reserve, upload } from './cache-service';
 import { cacheKeys, contentFingerprint, keyBase, saveKey, type DaemonContent } from './cache-key';
 import { Inputs } from './constants';
+import { collectUsage, planEviction, type LastUsed } from './usage';
 import type { ActionInputs, CacheSavePolicy } from './inputs';
 import type { Instance } from './instance';
 import { formatBytes } from './units';
@@ -36,6 +37,12 @@ export interface CacheSetup {
   maxBytes: number;
   /** The key restored, if any. */
   restoredKey?: string;
+  /** Images unused for this long are dropped before saving; undefined: never. */
+  keepUnusedMs?: number;
+  /** When the daemon started (ms since the epoch): what happened after is the job's use of its images. */
+  usageSince?: number;
+  /** The exec that records the daemon's image events (see usage.ts). */
+  usageRecorder?: string;
 }
 
 export interface RestoreResult {
@@ -70,7 +77,7 @@ export async function prepareCache(inputs: ActionInputs, instance: Instance): Pr
   const base = keyBase({ image: inputs.image, arch: process.arch, dockerdArgs: inputs.dockerdArgs, daemonConfig: inputs.daemonConfig });
   const keys = cacheKeys(base, inputs.cacheKey);
   await makeDirectory(access, instance.dataDir);
-  return { dataDir: instance.dataDir, access, ...keys, savePolicy: inputs.cacheSave, maxBytes: inputs.cacheMaxSizeBytes };
+  return { dataDir: instance.dataDir, access, ...keys, savePolicy: inputs.cacheSave, maxBytes: inputs.cacheMaxSizeBytes, keepUnusedMs: inputs.cacheEvictAfterMs };
 }
 
 /** Streams the newest matching cache into the data directory. Never throws. */
@@ -101,10 +108,26 @@ export async function restoreDaemonData(setup: CacheSetup): Promise<RestoreResul
   }
 }
 
+/** Saved with the data: what made it, and when each image was last used. */
+interface CacheMetadata {
+  imageId: string;
+  key: string;
+  savedAt: string;
+  lastUsed?: LastUsed;
+}
+
+async function readMetadata(setup: CacheSetup): Promise<Partial<CacheMetadata> | undefined> {
+  const text = await readFileAsRoot(setup.access, path.join(setup.dataDir, METADATA_FILE));
+  try {
+    return text ? (JSON.parse(text) as Partial<CacheMetadata>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Keeps a restored tree only if the same image made it: another daemon version might misread it. */
 export async function verifyRestoredData(setup: CacheSetup, imageId: string): Promise<boolean> {
-  const metadata = await readFileAsRoot(setup.access, path.join(setup.dataDir, METADATA_FILE));
-  const madeBy = metadata ? (JSON.parse(metadata) as { imageId?: string }).imageId : undefined;
+  const madeBy = (await readMetadata(setup))?.imageId;
   if (madeBy === imageId) return true;
   core.warning(`The cache was made by another dind image (${madeBy ?? 'unknown'}, this one is ${imageId}): the daemon starts empty and post saves a new cache.`);
   await discard(setup);
@@ -133,6 +156,40 @@ export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
     images: images.map(image => ({ id: image.Id, tags: (image.RepoTags ?? []).filter(tag => tag !== '<none>:<none>') })),
     buildCache: (df.BuildCache ?? []).map(record => record.ID)
   };
+}
+
+export interface Eviction {
+  /** Tags (or ids) of the images dropped. */
+  evicted: string[];
+  /** The usage record to save with the data. */
+  lastUsed: LastUsed;
+  /** Why nothing was dropped although the input allows it. */
+  skipped?: string;
+}
+
+/**
+ * While the daemon runs, before pruning: drops the images no job used for the input's time. Without a
+ * full record of the job's image events nothing is dropped: a used image must never be.
+ */
+export async function evictUnusedImages(setup: CacheSetup, outer: Docker, container: Docker.Container, dind: Docker): Promise<Eviction> {
+  const now = Date.now();
+  const [usage, metadata] = await Promise.all([collectUsage(outer, container, dind, setup.usageRecorder, setup.usageSince ?? now), readMetadata(setup)]);
+  const savedAt = metadata?.savedAt ? Date.parse(metadata.savedAt) : now;
+  const keepUnusedMs = usage.partial ? undefined : setup.keepUnusedMs;
+  const plan = planEviction(usage.images, usage.used, { lastUsed: metadata?.lastUsed ?? {}, savedAt: Number.isNaN(savedAt) ? now : savedAt }, now, keepUnusedMs);
+  const evicted: string[] = [];
+  for (const { image, lastUsed } of plan.evict) {
+    try {
+      // force: one image under several tags goes as a whole.
+      await dind.getImage(image.id).remove({ force: true });
+      evicted.push(...(image.tags.length > 0 ? image.tags : [image.id.slice(7, 19)]));
+    } catch (error) {
+      core.info(`Keeping ${image.tags[0] ?? image.id}: ${(error as Error).message}`);
+      plan.lastUsed[image.id] = lastUsed;
+    }
+  }
+  const skipped = usage.partial && setup.keepUnusedMs !== undefined ? `${usage.partial}, so the job's use of its images is not fully known` : undefined;
+  return { evicted, lastUsed: plan.lastUsed, skipped };
 }
 
 export type SaveDecision = { save: true; key: string } | { save: false; reason: string };
@@ -186,13 +243,14 @@ async function reserveSlot(key: string): Promise<{ key: string; uploadUrl: strin
 class SizeLimitError extends Error {}
 
 /** Archives the stopped daemon's data and uploads it under `key`. Never throws. */
-export async function saveDaemonData(setup: CacheSetup, contentKey: string, imageId: string): Promise<SaveResult> {
+export async function saveDaemonData(setup: CacheSetup, contentKey: string, imageId: string, lastUsed: LastUsed): Promise<SaveResult> {
   let bytes = 0;
   try {
     const slot = await reserveSlot(contentKey);
     if ('existing' in slot) return { saved: false, bytes: 0, reason: `a cache with this content exists already (${slot.existing})` };
     const { key, uploadUrl } = slot;
-    await writeFileAsRoot(setup.access, path.join(setup.dataDir, METADATA_FILE), JSON.stringify({ imageId, key, savedAt: new Date().toISOString() }) + '\n');
+    const metadata: CacheMetadata = { imageId, key, savedAt: new Date().toISOString(), lastUsed };
+    await writeFileAsRoot(setup.access, path.join(setup.dataDir, METADATA_FILE), JSON.stringify(metadata) + '\n');
     const archiver = archiveFrom(setup.access, setup.dataDir);
     const limit = new Transform({
       transform(chunk: Buffer, _encoding, callback) {

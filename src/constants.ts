@@ -14,6 +14,7 @@ export const Inputs = {
   CacheKey: 'cache-key',
   CacheSave: 'cache-save',
   CacheMaxSize: 'cache-max-size',
+  CacheEvictAfter: 'cache-evict-after',
   Mounts: 'mounts',
   Ports: 'ports',
   Mtu: 'mtu',

@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { DAEMON_TLS_PORT, Inputs } from './constants';
+import { parseDuration } from './units';
 
 export const PULL_POLICIES = ['missing', 'always', 'never'] as const;
 export type PullPolicy = (typeof PULL_POLICIES)[number];
@@ -24,6 +25,8 @@ export interface ActionInputs {
   cacheKey: string;
   cacheSave: CacheSavePolicy;
   cacheMaxSizeBytes: number;
+  /** Images no job used for this long are not saved again; undefined: never dropped. */
+  cacheEvictAfterMs?: number;
   /** Runner paths bind-mounted at the same path; undefined: the workspace and RUNNER_TEMP. */
   mounts?: string[];
   ports: PortMapping[];
@@ -114,6 +117,7 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
     cacheKey: read(Inputs.CacheKey).trim(),
     cacheSave: attempt(() => parseChoice(Inputs.CacheSave, read(Inputs.CacheSave), CACHE_SAVE_POLICIES), 'never'),
     cacheMaxSizeBytes: attempt(() => parseSize(Inputs.CacheMaxSize, read(Inputs.CacheMaxSize)), 0),
+    cacheEvictAfterMs: attempt(() => parseEvictAfter(read(Inputs.CacheEvictAfter)), undefined),
     mounts: attempt(() => parseMounts(read(Inputs.Mounts)), undefined),
     ports: attempt(() => parsePorts(read(Inputs.Ports)), []),
     mtu: attempt(() => parseMtu(read(Inputs.Mtu)), undefined),
@@ -182,6 +186,16 @@ export function parseSize(name: string, raw: string): number {
   const bytes = match ? Math.floor(Number(match[1]) * SIZE_UNITS[(match[2] ?? '').toLowerCase()]) : NaN;
   if (!(bytes > 0)) throw new Error(`Input '${name}' must be a size such as 4g, 500m or 1073741824 (bytes); got '${value}'.`);
   return bytes;
+}
+
+/** A duration such as 7d, 12h or 30m; `0`: at once; `never`: undefined. */
+export function parseEvictAfter(raw: string): number | undefined {
+  const value = required(Inputs.CacheEvictAfter, raw).toLowerCase();
+  if (value === 'never') return undefined;
+  if (value === '0') return 0;
+  const ms = parseDuration(value);
+  if (!(ms > 0)) throw new Error(`Input '${Inputs.CacheEvictAfter}' must be a duration such as 7d, 12h, 30m or 2w, 0 (drop what this job did not use) or never; got '${raw.trim()}'.`);
+  return ms;
 }
 
 /** Items separated by newlines or commas, as YAML block scalars make them easy to write. */

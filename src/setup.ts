@@ -28,6 +28,7 @@ import { defaultRouteMtu, detectRunnerContainer, engineHostPath, type RunnerCont
 import { saveInstanceState, type DaemonAddress, type InstanceState } from './state';
 import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './tls';
 import { formatBytes } from './units';
+import { startUsageRecorder } from './usage';
 
 const FAILURE_LOG_LINES = 50;
 /** Networks a container cannot be connected to: a runner on them shares the host's loopback or none. */
@@ -202,6 +203,7 @@ async function startDaemon(docker: Docker, inputs: ActionInputs, state: Instance
     await docker.getNetwork(network).connect({ Container: container.id, EndpointConfig: { Aliases: [instance.name] } });
   }
   await container.putArchive(await setupArchive(prepared.authority.caCert, daemonConfig(inputs, defaultRouteMtu())), { path: '/' });
+  if (state.cache) state.cache.usageSince = Date.now();
   await container.start();
   const info = await container.inspect();
   const port = publishedPort(info);
@@ -216,6 +218,13 @@ async function startDaemon(docker: Docker, inputs: ActionInputs, state: Instance
   try {
     const version = await waitForDaemon(endpointOf(reach.address, prepared), container, inputs.waitTimeoutSeconds * 1000);
     core.info(`Docker ${version} answers over mutual TLS at ${reach.host}.`);
+    if (state.cache?.usageSince !== undefined && state.cache.keepUnusedMs !== undefined) {
+      state.cache.usageRecorder = await startUsageRecorder(container, state.cache.usageSince).catch(error => {
+        core.warning(`Cannot record which images the job uses (${(error as Error).message}): post will not drop unused images from the cache.`);
+        return undefined;
+      });
+      saveInstanceState(state);
+    }
     return { container, reach, addresses, version };
   } catch (error) {
     if (!(error instanceof DaemonNotReadyError)) throw error;

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { removeDirectory } from './archive';
-import { contentKey, decideSave, pruneForCache, saveBlocker, saveDaemonData, type SaveDecision } from './cache';
+import { contentKey, decideSave, evictUnusedImages, pruneForCache, saveBlocker, saveDaemonData, type Eviction, type SaveDecision } from './cache';
 import { availability } from './cache-service';
 import { INSTANCE_LABEL } from './constants';
 import { removeContext } from './context';
@@ -14,7 +14,7 @@ import { connect, connectOuterEngine, tlsClientOptions } from './engine';
 import { CLIENT_FILES } from './environment';
 import { Timeline } from './report';
 import { loadInstanceState, type DaemonAddress, type InstanceState } from './state';
-import { formatBytes } from './units';
+import { formatBytes, formatDuration } from './units';
 
 /** dockerd stops its own containers on SIGTERM; give it the time the Docker CLI would. */
 const STOP_GRACE_SECONDS = 30;
@@ -40,9 +40,11 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   const label = { label: [`${INSTANCE_LABEL}=${instance.id}`] };
 
   const containers = await attempt('list the dind containers', () => docker.listContainers({ all: true, filters: label }), []);
-  const running = containers.some(summary => summary.State === 'running');
-  const decision = state.cache ? await timeline.phase('Decide whether to save the cache', () => planSave(state, running)) : undefined;
+  const daemon = containers.find(summary => summary.State === 'running');
+  const plan = state.cache ? await timeline.phase('Decide whether to save the cache', () => planSave(state, docker, daemon?.Id)) : undefined;
+  const decision = plan?.decision;
   if (decision) core.info(decision.save ? `Saving the cache as ${decision.key} once the daemon has stopped.` : `Not saving the cache: ${decision.reason}.`);
+  if (plan?.eviction) reportEviction(plan.eviction, state.cache?.keepUnusedMs, timeline);
 
   for (const summary of containers) {
     const container = docker.getContainer(summary.Id);
@@ -57,7 +59,7 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   if (state.cache && decision) {
     if (decision.save) {
       const cache = state.cache;
-      const result = await timeline.phase('Save the cache', () => saveDaemonData(cache, decision.key, state.imageId ?? ''));
+      const result = await timeline.phase('Save the cache', () => saveDaemonData(cache, decision.key, state.imageId ?? '', plan?.eviction?.lastUsed ?? {}));
       timeline.fact('Cache', result.saved ? `saved ${formatBytes(result.bytes)} as ${result.key}` : `not saved: ${result.reason}`);
     } else {
       timeline.fact('Cache', `not saved: ${decision.reason}`);
@@ -87,20 +89,34 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
 }
 
 /**
- * While the daemon still runs: drop what the next job should not inherit, fingerprint the rest, and
- * decide. A daemon that is not running may have died mid-write: its data is never saved.
+ * While the daemon still runs: drop what the next job should not inherit (its containers and volumes,
+ * images no job uses any more), fingerprint the rest, and decide. A daemon that is not running may have
+ * died mid-write: its data is never saved.
  */
-async function planSave(state: InstanceState, running: boolean): Promise<SaveDecision> {
+async function planSave(state: InstanceState, docker: Docker, daemonContainerId: string | undefined): Promise<{ decision: SaveDecision; eviction?: Eviction }> {
   const cache = state.cache!;
   const service = availability();
   const blocker = saveBlocker(cache, service.writable, service.reason);
-  if (blocker) return { save: false, reason: blocker };
-  if (!running || state.endpoint === undefined) return { save: false, reason: 'the daemon was not running at the end of the job, so its data may be inconsistent' };
+  if (blocker) return { decision: { save: false, reason: blocker } };
+  if (!daemonContainerId || state.endpoint === undefined) return { decision: { save: false, reason: 'the daemon was not running at the end of the job, so its data may be inconsistent' } };
   try {
-    const content = await pruneForCache(await daemonClient(state.instance.certDir, state.endpoint));
-    return decideSave(cache, contentKey(cache, content));
+    const dind = await daemonClient(state.instance.certDir, state.endpoint);
+    const eviction = await evictUnusedImages(cache, docker, docker.getContainer(daemonContainerId), dind);
+    const content = await pruneForCache(dind);
+    return { decision: decideSave(cache, contentKey(cache, content)), eviction };
   } catch (error) {
-    return { save: false, reason: `the daemon could not be read (${(error as Error).message})` };
+    return { decision: { save: false, reason: `the daemon could not be read (${(error as Error).message})` } };
+  }
+}
+
+function reportEviction(eviction: Eviction, keepUnusedMs: number | undefined, timeline: Timeline): void {
+  if (eviction.skipped) {
+    core.warning(`Not dropping unused images from the cache: ${eviction.skipped}.`);
+    timeline.fact('Unused images', `kept: ${eviction.skipped}`);
+  } else if (eviction.evicted.length > 0) {
+    const after = keepUnusedMs === 0 ? 'not used by this job' : `not used for ${formatDuration(keepUnusedMs ?? 0)}`;
+    core.info(`Dropped from the cache, ${after}: ${eviction.evicted.join(', ')}`);
+    timeline.fact('Unused images', `dropped ${eviction.evicted.length}, ${after}: ${eviction.evicted.join(', ')}`);
   }
 }
 

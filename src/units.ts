@@ -1,4 +1,4 @@
-// Human-readable sizes in binary units, the way Docker prints them.
+// Human-readable sizes in binary units, the way Docker prints them, and durations.
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 
 export function formatBytes(bytes: number): string {
@@ -9,4 +9,26 @@ export function formatBytes(bytes: number): string {
     unit++;
   }
   return `${unit === 0 ? value : value.toFixed(value < 10 ? 2 : 1)} ${UNITS[unit]}`;
+}
+
+/** Milliseconds per duration unit, largest first. */
+const DURATION_UNITS: Array<[string, number]> = [
+  ['w', 604_800_000],
+  ['d', 86_400_000],
+  ['h', 3_600_000],
+  ['m', 60_000],
+  ['s', 1000]
+];
+
+/** `7d`, `12h`, `1.5w` (case-insensitive) in milliseconds; NaN if it is not one. */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)([wdhms])$/i.exec(text.trim());
+  const unit = match ? DURATION_UNITS.find(([name]) => name === match[2].toLowerCase()) : undefined;
+  return match && unit ? Number(match[1]) * unit[1] : NaN;
+}
+
+/** In the largest unit that keeps it at least 1: `1w`, `1.5d`. */
+export function formatDuration(ms: number): string {
+  const [name, size] = DURATION_UNITS.find(([, size]) => ms >= size) ?? ['s', 1000];
+  return `${Number((ms / size).toFixed(1))}${name}`;
 }

@@ -851,6 +851,64 @@ ${BUILD} -t ${JOB4_IMAGE} job4`,
     });
   });
 
+  // Images a job stops using must not ride along forever. The job's use is read from a recorder of the
+  // daemon's events (its own history keeps only the last 256) and from the layers images share.
+  describe('unused images (a namespace of its own: an explicit default feature in daemon-config)', () => {
+    const EVICT = { 'daemon-config': '{"storage-driver":"overlay2","features":{"containerd-snapshotter":false}}' };
+    const BASE = 'setup-dind-test/evict:base';
+    const CHILD = 'setup-dind-test/evict:child';
+    const UNUSED = 'setup-dind-test/evict:unused';
+    const build = (tag: string, from: string, file: string) =>
+      `mkdir -p ctx-${file} && echo ${file} > ctx-${file}/${file} && printf 'FROM %s\\nCOPY %s /%s\\n' ${from} ${file} ${file} > ctx-${file}/Dockerfile\n${BUILD} -t ${tag} ctx-${file} >/dev/null`;
+    /** More events than the daemon keeps (volume events, which the recorder does not keep): the run's are gone from its history. */
+    const FLOOD = `seq 1 140 | xargs -P 4 -I{} docker volume create flood-{} >/dev/null
+docker volume rm $(docker volume ls -q --filter name=flood-) >/dev/null
+test -z "$(docker events --since 0 --until "$(date +%s)" --filter type=container --filter event=create)"`;
+
+    test('a job that ran only a --rm container of one image keeps it and its bases and drops the rest (cache-evict-after: 0); the default keeps them a week; a stopped recorder drops nothing', async () => {
+      await withJob({ inputs: EVICT }, async (job, main) => {
+        expect(main.result.outputs['cache-hit']).toBe('false');
+        await step(job, [load(TINY_IMAGE), build(BASE, TINY_IMAGE, 'base'), build(CHILD, BASE, 'child'), build(UNUSED, TINY_IMAGE, 'unused')].join('\n'), 'load and build');
+        const post = await finish(job, main, { warnings: 0 });
+        savedKeyOf(post);
+        expect(summaryRows(post.summary)['Unused images']).toBeUndefined();
+      });
+
+      await withJob({ inputs: { ...EVICT, 'cache-evict-after': '0' } }, async (job, main) => {
+        expect(await imageTags(job)).toEqual([BASE, CHILD, UNUSED, TINY_IMAGE].sort());
+        const ran = await step(job, `docker run --rm ${CHILD} /ldconfig --version\n${FLOOD}`, 'run one container, then flood the event history');
+        expect(ran.stdout).toMatch(/ldconfig \(Debian GLIBC/);
+        const before = server.stats();
+        const post = await finish(job, main, { warnings: 0 });
+        expect(post.stdout).toContain(`Dropped from the cache, not used by this job: ${UNUSED}`);
+        expect(summaryRows(post.summary)['Unused images']).toBe(`dropped 1, not used by this job: ${UNUSED}`);
+        savedKeyOf(post);
+        expect(delta(before, server.stats())).toMatchObject({ creates: 1, finalizes: 1 });
+      });
+
+      // The default (7d): unused since the last job, but within the week.
+      await withJob({ inputs: EVICT }, async (job, main) => {
+        expect(await imageTags(job)).toEqual([BASE, CHILD, TINY_IMAGE].sort());
+        const before = server.stats();
+        const post = await finish(job, main, { warnings: 0 });
+        expect(post.stdout).toContain('nothing changed');
+        expect(summaryRows(post.summary)['Unused images']).toBeUndefined();
+        expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
+      });
+
+      // Without a full record of the job's events, nothing is dropped, whatever the input says.
+      await withJob({ inputs: { ...EVICT, 'cache-evict-after': '0' } }, async (job, main) => {
+        await step(job, `${OUTER_DOCKER} exec ${main.result.outputs['container-id']} sh -c 'for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline)" in "docker -H unix:///var/run/docker.sock events"*) kill ${'$'}{p#/proc/};; esac; done'`, 'stop the recorder');
+        const before = server.stats();
+        const post = await finish(job, main, { warnings: 1 });
+        const [warning] = commands(post.stdout, 'warning');
+        expect(warning).toMatch(/^Not dropping unused images from the cache: the image usage recorder stopped \(exit code \d+\)/);
+        expect(post.stdout).toContain('nothing changed');
+        expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
+      });
+    }, 300_000);
+  });
+
   test(`as ${NOSUDO} (no root, no sudo): the cache is off with a warning naming sudo; the daemon works`, async () => {
     const before = server.stats();
     await withJob({ user: NOSUDO }, async (job, main) => {

@@ -1,6 +1,6 @@
 // Human-readable sizes and durations for logs and the job summary.
 import { formatSeconds } from '../../src/report';
-import { formatBytes } from '../../src/units';
+import { formatBytes, formatDuration, parseDuration } from '../../src/units';
 
 describe('formatBytes', () => {
   test.each([
@@ -36,5 +36,19 @@ describe('formatSeconds', () => {
     [600, '600.0 s']
   ])('%p → %p', (seconds, text) => {
     expect(formatSeconds(seconds)).toBe(text);
+  });
+});
+
+describe('parseDuration and formatDuration', () => {
+  test.each([
+    ['7d', 604_800_000, '1w'],
+    ['36h', 129_600_000, '1.5d'],
+    ['1.5w', 907_200_000, '1.5w'],
+    ['45s', 45_000, '45s'],
+    ['90m', 5_400_000, '1.5h'],
+    ['1000ms', NaN, undefined]
+  ])('%p', (text, ms, formatted) => {
+    expect(parseDuration(text)).toBe(ms);
+    if (formatted !== undefined) expect(formatDuration(ms)).toBe(formatted);
   });
 });

@@ -66,6 +66,7 @@ describe('defaults from action.yml', () => {
       cacheKey: '',
       cacheSave: 'on-change',
       cacheMaxSizeBytes: 4 * GiB,
+      cacheEvictAfterMs: 7 * 86_400_000,
       mounts: undefined,
       ports: [],
       mtu: undefined,
@@ -200,6 +201,34 @@ describe('cache-max-size', () => {
     const problems = problemsWith({ 'cache-max-size': raw });
     expect(problems).toHaveLength(1);
     expect(problems[0]).toMatch(/^Input 'cache-max-size' (must be a size|is required)/);
+  });
+});
+
+describe('cache-evict-after', () => {
+  const DAY = 86_400_000;
+  test.each<[string, number | undefined]>([
+    ['7d', 7 * DAY],
+    ['7D', 7 * DAY],
+    ['2w', 14 * DAY],
+    ['12h', DAY / 2],
+    ['1.5d', 1.5 * DAY],
+    ['30m', 1_800_000],
+    ['90s', 90_000],
+    ['0', 0],
+    ['never', undefined],
+    ['Never', undefined]
+  ])('%p is %p ms', (raw, ms) => {
+    expect(inputsWith({ 'cache-evict-after': raw }).cacheEvictAfterMs).toBe(ms);
+  });
+
+  test('defaults to a week', () => {
+    expect(inputsWith({}).cacheEvictAfterMs).toBe(7 * DAY);
+  });
+
+  test.each(['', '7', '-1d', '0d', 'd', '7 days', '1y', 'forever', '1e3s', '0.0'])('refuses %p', raw => {
+    const problems = problemsWith({ 'cache-evict-after': raw });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^Input 'cache-evict-after' (must be a duration such as 7d, 12h, 30m or 2w, 0 \(drop what this job did not use\) or never; got|is required)/);
   });
 });
 
