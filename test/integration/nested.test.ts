@@ -452,11 +452,15 @@ class ContainerJob {
   };
   private steps = 0;
 
+  /** `mtu`: the job network's, so the job container's default route has it. */
+  constructor(private readonly options: { mtu?: number } = {}) {}
+
   async start(): Promise<void> {
     fs.mkdirSync(this.hostWorkspace);
     fs.mkdirSync(this.hostTemp);
     const node = fs.realpathSync(process.execPath);
-    await outerOk(['network', 'create', this.network]);
+    const mtu = this.options.mtu ? ['--opt', `com.docker.network.driver.mtu=${this.options.mtu}`] : [];
+    await outerOk(['network', 'create', ...mtu, this.network]);
     await outerOk([
       'run', '--detach', '--name', this.name, '--network', this.network,
       '--volume', '/var/run/docker.sock:/var/run/docker.sock',
@@ -517,6 +521,36 @@ class ContainerJob {
 }
 
 describe('a job running in a container', () => {
+  // Nested traffic leaves through the runner's network: packets sized for 1500 stall where the path is smaller.
+  test('mtu unset: nested networks get the MTU of the runner default route (a job network of MTU 1400)', async () => {
+    const job = new ContainerJob({ mtu: 1400 });
+    let posted = false;
+    try {
+      await job.start();
+      const main = await job.runMain({ ...BASE_INPUTS, context: '', 'wait-timeout': '20' });
+      const started = sweeper.record(main.state, ContainerJob.HOME);
+      expectCleanMain(main);
+      const step = await job.run(
+        `echo "runner=$(cat /sys/class/net/eth0/mtu)"
+${NO_DOCKER_ENV} docker -H unix:///var/run/docker.sock save ${HTTPD_IMAGE} | docker load >/dev/null
+echo "default=$(docker run --rm ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"
+docker network create user-net >/dev/null
+echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"`
+      );
+      expectExit(step, 0, 'step reading nested MTUs');
+      expect(step.stdout).toContain('runner=1400\n');
+      expect(step.stdout).toContain('default=1400\n');
+      expect(step.stdout).toContain('user-net=1400\n');
+      const post = await job.runPost(main.state, { ...BASE_INPUTS, context: '' });
+      posted = true;
+      expectCleanPosts([post], 1);
+      await expectInstanceGone(started!, path.join(job.hostTemp, `setup-dind-dind-${started!.id}`));
+    } finally {
+      if (!posted) await sweeper.sweep();
+      await job.remove();
+    }
+  }, 180_000);
+
   test('the daemon joins the job container network: DOCKER_HOST by name, certificates in RUNNER_TEMP, workspace mounts translated to host paths, buildx and compose; post leaves the job network', async () => {
     const job = new ContainerJob();
     const token = unique();
