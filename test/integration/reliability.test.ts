@@ -186,6 +186,8 @@ describe('bad input: a clear error naming the input and what is allowed; nothing
     ['cache-max-size: 0', { 'cache-max-size': '0' }, 'cache-max-size', /size such as 4g.*'0'/],
     ['cache-max-size: -1g', { 'cache-max-size': '-1g' }, 'cache-max-size', /size such as 4g.*'-1g'/],
     ['cache-max-size: 4 gigs', { 'cache-max-size': '4 gigs' }, 'cache-max-size', /size such as 4g.*'4 gigs'/],
+    ['cache-evict-after: forever', { 'cache-evict-after': 'forever' }, 'cache-evict-after', /duration such as 7d, 12h, 30m or 2w, 0 .* or never; got 'forever'/],
+    ['cache-evict-after: 7 (no unit)', { 'cache-evict-after': '7' }, 'cache-evict-after', /duration such as 7d.*got '7'/],
     ['image: Docker:28-DIND (upper case path)', { image: 'Docker:28-DIND' }, 'image', /not a valid image reference.*'Docker:28-DIND'/],
     ['image: docker:28 dind (space)', { image: 'docker:28 dind' }, 'image', /not a valid image reference/],
     ['image: https://registry.example/dind', { image: 'https://registry.example/dind' }, 'image', /not a valid image reference/],
