@@ -146,6 +146,28 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
     }
   });
 
+  test('docker-container builder of a daemon that died before post: post still removes buildx\'s records of it, without a warning', async () => {
+    const { job, home } = newJob({ plugin: true });
+    try {
+      const { main, started } = await runMain(job, home, { buildx: 'true', 'buildx-image': UNPULLABLE_IMAGE });
+      expectExit(main, 1, 'main');
+      const builder = (JSON.parse(main.state.instance) as { builder?: string }).builder!;
+      expect(buildxFiles(home)).toEqual(expect.arrayContaining([`instances/${builder}`]));
+      // buildx rm cannot reach a dead daemon: it drops its records but fails, and post must tell the two apart.
+      const [container] = (await labelled(started!.id)).containers;
+      expect((await outer(['kill', container])).code).toBe(0);
+
+      const posts = await job.finish();
+      expect(buildxFiles(home).filter(file => file.includes(builder))).toEqual([]);
+      expect(await contexts(home)).toEqual(['default']);
+      expect(await labelled(started!.id)).toEqual({ containers: [], networks: [], volumes: [] });
+      expectCleanPosts(posts, 1);
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
+
   test('a runner without the buildx plugin: main fails before starting anything, saying what is missing', async () => {
     const { job, home } = newJob({ plugin: false });
     try {
