@@ -1,8 +1,8 @@
 // buildx: true on the real engine, through the runner emulation, with Debian's buildx plugin in each
 // job's HOME: the docker driver makes a later step's plain `docker buildx build` build in the daemon; a
-// docker-container builder that cannot start fails main, and post still removes everything; a runner
-// without the plugin fails main before anything starts. Nothing can be pulled here and no BuildKit
-// image exists, so a docker-container builder that starts is not covered.
+// docker-container builder that cannot start fails main, and post still removes everything, also when
+// the daemon died first; a runner without the plugin fails main before anything starts. Nothing can be
+// pulled here and no BuildKit image exists: a docker-container builder that starts is covered by e2e.yml.
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -60,6 +60,24 @@ async function contexts(home: string): Promise<string[]> {
   return listed.stdout.split('\n').map(line => line.trim()).filter(Boolean).sort();
 }
 
+/** Main with a docker-container builder whose image the daemon cannot pull: it fails, and buildx keeps the builder (post is what removes it). */
+async function mainWithUnstartableBuilder(job: Job, home: string): Promise<{ main: StepResult; started: Started; builder: string }> {
+  const { main, started } = await runMain(job, home, { buildx: 'true', 'buildx-image': UNPULLABLE_IMAGE });
+  expectExit(main, 1, 'main');
+  const builder = (JSON.parse(main.state.instance) as { builder?: string }).builder;
+  expect(builder).toBe(`setup-dind-dind-${started!.id}`);
+  expect(buildxFiles(home)).toEqual(expect.arrayContaining([`instances/${builder}`, `activity/${builder}`]));
+  return { main, started: started!, builder: builder! };
+}
+
+/** After post: nothing of the builder in ~/.docker/buildx, no context, nothing on the engine. */
+async function expectBuilderAndInstanceGone(home: string, builder: string, started: Started): Promise<void> {
+  expect(buildxFiles(home).filter(file => file.includes(builder))).toEqual([]);
+  expect(await contexts(home)).toEqual(['default']);
+  expect(await labelled(started.id)).toEqual({ containers: [], networks: [], volumes: [] });
+  expect(fs.existsSync(started.certDir)).toBe(false);
+}
+
 const unique = () => randomBytes(3).toString('hex');
 
 describe('buildx: true', () => {
@@ -112,10 +130,7 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
   test('docker-container driver with a BuildKit image the daemon cannot pull: main fails naming buildx and the cause; post removes builder, context and daemon', async () => {
     const { job, home } = newJob({ plugin: true });
     try {
-      const { main, started } = await runMain(job, home, { buildx: 'true', 'buildx-image': UNPULLABLE_IMAGE });
-      expectExit(main, 1, 'main');
-      const builder = (JSON.parse(main.state.instance) as { builder?: string }).builder;
-      expect(builder).toBe(`setup-dind-dind-${started!.id}`);
+      const { main, started, builder } = await mainWithUnstartableBuilder(job, home);
       const errors = commands(main.stdout, 'error');
       expect(errors).toHaveLength(1);
       expect(errors[0]).toContain(`buildx could not start the docker-container builder '${builder}' on context 'dind'`);
@@ -125,8 +140,7 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
       expect(main.exported.BUILDX_BUILDER).toBeUndefined();
       expect(main.outputs.builder).toBeUndefined();
 
-      // buildx keeps the builder it could not start (post is what removes it), as main asked for it.
-      expect(buildxFiles(home)).toEqual(expect.arrayContaining([`instances/${builder}`, `activity/${builder}`]));
+      // The builder buildx kept is as main asked for it.
       const inspected = await job.run(`docker buildx inspect ${builder}`);
       expectExit(inspected, 0, 'docker buildx inspect');
       const fields = inspected.stdout.split('\n').map(line => line.replace(/\s+/g, ' ').trim());
@@ -134,10 +148,7 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
       expect(await contexts(home)).toEqual(['default', 'dind']);
 
       const posts = await job.finish();
-      expect(buildxFiles(home).filter(file => file.includes(builder!))).toEqual([]);
-      expect(await contexts(home)).toEqual(['default']);
-      expect(await labelled(started!.id)).toEqual({ containers: [], networks: [], volumes: [] });
-      expect(fs.existsSync(started!.certDir)).toBe(false);
+      await expectBuilderAndInstanceGone(home, builder, started);
       expectCleanPosts(posts, 1);
       expect(posts[0].stdout).toContain('::group::Remove the buildx builder');
     } finally {
@@ -149,18 +160,13 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
   test('docker-container builder of a daemon that died before post: post still removes buildx\'s records of it, without a warning', async () => {
     const { job, home } = newJob({ plugin: true });
     try {
-      const { main, started } = await runMain(job, home, { buildx: 'true', 'buildx-image': UNPULLABLE_IMAGE });
-      expectExit(main, 1, 'main');
-      const builder = (JSON.parse(main.state.instance) as { builder?: string }).builder!;
-      expect(buildxFiles(home)).toEqual(expect.arrayContaining([`instances/${builder}`]));
+      const { started, builder } = await mainWithUnstartableBuilder(job, home);
       // buildx rm cannot reach a dead daemon: it drops its records but fails, and post must tell the two apart.
-      const [container] = (await labelled(started!.id)).containers;
+      const [container] = (await labelled(started.id)).containers;
       expect((await outer(['kill', container])).code).toBe(0);
 
       const posts = await job.finish();
-      expect(buildxFiles(home).filter(file => file.includes(builder))).toEqual([]);
-      expect(await contexts(home)).toEqual(['default']);
-      expect(await labelled(started!.id)).toEqual({ containers: [], networks: [], volumes: [] });
+      await expectBuilderAndInstanceGone(home, builder, started);
       expectCleanPosts(posts, 1);
     } finally {
       await job.finish();
