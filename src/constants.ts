@@ -20,7 +20,10 @@ export const Inputs = {
   Mtu: 'mtu',
   RegistryMirrors: 'registry-mirrors',
   InsecureRegistries: 'insecure-registries',
-  Swarm: 'swarm'
+  Swarm: 'swarm',
+  Buildx: 'buildx',
+  BuildxDriver: 'buildx-driver',
+  BuildxImage: 'buildx-image'
 } as const;
 
 export const Outputs = {
@@ -32,7 +35,8 @@ export const Outputs = {
   CacheHit: 'cache-hit',
   CacheKey: 'cache-key',
   CacheSize: 'cache-size',
-  Ip: 'ip'
+  Ip: 'ip',
+  Builder: 'builder'
 } as const;
 
 /** Keys of the step state main leaves for post (STATE_* in post). */
@@ -42,6 +46,9 @@ export const StateKeys = {
 
 /** The official image, pinned to a major version so a new Docker major never lands unannounced. */
 export const DEFAULT_IMAGE = 'docker:28-dind';
+
+/** BuildKit for buildx's docker-container driver, pinned so a new release never lands unannounced. */
+export const DEFAULT_BUILDX_IMAGE = 'moby/buildkit:v0.32.2';
 
 /** The only port the daemon listens on: TLS, mutual. */
 export const DAEMON_TLS_PORT = 2376;
@@ -64,6 +71,9 @@ export const DockerEnv = {
  * instance in the same job starts beside the first one rather than inside it.
  */
 export const OUTER_ENGINE_ENV = 'SETUP_DIND_OUTER_ENGINE';
+
+/** buildx (and docker/build-push-action, compose) build with the builder of this name when no --builder is given. */
+export const BUILDX_BUILDER_ENV = 'BUILDX_BUILDER';
 
 /** Testcontainers reaches mapped ports of its containers at this address instead of DOCKER_HOST's. */
 export const TESTCONTAINERS_HOST_ENV = 'TESTCONTAINERS_HOST_OVERRIDE';

@@ -2,7 +2,8 @@
 // DOCKER_CERT_PATH and want a context. The CLI copies the client key into ~/.docker/contexts, which
 // every job of the runner's user shares: names can collide between parallel jobs, and post must remove it.
 import * as path from 'node:path';
-import * as exec from '@actions/exec';
+import type * as exec from '@actions/exec';
+import { dockerCli as docker } from './docker-cli';
 import { CLIENT_FILES } from './environment';
 
 const DESCRIPTION_PREFIX = 'setup-dind instance ';
@@ -19,15 +20,6 @@ export function contextEndpoint(host: string, certDir: string): string {
     `cert=${path.join(certDir, CLIENT_FILES.cert)}`,
     `key=${path.join(certDir, CLIENT_FILES.key)}`
   ].join(',');
-}
-
-/** Context commands need no daemon, and post may run after the certificates DOCKER_CERT_PATH names are gone. */
-const DAEMON_SELECTION = ['DOCKER_HOST', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH', 'DOCKER_CONTEXT'];
-
-async function docker(args: string[]): Promise<exec.ExecOutput> {
-  // DOCKER_CONFIG stays: it says where the contexts live.
-  const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !DAEMON_SELECTION.includes(entry[0])));
-  return exec.getExecOutput('docker', args, { silent: true, ignoreReturnCode: true, env });
 }
 
 /** Whether a context exists, and which setup-dind instance made it (none: someone else did). */

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { DockerEnv, OUTER_ENGINE_ENV, Outputs, TESTCONTAINERS_HOST_ENV } from './constants';
+import { BUILDX_BUILDER_ENV, DockerEnv, OUTER_ENGINE_ENV, Outputs, TESTCONTAINERS_HOST_ENV } from './constants';
 import type { EngineSettings } from './engine';
 import type { KeyPair } from './tls';
 
@@ -40,6 +40,11 @@ export function exportDockerEnvironment(host: string, certDir: string, outer: En
 /** Testcontainers maps ports on the daemon's host: it must dial the dind container, not DOCKER_HOST's address. */
 export function exportTestcontainersHost(ip: string): void {
   core.exportVariable(TESTCONTAINERS_HOST_ENV, ip);
+}
+
+/** The builder buildx, docker/build-push-action and compose use in later steps of this job alone. */
+export function exportBuildxBuilder(name: string): void {
+  core.exportVariable(BUILDX_BUILDER_ENV, name);
 }
 
 export interface DaemonOutputs {

@@ -10,6 +10,9 @@ export type PullPolicy = (typeof PULL_POLICIES)[number];
 export const CACHE_SAVE_POLICIES = ['on-change', 'always', 'never'] as const;
 export type CacheSavePolicy = (typeof CACHE_SAVE_POLICIES)[number];
 
+export const BUILDX_DRIVERS = ['docker-container', 'docker'] as const;
+export type BuildxDriver = (typeof BUILDX_DRIVERS)[number];
+
 export interface ActionInputs {
   image: string;
   name: string;
@@ -35,6 +38,11 @@ export interface ActionInputs {
   registryMirrors: string[];
   insecureRegistries: string[];
   swarm: boolean;
+  /** Whether later steps' buildx builds in the daemon (BUILDX_BUILDER). */
+  buildx: boolean;
+  buildxDriver: BuildxDriver;
+  /** BuildKit for the docker-container driver. */
+  buildxImage: string;
 }
 
 /** A port of the dind container published on the runner's 127.0.0.1. */
@@ -123,7 +131,10 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
     mtu: attempt(() => parseMtu(read(Inputs.Mtu)), undefined),
     registryMirrors: attempt(() => parseUrls(Inputs.RegistryMirrors, read(Inputs.RegistryMirrors)), []),
     insecureRegistries: parseList(read(Inputs.InsecureRegistries)),
-    swarm: attempt(() => parseBoolean(Inputs.Swarm, read(Inputs.Swarm)), false)
+    swarm: attempt(() => parseBoolean(Inputs.Swarm, read(Inputs.Swarm)), false),
+    buildx: attempt(() => parseBoolean(Inputs.Buildx, read(Inputs.Buildx)), false),
+    buildxDriver: attempt(() => parseChoice(Inputs.BuildxDriver, read(Inputs.BuildxDriver), BUILDX_DRIVERS), 'docker-container'),
+    buildxImage: attempt(() => parseImage(read(Inputs.BuildxImage), Inputs.BuildxImage), '')
   };
   problems.push(...inputConflicts(inputs));
   if (problems.length > 0) throw new InputError(problems);
@@ -157,10 +168,10 @@ function parseMatching(name: string, raw: string, pattern: RegExp, allowed: stri
   return value;
 }
 
-export function parseImage(raw: string): string {
-  const value = required(Inputs.Image, raw);
+export function parseImage(raw: string, name: string = Inputs.Image): string {
+  const value = required(name, raw);
   if (!IMAGE_REFERENCE.test(value)) {
-    throw new Error(`Input '${Inputs.Image}' is not a valid image reference (like docker:28-dind or registry.example.com/team/dind:1.2); got '${value}'.`);
+    throw new Error(`Input '${name}' is not a valid image reference (like docker:28-dind or registry.example.com/team/dind:1.2); got '${value}'.`);
   }
   return value;
 }
@@ -354,5 +365,22 @@ function inputConflicts(inputs: ActionInputs): string[] {
   clash(Inputs.RegistryMirrors, 'registry-mirrors', inputs.registryMirrors.length > 0);
   clash(Inputs.InsecureRegistries, 'insecure-registries', inputs.insecureRegistries.length > 0);
   if (inputs.mtu !== undefined && 'mtu' in inputs.daemonConfig) problems.push(`Inputs '${Inputs.Mtu}' and '${Inputs.DaemonConfig}' both set the MTU. Keep one.`);
-  return problems;
+  return [...problems, ...buildxConflicts(inputs)];
+}
+
+/** What each buildx driver needs to reach the daemon. */
+function buildxConflicts(inputs: ActionInputs): string[] {
+  if (!inputs.buildx) return [];
+  if (inputs.buildxDriver === 'docker-container' && !inputs.context) {
+    return [
+      `Input '${Inputs.Buildx}' is true but '${Inputs.Context}' is empty: the docker-container builder is made on the daemon's context. Give '${Inputs.Context}' a name (the default is dind), or set '${Inputs.BuildxDriver}' to docker.`
+    ];
+  }
+  // buildx refuses a docker-driver builder whose context is not the current one, and DOCKER_HOST is what makes the daemon current.
+  if (inputs.buildxDriver === 'docker' && !inputs.setEnv) {
+    return [
+      `Inputs '${Inputs.BuildxDriver}' docker and '${Inputs.SetEnv}' false do not go together: buildx uses the daemon's own BuildKit only as the current Docker endpoint, which the exported DOCKER_HOST makes it. Set '${Inputs.SetEnv}' to true, or '${Inputs.BuildxDriver}' to docker-container.`
+    ];
+  }
+  return [];
 }

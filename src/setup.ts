@@ -1,6 +1,7 @@
 // Main: start the daemon, secure it, hand it to later steps.
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
+import { builderName, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './buildx';
 import { prepareCache, restoreDaemonData, verifyRestoredData, type CacheSetup, type RestoreResult } from './cache';
 import { DAEMON_TLS_PORT, INSTANCE_LABEL, Outputs } from './constants';
 import { createContext } from './context';
@@ -19,7 +20,7 @@ import {
   waitForDaemon
 } from './daemon';
 import { connect, connectOuterEngine, describeEngine, outerEngineSettings, tlsClientOptions, type EngineSettings, type TlsEndpoint } from './engine';
-import { daemonHost, exportDockerEnvironment, exportTestcontainersHost, setDaemonOutputs, writeClientCertificates } from './environment';
+import { daemonHost, exportBuildxBuilder, exportDockerEnvironment, exportTestcontainersHost, setDaemonOutputs, writeClientCertificates } from './environment';
 import { ensureImage } from './image';
 import { getInputs, type ActionInputs } from './inputs';
 import { newInstance, type Instance } from './instance';
@@ -71,6 +72,8 @@ async function setUp(timeline: Timeline): Promise<void> {
     throw new Error(`dind needs a Linux runner: this one runs ${process.platform}. Use runs-on: ubuntu-latest or a Linux self-hosted runner.`);
   }
   const inputs = getInputs();
+  // Before anything starts: a runner without the plugin has nothing to clean up.
+  const buildx = inputs.buildx ? await buildxVersion() : undefined;
   const instance = newInstance(inputs.name);
   const engine = outerEngineSettings();
   const state: InstanceState = { instance, engine };
@@ -109,6 +112,31 @@ async function setUp(timeline: Timeline): Promise<void> {
     timeline.fact('Daemon', `Docker ${version} at ${reach.host}${reach.ip ? ` (container address ${reach.ip})` : ''}`);
   });
   if (state.context) timeline.fact('Context', state.context);
+  if (buildx) {
+    const builder = await timeline.phase('Set up the buildx builder', () => setUpBuilder(inputs, state));
+    timeline.fact('Buildx builder', `${builder}: ${describeBuilder(inputs, state)}; ${buildx}`);
+  }
+}
+
+/** The builder of later steps' buildx, made on the context for the docker-container driver. */
+async function setUpBuilder(inputs: ActionInputs, state: InstanceState): Promise<string> {
+  let builder = DOCKER_DRIVER_BUILDER;
+  if (inputs.buildxDriver === 'docker-container') {
+    builder = builderName(state.instance);
+    // Saved first: buildx records a builder whose bootstrap fails, and post must remove it.
+    state.builder = builder;
+    saveInstanceState(state);
+    // getInputs refuses this driver without a context, so main has made one.
+    await createBuilder({ name: builder, context: state.context!, image: inputs.buildxImage });
+  }
+  exportBuildxBuilder(builder);
+  core.setOutput(Outputs.Builder, builder);
+  core.info(`Exported BUILDX_BUILDER=${builder}: buildx in later steps builds in the daemon.`);
+  return builder;
+}
+
+function describeBuilder(inputs: ActionInputs, state: InstanceState): string {
+  return inputs.buildxDriver === 'docker' ? "docker driver, the daemon's own BuildKit through DOCKER_HOST" : `docker-container driver, ${inputs.buildxImage} on context ${state.context}`;
 }
 
 async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void> {

@@ -18,6 +18,8 @@ export interface InstanceState {
   engine: EngineSettings;
   /** The Docker CLI context actually created, once it is. */
   context?: string;
+  /** The buildx builder main creates (docker-container driver), from just before it does. */
+  builder?: string;
   /** Where this job reaches the daemon (127.0.0.1 and the published port, or its name on a shared network), once it runs. */
   endpoint?: DaemonAddress;
   /** The dind image's id: a cache records what made it. */

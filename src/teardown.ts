@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { removeDirectory } from './archive';
+import { removeBuilder } from './buildx';
 import { contentKey, decideSave, evictUnusedImages, pruneForCache, saveBlocker, saveDaemonData, type Eviction, type SaveDecision } from './cache';
 import { availability } from './cache-service';
 import { INSTANCE_LABEL } from './constants';
@@ -38,6 +39,9 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   const { instance } = state;
   const docker = connectOuterEngine(state.engine);
   const label = { label: [`${INSTANCE_LABEL}=${instance.id}`] };
+  // First, while the daemon runs, so that buildx can also remove the BuildKit container in it.
+  const builder = state.builder;
+  if (builder) await timeline.phase('Remove the buildx builder', () => attempt(`remove buildx builder ${builder}`, () => removeBuilder(builder), undefined));
 
   const containers = await attempt('list the dind containers', () => docker.listContainers({ all: true, filters: label }), []);
   const daemon = containers.find(summary => summary.State === 'running');

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
 import { commands, expectCleanPosts, expectExit } from '../support/steps';
-import { inspectContainer, labelled, NESTED_BASE_IMAGE, OUTER_SOCKET, outer, outerEnv, outerOk, run, Sweeper, TEST_IMAGE, type Started } from '../support/engine';
+import { buildImage, inspectContainer, labelled, NESTED_BASE_IMAGE, OUTER_SOCKET, outer, outerEnv, outerOk, run, Sweeper, TEST_IMAGE, type Started } from '../support/engine';
 
 jest.setTimeout(150_000);
 
@@ -55,22 +55,6 @@ const LOAD_HTTPD = load(HTTPD_IMAGE);
 
 const sweeper = new Sweeper();
 const homes = new WeakMap<Job, string>();
-
-/** Builds (or finds cached) an image on the outer engine with the classic builder; removes the one it replaced. */
-async function buildImage(tag: string, dockerfile: string, target?: string): Promise<void> {
-  const before = await outer(['image', 'inspect', '--format', '{{.Id}}', tag]);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-nested-build-'));
-  try {
-    fs.writeFileSync(path.join(dir, 'Dockerfile'), dockerfile);
-    const args = ['-H', OUTER_SOCKET, 'build', '--quiet', '--tag', tag, ...(target ? ['--target', target] : []), dir];
-    const built = await run('docker', args, { env: outerEnv({ DOCKER_BUILDKIT: '0' }), timeoutMs: 10 * 60_000 });
-    if (built.code !== 0) throw new Error(`building ${tag} failed:\n${built.stdout}\n${built.stderr}`);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-  const after = await outerOk(['image', 'inspect', '--format', '{{.Id}}', tag]);
-  if (before.code === 0 && before.stdout.trim() !== after) await outer(['image', 'rm', before.stdout.trim()]);
-}
 
 beforeAll(async () => {
   await Promise.all([

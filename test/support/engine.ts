@@ -2,6 +2,8 @@
 // DOCKER_* a test's process has, plus what tests need to prove that a setup-dind instance is gone.
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 export const OUTER_SOCKET = 'unix:///var/run/docker.sock';
 /** The stand-in for docker:dind built by test/dind-image/build.sh (no registry is reachable). */
@@ -43,6 +45,22 @@ export async function outerOk(args: string[]): Promise<string> {
   const result = await outer(args);
   if (result.code !== 0) throw new Error(`docker ${args.join(' ')} failed (${result.code}): ${result.stderr.trim()}`);
   return result.stdout.trim();
+}
+
+/** Builds (or finds cached) an image on the outer engine with the classic builder; removes the one it replaced. */
+export async function buildImage(tag: string, dockerfile: string, target?: string): Promise<void> {
+  const before = await outer(['image', 'inspect', '--format', '{{.Id}}', tag]);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-build-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), dockerfile);
+    const args = ['-H', OUTER_SOCKET, 'build', '--quiet', '--tag', tag, ...(target ? ['--target', target] : []), dir];
+    const built = await run('docker', args, { env: outerEnv({ DOCKER_BUILDKIT: '0' }), timeoutMs: 10 * 60_000 });
+    if (built.code !== 0) throw new Error(`building ${tag} failed:\n${built.stdout}\n${built.stderr}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const after = await outerOk(['image', 'inspect', '--format', '{{.Id}}', tag]);
+  if (before.code === 0 && before.stdout.trim() !== after) await outer(['image', 'rm', before.stdout.trim()]);
 }
 
 const lines = (text: string) => text.split('\n').map(line => line.trim()).filter(Boolean);
@@ -115,6 +133,8 @@ export interface Started {
   certDir: string;
   /** The context main created, if it got that far, and the HOME whose ~/.docker holds it. */
   context?: string;
+  /** The buildx builder main created (or was about to), in the same HOME. */
+  builder?: string;
   home: string;
 }
 
@@ -124,8 +144,8 @@ export class Sweeper {
   /** Records the instance a main step saved in its state (if it got that far). */
   record(state: Record<string, string>, home: string): Started | undefined {
     if (!state.instance) return undefined;
-    const parsed = JSON.parse(state.instance) as { instance: { id: string; certDir: string }; context?: string };
-    const started = { id: parsed.instance.id, certDir: parsed.instance.certDir, context: parsed.context, home };
+    const parsed = JSON.parse(state.instance) as { instance: { id: string; certDir: string }; context?: string; builder?: string };
+    const started = { id: parsed.instance.id, certDir: parsed.instance.certDir, context: parsed.context, builder: parsed.builder, home };
     this.started.set(started.id, started);
     return started;
   }
@@ -133,7 +153,9 @@ export class Sweeper {
   /** Force-removes every container (with its volumes) and network labelled with a recorded instance id. */
   async sweep(): Promise<string[]> {
     const removed: string[] = [];
-    for (const { id, certDir, context, home } of this.started.values()) {
+    for (const { id, certDir, context, builder, home } of this.started.values()) {
+      // First, while the daemon may still run: buildx then also removes its BuildKit container and reports success.
+      if (builder && (await run('docker', ['buildx', 'rm', builder], { env: outerEnv({ HOME: home }) })).code === 0) removed.push(`builder ${builder}`);
       const left = await labelled(id).catch(() => ({ containers: [], networks: [], volumes: [] }) as Labelled);
       for (const container of left.containers) {
         await outer(['rm', '--force', '--volumes', container]);

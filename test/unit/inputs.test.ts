@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
-import { DEFAULT_IMAGE, Outputs } from '../../src/constants';
+import { DEFAULT_BUILDX_IMAGE, DEFAULT_IMAGE, Outputs } from '../../src/constants';
 import { daemonConfig } from '../../src/daemon';
 import { getInputs, InputError, parseList, parseMounts, parseMtu, parsePorts, splitShellWords, type ActionInputs, type PortMapping } from '../../src/inputs';
 
@@ -72,7 +72,10 @@ describe('defaults from action.yml', () => {
       mtu: undefined,
       registryMirrors: [],
       insecureRegistries: [],
-      swarm: false
+      swarm: false,
+      buildx: false,
+      buildxDriver: 'docker-container',
+      buildxImage: 'moby/buildkit:v0.32.2'
     });
   });
 
@@ -93,7 +96,12 @@ describe('defaults from action.yml', () => {
     expect(DEFAULTS.image).toBe(DEFAULT_IMAGE);
   });
 
-  test.each(['mounts', 'ports', 'mtu', 'registry-mirrors', 'insecure-registries', 'swarm'])('action.yml declares the input %p, with a description', name => {
+  test("the buildx-image default is the code's DEFAULT_BUILDX_IMAGE, a pinned BuildKit release", () => {
+    expect(DEFAULTS['buildx-image']).toBe(DEFAULT_BUILDX_IMAGE);
+    expect(DEFAULT_BUILDX_IMAGE).toMatch(/^moby\/buildkit:v\d+\.\d+\.\d+$/);
+  });
+
+  test.each(['mounts', 'ports', 'mtu', 'registry-mirrors', 'insecure-registries', 'swarm', 'buildx', 'buildx-driver', 'buildx-image'])('action.yml declares the input %p, with a description', name => {
     expect(manifest.inputs[name]?.description).toEqual(expect.any(String));
   });
 });
@@ -103,14 +111,15 @@ describe('outputs in action.yml', () => {
     expect(Object.keys(manifest.outputs).sort()).toEqual(Object.values(Outputs).sort());
   });
 
-  test.each(['host', 'cert-path', 'container-id', 'context', 'version', 'ip', 'cache-hit', 'cache-key', 'cache-size'])('%p is declared, with a description', name => {
+  test.each(['host', 'cert-path', 'container-id', 'context', 'version', 'ip', 'cache-hit', 'cache-key', 'cache-size', 'builder'])('%p is declared, with a description', name => {
     expect(manifest.outputs[name]?.description).toEqual(expect.any(String));
   });
 });
 
 describe.each([
   { input: 'pull', property: 'pull', allowed: ['missing', 'always', 'never'] },
-  { input: 'cache-save', property: 'cacheSave', allowed: ['on-change', 'always', 'never'] }
+  { input: 'cache-save', property: 'cacheSave', allowed: ['on-change', 'always', 'never'] },
+  { input: 'buildx-driver', property: 'buildxDriver', allowed: ['docker-container', 'docker'] }
 ] as const)('enum input $input', ({ input, property, allowed }) => {
   test.each(allowed)('accepts %p', value => {
     expect(inputsWith({ [input]: value })[property]).toBe(value);
@@ -138,7 +147,8 @@ describe.each([
   { input: 'privileged', property: 'privileged' },
   { input: 'set-env', property: 'setEnv' },
   { input: 'cache', property: 'cache' },
-  { input: 'swarm', property: 'swarm' }
+  { input: 'swarm', property: 'swarm' },
+  { input: 'buildx', property: 'buildx' }
 ] as const)('boolean input $input', ({ input, property }) => {
   test.each([
     ['true', true],
@@ -270,6 +280,37 @@ describe('image', () => {
 
   test("refuses '' as missing", () => {
     expect(problemsWith({ image: '' })).toEqual(["Input 'image' is required."]);
+  });
+});
+
+describe('buildx-image', () => {
+  test.each(['moby/buildkit:v0.32.2', 'moby/buildkit:buildx-stable-1', 'mirror.example:5000/moby/buildkit:master', `moby/buildkit@${DIGEST}`])('accepts %p', image => {
+    expect(inputsWith({ 'buildx-image': image }).buildxImage).toBe(image);
+  });
+
+  test.each(['moby/BuildKit', 'moby/buildkit:', 'https://ghcr.io/x'])('refuses %p, naming buildx-image', image => {
+    expect(problemsWith({ 'buildx-image': image })).toEqual([expect.stringMatching(/^Input 'buildx-image' is not a valid image reference/)]);
+  });
+});
+
+describe('buildx with the other inputs', () => {
+  test.each<[string, Record<string, string>, Partial<ActionInputs>]>([
+    ['the docker-container driver on the default context', { buildx: 'true' }, { buildx: true, buildxDriver: 'docker-container', context: 'dind' }],
+    ['the docker driver without a context: it goes through DOCKER_HOST', { buildx: 'true', 'buildx-driver': 'docker', context: '' }, { buildx: true, buildxDriver: 'docker', context: '' }],
+    ['buildx off: no context and no DOCKER_HOST are fine', { context: '', 'set-env': 'false', 'buildx-driver': 'docker' }, { buildx: false }]
+  ])('accepts %s', (_name, overrides, expected) => {
+    expect(inputsWith(overrides)).toMatchObject(expected);
+  });
+
+  test.each<[string, Record<string, string>, string[]]>([
+    ['the docker-container driver with an empty context', { buildx: 'true', context: '' }, ['buildx', 'context']],
+    ['the docker-container driver with a blank context', { buildx: 'true', 'buildx-driver': 'docker-container', context: '  ' }, ['buildx', 'context']],
+    ['the docker driver without DOCKER_HOST', { buildx: 'true', 'buildx-driver': 'docker', 'set-env': 'false' }, ['buildx-driver', 'set-env']]
+  ])('refuses %s, naming the inputs and what would do', (_name, overrides, named) => {
+    const problems = problemsWith(overrides);
+    expect(problems).toHaveLength(1);
+    for (const input of named) expect(problems[0]).toContain(`'${input}'`);
+    expect(problems[0]).toMatch(/Set '|Give '/);
   });
 });
 

@@ -233,7 +233,7 @@ describe('the checks can fail', () => {
 
   test('an example with an input or an output action.yml does not have', () => {
     const typo = readme.replace('          ports: 8080   #', '          port: 8080   #').replace('${{ steps.dind.outputs.ip }}:8080', '${{ steps.dind.outputs.address }}:8080');
-    expect(exampleActionProblems(typo)).toEqual(["README example 5: input 'port'", "README example 5: output 'address'"]);
+    expect(exampleActionProblems(typo)).toEqual(["README example 6: input 'port'", "README example 6: output 'address'"]);
   });
 
   test('a missing output, a duplicated one', () => {
