@@ -1,21 +1,18 @@
 // The Actions cache service (v2), through @actions/cache's own client. Its public restoreCache and
 // saveCache wrap the payload in a tar of their own and go through temporary files; the daemon's data
-// is already a tar, so this module streams it: the download straight into extraction, the archiver's
-// output straight into the upload. Lookup, reservation and finalization are the library's calls.
+// is already a tar, so it is streamed: the download straight into extraction (here), the archiver's
+// output straight into the blob upload (blob-upload.ts). Lookup, reservation and finalization are the
+// library's calls. Nothing here loads the Azure SDK, which only post needs: main starts faster.
 import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { Readable } from 'node:stream';
-import { BlobClient } from '@azure/storage-blob';
-import { isFeatureAvailable } from '@actions/cache';
-import { getCacheMode, isCacheReadable, isCacheWritable } from '@actions/cache/lib/internal/config';
+import { getCacheMode, getCacheServiceVersion, isCacheReadable, isCacheWritable } from '@actions/cache/lib/internal/config';
 import { internalCacheTwirpClient } from '@actions/cache/lib/internal/shared/cacheTwirpClient';
 
 /** Scopes our entries apart from other caches: the service matches keys only within one version. */
 export const CACHE_VERSION = createHash('sha256').update('setup-dind daemon data, tar+zstd, v1').digest('hex');
 
-const UPLOAD_BLOCK_BYTES = 32 * 1024 * 1024;
-const UPLOAD_CONCURRENCY = 4;
 /** A download that delivers nothing for this long has stalled. */
 const STALL_MS = 60_000;
 /** The library retries failing calls with backoff; a cache is not worth waiting long for. */
@@ -35,7 +32,9 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
 export type Availability = { readable: boolean; writable: boolean; reason?: string };
 
 export function availability(): Availability {
-  if (!isFeatureAvailable()) return { readable: false, writable: false, reason: 'the Actions cache service is not available to this job' };
+  // As the library's isFeatureAvailable decides, without loading the rest of the library.
+  if (getCacheServiceVersion() !== 'v2') return { readable: false, writable: false, reason: 'the Actions cache service v2 is not available to this job (GitHub Enterprise Server has only the legacy service)' };
+  if (!process.env.ACTIONS_RESULTS_URL) return { readable: false, writable: false, reason: 'the Actions cache service is not available to this job' };
   const mode = getCacheMode();
   return { readable: isCacheReadable(mode), writable: isCacheWritable(mode), reason: mode ? `ACTIONS_CACHE_MODE is '${mode}'` : undefined };
 }
@@ -87,9 +86,8 @@ export async function reserve(key: string): Promise<string | undefined> {
   }
 }
 
-/** Uploads the stream as the entry's blob and commits the entry with its size. */
-export async function upload(key: string, uploadUrl: string, archive: Readable, sizeBytes: () => number): Promise<void> {
-  await new BlobClient(uploadUrl).getBlockBlobClient().uploadStream(archive, UPLOAD_BLOCK_BYTES, UPLOAD_CONCURRENCY);
-  const finalized = await withTimeout(client().FinalizeCacheEntryUpload({ key, version: CACHE_VERSION, sizeBytes: String(sizeBytes()) }), 'committing the cache entry');
+/** Commits the entry once its blob is uploaded. */
+export async function finalize(key: string, sizeBytes: number): Promise<void> {
+  const finalized = await withTimeout(client().FinalizeCacheEntryUpload({ key, version: CACHE_VERSION, sizeBytes: String(sizeBytes) }), 'committing the cache entry');
   if (!finalized.ok) throw new Error(`the cache service did not commit ${key}: ${finalized.message || 'no reason given'}`);
 }

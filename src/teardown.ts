@@ -6,7 +6,7 @@ import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { removeDirectory } from './archive';
 import { removeBuilder } from './buildx';
-import { contentKey, decideSave, evictUnusedImages, pruneForCache, saveBlocker, saveDaemonData, type Eviction, type SaveDecision } from './cache';
+import { contentKey, decideSave, evictUnusedImages, pruneForCache, saveBlocker, saveDaemonData, type Eviction, type SaveDecision } from './cache-save';
 import { availability } from './cache-service';
 import { INSTANCE_LABEL } from './constants';
 import { removeContext } from './context';

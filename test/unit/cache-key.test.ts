@@ -1,6 +1,8 @@
 // Cache keys and save decisions: pure functions, so every case is a row.
 import { cacheKeys, contentFingerprint, keyBase, sanitizeUserKey, saveKey, storageSettings, type DaemonContent } from '../../src/cache-key';
-import { decideSave, saveBlocker, type CacheSetup } from '../../src/cache';
+import { decideSave, saveBlocker } from '../../src/cache-save';
+import type { CacheSetup } from '../../src/cache';
+import { availability } from '../../src/cache-service';
 import { archiveScript, extractScript } from '../../src/archive';
 
 const base = { image: 'docker:28-dind', arch: 'x64', dockerdArgs: [] as string[], daemonConfig: {} as Record<string, unknown> };
@@ -130,5 +132,30 @@ describe('archive pipelines', () => {
     expect(archiveScript(access)).toContain('--sparse');
     expect(archiveScript(access)).toMatch(/--anchored .*--exclude='\.\/tmp'/);
     expect(extractScript(access)).toContain('--same-owner');
+  });
+});
+
+describe('availability of the cache service (from the job environment, as @actions/cache decides)', () => {
+  const saved = { ...process.env };
+  afterEach(() => {
+    process.env = { ...saved };
+  });
+  const withEnv = (env: Record<string, string | undefined>) => {
+    for (const name of ['ACTIONS_CACHE_SERVICE_V2', 'ACTIONS_RESULTS_URL', 'ACTIONS_CACHE_MODE', 'GITHUB_SERVER_URL']) delete process.env[name];
+    Object.assign(process.env, env);
+    return availability();
+  };
+  const V2 = { ACTIONS_CACHE_SERVICE_V2: 'True', ACTIONS_RESULTS_URL: 'https://results.example/' };
+
+  test.each<[string, Record<string, string>, { readable: boolean; writable: boolean; reason?: RegExp }]>([
+    ['v2 with a results URL', V2, { readable: true, writable: true }],
+    ['ACTIONS_CACHE_MODE=read', { ...V2, ACTIONS_CACHE_MODE: 'read' }, { readable: true, writable: false, reason: /ACTIONS_CACHE_MODE is 'read'/ }],
+    ['no results URL', { ACTIONS_CACHE_SERVICE_V2: 'True' }, { readable: false, writable: false, reason: /not available to this job/ }],
+    ['the legacy service only', { ACTIONS_RESULTS_URL: 'https://results.example/' }, { readable: false, writable: false, reason: /v2 is not available/ }],
+    ['GitHub Enterprise Server', { ...V2, GITHUB_SERVER_URL: 'https://ghes.example.com' }, { readable: false, writable: false, reason: /Enterprise Server/ }]
+  ])('%s', (_name, env, expected) => {
+    const result = withEnv(env);
+    expect({ readable: result.readable, writable: result.writable }).toEqual({ readable: expected.readable, writable: expected.writable });
+    if (expected.reason) expect(result.reason).toMatch(expected.reason);
   });
 });
