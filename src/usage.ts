@@ -13,17 +13,20 @@ export const USAGE_LOG = `${CONTAINER_SETUP_DIR}/image-events.jsonl`;
 /** Container creations name their image; image events name what was pulled, loaded, imported or tagged. */
 const USAGE_EVENTS = { type: ['container', 'image'], event: ['create', 'pull', 'load', 'import', 'tag'] } satisfies Record<string, string[]>;
 
-/** The daemon's own socket inside the container: the recorder needs no certificates. */
-export function recorderCommand(sinceSeconds: number): string[] {
+/**
+ * The daemon's own socket inside the container: the recorder needs no certificates. Whole seconds: the
+ * CLI reads a fraction after the dot as nanoseconds.
+ */
+export function recorderCommand(sinceMs: number): string[] {
   const filters = Object.entries(USAGE_EVENTS).flatMap(([key, values]) => values.flatMap(value => ['--filter', `${key}=${value}`]));
   // The image's environment must not point the CLI elsewhere (docker:dind's entrypoint uses these names).
   const script = 'log=$1; since=$2; shift 2; unset DOCKER_HOST DOCKER_TLS_VERIFY DOCKER_CERT_PATH DOCKER_CONTEXT; exec docker -H unix:///var/run/docker.sock events --since "$since" --format "{{json .}}" "$@" >"$log" 2>&1';
-  return ['sh', '-c', script, 'sh', USAGE_LOG, sinceSeconds.toFixed(3), ...filters];
+  return ['sh', '-c', script, 'sh', USAGE_LOG, String(Math.floor(sinceMs / 1000)), ...filters];
 }
 
 /** Starts the recorder; returns the exec's id so post can tell whether it kept running. */
 export async function startUsageRecorder(container: Docker.Container, sinceMs: number): Promise<string> {
-  const exec = await container.exec({ Cmd: recorderCommand(sinceMs / 1000), AttachStdout: false, AttachStderr: false });
+  const exec = await container.exec({ Cmd: recorderCommand(sinceMs), AttachStdout: false, AttachStderr: false });
   await exec.start({ Detach: true });
   return exec.id;
 }
@@ -162,7 +165,7 @@ export async function collectUsage(outer: Docker, container: Docker.Container, d
     events = await readContainerFile(container, USAGE_LOG);
   } else {
     partial = recorder ? `the image usage recorder stopped (exit code ${recorder.ExitCode})` : 'the image usage recorder did not start';
-    events = await streamText(await dind.getEvents({ since: since / 1000, until: Date.now() / 1000, filters: JSON.stringify(USAGE_EVENTS) }));
+    events = await streamText(await dind.getEvents({ since: Math.floor(since / 1000), until: Math.ceil(Date.now() / 1000), filters: JSON.stringify(USAGE_EVENTS) }));
   }
   const containers = await dind.listContainers({ all: true });
   const images = await Promise.all((await dind.listImages()).map(async summary => imageFacts(await dind.getImage(summary.Id).inspect())));

@@ -8,9 +8,9 @@ const image = (n: number, overrides: Partial<ImageFacts> = {}): ImageFacts => ({
 
 describe('recorderCommand', () => {
   test('streams the image-naming events since the daemon started into the log, through the daemon socket', () => {
-    const command = recorderCommand(1795768629.5);
+    const command = recorderCommand(1795768629_900);
     expect(command.slice(0, 2)).toEqual(['sh', '-c']);
-    expect(command.slice(3, 6)).toEqual(['sh', USAGE_LOG, '1795768629.500']);
+    expect(command.slice(3, 6)).toEqual(['sh', USAGE_LOG, '1795768629']);
     expect(command.slice(6)).toEqual(['--filter', 'type=container', '--filter', 'type=image', '--filter', 'event=create', '--filter', 'event=pull', '--filter', 'event=load', '--filter', 'event=import', '--filter', 'event=tag']);
     expect(command[2]).toContain('exec docker -H unix:///var/run/docker.sock events --since "$since"');
   });
