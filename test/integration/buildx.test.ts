@@ -34,10 +34,8 @@ afterAll(async () => {
 /** A job whose steps have a HOME of their own (its ~/.docker/buildx is theirs alone), with or without the plugin. */
 function newJob(options: { plugin: boolean }): { job: Job; home: string } {
   const job = new Job();
-  const home = path.join(job.root, 'home');
-  fs.mkdirSync(home);
+  const home = job.ownHome();
   if (options.plugin) installBuildxPlugin(home, plugin);
-  job.env.HOME = home;
   return { job, home };
 }
 

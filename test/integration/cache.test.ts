@@ -113,11 +113,7 @@ function passwdHome(user: string): string {
 /** A job against the cache server; its steps get a HOME of their own unless they run as another user. */
 function newJob(options: { user?: string; env?: Record<string, string>; server?: CacheServer } = {}): Job {
   const job = new Job({ env: { ...(options.server ?? server).env, ...(options.env ?? {}) }, ...(options.user ? { runAs: { user: options.user } } : {}) });
-  if (!options.user) {
-    const home = path.join(job.root, 'home');
-    fs.mkdirSync(home);
-    job.env.HOME = home;
-  }
+  if (!options.user) job.ownHome();
   return job;
 }
 

@@ -3,7 +3,6 @@
 // Every assertion is on an effect on the engine, the file system or the Docker CLI's contexts.
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Job, type StepResult } from '../support/runner';
@@ -21,6 +20,7 @@ import {
   outerOk,
   run,
   Sweeper,
+  tcpConnect,
   TEST_IMAGE,
   volumeExists,
   type Started
@@ -62,10 +62,7 @@ function newJob(runAs?: { user: string }): Job {
   if (runAs) {
     homes.set(job, passwd(runAs.user).home);
   } else {
-    const home = path.join(job.root, 'home');
-    fs.mkdirSync(home);
-    job.env.HOME = home;
-    homes.set(job, home);
+    homes.set(job, job.ownHome());
   }
   return job;
 }
@@ -94,20 +91,6 @@ function portOf(host: string): number {
   const match = /^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(host);
   if (!match) throw new Error(`host output '${host}' is not tcp://127.0.0.1:<port>`);
   return Number(match[1]);
-}
-
-/** A bare TCP connection attempt: whether anything accepts on that address. */
-function tcpConnect(host: string, port: number, timeoutMs = 3000): Promise<'connected' | 'refused' | 'timeout'> {
-  return new Promise(resolve => {
-    const socket = net.connect({ host, port });
-    const done = (outcome: 'connected' | 'refused' | 'timeout') => {
-      socket.destroy();
-      resolve(outcome);
-    };
-    socket.setTimeout(timeoutMs, () => done('timeout'));
-    socket.once('connect', () => done('connected'));
-    socket.once('error', () => done('refused'));
-  });
 }
 
 const unique = () => randomBytes(3).toString('hex');

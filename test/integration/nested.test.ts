@@ -75,10 +75,7 @@ afterAll(async () => {
 /** A job whose steps have a HOME of their own, so their Docker CLI contexts are theirs alone. */
 function newJob(): Job {
   const job = new Job();
-  const home = path.join(job.root, 'home');
-  fs.mkdirSync(home);
-  job.env.HOME = home;
-  homes.set(job, home);
+  homes.set(job, job.ownHome());
   return job;
 }
 

@@ -5,14 +5,13 @@
 import { spawn } from 'node:child_process';
 import { randomBytes, X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
 import { commands, expectExit } from '../support/steps';
 import { startCacheServer, type CacheServer, type CacheServerStats } from '../support/cache-server';
-import { labelled, namedLike, NESTED_BASE_IMAGE, OUTER_SOCKET, outerEnv, outerOk, run, Sweeper, TEST_IMAGE, type Started } from '../support/engine';
+import { labelled, namedLike, NESTED_BASE_IMAGE, OUTER_SOCKET, outerEnv, outerOk, run, Sweeper, tcpConnect, TEST_IMAGE, type Started } from '../support/engine';
 
 jest.setTimeout(180_000);
 
@@ -70,9 +69,7 @@ const unique = () => randomBytes(3).toString('hex');
 function newJob(options: { env?: Record<string, string>; home?: string } = {}): Job {
   // The bad-input cases run concurrently, possibly before beforeAll has started the server: they need none.
   const job = new Job({ env: { ...(server?.env ?? {}), ...(options.env ?? {}) } });
-  const home = options.home ?? path.join(job.root, 'home');
-  fs.mkdirSync(home, { recursive: true });
-  job.env.HOME = home;
+  job.ownHome(options.home);
   return job;
 }
 
@@ -147,19 +144,6 @@ function spawnMain(job: Job, inputs: Record<string, string>, nodeArgs: string[] 
     return { ...result, outputs, exported, state: finalState };
   };
   return { child, state, done };
-}
-
-function tcpConnect(host: string, port: number, timeoutMs = 3000): Promise<'connected' | 'refused' | 'timeout'> {
-  return new Promise(resolve => {
-    const socket = net.connect({ host, port });
-    const done = (outcome: 'connected' | 'refused' | 'timeout') => {
-      socket.destroy();
-      resolve(outcome);
-    };
-    socket.setTimeout(timeoutMs, () => done('timeout'));
-    socket.once('connect', () => done('connected'));
-    socket.once('error', () => done('refused'));
-  });
 }
 
 function portOf(host: string): number {

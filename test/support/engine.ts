@@ -2,6 +2,7 @@
 // DOCKER_* a test's process has, plus what tests need to prove that a setup-dind instance is gone.
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -186,4 +187,18 @@ export class Sweeper {
     this.started.clear();
     return removed;
   }
+}
+
+/** A bare TCP connection attempt: whether anything accepts on that address. */
+export function tcpConnect(host: string, port: number, timeoutMs = 3000): Promise<'connected' | 'refused' | 'timeout'> {
+  return new Promise(resolve => {
+    const socket = net.connect({ host, port });
+    const done = (outcome: 'connected' | 'refused' | 'timeout') => {
+      socket.destroy();
+      resolve(outcome);
+    };
+    socket.setTimeout(timeoutMs, () => done('timeout'));
+    socket.once('connect', () => done('connected'));
+    socket.once('error', () => done('refused'));
+  });
 }

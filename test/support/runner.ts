@@ -90,6 +90,16 @@ export class Job {
     };
   }
 
+  /**
+   * Gives the job's steps a HOME of their own (`home` under the job's root, or the given directory), so
+   * that their Docker CLI contexts and buildx records are theirs alone. Returns it.
+   */
+  ownHome(home = path.join(this.root, 'home')): string {
+    fs.mkdirSync(home, { recursive: true });
+    this.env.HOME = home;
+    return home;
+  }
+
   /** The `uses: ./` main step with `with:` inputs; its post is queued for `finish()`. */
   async runMain(inputs: Record<string, string> = {}): Promise<StepResult> {
     const manifest = readManifest();
