@@ -15,7 +15,18 @@ import * as tls from '../src/tls';
 import { startCacheServer, type CacheServer } from '../test/support/cache-server';
 import { BenchJob, crashes, jobRoot, phase, useRunner, type TimedStep } from './lib/action';
 import { Cleanup } from './lib/cleanup';
-import { BASE_IMAGE, CATALOG, MB, QUICK_CATALOG, imageRef, imageSize, planByEstimates, removeImage, startBuilds, type BuiltImage } from './lib/content';
+import {
+  BASE_IMAGE,
+  CATALOG,
+  MB,
+  QUICK_CATALOG,
+  imageRef,
+  imageSize,
+  planByEstimates,
+  removeImage,
+  startBuilds,
+  type BuiltImage
+} from './lib/content';
 import { floorStart } from './lib/floor';
 import type { Config, Failure, LevelInfo, Machine, RunRecord, Sample, Scenario } from './lib/model';
 import { docker, dockerOut, now, run, sh } from './lib/proc';
@@ -35,14 +46,23 @@ const MAX_FAILURES = 2;
 function config(): Config {
   const quick = /^(1|true|yes)$/i.test(process.env.BENCH_QUICK ?? '');
   const reps = Number(process.env.BENCH_REPS ?? (quick ? 1 : 3));
-  if (!Number.isInteger(reps) || reps < 1) throw new Error(`BENCH_REPS must be a positive integer, got '${process.env.BENCH_REPS}'`);
+  if (!Number.isInteger(reps) || reps < 1)
+    throw new Error(`BENCH_REPS must be a positive integer, got '${process.env.BENCH_REPS}'`);
   const sizesMB = (process.env.BENCH_SIZES ?? (quick ? '125,135' : '250,500,1000,2000'))
     .split(',')
     .map(s => Number(s.trim()))
     .sort((a, b) => a - b);
-  if (sizesMB.some(s => !(s > 0))) throw new Error(`BENCH_SIZES must be a comma-separated list of sizes in MB, got '${process.env.BENCH_SIZES}'`);
+  if (sizesMB.some(s => !(s > 0)))
+    throw new Error(`BENCH_SIZES must be a comma-separated list of sizes in MB, got '${process.env.BENCH_SIZES}'`);
   const warmTargetMB = sizesMB.reduce((best, s) => (Math.abs(s - 1000) < Math.abs(best - 1000) ? s : best), sizesMB[0]);
-  return { reps, s1Reps: quick ? 1 : Math.max(reps, 5), sizesMB, warmTargetMB, quick, keepImages: /^(1|true|yes)$/i.test(process.env.BENCH_KEEP_IMAGES ?? '') };
+  return {
+    reps,
+    s1Reps: quick ? 1 : Math.max(reps, 5),
+    sizesMB,
+    warmTargetMB,
+    quick,
+    keepImages: /^(1|true|yes)$/i.test(process.env.BENCH_KEEP_IMAGES ?? '')
+  };
 }
 
 const runId = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
@@ -83,7 +103,14 @@ function addSample(sample: Omit<Sample, 'detail'> & { detail?: Sample['detail'] 
 }
 
 /** Runs one measurement; a failure is recorded (and the method skipped once it failed MAX_FAILURES times). */
-async function measure(scenario: Scenario, method: string, rep: number, order: number, sizeMB: number | undefined, body: () => Promise<{ seconds: number; detail?: Sample['detail'] }>): Promise<void> {
+async function measure(
+  scenario: Scenario,
+  method: string,
+  rep: number,
+  order: number,
+  sizeMB: number | undefined,
+  body: () => Promise<{ seconds: number; detail?: Sample['detail'] }>
+): Promise<void> {
   const id = `${scenario}/${method}/${sizeMB ?? ''}`;
   if ((skipped.get(id) ?? 0) >= MAX_FAILURES) return;
   try {
@@ -141,11 +168,26 @@ function tarExtractPart(): string {
 // ---------------------------------------------------------------- preparation
 
 async function machineInfo(): Promise<Machine> {
-  const version = async (command: string, args: string[]) => (await run(command, args, { allowFail: true })).stdout.split('\n')[0].trim() || (await run(command, args, { allowFail: true })).stderr.split('\n')[0].trim();
-  const [source, size, avail] = (await sh(`df -h --output=source,size,avail "$1" | tail -1`, { args: [tempDir] })).stdout.trim().split(/\s+/);
+  const version = async (command: string, args: string[]) =>
+    (await run(command, args, { allowFail: true })).stdout.split('\n')[0].trim() ||
+    (await run(command, args, { allowFail: true })).stderr.split('\n')[0].trim();
+  const [source, size, avail] = (
+    await sh(`df -h --output=source,size,avail "$1" | tail -1`, { args: [tempDir] })
+  ).stdout
+    .trim()
+    .split(/\s+/);
   const df = `${source}, ${size}, ${avail} free`;
-  const fsType = (await sh(`findmnt --noheadings --output FSTYPE --target "$1" || stat -f -c %T "$1"`, { args: [tempDir] })).stdout.trim();
-  const git = (await sh(`git -C "$1" rev-parse --short HEAD; git -C "$1" status --porcelain -- src dist | wc -l`, { args: [REPO_ROOT], allowFail: true })).stdout.trim().split('\n');
+  const fsType = (
+    await sh(`findmnt --noheadings --output FSTYPE --target "$1" || stat -f -c %T "$1"`, { args: [tempDir] })
+  ).stdout.trim();
+  const git = (
+    await sh(`git -C "$1" rev-parse --short HEAD; git -C "$1" status --porcelain -- src dist | wc -l`, {
+      args: [REPO_ROOT],
+      allowFail: true
+    })
+  ).stdout
+    .trim()
+    .split('\n');
   const distMtime = fs.statSync(path.join(REPO_ROOT, 'dist/main/index.js')).mtime.toISOString();
   return {
     cpus: os.cpus().length,
@@ -183,9 +225,12 @@ async function snapshotAction(): Promise<void> {
   fs.copyFileSync(path.join(REPO_ROOT, 'test/support/runner.ts'), path.join(root, 'test/support/runner.ts'));
   fs.symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(root, 'node_modules'));
   const runner = require(path.join(root, 'test/support/runner.ts')) as typeof import('../test/support/runner');
-  if (runner.REPO_ROOT !== root) throw new Error(`the runner copy resolves its root to ${runner.REPO_ROOT}, not ${root}`);
+  if (runner.REPO_ROOT !== root)
+    throw new Error(`the runner copy resolves its root to ${runner.REPO_ROOT}, not ${root}`);
   useRunner(runner.Job);
-  const hash = (await sh(`cat "$1"/dist/main/index.js "$1"/dist/post/index.js | sha256sum | cut -c1-12`, { args: [root] })).stdout.trim();
+  const hash = (
+    await sh(`cat "$1"/dist/main/index.js "$1"/dist/post/index.js | sha256sum | cut -c1-12`, { args: [root] })
+  ).stdout.trim();
   record.notes.push(`The action ran from a copy of dist/ taken at the start (main + post bundles sha256 ${hash}).`);
 }
 
@@ -211,7 +256,10 @@ async function startContent(cfg: Config): Promise<Content> {
   const baseBytes = await imageSize(BASE_IMAGE);
   const catalog = cfg.quick ? QUICK_CATALOG : CATALOG;
   const plan = planByEstimates(cfg.sizesMB, catalog, baseBytes);
-  if (plan.length < cfg.sizesMB.length) record.notes.push(`Only ${plan.length} levels could be made from the catalog for sizes ${cfg.sizesMB.join(', ')} MB.`);
+  if (plan.length < cfg.sizesMB.length)
+    record.notes.push(
+      `Only ${plan.length} levels could be made from the catalog for sizes ${cfg.sizesMB.join(', ')} MB.`
+    );
   const defs = plan.length > 0 ? plan[plan.length - 1].defs : [];
   const started = now();
   const builds = startBuilds(defs, {
@@ -229,7 +277,9 @@ async function startContent(cfg: Config): Promise<Content> {
   const images = new Map<string, Promise<BuiltImage>>();
   defs.forEach((def, i) => {
     const promise = promises[i].then(built => {
-      record.setup[`build ${def.name} (+${(built.addedBytes / MB).toFixed(0)} MB; done ${(now() - started).toFixed(0)} s after the first build started)`] = built.buildSeconds;
+      record.setup[
+        `build ${def.name} (+${(built.addedBytes / MB).toFixed(0)} MB; done ${(now() - started).toFixed(0)} s after the first build started)`
+      ] = built.buildSeconds;
       return built;
     });
     promise.catch(() => undefined);
@@ -237,16 +287,28 @@ async function startContent(cfg: Config): Promise<Content> {
   });
   for (const level of plan) {
     const estimatedBytes = baseBytes + level.defs.reduce((sum, def) => sum + def.estMB * MB, 0);
-    record.levels.push({ targetMB: level.targetMB, images: level.defs.map(d => imageRef(d, runId)), added: level.added.map(d => imageRef(d, runId)), estimatedBytes });
-    log(`  level ${level.targetMB} MB: ${level.defs.map(d => d.name).join(' + ')} on ${BASE_IMAGE} ≈ ${(estimatedBytes / MB).toFixed(0)} MB`);
+    record.levels.push({
+      targetMB: level.targetMB,
+      images: level.defs.map(d => imageRef(d, runId)),
+      added: level.added.map(d => imageRef(d, runId)),
+      estimatedBytes
+    });
+    log(
+      `  level ${level.targetMB} MB: ${level.defs.map(d => d.name).join(' + ')} on ${BASE_IMAGE} ≈ ${(estimatedBytes / MB).toFixed(0)} MB`
+    );
   }
   return { images };
 }
 
 /** Waits for a level's images; records the level's size from the built images. */
-async function levelImages(content: Content, level: LevelInfo, which: 'images' | 'added' = 'images'): Promise<BuiltImage[]> {
+async function levelImages(
+  content: Content,
+  level: LevelInfo,
+  which: 'images' | 'added' = 'images'
+): Promise<BuiltImage[]> {
   const built = await Promise.all(level[which].map(ref => content.images.get(ref)!));
-  if (which === 'images') level.estimatedBytes = (await imageSize(BASE_IMAGE)) + built.reduce((sum, b) => sum + b.addedBytes, 0);
+  if (which === 'images')
+    level.estimatedBytes = (await imageSize(BASE_IMAGE)) + built.reduce((sum, b) => sum + b.addedBytes, 0);
   return built;
 }
 
@@ -258,28 +320,47 @@ const COLD_INPUTS = () => ({ image, pull: 'never', cache: 'false' });
  * entry yet, so the action falls back to the newest compatible one), loads the images the level adds
  * from the outer engine, and its post saves. Then keeps the level's archive on disk for the breakdown.
  */
-async function seed(server: CacheServer, content: Content, level: LevelInfo, artifacts: Map<number, { blob: string; tar: string }>): Promise<void> {
+async function seed(
+  server: CacheServer,
+  content: Content,
+  level: LevelInfo,
+  artifacts: Map<number, { blob: string; tar: string }>
+): Promise<void> {
   await levelImages(content, level);
   const started = now();
   const hasEntry = () => server.entries().some(e => e.key.includes(`-L${level.targetMB}+`));
-  if (!hasEntry()) await withJob(`seed-${level.targetMB}`, server.env, async job => {
-    const main = await job.main(WARM_INPUTS(level));
-    const load = await job.step(`docker -H unix:///var/run/docker.sock save ${level.added.join(' ')} | docker load --quiet >/dev/null`);
-    const before = server.stats();
-    const post = await job.post();
-    const saved = post.facts.Cache ?? '';
-    if (!saved.startsWith('saved')) throw new Error(`seeding ${level.targetMB} MB: post did not save (${saved || 'no cache fact'})`);
-    addSample({
-      scenario: 'seed',
-      method: 'seed',
-      sizeMB: level.targetMB,
-      rep: 0,
-      order: 0,
-      seconds: main.seconds + load.seconds + post.seconds,
-      detail: { mainSeconds: main.seconds, loadSeconds: load.seconds, postSeconds: post.seconds, saveSeconds: phase(post, 'Save the cache'), uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes, ...phaseDetail(post, 'post ') }
+  if (!hasEntry())
+    await withJob(`seed-${level.targetMB}`, server.env, async job => {
+      const main = await job.main(WARM_INPUTS(level));
+      const load = await job.step(
+        `docker -H unix:///var/run/docker.sock save ${level.added.join(' ')} | docker load --quiet >/dev/null`
+      );
+      const before = server.stats();
+      const post = await job.post();
+      const saved = post.facts.Cache ?? '';
+      if (!saved.startsWith('saved'))
+        throw new Error(`seeding ${level.targetMB} MB: post did not save (${saved || 'no cache fact'})`);
+      addSample({
+        scenario: 'seed',
+        method: 'seed',
+        sizeMB: level.targetMB,
+        rep: 0,
+        order: 0,
+        seconds: main.seconds + load.seconds + post.seconds,
+        detail: {
+          mainSeconds: main.seconds,
+          loadSeconds: load.seconds,
+          postSeconds: post.seconds,
+          saveSeconds: phase(post, 'Save the cache'),
+          uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes,
+          ...phaseDetail(post, 'post ')
+        }
+      });
     });
-  });
-  const entry = server.entries().filter(e => e.key.includes(`-L${level.targetMB}+`)).pop();
+  const entry = server
+    .entries()
+    .filter(e => e.key.includes(`-L${level.targetMB}+`))
+    .pop();
   if (!entry) throw new Error(`no cache entry for level ${level.targetMB} MB after seeding`);
   level.key = entry.key;
   level.prefix = `${entry.key.slice(0, entry.key.indexOf('+'))}+`;
@@ -291,7 +372,8 @@ async function seed(server: CacheServer, content: Content, level: LevelInfo, art
   await sh(`${CURL} -o "$2" "$1" && zstd --decompress --quiet --force -o "$3" "$2"`, { args: [url, blob, tar] });
   level.dataBytes = fs.statSync(tar).size;
   artifacts.set(level.targetMB, { blob, tar });
-  const seeded = record.samples.find(sample => sample.scenario === 'seed' && sample.sizeMB === level.targetMB)?.detail ?? {};
+  const seeded =
+    record.samples.find(sample => sample.scenario === 'seed' && sample.sizeMB === level.targetMB)?.detail ?? {};
   const part = (name: string) => `${Number(seeded[name]).toFixed(0)} s`;
   log(
     `  level ${level.targetMB} MB seeded in ${(now() - started).toFixed(0)} s (main ${part('mainSeconds')}, load ${part('loadSeconds')}, post ${part('postSeconds')} of which save ${part('saveSeconds')}): ` +
@@ -310,7 +392,8 @@ async function prepareRegistry(level: LevelInfo): Promise<RegistrySetup> {
   const version = await ensureDockerRegistry();
   if (record.machine) record.machine.tools['docker-registry'] = version;
   const storage = path.join(tempDir, 'registry');
-  const stopAt = (registry: Registry) => cleanup.add(`stop docker-registry (pid ${registry.pid})`, () => registry.stop());
+  const stopAt = (registry: Registry) =>
+    cleanup.add(`stop docker-registry (pid ${registry.pid})`, () => registry.stop());
   // The outer engine pushes over plain HTTP only to loopback (insecure by default there)…
   const pushPort = await freePort('127.0.0.1');
   const pushRegistry = await startRegistry(`127.0.0.1:${pushPort}`, storage, tempDir, () => undefined);
@@ -348,7 +431,8 @@ async function scenario1(cfg: Config): Promise<void> {
             return withJob('cold', {}, async job => {
               const main = await job.main(COLD_INPUTS());
               await job.post();
-              if (record.machine && !record.machine.innerDocker) record.machine.innerDocker = main.result.outputs.version;
+              if (record.machine && !record.machine.innerDocker)
+                record.machine.innerDocker = main.result.outputs.version;
               return { seconds: main.seconds, detail: phaseDetail(main) };
             });
           case 'floor': {
@@ -359,7 +443,11 @@ async function scenario1(cfg: Config): Promise<void> {
                 workDir: tempDir,
                 label: BENCH_LABEL,
                 runId,
-                onCreated: id => (dispose = cleanup.add(`remove floor container ${id.slice(0, 12)}`, async () => void (await docker(['rm', '--force', '--volumes', id], { allowFail: true }))))
+                onCreated: id =>
+                  (dispose = cleanup.add(
+                    `remove floor container ${id.slice(0, 12)}`,
+                    async () => void (await docker(['rm', '--force', '--volumes', id], { allowFail: true }))
+                  ))
               });
               return { seconds: result.seconds };
             } finally {
@@ -386,7 +474,10 @@ async function scenario1(cfg: Config): Promise<void> {
 /** The action's own certificate code (src/tls.ts), in process, whichever of its API generations is there. */
 async function actionCertificates(): Promise<{ seconds: number }> {
   const api = tls as unknown as {
-    createAuthority?: (hours: number) => Promise<{ issueServer(sans: { dns: string[]; ip: string[] }): Promise<unknown>; issueClient(): Promise<unknown> }>;
+    createAuthority?: (hours: number) => Promise<{
+      issueServer(sans: { dns: string[]; ip: string[] }): Promise<unknown>;
+      issueClient(): Promise<unknown>;
+    }>;
     generateTlsMaterial?: (sans: { dns: string[]; ip: string[] }, hours: number) => Promise<unknown>;
   };
   const sans = { dns: ['localhost', 'dind'], ip: ['127.0.0.1', '::1'] };
@@ -404,7 +495,8 @@ async function actionCertificates(): Promise<{ seconds: number }> {
 
 function phaseDetail(step: TimedStep, prefix = ''): Sample['detail'] {
   const detail: Sample['detail'] = {};
-  for (const [title, seconds] of Object.entries(step.phases)) detail[`${prefix}phase: ${title.split(image).join('<image>')}`] = seconds;
+  for (const [title, seconds] of Object.entries(step.phases))
+    detail[`${prefix}phase: ${title.split(image).join('<image>')}`] = seconds;
   const phases = Object.values(step.phases).reduce((s, v) => s + v, 0);
   detail[`${prefix}outside phases (node start-up, input parsing, exit)`] = step.seconds - phases;
   return detail;
@@ -419,14 +511,20 @@ interface Warm {
   tree?: string;
 }
 
-async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number): Promise<{ seconds: number; detail?: Sample['detail'] }> {
+async function dataMethod(
+  method: string,
+  level: LevelInfo,
+  w: Warm,
+  rep: number
+): Promise<{ seconds: number; detail?: Sample['detail'] }> {
   const { server } = w;
   const files = w.artifacts.get(level.targetMB)!;
   switch (method) {
     case 'action-warm':
       return withJob(`warm-${level.targetMB}`, server.env, async job => {
         const main = await job.main(WARM_INPUTS(level));
-        if (main.result.outputs['cache-hit'] !== 'true') throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
+        if (main.result.outputs['cache-hit'] !== 'true')
+          throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
         const restored = /in ([\d.]+) s/.exec(main.facts['Cache restored'] ?? '');
         const before = server.stats();
         const post = await job.post();
@@ -474,7 +572,12 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
         await sh('cat -- "$1" >/dev/null', { args: [files.tar] });
         const result = await sh(`${tarExtractPart()} <"$2"`, { args: [dir, files.tar] });
         if (level.treeBytes === undefined) {
-          const [bytes, files] = (await sh(`${asRoot}du -sb -- "$1" | cut -f1; ${asRoot}find "$1" | wc -l`, { args: [dir] })).stdout.trim().split('\n').map(Number);
+          const [bytes, files] = (
+            await sh(`${asRoot}du -sb -- "$1" | cut -f1; ${asRoot}find "$1" | wc -l`, { args: [dir] })
+          ).stdout
+            .trim()
+            .split('\n')
+            .map(Number);
           level.treeBytes = bytes;
           level.files = files;
         }
@@ -488,7 +591,10 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
         const main = await job.main(COLD_INPUTS());
         const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', { BENCH_TAR: w.saveTar! });
         await job.post();
-        return { seconds: main.seconds + load.seconds, detail: { mainSeconds: main.seconds, loadSeconds: load.seconds } };
+        return {
+          seconds: main.seconds + load.seconds,
+          detail: { mainSeconds: main.seconds, loadSeconds: load.seconds }
+        };
       });
     case 'pull':
       return withJob('pull', {}, async job => {
@@ -498,18 +604,27 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
         const daemonConfig = { 'insecure-registries': [registry.registry.addr], bip: INNER_BRIDGE };
         const main = await job.main({ ...COLD_INPUTS(), 'daemon-config': JSON.stringify(daemonConfig) });
         // All at once, as `docker compose pull` does: the daemon fetches up to 3 layers in parallel per pull.
-        const pull = await job.step('pids=(); for ref in $BENCH_REFS; do docker pull --quiet "$ref" >/dev/null & pids+=($!); done; for pid in "${pids[@]}"; do wait "$pid"; done', {
-          BENCH_REFS: registry.refs.join(' ')
-        });
+        const pull = await job.step(
+          'pids=(); for ref in $BENCH_REFS; do docker pull --quiet "$ref" >/dev/null & pids+=($!); done; for pid in "${pids[@]}"; do wait "$pid"; done',
+          {
+            BENCH_REFS: registry.refs.join(' ')
+          }
+        );
         await job.post();
-        return { seconds: main.seconds + pull.seconds, detail: { mainSeconds: main.seconds, pullSeconds: pull.seconds } };
+        return {
+          seconds: main.seconds + pull.seconds,
+          detail: { mainSeconds: main.seconds, pullSeconds: pull.seconds }
+        };
       });
     case 'save-action':
       return withJob('save', server.env, async job => {
         const main = await job.main(WARM_INPUTS(level));
-        if (main.result.outputs['cache-hit'] !== 'true') throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
+        if (main.result.outputs['cache-hit'] !== 'true')
+          throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
         // A job that changed something (a new tag: no new data) makes post save.
-        await job.step(`docker tag "$BENCH_REF" "bench-save:r${rep}-${Math.random().toString(36).slice(2, 8)}"`, { BENCH_REF: level.images[0] });
+        await job.step(`docker tag "$BENCH_REF" "bench-save:r${rep}-${Math.random().toString(36).slice(2, 8)}"`, {
+          BENCH_REF: level.images[0]
+        });
         const before = server.stats();
         const post = await job.post();
         const saved = post.facts.Cache ?? '';
@@ -517,7 +632,13 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
         const save = phase(post, 'Save the cache');
         return {
           seconds: save,
-          detail: { postSeconds: post.seconds, stopSeconds: phase(post, 'Stop the daemon'), uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes, restoreMainSeconds: main.seconds, ...phaseDetail(post, 'post ') }
+          detail: {
+            postSeconds: post.seconds,
+            stopSeconds: phase(post, 'Stop the daemon'),
+            uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes,
+            restoreMainSeconds: main.seconds,
+            ...phaseDetail(post, 'post ')
+          }
         };
       });
     case 'save-raw': {
@@ -539,7 +660,8 @@ async function warmAndScaling(cfg: Config, w: Warm, levels: LevelInfo[]): Promis
       const methods = rotate(isWarm ? [...dataMethods, ...warmOnly] : dataMethods, rep + li);
       log(`rep ${rep + 1}/${cfg.reps}, ${level.targetMB} MB: ${methods.join(', ')}`);
       for (const [position, method] of methods.entries()) {
-        const scenario: Scenario = method === 'load' || method === 'pull' ? 'S2' : method.startsWith('save') ? 'S3' : 'S4';
+        const scenario: Scenario =
+          method === 'load' || method === 'pull' ? 'S2' : method.startsWith('save') ? 'S3' : 'S4';
         await measure(scenario, method, rep, position, level.targetMB, () => dataMethod(method, level, w, rep));
       }
     }
@@ -550,20 +672,31 @@ async function warmAndScaling(cfg: Config, w: Warm, levels: LevelInfo[]): Promis
 
 async function main(): Promise<void> {
   const cfg = config();
-  record = { startedAt: new Date().toISOString(), config: cfg, levels: [], setup: {}, samples: [], failures: [], notes: [] };
+  record = {
+    startedAt: new Date().toISOString(),
+    config: cfg,
+    levels: [],
+    setup: {},
+    samples: [],
+    failures: [],
+    notes: []
+  };
   cleanup.onSignals();
   tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-bench-'));
   cleanup.add(`remove ${tempDir}`, () => removeTree(tempDir));
   benchHome = path.join(tempDir, 'home');
   fs.mkdirSync(benchHome);
-  log(`setup-dind benchmark ${runId}: ${cfg.quick ? 'QUICK smoke run, ' : ''}${cfg.reps} repetition(s), sizes ${cfg.sizesMB.join(', ')} MB; temp dir ${tempDir}`);
+  log(
+    `setup-dind benchmark ${runId}: ${cfg.quick ? 'QUICK smoke run, ' : ''}${cfg.reps} repetition(s), sizes ${cfg.sizesMB.join(', ')} MB; temp dir ${tempDir}`
+  );
 
   let failed: Error | undefined;
   try {
     await setupStep('check the engine and tools', async () => {
       await dockerOut(['version', '--format', '{{.Server.Version}}']);
       for (const tool of ['zstd', 'tar', 'curl', 'openssl']) await run('bash', ['-c', `command -v ${tool}`]);
-      if (!fs.existsSync(path.join(REPO_ROOT, 'dist/main/index.js'))) throw new Error('dist/ is missing: run `npm run build`');
+      if (!fs.existsSync(path.join(REPO_ROOT, 'dist/main/index.js')))
+        throw new Error('dist/ is missing: run `npm run build`');
       await docker(['image', 'inspect', BASE_IMAGE]).catch(() => {
         throw new Error(`${BASE_IMAGE} is not on the engine (nothing can be pulled here)`);
       });
@@ -577,7 +710,10 @@ async function main(): Promise<void> {
     const content = await setupStep('plan content and start building it', () => startContent(cfg));
     const levels = record.levels;
     if (levels.length === 0) throw new Error('no content levels');
-    const warm = levels.reduce((best, l) => (Math.abs(l.targetMB - cfg.warmTargetMB) < Math.abs(best.targetMB - cfg.warmTargetMB) ? l : best), levels[0]);
+    const warm = levels.reduce(
+      (best, l) => (Math.abs(l.targetMB - cfg.warmTargetMB) < Math.abs(best.targetMB - cfg.warmTargetMB) ? l : best),
+      levels[0]
+    );
     cfg.warmTargetMB = warm.targetMB;
     const artifacts = new Map<number, { blob: string; tar: string }>();
     const w: Warm = { server, artifacts, warm };
@@ -646,10 +782,16 @@ async function main(): Promise<void> {
     if (crashes.length > 0) {
       const counts = new Map<string, number>();
       for (const crash of crashes) counts.set(crash, (counts.get(crash) ?? 0) + 1);
-      for (const [crash, count] of counts) record.notes.push(`**Action step crash**, ${count} time(s): ${crash}. The real runner would fail such a step; the benchmark kept its timing.`);
+      for (const [crash, count] of counts)
+        record.notes.push(
+          `**Action step crash**, ${count} time(s): ${crash}. The real runner would fail such a step; the benchmark kept its timing.`
+        );
     }
-    const leftovers = await docker(['ps', '--all', '--quiet', '--filter', `label=${BENCH_LABEL}=${runId}`], { allowFail: true });
-    if (leftovers.stdout.trim()) record.notes.push(`Containers left behind: ${leftovers.stdout.trim().split('\n').join(', ')}`);
+    const leftovers = await docker(['ps', '--all', '--quiet', '--filter', `label=${BENCH_LABEL}=${runId}`], {
+      allowFail: true
+    });
+    if (leftovers.stdout.trim())
+      record.notes.push(`Containers left behind: ${leftovers.stdout.trim().split('\n').join(', ')}`);
   }
   const written = writeReports(record, path.join(REPO_ROOT, 'bench'), cfg.quick ? '-quick' : '');
   console.log(`\n${written.markdown}`);

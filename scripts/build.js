@@ -8,9 +8,15 @@ const root = path.join(__dirname, '..');
 
 function bundle(entry, out) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [require.resolve('@vercel/ncc/dist/ncc/cli.js'), 'build', entry, '-o', out, '--license', 'licenses.txt'], { cwd: root, stdio: 'inherit' });
+    const child = spawn(
+      process.execPath,
+      [require.resolve('@vercel/ncc/dist/ncc/cli.js'), 'build', entry, '-o', out, '--license', 'licenses.txt'],
+      { cwd: root, stdio: 'inherit' }
+    );
     child.on('error', reject);
-    child.on('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`ncc build ${entry} failed (${signal ?? `exit code ${code}`})`))));
+    child.on('exit', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`ncc build ${entry} failed (${signal ?? `exit code ${code}`})`))
+    );
   });
 }
 

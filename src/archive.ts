@@ -10,12 +10,16 @@ export type FileAccess = 'root' | 'sudo' | 'none';
 
 export async function detectFileAccess(): Promise<FileAccess> {
   if (process.getuid?.() === 0) return 'root';
-  const sudo = await exec.getExecOutput('sudo', ['-n', 'true'], { silent: true, ignoreReturnCode: true }).catch(() => undefined);
+  const sudo = await exec
+    .getExecOutput('sudo', ['-n', 'true'], { silent: true, ignoreReturnCode: true })
+    .catch(() => undefined);
   return sudo?.exitCode === 0 ? 'sudo' : 'none';
 }
 
 export async function hasZstd(): Promise<boolean> {
-  const zstd = await exec.getExecOutput('zstd', ['--version'], { silent: true, ignoreReturnCode: true }).catch(() => undefined);
+  const zstd = await exec
+    .getExecOutput('zstd', ['--version'], { silent: true, ignoreReturnCode: true })
+    .catch(() => undefined);
   return zstd?.exitCode === 0;
 }
 
@@ -32,8 +36,14 @@ function sudo(access: FileAccess): string {
 }
 
 /** Shell scripts get their arguments as "$1"…, never spliced into the text. */
-function bash(script: string, args: string[], stdio: { stdin: 'pipe' | 'ignore'; stdout: 'pipe' | 'ignore' }): ChildProcess {
-  return spawn('bash', ['-c', `set -euo pipefail\n${script}`, 'bash', ...args], { stdio: [stdio.stdin, stdio.stdout, 'pipe'] });
+function bash(
+  script: string,
+  args: string[],
+  stdio: { stdin: 'pipe' | 'ignore'; stdout: 'pipe' | 'ignore' }
+): ChildProcess {
+  return spawn('bash', ['-c', `set -euo pipefail\n${script}`, 'bash', ...args], {
+    stdio: [stdio.stdin, stdio.stdout, 'pipe']
+  });
 }
 
 function finished(child: ChildProcess, what: string): Promise<void> {
@@ -41,7 +51,11 @@ function finished(child: ChildProcess, what: string): Promise<void> {
   child.stderr?.on('data', chunk => (stderr += chunk));
   return new Promise((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', code => (code === 0 ? resolve() : reject(new Error(`${what} failed (exit ${code}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`))));
+    child.on('close', code =>
+      code === 0
+        ? resolve()
+        : reject(new Error(`${what} failed (exit ${code}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`))
+    );
   });
 }
 
@@ -65,9 +79,16 @@ export async function extractInto(access: FileAccess, dir: string, archive: Read
 }
 
 /** Starts archiving `dir`; read the archive from `stream`, and await `done` for the outcome. */
-export function archiveFrom(access: FileAccess, dir: string): { stream: Readable; done: Promise<void>; kill: () => void } {
+export function archiveFrom(
+  access: FileAccess,
+  dir: string
+): { stream: Readable; done: Promise<void>; kill: () => void } {
   const child = bash(archiveScript(access), [dir], { stdin: 'ignore', stdout: 'pipe' });
-  return { stream: child.stdout!, done: finished(child, 'archiving the daemon data'), kill: () => child.kill('SIGKILL') };
+  return {
+    stream: child.stdout!,
+    done: finished(child, 'archiving the daemon data'),
+    kill: () => child.kill('SIGKILL')
+  };
 }
 
 /** Runs a short script to completion, feeding it `input`; returns its stdout. */

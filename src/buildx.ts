@@ -31,12 +31,27 @@ export interface BuilderRequest {
 
 /** `--bootstrap` starts BuildKit now, so that an image the daemon cannot pull fails this step rather than the first build. */
 export function builderCreateArgs(request: BuilderRequest): string[] {
-  return ['buildx', 'create', '--name', request.name, '--driver', 'docker-container', '--driver-opt', `image=${request.image}`, '--bootstrap', request.context];
+  return [
+    'buildx',
+    'create',
+    '--name',
+    request.name,
+    '--driver',
+    'docker-container',
+    '--driver-opt',
+    `image=${request.image}`,
+    '--bootstrap',
+    request.context
+  ];
 }
 
 /** The buildx plugin's version line; fails, saying what is missing, on a runner without it. */
 export async function buildxVersion(): Promise<string> {
-  const version = await dockerCli(['buildx', 'version']).catch((error: Error) => ({ exitCode: -1, stdout: '', stderr: error.message }));
+  const version = await dockerCli(['buildx', 'version']).catch((error: Error) => ({
+    exitCode: -1,
+    stdout: '',
+    stderr: error.message
+  }));
   if (version.exitCode !== 0) {
     throw new Error(
       `${Inputs.Buildx}: true needs the docker buildx CLI plugin on the runner, and \`docker buildx version\` failed: ${version.stderr.trim() || `exit code ${version.exitCode}`}. Install the plugin (GitHub's ubuntu runners have it; docker/setup-buildx-action installs it in an earlier step), or set '${Inputs.Buildx}' to false.`

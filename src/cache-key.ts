@@ -25,15 +25,23 @@ function sha256(text: string): string {
 
 /** The storage-relevant daemon settings, from flags and daemon.json alike. */
 export function storageSettings(dockerdArgs: string[], daemonConfig: Record<string, unknown>): string[] {
-  const fromArgs = dockerdArgs.filter(word => STORAGE_SETTINGS.some(name => word === `--${name}` || word.startsWith(`--${name}=`)));
+  const fromArgs = dockerdArgs.filter(word =>
+    STORAGE_SETTINGS.some(name => word === `--${name}` || word.startsWith(`--${name}=`))
+  );
   // A flag's value may be the next word: keep the word after a bare storage flag too.
-  const values = dockerdArgs.flatMap((word, i) => (STORAGE_SETTINGS.some(name => word === `--${name}`) && dockerdArgs[i + 1] ? [dockerdArgs[i + 1]] : []));
-  const fromConfig = STORAGE_SETTINGS.filter(name => name in daemonConfig).map(name => `${name}=${JSON.stringify(daemonConfig[name])}`);
+  const values = dockerdArgs.flatMap((word, i) =>
+    STORAGE_SETTINGS.some(name => word === `--${name}`) && dockerdArgs[i + 1] ? [dockerdArgs[i + 1]] : []
+  );
+  const fromConfig = STORAGE_SETTINGS.filter(name => name in daemonConfig).map(
+    name => `${name}=${JSON.stringify(daemonConfig[name])}`
+  );
   return [...fromArgs, ...values, ...fromConfig].sort();
 }
 
 export function keyBase(inputs: CompatibilityInputs): string {
-  const compat = sha256(JSON.stringify({ image: inputs.image, storage: storageSettings(inputs.dockerdArgs, inputs.daemonConfig) })).slice(0, 12);
+  const compat = sha256(
+    JSON.stringify({ image: inputs.image, storage: storageSettings(inputs.dockerdArgs, inputs.daemonConfig) })
+  ).slice(0, 12);
   return `${FORMAT}-${inputs.arch}-${compat}`;
 }
 

@@ -32,7 +32,10 @@ export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
   const images = await dind.listImages();
   const df = (await dind.df()) as { BuildCache?: Array<{ ID: string }> };
   return {
-    images: images.map(image => ({ id: image.Id, tags: (image.RepoTags ?? []).filter(tag => tag !== '<none>:<none>') })),
+    images: images.map(image => ({
+      id: image.Id,
+      tags: (image.RepoTags ?? []).filter(tag => tag !== '<none>:<none>')
+    })),
     buildCache: (df.BuildCache ?? []).map(record => record.ID)
   };
 }
@@ -50,12 +53,26 @@ export interface Eviction {
  * While the daemon runs, before pruning: drops the images no job used for the input's time. Without a
  * full record of the job's image events nothing is dropped: a used image must never be.
  */
-export async function evictUnusedImages(setup: CacheSetup, outer: Docker, container: Docker.Container, dind: Docker): Promise<Eviction> {
+export async function evictUnusedImages(
+  setup: CacheSetup,
+  outer: Docker,
+  container: Docker.Container,
+  dind: Docker
+): Promise<Eviction> {
   const now = Date.now();
-  const [usage, metadata] = await Promise.all([collectUsage(outer, container, dind, setup.usageRecorder, setup.usageSince ?? now), readMetadata(setup)]);
+  const [usage, metadata] = await Promise.all([
+    collectUsage(outer, container, dind, setup.usageRecorder, setup.usageSince ?? now),
+    readMetadata(setup)
+  ]);
   const savedAt = metadata?.savedAt ? Date.parse(metadata.savedAt) : now;
   const keepUnusedMs = usage.partial ? undefined : setup.keepUnusedMs;
-  const plan = planEviction(usage.images, usage.used, { lastUsed: metadata?.lastUsed ?? {}, savedAt: Number.isNaN(savedAt) ? now : savedAt }, now, keepUnusedMs);
+  const plan = planEviction(
+    usage.images,
+    usage.used,
+    { lastUsed: metadata?.lastUsed ?? {}, savedAt: Number.isNaN(savedAt) ? now : savedAt },
+    now,
+    keepUnusedMs
+  );
   const evicted: string[] = [];
   for (const { image, lastUsed } of plan.evict) {
     try {
@@ -67,7 +84,10 @@ export async function evictUnusedImages(setup: CacheSetup, outer: Docker, contai
       plan.lastUsed[image.id] = lastUsed;
     }
   }
-  const skipped = usage.partial && setup.keepUnusedMs !== undefined ? `${usage.partial}, so the job's use of its images is not fully known` : undefined;
+  const skipped =
+    usage.partial && setup.keepUnusedMs !== undefined
+      ? `${usage.partial}, so the job's use of its images is not fully known`
+      : undefined;
   return { evicted, lastUsed: plan.lastUsed, skipped };
 }
 
@@ -82,8 +102,10 @@ export function saveBlocker(setup: CacheSetup, writable: boolean, writableReason
 
 /** Pure: whether to upload the daemon's content under `key`. */
 export function decideSave(setup: CacheSetup, key: string): SaveDecision {
-  const unchanged = setup.restoredKey !== undefined && (setup.restoredKey === key || setup.restoredKey.startsWith(`${key}.`));
-  if (setup.savePolicy === 'on-change' && unchanged) return { save: false, reason: 'the daemon holds what was restored: nothing changed' };
+  const unchanged =
+    setup.restoredKey !== undefined && (setup.restoredKey === key || setup.restoredKey.startsWith(`${key}.`));
+  if (setup.savePolicy === 'on-change' && unchanged)
+    return { save: false, reason: 'the daemon holds what was restored: nothing changed' };
   return { save: true, key };
 }
 
@@ -122,11 +144,17 @@ async function reserveSlot(key: string): Promise<{ key: string; uploadUrl: strin
 class SizeLimitError extends Error {}
 
 /** Archives the stopped daemon's data and uploads it under `key`. Never throws. */
-export async function saveDaemonData(setup: CacheSetup, contentKey: string, imageId: string, lastUsed: LastUsed): Promise<SaveResult> {
+export async function saveDaemonData(
+  setup: CacheSetup,
+  contentKey: string,
+  imageId: string,
+  lastUsed: LastUsed
+): Promise<SaveResult> {
   let bytes = 0;
   try {
     const slot = await reserveSlot(contentKey);
-    if ('existing' in slot) return { saved: false, bytes: 0, reason: `a cache with this content exists already (${slot.existing})` };
+    if ('existing' in slot)
+      return { saved: false, bytes: 0, reason: `a cache with this content exists already (${slot.existing})` };
     const { key, uploadUrl } = slot;
     const metadata: CacheMetadata = { imageId, key, savedAt: new Date().toISOString(), lastUsed };
     await writeFileAsRoot(setup.access, path.join(setup.dataDir, METADATA_FILE), JSON.stringify(metadata) + '\n');

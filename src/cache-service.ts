@@ -7,7 +7,12 @@ import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { Readable } from 'node:stream';
-import { getCacheMode, getCacheServiceVersion, isCacheReadable, isCacheWritable } from '@actions/cache/lib/internal/config';
+import {
+  getCacheMode,
+  getCacheServiceVersion,
+  isCacheReadable,
+  isCacheWritable
+} from '@actions/cache/lib/internal/config';
 import { internalCacheTwirpClient } from '@actions/cache/lib/internal/shared/cacheTwirpClient';
 
 /** Scopes our entries apart from other caches: the service matches keys only within one version. */
@@ -33,10 +38,21 @@ export type Availability = { readable: boolean; writable: boolean; reason?: stri
 
 export function availability(): Availability {
   // As the library's isFeatureAvailable decides, without loading the rest of the library.
-  if (getCacheServiceVersion() !== 'v2') return { readable: false, writable: false, reason: 'the Actions cache service v2 is not available to this job (GitHub Enterprise Server has only the legacy service)' };
-  if (!process.env.ACTIONS_RESULTS_URL) return { readable: false, writable: false, reason: 'the Actions cache service is not available to this job' };
+  if (getCacheServiceVersion() !== 'v2')
+    return {
+      readable: false,
+      writable: false,
+      reason:
+        'the Actions cache service v2 is not available to this job (GitHub Enterprise Server has only the legacy service)'
+    };
+  if (!process.env.ACTIONS_RESULTS_URL)
+    return { readable: false, writable: false, reason: 'the Actions cache service is not available to this job' };
   const mode = getCacheMode();
-  return { readable: isCacheReadable(mode), writable: isCacheWritable(mode), reason: mode ? `ACTIONS_CACHE_MODE is '${mode}'` : undefined };
+  return {
+    readable: isCacheReadable(mode),
+    writable: isCacheWritable(mode),
+    reason: mode ? `ACTIONS_CACHE_MODE is '${mode}'` : undefined
+  };
 }
 
 function client() {
@@ -50,7 +66,10 @@ export interface CacheEntry {
 
 /** The newest entry for the first key that matches (exact for `key`, prefix for `restoreKeys`). */
 export async function lookup(key: string, restoreKeys: string[]): Promise<CacheEntry | undefined> {
-  const response = await withTimeout(client().GetCacheEntryDownloadURL({ key, restoreKeys, version: CACHE_VERSION }), 'looking up the cache');
+  const response = await withTimeout(
+    client().GetCacheEntryDownloadURL({ key, restoreKeys, version: CACHE_VERSION }),
+    'looking up the cache'
+  );
   return response.ok ? { key: response.matchedKey, url: response.signedDownloadUrl } : undefined;
 }
 
@@ -77,7 +96,10 @@ export function download(url: string): Promise<Readable> {
 /** Reserves `key`; undefined when it exists already (or another job is writing it). */
 export async function reserve(key: string): Promise<string | undefined> {
   try {
-    const response = await withTimeout(client().CreateCacheEntry({ key, version: CACHE_VERSION }), 'reserving the cache entry');
+    const response = await withTimeout(
+      client().CreateCacheEntry({ key, version: CACHE_VERSION }),
+      'reserving the cache entry'
+    );
     return response.ok ? response.signedUploadUrl : undefined;
   } catch (error) {
     // The service answers an existing key with HTTP 409 (Twirp already_exists), which the client throws.
@@ -88,6 +110,10 @@ export async function reserve(key: string): Promise<string | undefined> {
 
 /** Commits the entry once its blob is uploaded. */
 export async function finalize(key: string, sizeBytes: number): Promise<void> {
-  const finalized = await withTimeout(client().FinalizeCacheEntryUpload({ key, version: CACHE_VERSION, sizeBytes: String(sizeBytes) }), 'committing the cache entry');
-  if (!finalized.ok) throw new Error(`the cache service did not commit ${key}: ${finalized.message || 'no reason given'}`);
+  const finalized = await withTimeout(
+    client().FinalizeCacheEntryUpload({ key, version: CACHE_VERSION, sizeBytes: String(sizeBytes) }),
+    'committing the cache entry'
+  );
+  if (!finalized.ok)
+    throw new Error(`the cache service did not commit ${key}: ${finalized.message || 'no reason given'}`);
 }

@@ -4,7 +4,16 @@
 // never a half-restored tree.
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { detectFileAccess, emptyDirectory, extractInto, hasZstd, makeDirectory, METADATA_FILE, readFileAsRoot, type FileAccess } from './archive';
+import {
+  detectFileAccess,
+  emptyDirectory,
+  extractInto,
+  hasZstd,
+  makeDirectory,
+  METADATA_FILE,
+  readFileAsRoot,
+  type FileAccess
+} from './archive';
 import { availability, download, lookup } from './cache-service';
 import { cacheKeys, keyBase } from './cache-key';
 import { Inputs } from './constants';
@@ -50,17 +59,31 @@ export async function prepareCache(inputs: ActionInputs, instance: Instance): Pr
   }
   const [access, zstd] = await Promise.all([detectFileAccess(), hasZstd()]);
   if (access === 'none') {
-    core.warning("Cache off: the daemon's files belong to root, and this job runs as a user without passwordless sudo. Run the job as root or give its user passwordless sudo to cache, or set 'cache: false'.");
+    core.warning(
+      "Cache off: the daemon's files belong to root, and this job runs as a user without passwordless sudo. Run the job as root or give its user passwordless sudo to cache, or set 'cache: false'."
+    );
     return undefined;
   }
   if (!zstd) {
     core.warning("Cache off: the runner has no 'zstd' (install it, for example apt-get install zstd).");
     return undefined;
   }
-  const base = keyBase({ image: inputs.image, arch: process.arch, dockerdArgs: inputs.dockerdArgs, daemonConfig: inputs.daemonConfig });
+  const base = keyBase({
+    image: inputs.image,
+    arch: process.arch,
+    dockerdArgs: inputs.dockerdArgs,
+    daemonConfig: inputs.daemonConfig
+  });
   const keys = cacheKeys(base, inputs.cacheKey);
   await makeDirectory(access, instance.dataDir);
-  return { dataDir: instance.dataDir, access, ...keys, savePolicy: inputs.cacheSave, maxBytes: inputs.cacheMaxSizeBytes, keepUnusedMs: inputs.cacheEvictAfterMs };
+  return {
+    dataDir: instance.dataDir,
+    access,
+    ...keys,
+    savePolicy: inputs.cacheSave,
+    maxBytes: inputs.cacheMaxSizeBytes,
+    keepUnusedMs: inputs.cacheEvictAfterMs
+  };
 }
 
 /** Streams the newest matching cache into the data directory. Never throws. */
@@ -112,12 +135,15 @@ export async function readMetadata(setup: CacheSetup): Promise<Partial<CacheMeta
 export async function verifyRestoredData(setup: CacheSetup, imageId: string): Promise<boolean> {
   const madeBy = (await readMetadata(setup))?.imageId;
   if (madeBy === imageId) return true;
-  core.warning(`The cache was made by another dind image (${madeBy ?? 'unknown'}, this one is ${imageId}): the daemon starts empty and post saves a new cache.`);
+  core.warning(
+    `The cache was made by another dind image (${madeBy ?? 'unknown'}, this one is ${imageId}): the daemon starts empty and post saves a new cache.`
+  );
   await discard(setup);
   return false;
 }
 
 async function discard(setup: CacheSetup): Promise<void> {
-  await emptyDirectory(setup.access, setup.dataDir).catch(error => core.warning(`Could not empty ${setup.dataDir}: ${(error as Error).message}`));
+  await emptyDirectory(setup.access, setup.dataDir).catch(error =>
+    core.warning(`Could not empty ${setup.dataDir}: ${(error as Error).message}`)
+  );
 }
-

@@ -29,7 +29,10 @@ async function contextOwner(name: string): Promise<{ exists: boolean; instanceId
   if (inspected.exitCode !== 0) return { exists: false };
   const [context] = JSON.parse(inspected.stdout) as Array<{ Metadata?: { Description?: string } }>;
   const description = context?.Metadata?.Description ?? '';
-  return { exists: true, instanceId: description.startsWith(DESCRIPTION_PREFIX) ? description.slice(DESCRIPTION_PREFIX.length) : undefined };
+  return {
+    exists: true,
+    instanceId: description.startsWith(DESCRIPTION_PREFIX) ? description.slice(DESCRIPTION_PREFIX.length) : undefined
+  };
 }
 
 export interface ContextRequest {
@@ -54,15 +57,27 @@ export async function createContext(request: ContextRequest, warn: (message: str
   const taken = owner.exists && !stale;
   // Between the look and the create a parallel job may take the name: then ours is unique as well.
   if (!taken && (await create(request.name, request)).exitCode === 0) return request.name;
-  const why = owner.instanceId || !owner.exists ? 'in use by another running setup-dind instance' : 'not made by setup-dind';
-  warn(`A Docker context named '${request.name}' already exists (${why}); this daemon's context is '${unique}' instead (see the 'context' output).`);
+  const why =
+    owner.instanceId || !owner.exists ? 'in use by another running setup-dind instance' : 'not made by setup-dind';
+  warn(
+    `A Docker context named '${request.name}' already exists (${why}); this daemon's context is '${unique}' instead (see the 'context' output).`
+  );
   const created = await create(unique, request);
-  if (created.exitCode !== 0) throw new Error(`docker context create failed: ${created.stderr.trim() || created.stdout.trim()}`);
+  if (created.exitCode !== 0)
+    throw new Error(`docker context create failed: ${created.stderr.trim() || created.stdout.trim()}`);
   return unique;
 }
 
 function create(name: string, request: ContextRequest): Promise<exec.ExecOutput> {
-  return docker(['context', 'create', name, '--description', contextDescription(request.instanceId), '--docker', contextEndpoint(request.host, request.certDir)]);
+  return docker([
+    'context',
+    'create',
+    name,
+    '--description',
+    contextDescription(request.instanceId),
+    '--docker',
+    contextEndpoint(request.host, request.certDir)
+  ]);
 }
 
 /** Removes the context (and the key copy in it) if it is still this instance's. */

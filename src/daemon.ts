@@ -53,7 +53,11 @@ export function serverSubjectAltNames(instance: Instance, addresses: string[]): 
 
 /** The container's IPv4 address on each of its networks. */
 export function networkAddresses(info: Docker.ContainerInspectInfo): Record<string, string> {
-  return Object.fromEntries(Object.entries(info.NetworkSettings.Networks ?? {}).flatMap(([name, network]) => (network.IPAddress ? [[name, network.IPAddress]] : [])));
+  return Object.fromEntries(
+    Object.entries(info.NetworkSettings.Networks ?? {}).flatMap(([name, network]) =>
+      network.IPAddress ? [[name, network.IPAddress]] : []
+    )
+  );
 }
 
 export interface DaemonConfigInputs {
@@ -106,14 +110,17 @@ export interface ContainerSpec {
 /** Port bindings on 127.0.0.1, several runner ports per dind port allowed. */
 function publishedPorts(ports: PortMapping[]): Record<string, Array<{ HostIp: string; HostPort: string }>> {
   const bindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {};
-  for (const port of ports) (bindings[`${port.container}/tcp`] ??= []).push({ HostIp: '127.0.0.1', HostPort: String(port.host) });
+  for (const port of ports)
+    (bindings[`${port.container}/tcp`] ??= []).push({ HostIp: '127.0.0.1', HostPort: String(port.host) });
   return bindings;
 }
 
 /** Engine API fields @types/dockerode does not know yet. */
 type HostConfig = Docker.HostConfig & { CgroupnsMode?: 'private' | 'host' };
 
-export function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCreateOptions & { HostConfig: HostConfig } {
+export function containerCreateOptions(
+  spec: ContainerSpec
+): Docker.ContainerCreateOptions & { HostConfig: HostConfig } {
   const { instance } = spec;
   return {
     name: instance.containerName,
@@ -138,14 +145,22 @@ export function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCre
         [PORT_KEY]: [{ HostIp: '127.0.0.1', HostPort: '' }],
         ...publishedPorts(spec.ports)
       },
-      Binds: [...(spec.dataDir ? [`${spec.dataDir}:/var/lib/docker`] : []), ...spec.mounts.map(mount => `${mount.source}:${mount.target}`)]
+      Binds: [
+        ...(spec.dataDir ? [`${spec.dataDir}:/var/lib/docker`] : []),
+        ...spec.mounts.map(mount => `${mount.source}:${mount.target}`)
+      ]
     },
     NetworkingConfig: { EndpointsConfig: { [instance.networkName]: { Aliases: [instance.name] } } }
   };
 }
 
 export function networkCreateOptions(instance: Instance): Docker.NetworkCreateOptions {
-  return { Name: instance.networkName, Driver: 'bridge', CheckDuplicate: true, Labels: { [INSTANCE_LABEL]: instance.id } };
+  return {
+    Name: instance.networkName,
+    Driver: 'bridge',
+    CheckDuplicate: true,
+    Labels: { [INSTANCE_LABEL]: instance.id }
+  };
 }
 
 async function tarBuffer(build: (pack: tar.Pack) => void): Promise<Buffer> {
@@ -198,14 +213,20 @@ interface AbortablePing {
  * proxy accepts and resets; while it starts, a ping can hang: each attempt gets the time left, and
  * the container is checked between attempts so a daemon that died fails at once.
  */
-export async function waitForDaemon(endpoint: TlsEndpoint, container: Docker.Container, timeoutMs: number): Promise<string> {
+export async function waitForDaemon(
+  endpoint: TlsEndpoint,
+  container: Docker.Container,
+  timeoutMs: number
+): Promise<string> {
   const client = connect(tlsClientOptions(endpoint));
   const deadline = Date.now() + timeoutMs;
   let lastError = 'no answer';
   for (;;) {
     const state = (await container.inspect()).State;
     if (!state.Running) {
-      throw new DaemonNotReadyError(`The dind container stopped (exit code ${state.ExitCode}${state.Error ? `: ${state.Error}` : ''}) before its daemon answered.`);
+      throw new DaemonNotReadyError(
+        `The dind container stopped (exit code ${state.ExitCode}${state.Error ? `: ${state.Error}` : ''}) before its daemon answered.`
+      );
     }
     const left = deadline - Date.now();
     if (left <= 0) break;
@@ -226,14 +247,26 @@ export function diagnose(logTail: string, privileged: boolean): string | undefin
   // Definite causes first; the privileged hint next (an unprivileged dockerd fails in many ways);
   // dockerd also logs harmless "executable file not found" for optional helpers, so match dockerd's own.
   const missing: Array<[RegExp, string]> = [
-    [/exec: "dockerd": executable file not found|dockerd: not found|exec[^\n]*dockerd[^\n]*no such file/i, "The image has no 'dockerd' on its PATH: use a dind image such as docker:28-dind."],
-    [/exec: "\/bin\/sh"|\/bin\/sh: not found|exec[^\n]*\/bin\/sh[^\n]*no such file/i, "The image has no /bin/sh, which the action's entrypoint needs."]
+    [
+      /exec: "dockerd": executable file not found|dockerd: not found|exec[^\n]*dockerd[^\n]*no such file/i,
+      "The image has no 'dockerd' on its PATH: use a dind image such as docker:28-dind."
+    ],
+    [
+      /exec: "\/bin\/sh"|\/bin\/sh: not found|exec[^\n]*\/bin\/sh[^\n]*no such file/i,
+      "The image has no /bin/sh, which the action's entrypoint needs."
+    ]
   ];
   const others: Array<[RegExp, string]> = [
-    [/permission denied|operation not permitted|must be run as root|mount.*failed/i, 'The daemon lacks a permission it needs; on this host dind may need a different runtime (for example sysbox).'],
+    [
+      /permission denied|operation not permitted|must be run as root|mount.*failed/i,
+      'The daemon lacks a permission it needs; on this host dind may need a different runtime (for example sysbox).'
+    ],
     [/address already in use/i, 'A port the daemon needs is taken inside the container.'],
     [/failed to load listeners|x509|tls: /i, 'The daemon could not set up its TLS listener.'],
-    [/devmapper|overlay.*not supported|driver not supported/i, "The storage driver is not supported here: try 'daemon-config: {\"storage-driver\":\"vfs\"}'."]
+    [
+      /devmapper|overlay.*not supported|driver not supported/i,
+      'The storage driver is not supported here: try \'daemon-config: {"storage-driver":"vfs"}\'.'
+    ]
   ];
   const definite = missing.find(([pattern]) => pattern.test(logTail));
   if (definite) return definite[1];
@@ -243,7 +276,12 @@ export function diagnose(logTail: string, privileged: boolean): string | undefin
 
 /** The container's log (stdout and stderr interleaved) as text, at most `tail` lines. */
 export async function containerLog(container: Docker.Container, tail?: number): Promise<string> {
-  const raw = (await container.logs({ stdout: true, stderr: true, follow: false, ...(tail ? { tail } : {}) })) as unknown as Buffer;
+  const raw = (await container.logs({
+    stdout: true,
+    stderr: true,
+    follow: false,
+    ...(tail ? { tail } : {})
+  })) as unknown as Buffer;
   return demultiplex(raw);
 }
 

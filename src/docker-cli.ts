@@ -8,6 +8,10 @@ const DAEMON_SELECTION = ['DOCKER_HOST', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH'
 /** Runs `docker args…`; never throws for a non-zero exit (the caller reads exitCode). */
 export async function dockerCli(args: string[]): Promise<exec.ExecOutput> {
   // DOCKER_CONFIG stays: it says where the contexts, the CLI plugins and buildx's builders live.
-  const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !DAEMON_SELECTION.includes(entry[0])));
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(
+      (entry): entry is [string, string] => entry[1] !== undefined && !DAEMON_SELECTION.includes(entry[0])
+    )
+  );
   return exec.getExecOutput('docker', args, { silent: true, ignoreReturnCode: true, env });
 }

@@ -48,15 +48,26 @@ const UNSET = {
 };
 
 /** Complete dockerode options for the outer engine; nothing left for docker-modem to guess. */
-export function engineClientOptions(settings: EngineSettings, readFile = (file: string) => fs.readFileSync(file, 'utf8')): Docker.DockerOptions {
+export function engineClientOptions(
+  settings: EngineSettings,
+  readFile = (file: string) => fs.readFileSync(file, 'utf8')
+): Docker.DockerOptions {
   const host = settings.host ?? 'unix:///var/run/docker.sock';
-  if (host.startsWith('unix://')) return { ...UNSET, socketPath: host.slice('unix://'.length) || '/var/run/docker.sock' };
+  if (host.startsWith('unix://'))
+    return { ...UNSET, socketPath: host.slice('unix://'.length) || '/var/run/docker.sock' };
   const url = new URL(host.includes('://') ? host : `tcp://${host}`);
   if (url.protocol !== 'tcp:') {
-    throw new Error(`The Docker engine at DOCKER_HOST=${host} is not supported: use a unix:// socket or a tcp:// address.`);
+    throw new Error(
+      `The Docker engine at DOCKER_HOST=${host} is not supported: use a unix:// socket or a tcp:// address.`
+    );
   }
   const tls = settings.tlsVerify === '1' || url.port === '2376' || Boolean(settings.certPath);
-  const options: Docker.DockerOptions = { ...UNSET, host: url.hostname, port: url.port || (tls ? '2376' : '2375'), protocol: tls ? 'https' : 'http' };
+  const options: Docker.DockerOptions = {
+    ...UNSET,
+    host: url.hostname,
+    port: url.port || (tls ? '2376' : '2375'),
+    protocol: tls ? 'https' : 'http'
+  };
   if (tls && settings.certPath) {
     options.ca = readFile(path.join(settings.certPath, 'ca.pem'));
     options.cert = readFile(path.join(settings.certPath, 'cert.pem'));
@@ -66,7 +77,15 @@ export function engineClientOptions(settings: EngineSettings, readFile = (file: 
 }
 
 export function tlsClientOptions(endpoint: TlsEndpoint): Docker.DockerOptions {
-  return { ...UNSET, host: endpoint.host, port: endpoint.port, protocol: 'https', ca: endpoint.ca, cert: endpoint.cert, key: endpoint.key };
+  return {
+    ...UNSET,
+    host: endpoint.host,
+    port: endpoint.port,
+    protocol: 'https',
+    ca: endpoint.ca,
+    cert: endpoint.cert,
+    key: endpoint.key
+  };
 }
 
 /** Builds a client while DOCKER_* are hidden, so docker-modem does not read files they point at. */

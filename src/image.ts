@@ -32,7 +32,9 @@ export async function ensureImage(docker: Docker, image: string, policy: PullPol
     return present;
   }
   if (policy === 'never') {
-    throw new Error(`Image ${image} is not on the engine and input '${Inputs.Pull}' is 'never': load or build it in an earlier step, or set '${Inputs.Pull}: missing'.`);
+    throw new Error(
+      `Image ${image} is not on the engine and input '${Inputs.Pull}' is 'never': load or build it in an earlier step, or set '${Inputs.Pull}: missing'.`
+    );
   }
   core.info(`Pulling ${image} ...`);
   await pull(docker, image);
@@ -64,7 +66,11 @@ async function pull(docker: Docker, image: string): Promise<void> {
         if (event.id && event.progressDetail?.total) {
           layers.set(event.id, { current: event.progressDetail.current ?? 0, total: event.progressDetail.total });
         }
-        if (event.status && !event.progressDetail?.total && !/^(Waiting|Downloading|Extracting|Verifying Checksum)$/.test(event.status)) {
+        if (
+          event.status &&
+          !event.progressDetail?.total &&
+          !/^(Waiting|Downloading|Extracting|Verifying Checksum)$/.test(event.status)
+        ) {
           core.info(event.id ? `${event.id}: ${event.status}` : event.status);
         }
         if (Date.now() - lastReport >= PROGRESS_EVERY_MS) {

@@ -89,7 +89,8 @@ const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 const CONTEXT_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.+-]*$/;
 // The Docker reference grammar: [domain[:port]/]path[:tag][@digest], path components lower case.
 const PATH_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
-const DOMAIN = '(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)';
+const DOMAIN =
+  '(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)';
 const IMAGE_REFERENCE = new RegExp(
   `^(?:${DOMAIN}/)?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*(?::[\\w][\\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`
 );
@@ -113,7 +114,16 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
   problems.push(...conflictsBetween(dockerdArgs, daemonConfig));
   const inputs: ActionInputs = {
     image: attempt(() => parseImage(read(Inputs.Image)), ''),
-    name: attempt(() => parseMatching(Inputs.Name, read(Inputs.Name), CONTAINER_NAME, 'letters, digits, _ . - (starting with a letter or digit, at most 63 characters)'), ''),
+    name: attempt(
+      () =>
+        parseMatching(
+          Inputs.Name,
+          read(Inputs.Name),
+          CONTAINER_NAME,
+          'letters, digits, _ . - (starting with a letter or digit, at most 63 characters)'
+        ),
+      ''
+    ),
     pull: attempt(() => parseChoice(Inputs.Pull, read(Inputs.Pull), PULL_POLICIES), 'missing'),
     dockerdArgs,
     daemonConfig,
@@ -133,7 +143,10 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
     insecureRegistries: parseList(read(Inputs.InsecureRegistries)),
     swarm: attempt(() => parseBoolean(Inputs.Swarm, read(Inputs.Swarm)), false),
     buildx: attempt(() => parseBoolean(Inputs.Buildx, read(Inputs.Buildx)), false),
-    buildxDriver: attempt(() => parseChoice(Inputs.BuildxDriver, read(Inputs.BuildxDriver), BUILDX_DRIVERS), 'docker-container'),
+    buildxDriver: attempt(
+      () => parseChoice(Inputs.BuildxDriver, read(Inputs.BuildxDriver), BUILDX_DRIVERS),
+      'docker-container'
+    ),
     buildxImage: attempt(() => parseImage(read(Inputs.BuildxImage), Inputs.BuildxImage), '')
   };
   problems.push(...inputConflicts(inputs));
@@ -171,7 +184,9 @@ function parseMatching(name: string, raw: string, pattern: RegExp, allowed: stri
 export function parseImage(raw: string, name: string = Inputs.Image): string {
   const value = required(name, raw);
   if (!IMAGE_REFERENCE.test(value)) {
-    throw new Error(`Input '${name}' is not a valid image reference (like docker:28-dind or registry.example.com/team/dind:1.2); got '${value}'.`);
+    throw new Error(
+      `Input '${name}' is not a valid image reference (like docker:28-dind or registry.example.com/team/dind:1.2); got '${value}'.`
+    );
   }
   return value;
 }
@@ -179,8 +194,14 @@ export function parseImage(raw: string, name: string = Inputs.Image): string {
 function parseContext(raw: string): string {
   const value = raw.trim();
   if (value === '') return '';
-  if (value === 'default') throw new Error(`Input '${Inputs.Context}' cannot be 'default': the Docker CLI reserves that name.`);
-  return parseMatching(Inputs.Context, value, CONTEXT_NAME, 'letters, digits, _ . + - (starting with a letter or digit), or be empty for no context');
+  if (value === 'default')
+    throw new Error(`Input '${Inputs.Context}' cannot be 'default': the Docker CLI reserves that name.`);
+  return parseMatching(
+    Inputs.Context,
+    value,
+    CONTEXT_NAME,
+    'letters, digits, _ . + - (starting with a letter or digit), or be empty for no context'
+  );
 }
 
 export function parseSeconds(name: string, raw: string): number {
@@ -195,7 +216,8 @@ export function parseSize(name: string, raw: string): number {
   const value = required(name, raw);
   const match = SIZE.exec(value);
   const bytes = match ? Math.floor(Number(match[1]) * SIZE_UNITS[(match[2] ?? '').toLowerCase()]) : NaN;
-  if (!(bytes > 0)) throw new Error(`Input '${name}' must be a size such as 4g, 500m or 1073741824 (bytes); got '${value}'.`);
+  if (!(bytes > 0))
+    throw new Error(`Input '${name}' must be a size such as 4g, 500m or 1073741824 (bytes); got '${value}'.`);
   return bytes;
 }
 
@@ -205,7 +227,10 @@ export function parseEvictAfter(raw: string): number | undefined {
   if (value === 'never') return undefined;
   if (value === '0') return 0;
   const ms = parseDuration(value);
-  if (!(ms > 0)) throw new Error(`Input '${Inputs.CacheEvictAfter}' must be a duration such as 7d, 12h, 30m or 2w, 0 (drop what this job did not use) or never; got '${raw.trim()}'.`);
+  if (!(ms > 0))
+    throw new Error(
+      `Input '${Inputs.CacheEvictAfter}' must be a duration such as 7d, 12h, 30m or 2w, 0 (drop what this job did not use) or never; got '${raw.trim()}'.`
+    );
   return ms;
 }
 
@@ -223,24 +248,33 @@ export function parseMounts(raw: string): string[] | undefined {
   if (items.length === 0) return undefined;
   if (items.length === 1 && items[0] === 'none') return [];
   const relative = items.filter(item => !item.startsWith('/'));
-  if (relative.length > 0) throw new Error(`Input '${Inputs.Mounts}' takes absolute paths (one per line), or 'none'; got ${relative.map(item => `'${item}'`).join(', ')}.`);
+  if (relative.length > 0)
+    throw new Error(
+      `Input '${Inputs.Mounts}' takes absolute paths (one per line), or 'none'; got ${relative.map(item => `'${item}'`).join(', ')}.`
+    );
   return items.map(item => path.posix.normalize(item));
 }
 
 function parsePort(name: string, text: string): number {
   const port = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!(port >= 1 && port <= 65535)) throw new Error(`Input '${name}' takes ports from 1 to 65535, as PORT or RUNNER_PORT:DIND_PORT; got '${text}'.`);
+  if (!(port >= 1 && port <= 65535))
+    throw new Error(`Input '${name}' takes ports from 1 to 65535, as PORT or RUNNER_PORT:DIND_PORT; got '${text}'.`);
   return port;
 }
 
 export function parsePorts(raw: string): PortMapping[] {
   const mappings = parseList(raw).map(item => {
     const [host, container = host, ...rest] = item.split(':');
-    if (rest.length > 0) throw new Error(`Input '${Inputs.Ports}' takes PORT or RUNNER_PORT:DIND_PORT (always on 127.0.0.1); got '${item}'.`);
+    if (rest.length > 0)
+      throw new Error(
+        `Input '${Inputs.Ports}' takes PORT or RUNNER_PORT:DIND_PORT (always on 127.0.0.1); got '${item}'.`
+      );
     return { host: parsePort(Inputs.Ports, host), container: parsePort(Inputs.Ports, container) };
   });
   if (mappings.some(mapping => mapping.container === DAEMON_TLS_PORT)) {
-    throw new Error(`Input '${Inputs.Ports}' cannot publish port ${DAEMON_TLS_PORT}: it is the daemon's, published already (see the 'host' output).`);
+    throw new Error(
+      `Input '${Inputs.Ports}' cannot publish port ${DAEMON_TLS_PORT}: it is the daemon's, published already (see the 'host' output).`
+    );
   }
   return mappings;
 }
@@ -249,14 +283,18 @@ export function parseMtu(raw: string): number | undefined {
   const value = raw.trim();
   if (value === '') return undefined;
   const mtu = /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!(mtu >= 576 && mtu <= 65535)) throw new Error(`Input '${Inputs.Mtu}' must be an MTU from 576 to 65535, or empty for the runner's; got '${value}'.`);
+  if (!(mtu >= 576 && mtu <= 65535))
+    throw new Error(
+      `Input '${Inputs.Mtu}' must be an MTU from 576 to 65535, or empty for the runner's; got '${value}'.`
+    );
   return mtu;
 }
 
 function parseUrls(name: string, raw: string): string[] {
   const urls = parseList(raw);
   const bad = urls.filter(url => !/^https?:\/\/[^\s/]+(\/\S*)?$/.test(url));
-  if (bad.length > 0) throw new Error(`Input '${name}' takes http:// or https:// URLs; got ${bad.map(url => `'${url}'`).join(', ')}.`);
+  if (bad.length > 0)
+    throw new Error(`Input '${name}' takes http:// or https:// URLs; got ${bad.map(url => `'${url}'`).join(', ')}.`);
   return urls;
 }
 
@@ -335,15 +373,21 @@ export function parseDaemonConfig(raw: string): Record<string, unknown> {
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw new Error(`Input '${Inputs.DaemonConfig}' is not valid JSON (${(error as Error).message}); it must be a JSON object such as {"features":{"containerd-snapshotter":true}}.`);
+    throw new Error(
+      `Input '${Inputs.DaemonConfig}' is not valid JSON (${(error as Error).message}); it must be a JSON object such as {"features":{"containerd-snapshotter":true}}.`
+    );
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new Error(`Input '${Inputs.DaemonConfig}' must be a JSON object (daemon.json settings); got ${Array.isArray(parsed) ? 'an array' : JSON.stringify(parsed)}.`);
+    throw new Error(
+      `Input '${Inputs.DaemonConfig}' must be a JSON object (daemon.json settings); got ${Array.isArray(parsed) ? 'an array' : JSON.stringify(parsed)}.`
+    );
   }
   const config = parsed as Record<string, unknown>;
   const reserved = Object.keys(config).filter(key => RESERVED_DAEMON_OPTIONS.includes(key));
   if (reserved.length > 0) {
-    throw new Error(`Input '${Inputs.DaemonConfig}' cannot set ${reserved.map(key => `'${key}'`).join(', ')}: the daemon listens only on its mutual-TLS port, which the action configures.`);
+    throw new Error(
+      `Input '${Inputs.DaemonConfig}' cannot set ${reserved.map(key => `'${key}'`).join(', ')}: the daemon listens only on its mutual-TLS port, which the action configures.`
+    );
   }
   return config;
 }
@@ -351,7 +395,10 @@ export function parseDaemonConfig(raw: string): Record<string, unknown> {
 /** dockerd refuses to start when a setting is given both as a flag and in daemon.json: say so up front. */
 function conflictsBetween(args: string[], config: Record<string, unknown>): string[] {
   const names = [...flagConfigNames(args)].filter(name => name in config);
-  return names.map(name => `Inputs '${Inputs.DockerdArgs}' and '${Inputs.DaemonConfig}' both set '${name}'; dockerd refuses to start when a setting is given both ways. Keep one.`);
+  return names.map(
+    name =>
+      `Inputs '${Inputs.DockerdArgs}' and '${Inputs.DaemonConfig}' both set '${name}'; dockerd refuses to start when a setting is given both ways. Keep one.`
+  );
 }
 
 /** The inputs that become daemon.json settings must not be given as flags (or, for the MTU, twice). */
@@ -359,12 +406,16 @@ function inputConflicts(inputs: ActionInputs): string[] {
   const flags = flagConfigNames(inputs.dockerdArgs);
   const problems: string[] = [];
   const clash = (input: string, key: string, given: boolean) => {
-    if (given && flags.has(key)) problems.push(`Inputs '${input}' and '${Inputs.DockerdArgs}' both set '${key}'; dockerd refuses to start when a setting is given both ways. Keep one.`);
+    if (given && flags.has(key))
+      problems.push(
+        `Inputs '${input}' and '${Inputs.DockerdArgs}' both set '${key}'; dockerd refuses to start when a setting is given both ways. Keep one.`
+      );
   };
   clash(Inputs.Mtu, 'mtu', inputs.mtu !== undefined);
   clash(Inputs.RegistryMirrors, 'registry-mirrors', inputs.registryMirrors.length > 0);
   clash(Inputs.InsecureRegistries, 'insecure-registries', inputs.insecureRegistries.length > 0);
-  if (inputs.mtu !== undefined && 'mtu' in inputs.daemonConfig) problems.push(`Inputs '${Inputs.Mtu}' and '${Inputs.DaemonConfig}' both set the MTU. Keep one.`);
+  if (inputs.mtu !== undefined && 'mtu' in inputs.daemonConfig)
+    problems.push(`Inputs '${Inputs.Mtu}' and '${Inputs.DaemonConfig}' both set the MTU. Keep one.`);
   return [...problems, ...buildxConflicts(inputs)];
 }
 

@@ -16,7 +16,18 @@ export interface Instance {
   dataDir: string;
 }
 
-export function newInstance(name: string, tempDir = process.env.RUNNER_TEMP || os.tmpdir(), id = randomBytes(4).toString('hex')): Instance {
+export function newInstance(
+  name: string,
+  tempDir = process.env.RUNNER_TEMP || os.tmpdir(),
+  id = randomBytes(4).toString('hex')
+): Instance {
   const base = `setup-dind-${name}-${id}`;
-  return { id, name, containerName: base, networkName: base, certDir: path.join(tempDir, base), dataDir: path.join(tempDir, `${base}-data`) };
+  return {
+    id,
+    name,
+    containerName: base,
+    networkName: base,
+    certDir: path.join(tempDir, base),
+    dataDir: path.join(tempDir, `${base}-data`)
+  };
 }

@@ -47,7 +47,10 @@ export class Timeline {
     if (!process.env.GITHUB_STEP_SUMMARY) return;
     try {
       const rows = [
-        [{ data: 'Phase', header: true }, { data: 'Time', header: true }],
+        [
+          { data: 'Phase', header: true },
+          { data: 'Time', header: true }
+        ],
         ...this.phases.map(p => [`${p.outcome === 'done' ? '✅' : '❌'} ${p.title}`, formatSeconds(p.seconds)])
       ];
       const summary = core.summary.addHeading(heading, 3).addTable(rows);

@@ -38,7 +38,10 @@ function candidateIds(mountinfo: string): string[] {
 }
 
 /** The container this job runs in, if the engine knows it. */
-export async function detectRunnerContainer(docker: Docker, mountinfoFile = '/proc/self/mountinfo'): Promise<RunnerContainer | undefined> {
+export async function detectRunnerContainer(
+  docker: Docker,
+  mountinfoFile = '/proc/self/mountinfo'
+): Promise<RunnerContainer | undefined> {
   if (!fs.existsSync('/.dockerenv') && !fs.existsSync('/run/.containerenv')) return undefined;
   let mountinfo = '';
   try {
@@ -52,7 +55,9 @@ export async function detectRunnerContainer(docker: Docker, mountinfoFile = '/pr
       return {
         id: info.Id,
         networks: Object.keys(info.NetworkSettings.Networks ?? {}),
-        mounts: (info.Mounts ?? []).filter(mount => mount.Type === 'bind').map(mount => ({ source: mount.Source, destination: mount.Destination }))
+        mounts: (info.Mounts ?? [])
+          .filter(mount => mount.Type === 'bind')
+          .map(mount => ({ source: mount.Source, destination: mount.Destination }))
       };
     } catch {
       // Not a container of this engine: try the next candidate.
@@ -66,7 +71,11 @@ export function engineHostPath(runner: RunnerContainer | undefined, given: strin
   const localPath = path.posix.resolve(given);
   if (!runner) return localPath;
   const mount = runner.mounts
-    .filter(m => localPath === m.destination || localPath.startsWith(m.destination.endsWith('/') ? m.destination : `${m.destination}/`))
+    .filter(
+      m =>
+        localPath === m.destination ||
+        localPath.startsWith(m.destination.endsWith('/') ? m.destination : `${m.destination}/`)
+    )
     .sort((a, b) => b.destination.length - a.destination.length)[0];
   return mount ? path.join(mount.source, path.relative(mount.destination, localPath)) : undefined;
 }

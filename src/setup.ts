@@ -19,8 +19,23 @@ import {
   setupArchive,
   waitForDaemon
 } from './daemon';
-import { connect, connectOuterEngine, describeEngine, outerEngineSettings, tlsClientOptions, type EngineSettings, type TlsEndpoint } from './engine';
-import { daemonHost, exportBuildxBuilder, exportDockerEnvironment, exportTestcontainersHost, setDaemonOutputs, writeClientCertificates } from './environment';
+import {
+  connect,
+  connectOuterEngine,
+  describeEngine,
+  outerEngineSettings,
+  tlsClientOptions,
+  type EngineSettings,
+  type TlsEndpoint
+} from './engine';
+import {
+  daemonHost,
+  exportBuildxBuilder,
+  exportDockerEnvironment,
+  exportTestcontainersHost,
+  setDaemonOutputs,
+  writeClientCertificates
+} from './environment';
 import { ensureImage } from './image';
 import { getInputs, type ActionInputs } from './inputs';
 import { newInstance, type Instance } from './instance';
@@ -69,7 +84,9 @@ interface Placement {
 
 async function setUp(timeline: Timeline): Promise<void> {
   if (process.platform !== 'linux') {
-    throw new Error(`dind needs a Linux runner: this one runs ${process.platform}. Use runs-on: ubuntu-latest or a Linux self-hosted runner.`);
+    throw new Error(
+      `dind needs a Linux runner: this one runs ${process.platform}. Use runs-on: ubuntu-latest or a Linux self-hosted runner.`
+    );
   }
   const inputs = getInputs();
   // Before anything starts: a runner without the plugin has nothing to clean up.
@@ -80,14 +97,23 @@ async function setUp(timeline: Timeline): Promise<void> {
   saveInstanceState(state);
   const docker = connectOuterEngine(engine);
 
-  const { prepared, placement } = await timeline.phase(`Prepare ${inputs.image}, certificates, network and cache`, async () => {
-    await reachEngine(docker, engine);
-    const runner = await detectRunnerContainer(docker);
-    const placement: Placement = { runner, sharedNetworks: runner ? runner.networks.filter(name => !UNSHARED_NETWORKS.includes(name)) : [] };
-    if (runner) core.info(`The job runs in container ${runner.id.slice(0, 12)} (networks: ${runner.networks.join(', ')}).`);
-    return { prepared: await prepare(docker, inputs, state, placement, timeline), placement };
-  });
-  const { container, reach, addresses, version } = await timeline.phase('Start the daemon', () => startDaemon(docker, inputs, state, prepared, placement));
+  const { prepared, placement } = await timeline.phase(
+    `Prepare ${inputs.image}, certificates, network and cache`,
+    async () => {
+      await reachEngine(docker, engine);
+      const runner = await detectRunnerContainer(docker);
+      const placement: Placement = {
+        runner,
+        sharedNetworks: runner ? runner.networks.filter(name => !UNSHARED_NETWORKS.includes(name)) : []
+      };
+      if (runner)
+        core.info(`The job runs in container ${runner.id.slice(0, 12)} (networks: ${runner.networks.join(', ')}).`);
+      return { prepared: await prepare(docker, inputs, state, placement, timeline), placement };
+    }
+  );
+  const { container, reach, addresses, version } = await timeline.phase('Start the daemon', () =>
+    startDaemon(docker, inputs, state, prepared, placement)
+  );
 
   await timeline.phase('Hand the daemon to later steps', async () => {
     if (inputs.setEnv) {
@@ -95,17 +121,31 @@ async function setUp(timeline: Timeline): Promise<void> {
       if (reach.ip) exportTestcontainersHost(reach.ip);
       core.info(`Exported DOCKER_HOST=${reach.host}, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=${instance.certDir}`);
     }
-    if (inputs.swarm) await initSwarm(connect(tlsClientOptions(endpointOf(reach.address, prepared))), addresses[instance.networkName]);
+    if (inputs.swarm)
+      await initSwarm(connect(tlsClientOptions(endpointOf(reach.address, prepared))), addresses[instance.networkName]);
     if (inputs.context) {
       state.context = await createContext(
-        { name: inputs.context, instanceId: instance.id, host: reach.host, certDir: instance.certDir, isLive: id => hasInstance(docker, id) },
+        {
+          name: inputs.context,
+          instanceId: instance.id,
+          host: reach.host,
+          certDir: instance.certDir,
+          isLive: id => hasInstance(docker, id)
+        },
         core.warning
       );
       saveInstanceState(state);
       core.info(`Docker context '${state.context}' points at the daemon.`);
     }
     const cache = prepared.cache;
-    setDaemonOutputs({ host: reach.host, certPath: instance.certDir, containerId: container.id, context: state.context ?? '', version, ip: reach.ip ?? '' });
+    setDaemonOutputs({
+      host: reach.host,
+      certPath: instance.certDir,
+      containerId: container.id,
+      context: state.context ?? '',
+      version,
+      ip: reach.ip ?? ''
+    });
     core.setOutput(Outputs.CacheHit, String(cache?.restored.hit ?? false));
     core.setOutput(Outputs.CacheKey, cache?.restored.key ?? cache?.setup.exactPrefix ?? '');
     core.setOutput(Outputs.CacheSize, String(cache?.restored.bytes ?? 0));
@@ -136,14 +176,18 @@ async function setUpBuilder(inputs: ActionInputs, state: InstanceState): Promise
 }
 
 function describeBuilder(inputs: ActionInputs, state: InstanceState): string {
-  return inputs.buildxDriver === 'docker' ? "docker driver, the daemon's own BuildKit through DOCKER_HOST" : `docker-container driver, ${inputs.buildxImage} on context ${state.context}`;
+  return inputs.buildxDriver === 'docker'
+    ? "docker driver, the daemon's own BuildKit through DOCKER_HOST"
+    : `docker-container driver, ${inputs.buildxImage} on context ${state.context}`;
 }
 
 async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void> {
   try {
     await docker.ping();
   } catch (error) {
-    throw new Error(`Cannot reach the Docker engine at ${describeEngine(engine)}: ${(error as Error).message}. setup-dind needs a Docker engine on the runner (and the job's user allowed to use it).`);
+    throw new Error(
+      `Cannot reach the Docker engine at ${describeEngine(engine)}: ${(error as Error).message}. setup-dind needs a Docker engine on the runner (and the job's user allowed to use it).`
+    );
   }
 }
 
@@ -152,20 +196,38 @@ async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void
  * container, by the daemon's name on a network they share (its address on the default bridge, which
  * has no DNS). `ip` is where nested containers' published ports are reachable.
  */
-function reachability(instance: Instance, port: number, addresses: Record<string, string>, placement: Placement): Reach {
+function reachability(
+  instance: Instance,
+  port: number,
+  addresses: Record<string, string>,
+  placement: Placement
+): Reach {
   const network = placement.sharedNetworks.find(name => addresses[name]);
-  if (!network) return { address: { host: '127.0.0.1', port }, host: daemonHost('127.0.0.1', port), ip: addresses[instance.networkName] };
+  if (!network)
+    return {
+      address: { host: '127.0.0.1', port },
+      host: daemonHost('127.0.0.1', port),
+      ip: addresses[instance.networkName]
+    };
   const ip = addresses[network];
   const address = { host: network === 'bridge' ? ip : instance.containerName, port: DAEMON_TLS_PORT };
   return { address, host: daemonHost(address.host, address.port), ip };
 }
 
 /** Everything that does not need the container, at once: the image pull overlaps the cache download. */
-async function prepare(docker: Docker, inputs: ActionInputs, state: InstanceState, placement: Placement, timeline: Timeline): Promise<Prepared> {
+async function prepare(
+  docker: Docker,
+  inputs: ActionInputs,
+  state: InstanceState,
+  placement: Placement,
+  timeline: Timeline
+): Promise<Prepared> {
   const { instance } = state;
   const cacheable = inputs.cache && engineHostPath(placement.runner, instance.dataDir) !== undefined;
   if (inputs.cache && !cacheable) {
-    core.warning(`Cache off: the engine cannot bind-mount ${instance.dataDir} from inside this job's container (RUNNER_TEMP is not a bind mount of the engine's host).`);
+    core.warning(
+      `Cache off: the engine cannot bind-mount ${instance.dataDir} from inside this job's container (RUNNER_TEMP is not a bind mount of the engine's host).`
+    );
   }
   const [tls, imageId, , restore] = await Promise.all([
     (async () => {
@@ -190,21 +252,31 @@ async function prepare(docker: Docker, inputs: ActionInputs, state: InstanceStat
   state.imageId = imageId;
   saveInstanceState(state);
   let cache = restore;
-  if (restore?.restored.key && !(await verifyRestoredData(restore.setup, imageId))) cache = { ...restore, restored: { hit: false, bytes: 0 } };
+  if (restore?.restored.key && !(await verifyRestoredData(restore.setup, imageId)))
+    cache = { ...restore, restored: { hit: false, bytes: 0 } };
   if (cache) {
     state.cache = { ...cache.setup, restoredKey: cache.restored.key };
     saveInstanceState(state);
-    timeline.fact('Cache restored', cache.restored.key ? `${formatBytes(cache.restored.bytes)} in ${formatSeconds(cache.seconds)} (${cache.restored.hit ? 'hit' : 'fallback key'}): ${cache.restored.key}` : 'nothing to restore');
+    timeline.fact(
+      'Cache restored',
+      cache.restored.key
+        ? `${formatBytes(cache.restored.bytes)} in ${formatSeconds(cache.seconds)} (${cache.restored.hit ? 'hit' : 'fallback key'}): ${cache.restored.key}`
+        : 'nothing to restore'
+    );
   }
   return { ...tls, cache };
 }
 
 /** The runner paths to mount at the same path in the daemon, as the engine's host has them. */
 function bindMounts(inputs: ActionInputs, placement: Placement): Array<{ source: string; target: string }> {
-  const paths = inputs.mounts ?? [process.env.GITHUB_WORKSPACE, process.env.RUNNER_TEMP].filter((p): p is string => Boolean(p));
+  const paths =
+    inputs.mounts ?? [process.env.GITHUB_WORKSPACE, process.env.RUNNER_TEMP].filter((p): p is string => Boolean(p));
   return paths.flatMap(target => {
     const source = engineHostPath(placement.runner, target);
-    if (source === undefined) core.warning(`Not mounting ${target} into the daemon: it is not a bind mount of this job's container, so the engine cannot see it.`);
+    if (source === undefined)
+      core.warning(
+        `Not mounting ${target} into the daemon: it is not a bind mount of this job's container, so the engine cannot see it.`
+      );
     return source === undefined ? [] : [{ source, target }];
   });
 }
@@ -213,7 +285,13 @@ function endpointOf(address: DaemonAddress, prepared: Prepared): TlsEndpoint {
   return { ...address, ca: prepared.authority.caCert, cert: prepared.client.cert, key: prepared.client.key };
 }
 
-async function startDaemon(docker: Docker, inputs: ActionInputs, state: InstanceState, prepared: Prepared, placement: Placement) {
+async function startDaemon(
+  docker: Docker,
+  inputs: ActionInputs,
+  state: InstanceState,
+  prepared: Prepared,
+  placement: Placement
+) {
   const { instance } = state;
   const dataDir = state.cache ? engineHostPath(placement.runner, state.cache.dataDir) : undefined;
   const container = await docker.createContainer(
@@ -230,7 +308,9 @@ async function startDaemon(docker: Docker, inputs: ActionInputs, state: Instance
   for (const network of placement.sharedNetworks) {
     await docker.getNetwork(network).connect({ Container: container.id, EndpointConfig: { Aliases: [instance.name] } });
   }
-  await container.putArchive(await setupArchive(prepared.authority.caCert, daemonConfig(inputs, defaultRouteMtu())), { path: '/' });
+  await container.putArchive(await setupArchive(prepared.authority.caCert, daemonConfig(inputs, defaultRouteMtu())), {
+    path: '/'
+  });
   if (state.cache) state.cache.usageSince = Date.now();
   await container.start();
   const info = await container.inspect();
@@ -240,15 +320,28 @@ async function startDaemon(docker: Docker, inputs: ActionInputs, state: Instance
   state.endpoint = reach.address;
   saveInstanceState(state);
   // Only now are the container's addresses known: the server certificate names them too.
-  await container.putArchive(await serverArchive(await prepared.authority.issueServer(serverSubjectAltNames(instance, Object.values(addresses)))), { path: '/' });
-  const where = Object.entries(addresses).map(([network, ip]) => `${ip} on ${network}`).join(', ');
+  await container.putArchive(
+    await serverArchive(
+      await prepared.authority.issueServer(serverSubjectAltNames(instance, Object.values(addresses)))
+    ),
+    { path: '/' }
+  );
+  const where = Object.entries(addresses)
+    .map(([network, ip]) => `${ip} on ${network}`)
+    .join(', ');
   core.info(`Container ${instance.containerName} started (${where}); daemon port published on 127.0.0.1:${port}`);
   try {
-    const version = await waitForDaemon(endpointOf(reach.address, prepared), container, inputs.waitTimeoutSeconds * 1000);
+    const version = await waitForDaemon(
+      endpointOf(reach.address, prepared),
+      container,
+      inputs.waitTimeoutSeconds * 1000
+    );
     core.info(`Docker ${version} answers over mutual TLS at ${reach.host}.`);
     if (state.cache?.usageSince !== undefined && state.cache.keepUnusedMs !== undefined) {
       state.cache.usageRecorder = await startUsageRecorder(container, state.cache.usageSince).catch(error => {
-        core.warning(`Cannot record which images the job uses (${(error as Error).message}): post will not drop unused images from the cache.`);
+        core.warning(
+          `Cannot record which images the job uses (${(error as Error).message}): post will not drop unused images from the cache.`
+        );
         return undefined;
       });
       saveInstanceState(state);
@@ -257,10 +350,15 @@ async function startDaemon(docker: Docker, inputs: ActionInputs, state: Instance
   } catch (error) {
     if (!(error instanceof DaemonNotReadyError)) throw error;
     const log = await containerLog(container, FAILURE_LOG_LINES).catch(() => '(the log could not be read)');
-    const status = await container.inspect().then(inspected => inspected.State.Status, () => 'unknown');
+    const status = await container.inspect().then(
+      inspected => inspected.State.Status,
+      () => 'unknown'
+    );
     core.info(`Container state: ${status}. Last ${FAILURE_LOG_LINES} log lines:\n${log}`);
     const hint = diagnose(log, inputs.privileged);
-    throw new Error(`${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`);
+    throw new Error(
+      `${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`
+    );
   }
 }
 
@@ -271,6 +369,8 @@ async function initSwarm(dind: Docker, address: string | undefined): Promise<voi
 }
 
 async function hasInstance(docker: Docker, instanceId: string): Promise<boolean> {
-  const containers = await docker.listContainers({ filters: { label: [`${INSTANCE_LABEL}=${instanceId}`], status: ['running'] } });
+  const containers = await docker.listContainers({
+    filters: { label: [`${INSTANCE_LABEL}=${instanceId}`], status: ['running'] }
+  });
   return containers.length > 0;
 }

@@ -6,7 +6,16 @@ import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { removeDirectory } from './archive';
 import { removeBuilder } from './buildx';
-import { contentKey, decideSave, evictUnusedImages, pruneForCache, saveBlocker, saveDaemonData, type Eviction, type SaveDecision } from './cache-save';
+import {
+  contentKey,
+  decideSave,
+  evictUnusedImages,
+  pruneForCache,
+  saveBlocker,
+  saveDaemonData,
+  type Eviction,
+  type SaveDecision
+} from './cache-save';
 import { availability } from './cache-service';
 import { INSTANCE_LABEL } from './constants';
 import { removeContext } from './context';
@@ -41,19 +50,35 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   const label = { label: [`${INSTANCE_LABEL}=${instance.id}`] };
   // First, while the daemon runs, so that buildx can also remove the BuildKit container in it.
   const builder = state.builder;
-  if (builder) await timeline.phase('Remove the buildx builder', () => attempt(`remove buildx builder ${builder}`, () => removeBuilder(builder), undefined));
+  if (builder)
+    await timeline.phase('Remove the buildx builder', () =>
+      attempt(`remove buildx builder ${builder}`, () => removeBuilder(builder), undefined)
+    );
 
-  const containers = await attempt('list the dind containers', () => docker.listContainers({ all: true, filters: label }), []);
+  const containers = await attempt(
+    'list the dind containers',
+    () => docker.listContainers({ all: true, filters: label }),
+    []
+  );
   const daemon = containers.find(summary => summary.State === 'running');
-  const plan = state.cache ? await timeline.phase('Decide whether to save the cache', () => planSave(state, docker, daemon?.Id)) : undefined;
+  const plan = state.cache
+    ? await timeline.phase('Decide whether to save the cache', () => planSave(state, docker, daemon?.Id))
+    : undefined;
   const decision = plan?.decision;
-  if (decision) core.info(decision.save ? `Saving the cache as ${decision.key} once the daemon has stopped.` : `Not saving the cache: ${decision.reason}.`);
+  if (decision)
+    core.info(
+      decision.save
+        ? `Saving the cache as ${decision.key} once the daemon has stopped.`
+        : `Not saving the cache: ${decision.reason}.`
+    );
   if (plan?.eviction) reportEviction(plan.eviction, state.cache?.keepUnusedMs, timeline);
 
   for (const summary of containers) {
     const container = docker.getContainer(summary.Id);
     if (summary.State === 'running') {
-      await timeline.phase('Stop the daemon', () => attempt('stop the daemon', () => container.stop({ t: STOP_GRACE_SECONDS }), undefined));
+      await timeline.phase('Stop the daemon', () =>
+        attempt('stop the daemon', () => container.stop({ t: STOP_GRACE_SECONDS }), undefined)
+      );
     }
     await core.group(`Daemon log (${instance.containerName})`, async () => {
       core.info(await attempt('read the daemon log', () => containerLog(container), ''));
@@ -63,8 +88,13 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   if (state.cache && decision) {
     if (decision.save) {
       const cache = state.cache;
-      const result = await timeline.phase('Save the cache', () => saveDaemonData(cache, decision.key, state.imageId ?? '', plan?.eviction?.lastUsed ?? {}));
-      timeline.fact('Cache', result.saved ? `saved ${formatBytes(result.bytes)} as ${result.key}` : `not saved: ${result.reason}`);
+      const result = await timeline.phase('Save the cache', () =>
+        saveDaemonData(cache, decision.key, state.imageId ?? '', plan?.eviction?.lastUsed ?? {})
+      );
+      timeline.fact(
+        'Cache',
+        result.saved ? `saved ${formatBytes(result.bytes)} as ${result.key}` : `not saved: ${result.reason}`
+      );
     } else {
       timeline.fact('Cache', `not saved: ${decision.reason}`);
     }
@@ -73,7 +103,11 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   await timeline.phase('Remove the container, network, data, certificates and context', async () => {
     for (const summary of containers) {
       // The image declares VOLUME /var/lib/docker: without v the data would stay behind as a volume.
-      await attempt(`remove container ${summary.Id.slice(0, 12)}`, () => docker.getContainer(summary.Id).remove({ force: true, v: true }), undefined);
+      await attempt(
+        `remove container ${summary.Id.slice(0, 12)}`,
+        () => docker.getContainer(summary.Id).remove({ force: true, v: true }),
+        undefined
+      );
     }
     const networks = await attempt('list networks', () => docker.listNetworks({ filters: label }), []);
     for (const network of networks) {
@@ -83,12 +117,18 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
       const { access, dataDir } = state.cache;
       await attempt(`remove the daemon's data in ${dataDir}`, () => removeDirectory(access, dataDir), undefined);
     }
-    await attempt('remove the client certificates', () => fs.rm(instance.certDir, { recursive: true, force: true }), undefined);
+    await attempt(
+      'remove the client certificates',
+      () => fs.rm(instance.certDir, { recursive: true, force: true }),
+      undefined
+    );
     if (state.context) {
       const context = state.context;
       await attempt(`remove context ${context}`, () => removeContext(context, instance.id), false);
     }
-    core.info(`Removed ${containers.length} container(s) and ${networks.length} network(s) of ${instance.containerName}.`);
+    core.info(
+      `Removed ${containers.length} container(s) and ${networks.length} network(s) of ${instance.containerName}.`
+    );
   });
 }
 
@@ -97,12 +137,22 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
  * images no job uses any more), fingerprint the rest, and decide. A daemon that is not running may have
  * died mid-write: its data is never saved.
  */
-async function planSave(state: InstanceState, docker: Docker, daemonContainerId: string | undefined): Promise<{ decision: SaveDecision; eviction?: Eviction }> {
+async function planSave(
+  state: InstanceState,
+  docker: Docker,
+  daemonContainerId: string | undefined
+): Promise<{ decision: SaveDecision; eviction?: Eviction }> {
   const cache = state.cache!;
   const service = availability();
   const blocker = saveBlocker(cache, service.writable, service.reason);
   if (blocker) return { decision: { save: false, reason: blocker } };
-  if (!daemonContainerId || state.endpoint === undefined) return { decision: { save: false, reason: 'the daemon was not running at the end of the job, so its data may be inconsistent' } };
+  if (!daemonContainerId || state.endpoint === undefined)
+    return {
+      decision: {
+        save: false,
+        reason: 'the daemon was not running at the end of the job, so its data may be inconsistent'
+      }
+    };
   try {
     const dind = await daemonClient(state.instance.certDir, state.endpoint);
     const eviction = await evictUnusedImages(cache, docker, docker.getContainer(daemonContainerId), dind);

@@ -41,7 +41,8 @@ export interface CertificateAuthority {
 
 /** How long the certificates live: just past the longest a job on this kind of runner can run. */
 export function certificateLifetimeHours(runnerEnvironment: string | undefined): number {
-  const longest = runnerEnvironment === 'github-hosted' ? LONGEST_JOB_HOURS['github-hosted'] : LONGEST_JOB_HOURS['self-hosted'];
+  const longest =
+    runnerEnvironment === 'github-hosted' ? LONGEST_JOB_HOURS['github-hosted'] : LONGEST_JOB_HOURS['self-hosted'];
   return longest + VALIDITY_MARGIN_HOURS;
 }
 
@@ -86,7 +87,10 @@ export async function createAuthority(lifetimeHours: number, now = new Date()): 
     notAfter,
     issueServer: sans =>
       issue('CN=setup-dind daemon', x509.ExtendedKeyUsage.serverAuth, [
-        new x509.SubjectAlternativeNameExtension([...sans.dns.map(value => ({ type: 'dns' as const, value })), ...sans.ip.map(value => ({ type: 'ip' as const, value }))])
+        new x509.SubjectAlternativeNameExtension([
+          ...sans.dns.map(value => ({ type: 'dns' as const, value })),
+          ...sans.ip.map(value => ({ type: 'ip' as const, value }))
+        ])
       ]),
     issueClient: () => issue('CN=setup-dind client', x509.ExtendedKeyUsage.clientAuth, [])
   };
@@ -94,6 +98,9 @@ export async function createAuthority(lifetimeHours: number, now = new Date()): 
 
 async function privateKeyPem(key: CryptoKey): Promise<string> {
   const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key as webcrypto.CryptoKey));
-  const body = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  const body = der
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '');
   return `-----BEGIN PRIVATE KEY-----\n${body}\n-----END PRIVATE KEY-----\n`;
 }

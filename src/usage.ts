@@ -11,16 +11,22 @@ import { CONTAINER_SETUP_DIR } from './constants';
 export const USAGE_LOG = `${CONTAINER_SETUP_DIR}/image-events.jsonl`;
 
 /** Container creations name their image; image events name what was pulled, loaded, imported or tagged. */
-const USAGE_EVENTS = { type: ['container', 'image'], event: ['create', 'pull', 'load', 'import', 'tag'] } satisfies Record<string, string[]>;
+const USAGE_EVENTS = {
+  type: ['container', 'image'],
+  event: ['create', 'pull', 'load', 'import', 'tag']
+} satisfies Record<string, string[]>;
 
 /**
  * The daemon's own socket inside the container: the recorder needs no certificates. Whole seconds: the
  * CLI reads a fraction after the dot as nanoseconds.
  */
 export function recorderCommand(sinceMs: number): string[] {
-  const filters = Object.entries(USAGE_EVENTS).flatMap(([key, values]) => values.flatMap(value => ['--filter', `${key}=${value}`]));
+  const filters = Object.entries(USAGE_EVENTS).flatMap(([key, values]) =>
+    values.flatMap(value => ['--filter', `${key}=${value}`])
+  );
   // The image's environment must not point the CLI elsewhere (docker:dind's entrypoint uses these names).
-  const script = 'log=$1; since=$2; shift 2; unset DOCKER_HOST DOCKER_TLS_VERIFY DOCKER_CERT_PATH DOCKER_CONTEXT; exec docker -H unix:///var/run/docker.sock events --since "$since" --format "{{json .}}" "$@" >"$log" 2>&1';
+  const script =
+    'log=$1; since=$2; shift 2; unset DOCKER_HOST DOCKER_TLS_VERIFY DOCKER_CERT_PATH DOCKER_CONTEXT; exec docker -H unix:///var/run/docker.sock events --since "$since" --format "{{json .}}" "$@" >"$log" 2>&1';
   return ['sh', '-c', script, 'sh', USAGE_LOG, String(Math.floor(sinceMs / 1000)), ...filters];
 }
 
@@ -47,7 +53,12 @@ export function referencesInEvents(text: string): string[] {
       continue;
     }
     const attributes = event.Actor?.Attributes ?? {};
-    const named = event.Type === 'container' ? [attributes.image] : event.Type === 'image' ? [event.Actor?.ID, attributes.name] : [];
+    const named =
+      event.Type === 'container'
+        ? [attributes.image]
+        : event.Type === 'image'
+          ? [event.Actor?.ID, attributes.name]
+          : [];
     for (const reference of named) if (reference) references.add(reference);
   }
   return [...references];
@@ -105,7 +116,12 @@ export interface UsageSignals {
 export function usedImages(images: ImageFacts[], signals: UsageSignals): Set<string> {
   const used = new Set(
     images
-      .filter(image => signals.containerImageIds.includes(image.id) || image.lastTagged >= signals.since || signals.references.some(reference => matchesReference(image, reference)))
+      .filter(
+        image =>
+          signals.containerImageIds.includes(image.id) ||
+          image.lastTagged >= signals.since ||
+          signals.references.some(reference => matchesReference(image, reference))
+      )
       .map(image => image.id)
   );
   const direct = images.filter(image => used.has(image.id));
@@ -134,13 +150,20 @@ export interface EvictionPlan {
  * Images unused for `keepUnusedMs` go (undefined: never). An image the record does not know (a cache
  * saved before it had one) counts as last used when that cache was saved.
  */
-export function planEviction(images: ImageFacts[], used: Set<string>, record: { lastUsed: LastUsed; savedAt: number }, now: number, keepUnusedMs: number | undefined): EvictionPlan {
+export function planEviction(
+  images: ImageFacts[],
+  used: Set<string>,
+  record: { lastUsed: LastUsed; savedAt: number },
+  now: number,
+  keepUnusedMs: number | undefined
+): EvictionPlan {
   const evict: EvictionPlan['evict'] = [];
   const lastUsed: LastUsed = {};
   for (const image of images) {
     const recorded = record.lastUsed[image.id] ? Date.parse(record.lastUsed[image.id]) : record.savedAt;
     const last = new Date(used.has(image.id) ? now : recorded).toISOString();
-    if (!used.has(image.id) && keepUnusedMs !== undefined && now - recorded >= keepUnusedMs) evict.push({ image, lastUsed: last });
+    if (!used.has(image.id) && keepUnusedMs !== undefined && now - recorded >= keepUnusedMs)
+      evict.push({ image, lastUsed: last });
     else lastUsed[image.id] = last;
   }
   return { evict, lastUsed };
@@ -157,19 +180,44 @@ export interface JobUsage {
  * Reads what the job used from the running daemon (`dind`) and, through the outer engine, the
  * recorder's log in the daemon's container.
  */
-export async function collectUsage(outer: Docker, container: Docker.Container, dind: Docker, recorderExecId: string | undefined, since: number): Promise<JobUsage> {
-  const recorder = recorderExecId ? await outer.getExec(recorderExecId).inspect().catch(() => undefined) : undefined;
+export async function collectUsage(
+  outer: Docker,
+  container: Docker.Container,
+  dind: Docker,
+  recorderExecId: string | undefined,
+  since: number
+): Promise<JobUsage> {
+  const recorder = recorderExecId
+    ? await outer
+        .getExec(recorderExecId)
+        .inspect()
+        .catch(() => undefined)
+    : undefined;
   let events: string;
   let partial: string | undefined;
   if (recorder?.Running) {
     events = await readContainerFile(container, USAGE_LOG);
   } else {
-    partial = recorder ? `the image usage recorder stopped (exit code ${recorder.ExitCode})` : 'the image usage recorder did not start';
-    events = await streamText(await dind.getEvents({ since: Math.floor(since / 1000), until: Math.ceil(Date.now() / 1000), filters: JSON.stringify(USAGE_EVENTS) }));
+    partial = recorder
+      ? `the image usage recorder stopped (exit code ${recorder.ExitCode})`
+      : 'the image usage recorder did not start';
+    events = await streamText(
+      await dind.getEvents({
+        since: Math.floor(since / 1000),
+        until: Math.ceil(Date.now() / 1000),
+        filters: JSON.stringify(USAGE_EVENTS)
+      })
+    );
   }
   const containers = await dind.listContainers({ all: true });
-  const images = await Promise.all((await dind.listImages()).map(async summary => imageFacts(await dind.getImage(summary.Id).inspect())));
-  const used = usedImages(images, { references: referencesInEvents(events), containerImageIds: containers.map(summary => summary.ImageID), since });
+  const images = await Promise.all(
+    (await dind.listImages()).map(async summary => imageFacts(await dind.getImage(summary.Id).inspect()))
+  );
+  const used = usedImages(images, {
+    references: referencesInEvents(events),
+    containerImageIds: containers.map(summary => summary.ImageID),
+    since
+  });
   return { images, used, partial };
 }
 

@@ -68,16 +68,20 @@ export class BenchJob {
     const started = now();
     const result = await this.job.runMain(inputs);
     const seconds = now() - started;
-    const instance = result.state.instance ? (JSON.parse(result.state.instance) as { instance?: { id?: string } }).instance?.id : undefined;
+    const instance = result.state.instance
+      ? (JSON.parse(result.state.instance) as { instance?: { id?: string } }).instance?.id
+      : undefined;
     if (instance) this.instanceIds.push(instance);
     if (result.exitCode !== 0) {
       // A main that did all its work (its outputs are written) and then died by a signal on its way
       // out: counted and reported, not fatal to the benchmark.
       const signal = /\[killed by (SIG\w+)\]/.exec(result.stderr)?.[1];
-      if (!(signal && result.outputs.version)) throw new Error(`main failed (exit ${result.exitCode}): ${tail(result.stdout + result.stderr, 12)}`);
+      if (!(signal && result.outputs.version))
+        throw new Error(`main failed (exit ${result.exitCode}): ${tail(result.stdout + result.stderr, 12)}`);
       crashes.push(`main exited by ${signal} (exit ${result.exitCode}) after the daemon answered`);
     }
-    if (!options.allowWarnings && warnings(result).length > 0) throw new Error(`main warned: ${warnings(result).join(' | ')}`);
+    if (!options.allowWarnings && warnings(result).length > 0)
+      throw new Error(`main warned: ${warnings(result).join(' | ')}`);
     return { seconds, result, ...parseSummary(result.summary) };
   }
 
@@ -86,7 +90,8 @@ export class BenchJob {
     const started = now();
     const result = await this.job.run(`set -o pipefail\n${script}`, env);
     const seconds = now() - started;
-    if (result.exitCode !== 0) throw new Error(`step failed (exit ${result.exitCode}): ${tail(result.stderr || result.stdout, 8)}`);
+    if (result.exitCode !== 0)
+      throw new Error(`step failed (exit ${result.exitCode}): ${tail(result.stderr || result.stdout, 8)}`);
     return { seconds, result };
   }
 
@@ -100,7 +105,8 @@ export class BenchJob {
     if (!result) throw new Error('no post step ran');
     if (result.exitCode !== 0) {
       const signal = /\[killed by (SIG\w+)\]/.exec(result.stderr)?.[1];
-      if (!(signal && /Removed \d+ container/.test(result.stdout))) throw new Error(`post failed (exit ${result.exitCode}): ${tail(result.stdout + result.stderr, 12)}`);
+      if (!(signal && /Removed \d+ container/.test(result.stdout)))
+        throw new Error(`post failed (exit ${result.exitCode}): ${tail(result.stdout + result.stderr, 12)}`);
       crashes.push(`post exited by ${signal} (exit ${result.exitCode}) after it removed everything`);
     }
     if (warnings(result).length > 0) throw new Error(`post warned: ${warnings(result).join(' | ')}`);
@@ -118,11 +124,17 @@ export class BenchJob {
     }
     for (const id of this.instanceIds) {
       const filter = ['--filter', `label=${INSTANCE_LABEL}=${id}`];
-      const containers = (await docker(['ps', '--all', '--quiet', ...filter], { allowFail: true })).stdout.split('\n').filter(Boolean);
+      const containers = (await docker(['ps', '--all', '--quiet', ...filter], { allowFail: true })).stdout
+        .split('\n')
+        .filter(Boolean);
       for (const container of containers) await docker(['rm', '--force', '--volumes', container], { allowFail: true });
-      const networks = (await docker(['network', 'ls', '--quiet', ...filter], { allowFail: true })).stdout.split('\n').filter(Boolean);
+      const networks = (await docker(['network', 'ls', '--quiet', ...filter], { allowFail: true })).stdout
+        .split('\n')
+        .filter(Boolean);
       for (const network of networks) await docker(['network', 'rm', network], { allowFail: true });
-      const volumes = (await docker(['volume', 'ls', '--quiet', ...filter], { allowFail: true })).stdout.split('\n').filter(Boolean);
+      const volumes = (await docker(['volume', 'ls', '--quiet', ...filter], { allowFail: true })).stdout
+        .split('\n')
+        .filter(Boolean);
       for (const volume of volumes) await docker(['volume', 'rm', '--force', volume], { allowFail: true });
     }
     fs.rmSync(this.job.root, { recursive: true, force: true });

@@ -22,12 +22,45 @@ export interface ImageDef {
  * sizes: 250 MB = base + tools; 500 MB = + go; 1 GB = + build; 2 GB = + rust + java.
  */
 export const CATALOG: ImageDef[] = [
-  { name: 'tools', estMB: 154, layers: [['ca-certificates', 'curl', 'wget', 'git', 'openssh-client', 'gnupg', 'jq', 'unzip', 'zip', 'xz-utils', 'less', 'procps']] },
+  {
+    name: 'tools',
+    estMB: 154,
+    layers: [
+      [
+        'ca-certificates',
+        'curl',
+        'wget',
+        'git',
+        'openssh-client',
+        'gnupg',
+        'jq',
+        'unzip',
+        'zip',
+        'xz-utils',
+        'less',
+        'procps'
+      ]
+    ]
+  },
   { name: 'go', estMB: 252, layers: [['golang-go']] },
-  { name: 'build', estMB: 466, layers: [['build-essential', 'pkg-config'], ['cmake', 'gdb', 'autoconf', 'automake', 'libtool']] },
+  {
+    name: 'build',
+    estMB: 466,
+    layers: [
+      ['build-essential', 'pkg-config'],
+      ['cmake', 'gdb', 'autoconf', 'automake', 'libtool']
+    ]
+  },
   { name: 'rust', estMB: 695, layers: [['rustc', 'cargo']] },
   { name: 'java', estMB: 327, layers: [['default-jdk-headless'], ['maven']] },
-  { name: 'python', estMB: 285, layers: [['python3', 'python3-pip', 'python3-venv'], ['python3-numpy', 'python3-scipy', 'python3-pandas']] }
+  {
+    name: 'python',
+    estMB: 285,
+    layers: [
+      ['python3', 'python3-pip', 'python3-venv'],
+      ['python3-numpy', 'python3-scipy', 'python3-pandas']
+    ]
+  }
 ];
 
 /** BENCH_QUICK: two small images, so that a smoke run still builds through apt and has two levels. */
@@ -100,7 +133,10 @@ export interface Builds {
  * Starts building `defs` in order, two at a time (one's downloads overlap the other's unpacking);
  * returns a promise per image, so that whatever needs the first images can start before the last.
  */
-export function startBuilds(defs: ImageDef[], options: { runId: string; label: string; workDir: string; startedAt: Date; onBuilt: (ref: string) => void }): Builds {
+export function startBuilds(
+  defs: ImageDef[],
+  options: { runId: string; label: string; workDir: string; startedAt: Date; onBuilt: (ref: string) => void }
+): Builds {
   const context = path.join(options.workDir, 'build-context');
   fs.mkdirSync(context, { recursive: true });
   const baseBytes = imageSize(BASE_IMAGE);
@@ -127,11 +163,29 @@ export function startBuilds(defs: ImageDef[], options: { runId: string; label: s
         // The classic builder, as test/dind-image/build.sh: no buildx plugin is needed.
         let child: ChildProcess | undefined;
         const result: ProcResult = await docker(
-          ['build', '--quiet', '--pull=false', '--rm', '--force-rm', '--label', `${options.label}=${options.runId}`, '-t', ref, '-f', file, context],
+          [
+            'build',
+            '--quiet',
+            '--pull=false',
+            '--rm',
+            '--force-rm',
+            '--label',
+            `${options.label}=${options.runId}`,
+            '-t',
+            ref,
+            '-f',
+            file,
+            context
+          ],
           { env: outerEnv({ DOCKER_BUILDKIT: '0' }), timeoutMs: 30 * 60_000, onSpawn: c => inFlight.add((child = c)) }
         ).finally(() => child && inFlight.delete(child));
         options.onBuilt(ref);
-        const built = { def, ref, addedBytes: (await imageSize(ref)) - (await baseBytes), buildSeconds: result.seconds };
+        const built = {
+          def,
+          ref,
+          addedBytes: (await imageSize(ref)) - (await baseBytes),
+          buildSeconds: result.seconds
+        };
         console.log(`  built ${ref}: +${(built.addedBytes / MB).toFixed(0)} MB in ${result.seconds.toFixed(0)} s`);
         settle[index].resolve(built);
       } catch (error) {
@@ -159,7 +213,9 @@ export function startBuilds(defs: ImageDef[], options: { runId: string; label: s
  */
 export async function sweepBuildLeftovers(since: Date): Promise<void> {
   for (let attempt = 0; attempt < 30; attempt++) {
-    const containers = (await docker(['ps', '--all', '--no-trunc', '--format', '{{.ID}}\t{{.Command}}'], { allowFail: true })).stdout
+    const containers = (
+      await docker(['ps', '--all', '--no-trunc', '--format', '{{.ID}}\t{{.Command}}'], { allowFail: true })
+    ).stdout
       .split('\n')
       .filter(line => line.includes(BUILD_MARKER.slice(2)))
       .map(line => line.split('\t')[0]);
@@ -167,19 +223,40 @@ export async function sweepBuildLeftovers(since: Date): Promise<void> {
     for (const id of containers) await docker(['rm', '--force', id], { allowFail: true });
     await sleep(1000);
   }
-  const dangling = (await docker(['images', '--all', '--quiet', '--no-trunc', '--filter', 'dangling=true'], { allowFail: true })).stdout.split('\n').filter(Boolean);
+  const dangling = (
+    await docker(['images', '--all', '--quiet', '--no-trunc', '--filter', 'dangling=true'], { allowFail: true })
+  ).stdout
+    .split('\n')
+    .filter(Boolean);
   for (const id of dangling) {
-    const info = (await docker(['image', 'inspect', '--format', '{{.Created}}\t{{json .ContainerConfig.Cmd}}', id], { allowFail: true })).stdout;
+    const info = (
+      await docker(['image', 'inspect', '--format', '{{.Created}}\t{{json .ContainerConfig.Cmd}}', id], {
+        allowFail: true
+      })
+    ).stdout;
     const [created, cmd] = info.split('\t');
-    if (cmd?.includes(BUILD_MARKER.slice(2)) && Date.parse(created) >= since.getTime() - 1000) await docker(['rmi', id], { allowFail: true });
+    if (cmd?.includes(BUILD_MARKER.slice(2)) && Date.parse(created) >= since.getTime() - 1000)
+      await docker(['rmi', id], { allowFail: true });
   }
 }
 
 /** The catalog prefix each level needs, planned from the estimates (so that seeding can start early). */
-export function planByEstimates(targetsMB: number[], catalog: ImageDef[], baseBytes: number): Array<{ targetMB: number; defs: ImageDef[]; added: ImageDef[] }> {
-  const counts = planLevels(targetsMB, catalog.map(d => d.estMB), baseBytes / MB);
+export function planByEstimates(
+  targetsMB: number[],
+  catalog: ImageDef[],
+  baseBytes: number
+): Array<{ targetMB: number; defs: ImageDef[]; added: ImageDef[] }> {
+  const counts = planLevels(
+    targetsMB,
+    catalog.map(d => d.estMB),
+    baseBytes / MB
+  );
   const sorted = [...targetsMB].sort((a, b) => a - b);
-  return counts.map((count, i) => ({ targetMB: sorted[i], defs: catalog.slice(0, count), added: catalog.slice(i === 0 ? 0 : counts[i - 1], count) }));
+  return counts.map((count, i) => ({
+    targetMB: sorted[i],
+    defs: catalog.slice(0, count),
+    added: catalog.slice(i === 0 ? 0 : counts[i - 1], count)
+  }));
 }
 
 export async function removeImage(ref: string): Promise<void> {

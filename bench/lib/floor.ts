@@ -26,7 +26,13 @@ export interface FloorResult {
   containerId: string;
 }
 
-export async function floorStart(options: { image: string; workDir: string; label: string; runId: string; onCreated: (id: string) => void }): Promise<FloorResult> {
+export async function floorStart(options: {
+  image: string;
+  workDir: string;
+  label: string;
+  runId: string;
+  onCreated: (id: string) => void;
+}): Promise<FloorResult> {
   const engine = new Docker({ socketPath: '/var/run/docker.sock' });
   const dir = fs.mkdtempSync(path.join(options.workDir, 'floor-'));
   const socket = path.join(dir, 'docker.sock');

@@ -81,7 +81,11 @@ export function run(command: string, argv: string[], options: ProcOptions = {}):
       const result = { code: code ?? (signal ? 128 : 1), stdout, stderr, seconds };
       if (timedOut) reject(new Error(`${describe(command, argv)} timed out after ${timeoutMs / 1000} s`));
       else if (result.code !== 0 && !options.allowFail) {
-        reject(new Error(`${describe(command, argv)} failed (exit ${result.code}${signal ? `, ${signal}` : ''}): ${tail(stderr || stdout)}`));
+        reject(
+          new Error(
+            `${describe(command, argv)} failed (exit ${result.code}${signal ? `, ${signal}` : ''}): ${tail(stderr || stdout)}`
+          )
+        );
       } else resolve(result);
     });
   });
@@ -126,7 +130,8 @@ export function tail(text: string, lines = 6): string {
 }
 
 function describe(command: string, argv: string[]): string {
-  if (command === 'bash' && argv[0] === '-c') return `bash script '${argv[1].split('\n').slice(1).join('; ').slice(0, 160)}'`;
+  if (command === 'bash' && argv[0] === '-c')
+    return `bash script '${argv[1].split('\n').slice(1).join('; ').slice(0, 160)}'`;
   return `${command} ${argv.join(' ')}`.slice(0, 200);
 }
 

@@ -15,7 +15,8 @@ export async function ensureDockerRegistry(): Promise<string> {
   const found = await run('bash', ['-c', 'command -v docker-registry'], { allowFail: true });
   if (found.code !== 0) {
     console.log('  installing Debian package docker-registry (apt-get install -y docker-registry)');
-    const install = 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry >/dev/null';
+    const install =
+      'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry >/dev/null';
     // The lists may be missing or stale on a fresh machine: update once and retry.
     const first = await sh(install, { allowFail: true, timeoutMs: 10 * 60_000 });
     if (first.code !== 0) await sh(`apt-get update -qq && ${install}`, { timeoutMs: 10 * 60_000 });
@@ -43,8 +44,17 @@ export async function bridgeGateway(): Promise<string> {
   const ip = await run('ip', ['-4', '-o', 'addr', 'show', 'dev', 'docker0'], { allowFail: true });
   const match = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(ip.stdout);
   if (match) return match[1];
-  const gateway = await dockerOut(['network', 'inspect', 'bridge', '--format', '{{range .IPAM.Config}}{{.Gateway}}{{end}}']);
-  if (!gateway) throw new Error('cannot tell the host address on the docker bridge (no docker0 address, no gateway in `docker network inspect bridge`)');
+  const gateway = await dockerOut([
+    'network',
+    'inspect',
+    'bridge',
+    '--format',
+    '{{range .IPAM.Config}}{{.Gateway}}{{end}}'
+  ]);
+  if (!gateway)
+    throw new Error(
+      'cannot tell the host address on the docker bridge (no docker0 address, no gateway in `docker network inspect bridge`)'
+    );
   return gateway;
 }
 
@@ -55,7 +65,12 @@ export interface Registry {
 }
 
 /** Starts `docker-registry serve` on `addr` with its blobs in `storageDir`; resolves once /v2/ answers. */
-export async function startRegistry(addr: string, storageDir: string, workDir: string, onStart: (pid: number) => void): Promise<Registry> {
+export async function startRegistry(
+  addr: string,
+  storageDir: string,
+  workDir: string,
+  onStart: (pid: number) => void
+): Promise<Registry> {
   fs.mkdirSync(storageDir, { recursive: true });
   const config = path.join(workDir, `registry-${addr.replace(/[^0-9a-z]/gi, '_')}.yml`);
   fs.writeFileSync(

@@ -18,7 +18,9 @@ interface Stat {
 
 function samples(record: RunRecord, method: string, sizeMB?: number): Sample[] {
   for (const sample of record.samples) sample.detail ??= {};
-  return record.samples.filter(s => s.method === method && (sizeMB === undefined || s.sizeMB === sizeMB) && s.scenario !== 'seed');
+  return record.samples.filter(
+    s => s.method === method && (sizeMB === undefined || s.sizeMB === sizeMB) && s.scenario !== 'seed'
+  );
 }
 
 function stat(values: number[]): Stat {
@@ -26,7 +28,12 @@ function stat(values: number[]): Stat {
   return { median: median(finite), min: min(finite), max: max(finite), n: finite.length, values: finite };
 }
 
-function statOf(record: RunRecord, method: string, sizeMB?: number, pick: (s: Sample) => number = s => s.seconds): Stat {
+function statOf(
+  record: RunRecord,
+  method: string,
+  sizeMB?: number,
+  pick: (s: Sample) => number = s => s.seconds
+): Stat {
   return stat(samples(record, method, sizeMB).map(pick));
 }
 
@@ -35,12 +42,20 @@ function detail(key: string): (s: Sample) => number {
 }
 
 const sec = (v: number) => (Number.isFinite(v) ? `${v.toFixed(v < 10 ? 2 : 1)} s` : 'n/a');
-const mb = (bytes: number | undefined) => (bytes !== undefined && Number.isFinite(bytes) ? `${(bytes / MB).toFixed(0)} MB` : 'n/a');
+const mb = (bytes: number | undefined) =>
+  bytes !== undefined && Number.isFinite(bytes) ? `${(bytes / MB).toFixed(0)} MB` : 'n/a';
 const x = (v: number) => (Number.isFinite(v) ? `${v.toFixed(2)}×` : 'n/a');
 const spread = (s: Stat) => (s.n === 0 ? 'no sample' : s.n === 1 ? 'n=1' : `${sec(s.min)} – ${sec(s.max)}, n=${s.n}`);
 
 /** Ratios of the same repetition (paired), as a range, to show how stable a ratio of medians is. */
-function pairedRatios(record: RunRecord, num: string, den: string, sizeMB: number | undefined, pickNum = (s: Sample) => s.seconds, pickDen = (s: Sample) => s.seconds): Stat {
+function pairedRatios(
+  record: RunRecord,
+  num: string,
+  den: string,
+  sizeMB: number | undefined,
+  pickNum = (s: Sample) => s.seconds,
+  pickDen = (s: Sample) => s.seconds
+): Stat {
   const ratios: number[] = [];
   for (const a of samples(record, num, sizeMB)) {
     const b = samples(record, den, sizeMB).find(s => s.rep === a.rep);
@@ -59,12 +74,22 @@ interface Target {
   why?: string;
 }
 
-function judge(value: number, op: '<=' | '>=', bound: number, unit: 'x' | 's' | 'B'): { met: boolean | undefined; miss: string } {
+function judge(
+  value: number,
+  op: '<=' | '>=',
+  bound: number,
+  unit: 'x' | 's' | 'B'
+): { met: boolean | undefined; miss: string } {
   if (!Number.isFinite(value)) return { met: undefined, miss: 'not measured' };
   const met = op === '<=' ? value <= bound : value >= bound;
   if (met) return { met, miss: '' };
   const by = Math.abs(value - bound);
-  const text = unit === 'x' ? `${by.toFixed(2)}× (${((by / bound) * 100).toFixed(0)} %)` : unit === 's' ? `${by.toFixed(2)} s` : `${by} bytes`;
+  const text =
+    unit === 'x'
+      ? `${by.toFixed(2)}× (${((by / bound) * 100).toFixed(0)} %)`
+      : unit === 's'
+        ? `${by.toFixed(2)} s`
+        : `${by} bytes`;
   return { met, miss: `missed by ${text}` };
 }
 
@@ -131,7 +156,14 @@ export function compute(record: RunRecord): Computed {
   const warmPhases = phaseMedians(samples(record, 'action-warm', warm));
   const restoreWarm = statOf(record, 'action-warm', warm, detail('restoreSeconds')).median;
   const startWarm = statOf(record, 'action-warm', warm, detail('daemonStartSeconds')).median;
-  targets.push({ id: '2 a/b', what: `warm start (${warm} MB level): action restore until ready ÷ raw download → zstd -d → tar -x`, value: x(ab), target: '≤ 1.3', ...jab, why: jab.met === false ? explainAB(a.median, b.median, restoreWarm, startWarm, warmPhases) : undefined });
+  targets.push({
+    id: '2 a/b',
+    what: `warm start (${warm} MB level): action restore until ready ÷ raw download → zstd -d → tar -x`,
+    value: x(ab),
+    target: '≤ 1.3',
+    ...jab,
+    why: jab.met === false ? explainAB(a.median, b.median, restoreWarm, startWarm, warmPhases) : undefined
+  });
   const warmLevel = record.levels.find(l => l.targetMB === warm);
   const tarWarm = statOf(record, 'tar', warm).median;
   const zstdWarm = statOf(record, 'zstd', warm).median;
@@ -176,7 +208,9 @@ export function compute(record: RunRecord): Computed {
   const saveRaw = statOf(record, 'save-raw', warm);
   const sr = saveAction.median / saveRaw.median;
   const jsr = judge(sr, '<=', 1.3, 'x');
-  const uploadedValues = record.samples.filter(s => s.method === 'action-warm').map(s => Number(s.detail.postUploadedBytes));
+  const uploadedValues = record.samples
+    .filter(s => s.method === 'action-warm')
+    .map(s => Number(s.detail.postUploadedBytes));
   const uploadedMax = uploadedValues.length ? Math.max(...uploadedValues) : NaN;
   const jup = judge(uploadedMax, '<=', 0, 'B');
   const savedBytes = statOf(record, 'save-action', warm, detail('uploadedBytes')).median;
@@ -186,7 +220,10 @@ export function compute(record: RunRecord): Computed {
     value: x(sr),
     target: '≤ 1.3',
     ...jsr,
-    why: jsr.met === false ? explainSave(saveAction.median, saveRaw.median, savedBytes, record.machine?.cpus ?? NaN) : undefined
+    why:
+      jsr.met === false
+        ? explainSave(saveAction.median, saveRaw.median, savedBytes, record.machine?.cpus ?? NaN)
+        : undefined
   });
   targets.push({
     id: '3 unchanged',
@@ -194,7 +231,10 @@ export function compute(record: RunRecord): Computed {
     value: Number.isFinite(uploadedMax) ? `${uploadedMax} B` : 'n/a',
     target: '0',
     ...jup,
-    why: jup.met === false ? `Decisions: ${[...new Set(record.samples.filter(s => s.method === 'action-warm').map(s => String(s.detail.postDecision)))].join('; ')}` : undefined
+    why:
+      jup.met === false
+        ? `Decisions: ${[...new Set(record.samples.filter(s => s.method === 'action-warm').map(s => String(s.detail.postDecision)))].join('; ')}`
+        : undefined
   });
 
   // Scenario 4.
@@ -210,16 +250,29 @@ export function compute(record: RunRecord): Computed {
       download: statOf(record, 'download', level.targetMB),
       zstd: statOf(record, 'zstd', level.targetMB),
       tar: statOf(record, 'tar', level.targetMB),
-      seedSave: Number(record.samples.find(s => s.scenario === 'seed' && s.sizeMB === level.targetMB)?.detail.saveSeconds)
+      seedSave: Number(
+        record.samples.find(s => s.scenario === 'seed' && s.sizeMB === level.targetMB)?.detail.saveSeconds
+      )
     }));
-  const fitAction = linearFit(rows.map(r => r.dataMB), rows.map(r => r.action.median));
-  const fitRaw = linearFit(rows.map(r => r.dataMB), rows.map(r => r.raw.median));
-  const fitActionFiles = linearFit(rows.map(r => r.level.files ?? NaN), rows.map(r => r.action.median));
+  const fitAction = linearFit(
+    rows.map(r => r.dataMB),
+    rows.map(r => r.action.median)
+  );
+  const fitRaw = linearFit(
+    rows.map(r => r.dataMB),
+    rows.map(r => r.raw.median)
+  );
+  const fitActionFiles = linearFit(
+    rows.map(r => r.level.files ?? NaN),
+    rows.map(r => r.action.median)
+  );
   return { targets, rows, fitAction, fitRaw, fitActionFiles };
 }
 
 function phaseMedians(list: Sample[]): Record<string, number> {
-  const keys = new Set(list.flatMap(s => Object.keys(s.detail).filter(k => k.startsWith('phase: ') || k.startsWith('outside'))));
+  const keys = new Set(
+    list.flatMap(s => Object.keys(s.detail).filter(k => k.startsWith('phase: ') || k.startsWith('outside')))
+  );
   return Object.fromEntries([...keys].map(k => [k, median(list.map(s => Number(s.detail[k])))]));
 }
 
@@ -262,7 +315,23 @@ function explainSave(action: number, raw: number, bytes: number, cpus: number): 
 
 function levelTable(c: Computed): string[] {
   const lines = [
-    tr(['level', 'images', 'data (tar)', 'tree (du)', 'files', 'compressed', 'ratio', 'action: main until ready', 'action: restore', 'daemon start', 'raw: curl | zstd -d | tar -x', 'download alone', 'zstd -d alone', 'tar -x alone', 'post save (seed job, n=1)']),
+    tr([
+      'level',
+      'images',
+      'data (tar)',
+      'tree (du)',
+      'files',
+      'compressed',
+      'ratio',
+      'action: main until ready',
+      'action: restore',
+      'daemon start',
+      'raw: curl | zstd -d | tar -x',
+      'download alone',
+      'zstd -d alone',
+      'tar -x alone',
+      'post save (seed job, n=1)'
+    ]),
     '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |'
   ];
   for (const r of c.rows) {
@@ -293,9 +362,14 @@ function levelTable(c: Computed): string[] {
 function scalingVerdict(c: Computed): string[] {
   const out: string[] = [];
   const rows = c.rows.filter(r => Number.isFinite(r.action.median));
-  if (rows.length < 3 || !c.fitAction) return [`Only ${rows.length} size(s) measured: too few to judge how restore time scales (BENCH_SIZES needs at least 3).`];
+  if (rows.length < 3 || !c.fitAction)
+    return [
+      `Only ${rows.length} size(s) measured: too few to judge how restore time scales (BENCH_SIZES needs at least 3).`
+    ];
   const f = c.fitAction;
-  const marginal = rows.slice(1).map((r, i) => (r.action.median - rows[i].action.median) / ((r.dataMB - rows[i].dataMB) / 1000));
+  const marginal = rows
+    .slice(1)
+    .map((r, i) => (r.action.median - rows[i].action.median) / ((r.dataMB - rows[i].dataMB) / 1000));
   const linear = f.r2 >= 0.98 && f.worstRelativeResidual <= 0.15;
   out.push(
     `Action restore until ready ≈ ${f.intercept.toFixed(2)} s + ${f.slope.toFixed(5)} s/MB × size (${(f.slope * 1000).toFixed(1)} s per GB, ` +
@@ -305,7 +379,9 @@ function scalingVerdict(c: Computed): string[] {
   const ff = c.fitActionFiles;
   const byFiles = ff !== undefined && ff.r2 > f.r2 + 0.05 && ff.r2 >= 0.95;
   if (linear) {
-    out.push(`**It grows linearly** with the data size, on top of a fixed ${f.intercept.toFixed(1)} s (node start-up, certificates, network, container and daemon start).`);
+    out.push(
+      `**It grows linearly** with the data size, on top of a fixed ${f.intercept.toFixed(1)} s (node start-up, certificates, network, container and daemon start).`
+    );
   } else {
     out.push(
       `**It does not grow linearly with the bytes** (R² ${f.r2.toFixed(3)}, worst point ${(f.worstRelativeResidual * 100).toFixed(0)} % off; the marginal cost per GB falls as the levels grow).` +
@@ -316,7 +392,10 @@ function scalingVerdict(c: Computed): string[] {
           : '')
     );
   }
-  if (c.fitRaw) out.push(`The raw pipeline: ${c.fitRaw.intercept.toFixed(2)} s + ${(c.fitRaw.slope * 1000).toFixed(1)} s per GB (R² ${c.fitRaw.r2.toFixed(3)}).`);
+  if (c.fitRaw)
+    out.push(
+      `The raw pipeline: ${c.fitRaw.intercept.toFixed(2)} s + ${(c.fitRaw.slope * 1000).toFixed(1)} s per GB (R² ${c.fitRaw.r2.toFixed(3)}).`
+    );
   const big = rows[rows.length - 1];
   const stages: Array<[string, number]> = [
     ['download', big.download.median],
@@ -341,8 +420,12 @@ export function renderMarkdown(record: RunRecord, c: Computed, svgName: string):
   const m = record.machine;
   const warm = cfg.warmTargetMB;
   const lines: string[] = [];
-  const med = (method: string, size?: number, key?: string) => statOf(record, method, size, key ? detail(key) : undefined);
-  lines.push(`# setup-dind benchmark${cfg.quick ? ' (BENCH_QUICK smoke run: tiny sizes, numbers mean little)' : ''}`, '');
+  const med = (method: string, size?: number, key?: string) =>
+    statOf(record, method, size, key ? detail(key) : undefined);
+  lines.push(
+    `# setup-dind benchmark${cfg.quick ? ' (BENCH_QUICK smoke run: tiny sizes, numbers mean little)' : ''}`,
+    ''
+  );
   lines.push(
     `Run ${record.startedAt}, ${record.durationSeconds !== undefined ? `${(record.durationSeconds / 60).toFixed(1)} min` : 'unfinished'}; ${cfg.reps} repetition(s) (scenario 1: ${cfg.s1Reps}), sizes ${cfg.sizesMB.join(', ')} MB, ` +
       `scenarios 2 and 3 at the ${warm} MB level. Medians; every repetition runs the methods in a rotated order and goes through the sizes alternately up and down. Raw samples: ${cfg.quick ? 'results-quick.json' : 'results.json'}.`
@@ -351,27 +434,57 @@ export function renderMarkdown(record: RunRecord, c: Computed, svgName: string):
     lines.push(
       '',
       `Machine: ${m.cpus} × ${m.cpuModel}, ${(m.memoryBytes / 2 ** 30).toFixed(1)} GiB RAM, ${m.kernel}; disk ${m.disk} (${m.filesystem}, temp dir ${m.tempDir}); engine ${m.engine}; ` +
-        `dind image ${m.dindImage} ${m.dindImageId.slice(7, 19)}, inner Docker ${m.innerDocker ?? '?'}; ${Object.entries(m.tools)
+        `dind image ${m.dindImage} ${m.dindImageId.slice(7, 19)}, inner Docker ${m.innerDocker ?? '?'}; ${Object.entries(
+          m.tools
+        )
           .map(([k, v]) => `${k}: ${v.replace(/^\*+ /, '').replace(/ \(x86_64.*$/, '')}`)
-          .join('; ')}; the action's dist/ built ${m.distBuilt}, commit ${m.git}. The machine is shared and noisy: compare only numbers of the same run.`
+          .join(
+            '; '
+          )}; the action's dist/ built ${m.distBuilt}, commit ${m.git}. The machine is shared and noisy: compare only numbers of the same run.`
     );
   }
-  lines.push('', '## Targets', '', tr(['scenario', 'measurement', 'value', 'target', 'result']), '| --- | --- | --- | --- | --- |');
-  for (const t of c.targets) lines.push(tr([t.id, t.what, t.value, t.target, `${mark(t.met)}${t.miss && t.met === false ? ` (${t.miss})` : ''}`]));
+  lines.push(
+    '',
+    '## Targets',
+    '',
+    tr(['scenario', 'measurement', 'value', 'target', 'result']),
+    '| --- | --- | --- | --- | --- |'
+  );
+  for (const t of c.targets)
+    lines.push(
+      tr([t.id, t.what, t.value, t.target, `${mark(t.met)}${t.miss && t.met === false ? ` (${t.miss})` : ''}`])
+    );
   const missed = c.targets.filter(t => t.met === false);
   if (missed.length > 0) {
     lines.push('', '**Missed, by how much and why:**', '');
     for (const t of missed) lines.push(`- **${t.id}** ${t.miss}. ${t.why ?? ''}`);
   }
 
-  lines.push('', '## Results', '', tr(['scenario', 'method', 'median', 'spread (min – max, n)']), '| --- | --- | ---: | --- |');
+  lines.push(
+    '',
+    '## Results',
+    '',
+    tr(['scenario', 'method', 'median', 'spread (min – max, n)']),
+    '| --- | --- | ---: | --- |'
+  );
   const row = (scenario: string, what: string, s: Stat) => lines.push(tr([scenario, what, sec(s.median), spread(s)]));
   row('1', 'action main, cold (no cache), until the daemon answers over mutual TLS', med('action-cold'));
   row('1a', 'floor: same image, plain dockerd on a unix socket, create → first ping', med('floor'));
   row('1b', "official entrypoint's TLS material: 3 × RSA-4096 with openssl", med('official-tls'));
-  lines.push(tr(['1b', 'floor + official TLS material (docker:dind with TLS, before its daemon answers)', sec(med('floor').median + med('official-tls').median), 'sum of medians']));
+  lines.push(
+    tr([
+      '1b',
+      'floor + official TLS material (docker:dind with TLS, before its daemon answers)',
+      sec(med('floor').median + med('official-tls').median),
+      'sum of medians'
+    ])
+  );
   row('1', "the action's certificates: ECDSA P-256 CA + server + client (src/tls.ts in process)", med('action-tls'));
-  row('2a', `action main, warm: restore the ${warm} MB level from the cache service, until ready`, med('action-warm', warm));
+  row(
+    '2a',
+    `action main, warm: restore the ${warm} MB level from the cache service, until ready`,
+    med('action-warm', warm)
+  );
   row('2b', 'raw limit: curl | zstd -d | tar -x of the same archive (no daemon)', med('raw-pipeline', warm));
   row('2c', 'action main, cold + docker load of a docker save archive on local disk', med('load', warm));
   row('2d', 'action main, cold + docker pull (all images at once) from docker-registry on the host', med('pull', warm));
@@ -387,17 +500,49 @@ export function renderMarkdown(record: RunRecord, c: Computed, svgName: string):
     ])
   );
 
-  lines.push('', '### Scenario 1: where the cold start goes', '', tr(['part of the action main', 'median']), '| --- | ---: |');
-  for (const [name, value] of Object.entries(phaseMedians(samples(record, 'action-cold')))) lines.push(tr([name.replace(/^phase: /, ''), sec(value)]));
+  lines.push(
+    '',
+    '### Scenario 1: where the cold start goes',
+    '',
+    tr(['part of the action main', 'median']),
+    '| --- | ---: |'
+  );
+  for (const [name, value] of Object.entries(phaseMedians(samples(record, 'action-cold'))))
+    lines.push(tr([name.replace(/^phase: /, ''), sec(value)]));
   lines.push(tr(['(floor, whole: create → first ping)', sec(med('floor').median)]));
 
-  lines.push('', `### Scenario 2: parts at the ${warm} MB level`, '', tr(['method', 'part', 'median']), '| --- | --- | ---: |');
-  for (const [name, value] of Object.entries(phaseMedians(samples(record, 'action-warm', warm)))) lines.push(tr(['2a', name.replace(/^phase: /, ''), sec(value)]));
-  lines.push(tr(['2a', '… of which the restore (lookup + download → zstd → tar), overlapping certificates, network and image check', sec(med('action-warm', warm, 'restoreSeconds').median)]));
+  lines.push(
+    '',
+    `### Scenario 2: parts at the ${warm} MB level`,
+    '',
+    tr(['method', 'part', 'median']),
+    '| --- | --- | ---: |'
+  );
+  for (const [name, value] of Object.entries(phaseMedians(samples(record, 'action-warm', warm))))
+    lines.push(tr(['2a', name.replace(/^phase: /, ''), sec(value)]));
+  lines.push(
+    tr([
+      '2a',
+      '… of which the restore (lookup + download → zstd → tar), overlapping certificates, network and image check',
+      sec(med('action-warm', warm, 'restoreSeconds').median)
+    ])
+  );
   lines.push(tr(['2c', 'cold start', sec(med('load', warm, 'mainSeconds').median)]));
-  lines.push(tr(['2c', `docker load --input (archive ${mb(record.setup['docker save archive bytes'])})`, sec(med('load', warm, 'loadSeconds').median)]));
+  lines.push(
+    tr([
+      '2c',
+      `docker load --input (archive ${mb(record.setup['docker save archive bytes'])})`,
+      sec(med('load', warm, 'loadSeconds').median)
+    ])
+  );
   lines.push(tr(['2d', 'cold start', sec(med('pull', warm, 'mainSeconds').median)]));
-  lines.push(tr(['2d', `docker pull of ${record.levels.find(l => l.targetMB === warm)?.images.length ?? '?'} images at once`, sec(med('pull', warm, 'pullSeconds').median)]));
+  lines.push(
+    tr([
+      '2d',
+      `docker pull of ${record.levels.find(l => l.targetMB === warm)?.images.length ?? '?'} images at once`,
+      sec(med('pull', warm, 'pullSeconds').median)
+    ])
+  );
 
   lines.push('', '### Scenario 3: post', '');
   const unchanged = record.samples.filter(s => s.method === 'action-warm');
@@ -406,17 +551,39 @@ export function renderMarkdown(record: RunRecord, c: Computed, svgName: string):
     `- After a change at the ${warm} MB level: the save phase took ${sec(med('save-action', warm).median)} and uploaded ${mb(med('save-action', warm, 'uploadedBytes').median)}; the whole post ${sec(med('save-action', warm, 'postSeconds').median)}. Raw tar | zstd: ${sec(med('save-raw', warm).median)} for ${mb(med('save-raw', warm, 'compressedBytes').median)}.`,
     `- Compressed size against data size (zstd -3): ${record.levels
       .filter(l => l.compressedBytes && l.dataBytes)
-      .map(l => `${mb(l.dataBytes)} → ${mb(l.compressedBytes)} (${((l.compressedBytes! / l.dataBytes!) * 100).toFixed(0)} %)`)
+      .map(
+        l =>
+          `${mb(l.dataBytes)} → ${mb(l.compressedBytes)} (${((l.compressedBytes! / l.dataBytes!) * 100).toFixed(0)} %)`
+      )
       .join('; ')}.`,
     ''
   );
   const postSamples = samples(record, 'save-action', warm);
   const postUnchanged = samples(record, 'action-warm', warm);
-  const postKeys = [...new Set([...postSamples, ...postUnchanged].flatMap(s => Object.keys(s.detail).filter(k => k.startsWith('post phase') || k.startsWith('post outside'))))];
+  const postKeys = [
+    ...new Set(
+      [...postSamples, ...postUnchanged].flatMap(s =>
+        Object.keys(s.detail).filter(k => k.startsWith('post phase') || k.startsWith('post outside'))
+      )
+    )
+  ];
   lines.push(tr(['part of post (median)', 'after a change', 'nothing changed']), '| --- | ---: | ---: |');
-  for (const key of postKeys) lines.push(tr([key.replace(/^post (phase: )?/, ''), sec(median(postSamples.map(s => Number(s.detail[key])))), sec(median(postUnchanged.map(s => Number(s.detail[key]))))]));
+  for (const key of postKeys)
+    lines.push(
+      tr([
+        key.replace(/^post (phase: )?/, ''),
+        sec(median(postSamples.map(s => Number(s.detail[key])))),
+        sec(median(postUnchanged.map(s => Number(s.detail[key]))))
+      ])
+    );
 
-  lines.push('', '### Scenario 4: restore time against data size', '', `![restore time against data size](${svgName})`, '');
+  lines.push(
+    '',
+    '### Scenario 4: restore time against data size',
+    '',
+    `![restore time against data size](${svgName})`,
+    ''
+  );
   lines.push(...levelTable(c), '');
   lines.push(...scalingVerdict(c).map(line => `- ${line}`));
 
@@ -436,7 +603,10 @@ export function renderMarkdown(record: RunRecord, c: Computed, svgName: string):
   }
   if (record.failures.length > 0 || record.notes.length > 0) {
     lines.push('', '## Failures and notes', '');
-    for (const f of record.failures) lines.push(`- ${f.scenario} ${f.method}${f.sizeMB ? ` @${f.sizeMB} MB` : ''} rep ${f.rep + 1}: ${f.error.replace(/\n/g, ' ')}`);
+    for (const f of record.failures)
+      lines.push(
+        `- ${f.scenario} ${f.method}${f.sizeMB ? ` @${f.sizeMB} MB` : ''} rep ${f.rep + 1}: ${f.error.replace(/\n/g, ' ')}`
+      );
     for (const note of record.notes) lines.push(`- ${note}`);
   }
   return lines.join('\n') + '\n';
@@ -450,7 +620,15 @@ export function renderSvg(record: RunRecord, c: Computed): string {
   const rows = c.rows;
   const pts = (pick: (r: LevelRow) => number) => rows.map(r => ({ x: r.dataMB, y: pick(r) }));
   const series: Series[] = [
-    { name: 'action main until ready', color: '#1f77b4', points: rows.map(r => ({ x: r.dataMB, y: r.action.median, label: r.level.files ? `${(r.level.files / 1000).toFixed(0)}k files` : undefined })) },
+    {
+      name: 'action main until ready',
+      color: '#1f77b4',
+      points: rows.map(r => ({
+        x: r.dataMB,
+        y: r.action.median,
+        label: r.level.files ? `${(r.level.files / 1000).toFixed(0)}k files` : undefined
+      }))
+    },
     { name: 'action restore phase', color: '#6baed6', points: pts(r => r.restore.median) },
     { name: 'raw curl | zstd | tar', color: '#d62728', points: pts(r => r.raw.median) },
     { name: 'tar -x alone', color: '#2ca02c', points: pts(r => r.tar.median), dashed: true },
@@ -458,7 +636,13 @@ export function renderSvg(record: RunRecord, c: Computed): string {
     { name: 'download alone', color: '#ff7f0e', points: pts(r => r.download.median), dashed: true },
     { name: 'daemon start (restored)', color: '#7f7f7f', points: pts(r => r.daemonStart.median), dashed: true }
   ];
-  if (c.fitAction) series.push({ name: `fit: ${c.fitAction.intercept.toFixed(1)} s + ${(c.fitAction.slope * 1000).toFixed(1)} s/GB`, color: '#1f77b4', points: [], line: { intercept: c.fitAction.intercept, slope: c.fitAction.slope } });
+  if (c.fitAction)
+    series.push({
+      name: `fit: ${c.fitAction.intercept.toFixed(1)} s + ${(c.fitAction.slope * 1000).toFixed(1)} s/GB`,
+      color: '#1f77b4',
+      points: [],
+      line: { intercept: c.fitAction.intercept, slope: c.fitAction.slope }
+    });
   return lineChart({
     title: 'setup-dind: restore time against data size',
     subtitle: `medians of ${record.config.reps} repetition(s); ${record.machine ? `${record.machine.cpus} CPUs, ${(record.machine.memoryBytes / 2 ** 30).toFixed(0)} GiB` : ''}; ${record.startedAt.slice(0, 10)}`,
@@ -472,9 +656,17 @@ export function writeReports(record: RunRecord, dir: string, suffix: string): { 
   const c = compute(record);
   const svgName = `restore-scaling${suffix}.svg`;
   const markdown = renderMarkdown(record, c, svgName);
-  const files = [path.join(dir, `results${suffix}.md`), path.join(dir, `results${suffix}.json`), path.join(dir, svgName)];
+  const files = [
+    path.join(dir, `results${suffix}.md`),
+    path.join(dir, `results${suffix}.json`),
+    path.join(dir, svgName)
+  ];
   fs.writeFileSync(files[0], markdown);
-  fs.writeFileSync(files[1], JSON.stringify({ ...record, computed: { targets: c.targets, fitAction: c.fitAction, fitRaw: c.fitRaw } }, null, 2) + '\n');
+  fs.writeFileSync(
+    files[1],
+    JSON.stringify({ ...record, computed: { targets: c.targets, fitAction: c.fitAction, fitRaw: c.fitRaw } }, null, 2) +
+      '\n'
+  );
   fs.writeFileSync(files[2], renderSvg(record, c));
   return { markdown, files };
 }

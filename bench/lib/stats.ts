@@ -41,7 +41,9 @@ export function linearFit(xs: number[], ys: number[]): LinearFit | undefined {
   const intercept = my - slope * mx;
   const ssTot = points.reduce((s, [, y]) => s + (y - my) ** 2, 0);
   const ssRes = points.reduce((s, [x, y]) => s + (y - (intercept + slope * x)) ** 2, 0);
-  const worstRelativeResidual = Math.max(...points.map(([x, y]) => Math.abs(y - (intercept + slope * x)) / Math.max(1e-9, intercept + slope * x)));
+  const worstRelativeResidual = Math.max(
+    ...points.map(([x, y]) => Math.abs(y - (intercept + slope * x)) / Math.max(1e-9, intercept + slope * x))
+  );
   return { intercept, slope, r2: ssTot === 0 ? 1 : 1 - ssRes / ssTot, worstRelativeResidual };
 }
 

@@ -51,25 +51,45 @@ export function lineChart(chart: Chart): string {
   const sx = (x: number) => MARGIN.left + (x / xMax) * plotW;
   const sy = (y: number) => MARGIN.top + plotH - (y / yMax) * plotH;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12">`
+  );
   out.push(`<rect width="${WIDTH}" height="${HEIGHT}" fill="#ffffff"/>`);
   out.push(`<text x="${MARGIN.left}" y="26" font-size="16" font-weight="bold">${esc(chart.title)}</text>`);
   if (chart.subtitle) out.push(`<text x="${MARGIN.left}" y="46" fill="#555">${esc(chart.subtitle)}</text>`);
   // Grid and ticks.
   for (let y = 0; y <= yMax + 1e-9; y += yStep) {
-    out.push(`<line x1="${MARGIN.left}" y1="${sy(y).toFixed(1)}" x2="${MARGIN.left + plotW}" y2="${sy(y).toFixed(1)}" stroke="#e4e4e4"/>`);
-    out.push(`<text x="${MARGIN.left - 8}" y="${(sy(y) + 4).toFixed(1)}" text-anchor="end" fill="#333">${fmt(y)}</text>`);
+    out.push(
+      `<line x1="${MARGIN.left}" y1="${sy(y).toFixed(1)}" x2="${MARGIN.left + plotW}" y2="${sy(y).toFixed(1)}" stroke="#e4e4e4"/>`
+    );
+    out.push(
+      `<text x="${MARGIN.left - 8}" y="${(sy(y) + 4).toFixed(1)}" text-anchor="end" fill="#333">${fmt(y)}</text>`
+    );
   }
   for (let x = 0; x <= xMax + 1e-9; x += xStep) {
-    out.push(`<line x1="${sx(x).toFixed(1)}" y1="${MARGIN.top}" x2="${sx(x).toFixed(1)}" y2="${MARGIN.top + plotH}" stroke="#f0f0f0"/>`);
-    out.push(`<text x="${sx(x).toFixed(1)}" y="${MARGIN.top + plotH + 18}" text-anchor="middle" fill="#333">${fmt(x)}</text>`);
+    out.push(
+      `<line x1="${sx(x).toFixed(1)}" y1="${MARGIN.top}" x2="${sx(x).toFixed(1)}" y2="${MARGIN.top + plotH}" stroke="#f0f0f0"/>`
+    );
+    out.push(
+      `<text x="${sx(x).toFixed(1)}" y="${MARGIN.top + plotH + 18}" text-anchor="middle" fill="#333">${fmt(x)}</text>`
+    );
   }
-  out.push(`<line x1="${MARGIN.left}" y1="${MARGIN.top + plotH}" x2="${MARGIN.left + plotW}" y2="${MARGIN.top + plotH}" stroke="#333"/>`);
-  out.push(`<line x1="${MARGIN.left}" y1="${MARGIN.top}" x2="${MARGIN.left}" y2="${MARGIN.top + plotH}" stroke="#333"/>`);
-  out.push(`<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 14}" text-anchor="middle" fill="#222">${esc(chart.xLabel)}</text>`);
-  out.push(`<text transform="translate(18 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#222">${esc(chart.yLabel)}</text>`);
+  out.push(
+    `<line x1="${MARGIN.left}" y1="${MARGIN.top + plotH}" x2="${MARGIN.left + plotW}" y2="${MARGIN.top + plotH}" stroke="#333"/>`
+  );
+  out.push(
+    `<line x1="${MARGIN.left}" y1="${MARGIN.top}" x2="${MARGIN.left}" y2="${MARGIN.top + plotH}" stroke="#333"/>`
+  );
+  out.push(
+    `<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 14}" text-anchor="middle" fill="#222">${esc(chart.xLabel)}</text>`
+  );
+  out.push(
+    `<text transform="translate(18 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#222">${esc(chart.yLabel)}</text>`
+  );
   // Series.
-  out.push(`<defs><clipPath id="plot"><rect x="${MARGIN.left}" y="${MARGIN.top}" width="${plotW}" height="${plotH}"/></clipPath></defs>`);
+  out.push(
+    `<defs><clipPath id="plot"><rect x="${MARGIN.left}" y="${MARGIN.top}" width="${plotW}" height="${plotH}"/></clipPath></defs>`
+  );
   chart.series.forEach(series => {
     const points = series.points.filter(p => Number.isFinite(p.x) && Number.isFinite(p.y)).sort((a, b) => a.x - b.x);
     if (series.line) {
@@ -80,11 +100,18 @@ export function lineChart(chart: Chart): string {
     }
     if (points.length > 1) {
       const d = points.map((p, i) => `${i ? 'L' : 'M'}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ');
-      out.push(`<path d="${d}" fill="none" stroke="${series.color}" stroke-width="2"${series.dashed ? ' stroke-dasharray="4 3"' : ''}/>`);
+      out.push(
+        `<path d="${d}" fill="none" stroke="${series.color}" stroke-width="2"${series.dashed ? ' stroke-dasharray="4 3"' : ''}/>`
+      );
     }
     for (const p of points) {
-      if (p.label) out.push(`<text x="${(sx(p.x) - 6).toFixed(1)}" y="${(sy(p.y) - 9).toFixed(1)}" text-anchor="end" font-size="11" fill="${series.color}">${esc(p.label)}</text>`);
-      out.push(`<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="3.5" fill="${series.color}"><title>${esc(`${series.name}: ${fmt(Number(p.y.toFixed(2)))} s at ${fmt(Math.round(p.x))} MB`)}</title></circle>`);
+      if (p.label)
+        out.push(
+          `<text x="${(sx(p.x) - 6).toFixed(1)}" y="${(sy(p.y) - 9).toFixed(1)}" text-anchor="end" font-size="11" fill="${series.color}">${esc(p.label)}</text>`
+        );
+      out.push(
+        `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="3.5" fill="${series.color}"><title>${esc(`${series.name}: ${fmt(Number(p.y.toFixed(2)))} s at ${fmt(Math.round(p.x))} MB`)}</title></circle>`
+      );
     }
   });
   // Legend.

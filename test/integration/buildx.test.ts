@@ -39,7 +39,11 @@ function newJob(options: { plugin: boolean }): { job: Job; home: string } {
   return { job, home };
 }
 
-async function runMain(job: Job, home: string, inputs: Record<string, string>): Promise<{ main: StepResult; started?: Started }> {
+async function runMain(
+  job: Job,
+  home: string,
+  inputs: Record<string, string>
+): Promise<{ main: StepResult; started?: Started }> {
   const main = await job.runMain({ ...BASE_INPUTS, ...inputs });
   return { main, started: sweeper.record(main.state, home) };
 }
@@ -48,18 +52,27 @@ async function runMain(job: Job, home: string, inputs: Record<string, string>): 
 function buildxFiles(home: string): string[] {
   const root = path.join(home, '.docker', 'buildx');
   if (!fs.existsSync(root)) return [];
-  return (fs.readdirSync(root, { recursive: true }) as string[]).filter(entry => fs.statSync(path.join(root, entry)).isFile()).sort();
+  return (fs.readdirSync(root, { recursive: true }) as string[])
+    .filter(entry => fs.statSync(path.join(root, entry)).isFile())
+    .sort();
 }
 
 /** The Docker CLI contexts of that HOME (the CLI's own `default` always among them). */
 async function contexts(home: string): Promise<string[]> {
   const listed = await run('docker', ['context', 'ls', '--format', '{{.Name}}'], { env: outerEnv({ HOME: home }) });
   expect(listed.code).toBe(0);
-  return listed.stdout.split('\n').map(line => line.trim()).filter(Boolean).sort();
+  return listed.stdout
+    .split('\n')
+    .map(line => line.trim())
+    .filter(Boolean)
+    .sort();
 }
 
 /** Main with a docker-container builder whose image the daemon cannot pull: it fails, and buildx keeps the builder (post is what removes it). */
-async function mainWithUnstartableBuilder(job: Job, home: string): Promise<{ main: StepResult; started: Started; builder: string }> {
+async function mainWithUnstartableBuilder(
+  job: Job,
+  home: string
+): Promise<{ main: StepResult; started: Started; builder: string }> {
   const { main, started } = await runMain(job, home, { buildx: 'true', 'buildx-image': UNPULLABLE_IMAGE });
   expectExit(main, 1, 'main');
   const builder = (JSON.parse(main.state.instance) as { builder?: string }).builder;
@@ -93,7 +106,10 @@ describe('buildx: true', () => {
 
       // FROM scratch: nothing to pull. The label says the image is this build's.
       fs.mkdirSync(path.join(job.workspace, 'app'));
-      fs.writeFileSync(path.join(job.workspace, 'app', 'Dockerfile'), `FROM scratch\nCOPY Dockerfile /\nLABEL token=${token}\n`);
+      fs.writeFileSync(
+        path.join(job.workspace, 'app', 'Dockerfile'),
+        `FROM scratch\nCOPY Dockerfile /\nLABEL token=${token}\n`
+      );
       const build = await job.run(
         `docker buildx build --progress plain --tag ${tag} app 2>&1 | tail -3
 echo "label=$(docker image inspect --format '{{index .Config.Labels "token"}}' ${tag})"
@@ -103,9 +119,13 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
       expect(build.stdout).toContain(`label=${token}\n`);
       expect(build.stdout).toContain('builder=docker\n');
       // Why the builder is not named after the context: buildx refuses a docker-driver builder whose context is not the current one.
-      const byContext = await job.run(`BUILDX_BUILDER=${main.outputs.context} docker buildx build --tag ${tag}-ctx app`);
+      const byContext = await job.run(
+        `BUILDX_BUILDER=${main.outputs.context} docker buildx build --tag ${tag}-ctx app`
+      );
       expect(byContext.exitCode).not.toBe(0);
-      expect(byContext.stderr).toContain(`use \`docker --context=${main.outputs.context} buildx\` to switch to context`);
+      expect(byContext.stderr).toContain(
+        `use \`docker --context=${main.outputs.context} buildx\` to switch to context`
+      );
       // In the daemon, not on the runner's engine.
       expect((await outer(['image', 'inspect', tag])).code).not.toBe(0);
 
@@ -117,7 +137,9 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
 
       expectCleanPosts(await job.finish(), 1);
       expect(await labelled(started!.id)).toEqual({ containers: [], networks: [], volumes: [] });
-      expect(buildxFiles(home).filter(file => file.startsWith('instances') || names.some(name => file.includes(name)))).toEqual([]);
+      expect(
+        buildxFiles(home).filter(file => file.startsWith('instances') || names.some(name => file.includes(name)))
+      ).toEqual([]);
       expect(await contexts(home)).toEqual(['default']);
     } finally {
       await job.finish();
@@ -142,7 +164,13 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
       const inspected = await job.run(`docker buildx inspect ${builder}`);
       expectExit(inspected, 0, 'docker buildx inspect');
       const fields = inspected.stdout.split('\n').map(line => line.replace(/\s+/g, ' ').trim());
-      expect(fields).toEqual(expect.arrayContaining(['Driver: docker-container', 'Endpoint: dind', `Driver Options: image="${UNPULLABLE_IMAGE}"`]));
+      expect(fields).toEqual(
+        expect.arrayContaining([
+          'Driver: docker-container',
+          'Endpoint: dind',
+          `Driver Options: image="${UNPULLABLE_IMAGE}"`
+        ])
+      );
       expect(await contexts(home)).toEqual(['default', 'dind']);
 
       const posts = await job.finish();
@@ -155,7 +183,7 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
     }
   });
 
-  test('docker-container builder of a daemon that died before post: post still removes buildx\'s records of it, without a warning', async () => {
+  test("docker-container builder of a daemon that died before post: post still removes buildx's records of it, without a warning", async () => {
     const { job, home } = newJob({ plugin: true });
     try {
       const { started, builder } = await mainWithUnstartableBuilder(job, home);
@@ -177,7 +205,11 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`
     try {
       const { main, started } = await runMain(job, home, { buildx: 'true' });
       expectExit(main, 1, 'main');
-      expect(commands(main.stdout, 'error')).toEqual([expect.stringMatching(/^buildx: true needs the docker buildx CLI plugin on the runner, and `docker buildx version` failed: .*buildx/)]);
+      expect(commands(main.stdout, 'error')).toEqual([
+        expect.stringMatching(
+          /^buildx: true needs the docker buildx CLI plugin on the runner, and `docker buildx version` failed: .*buildx/
+        )
+      ]);
       expect(started).toBeUndefined();
       expect(main.exported).toEqual({});
 

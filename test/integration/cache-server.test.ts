@@ -146,7 +146,9 @@ test('restore keys match as prefixes, newest first, within the same version', as
   await saveTree('deps-linux-aaa');
   const newest = await saveTree('deps-linux-bbb');
 
-  expect(await cache.restoreCache([CACHE_PATH], 'deps-linux-ccc', ['deps-nope-', 'deps-linux-'])).toBe('deps-linux-bbb');
+  expect(await cache.restoreCache([CACHE_PATH], 'deps-linux-ccc', ['deps-nope-', 'deps-linux-'])).toBe(
+    'deps-linux-bbb'
+  );
   expectRestored(newest);
   expect(output).toContain('Cache hit for restore-key: deps-linux-bbb');
 
@@ -172,7 +174,9 @@ test('saving an existing key is refused before anything is uploaded', async () =
   expect(stats.createConflicts - before.createConflicts).toBe(1);
   expect(stats.creates).toBe(before.creates);
   // The client turns the 409 into a ReserveCacheError, reported as info, not as a warning.
-  expect(output).toContain('Failed to save: Unable to reserve cache with key existing, another job may be creating this cache.');
+  expect(output).toContain(
+    'Failed to save: Unable to reserve cache with key existing, another job may be creating this cache.'
+  );
   expect(warnings()).toEqual([]);
   expect(server.entries().filter(e => e.key === 'existing')).toHaveLength(1);
 });
@@ -207,7 +211,9 @@ test('the protocol as the service speaks it: errors, auth, finalize size check, 
   // A SAS is only good for the blob it was made for.
   const elsewhere = new URL(uploadUrl);
   elsewhere.pathname += '-other';
-  expect((await fetch(elsewhere, { method: 'PUT', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'abc' })).status).toBe(403);
+  expect(
+    (await fetch(elsewhere, { method: 'PUT', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'abc' })).status
+  ).toBe(403);
 
   const wrongSize = await call('FinalizeCacheEntryUpload', { ...request, size_bytes: '4' });
   expect(wrongSize.status).toBe(400);
@@ -227,7 +233,11 @@ test('the protocol as the service speaks it: errors, auth, finalize size check, 
   // Faults apply to ranged reads by blob offset: truncated, the 3-byte blob holds 1 byte.
   server.setFault('truncate-download');
   const truncated = await fetch(download, { headers: { range: 'bytes=0-2' } });
-  expect([truncated.status, truncated.headers.get('content-range'), await truncated.text()]).toEqual([206, 'bytes 0-0/1', 'a']);
+  expect([truncated.status, truncated.headers.get('content-range'), await truncated.text()]).toEqual([
+    206,
+    'bytes 0-0/1',
+    'a'
+  ]);
   expect((await fetch(download, { headers: { range: 'bytes=1-2' } })).status).toBe(416);
   server.setFault('corrupt-download');
   expect(Buffer.from(await (await fetch(download, { headers: { range: 'bytes=1-2' } })).arrayBuffer())).toEqual(
@@ -235,7 +245,9 @@ test('the protocol as the service speaks it: errors, auth, finalize size check, 
   );
   server.setFault('none');
   // A read-only SAS cannot overwrite the entry.
-  expect((await fetch(download, { method: 'PUT', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'xyz' })).status).toBe(403);
+  expect(
+    (await fetch(download, { method: 'PUT', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'xyz' })).status
+  ).toBe(403);
 
   const again = await call('CreateCacheEntry', request);
   expect(again.status).toBe(409);
@@ -265,7 +277,9 @@ describe('faults', () => {
     expect(stats.downloads).toBe(before.downloads);
     expect(output).toContain('Attempt 1 of 5 failed with error: Failed request: (500) Internal Server Error');
     expect(warnings()).toEqual([
-      expect.stringContaining('Failed to restore: Failed to GetCacheEntryDownloadURL: Failed to make request after 5 attempts')
+      expect.stringContaining(
+        'Failed to restore: Failed to GetCacheEntryDownloadURL: Failed to make request after 5 attempts'
+      )
     ]);
     // Any failure of CreateCacheEntry becomes a ReserveCacheError, which the client reports as info.
     expect(output).toContain('Failed to save: Unable to reserve cache with key error-fault-new');
@@ -334,7 +348,9 @@ describe('faults', () => {
 
       await hanging.stop();
       expect(await restore).toBeUndefined();
-      expect(warnings().join('\n')).toMatch(/Failed to restore: Failed to GetCacheEntryDownloadURL: Unable to make request: ECONNRESET/);
+      expect(warnings().join('\n')).toMatch(
+        /Failed to restore: Failed to GetCacheEntryDownloadURL: Unable to make request: ECONNRESET/
+      );
     } finally {
       useServer(server);
       await hanging.stop();

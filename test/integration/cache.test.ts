@@ -15,8 +15,24 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Job, type StepResult } from '../support/runner';
 import { commands, expectExit } from '../support/steps';
-import { startCacheServer, type CacheEntryInfo, type CacheFault, type CacheServer, type CacheServerStats } from '../support/cache-server';
-import { containerVolumes, inspectContainer, labelled, NESTED_BASE_IMAGE, OUTER_SOCKET, Sweeper, TEST_IMAGE, volumeExists, type Started } from '../support/engine';
+import {
+  startCacheServer,
+  type CacheEntryInfo,
+  type CacheFault,
+  type CacheServer,
+  type CacheServerStats
+} from '../support/cache-server';
+import {
+  containerVolumes,
+  inspectContainer,
+  labelled,
+  NESTED_BASE_IMAGE,
+  OUTER_SOCKET,
+  Sweeper,
+  TEST_IMAGE,
+  volumeExists,
+  type Started
+} from '../support/engine';
 
 /** Built on the outer engine in beforeAll: the tools the test images need (setcap, setfattr). */
 const TOOLS_IMAGE = 'setup-dind-test/tools:trixie';
@@ -59,7 +75,8 @@ afterAll(async () => {
   const removed = await sweeper.sweep();
   if (removed.length > 0) console.warn(`Swept what failed tests left behind:\n  ${removed.join('\n  ')}`);
   await server?.stop();
-  if (measurements.length > 0) console.log(`Cache measurements (from the job summaries):\n  ${measurements.join('\n  ')}`);
+  if (measurements.length > 0)
+    console.log(`Cache measurements (from the job summaries):\n  ${measurements.join('\n  ')}`);
 });
 
 afterEach(() => server?.setFault('none'));
@@ -67,12 +84,25 @@ afterEach(() => server?.setFault('none'));
 // ---------------------------------------------------------------------------------------------------
 // Helpers
 
-function sh(script: string, args: string[] = [], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
+function sh(
+  script: string,
+  args: string[] = [],
+  timeoutMs = 120_000
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise(resolve => {
-    execFile('bash', ['-c', `set -euo pipefail\nexport LC_ALL=C\n${script}`, 'bash', ...args], { timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024 }, (error, stdout, stderr) => {
-      const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : 1) : 0;
-      resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() });
-    });
+    execFile(
+      'bash',
+      ['-c', `set -euo pipefail\nexport LC_ALL=C\n${script}`, 'bash', ...args],
+      { timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        const code = error
+          ? typeof (error as { code?: unknown }).code === 'number'
+            ? (error as { code: number }).code
+            : 1
+          : 0;
+        resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() });
+      }
+    );
   });
 }
 
@@ -90,7 +120,11 @@ async function buildOuterImages(): Promise<void> {
       const context = path.join(dir, tag.replace(/[^a-z0-9]/g, '-'));
       fs.mkdirSync(context);
       fs.writeFileSync(path.join(context, 'Dockerfile'), dockerfile);
-      await shOk(`env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT DOCKER_BUILDKIT=0 docker -H ${OUTER_SOCKET} build --pull=false --quiet -t "$1" "$2" >/dev/null`, [tag, context], 600_000);
+      await shOk(
+        `env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT DOCKER_BUILDKIT=0 docker -H ${OUTER_SOCKET} build --pull=false --quiet -t "$1" "$2" >/dev/null`,
+        [tag, context],
+        600_000
+      );
     };
     await build(
       TOOLS_IMAGE,
@@ -98,21 +132,30 @@ async function buildOuterImages(): Promise<void> {
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin attr && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 `
     );
-    await build(TINY_IMAGE, `FROM ${NESTED_BASE_IMAGE} AS src\nFROM scratch\nCOPY --from=src /sbin/ldconfig /ldconfig\n`);
+    await build(
+      TINY_IMAGE,
+      `FROM ${NESTED_BASE_IMAGE} AS src\nFROM scratch\nCOPY --from=src /sbin/ldconfig /ldconfig\n`
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
 function passwdHome(user: string): string {
-  const entry = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find(line => line.startsWith(`${user}:`));
+  const entry = fs
+    .readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find(line => line.startsWith(`${user}:`));
   if (!entry) throw new Error(`No user ${user} on this machine.`);
   return entry.split(':')[5];
 }
 
 /** A job against the cache server; its steps get a HOME of their own unless they run as another user. */
 function newJob(options: { user?: string; env?: Record<string, string>; server?: CacheServer } = {}): Job {
-  const job = new Job({ env: { ...(options.server ?? server).env, ...(options.env ?? {}) }, ...(options.user ? { runAs: { user: options.user } } : {}) });
+  const job = new Job({
+    env: { ...(options.server ?? server).env, ...(options.env ?? {}) },
+    ...(options.user ? { runAs: { user: options.user } } : {})
+  });
   if (!options.user) job.ownHome();
   return job;
 }
@@ -141,7 +184,8 @@ async function step(job: Job, script: string, what: string): Promise<StepResult>
 /** The rows of the summary's tables: phase → time, fact → value. */
 function summaryRows(summary: string): Record<string, string> {
   const rows: Record<string, string> = {};
-  for (const match of summary.matchAll(/<tr><td>([\s\S]*?)<\/td><td>([\s\S]*?)<\/td><\/tr>/g)) rows[match[1].replace(/^(✅|❌) /, '')] = match[2];
+  for (const match of summary.matchAll(/<tr><td>([\s\S]*?)<\/td><td>([\s\S]*?)<\/td><\/tr>/g))
+    rows[match[1].replace(/^(✅|❌) /, '')] = match[2];
   return rows;
 }
 
@@ -150,7 +194,9 @@ function measure(label: string, main?: StepResult, post?: StepResult): void {
   const p = post ? summaryRows(post.summary) : {};
   const parts = [
     m['Cache restored'] && `restored: ${m['Cache restored']}`,
-    ...Object.entries(m).filter(([name]) => name.startsWith('Prepare ')).map(([, time]) => `prepare phase ${time}`),
+    ...Object.entries(m)
+      .filter(([name]) => name.startsWith('Prepare '))
+      .map(([, time]) => `prepare phase ${time}`),
     m['Start the daemon'] && `daemon start ${m['Start the daemon']}`,
     p['Decide whether to save the cache'] && `decide ${p['Decide whether to save the cache']}`,
     p['Save the cache'] && `save phase ${p['Save the cache']}`,
@@ -171,27 +217,39 @@ async function finish(job: Job, main: Main, options: { warnings?: number } = {})
   expect(commands(post.stdout, 'error')).toEqual([]);
   if (options.warnings !== undefined) expect(commands(post.stdout, 'warning')).toHaveLength(options.warnings);
   expect(await labelled(main.started.id)).toEqual({ containers: [], networks: [], volumes: [] });
-  expect({ dataDir: main.dataDir, exists: fs.existsSync(main.dataDir) }).toEqual({ dataDir: main.dataDir, exists: false });
+  expect({ dataDir: main.dataDir, exists: fs.existsSync(main.dataDir) }).toEqual({
+    dataDir: main.dataDir,
+    exists: false
+  });
   expect(fs.existsSync(main.started.certDir)).toBe(false);
   expect(fs.readdirSync(job.temp)).toEqual([]);
   return post;
 }
 
 function delta(before: CacheServerStats, after: CacheServerStats): Partial<CacheServerStats> {
-  return Object.fromEntries(Object.entries(after).map(([name, value]) => [name, value - before[name as keyof CacheServerStats]])) as Partial<CacheServerStats>;
+  return Object.fromEntries(
+    Object.entries(after).map(([name, value]) => [name, value - before[name as keyof CacheServerStats]])
+  ) as Partial<CacheServerStats>;
 }
 
 /** Lines in one text and not the other, in both directions (readable, unlike a 1 MB string diff). */
 function lineDiff(expected: string, actual: string, limit = 40): { missing: string[]; extra: string[] } {
   const a = new Set(expected.split('\n'));
   const b = new Set(actual.split('\n'));
-  return { missing: [...a].filter(line => !b.has(line)).slice(0, limit), extra: [...b].filter(line => !a.has(line)).slice(0, limit) };
+  return {
+    missing: [...a].filter(line => !b.has(line)).slice(0, limit),
+    extra: [...b].filter(line => !a.has(line)).slice(0, limit)
+  };
 }
 
 /** The mounts at /var/lib/docker of the instance's dind container. */
 async function dataMounts(main: Main): Promise<Array<{ Type: string; Source?: string }>> {
-  const container = (await inspectContainer(main.result.outputs['container-id'])) as unknown as { Mounts: Array<{ Type: string; Source: string; Destination: string }> };
-  return container.Mounts.filter(mount => mount.Destination === '/var/lib/docker').map(mount => (mount.Type === 'bind' ? { Type: mount.Type, Source: mount.Source } : { Type: mount.Type }));
+  const container = (await inspectContainer(main.result.outputs['container-id'])) as unknown as {
+    Mounts: Array<{ Type: string; Source: string; Destination: string }>;
+  };
+  return container.Mounts.filter(mount => mount.Destination === '/var/lib/docker').map(mount =>
+    mount.Type === 'bind' ? { Type: mount.Type, Source: mount.Source } : { Type: mount.Type }
+  );
 }
 
 /** What the inner daemon holds: `repo:tag` of every image, sorted. */
@@ -202,10 +260,17 @@ async function imageTags(job: Job): Promise<string[]> {
 
 /** The daemon started empty and nothing of a cache is in its data directory; it still loads and runs. */
 async function expectEmptyWorkingDaemon(job: Job, main: Main): Promise<void> {
-  const info = await step(job, `docker info --format '{{.Images}} {{.Containers}} {{.Driver}}'; docker images -q --all | wc -l`, 'docker info');
+  const info = await step(
+    job,
+    `docker info --format '{{.Images}} {{.Containers}} {{.Driver}}'; docker images -q --all | wc -l`,
+    'docker info'
+  );
   expect(info.stdout.trim().split('\n')).toEqual(['0 0 overlay2', '0']);
   expect(fs.existsSync(main.dataDir)).toBe(true);
-  const left = await shOk(`cd "$1" && ls -A . && echo --- && ls -A overlay2 && echo --- && find image/overlay2/imagedb/content -type f | wc -l`, [main.dataDir]);
+  const left = await shOk(
+    `cd "$1" && ls -A . && echo --- && ls -A overlay2 && echo --- && find image/overlay2/imagedb/content -type f | wc -l`,
+    [main.dataDir]
+  );
   const [top, overlay, imagedb] = left.split('---\n').map(part => part.trim().split('\n').filter(Boolean));
   expect(top).not.toContain('.setup-dind-cache.json');
   expect(top).not.toContain(PROBE_DIR);
@@ -215,7 +280,11 @@ async function expectEmptyWorkingDaemon(job: Job, main: Main): Promise<void> {
 }
 
 async function expectLoadAndRun(job: Job): Promise<void> {
-  const ran = await step(job, `${load(TINY_IMAGE)}\ndocker run --rm ${TINY_IMAGE} /ldconfig --version`, 'load and run a nested container');
+  const ran = await step(
+    job,
+    `${load(TINY_IMAGE)}\ndocker run --rm ${TINY_IMAGE} /ldconfig --version`,
+    'load and run a nested container'
+  );
   expect(ran.stdout).toMatch(/ldconfig \(Debian GLIBC/);
 }
 
@@ -294,7 +363,11 @@ docker rmi setup-dind-test/dangling`,
 
 async function containerManifest(job: Job, image: string): Promise<string> {
   fs.writeFileSync(path.join(job.workspace, 'manifest.sh'), MANIFEST_SCRIPT);
-  const result = await step(job, `docker run --rm -i --network none ${image} sh -s < manifest.sh > manifest.txt`, `manifest of ${image}`);
+  const result = await step(
+    job,
+    `docker run --rm -i --network none ${image} sh -s < manifest.sh > manifest.txt`,
+    `manifest of ${image}`
+  );
   expect(result.exitCode).toBe(0);
   return fs.readFileSync(path.join(job.workspace, 'manifest.txt'), 'utf8');
 }
@@ -423,7 +496,13 @@ describe('setup-dind cache (cache service emulation, real engine)', () => {
             'security.capability=0sAQAAAgAgAAAAAAAAAAAAAAAAAAA='
           ])
         );
-        for (const gone of ['/opt/t/opq/a', '/opt/t/opq/sub', '/opt/t/lower/deleteme', '/usr/share/doc', '/usr/bin/yes']) {
+        for (const gone of [
+          '/opt/t/opq/a',
+          '/opt/t/opq/sub',
+          '/opt/t/lower/deleteme',
+          '/usr/share/doc',
+          '/usr/bin/yes'
+        ]) {
           expect(lines.some(line => line.startsWith(`${gone}|`))).toBe(false);
         }
         expect(lines).toContain('inodes of h1 h2 links/h3: 1');
@@ -459,7 +538,9 @@ describe('setup-dind cache (cache service emulation, real engine)', () => {
         expect(change).toMatchObject({ creates: 1, finalizes: 1, hits: 0 });
         expect(change.uploadedBytes).toBeGreaterThan(1_000_000);
         expect(change.uploadedBytes).toBeGreaterThanOrEqual(entry.size);
-        expect(summaryRows(post.summary).Cache).toMatch(new RegExp(`^saved .+ as ${savedKey.replace(/[+.]/g, '\\$&')}$`));
+        expect(summaryRows(post.summary).Cache).toMatch(
+          new RegExp(`^saved .+ as ${savedKey.replace(/[+.]/g, '\\$&')}$`)
+        );
       } finally {
         await job1.finish();
         job1.cleanup();
@@ -474,11 +555,20 @@ describe('setup-dind cache (cache service emulation, real engine)', () => {
         expect(main.result.outputs['cache-hit']).toBe('true');
         expect(main.result.outputs['cache-key']).toBe(savedKey);
         expect(Number(main.result.outputs['cache-size'])).toBe(entry!.size);
-        expect(delta(before, server.stats())).toMatchObject({ lookups: 1, hits: 1, downloads: 1, downloadedBytes: entry!.size });
+        expect(delta(before, server.stats())).toMatchObject({
+          lookups: 1,
+          hits: 1,
+          downloads: 1,
+          downloadedBytes: entry!.size
+        });
 
         expect(await imageTags(job2)).toEqual(ROUND_TRIP_IMAGES);
         // Post pruned what the next job must not inherit.
-        const pruned = await step(job2, `docker ps -aq | wc -l; docker volume ls -q | wc -l; docker images -q --filter dangling=true | wc -l; docker info --format '{{.Driver}}'`, 'docker ps/volumes/info');
+        const pruned = await step(
+          job2,
+          `docker ps -aq | wc -l; docker volume ls -q | wc -l; docker images -q --filter dangling=true | wc -l; docker info --format '{{.Driver}}'`,
+          'docker ps/volumes/info'
+        );
         expect(pruned.stdout.trim().split('\n')).toEqual(['0', '0', '0', 'overlay2']);
         // The disk is the same before any container runs; then what containers see is the same too.
         expect(lineDiff(disk, await diskManifest(main.dataDir))).toEqual({ missing: [], extra: [] });
@@ -503,7 +593,12 @@ docker rmi ${LAYERS_IMAGE}-again >/dev/null`,
         const post = await finish(job2, main, { warnings: 0 });
         measure(`round trip as ${label}, job 2 (restore)`, main.result, post);
         expect(post.stdout).toContain('Not saving the cache: the daemon holds what was restored: nothing changed.');
-        expect(delta(beforePost, server.stats())).toMatchObject({ creates: 0, createConflicts: 0, uploadedBytes: 0, finalizes: 0 });
+        expect(delta(beforePost, server.stats())).toMatchObject({
+          creates: 0,
+          createConflicts: 0,
+          uploadedBytes: 0,
+          finalizes: 0
+        });
       } finally {
         await job2.finish();
         job2.cleanup();
@@ -571,7 +666,11 @@ ${BUILD} -t ${JOB4_IMAGE} job4`,
         expect(main.result.outputs['cache-hit']).toBe('true');
         expect(main.result.outputs['cache-key']).toBe(job4Key);
         expect(await imageTags(job)).toEqual([JOB4_IMAGE, TINY_IMAGE].sort());
-        const read = await step(job, `docker create --name j4 ${JOB4_IMAGE} /ldconfig >/dev/null && docker cp j4:/job4 - | tar -xO && docker rm j4 >/dev/null`, 'read the job 4 image');
+        const read = await step(
+          job,
+          `docker create --name j4 ${JOB4_IMAGE} /ldconfig >/dev/null && docker cp j4:/job4 - | tar -xO && docker rm j4 >/dev/null`,
+          'read the job 4 image'
+        );
         expect(read.stdout).toContain('built in job 4');
         const before = server.stats();
         const post = await finish(job, main, { warnings: 0 });
@@ -673,7 +772,9 @@ ${BUILD} -t ${JOB4_IMAGE} job4`,
       /** Main's outcome after a restore that failed: one warning, no hit, an empty daemon that works. */
       async function expectColdStart(job: Job, main: Main, fault: CacheFault, seconds: number): Promise<void> {
         const warnings = commands(main.result.stdout, 'warning');
-        measurements.push(`fault ${fault}: main took ${seconds.toFixed(1)} s; warning: ${warnings.join(' / ').slice(0, 300)}`);
+        measurements.push(
+          `fault ${fault}: main took ${seconds.toFixed(1)} s; warning: ${warnings.join(' / ').slice(0, 300)}`
+        );
         expect(warnings).toHaveLength(1);
         expect(warnings[0]).toMatch(/^Cache restore failed, the daemon starts empty: /);
         expect(main.result.outputs['cache-hit']).toBe('false');
@@ -695,7 +796,9 @@ ${BUILD} -t ${JOB4_IMAGE} job4`,
         hangServer = await startCacheServer({ fault: 'hang' });
         hangJob = newJob({ server: hangServer });
         const started = performance.now();
-        hangMain = hangJob.runMain({ ...BASE_INPUTS, ...FAULT_INPUTS }).then(result => ({ result, seconds: (performance.now() - started) / 1000 }));
+        hangMain = hangJob
+          .runMain({ ...BASE_INPUTS, ...FAULT_INPUTS })
+          .then(result => ({ result, seconds: (performance.now() - started) / 1000 }));
         hangMain.catch(() => undefined);
       });
       afterAll(async () => {
@@ -710,26 +813,30 @@ ${BUILD} -t ${JOB4_IMAGE} job4`,
         { fault: 'truncate-download', downloads: true },
         { fault: 'corrupt-download', downloads: true },
         { fault: 'interrupt-download', downloads: true }
-      ])('restore with fault $fault', async ({ fault, downloads }) => {
-        const job = newJob();
-        try {
-          const before = server.stats();
-          server.setFault(fault);
-          const started = performance.now();
-          const main = await runMain(job, FAULT_INPUTS);
-          const seconds = (performance.now() - started) / 1000;
-          server.setFault('none');
-          const change = delta(before, server.stats());
-          expect(change.lookups).toBe(fault === 'error' ? 0 : 1);
-          if (downloads) expect(change.downloads).toBeGreaterThanOrEqual(1);
-          else expect(change.downloads).toBe(0);
-          await expectColdStart(job, main, fault, seconds);
-        } finally {
-          server.setFault('none');
-          await job.finish();
-          job.cleanup();
-        }
-      }, 180_000);
+      ])(
+        'restore with fault $fault',
+        async ({ fault, downloads }) => {
+          const job = newJob();
+          try {
+            const before = server.stats();
+            server.setFault(fault);
+            const started = performance.now();
+            const main = await runMain(job, FAULT_INPUTS);
+            const seconds = (performance.now() - started) / 1000;
+            server.setFault('none');
+            const change = delta(before, server.stats());
+            expect(change.lookups).toBe(fault === 'error' ? 0 : 1);
+            if (downloads) expect(change.downloads).toBeGreaterThanOrEqual(1);
+            else expect(change.downloads).toBe(0);
+            await expectColdStart(job, main, fault, seconds);
+          } finally {
+            server.setFault('none');
+            await job.finish();
+            job.cleanup();
+          }
+        },
+        180_000
+      );
 
       test('restore with fault hang (on a cache server of its own, run alongside the tests above)', async () => {
         const { result, seconds } = await hangMain!;
@@ -766,10 +873,17 @@ ${BUILD} -t ${JOB4_IMAGE} job4`,
       test('after a failed upload, a later job with the same content runs its post cleanly', async () => {
         await withJob({ inputs: SMALL }, async (job, main) => {
           expect(main.result.outputs['cache-key']).toBe(smallKey);
-          await step(job, `docker tag ${TINY_IMAGE} setup-dind-test/cached:upload-error`, 'the same change as the failed job');
+          await step(
+            job,
+            `docker tag ${TINY_IMAGE} setup-dind-test/cached:upload-error`,
+            'the same change as the failed job'
+          );
           const entries = server.entries();
           const post = await finish(job, main, { warnings: 0 });
-          afterUploadError = { saved: server.entries().length === entries.length + 1, cache: summaryRows(post.summary).Cache };
+          afterUploadError = {
+            saved: server.entries().length === entries.length + 1,
+            cache: summaryRows(post.summary).Cache
+          };
           measurements.push(`after upload-error, same content: ${afterUploadError.cache}`);
         });
       });
@@ -804,7 +918,11 @@ ${BUILD} -t ${JOB4_IMAGE} job4`,
       test('a daemon that died before post: nothing is saved and everything is removed', async () => {
         await withJob({ inputs: SMALL }, async (job, main) => {
           await step(job, `docker tag ${TINY_IMAGE} setup-dind-test/cached:died`, 'change the daemon');
-          await step(job, `${OUTER_DOCKER} kill ${main.result.outputs['container-id']} >/dev/null`, 'kill the dind container');
+          await step(
+            job,
+            `${OUTER_DOCKER} kill ${main.result.outputs['container-id']} >/dev/null`,
+            'kill the dind container'
+          );
           const before = server.stats();
           const post = await finish(job, main, { warnings: 0 });
           expect(post.stdout).toContain('Not saving the cache: the daemon was not running at the end of the job');
@@ -822,7 +940,9 @@ ${BUILD} -t ${JOB4_IMAGE} job4`,
         const post = await finish(job, main, { warnings: 1 });
         measure('cache-max-size 64k', main.result, post);
         const [warning] = commands(post.stdout, 'warning');
-        expect(warning).toMatch(/^Not saving the cache: the daemon's \d+(\.\d+)? (B|KiB|MiB|GiB) of data compress to more than 'cache-max-size' \(64(\.0+)? KiB\)/);
+        expect(warning).toMatch(
+          /^Not saving the cache: the daemon's \d+(\.\d+)? (B|KiB|MiB|GiB) of data compress to more than 'cache-max-size' \(64(\.0+)? KiB\)/
+        );
         expect(server.entries()).toEqual(entries);
         expect(delta(before, server.stats())).toMatchObject({ finalizes: 0 });
       });
@@ -836,7 +956,10 @@ ${BUILD} -t ${JOB4_IMAGE} job4`,
         expect(main.result.outputs['cache-hit']).toBe('false');
         const entries = server.entries();
         const post = await finish(job, main, { warnings: 0 });
-        afterSizeLimit = { saved: server.entries().length === entries.length + 1, cache: summaryRows(post.summary).Cache };
+        afterSizeLimit = {
+          saved: server.entries().length === entries.length + 1,
+          cache: summaryRows(post.summary).Cache
+        };
         measurements.push(`after the size limit, default limit, same content: ${afterSizeLimit.cache}`);
       });
     });
@@ -864,7 +987,16 @@ test -z "$(docker events --since 0 --until "$(date +%s)" --filter type=container
     test('a job that ran only a --rm container of one image keeps it and its bases and drops the rest (cache-evict-after: 0); the default keeps them a week; a stopped recorder drops nothing', async () => {
       await withJob({ inputs: EVICT }, async (job, main) => {
         expect(main.result.outputs['cache-hit']).toBe('false');
-        await step(job, [load(TINY_IMAGE), build(BASE, TINY_IMAGE, 'base'), build(CHILD, BASE, 'child'), build(UNUSED, TINY_IMAGE, 'unused')].join('\n'), 'load and build');
+        await step(
+          job,
+          [
+            load(TINY_IMAGE),
+            build(BASE, TINY_IMAGE, 'base'),
+            build(CHILD, BASE, 'child'),
+            build(UNUSED, TINY_IMAGE, 'unused')
+          ].join('\n'),
+          'load and build'
+        );
         const post = await finish(job, main, { warnings: 0 });
         savedKeyOf(post);
         expect(summaryRows(post.summary)['Unused images']).toBeUndefined();
@@ -872,7 +1004,11 @@ test -z "$(docker events --since 0 --until "$(date +%s)" --filter type=container
 
       await withJob({ inputs: { ...EVICT, 'cache-evict-after': '0' } }, async (job, main) => {
         expect(await imageTags(job)).toEqual([BASE, CHILD, UNUSED, TINY_IMAGE].sort());
-        const ran = await step(job, `docker run --rm ${CHILD} /ldconfig --version\n${FLOOD}`, 'run one container, then flood the event history');
+        const ran = await step(
+          job,
+          `docker run --rm ${CHILD} /ldconfig --version\n${FLOOD}`,
+          'run one container, then flood the event history'
+        );
         expect(ran.stdout).toMatch(/ldconfig \(Debian GLIBC/);
         const before = server.stats();
         const post = await finish(job, main, { warnings: 0 });
@@ -894,11 +1030,17 @@ test -z "$(docker events --since 0 --until "$(date +%s)" --filter type=container
 
       // Without a full record of the job's events, nothing is dropped, whatever the input says.
       await withJob({ inputs: { ...EVICT, 'cache-evict-after': '0' } }, async (job, main) => {
-        await step(job, `${OUTER_DOCKER} exec ${main.result.outputs['container-id']} sh -c 'for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline)" in "docker -H unix:///var/run/docker.sock events"*) kill ${'$'}{p#/proc/};; esac; done'`, 'stop the recorder');
+        await step(
+          job,
+          `${OUTER_DOCKER} exec ${main.result.outputs['container-id']} sh -c 'for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline)" in "docker -H unix:///var/run/docker.sock events"*) kill ${'$'}{p#/proc/};; esac; done'`,
+          'stop the recorder'
+        );
         const before = server.stats();
         const post = await finish(job, main, { warnings: 1 });
         const [warning] = commands(post.stdout, 'warning');
-        expect(warning).toMatch(/^Not dropping unused images from the cache: the image usage recorder stopped \(exit code \d+\)/);
+        expect(warning).toMatch(
+          /^Not dropping unused images from the cache: the image usage recorder stopped \(exit code \d+\)/
+        );
         expect(post.stdout).toContain('nothing changed');
         expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
       });

@@ -46,7 +46,10 @@ afterAll(async () => {
 });
 
 function passwd(user: string): { uid: number; home: string } {
-  const entry = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find(line => line.startsWith(`${user}:`));
+  const entry = fs
+    .readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find(line => line.startsWith(`${user}:`));
   if (!entry) throw new Error(`No user ${user} on this machine.`);
   const fields = entry.split(':');
   return { uid: Number(fields[2]), home: fields[5] };
@@ -68,7 +71,10 @@ function newJob(runAs?: { user: string }): Job {
 }
 
 /** Main with the test defaults; records the instance for the afterAll sweep. */
-async function runMain(job: Job, inputs: Record<string, string> = {}): Promise<{ result: StepResult; started?: Started }> {
+async function runMain(
+  job: Job,
+  inputs: Record<string, string> = {}
+): Promise<{ result: StepResult; started?: Started }> {
   const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
   return { result, started: sweeper.record(result.state, homes.get(job)!) };
 }
@@ -77,13 +83,17 @@ async function runMain(job: Job, inputs: Record<string, string> = {}): Promise<{
 async function contextNames(job: Job): Promise<string[]> {
   const listed = await job.run(`${NO_DOCKER_ENV} docker context ls --format '{{.Name}}'`);
   expectExit(listed, 0, 'docker context ls');
-  return listed.stdout.split('\n').map(line => line.replace(/\s*\*$/, '').trim()).filter(Boolean);
+  return listed.stdout
+    .split('\n')
+    .map(line => line.replace(/\s*\*$/, '').trim())
+    .filter(Boolean);
 }
 
 /** Nothing of the instance is left: labelled containers, networks and volumes, the daemon's data volumes, the certificates. */
 async function expectInstanceGone(started: Started, dataVolumes: string[]): Promise<void> {
   expect(await labelled(started.id)).toEqual({ containers: [], networks: [], volumes: [] });
-  for (const volume of dataVolumes) expect({ volume, exists: await volumeExists(volume) }).toEqual({ volume, exists: false });
+  for (const volume of dataVolumes)
+    expect({ volume, exists: await volumeExists(volume) }).toEqual({ volume, exists: false });
   expect(fs.existsSync(started.certDir)).toBe(false);
 }
 
@@ -142,7 +152,9 @@ docker run --rm ${NESTED_BASE_IMAGE} sh -c 'echo "nested $((6 * 7)) on debian $(
       expect(step.stdout).toMatch(/nested 42 on debian \d+/);
 
       // The context reaches the same daemon, with the exported variables hidden.
-      const viaContext = await job.run(`${NO_DOCKER_ENV} docker --context ${context} info --format 'server={{.ServerVersion}} name={{.Name}} images={{.Images}}'`);
+      const viaContext = await job.run(
+        `${NO_DOCKER_ENV} docker --context ${context} info --format 'server={{.ServerVersion}} name={{.Name}} images={{.Images}}'`
+      );
       expectExit(viaContext, 0, 'docker --context info');
       expect(viaContext.stdout.trim()).toBe(`server=${version} name=dind images=1`);
       expect(await contextNames(job)).toContain(context);
@@ -181,7 +193,10 @@ docker run --rm ${NESTED_BASE_IMAGE} sh -c 'echo "nested $((6 * 7)) on debian $(
       const inA = await job.run(`${NO_DOCKER_ENV} docker --context ctx-a ps --all --quiet`);
       expectExit(inA, 0, 'docker --context ctx-a ps');
       expect(inA.stdout.trim()).toBe('');
-      const dataVolumes = [...(await containerVolumes(a.outputs['container-id'])), ...(await containerVolumes(b.outputs['container-id']))];
+      const dataVolumes = [
+        ...(await containerVolumes(a.outputs['container-id'])),
+        ...(await containerVolumes(b.outputs['container-id']))
+      ];
 
       // Each context reaches its own daemon: a marker made in one is absent from the other.
       const markers = await job.run(
@@ -201,7 +216,9 @@ echo "env: name=$(docker info --format '{{.Name}}')"`
       expectCleanPosts(await job.finish(), 2);
       await expectInstanceGone(startedA!, dataVolumes);
       await expectInstanceGone(startedB!, dataVolumes);
-      const leftVolumes = [...(await allVolumes())].filter(volume => !volumesBefore.has(volume) && dataVolumes.includes(volume));
+      const leftVolumes = [...(await allVolumes())].filter(
+        volume => !volumesBefore.has(volume) && dataVolumes.includes(volume)
+      );
       expect(leftVolumes).toEqual([]);
       const contexts = await contextNames(job);
       expect(contexts).not.toContain('ctx-a');
@@ -220,12 +237,17 @@ echo "env: name=$(docker info --format '{{.Name}}')"`
       const certPath = main.outputs['cert-path'];
       const port = portOf(main.outputs.host);
       const [ca, cert, key] = ['ca.pem', 'cert.pem', 'key.pem'].map(file => path.join(certPath, file));
-      const curl = (...args: string[]) => run('curl', ['--silent', '--show-error', '--fail', '--max-time', '10', ...args]);
+      const curl = (...args: string[]) =>
+        run('curl', ['--silent', '--show-error', '--fail', '--max-time', '10', ...args]);
       const ping = `https://127.0.0.1:${port}/_ping`;
 
       // With the client certificate, verifying the server against the job's CA, by IP and by name.
       const withCert = await curl('--cacert', ca, '--cert', cert, '--key', key, ping);
-      expect({ code: withCert.code, body: withCert.stdout, stderr: withCert.stderr }).toEqual({ code: 0, body: 'OK', stderr: '' });
+      expect({ code: withCert.code, body: withCert.stdout, stderr: withCert.stderr }).toEqual({
+        code: 0,
+        body: 'OK',
+        stderr: ''
+      });
       const byName = await curl('--cacert', ca, '--cert', cert, '--key', key, `https://localhost:${port}/_ping`);
       expect({ code: byName.code, body: byName.stdout }).toEqual({ code: 0, body: 'OK' });
 
@@ -240,11 +262,32 @@ echo "env: name=$(docker info --format '{{.Name}}')"`
       // A client certificate from another CA.
       const foreign = fs.mkdtempSync(path.join(job.root, 'foreign-'));
       const made = await run('openssl', [
-        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=intruder',
-        '-keyout', path.join(foreign, 'key.pem'), '-out', path.join(foreign, 'cert.pem')
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=intruder',
+        '-keyout',
+        path.join(foreign, 'key.pem'),
+        '-out',
+        path.join(foreign, 'cert.pem')
       ]);
       expect(made.code).toBe(0);
-      const foreignCert = await curl('--cacert', ca, '--cert', path.join(foreign, 'cert.pem'), '--key', path.join(foreign, 'key.pem'), ping);
+      const foreignCert = await curl(
+        '--cacert',
+        ca,
+        '--cert',
+        path.join(foreign, 'cert.pem'),
+        '--key',
+        path.join(foreign, 'key.pem'),
+        ping
+      );
       expect(foreignCert.code).not.toBe(0);
       expect(foreignCert.stdout).not.toBe('OK');
 
@@ -256,12 +299,17 @@ echo "env: name=$(docker info --format '{{.Name}}')"`
       // Published on 127.0.0.1 only, and only the TLS port.
       const container = await inspectContainer(main.outputs['container-id']);
       expect(container.HostConfig.PortBindings).toEqual({ '2376/tcp': [{ HostIp: '127.0.0.1', HostPort: '' }] });
-      const published = Object.entries(container.NetworkSettings.Ports).filter(([, bindings]) => bindings && bindings.length > 0);
+      const published = Object.entries(container.NetworkSettings.Ports).filter(
+        ([, bindings]) => bindings && bindings.length > 0
+      );
       expect(published).toEqual([['2376/tcp', [{ HostIp: '127.0.0.1', HostPort: String(port) }]]]);
       expect(await tcpConnect('127.0.0.1', port)).toBe('connected');
       const external = Object.values(os.networkInterfaces())
         .flat()
-        .filter((address): address is os.NetworkInterfaceInfo => Boolean(address) && !address!.internal && address!.family === 'IPv4')
+        .filter(
+          (address): address is os.NetworkInterfaceInfo =>
+            Boolean(address) && !address!.internal && address!.family === 'IPv4'
+        )
         .map(address => address.address);
       for (const address of external) {
         expect({ address, outcome: await tcpConnect(address, port) }).not.toEqual({ address, outcome: 'connected' });
@@ -423,7 +471,7 @@ ${NO_DOCKER_ENV} docker --context ${context} info --format 'name={{.Name}} image
     });
   });
 
-  test("a context named like the input that someone else made is left alone; ours gets a unique name", async () => {
+  test('a context named like the input that someone else made is left alone; ours gets a unique name', async () => {
     const job = newJob();
     try {
       const made = await job.run(`${NO_DOCKER_ENV} docker context create dind --docker host=tcp://127.0.0.1:1`);
@@ -441,7 +489,9 @@ ${NO_DOCKER_ENV} docker --context ${context} info --format 'name={{.Name}} image
       expect(warnings[0]).toContain(`'${context}'`);
 
       // Ours reaches the daemon; the hand-made one is untouched.
-      const viaContext = await job.run(`${NO_DOCKER_ENV} docker --context ${context} info --format 'name={{.Name}} server={{.ServerVersion}}'`);
+      const viaContext = await job.run(
+        `${NO_DOCKER_ENV} docker --context ${context} info --format 'name={{.Name}} server={{.ServerVersion}}'`
+      );
       expectExit(viaContext, 0, `docker --context ${context} info`);
       expect(viaContext.stdout.trim()).toBe(`name=dind server=${main.outputs.version}`);
       expect((await job.run(handMadeHost)).stdout.trim()).toBe('tcp://127.0.0.1:1');

@@ -11,7 +11,20 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
 import { commands, expectCleanPosts, expectExit } from '../support/steps';
-import { buildImage, inspectContainer, labelled, NESTED_BASE_IMAGE, OUTER_SOCKET, outer, outerEnv, outerOk, run, Sweeper, TEST_IMAGE, type Started } from '../support/engine';
+import {
+  buildImage,
+  inspectContainer,
+  labelled,
+  NESTED_BASE_IMAGE,
+  OUTER_SOCKET,
+  outer,
+  outerEnv,
+  outerOk,
+  run,
+  Sweeper,
+  TEST_IMAGE,
+  type Started
+} from '../support/engine';
 
 jest.setTimeout(150_000);
 
@@ -50,7 +63,8 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 `;
 
 /** A `run:` step's way to get images into the daemon, since nothing can be pulled. */
-const load = (...images: string[]) => `${NO_DOCKER_ENV} docker -H ${OUTER_SOCKET} save ${images.join(' ')} | docker load`;
+const load = (...images: string[]) =>
+  `${NO_DOCKER_ENV} docker -H ${OUTER_SOCKET} save ${images.join(' ')} | docker load`;
 const LOAD_HTTPD = load(HTTPD_IMAGE);
 
 const sweeper = new Sweeper();
@@ -80,7 +94,10 @@ function newJob(): Job {
 }
 
 /** Main with the test defaults; records the instance for the afterAll sweep. */
-async function runMain(job: Job, inputs: Record<string, string> = {}): Promise<{ result: StepResult; started?: Started }> {
+async function runMain(
+  job: Job,
+  inputs: Record<string, string> = {}
+): Promise<{ result: StepResult; started?: Started }> {
   const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
   return { result, started: sweeper.record(result.state, homes.get(job)!) };
 }
@@ -174,7 +191,9 @@ docker-compose -p nested${token} down`
       expectExit(compose, 0, 'docker-compose (v1) with a relative bind mount');
       expect(compose.stdout).toMatch(/^1\.29\./);
       expect(compose.stdout).toContain(`compose input ${token}\n`);
-      expect(fs.readFileSync(path.join(job.workspace, 'app', 'data', 'out.txt'), 'utf8')).toBe(`compose wrote ${token}\n`);
+      expect(fs.readFileSync(path.join(job.workspace, 'app', 'data', 'out.txt'), 'utf8')).toBe(
+        `compose wrote ${token}\n`
+      );
 
       expectCleanPosts(await job.finish(), 1);
       await expectInstanceGone(started!);
@@ -251,13 +270,20 @@ echo "3: $(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8081/")"`
 
       // The daemon's TLS port at the ip (by address, and by the container's name resolved to it):
       // the server certificate covers both, verified against the job's CA.
-      const certs = ['--cacert', 'ca.pem', '--cert', 'cert.pem', '--key', 'key.pem'].map(word => (word.endsWith('.pem') ? path.join(main.outputs['cert-path'], word) : word));
-      const curl = (...args: string[]) => run('curl', ['--silent', '--show-error', '--fail', '--max-time', '10', ...certs, ...args]);
+      const certs = ['--cacert', 'ca.pem', '--cert', 'cert.pem', '--key', 'key.pem'].map(word =>
+        word.endsWith('.pem') ? path.join(main.outputs['cert-path'], word) : word
+      );
+      const curl = (...args: string[]) =>
+        run('curl', ['--silent', '--show-error', '--fail', '--max-time', '10', ...certs, ...args]);
       const byIp = await curl(`https://${ip}:2376/_ping`);
       expect({ code: byIp.code, body: byIp.stdout, stderr: byIp.stderr }).toEqual({ code: 0, body: 'OK', stderr: '' });
       const name = `setup-dind-dind-${started!.id}`;
       const byName = await curl('--resolve', `${name}:2376:${ip}`, `https://${name}:2376/_ping`);
-      expect({ code: byName.code, body: byName.stdout, stderr: byName.stderr }).toEqual({ code: 0, body: 'OK', stderr: '' });
+      expect({ code: byName.code, body: byName.stdout, stderr: byName.stderr }).toEqual({
+        code: 0,
+        body: 'OK',
+        stderr: ''
+      });
 
       expectCleanPosts(await job.finish(), 1);
       await expectInstanceGone(started!);
@@ -443,13 +469,26 @@ class ContainerJob {
     const mtu = this.options.mtu ? ['--opt', `com.docker.network.driver.mtu=${this.options.mtu}`] : [];
     await outerOk(['network', 'create', ...mtu, this.network]);
     await outerOk([
-      'run', '--detach', '--name', this.name, '--network', this.network,
-      '--volume', '/var/run/docker.sock:/var/run/docker.sock',
-      '--volume', `${REPO_ROOT}:${REPO_ROOT}:ro`,
-      '--volume', `${node}:/usr/local/bin/node:ro`,
-      '--volume', `${this.hostWorkspace}:${ContainerJob.WORKSPACE}`,
-      '--volume', `${this.hostTemp}:${ContainerJob.TEMP}`,
-      JOB_IMAGE, 'sh', '-c', `mkdir -p ${ContainerJob.HOME} && exec sleep infinity`
+      'run',
+      '--detach',
+      '--name',
+      this.name,
+      '--network',
+      this.network,
+      '--volume',
+      '/var/run/docker.sock:/var/run/docker.sock',
+      '--volume',
+      `${REPO_ROOT}:${REPO_ROOT}:ro`,
+      '--volume',
+      `${node}:/usr/local/bin/node:ro`,
+      '--volume',
+      `${this.hostWorkspace}:${ContainerJob.WORKSPACE}`,
+      '--volume',
+      `${this.hostTemp}:${ContainerJob.TEMP}`,
+      JOB_IMAGE,
+      'sh',
+      '-c',
+      `mkdir -p ${ContainerJob.HOME} && exec sleep infinity`
     ]);
   }
 
@@ -457,7 +496,13 @@ class ContainerJob {
   async step(command: string[], extraEnv: Record<string, string> = {}): Promise<StepResult> {
     const dir = path.join('_runner_file_commands', `step-${++this.steps}`);
     fs.mkdirSync(path.join(this.hostTemp, dir), { recursive: true });
-    const files = { GITHUB_ENV: 'env', GITHUB_OUTPUT: 'output', GITHUB_STATE: 'state', GITHUB_STEP_SUMMARY: 'summary', GITHUB_PATH: 'path' };
+    const files = {
+      GITHUB_ENV: 'env',
+      GITHUB_OUTPUT: 'output',
+      GITHUB_STATE: 'state',
+      GITHUB_STEP_SUMMARY: 'summary',
+      GITHUB_PATH: 'path'
+    };
     const fileEnv: Record<string, string> = {};
     for (const [name, file] of Object.entries(files)) {
       fs.writeFileSync(path.join(this.hostTemp, dir, file), '');
@@ -466,13 +511,31 @@ class ContainerJob {
     const env = { ...this.env, ...fileEnv, ...extraEnv };
     const result = await run(
       'docker',
-      ['-H', OUTER_SOCKET, 'exec', '--workdir', ContainerJob.WORKSPACE, ...Object.entries(env).flatMap(([name, value]) => ['--env', `${name}=${value}`]), this.name, ...command],
+      [
+        '-H',
+        OUTER_SOCKET,
+        'exec',
+        '--workdir',
+        ContainerJob.WORKSPACE,
+        ...Object.entries(env).flatMap(([name, value]) => ['--env', `${name}=${value}`]),
+        this.name,
+        ...command
+      ],
       { env: outerEnv(), timeoutMs: 120_000 }
     );
-    const read = (name: keyof typeof files) => parseFileCommands(fs.readFileSync(path.join(this.hostTemp, dir, files[name]), 'utf8'));
+    const read = (name: keyof typeof files) =>
+      parseFileCommands(fs.readFileSync(path.join(this.hostTemp, dir, files[name]), 'utf8'));
     const exported = read('GITHUB_ENV');
     Object.assign(this.env, exported);
-    return { exitCode: result.code, stdout: result.stdout, stderr: result.stderr, outputs: read('GITHUB_OUTPUT'), exported, state: read('GITHUB_STATE'), summary: '' };
+    return {
+      exitCode: result.code,
+      stdout: result.stdout,
+      stderr: result.stderr,
+      outputs: read('GITHUB_OUTPUT'),
+      exported,
+      state: read('GITHUB_STATE'),
+      summary: ''
+    };
   }
 
   run(script: string): Promise<StepResult> {
@@ -481,7 +544,8 @@ class ContainerJob {
 
   private inputEnv(inputs: Record<string, string>): Record<string, string> {
     const env: Record<string, string> = {};
-    for (const [name, spec] of Object.entries(readManifest().inputs)) env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? spec.default ?? '';
+    for (const [name, spec] of Object.entries(readManifest().inputs))
+      env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? spec.default ?? '';
     return env;
   }
 
@@ -491,7 +555,10 @@ class ContainerJob {
 
   runPost(state: Record<string, string>, inputs: Record<string, string>): Promise<StepResult> {
     const stateEnv = Object.fromEntries(Object.entries(state).map(([name, value]) => [`STATE_${name}`, value]));
-    return this.step(['node', path.join(REPO_ROOT, readManifest().runs.post)], { ...this.inputEnv(inputs), ...stateEnv });
+    return this.step(['node', path.join(REPO_ROOT, readManifest().runs.post)], {
+      ...this.inputEnv(inputs),
+      ...stateEnv
+    });
   }
 
   async remove(): Promise<void> {
@@ -543,7 +610,11 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
       const started = sweeper.record(main.state, ContainerJob.HOME);
       expect(started).toBeDefined();
       const containerName = `setup-dind-dind-${started!.id}`;
-      const expected = { DOCKER_HOST: `tcp://${containerName}:2376`, DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: `${ContainerJob.TEMP}/${containerName}` };
+      const expected = {
+        DOCKER_HOST: `tcp://${containerName}:2376`,
+        DOCKER_TLS_VERIFY: '1',
+        DOCKER_CERT_PATH: `${ContainerJob.TEMP}/${containerName}`
+      };
       // Main's own result is asserted last: whatever it says, the daemon it started is checked first
       // with what it should have exported, so that one failure does not hide the others.
       if (main.exitCode !== 0) Object.assign(job.env, expected);
@@ -553,11 +624,16 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
       const dind = (await labelled(started!.id)).containers;
       expect(dind).toHaveLength(1);
       const info = await inspectContainer(dind[0]);
-      const dindNetworks = info.NetworkSettings.Networks as Record<string, { IPAddress: string; Aliases: string[] | null }>;
+      const dindNetworks = info.NetworkSettings.Networks as Record<
+        string,
+        { IPAddress: string; Aliases: string[] | null }
+      >;
       expect(Object.keys(dindNetworks).sort()).toEqual([containerName, job.network].sort());
       const ip = dindNetworks[job.network].IPAddress;
       const binds = (info.HostConfig as unknown as { Binds: string[] | null }).Binds ?? [];
-      expect(binds.sort()).toEqual([`${job.hostTemp}:${ContainerJob.TEMP}`, `${job.hostWorkspace}:${ContainerJob.WORKSPACE}`].sort());
+      expect(binds.sort()).toEqual(
+        [`${job.hostTemp}:${ContainerJob.TEMP}`, `${job.hostWorkspace}:${ContainerJob.WORKSPACE}`].sort()
+      );
 
       fs.writeFileSync(path.join(job.hostWorkspace, 'marker'), `workspace ${token}\n`);
       const step = await job.run(
@@ -582,7 +658,10 @@ node -e 'const url = "http://${ip}:8080/";
       // buildx on the context (the daemon's own BuildKit, docker driver: buildx wants the context
       // selected with --context for that driver), and compose v2 with a relative bind.
       fs.mkdirSync(path.join(job.hostWorkspace, 'build'));
-      fs.writeFileSync(path.join(job.hostWorkspace, 'build', 'Dockerfile'), `FROM ${HTTPD_IMAGE}\nRUN echo "built ${token}" > /built.txt\n`);
+      fs.writeFileSync(
+        path.join(job.hostWorkspace, 'build', 'Dockerfile'),
+        `FROM ${HTTPD_IMAGE}\nRUN echo "built ${token}" > /built.txt\n`
+      );
       fs.mkdirSync(path.join(job.hostWorkspace, 'app', 'data'), { recursive: true });
       fs.writeFileSync(path.join(job.hostWorkspace, 'app', 'data', 'in.txt'), `compose input ${token}\n`);
       fs.writeFileSync(
@@ -608,22 +687,36 @@ cd app && docker compose -p nested${token} run --rm app && docker compose -p nes
       expectExit(tools, 0, 'buildx and compose in the job container');
       expect(tools.stdout).toContain(`built ${token}\n`);
       expect(tools.stdout).toContain(`compose input ${token}\n`);
-      expect(fs.readFileSync(path.join(job.hostWorkspace, 'app', 'data', 'out.txt'), 'utf8')).toBe(`compose wrote ${token}\n`);
+      expect(fs.readFileSync(path.join(job.hostWorkspace, 'app', 'data', 'out.txt'), 'utf8')).toBe(
+        `compose wrote ${token}\n`
+      );
 
       // Post in the job container removes the daemon, its network and the certificates; the job's network stays.
       const post = await job.runPost(main.state, BASE_INPUTS);
       posted = true;
       expectCleanPosts([post], 1);
       await expectInstanceGone(started!, path.join(job.hostTemp, containerName));
-      const jobNetwork = JSON.parse(await outerOk(['network', 'inspect', job.network])) as Array<{ Containers: Record<string, { Name: string }> }>;
+      const jobNetwork = JSON.parse(await outerOk(['network', 'inspect', job.network])) as Array<{
+        Containers: Record<string, { Name: string }>;
+      }>;
       expect(Object.values(jobNetwork[0].Containers).map(c => c.Name)).toEqual([job.name]);
       const contexts = await job.run(`${NO_DOCKER_ENV} docker context ls --format '{{.Name}}'`);
-      expect(contexts.stdout.split('\n').map(line => line.replace(/\s*\*$/, '').trim()).filter(Boolean)).toEqual(['default']);
+      expect(
+        contexts.stdout
+          .split('\n')
+          .map(line => line.replace(/\s*\*$/, '').trim())
+          .filter(Boolean)
+      ).toEqual(['default']);
 
       // Main itself: succeeded, exported the daemon by name, and its outputs say where it is.
       expectCleanMain(main);
       expect(main.exported).toMatchObject({ ...expected, TESTCONTAINERS_HOST_OVERRIDE: ip });
-      expect(main.outputs).toMatchObject({ host: expected.DOCKER_HOST, 'cert-path': expected.DOCKER_CERT_PATH, ip, context: 'dind' });
+      expect(main.outputs).toMatchObject({
+        host: expected.DOCKER_HOST,
+        'cert-path': expected.DOCKER_CERT_PATH,
+        ip,
+        context: 'dind'
+      });
     } finally {
       if (!posted) await sweeper.sweep();
       await job.remove();

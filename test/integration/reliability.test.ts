@@ -11,7 +11,19 @@ import * as tls from 'node:tls';
 import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
 import { commands, expectExit } from '../support/steps';
 import { startCacheServer, type CacheServer, type CacheServerStats } from '../support/cache-server';
-import { labelled, namedLike, NESTED_BASE_IMAGE, OUTER_SOCKET, outerEnv, outerOk, run, Sweeper, tcpConnect, TEST_IMAGE, type Started } from '../support/engine';
+import {
+  labelled,
+  namedLike,
+  NESTED_BASE_IMAGE,
+  OUTER_SOCKET,
+  outerEnv,
+  outerOk,
+  run,
+  Sweeper,
+  tcpConnect,
+  TEST_IMAGE,
+  type Started
+} from '../support/engine';
 
 jest.setTimeout(180_000);
 
@@ -46,7 +58,10 @@ beforeAll(async () => {
       HANG_IMAGE,
       `FROM ${NESTED_BASE_IMAGE}\nRUN printf '#!/bin/sh\\necho "${HANG_LINE}"\\nexec sleep infinity\\n' > /usr/local/bin/dockerd && chmod 755 /usr/local/bin/dockerd\n`
     );
-    await build(TINY_IMAGE, `FROM ${NESTED_BASE_IMAGE} AS src\nFROM scratch\nCOPY --from=src /sbin/ldconfig /ldconfig\n`);
+    await build(
+      TINY_IMAGE,
+      `FROM ${NESTED_BASE_IMAGE} AS src\nFROM scratch\nCOPY --from=src /sbin/ldconfig /ldconfig\n`
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -73,7 +88,10 @@ function newJob(options: { env?: Record<string, string>; home?: string } = {}): 
   return job;
 }
 
-async function runMain(job: Job, inputs: Record<string, string> = {}): Promise<{ result: StepResult; started?: Started }> {
+async function runMain(
+  job: Job,
+  inputs: Record<string, string> = {}
+): Promise<{ result: StepResult; started?: Started }> {
   const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
   return { result, started: sweeper.record(result.state, job.env.HOME) };
 }
@@ -85,7 +103,10 @@ function note(what: string, message: string | undefined): void {
 async function contextNames(job: Job): Promise<string[]> {
   const listed = await job.run(`${NO_DOCKER_ENV} docker context ls --format '{{.Name}}'`);
   expectExit(listed, 0, 'docker context ls');
-  return listed.stdout.split('\n').map(line => line.replace(/\s*\*$/, '').trim()).filter(Boolean);
+  return listed.stdout
+    .split('\n')
+    .map(line => line.replace(/\s*\*$/, '').trim())
+    .filter(Boolean);
 }
 
 /** The job's posts: exit 0, no error; returns them. */
@@ -108,7 +129,9 @@ async function expectNothingLeft(job: Job, started: Started): Promise<void> {
 }
 
 function delta(before: CacheServerStats, after: CacheServerStats): Partial<CacheServerStats> {
-  return Object.fromEntries(Object.entries(after).map(([name, value]) => [name, value - before[name as keyof CacheServerStats]])) as Partial<CacheServerStats>;
+  return Object.fromEntries(
+    Object.entries(after).map(([name, value]) => [name, value - before[name as keyof CacheServerStats]])
+  ) as Partial<CacheServerStats>;
 }
 
 /**
@@ -118,21 +141,32 @@ function delta(before: CacheServerStats, after: CacheServerStats): Partial<Cache
 function spawnMain(job: Job, inputs: Record<string, string>, nodeArgs: string[] = []) {
   const files = fs.mkdtempSync(path.join(job.root, 'raw-step-'));
   const fileEnv: Record<string, string> = {};
-  for (const [name, file] of Object.entries({ GITHUB_ENV: 'env', GITHUB_OUTPUT: 'output', GITHUB_STATE: 'state', GITHUB_STEP_SUMMARY: 'summary', GITHUB_PATH: 'path' })) {
+  for (const [name, file] of Object.entries({
+    GITHUB_ENV: 'env',
+    GITHUB_OUTPUT: 'output',
+    GITHUB_STATE: 'state',
+    GITHUB_STEP_SUMMARY: 'summary',
+    GITHUB_PATH: 'path'
+  })) {
     fileEnv[name] = path.join(files, file);
     fs.writeFileSync(fileEnv[name], '');
   }
   const manifest = readManifest();
   const inputEnv: Record<string, string> = {};
-  for (const [name, spec] of Object.entries(manifest.inputs)) inputEnv[`INPUT_${name.toUpperCase()}`] = spec.default ?? '';
-  for (const [name, value] of Object.entries({ ...BASE_INPUTS, ...inputs })) inputEnv[`INPUT_${name.toUpperCase()}`] = value;
-  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, manifest.runs.main)], { cwd: job.workspace, env: { ...job.env, ...fileEnv, ...inputEnv } });
+  for (const [name, spec] of Object.entries(manifest.inputs))
+    inputEnv[`INPUT_${name.toUpperCase()}`] = spec.default ?? '';
+  for (const [name, value] of Object.entries({ ...BASE_INPUTS, ...inputs }))
+    inputEnv[`INPUT_${name.toUpperCase()}`] = value;
+  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, manifest.runs.main)], {
+    cwd: job.workspace,
+    env: { ...job.env, ...fileEnv, ...inputEnv }
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', chunk => (stdout += chunk));
   child.stderr.on('data', chunk => (stderr += chunk));
-  const exited = new Promise<{ exitCode: number; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(resolve =>
-    child.on('close', (code, signal) => resolve({ exitCode: code ?? 1, signal, stdout, stderr }))
+  const exited = new Promise<{ exitCode: number; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+    resolve => child.on('close', (code, signal) => resolve({ exitCode: code ?? 1, signal, stdout, stderr }))
   );
   const state = () => parseFileCommands(fs.readFileSync(fileEnv.GITHUB_STATE, 'utf8'));
   const done = async () => {
@@ -170,31 +204,106 @@ describe('bad input: a clear error naming the input and what is allowed; nothing
     ['cache-max-size: 0', { 'cache-max-size': '0' }, 'cache-max-size', /size such as 4g.*'0'/],
     ['cache-max-size: -1g', { 'cache-max-size': '-1g' }, 'cache-max-size', /size such as 4g.*'-1g'/],
     ['cache-max-size: 4 gigs', { 'cache-max-size': '4 gigs' }, 'cache-max-size', /size such as 4g.*'4 gigs'/],
-    ['cache-evict-after: forever', { 'cache-evict-after': 'forever' }, 'cache-evict-after', /duration such as 7d, 12h, 30m or 2w, 0 .* or never; got 'forever'/],
-    ['cache-evict-after: 7 (no unit)', { 'cache-evict-after': '7' }, 'cache-evict-after', /duration such as 7d.*got '7'/],
-    ['image: Docker:28-DIND (upper case path)', { image: 'Docker:28-DIND' }, 'image', /not a valid image reference.*'Docker:28-DIND'/],
+    [
+      'cache-evict-after: forever',
+      { 'cache-evict-after': 'forever' },
+      'cache-evict-after',
+      /duration such as 7d, 12h, 30m or 2w, 0 .* or never; got 'forever'/
+    ],
+    [
+      'cache-evict-after: 7 (no unit)',
+      { 'cache-evict-after': '7' },
+      'cache-evict-after',
+      /duration such as 7d.*got '7'/
+    ],
+    [
+      'image: Docker:28-DIND (upper case path)',
+      { image: 'Docker:28-DIND' },
+      'image',
+      /not a valid image reference.*'Docker:28-DIND'/
+    ],
     ['image: docker:28 dind (space)', { image: 'docker:28 dind' }, 'image', /not a valid image reference/],
-    ['image: https://registry.example/dind', { image: 'https://registry.example/dind' }, 'image', /not a valid image reference/],
+    [
+      'image: https://registry.example/dind',
+      { image: 'https://registry.example/dind' },
+      'image',
+      /not a valid image reference/
+    ],
     ['name: my dind', { name: 'my dind' }, 'name', /letters, digits, _ \. -.*'my dind'/],
     ['name: -dind', { name: '-dind' }, 'name', /starting with a letter or digit.*'-dind'/],
     ['name: a/b', { name: 'a/b' }, 'name', /letters, digits.*'a\/b'/],
     ['name: 64 characters', { name: 'a'.repeat(64) }, 'name', /at most 63 characters/],
-    ['daemon-config: {not json', { 'daemon-config': '{not json' }, 'daemon-config', /not valid JSON.*must be a JSON object/],
+    [
+      'daemon-config: {not json',
+      { 'daemon-config': '{not json' },
+      'daemon-config',
+      /not valid JSON.*must be a JSON object/
+    ],
     ['daemon-config: [1,2]', { 'daemon-config': '[1,2]' }, 'daemon-config', /must be a JSON object.*an array/],
     ['daemon-config: "text"', { 'daemon-config': '"text"' }, 'daemon-config', /must be a JSON object.*"text"/],
     ['daemon-config: 42', { 'daemon-config': '42' }, 'daemon-config', /must be a JSON object.*42/],
     ['daemon-config: null', { 'daemon-config': 'null' }, 'daemon-config', /must be a JSON object.*null/],
-    ['daemon-config: {"hosts":["tcp://0.0.0.0:2375"]}', { 'daemon-config': '{"hosts":["tcp://0.0.0.0:2375"]}' }, 'daemon-config', /cannot set 'hosts'.*mutual-TLS/],
-    ['daemon-config: {"tls":false,"tlsverify":false}', { 'daemon-config': '{"tls":false,"tlsverify":false}' }, 'daemon-config', /cannot set 'tls', 'tlsverify'/],
-    ['dockerd-args: -H tcp://0.0.0.0:2375', { 'dockerd-args': '-H tcp://0.0.0.0:2375' }, 'dockerd-args', /cannot set '-H'.*mutual-TLS/],
-    ['dockerd-args: --host=tcp://0.0.0.0:2375', { 'dockerd-args': '--host=tcp://0.0.0.0:2375' }, 'dockerd-args', /cannot set '--host'/],
-    ['dockerd-args: --host tcp://10.1.2.3:2376', { 'dockerd-args': '--debug --host tcp://10.1.2.3:2376' }, 'dockerd-args', /cannot set '--host'/],
-    ['dockerd-args: -Htcp://0.0.0.0:2375', { 'dockerd-args': '-Htcp://0.0.0.0:2375' }, 'dockerd-args', /cannot set '-H'/],
-    ['dockerd-args: -DH tcp://0.0.0.0:2375', { 'dockerd-args': '-DH tcp://0.0.0.0:2375' }, 'dockerd-args', /cannot set '-H'/],
-    ['dockerd-args: "--host=tcp://0.0.0.0:2375" (quoted)', { 'dockerd-args': '--mtu=1400 "--host=tcp://0.0.0.0:2375"' }, 'dockerd-args', /cannot set '--host'/],
-    ['dockerd-args: --tlsverify=false', { 'dockerd-args': '--tlsverify=false' }, 'dockerd-args', /cannot set '--tlsverify'/],
+    [
+      'daemon-config: {"hosts":["tcp://0.0.0.0:2375"]}',
+      { 'daemon-config': '{"hosts":["tcp://0.0.0.0:2375"]}' },
+      'daemon-config',
+      /cannot set 'hosts'.*mutual-TLS/
+    ],
+    [
+      'daemon-config: {"tls":false,"tlsverify":false}',
+      { 'daemon-config': '{"tls":false,"tlsverify":false}' },
+      'daemon-config',
+      /cannot set 'tls', 'tlsverify'/
+    ],
+    [
+      'dockerd-args: -H tcp://0.0.0.0:2375',
+      { 'dockerd-args': '-H tcp://0.0.0.0:2375' },
+      'dockerd-args',
+      /cannot set '-H'.*mutual-TLS/
+    ],
+    [
+      'dockerd-args: --host=tcp://0.0.0.0:2375',
+      { 'dockerd-args': '--host=tcp://0.0.0.0:2375' },
+      'dockerd-args',
+      /cannot set '--host'/
+    ],
+    [
+      'dockerd-args: --host tcp://10.1.2.3:2376',
+      { 'dockerd-args': '--debug --host tcp://10.1.2.3:2376' },
+      'dockerd-args',
+      /cannot set '--host'/
+    ],
+    [
+      'dockerd-args: -Htcp://0.0.0.0:2375',
+      { 'dockerd-args': '-Htcp://0.0.0.0:2375' },
+      'dockerd-args',
+      /cannot set '-H'/
+    ],
+    [
+      'dockerd-args: -DH tcp://0.0.0.0:2375',
+      { 'dockerd-args': '-DH tcp://0.0.0.0:2375' },
+      'dockerd-args',
+      /cannot set '-H'/
+    ],
+    [
+      'dockerd-args: "--host=tcp://0.0.0.0:2375" (quoted)',
+      { 'dockerd-args': '--mtu=1400 "--host=tcp://0.0.0.0:2375"' },
+      'dockerd-args',
+      /cannot set '--host'/
+    ],
+    [
+      'dockerd-args: --tlsverify=false',
+      { 'dockerd-args': '--tlsverify=false' },
+      'dockerd-args',
+      /cannot set '--tlsverify'/
+    ],
     ['dockerd-args: --tls=false', { 'dockerd-args': '--tls=false' }, 'dockerd-args', /cannot set '--tls'/],
-    ['dockerd-args: --tlskey=/tmp/k.pem', { 'dockerd-args': '--tlskey=/tmp/k.pem' }, 'dockerd-args', /cannot set '--tlskey'/]
+    [
+      'dockerd-args: --tlskey=/tmp/k.pem',
+      { 'dockerd-args': '--tlskey=/tmp/k.pem' },
+      'dockerd-args',
+      /cannot set '--tlskey'/
+    ]
   ];
 
   // Concurrently: each case is a main and a post of a second or so, and nothing is started.
@@ -228,7 +337,12 @@ describe('bad input: a clear error naming the input and what is allowed; nothing
   test('several bad inputs at once: one error lists each of them', async () => {
     const job = newJob();
     try {
-      const { result: main, started } = await runMain(job, { 'cache-save': 'maybe', 'wait-timeout': 'x', 'dockerd-args': '-H tcp://0.0.0.0:2375', name: 'no good' });
+      const { result: main, started } = await runMain(job, {
+        'cache-save': 'maybe',
+        'wait-timeout': 'x',
+        'dockerd-args': '-H tcp://0.0.0.0:2375',
+        name: 'no good'
+      });
       expectExit(main, 1, 'main');
       const [error] = commands(main.stdout, 'error');
       note('four bad inputs at once', error.split('\n')[0] + ' …');
@@ -321,7 +435,12 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
     const job = newJob();
     try {
       const began = Date.now();
-      const { result: main, started } = await runMain(job, { image: HANG_IMAGE, 'wait-timeout': '5', cache: 'true', 'cache-key': `hang-${unique()}` });
+      const { result: main, started } = await runMain(job, {
+        image: HANG_IMAGE,
+        'wait-timeout': '5',
+        cache: 'true',
+        'cache-key': `hang-${unique()}`
+      });
       const seconds = (Date.now() - began) / 1000;
       expectExit(main, 1, 'main');
       const errors = commands(main.stdout, 'error');
@@ -392,7 +511,9 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
       const { result: main, started } = await runMain(job, { cache: 'true', 'cache-key': `removed-${unique()}` });
       expectExit(main, 0, 'main');
       expect(fs.existsSync(`${started!.certDir}-data`)).toBe(true);
-      const changed = await job.run(`docker volume create something >/dev/null && ${OUTER_DOCKER} rm -f ${main.outputs['container-id']} >/dev/null`);
+      const changed = await job.run(
+        `docker volume create something >/dev/null && ${OUTER_DOCKER} rm -f ${main.outputs['container-id']} >/dev/null`
+      );
       expectExit(changed, 0, 'change the daemon, then remove its container');
       const before = server.stats();
       const began = Date.now();
@@ -401,7 +522,12 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
       const reason = /Not saving the cache: [^\n]*/.exec(post.stdout)?.[0];
       note('container removed during the job (post)', reason);
       expect(reason).toMatch(/not running at the end of the job/);
-      expect(delta(before, server.stats())).toMatchObject({ creates: 0, finalizes: 0, uploadedBytes: 0, uploadRequests: 0 });
+      expect(delta(before, server.stats())).toMatchObject({
+        creates: 0,
+        finalizes: 0,
+        uploadedBytes: 0,
+        uploadRequests: 0
+      });
       await expectNothingLeft(job, started!);
       expect(await contextNames(job)).toEqual(['default']);
     } finally {
@@ -417,11 +543,18 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
     try {
       const { result: main } = await runMain(seed, { cache: 'true', 'cache-key': cacheKey, context: '' });
       expectExit(main, 0, 'seed main');
-      const filled = await seed.run('mkdir blob && head -c 110000000 /dev/urandom > blob/random && tar -C blob -c . | docker import - setup-dind-test/random:110m >/dev/null && rm -rf blob');
+      const filled = await seed.run(
+        'mkdir blob && head -c 110000000 /dev/urandom > blob/random && tar -C blob -c . | docker import - setup-dind-test/random:110m >/dev/null && rm -rf blob'
+      );
       expectExit(filled, 0, 'fill the daemon');
       const [post] = await finishClean(seed, { warnings: 0 });
       expect(post.stdout).toMatch(/Saving the cache as /);
-      expect(server.entries().filter(entry => entry.key.includes(cacheKey)).map(entry => entry.size)).toEqual([expect.any(Number)]);
+      expect(
+        server
+          .entries()
+          .filter(entry => entry.key.includes(cacheKey))
+          .map(entry => entry.size)
+      ).toEqual([expect.any(Number)]);
       expect(server.entries().find(entry => entry.key.includes(cacheKey))!.size).toBeGreaterThan(100_000_000);
     } finally {
       await seed.finish();
@@ -432,7 +565,11 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
     const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', job.temp]);
     expect(mounted).toMatchObject({ code: 0 });
     try {
-      const { result: main, started } = await runMain(job, { cache: 'true', 'cache-key': cacheKey, 'cache-save': 'never' });
+      const { result: main, started } = await runMain(job, {
+        cache: 'true',
+        'cache-key': cacheKey,
+        'cache-save': 'never'
+      });
       expectExit(main, 0, 'main on a small RUNNER_TEMP');
       const warnings = commands(main.stdout, 'warning');
       expect(warnings).toHaveLength(1);
@@ -443,7 +580,12 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
       expect(main.outputs['cache-size']).toBe('0');
       // Nothing partial: no restored file, and the tmpfs holds only what a fresh daemon writes.
       const dataDir = `${started!.certDir}-data`;
-      const used = await run('bash', ['-c', 'du -sb "$1" | cut -f1; ls -A "$1"; find "$1" -type f -size +1M | wc -l', 'bash', dataDir]);
+      const used = await run('bash', [
+        '-c',
+        'du -sb "$1" | cut -f1; ls -A "$1"; find "$1" -type f -size +1M | wc -l',
+        'bash',
+        dataDir
+      ]);
       const [bytes, ...rest] = used.stdout.trim().split('\n');
       expect(Number(bytes)).toBeLessThan(5_000_000);
       expect(rest.pop()).toBe('0');
@@ -486,7 +628,9 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
 
       // Each job reaches its own daemon, by the environment and by its context: a marker in one is not in the other.
       for (const [i, job] of jobs.entries()) {
-        const marked = await job.run(`docker volume create marker-${i} >/dev/null && ${NO_DOCKER_ENV} docker --context ${contexts[i]} volume ls -q`);
+        const marked = await job.run(
+          `docker volume create marker-${i} >/dev/null && ${NO_DOCKER_ENV} docker --context ${contexts[i]} volume ls -q`
+        );
         expectExit(marked, 0, `marker ${i}`);
         expect(marked.stdout.trim()).toBe(`marker-${i}`);
       }
@@ -544,7 +688,10 @@ describe('security', () => {
         const loopback = address.length === 8 ? address.endsWith('7F') : address === '00000000000000000000000001000000';
         return { port: parseInt(port, 16), loopback };
       });
-    note('TCP listeners in the dind container', listening.map(l => `${l.port}${l.loopback ? ' (loopback)' : ''}`).join(', '));
+    note(
+      'TCP listeners in the dind container',
+      listening.map(l => `${l.port}${l.loopback ? ' (loopback)' : ''}`).join(', ')
+    );
     expect(listening.filter(l => l.port === 2375)).toEqual([]);
     expect([...new Set(listening.filter(l => !l.loopback).map(l => l.port))]).toEqual([2376]);
   });
@@ -552,34 +699,52 @@ describe('security', () => {
   test('the CA private key is nowhere on disk: the only private keys are the client key (RUNNER_TEMP, context copy) and the server key (in the container)', async () => {
     const caCert = new X509Certificate(fs.readFileSync(path.join(started.certDir, 'ca.pem')));
     const caPublic = caCert.publicKey.export({ type: 'spki', format: 'der' }).toString('hex');
-    const publicOf = (pem: string) => createPublicKey(createPrivateKey(pem)).export({ type: 'spki', format: 'der' }).toString('hex');
-    const certPublic = (pem: string) => new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' }).toString('hex');
+    const publicOf = (pem: string) =>
+      createPublicKey(createPrivateKey(pem)).export({ type: 'spki', format: 'der' }).toString('hex');
+    const certPublic = (pem: string) =>
+      new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' }).toString('hex');
 
     // On the runner: RUNNER_TEMP and ~/.docker.
     const found: Array<{ where: string; pem: string }> = [];
     const grep = await run('grep', ['-rlI', '--', 'PRIVATE KEY-----', job.temp, path.join(job.env.HOME, '.docker')]);
-    for (const file of grep.stdout.split('\n').filter(Boolean)) found.push({ where: file, pem: fs.readFileSync(file, 'utf8') });
+    for (const file of grep.stdout.split('\n').filter(Boolean))
+      found.push({ where: file, pem: fs.readFileSync(file, 'utf8') });
     // In the container: its whole file system (not /proc, /sys; RUNNER_TEMP is mounted, found above already).
     const id = main.outputs['container-id'];
     const inContainer = await outerOk([
-      'exec', id, 'sh', '-c',
+      'exec',
+      id,
+      'sh',
+      '-c',
       `grep -rlI --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -e 'PRIVATE KEY-----' / 2>/dev/null | grep -v '^${job.root}' || true`
     ]);
-    for (const file of inContainer.split('\n').filter(Boolean)) found.push({ where: `container:${file}`, pem: await outerOk(['exec', id, 'cat', file]) });
+    for (const file of inContainer.split('\n').filter(Boolean))
+      found.push({ where: `container:${file}`, pem: await outerOk(['exec', id, 'cat', file]) });
 
     const contextKeys = found.filter(key => key.where.startsWith(path.join(job.env.HOME, '.docker', 'contexts')));
     note('private keys found', found.map(key => key.where.replace(job.root, '<job>')).join(', '));
     expect(found.map(key => key.where).sort()).toEqual(
-      [path.join(started.certDir, 'key.pem'), 'container:/setup-dind/certs/server-key.pem', ...contextKeys.map(key => key.where)].sort()
+      [
+        path.join(started.certDir, 'key.pem'),
+        'container:/setup-dind/certs/server-key.pem',
+        ...contextKeys.map(key => key.where)
+      ].sort()
     );
     expect(contextKeys).toHaveLength(1);
-    for (const key of found) expect({ where: key.where, isCa: publicOf(key.pem) === caPublic }).toEqual({ where: key.where, isCa: false });
+    for (const key of found)
+      expect({ where: key.where, isCa: publicOf(key.pem) === caPublic }).toEqual({ where: key.where, isCa: false });
     // And each is the key of its certificate.
     const clientCert = fs.readFileSync(path.join(started.certDir, 'cert.pem'), 'utf8');
     const serverCert = await outerOk(['exec', id, 'cat', '/setup-dind/certs/server-cert.pem']);
-    expect(publicOf(found.find(key => key.where.endsWith(`${path.sep}key.pem`) && key.where.startsWith(started.certDir))!.pem)).toBe(certPublic(clientCert));
+    expect(
+      publicOf(
+        found.find(key => key.where.endsWith(`${path.sep}key.pem`) && key.where.startsWith(started.certDir))!.pem
+      )
+    ).toBe(certPublic(clientCert));
     expect(publicOf(contextKeys[0].pem)).toBe(certPublic(clientCert));
-    expect(publicOf(found.find(key => key.where === 'container:/setup-dind/certs/server-key.pem')!.pem)).toBe(certPublic(serverCert));
+    expect(publicOf(found.find(key => key.where === 'container:/setup-dind/certs/server-key.pem')!.pem)).toBe(
+      certPublic(serverCert)
+    );
     expect(certPublic(clientCert)).not.toBe(caPublic);
   });
 
@@ -587,10 +752,20 @@ describe('security', () => {
     const now = Date.now();
     const read = (name: string) => fs.readFileSync(path.join(started.certDir, name), 'utf8');
     const peer = await new Promise<tls.PeerCertificate>((resolve, reject) => {
-      const socket = tls.connect({ host: '127.0.0.1', port: portOf(main.outputs.host), ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem'), servername: 'localhost' }, () => {
-        resolve(socket.getPeerCertificate());
-        socket.end();
-      });
+      const socket = tls.connect(
+        {
+          host: '127.0.0.1',
+          port: portOf(main.outputs.host),
+          ca: read('ca.pem'),
+          cert: read('cert.pem'),
+          key: read('key.pem'),
+          servername: 'localhost'
+        },
+        () => {
+          resolve(socket.getPeerCertificate());
+          socket.end();
+        }
+      );
       socket.once('error', reject);
     });
     const serverLeft = new Date(peer.valid_to).getTime() - now;
@@ -603,7 +778,10 @@ describe('security', () => {
   });
 
   test('nothing secret printed: main and post output hold no PRIVATE KEY and no key body', async () => {
-    const keys = [fs.readFileSync(path.join(started.certDir, 'key.pem'), 'utf8'), await outerOk(['exec', main.outputs['container-id'], 'cat', '/setup-dind/certs/server-key.pem'])];
+    const keys = [
+      fs.readFileSync(path.join(started.certDir, 'key.pem'), 'utf8'),
+      await outerOk(['exec', main.outputs['container-id'], 'cat', '/setup-dind/certs/server-key.pem'])
+    ];
     const posts = await finishClean(job, { warnings: 0 });
     steps.push(...posts);
     await expectNothingLeft(job, started);
@@ -614,7 +792,8 @@ describe('security', () => {
       expect(text).not.toContain('PRIVATE KEY');
       for (const line of bodies) expect(text).not.toContain(line);
       // Line-wrapping aside: the whole base64 body.
-      for (const pem of keys) expect(text.replace(/\s/g, '')).not.toContain(pem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''));
+      for (const pem of keys)
+        expect(text.replace(/\s/g, '')).not.toContain(pem.replace(/-----[^-]+-----/g, '').replace(/\s/g, ''));
     }
   });
 
@@ -627,10 +806,20 @@ describe('security', () => {
       const certDir = ran.result.outputs['cert-path'];
       const read = (name: string) => fs.readFileSync(path.join(certDir, name), 'utf8');
       const peer = await new Promise<tls.PeerCertificate>((resolve, reject) => {
-        const socket = tls.connect({ host: '127.0.0.1', port: portOf(ran.result.outputs.host), ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem'), servername: 'localhost' }, () => {
-          resolve(socket.getPeerCertificate());
-          socket.end();
-        });
+        const socket = tls.connect(
+          {
+            host: '127.0.0.1',
+            port: portOf(ran.result.outputs.host),
+            ca: read('ca.pem'),
+            cert: read('cert.pem'),
+            key: read('key.pem'),
+            servername: 'localhost'
+          },
+          () => {
+            resolve(socket.getPeerCertificate());
+            socket.end();
+          }
+        );
         socket.once('error', reject);
       });
       note('self-hosted expiry', `server ${peer.valid_to}`);
@@ -647,4 +836,3 @@ describe('security', () => {
     }
   });
 });
-

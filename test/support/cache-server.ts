@@ -85,8 +85,7 @@ export interface CacheServer {
 
 // Azurite's single built-in account and its well-known key (public, documented by Microsoft).
 const ACCOUNT = 'devstoreaccount1';
-const ACCOUNT_KEY =
-  'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+const ACCOUNT_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
 const CONTAINER = 'actions-cache';
 // The newest SAS version azurite 3.35 knows; @azure/storage-blob would otherwise sign with a newer one.
 const SAS_VERSION = '2025-11-05';
@@ -105,13 +104,7 @@ interface Entry extends CacheEntryInfo {
 }
 
 type TwirpCode =
-  | 'invalid_argument'
-  | 'malformed'
-  | 'bad_route'
-  | 'not_found'
-  | 'already_exists'
-  | 'unauthenticated'
-  | 'internal';
+  'invalid_argument' | 'malformed' | 'bad_route' | 'not_found' | 'already_exists' | 'unauthenticated' | 'internal';
 
 const TWIRP_STATUS: Record<TwirpCode, number> = {
   invalid_argument: 400,
@@ -358,7 +351,12 @@ class CacheService {
   private async proxyBlob(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     if (req.method === 'PUT' && this.fault === 'upload-error') {
       req.resume();
-      sendAzureError(res, 403, 'AuthenticationFailed', 'Server failed to authenticate the request. Signed expiry time has passed.');
+      sendAzureError(
+        res,
+        403,
+        'AuthenticationFailed',
+        'Server failed to authenticate the request. Signed expiry time has passed.'
+      );
       return;
     }
     const isUpload = req.method === 'PUT' && url.searchParams.get('comp') !== 'blocklist';

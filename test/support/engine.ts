@@ -27,12 +27,25 @@ export function outerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 }
 
 /** Runs a command; never throws for a non-zero exit (the caller asserts on `code`). */
-export function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Exec> {
+export function run(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}
+): Promise<Exec> {
   return new Promise(resolve => {
-    execFile(command, args, { env: options.env ?? outerEnv(), timeout: options.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
-      const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : 1) : 0;
-      resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() });
-    });
+    execFile(
+      command,
+      args,
+      { env: options.env ?? outerEnv(), timeout: options.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        const code = error
+          ? typeof (error as { code?: unknown }).code === 'number'
+            ? (error as { code: number }).code
+            : 1
+          : 0;
+        resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() });
+      }
+    );
   });
 }
 
@@ -64,7 +77,11 @@ export async function buildImage(tag: string, dockerfile: string, target?: strin
   if (before.code === 0 && before.stdout.trim() !== after) await outer(['image', 'rm', before.stdout.trim()]);
 }
 
-const lines = (text: string) => text.split('\n').map(line => line.trim()).filter(Boolean);
+const lines = (text: string) =>
+  text
+    .split('\n')
+    .map(line => line.trim())
+    .filter(Boolean);
 
 export interface Labelled {
   containers: string[];
@@ -98,8 +115,15 @@ export interface ContainerInfo {
   Name: string;
   State: { Running: boolean; Status: string };
   Config: { Labels: Record<string, string>; Image: string };
-  HostConfig: { Privileged: boolean; NetworkMode: string; PortBindings: Record<string, Array<{ HostIp: string; HostPort: string }> | null> };
-  NetworkSettings: { Ports: Record<string, Array<{ HostIp: string; HostPort: string }> | null>; Networks: Record<string, unknown> };
+  HostConfig: {
+    Privileged: boolean;
+    NetworkMode: string;
+    PortBindings: Record<string, Array<{ HostIp: string; HostPort: string }> | null>;
+  };
+  NetworkSettings: {
+    Ports: Record<string, Array<{ HostIp: string; HostPort: string }> | null>;
+    Networks: Record<string, unknown>;
+  };
   Mounts: Array<{ Type: string; Name?: string; Destination: string }>;
 }
 
@@ -109,7 +133,9 @@ export async function inspectContainer(id: string): Promise<ContainerInfo> {
 
 /** Names of the volumes a container mounts (the image's VOLUME /var/lib/docker is one). */
 export async function containerVolumes(id: string): Promise<string[]> {
-  return (await inspectContainer(id)).Mounts.filter(mount => mount.Type === 'volume' && mount.Name).map(mount => mount.Name!);
+  return (await inspectContainer(id)).Mounts.filter(mount => mount.Type === 'volume' && mount.Name).map(
+    mount => mount.Name!
+  );
 }
 
 export async function volumeExists(name: string): Promise<boolean> {
@@ -145,8 +171,18 @@ export class Sweeper {
   /** Records the instance a main step saved in its state (if it got that far). */
   record(state: Record<string, string>, home: string): Started | undefined {
     if (!state.instance) return undefined;
-    const parsed = JSON.parse(state.instance) as { instance: { id: string; certDir: string }; context?: string; builder?: string };
-    const started = { id: parsed.instance.id, certDir: parsed.instance.certDir, context: parsed.context, builder: parsed.builder, home };
+    const parsed = JSON.parse(state.instance) as {
+      instance: { id: string; certDir: string };
+      context?: string;
+      builder?: string;
+    };
+    const started = {
+      id: parsed.instance.id,
+      certDir: parsed.instance.certDir,
+      context: parsed.context,
+      builder: parsed.builder,
+      home
+    };
     this.started.set(started.id, started);
     return started;
   }
@@ -156,7 +192,8 @@ export class Sweeper {
     const removed: string[] = [];
     for (const { id, certDir, context, builder, home } of this.started.values()) {
       // First, while the daemon may still run: buildx then also removes its BuildKit container and reports success.
-      if (builder && (await run('docker', ['buildx', 'rm', builder], { env: outerEnv({ HOME: home }) })).code === 0) removed.push(`builder ${builder}`);
+      if (builder && (await run('docker', ['buildx', 'rm', builder], { env: outerEnv({ HOME: home }) })).code === 0)
+        removed.push(`builder ${builder}`);
       const left = await labelled(id).catch(() => ({ containers: [], networks: [], volumes: [] }) as Labelled);
       for (const container of left.containers) {
         await outer(['rm', '--force', '--volumes', container]);
@@ -173,7 +210,9 @@ export class Sweeper {
       if (context) {
         // Only a context this instance made (its description names the instance).
         const env = outerEnv({ HOME: home });
-        const inspected = await run('docker', ['context', 'inspect', '--format', '{{json .Metadata}}', context], { env });
+        const inspected = await run('docker', ['context', 'inspect', '--format', '{{json .Metadata}}', context], {
+          env
+        });
         if (inspected.code === 0 && inspected.stdout.includes(`setup-dind instance ${id}`)) {
           await run('docker', ['context', 'rm', '--force', context], { env });
           removed.push(`context ${context}`);

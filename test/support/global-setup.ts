@@ -14,7 +14,10 @@ function fail(what: string, error: unknown): never {
 }
 
 export default async function globalSetup(): Promise<void> {
-  const docker = (args: string[]) => execFileSync('docker', ['-H', OUTER_SOCKET, ...args], { env: outerEnv(), stdio: 'pipe', timeout: 30_000 }).toString().trim();
+  const docker = (args: string[]) =>
+    execFileSync('docker', ['-H', OUTER_SOCKET, ...args], { env: outerEnv(), stdio: 'pipe', timeout: 30_000 })
+      .toString()
+      .trim();
   try {
     docker(['version', '--format', '{{.Server.Version}}']);
   } catch (error) {
@@ -30,17 +33,26 @@ export default async function globalSetup(): Promise<void> {
       env: { ...outerEnv(), SETUP_DIND_TEST_IMAGE: TEST_IMAGE },
       stdio: 'pipe',
       timeout: 15 * 60_000
-    }).toString().trim();
-    if (built.split('\n').pop() !== TEST_IMAGE) throw new Error(`build.sh printed '${built}', expected '${TEST_IMAGE}'`);
+    })
+      .toString()
+      .trim();
+    if (built.split('\n').pop() !== TEST_IMAGE)
+      throw new Error(`build.sh printed '${built}', expected '${TEST_IMAGE}'`);
     docker(['image', 'inspect', '--format', '{{.Id}}', TEST_IMAGE]);
   } catch (error) {
     fail(`the dind test image ${TEST_IMAGE} could not be built with test/dind-image/build.sh`, error);
   }
   for (const entry of ['dist/main/index.js', 'dist/post/index.js']) {
-    if (!fs.existsSync(path.join(REPO_ROOT, entry))) fail(`${entry} is missing`, new Error('run `npm run build` first'));
+    if (!fs.existsSync(path.join(REPO_ROOT, entry)))
+      fail(`${entry} is missing`, new Error('run `npm run build` first'));
   }
   // The tests run the bundle, as the runner does: say so when it is older than the sources.
   const built = fs.statSync(path.join(REPO_ROOT, 'dist/main/index.js')).mtimeMs;
-  const newer = fs.readdirSync(path.join(REPO_ROOT, 'src')).filter(file => fs.statSync(path.join(REPO_ROOT, 'src', file)).mtimeMs > built);
-  if (newer.length > 0) console.warn(`integration tests run dist/, which is older than src/${newer.join(', src/')}: run \`npm run build\` to test the current sources.`);
+  const newer = fs
+    .readdirSync(path.join(REPO_ROOT, 'src'))
+    .filter(file => fs.statSync(path.join(REPO_ROOT, 'src', file)).mtimeMs > built);
+  if (newer.length > 0)
+    console.warn(
+      `integration tests run dist/, which is older than src/${newer.join(', src/')}: run \`npm run build\` to test the current sources.`
+    );
 }

@@ -74,7 +74,9 @@ export class Job {
     this.runAs = options.runAs;
     if (this.runAs) fs.chmodSync(this.root, 0o755);
     if (this.runAs) for (const dir of [this.workspace, this.temp]) chown(dir, this.runAs.user);
-    const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(INPUT_|STATE_|GITHUB_|RUNNER_|DOCKER_|SETUP_DIND_)/.test(name)));
+    const inherited = Object.fromEntries(
+      Object.entries(process.env).filter(([name]) => !/^(INPUT_|STATE_|GITHUB_|RUNNER_|DOCKER_|SETUP_DIND_)/.test(name))
+    );
     this.env = {
       ...(inherited as Record<string, string>),
       CI: 'true',
@@ -147,7 +149,13 @@ export class Job {
     if (this.runAs) {
       fs.chmodSync(files, 0o777);
     }
-    const fileCommands = { GITHUB_ENV: 'env', GITHUB_OUTPUT: 'output', GITHUB_STATE: 'state', GITHUB_STEP_SUMMARY: 'summary', GITHUB_PATH: 'path' };
+    const fileCommands = {
+      GITHUB_ENV: 'env',
+      GITHUB_OUTPUT: 'output',
+      GITHUB_STATE: 'state',
+      GITHUB_STEP_SUMMARY: 'summary',
+      GITHUB_PATH: 'path'
+    };
     const fileEnv: Record<string, string> = {};
     for (const [name, file] of Object.entries(fileCommands)) {
       fileEnv[name] = path.join(files, file);
@@ -158,7 +166,10 @@ export class Job {
     const [cmd, argv] = this.runAs
       ? ['setpriv', ['--reuid', this.runAs.user, '--regid', this.runAs.user, '--init-groups', '--', command, ...args]]
       : [command, args];
-    const child = spawn(cmd, argv, { cwd: this.workspace, env: { ...env, ...(this.runAs ? { HOME: homeOf(this.runAs.user) } : {}) } });
+    const child = spawn(cmd, argv, {
+      cwd: this.workspace,
+      env: { ...env, ...(this.runAs ? { HOME: homeOf(this.runAs.user) } : {}) }
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', chunk => (stdout += chunk));
@@ -194,11 +205,20 @@ export class Job {
 }
 
 function homeOf(user: string): string {
-  return fs.readFileSync('/etc/passwd', 'utf8').split('\n').find(line => line.startsWith(`${user}:`))?.split(':')[5] ?? '/tmp';
+  return (
+    fs
+      .readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find(line => line.startsWith(`${user}:`))
+      ?.split(':')[5] ?? '/tmp'
+  );
 }
 
 function chown(dir: string, user: string): void {
-  const entry = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find(line => line.startsWith(`${user}:`));
+  const entry = fs
+    .readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find(line => line.startsWith(`${user}:`));
   if (!entry) throw new Error(`No user ${user}: run ../shared/docker-host/up first.`);
   const [, , uid, gid] = entry.split(':');
   fs.chownSync(dir, Number(uid), Number(gid));

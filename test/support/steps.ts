@@ -8,13 +8,21 @@ export function commands(stdout: string, kind: 'error' | 'warning'): string[] {
   return stdout
     .split('\n')
     .filter(line => line.startsWith(`::${kind}`))
-    .map(line => line.slice(line.indexOf('::', 2) + 2).replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%25/g, '%'));
+    .map(line =>
+      line
+        .slice(line.indexOf('::', 2) + 2)
+        .replace(/%0A/g, '\n')
+        .replace(/%0D/g, '\r')
+        .replace(/%25/g, '%')
+    );
 }
 
 /** Asserts the step's exit code, showing its output when it is not the expected one. */
 export function expectExit(step: StepOutput, code: number, what: string): void {
   if (step.exitCode !== code) {
-    throw new Error(`${what}: exit code ${step.exitCode}, expected ${code}.\n--- stdout\n${step.stdout}\n--- stderr\n${step.stderr}`);
+    throw new Error(
+      `${what}: exit code ${step.exitCode}, expected ${code}.\n--- stdout\n${step.stdout}\n--- stderr\n${step.stderr}`
+    );
   }
 }
 

@@ -6,11 +6,37 @@ describe('builderCreateArgs', () => {
   test.each([
     [
       { name: 'setup-dind-dind-abcdef01', context: 'dind', image: 'moby/buildkit:v0.32.2' },
-      ['buildx', 'create', '--name', 'setup-dind-dind-abcdef01', '--driver', 'docker-container', '--driver-opt', 'image=moby/buildkit:v0.32.2', '--bootstrap', 'dind']
+      [
+        'buildx',
+        'create',
+        '--name',
+        'setup-dind-dind-abcdef01',
+        '--driver',
+        'docker-container',
+        '--driver-opt',
+        'image=moby/buildkit:v0.32.2',
+        '--bootstrap',
+        'dind'
+      ]
     ],
     [
-      { name: 'setup-dind-b-00000000', context: 'dind-00000000', image: 'mirror.example:5000/moby/buildkit@sha256:' + 'ab'.repeat(32) },
-      ['buildx', 'create', '--name', 'setup-dind-b-00000000', '--driver', 'docker-container', '--driver-opt', `image=mirror.example:5000/moby/buildkit@sha256:${'ab'.repeat(32)}`, '--bootstrap', 'dind-00000000']
+      {
+        name: 'setup-dind-b-00000000',
+        context: 'dind-00000000',
+        image: 'mirror.example:5000/moby/buildkit@sha256:' + 'ab'.repeat(32)
+      },
+      [
+        'buildx',
+        'create',
+        '--name',
+        'setup-dind-b-00000000',
+        '--driver',
+        'docker-container',
+        '--driver-opt',
+        `image=mirror.example:5000/moby/buildkit@sha256:${'ab'.repeat(32)}`,
+        '--bootstrap',
+        'dind-00000000'
+      ]
     ]
   ])('%o', (request, args) => {
     expect(builderCreateArgs(request)).toEqual(args);
@@ -19,7 +45,9 @@ describe('builderCreateArgs', () => {
   test('the context is the one positional argument, last: buildx takes it as the endpoint', () => {
     const args = builderCreateArgs({ name: 'n', context: 'ctx', image: 'i' });
     const flagsWithValues = ['--name', '--driver', '--driver-opt'];
-    const positional = args.slice(2).filter((word, i, words) => !word.startsWith('--') && !flagsWithValues.includes(words[i - 1]));
+    const positional = args
+      .slice(2)
+      .filter((word, i, words) => !word.startsWith('--') && !flagsWithValues.includes(words[i - 1]));
     expect(positional).toEqual(['ctx']);
     expect(args[args.length - 1]).toBe('ctx');
   });

@@ -1,11 +1,24 @@
 // Cache keys and save decisions: pure functions, so every case is a row.
-import { cacheKeys, contentFingerprint, keyBase, sanitizeUserKey, saveKey, storageSettings, type DaemonContent } from '../../src/cache-key';
+import {
+  cacheKeys,
+  contentFingerprint,
+  keyBase,
+  sanitizeUserKey,
+  saveKey,
+  storageSettings,
+  type DaemonContent
+} from '../../src/cache-key';
 import { decideSave, saveBlocker } from '../../src/cache-save';
 import type { CacheSetup } from '../../src/cache';
 import { availability } from '../../src/cache-service';
 import { archiveScript, extractScript } from '../../src/archive';
 
-const base = { image: 'docker:28-dind', arch: 'x64', dockerdArgs: [] as string[], daemonConfig: {} as Record<string, unknown> };
+const base = {
+  image: 'docker:28-dind',
+  arch: 'x64',
+  dockerdArgs: [] as string[],
+  daemonConfig: {} as Record<string, unknown>
+};
 
 describe('keyBase: what a cache is valid for', () => {
   test('has the format version, architecture and a fixed-length compatibility hash', () => {
@@ -33,7 +46,9 @@ describe('keyBase: what a cache is valid for', () => {
   });
 
   test('storage settings are order-independent', () => {
-    expect(storageSettings(['--storage-opt=a', '--storage-driver=overlay2'], {})).toEqual(storageSettings(['--storage-driver=overlay2', '--storage-opt=a'], {}));
+    expect(storageSettings(['--storage-opt=a', '--storage-driver=overlay2'], {})).toEqual(
+      storageSettings(['--storage-driver=overlay2', '--storage-opt=a'], {})
+    );
   });
 });
 
@@ -69,7 +84,13 @@ describe('contentFingerprint: decided from content, never from timestamps', () =
   };
 
   test('is 16 hex digits and ignores order', () => {
-    const reordered: DaemonContent = { images: [{ id: 'sha256:2', tags: [] }, { id: 'sha256:1', tags: ['a:latest', 'a:1'] }], buildCache: ['r2', 'r1'] };
+    const reordered: DaemonContent = {
+      images: [
+        { id: 'sha256:2', tags: [] },
+        { id: 'sha256:1', tags: ['a:latest', 'a:1'] }
+      ],
+      buildCache: ['r2', 'r1']
+    };
     expect(contentFingerprint(content)).toMatch(/^[0-9a-f]{16}$/);
     expect(contentFingerprint(reordered)).toBe(contentFingerprint(content));
   });
@@ -114,7 +135,10 @@ describe('saving decisions', () => {
   });
 
   test('a variant of the content key (saved while the key itself was stuck) is the same content', () => {
-    expect(decideSave({ ...setup, restoredKey: 'p+aaaa.2' }, 'p+aaaa')).toEqual({ save: false, reason: 'the daemon holds what was restored: nothing changed' });
+    expect(decideSave({ ...setup, restoredKey: 'p+aaaa.2' }, 'p+aaaa')).toEqual({
+      save: false,
+      reason: 'the daemon holds what was restored: nothing changed'
+    });
   });
 
   test('a daemon restored from nothing always has something to save', () => {
@@ -141,7 +165,8 @@ describe('availability of the cache service (from the job environment, as @actio
     process.env = { ...saved };
   });
   const withEnv = (env: Record<string, string | undefined>) => {
-    for (const name of ['ACTIONS_CACHE_SERVICE_V2', 'ACTIONS_RESULTS_URL', 'ACTIONS_CACHE_MODE', 'GITHUB_SERVER_URL']) delete process.env[name];
+    for (const name of ['ACTIONS_CACHE_SERVICE_V2', 'ACTIONS_RESULTS_URL', 'ACTIONS_CACHE_MODE', 'GITHUB_SERVER_URL'])
+      delete process.env[name];
     Object.assign(process.env, env);
     return availability();
   };
@@ -149,13 +174,32 @@ describe('availability of the cache service (from the job environment, as @actio
 
   test.each<[string, Record<string, string>, { readable: boolean; writable: boolean; reason?: RegExp }]>([
     ['v2 with a results URL', V2, { readable: true, writable: true }],
-    ['ACTIONS_CACHE_MODE=read', { ...V2, ACTIONS_CACHE_MODE: 'read' }, { readable: true, writable: false, reason: /ACTIONS_CACHE_MODE is 'read'/ }],
-    ['no results URL', { ACTIONS_CACHE_SERVICE_V2: 'True' }, { readable: false, writable: false, reason: /not available to this job/ }],
-    ['the legacy service only', { ACTIONS_RESULTS_URL: 'https://results.example/' }, { readable: false, writable: false, reason: /v2 is not available/ }],
-    ['GitHub Enterprise Server', { ...V2, GITHUB_SERVER_URL: 'https://ghes.example.com' }, { readable: false, writable: false, reason: /Enterprise Server/ }]
+    [
+      'ACTIONS_CACHE_MODE=read',
+      { ...V2, ACTIONS_CACHE_MODE: 'read' },
+      { readable: true, writable: false, reason: /ACTIONS_CACHE_MODE is 'read'/ }
+    ],
+    [
+      'no results URL',
+      { ACTIONS_CACHE_SERVICE_V2: 'True' },
+      { readable: false, writable: false, reason: /not available to this job/ }
+    ],
+    [
+      'the legacy service only',
+      { ACTIONS_RESULTS_URL: 'https://results.example/' },
+      { readable: false, writable: false, reason: /v2 is not available/ }
+    ],
+    [
+      'GitHub Enterprise Server',
+      { ...V2, GITHUB_SERVER_URL: 'https://ghes.example.com' },
+      { readable: false, writable: false, reason: /Enterprise Server/ }
+    ]
   ])('%s', (_name, env, expected) => {
     const result = withEnv(env);
-    expect({ readable: result.readable, writable: result.writable }).toEqual({ readable: expected.readable, writable: expected.writable });
+    expect({ readable: result.readable, writable: result.writable }).toEqual({
+      readable: expected.readable,
+      writable: expected.writable
+    });
     if (expected.reason) expect(result.reason).toMatch(expected.reason);
   });
 });

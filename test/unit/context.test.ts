@@ -17,7 +17,11 @@ describe('contextEndpoint', () => {
   });
 
   test('names the files the action writes for the client, and only those keys', () => {
-    const fields = Object.fromEntries(contextEndpoint('tcp://127.0.0.1:40000', '/certs').split(',').map(field => field.split('=') as [string, string]));
+    const fields = Object.fromEntries(
+      contextEndpoint('tcp://127.0.0.1:40000', '/certs')
+        .split(',')
+        .map(field => field.split('=') as [string, string])
+    );
     expect(fields).toEqual({
       host: 'tcp://127.0.0.1:40000',
       ca: path.join('/certs', CLIENT_FILES.ca),

@@ -43,14 +43,19 @@ describe('dockerdCommand', () => {
   test.each<[string[], string[]]>([
     [[], fixed],
     [['--debug'], [...fixed, '--debug']],
-    [['--mtu=1400', '--label', 'a=b c'], [...fixed, '--mtu=1400', '--label', 'a=b c']]
+    [
+      ['--mtu=1400', '--label', 'a=b c'],
+      [...fixed, '--mtu=1400', '--label', 'a=b c']
+    ]
   ])('user args %j', (userArgs, expected) => {
     expect(dockerdCommand(userArgs)).toEqual(expected);
   });
 
   test('listens on the container-local unix socket and on one network address, TLS-verified on 2376, never 2375', () => {
     const command = dockerdCommand(['--debug']);
-    const hosts = command.filter(word => word.startsWith('--host') || word.startsWith('-H')).map(word => word.replace(/^--host=/, ''));
+    const hosts = command
+      .filter(word => word.startsWith('--host') || word.startsWith('-H'))
+      .map(word => word.replace(/^--host=/, ''));
     expect(hosts).toEqual(['unix:///var/run/docker.sock', 'tcp://0.0.0.0:2376']);
     expect(hosts.filter(host => !host.startsWith('unix://'))).toEqual(['tcp://0.0.0.0:2376']);
     expect(command).toContain('--tlsverify');
@@ -60,8 +65,20 @@ describe('dockerdCommand', () => {
 
 describe('serverSubjectAltNames', () => {
   test.each<[string, ReturnType<typeof newInstance>, string[], string[], string[]]>([
-    ['no addresses', newInstance('dind', '/t', '00000000'), [], ['localhost', 'dind', 'setup-dind-dind-00000000'], ['127.0.0.1', '::1']],
-    ['one network', newInstance('dind', '/t', '00000000'), ['172.18.0.2'], ['localhost', 'dind', 'setup-dind-dind-00000000'], ['127.0.0.1', '::1', '172.18.0.2']],
+    [
+      'no addresses',
+      newInstance('dind', '/t', '00000000'),
+      [],
+      ['localhost', 'dind', 'setup-dind-dind-00000000'],
+      ['127.0.0.1', '::1']
+    ],
+    [
+      'one network',
+      newInstance('dind', '/t', '00000000'),
+      ['172.18.0.2'],
+      ['localhost', 'dind', 'setup-dind-dind-00000000'],
+      ['127.0.0.1', '::1', '172.18.0.2']
+    ],
     [
       'the own network and a job container network',
       newInstance('db-2', '/t', '1234abcd'),
@@ -75,26 +92,40 @@ describe('serverSubjectAltNames', () => {
 });
 
 describe('networkAddresses', () => {
-  const inspected = (networks: unknown) => ({ NetworkSettings: { Networks: networks } }) as unknown as Docker.ContainerInspectInfo;
+  const inspected = (networks: unknown) =>
+    ({ NetworkSettings: { Networks: networks } }) as unknown as Docker.ContainerInspectInfo;
 
   test.each<[string, unknown, Record<string, string>]>([
     ['no Networks', undefined, {}],
     ['null Networks', null, {}],
     ['no networks', {}, {}],
-    ['one network', { 'setup-dind-dind-abcdef01': { IPAddress: '172.18.0.2' } }, { 'setup-dind-dind-abcdef01': '172.18.0.2' }],
+    [
+      'one network',
+      { 'setup-dind-dind-abcdef01': { IPAddress: '172.18.0.2' } },
+      { 'setup-dind-dind-abcdef01': '172.18.0.2' }
+    ],
     [
       'two networks',
-      { 'setup-dind-dind-abcdef01': { IPAddress: '172.18.0.2', Gateway: '172.18.0.1' }, bridge: { IPAddress: '172.17.0.3' } },
+      {
+        'setup-dind-dind-abcdef01': { IPAddress: '172.18.0.2', Gateway: '172.18.0.1' },
+        bridge: { IPAddress: '172.17.0.3' }
+      },
       { 'setup-dind-dind-abcdef01': '172.18.0.2', bridge: '172.17.0.3' }
     ],
-    ['a network without an IPv4 address (not connected yet, or IPv6 only)', { a: { IPAddress: '', GlobalIPv6Address: 'fd00::2' }, b: { IPAddress: '10.0.0.2' } }, { b: '10.0.0.2' }]
+    [
+      'a network without an IPv4 address (not connected yet, or IPv6 only)',
+      { a: { IPAddress: '', GlobalIPv6Address: 'fd00::2' }, b: { IPAddress: '10.0.0.2' } },
+      { b: '10.0.0.2' }
+    ]
   ])('%s', (_name, networks, addresses) => {
     expect(networkAddresses(inspected(networks))).toEqual(addresses);
   });
 });
 
 describe('daemonConfig', () => {
-  const BRIDGE_MTU = (mtu: number) => ({ 'default-network-opts': { bridge: { 'com.docker.network.driver.mtu': String(mtu) } } });
+  const BRIDGE_MTU = (mtu: number) => ({
+    'default-network-opts': { bridge: { 'com.docker.network.driver.mtu': String(mtu) } }
+  });
   const inputs = (overrides: Partial<DaemonConfigInputs> = {}): DaemonConfigInputs => ({
     daemonConfig: {},
     dockerdArgs: [],
@@ -106,16 +137,36 @@ describe('daemonConfig', () => {
   test.each<[string, Partial<DaemonConfigInputs>, number | undefined, Record<string, unknown>]>([
     ['nothing asked, no runner MTU', {}, undefined, {}],
     ["nothing asked, the runner's MTU is the usual 1500", {}, 1500, {}],
-    ["the runner's MTU below 1500 goes to dockerd and to new bridge networks", {}, 1400, { mtu: 1400, ...BRIDGE_MTU(1400) }],
+    [
+      "the runner's MTU below 1500 goes to dockerd and to new bridge networks",
+      {},
+      1400,
+      { mtu: 1400, ...BRIDGE_MTU(1400) }
+    ],
     ["not the runner's MTU above 1500: the dind container's own link is 1500", {}, 9001, {}],
     ['the mtu input, with no runner MTU', { mtu: 1450 }, undefined, { mtu: 1450, ...BRIDGE_MTU(1450) }],
     ["the mtu input wins over the runner's", { mtu: 1450 }, 1400, { mtu: 1450, ...BRIDGE_MTU(1450) }],
     ["mtu input 1500 wins over the runner's", { mtu: 1500 }, 1400, { mtu: 1500, ...BRIDGE_MTU(1500) }],
-    ["daemon-config's mtu wins, and its networks are the user's business", { daemonConfig: { mtu: 1300 } }, 1400, { mtu: 1300 }],
-    ["daemon-config's mtu wins over the mtu input too", { daemonConfig: { mtu: 1300 }, mtu: 1450 }, 1400, { mtu: 1300 }],
+    [
+      "daemon-config's mtu wins, and its networks are the user's business",
+      { daemonConfig: { mtu: 1300 } },
+      1400,
+      { mtu: 1300 }
+    ],
+    [
+      "daemon-config's mtu wins over the mtu input too",
+      { daemonConfig: { mtu: 1300 }, mtu: 1450 },
+      1400,
+      { mtu: 1300 }
+    ],
     ['--mtu=N in dockerd-args wins', { dockerdArgs: ['--mtu=1300'] }, 1400, {}],
     ['--mtu N in dockerd-args wins', { dockerdArgs: ['--debug', '--mtu', '1300'] }, 1400, {}],
-    ['other flags do not count as an MTU', { dockerdArgs: ['--debug', '--mtu-extra=1'] }, 1400, { mtu: 1400, ...BRIDGE_MTU(1400) }],
+    [
+      'other flags do not count as an MTU',
+      { dockerdArgs: ['--debug', '--mtu-extra=1'] },
+      1400,
+      { mtu: 1400, ...BRIDGE_MTU(1400) }
+    ],
     [
       "daemon-config's default-network-opts are kept as they are",
       { daemonConfig: { 'default-network-opts': { overlay: { 'com.docker.network.driver.mtu': '1350' } } } },
@@ -128,17 +179,33 @@ describe('daemonConfig', () => {
       1400,
       { debug: true, features: { 'containerd-snapshotter': true }, 'log-level': 'warn', mtu: 1400, ...BRIDGE_MTU(1400) }
     ],
-    ['registry mirrors', { registryMirrors: ['https://mirror.example'] }, undefined, { 'registry-mirrors': ['https://mirror.example'] }],
+    [
+      'registry mirrors',
+      { registryMirrors: ['https://mirror.example'] },
+      undefined,
+      { 'registry-mirrors': ['https://mirror.example'] }
+    ],
     [
       "registry mirrors are appended to daemon-config's, without duplicates",
-      { daemonConfig: { 'registry-mirrors': ['https://a.example', 'https://b.example'] }, registryMirrors: ['https://b.example', 'https://c.example', 'https://c.example'] },
+      {
+        daemonConfig: { 'registry-mirrors': ['https://a.example', 'https://b.example'] },
+        registryMirrors: ['https://b.example', 'https://c.example', 'https://c.example']
+      },
       undefined,
       { 'registry-mirrors': ['https://a.example', 'https://b.example', 'https://c.example'] }
     ],
-    ['insecure registries', { insecureRegistries: ['r.example:5000', '10.0.0.0/8'] }, undefined, { 'insecure-registries': ['r.example:5000', '10.0.0.0/8'] }],
+    [
+      'insecure registries',
+      { insecureRegistries: ['r.example:5000', '10.0.0.0/8'] },
+      undefined,
+      { 'insecure-registries': ['r.example:5000', '10.0.0.0/8'] }
+    ],
     [
       "insecure registries are appended to daemon-config's, without duplicates",
-      { daemonConfig: { 'insecure-registries': ['r.example:5000'] }, insecureRegistries: ['s.example:5000', 'r.example:5000'] },
+      {
+        daemonConfig: { 'insecure-registries': ['r.example:5000'] },
+        insecureRegistries: ['s.example:5000', 'r.example:5000']
+      },
       undefined,
       { 'insecure-registries': ['r.example:5000', 's.example:5000'] }
     ],
@@ -150,9 +217,20 @@ describe('daemonConfig', () => {
     ],
     [
       'everything at once',
-      { daemonConfig: { debug: true }, mtu: 1280, registryMirrors: ['https://m.example'], insecureRegistries: ['r.example:5000'] },
+      {
+        daemonConfig: { debug: true },
+        mtu: 1280,
+        registryMirrors: ['https://m.example'],
+        insecureRegistries: ['r.example:5000']
+      },
       1500,
-      { debug: true, mtu: 1280, ...BRIDGE_MTU(1280), 'registry-mirrors': ['https://m.example'], 'insecure-registries': ['r.example:5000'] }
+      {
+        debug: true,
+        mtu: 1280,
+        ...BRIDGE_MTU(1280),
+        'registry-mirrors': ['https://m.example'],
+        'insecure-registries': ['r.example:5000']
+      }
     ]
   ])('%s', (_name, overrides, runnerMtu, expected) => {
     expect(daemonConfig(inputs(overrides), runnerMtu)).toEqual(expected);
@@ -161,7 +239,15 @@ describe('daemonConfig', () => {
   test("leaves the user's daemon-config as it was", () => {
     const user = { 'registry-mirrors': ['https://a.example'], 'insecure-registries': ['r.example:5000'], debug: true };
     const before = structuredClone(user);
-    const config = daemonConfig(inputs({ daemonConfig: user, registryMirrors: ['https://b.example'], insecureRegistries: ['s.example:5000'], mtu: 1400 }), 1400);
+    const config = daemonConfig(
+      inputs({
+        daemonConfig: user,
+        registryMirrors: ['https://b.example'],
+        insecureRegistries: ['s.example:5000'],
+        mtu: 1400
+      }),
+      1400
+    );
     expect(user).toEqual(before);
     expect(config['registry-mirrors']).not.toBe(user['registry-mirrors']);
   });
@@ -207,8 +293,18 @@ describe('containerCreateOptions', () => {
 
   const DAEMON_PORT = { '2376/tcp': [{ HostIp: '127.0.0.1', HostPort: '' }] };
   test.each<[string, ContainerSpec['ports'], Record<string, object>, Record<string, unknown>]>([
-    ['one port, same on both sides', [{ host: 8080, container: 8080 }], { '8080/tcp': {} }, { '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '8080' }] }],
-    ['a runner port to another dind port', [{ host: 15432, container: 5432 }], { '5432/tcp': {} }, { '5432/tcp': [{ HostIp: '127.0.0.1', HostPort: '15432' }] }],
+    [
+      'one port, same on both sides',
+      [{ host: 8080, container: 8080 }],
+      { '8080/tcp': {} },
+      { '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '8080' }] }
+    ],
+    [
+      'a runner port to another dind port',
+      [{ host: 15432, container: 5432 }],
+      { '5432/tcp': {} },
+      { '5432/tcp': [{ HostIp: '127.0.0.1', HostPort: '15432' }] }
+    ],
     [
       'several ports',
       [
@@ -223,16 +319,24 @@ describe('containerCreateOptions', () => {
         '1/tcp': [{ HostIp: '127.0.0.1', HostPort: '65535' }]
       }
     ]
-  ])('ports: %s: exposed and published on 127.0.0.1 on the fixed runner port, beside the TLS port', (_name, ports, exposed, bindings) => {
-    const options = create({ ports });
-    expect(options.ExposedPorts).toEqual({ '2376/tcp': {}, ...exposed });
-    expect(options.HostConfig.PortBindings).toEqual({ ...DAEMON_PORT, ...bindings });
-  });
+  ])(
+    'ports: %s: exposed and published on 127.0.0.1 on the fixed runner port, beside the TLS port',
+    (_name, ports, exposed, bindings) => {
+      const options = create({ ports });
+      expect(options.ExposedPorts).toEqual({ '2376/tcp': {}, ...exposed });
+      expect(options.HostConfig.PortBindings).toEqual({ ...DAEMON_PORT, ...bindings });
+    }
+  );
 
   // `ports: 8080:80, 8081:80` (which parsePorts accepts, as `docker run -p` does): the PortBindings entry
   // for 80/tcp is built once per mapping with Object.fromEntries, so the last mapping replaces the first.
   test('BUG: one dind port published on two runner ports keeps both bindings (only the last survives)', () => {
-    const options = create({ ports: [{ host: 8080, container: 80 }, { host: 8081, container: 80 }] });
+    const options = create({
+      ports: [
+        { host: 8080, container: 80 },
+        { host: 8081, container: 80 }
+      ]
+    });
     expect(options.ExposedPorts).toEqual({ '2376/tcp': {}, '80/tcp': {} });
     expect(options.HostConfig.PortBindings).toEqual({
       ...DAEMON_PORT,
@@ -244,7 +348,12 @@ describe('containerCreateOptions', () => {
   });
 
   test('every binding is on 127.0.0.1, never on all interfaces', () => {
-    const options = create({ ports: [{ host: 8080, container: 80 }, { host: 9000, container: 9000 }] });
+    const options = create({
+      ports: [
+        { host: 8080, container: 80 },
+        { host: 9000, container: 9000 }
+      ]
+    });
     const bindings = Object.values(options.HostConfig.PortBindings as Record<string, Array<{ HostIp: string }>>).flat();
     expect(bindings.length).toBe(3);
     for (const binding of bindings) expect(binding.HostIp).toBe('127.0.0.1');
@@ -277,7 +386,12 @@ describe('containerCreateOptions', () => {
       ],
       ['/home/runner/work/repo/repo:/home/runner/work/repo/repo', '/home/runner/work/_temp:/home/runner/work/_temp']
     ],
-    ['a mount from elsewhere on the engine host (a runner in a container)', undefined, [{ source: '/srv/runner/work', target: '/__w' }], ['/srv/runner/work:/__w']],
+    [
+      'a mount from elsewhere on the engine host (a runner in a container)',
+      undefined,
+      [{ source: '/srv/runner/work', target: '/__w' }],
+      ['/srv/runner/work:/__w']
+    ],
     [
       'the data directory first, then the mounts in order',
       '/srv/runner/temp/data',
@@ -301,7 +415,17 @@ describe('containerCreateOptions', () => {
   test.each<[string, Partial<ContainerSpec>]>([
     ['defaults, privileged', {}],
     ['unprivileged, with a flag', { privileged: false, dockerdArgs: ['--debug'] }],
-    ['data directory, mounts and ports', { dataDir: '/runner/temp/data', mounts: [{ source: '/w', target: '/w' }], ports: [{ host: 8080, container: 80 }, { host: 2376, container: 5000 }] }]
+    [
+      'data directory, mounts and ports',
+      {
+        dataDir: '/runner/temp/data',
+        mounts: [{ source: '/w', target: '/w' }],
+        ports: [
+          { host: 8080, container: 80 },
+          { host: 2376, container: 5000 }
+        ]
+      }
+    ]
   ])('2375 (the plain-text port) appears nowhere: %s', (_name, overrides) => {
     expect(JSON.stringify(create(overrides))).not.toContain('2375');
   });
@@ -319,13 +443,30 @@ describe('networkCreateOptions', () => {
 });
 
 describe('publishedPort', () => {
-  const inspected = (ports: unknown) => ({ NetworkSettings: { Ports: ports } }) as unknown as Docker.ContainerInspectInfo;
+  const inspected = (ports: unknown) =>
+    ({ NetworkSettings: { Ports: ports } }) as unknown as Docker.ContainerInspectInfo;
 
   test.each([
     ['loopback binding', { '2376/tcp': [{ HostIp: '127.0.0.1', HostPort: '49153' }] }, 49153],
-    ['loopback among others', { '2376/tcp': [{ HostIp: '0.0.0.0', HostPort: '1111' }, { HostIp: '127.0.0.1', HostPort: '32768' }] }, 32768],
+    [
+      'loopback among others',
+      {
+        '2376/tcp': [
+          { HostIp: '0.0.0.0', HostPort: '1111' },
+          { HostIp: '127.0.0.1', HostPort: '32768' }
+        ]
+      },
+      32768
+    ],
     ['empty HostIp', { '2376/tcp': [{ HostIp: '', HostPort: '5555' }] }, 5555],
-    ['other ports beside', { '80/tcp': [{ HostIp: '127.0.0.1', HostPort: '8080' }], '2376/tcp': [{ HostIp: '127.0.0.1', HostPort: '40000' }] }, 40000]
+    [
+      'other ports beside',
+      {
+        '80/tcp': [{ HostIp: '127.0.0.1', HostPort: '8080' }],
+        '2376/tcp': [{ HostIp: '127.0.0.1', HostPort: '40000' }]
+      },
+      40000
+    ]
   ])('%s', (_name, ports, port) => {
     expect(publishedPort(inspected(ports))).toBe(port);
   });
@@ -336,7 +477,15 @@ describe('publishedPort', () => {
     ['port not published (null)', { '2376/tcp': null }],
     ['no bindings', { '2376/tcp': [] }],
     ['only 2375 published', { '2375/tcp': [{ HostIp: '127.0.0.1', HostPort: '2375' }] }],
-    ['only on all interfaces', { '2376/tcp': [{ HostIp: '0.0.0.0', HostPort: '1111' }, { HostIp: '::', HostPort: '1111' }] }]
+    [
+      'only on all interfaces',
+      {
+        '2376/tcp': [
+          { HostIp: '0.0.0.0', HostPort: '1111' },
+          { HostIp: '::', HostPort: '1111' }
+        ]
+      }
+    ]
   ])('%s: throws', (_name, ports) => {
     expect(() => publishedPort(inspected(ports))).toThrow("The engine did not publish the daemon's port 2376/tcp.");
   });
@@ -355,11 +504,23 @@ describe('demultiplex', () => {
 
   test.each<[string, Buffer, string]>([
     ['stdout only', frame(1, 'hello\n'), 'hello\n'],
-    ['stdout and stderr, in order', Buffer.concat([frame(1, 'out 1\n'), frame(2, 'err 1\n'), frame(1, 'out 2\n')]), 'out 1\nerr 1\nout 2\n'],
+    [
+      'stdout and stderr, in order',
+      Buffer.concat([frame(1, 'out 1\n'), frame(2, 'err 1\n'), frame(1, 'out 2\n')]),
+      'out 1\nerr 1\nout 2\n'
+    ],
     ['an empty frame', Buffer.concat([frame(1, ''), frame(2, 'x')]), 'x'],
     ['a frame larger than 255 bytes', frame(2, 'y'.repeat(70000)), 'y'.repeat(70000)],
-    ['a character split across frames', Buffer.concat([frame(1, euro.subarray(0, 2)), frame(2, euro.subarray(2))]), '€'],
-    ['a raw (non-multiplexed) log', Buffer.from('time="2025-01-01" level=info msg="API listen on [::]:2376"\n'), 'time="2025-01-01" level=info msg="API listen on [::]:2376"\n'],
+    [
+      'a character split across frames',
+      Buffer.concat([frame(1, euro.subarray(0, 2)), frame(2, euro.subarray(2))]),
+      '€'
+    ],
+    [
+      'a raw (non-multiplexed) log',
+      Buffer.from('time="2025-01-01" level=info msg="API listen on [::]:2376"\n'),
+      'time="2025-01-01" level=info msg="API listen on [::]:2376"\n'
+    ],
     ['a raw log shorter than a header', Buffer.from('hi'), 'hi'],
     ['nothing', Buffer.alloc(0), '']
   ])('%s', (_name, raw, text) => {
@@ -381,19 +542,39 @@ describe('diagnose', () => {
     ['dockerd missing (sh)', '/setup-dind/entrypoint.sh: exec: line 11: dockerd: not found', true, NO_DOCKERD],
     ['/bin/sh missing', 'exec /bin/sh: no such file or directory', true, NO_SH],
     ['unprivileged mount', 'mount: permission denied (are you root?)', false, NEEDS_PRIVILEGED],
-    ['unprivileged iptables', 'failed to start daemon: Error initializing network controller: iptables failed: operation not permitted', false, NEEDS_PRIVILEGED],
+    [
+      'unprivileged iptables',
+      'failed to start daemon: Error initializing network controller: iptables failed: operation not permitted',
+      false,
+      NEEDS_PRIVILEGED
+    ],
     ['privileged but denied', 'mount: permission denied (are you root?)', true, LACKS_PERMISSION],
     ['port taken', 'failed to load listeners: listen tcp 0.0.0.0:2376: bind: address already in use', true, PORT_TAKEN],
     ['listener failure', 'failed to load listeners: could not load x509 key pair', true, TLS],
     ['bad certificate', 'http: TLS handshake error from 172.18.0.1:4242: tls: bad certificate', true, TLS],
-    ['storage driver', 'failed to start daemon: error initializing graphdriver: driver not supported: overlay2', true, STORAGE],
+    [
+      'storage driver',
+      'failed to start daemon: error initializing graphdriver: driver not supported: overlay2',
+      true,
+      STORAGE
+    ],
     ['overlay unsupported', 'overlay2 is not supported over overlayfs', true, STORAGE],
     ['healthy log', 'level=info msg="API listen on [::]:2376"', true, undefined],
     ['empty log, privileged', '', true, undefined],
     ['empty log, unprivileged', '', false, NEEDS_PRIVILEGED],
     ['unknown failure, unprivileged', 'something odd happened', false, NEEDS_PRIVILEGED],
-    ['an optional helper missing, unprivileged', 'exec: "fuse-overlayfs": executable file not found in $PATH\nfailed to mount overlay: operation not permitted', false, NEEDS_PRIVILEGED],
-    ['hint found on a later line', 'level=info msg="Starting up"\nexec: "dockerd": executable file not found in $PATH\n', true, NO_DOCKERD]
+    [
+      'an optional helper missing, unprivileged',
+      'exec: "fuse-overlayfs": executable file not found in $PATH\nfailed to mount overlay: operation not permitted',
+      false,
+      NEEDS_PRIVILEGED
+    ],
+    [
+      'hint found on a later line',
+      'level=info msg="Starting up"\nexec: "dockerd": executable file not found in $PATH\n',
+      true,
+      NO_DOCKERD
+    ]
   ])('%s', (_name, log, privileged, hint) => {
     const found = diagnose(log, privileged);
     if (hint === undefined) expect(found).toBeUndefined();
@@ -416,7 +597,12 @@ async function entriesOf(archive: Buffer): Promise<ArchiveEntry[]> {
       const chunks: Buffer[] = [];
       stream.on('data', chunk => chunks.push(chunk as Buffer));
       stream.on('end', () => {
-        entries.push({ name: header.name, type: header.type ?? 'file', mode: header.mode ?? -1, content: Buffer.concat(chunks).toString('utf8') });
+        entries.push({
+          name: header.name,
+          type: header.type ?? 'file',
+          mode: header.mode ?? -1,
+          content: Buffer.concat(chunks).toString('utf8')
+        });
         next();
       });
       stream.resume();
@@ -434,12 +620,21 @@ const SERVER: KeyPair = {
   cert: '-----BEGIN CERTIFICATE-----\nSERVER\n-----END CERTIFICATE-----\n',
   key: '-----BEGIN PRIVATE KEY-----\nSERVER KEY\n-----END PRIVATE KEY-----\n'
 };
-const CONFIG = { 'registry-mirrors': ['https://mirror.example'], features: { 'containerd-snapshotter': true }, mtu: 1400 };
+const CONFIG = {
+  'registry-mirrors': ['https://mirror.example'],
+  features: { 'containerd-snapshotter': true },
+  mtu: 1400
+};
 
 function finder(entries: () => ArchiveEntry[]) {
   return (name: string) => {
     const found = entries().find(e => e.name === name);
-    if (!found) throw new Error(`no ${name} in the archive: ${entries().map(e => e.name).join(', ')}`);
+    if (!found)
+      throw new Error(
+        `no ${name} in the archive: ${entries()
+          .map(e => e.name)
+          .join(', ')}`
+      );
     return found;
   };
 }
@@ -541,7 +736,9 @@ describe('serverArchive', () => {
   });
 
   test('writes only into the certs directory the setup archive made', async () => {
-    const setupDirs = (await entriesOf(await setupArchive(CA_CERT, {}))).filter(e => e.type === 'directory').map(e => e.name);
+    const setupDirs = (await entriesOf(await setupArchive(CA_CERT, {})))
+      .filter(e => e.type === 'directory')
+      .map(e => e.name);
     for (const e of entries) expect(setupDirs).toContain(e.name.replace(/[^/]+$/, ''));
   });
 
@@ -555,11 +752,23 @@ describe('serverArchive', () => {
 });
 
 test('every path the container is created with is in the setup or the server archive', async () => {
-  const options = containerCreateOptions({ instance, image: 'docker:28-dind', privileged: true, dockerdArgs: [], mounts: [], ports: [] });
-  const archived = [...(await entriesOf(await setupArchive(CA_CERT, {}))), ...(await entriesOf(await serverArchive(SERVER)))];
+  const options = containerCreateOptions({
+    instance,
+    image: 'docker:28-dind',
+    privileged: true,
+    dockerdArgs: [],
+    mounts: [],
+    ports: []
+  });
+  const archived = [
+    ...(await entriesOf(await setupArchive(CA_CERT, {}))),
+    ...(await entriesOf(await serverArchive(SERVER)))
+  ];
   const paths = [
     (options.Entrypoint as string[])[1],
-    ...(options.Cmd ?? []).filter(word => /^--(tlscacert|tlscert|tlskey|config-file)=/.test(word)).map(word => word.split('=')[1])
+    ...(options.Cmd ?? [])
+      .filter(word => /^--(tlscacert|tlscert|tlskey|config-file)=/.test(word))
+      .map(word => word.split('=')[1])
   ];
   expect(paths).toHaveLength(5);
   for (const file of paths) expect(archived.filter(e => e.name === file.slice(1) && e.type === 'file')).toHaveLength(1);

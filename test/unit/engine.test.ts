@@ -2,7 +2,13 @@
 // DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, which main exports for later steps: every
 // option must be there, even as undefined, and clients are built with those variables hidden.
 import Docker from 'dockerode';
-import { connect, engineClientOptions, outerEngineSettings, tlsClientOptions, type EngineSettings } from '../../src/engine';
+import {
+  connect,
+  engineClientOptions,
+  outerEngineSettings,
+  tlsClientOptions,
+  type EngineSettings
+} from '../../src/engine';
 
 /** The options docker-modem would otherwise take from the environment. */
 const CONNECTION_KEYS = ['socketPath', 'host', 'port', 'protocol', 'ca', 'cert', 'key'] as const;
@@ -17,7 +23,15 @@ function setsEveryConnectionKey(options: object): void {
 const fakeReadFile = (file: string) => `contents of ${file}`;
 
 describe('engineClientOptions', () => {
-  const socket = (socketPath: string) => ({ socketPath, host: undefined, port: undefined, protocol: undefined, ca: undefined, cert: undefined, key: undefined });
+  const socket = (socketPath: string) => ({
+    socketPath,
+    host: undefined,
+    port: undefined,
+    protocol: undefined,
+    ca: undefined,
+    cert: undefined,
+    key: undefined
+  });
   const tcp = (host: string, port: string, protocol: 'http' | 'https', files?: string) => ({
     socketPath: undefined,
     host,
@@ -41,7 +55,11 @@ describe('engineClientOptions', () => {
     ['an IP address', { host: 'tcp://10.1.2.3:2375' }, tcp('10.1.2.3', '2375', 'http')],
     ["tlsVerify '1' on another port", { host: 'tcp://h:2377', tlsVerify: '1' }, tcp('h', '2377', 'https')],
     ["tlsVerify '1' without a port defaults to 2376", { host: 'tcp://h', tlsVerify: '1' }, tcp('h', '2376', 'https')],
-    ["tlsVerify '1' with certPath reads the files", { host: 'tcp://h:2376', tlsVerify: '1', certPath: '/certs' }, tcp('h', '2376', 'https', '/certs')],
+    [
+      "tlsVerify '1' with certPath reads the files",
+      { host: 'tcp://h:2376', tlsVerify: '1', certPath: '/certs' },
+      tcp('h', '2376', 'https', '/certs')
+    ],
     ['certPath alone means TLS', { host: 'tcp://h:3000', certPath: '/c' }, tcp('h', '3000', 'https', '/c')]
   ];
 
@@ -67,16 +85,29 @@ describe('engineClientOptions', () => {
     expect(readFile).not.toHaveBeenCalled();
   });
 
-  test.each(['ssh://user@builder', 'ssh://builder:22', 'npipe:////./pipe/docker_engine', 'http://h:2375', 'fd://'])('%s is refused', host => {
-    expect(() => engineClientOptions({ host }, fakeReadFile)).toThrow(`The Docker engine at DOCKER_HOST=${host} is not supported`);
-  });
+  test.each(['ssh://user@builder', 'ssh://builder:22', 'npipe:////./pipe/docker_engine', 'http://h:2375', 'fd://'])(
+    '%s is refused',
+    host => {
+      expect(() => engineClientOptions({ host }, fakeReadFile)).toThrow(
+        `The Docker engine at DOCKER_HOST=${host} is not supported`
+      );
+    }
+  );
 
   test('explicit undefined keeps the DOCKER_* of the environment out of a client (docker-modem)', () => {
     const saved = process.env.DOCKER_HOST;
     process.env.DOCKER_HOST = 'tcp://127.0.0.1:1';
     try {
-      const modem = (new Docker(engineClientOptions({ host: 'unix:///x' })) as unknown as { modem: { host?: string; socketPath?: string; port?: string } }).modem;
-      expect({ host: modem.host, port: modem.port, socketPath: modem.socketPath }).toEqual({ host: undefined, port: undefined, socketPath: '/x' });
+      const modem = (
+        new Docker(engineClientOptions({ host: 'unix:///x' })) as unknown as {
+          modem: { host?: string; socketPath?: string; port?: string };
+        }
+      ).modem;
+      expect({ host: modem.host, port: modem.port, socketPath: modem.socketPath }).toEqual({
+        host: undefined,
+        port: undefined,
+        socketPath: '/x'
+      });
     } finally {
       if (saved === undefined) delete process.env.DOCKER_HOST;
       else process.env.DOCKER_HOST = saved;
@@ -115,12 +146,20 @@ describe('outerEngineSettings', () => {
     ],
     [
       'SETUP_DIND_OUTER_ENGINE recorded no engine at all',
-      { SETUP_DIND_OUTER_ENGINE: '{}', DOCKER_HOST: 'tcp://127.0.0.1:32768', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: '/x' },
+      {
+        SETUP_DIND_OUTER_ENGINE: '{}',
+        DOCKER_HOST: 'tcp://127.0.0.1:32768',
+        DOCKER_TLS_VERIFY: '1',
+        DOCKER_CERT_PATH: '/x'
+      },
       {}
     ],
     [
       'SETUP_DIND_OUTER_ENGINE with TLS',
-      { SETUP_DIND_OUTER_ENGINE: '{"host":"tcp://outer:2376","tlsVerify":"1","certPath":"/outer"}', DOCKER_HOST: 'tcp://127.0.0.1:32768' },
+      {
+        SETUP_DIND_OUTER_ENGINE: '{"host":"tcp://outer:2376","tlsVerify":"1","certPath":"/outer"}',
+        DOCKER_HOST: 'tcp://127.0.0.1:32768'
+      },
       { host: 'tcp://outer:2376', tlsVerify: '1', certPath: '/outer' }
     ]
   ])('%s', (_name, env, settings) => {
@@ -145,8 +184,16 @@ describe('connect', () => {
   });
 
   test.each<[string, Docker.DockerOptions, object]>([
-    ['the outer socket', engineClientOptions({ host: 'unix:///var/run/docker.sock' }), { socketPath: '/var/run/docker.sock', host: undefined, protocol: 'http' }],
-    ['a plain tcp engine', engineClientOptions({ host: 'tcp://outer:2375' }), { host: 'outer', port: '2375', protocol: 'http', ca: undefined }],
+    [
+      'the outer socket',
+      engineClientOptions({ host: 'unix:///var/run/docker.sock' }),
+      { socketPath: '/var/run/docker.sock', host: undefined, protocol: 'http' }
+    ],
+    [
+      'a plain tcp engine',
+      engineClientOptions({ host: 'tcp://outer:2375' }),
+      { host: 'outer', port: '2375', protocol: 'http', ca: undefined }
+    ],
     [
       'the dind daemon',
       tlsClientOptions({ host: '127.0.0.1', port: 32768, ca: 'CA', cert: 'CERT', key: 'KEY' }),

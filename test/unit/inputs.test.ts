@@ -5,7 +5,17 @@ import * as path from 'node:path';
 import { parse } from 'yaml';
 import { DEFAULT_BUILDX_IMAGE, DEFAULT_IMAGE, Outputs } from '../../src/constants';
 import { daemonConfig } from '../../src/daemon';
-import { getInputs, InputError, parseList, parseMounts, parseMtu, parsePorts, splitShellWords, type ActionInputs, type PortMapping } from '../../src/inputs';
+import {
+  getInputs,
+  InputError,
+  parseList,
+  parseMounts,
+  parseMtu,
+  parsePorts,
+  splitShellWords,
+  type ActionInputs,
+  type PortMapping
+} from '../../src/inputs';
 
 interface Manifest {
   inputs: Record<string, { description: string; default?: unknown }>;
@@ -101,7 +111,17 @@ describe('defaults from action.yml', () => {
     expect(DEFAULT_BUILDX_IMAGE).toMatch(/^moby\/buildkit:v\d+\.\d+\.\d+$/);
   });
 
-  test.each(['mounts', 'ports', 'mtu', 'registry-mirrors', 'insecure-registries', 'swarm', 'buildx', 'buildx-driver', 'buildx-image'])('action.yml declares the input %p, with a description', name => {
+  test.each([
+    'mounts',
+    'ports',
+    'mtu',
+    'registry-mirrors',
+    'insecure-registries',
+    'swarm',
+    'buildx',
+    'buildx-driver',
+    'buildx-image'
+  ])('action.yml declares the input %p, with a description', name => {
     expect(manifest.inputs[name]?.description).toEqual(expect.any(String));
   });
 });
@@ -111,7 +131,18 @@ describe('outputs in action.yml', () => {
     expect(Object.keys(manifest.outputs).sort()).toEqual(Object.values(Outputs).sort());
   });
 
-  test.each(['host', 'cert-path', 'container-id', 'context', 'version', 'ip', 'cache-hit', 'cache-key', 'cache-size', 'builder'])('%p is declared, with a description', name => {
+  test.each([
+    'host',
+    'cert-path',
+    'container-id',
+    'context',
+    'version',
+    'ip',
+    'cache-hit',
+    'cache-key',
+    'cache-size',
+    'builder'
+  ])('%p is declared, with a description', name => {
     expect(manifest.outputs[name]?.description).toEqual(expect.any(String));
   });
 });
@@ -126,17 +157,22 @@ describe.each([
   });
 
   test('action.yml documents exactly these values', () => {
-    const documented = [...manifest.inputs[input].description.matchAll(/`([a-z-]+)`/g)].map(match => match[1]).filter(word => word !== 'image');
+    const documented = [...manifest.inputs[input].description.matchAll(/`([a-z-]+)`/g)]
+      .map(match => match[1])
+      .filter(word => word !== 'image');
     expect(documented.sort()).toEqual([...allowed].sort());
   });
 
-  test.each(['sometimes', 'Always', 'MISSING', 'never ever', 'on_change'])('refuses %p, naming the input and the allowed values', value => {
-    const problems = problemsWith({ [input]: value });
-    expect(problems).toHaveLength(1);
-    expect(problems[0]).toContain(`'${input}'`);
-    expect(problems[0]).toContain(`'${value}'`);
-    for (const choice of allowed) expect(problems[0]).toContain(choice);
-  });
+  test.each(['sometimes', 'Always', 'MISSING', 'never ever', 'on_change'])(
+    'refuses %p, naming the input and the allowed values',
+    value => {
+      const problems = problemsWith({ [input]: value });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toContain(`'${input}'`);
+      expect(problems[0]).toContain(`'${value}'`);
+      for (const choice of allowed) expect(problems[0]).toContain(choice);
+    }
+  );
 
   test('refuses an empty value as missing', () => {
     expect(problemsWith({ [input]: '  ' })).toEqual([`Input '${input}' is required.`]);
@@ -207,11 +243,14 @@ describe('cache-max-size', () => {
     expect(inputsWith({ 'cache-max-size': raw }).cacheMaxSizeBytes).toBe(bytes);
   });
 
-  test.each(['0', '0g', '-1', '-4g', 'big', '4x', '4 g b', 'g', '1.5.2g', '0.1', '4p', '', '4 gigabytes'])('refuses %p', raw => {
-    const problems = problemsWith({ 'cache-max-size': raw });
-    expect(problems).toHaveLength(1);
-    expect(problems[0]).toMatch(/^Input 'cache-max-size' (must be a size|is required)/);
-  });
+  test.each(['0', '0g', '-1', '-4g', 'big', '4x', '4 g b', 'g', '1.5.2g', '0.1', '4p', '', '4 gigabytes'])(
+    'refuses %p',
+    raw => {
+      const problems = problemsWith({ 'cache-max-size': raw });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(/^Input 'cache-max-size' (must be a size|is required)/);
+    }
+  );
 });
 
 describe('cache-evict-after', () => {
@@ -238,7 +277,9 @@ describe('cache-evict-after', () => {
   test.each(['', '7', '-1d', '0d', 'd', '7 days', '1y', 'forever', '1e3s', '0.0'])('refuses %p', raw => {
     const problems = problemsWith({ 'cache-evict-after': raw });
     expect(problems).toHaveLength(1);
-    expect(problems[0]).toMatch(/^Input 'cache-evict-after' (must be a duration such as 7d, 12h, 30m or 2w, 0 \(drop what this job did not use\) or never; got|is required)/);
+    expect(problems[0]).toMatch(
+      /^Input 'cache-evict-after' (must be a duration such as 7d, 12h, 30m or 2w, 0 \(drop what this job did not use\) or never; got|is required)/
+    );
   });
 });
 
@@ -284,28 +325,55 @@ describe('image', () => {
 });
 
 describe('buildx-image', () => {
-  test.each(['moby/buildkit:v0.32.2', 'moby/buildkit:buildx-stable-1', 'mirror.example:5000/moby/buildkit:master', `moby/buildkit@${DIGEST}`])('accepts %p', image => {
+  test.each([
+    'moby/buildkit:v0.32.2',
+    'moby/buildkit:buildx-stable-1',
+    'mirror.example:5000/moby/buildkit:master',
+    `moby/buildkit@${DIGEST}`
+  ])('accepts %p', image => {
     expect(inputsWith({ 'buildx-image': image }).buildxImage).toBe(image);
   });
 
   test.each(['moby/BuildKit', 'moby/buildkit:', 'https://ghcr.io/x'])('refuses %p, naming buildx-image', image => {
-    expect(problemsWith({ 'buildx-image': image })).toEqual([expect.stringMatching(/^Input 'buildx-image' is not a valid image reference/)]);
+    expect(problemsWith({ 'buildx-image': image })).toEqual([
+      expect.stringMatching(/^Input 'buildx-image' is not a valid image reference/)
+    ]);
   });
 });
 
 describe('buildx with the other inputs', () => {
   test.each<[string, Record<string, string>, Partial<ActionInputs>]>([
-    ['the docker-container driver on the default context', { buildx: 'true' }, { buildx: true, buildxDriver: 'docker-container', context: 'dind' }],
-    ['the docker driver without a context: it goes through DOCKER_HOST', { buildx: 'true', 'buildx-driver': 'docker', context: '' }, { buildx: true, buildxDriver: 'docker', context: '' }],
-    ['buildx off: no context and no DOCKER_HOST are fine', { context: '', 'set-env': 'false', 'buildx-driver': 'docker' }, { buildx: false }]
+    [
+      'the docker-container driver on the default context',
+      { buildx: 'true' },
+      { buildx: true, buildxDriver: 'docker-container', context: 'dind' }
+    ],
+    [
+      'the docker driver without a context: it goes through DOCKER_HOST',
+      { buildx: 'true', 'buildx-driver': 'docker', context: '' },
+      { buildx: true, buildxDriver: 'docker', context: '' }
+    ],
+    [
+      'buildx off: no context and no DOCKER_HOST are fine',
+      { context: '', 'set-env': 'false', 'buildx-driver': 'docker' },
+      { buildx: false }
+    ]
   ])('accepts %s', (_name, overrides, expected) => {
     expect(inputsWith(overrides)).toMatchObject(expected);
   });
 
   test.each<[string, Record<string, string>, string[]]>([
     ['the docker-container driver with an empty context', { buildx: 'true', context: '' }, ['buildx', 'context']],
-    ['the docker-container driver with a blank context', { buildx: 'true', 'buildx-driver': 'docker-container', context: '  ' }, ['buildx', 'context']],
-    ['the docker driver without DOCKER_HOST', { buildx: 'true', 'buildx-driver': 'docker', 'set-env': 'false' }, ['buildx-driver', 'set-env']]
+    [
+      'the docker-container driver with a blank context',
+      { buildx: 'true', 'buildx-driver': 'docker-container', context: '  ' },
+      ['buildx', 'context']
+    ],
+    [
+      'the docker driver without DOCKER_HOST',
+      { buildx: 'true', 'buildx-driver': 'docker', 'set-env': 'false' },
+      ['buildx-driver', 'set-env']
+    ]
   ])('refuses %s, naming the inputs and what would do', (_name, overrides, named) => {
     const problems = problemsWith(overrides);
     expect(problems).toHaveLength(1);
@@ -338,7 +406,9 @@ describe('context', () => {
   });
 
   test("refuses 'default', the Docker CLI's own context", () => {
-    expect(problemsWith({ context: 'default' })).toEqual([expect.stringMatching(/^Input 'context' cannot be 'default'/)]);
+    expect(problemsWith({ context: 'default' })).toEqual([
+      expect.stringMatching(/^Input 'context' cannot be 'default'/)
+    ]);
   });
 
   test.each(['-ctx', 'a b', 'ctx/x', '.ctx'])('refuses %p', context => {
@@ -352,7 +422,10 @@ describe('daemon-config', () => {
     ['  ', {}],
     ['{}', {}],
     ['{"registry-mirrors":["https://mirror.example"]}', { 'registry-mirrors': ['https://mirror.example'] }],
-    [' {"features":{"containerd-snapshotter":true},"debug":true} ', { features: { 'containerd-snapshotter': true }, debug: true }]
+    [
+      ' {"features":{"containerd-snapshotter":true},"debug":true} ',
+      { features: { 'containerd-snapshotter': true }, debug: true }
+    ]
   ])('%p is %p', (raw, config) => {
     expect(inputsWith({ 'daemon-config': raw }).daemonConfig).toEqual(config);
   });
@@ -430,7 +503,9 @@ describe('dockerd-args', () => {
   );
 
   test('refuses an unclosed quote', () => {
-    expect(problemsWith({ 'dockerd-args': '--label "team=a' })).toEqual(["Input 'dockerd-args' has an unclosed \" quote."]);
+    expect(problemsWith({ 'dockerd-args': '--label "team=a' })).toEqual([
+      "Input 'dockerd-args' has an unclosed \" quote."
+    ]);
   });
 
   test.each([
@@ -462,8 +537,16 @@ describe('dockerd-args', () => {
   // NamedOption names; "conflict" case of moby's TestDaemonConfigurationFeatures for --feature).
   test.each([
     ['--feature=containerd-snapshotter=true', '{"features":{"containerd-snapshotter":true}}', 'features'],
-    ['--default-network-opt=bridge=com.docker.network.driver.mtu=1400', '{"default-network-opts":{"bridge":{"com.docker.network.driver.mtu":"1400"}}}', 'default-network-opts'],
-    ['--default-address-pool base=10.10.0.0/16,size=24', '{"default-address-pools":[{"base":"10.20.0.0/16","size":24}]}', 'default-address-pools'],
+    [
+      '--default-network-opt=bridge=com.docker.network.driver.mtu=1400',
+      '{"default-network-opts":{"bridge":{"com.docker.network.driver.mtu":"1400"}}}',
+      'default-network-opts'
+    ],
+    [
+      '--default-address-pool base=10.10.0.0/16,size=24',
+      '{"default-address-pools":[{"base":"10.20.0.0/16","size":24}]}',
+      'default-address-pools'
+    ],
     ['--cdi-spec-dir=/etc/cdi', '{"cdi-spec-dirs":["/var/run/cdi"]}', 'cdi-spec-dirs']
   ])('BUG: refuses %p with daemon-config %p (dockerd sees both as %p)', (args, config, option) => {
     const problems = problemsWith({ 'dockerd-args': args, 'daemon-config': config });
@@ -527,11 +610,30 @@ describe('ports', () => {
     ['', []],
     ['8080', [{ host: 8080, container: 8080 }]],
     ['15432:5432', [{ host: 15432, container: 5432 }]],
-    ['80, 443\n9000:9001', [{ host: 80, container: 80 }, { host: 443, container: 443 }, { host: 9000, container: 9001 }]],
-    ['1\n65535', [{ host: 1, container: 1 }, { host: 65535, container: 65535 }]],
+    [
+      '80, 443\n9000:9001',
+      [
+        { host: 80, container: 80 },
+        { host: 443, container: 443 },
+        { host: 9000, container: 9001 }
+      ]
+    ],
+    [
+      '1\n65535',
+      [
+        { host: 1, container: 1 },
+        { host: 65535, container: 65535 }
+      ]
+    ],
     // 2376 on the runner is only a runner port: the daemon's own port is the dind side.
     ['2376:5000', [{ host: 2376, container: 5000 }]],
-    ['8080:80\n8081:80', [{ host: 8080, container: 80 }, { host: 8081, container: 80 }]]
+    [
+      '8080:80\n8081:80',
+      [
+        { host: 8080, container: 80 },
+        { host: 8081, container: 80 }
+      ]
+    ]
   ])('%j gives %j', (raw, ports) => {
     expect(parsePorts(raw)).toEqual(ports);
     expect(inputsWith({ ports: raw }).ports).toEqual(ports);
@@ -576,9 +678,14 @@ describe('mtu', () => {
     expect(inputsWith({ mtu: raw }).mtu).toBe(mtu);
   });
 
-  test.each(['575', '0', '65536', '-1400', '1400.5', '1e3', 'auto', '0x500', '1400 bytes'])('refuses %j, naming the input and the range', raw => {
-    expect(problemsWith({ mtu: raw })).toEqual([`Input 'mtu' must be an MTU from 576 to 65535, or empty for the runner's; got '${raw}'.`]);
-  });
+  test.each(['575', '0', '65536', '-1400', '1400.5', '1e3', 'auto', '0x500', '1400 bytes'])(
+    'refuses %j, naming the input and the range',
+    raw => {
+      expect(problemsWith({ mtu: raw })).toEqual([
+        `Input 'mtu' must be an MTU from 576 to 65535, or empty for the runner's; got '${raw}'.`
+      ]);
+    }
+  );
 });
 
 describe('registry-mirrors', () => {
@@ -587,7 +694,10 @@ describe('registry-mirrors', () => {
     ['https://mirror.example', ['https://mirror.example']],
     ['http://10.0.0.5:5000', ['http://10.0.0.5:5000']],
     ['https://mirror.example/v2/', ['https://mirror.example/v2/']],
-    ['https://a.example\nhttps://b.example, http://c.example:8080', ['https://a.example', 'https://b.example', 'http://c.example:8080']]
+    [
+      'https://a.example\nhttps://b.example, http://c.example:8080',
+      ['https://a.example', 'https://b.example', 'http://c.example:8080']
+    ]
   ])('%j gives %j', (raw, mirrors) => {
     expect(inputsWith({ 'registry-mirrors': raw }).registryMirrors).toEqual(mirrors);
   });
@@ -600,15 +710,20 @@ describe('registry-mirrors', () => {
     ['//mirror.example', "'//mirror.example'"],
     ['https://ok.example\nbad\nhttp://fine.example\nworse', "'bad', 'worse'"]
   ])('refuses %j, naming the input and %s', (raw, named) => {
-    expect(problemsWith({ 'registry-mirrors': raw })).toEqual([`Input 'registry-mirrors' takes http:// or https:// URLs; got ${named}.`]);
+    expect(problemsWith({ 'registry-mirrors': raw })).toEqual([
+      `Input 'registry-mirrors' takes http:// or https:// URLs; got ${named}.`
+    ]);
   });
 
   // parseUrls (src/inputs.ts) tests only the start of each URL (/^https?:\/\/[^\s/]+/, unanchored), so a
   // mirror with a space in it passes, and dockerd then refuses to start (Go's url.Parse: invalid
   // character " " in host name) instead of the input being refused up front.
-  test.each(['https://mirror example', 'https://mirror.example oops'])('BUG: refuses %j, which dockerd cannot parse', raw => {
-    expect(problemsWith({ 'registry-mirrors': raw })).toEqual([expect.stringMatching(/^Input 'registry-mirrors' /)]);
-  });
+  test.each(['https://mirror example', 'https://mirror.example oops'])(
+    'BUG: refuses %j, which dockerd cannot parse',
+    raw => {
+      expect(problemsWith({ 'registry-mirrors': raw })).toEqual([expect.stringMatching(/^Input 'registry-mirrors' /)]);
+    }
+  );
 });
 
 describe('insecure-registries', () => {
@@ -646,7 +761,19 @@ describe('several bad inputs', () => {
     const error = thrown as InputError;
     expect(error.name).toBe('InputError');
     expect(error.problems).toHaveLength(11);
-    for (const input of ['image', 'pull', 'wait-timeout', 'daemon-config', 'dockerd-args', 'cache-max-size', 'mounts', 'ports', 'mtu', 'registry-mirrors', 'swarm']) {
+    for (const input of [
+      'image',
+      'pull',
+      'wait-timeout',
+      'daemon-config',
+      'dockerd-args',
+      'cache-max-size',
+      'mounts',
+      'ports',
+      'mtu',
+      'registry-mirrors',
+      'swarm'
+    ]) {
       expect(error.problems.filter(problem => problem.startsWith(`Input '${input}'`))).toHaveLength(1);
     }
     expect(error.message.split('\n')).toEqual(['Invalid inputs:', ...error.problems.map(problem => `- ${problem}`)]);
@@ -654,7 +781,9 @@ describe('several bad inputs', () => {
 
   test('a single bad input is the whole message', () => {
     // toThrow with an error compares the message exactly.
-    expect(() => inputsWith({ pull: 'sometimes' })).toThrow(new Error("Input 'pull' must be one of missing, always, never; got 'sometimes'."));
+    expect(() => inputsWith({ pull: 'sometimes' })).toThrow(
+      new Error("Input 'pull' must be one of missing, always, never; got 'sometimes'.")
+    );
   });
 
   test('a flag conflict is reported beside other problems', () => {
@@ -692,11 +821,14 @@ describe('splitShellWords', () => {
     ['"$HOME" `id` $(id)', ['$HOME', '`id`', '$(id)']],
     ['--label "a=b c" --x=\'y z\'', ['--label', 'a=b c', '--x=y z']]
   ];
-  test.each(cases.map(([line, words]) => [JSON.stringify(line), line, words] as const))('%s → %j', (_name, line, words) => {
-    expect(splitShellWords(line)).toEqual(words);
-  });
+  test.each(cases.map(([line, words]) => [JSON.stringify(line), line, words] as const))(
+    '%s → %j',
+    (_name, line, words) => {
+      expect(splitShellWords(line)).toEqual(words);
+    }
+  );
 
-  test.each(['"abc', "'abc", 'a "b c', "a 'b\" c", '"a\\"'])('%p has an unclosed quote', line => {
+  test.each(['"abc', "'abc", 'a "b c', 'a \'b" c', '"a\\"'])('%p has an unclosed quote', line => {
     expect(() => splitShellWords(line)).toThrow(/unclosed/);
   });
 });
@@ -722,10 +854,26 @@ describe('inputs that together would stop dockerd from starting', () => {
     ['--mtu with a runner MTU', { 'dockerd-args': '--mtu=1300' }, 1400],
     ['--mtu with the mtu input', { 'dockerd-args': '--mtu 1300', mtu: '1400' }, 1500],
     ['--registry-mirror alone', { 'dockerd-args': '--registry-mirror=https://a.example' }, 1500],
-    ['BUG: --default-network-opt with a runner MTU below 1500', { 'dockerd-args': '--default-network-opt=bridge=com.docker.network.driver.mtu=1300' }, 1400],
-    ['BUG: --default-network-opt with the mtu input', { 'dockerd-args': '--default-network-opt=bridge=com.docker.network.driver.mtu=1300', mtu: '1400' }, 1500],
-    ['BUG: --registry-mirror with the registry-mirrors input', { 'dockerd-args': '--registry-mirror=https://a.example', 'registry-mirrors': 'https://b.example' }, 1500],
-    ['BUG: --insecure-registry with the insecure-registries input', { 'dockerd-args': '--insecure-registry=r.example:5000', 'insecure-registries': 's.example:5000' }, 1500]
+    [
+      'BUG: --default-network-opt with a runner MTU below 1500',
+      { 'dockerd-args': '--default-network-opt=bridge=com.docker.network.driver.mtu=1300' },
+      1400
+    ],
+    [
+      'BUG: --default-network-opt with the mtu input',
+      { 'dockerd-args': '--default-network-opt=bridge=com.docker.network.driver.mtu=1300', mtu: '1400' },
+      1500
+    ],
+    [
+      'BUG: --registry-mirror with the registry-mirrors input',
+      { 'dockerd-args': '--registry-mirror=https://a.example', 'registry-mirrors': 'https://b.example' },
+      1500
+    ],
+    [
+      'BUG: --insecure-registry with the insecure-registries input',
+      { 'dockerd-args': '--insecure-registry=r.example:5000', 'insecure-registries': 's.example:5000' },
+      1500
+    ]
   ])('%s: refused, or left out of daemon.json', (_name, overrides, runnerMtu) => {
     let inputs: ActionInputs;
     try {

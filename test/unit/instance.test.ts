@@ -9,7 +9,14 @@ describe('newInstance', () => {
     ['db-2', '/home/runner/work/_temp', '00ff00ff', 'setup-dind-db-2-00ff00ff'],
     ['My.Daemon_1', '/tmp', '12345678', 'setup-dind-My.Daemon_1-12345678']
   ])('name %p in %p with id %p', (name, tempDir, id, base) => {
-    expect(newInstance(name, tempDir, id)).toEqual({ id, name, containerName: base, networkName: base, certDir: path.join(tempDir, base), dataDir: path.join(tempDir, `${base}-data`) });
+    expect(newInstance(name, tempDir, id)).toEqual({
+      id,
+      name,
+      containerName: base,
+      networkName: base,
+      certDir: path.join(tempDir, base),
+      dataDir: path.join(tempDir, `${base}-data`)
+    });
   });
 
   test('the certificate directory is directly under the temp directory given', () => {

@@ -22,7 +22,9 @@ interface CallInput {
 
 const readme = read('README.md');
 const manifest = parse(read('action.yml')) as Manifest;
-const callInputs = (parse(read('.github/workflows/dind.yml')) as { on: { workflow_call: { inputs: Record<string, CallInput> } } }).on.workflow_call.inputs;
+const callInputs = (
+  parse(read('.github/workflows/dind.yml')) as { on: { workflow_call: { inputs: Record<string, CallInput> } } }
+).on.workflow_call.inputs;
 const packageMajor = Number((JSON.parse(read('package.json')) as { version: string }).version.split('.')[0]);
 
 /** The text under a heading (`## Inputs`, `### Reusable workflow`) up to the next heading of its level or above. */
@@ -48,7 +50,9 @@ function cells(line: string): string[] {
 /** The first GFM table in `text`: its header and rows. */
 function firstTable(text: string): { header: string[]; rows: string[][] } | undefined {
   const lines = text.split('\n');
-  const start = lines.findIndex((line, i) => line.trim().startsWith('|') && /^\s*\|?\s*:?-{3,}/.test(lines[i + 1] ?? ''));
+  const start = lines.findIndex(
+    (line, i) => line.trim().startsWith('|') && /^\s*\|?\s*:?-{3,}/.test(lines[i + 1] ?? '')
+  );
   if (start < 0) return undefined;
   const rows: string[][] = [];
   for (let i = start + 2; i < lines.length && lines[i].trim().startsWith('|'); i++) rows.push(cells(lines[i]));
@@ -56,29 +60,41 @@ function firstTable(text: string): { header: string[]; rows: string[][] } | unde
 }
 
 /** A cell that is one code span, as its content: `` `4g` `` → 4g. */
-const unquote = (cell: string) => /^`[^`]*`$/.test(cell) ? cell.slice(1, -1) : cell;
+const unquote = (cell: string) => (/^`[^`]*`$/.test(cell) ? cell.slice(1, -1) : cell);
 
-function tableProblems(markdown: string, heading: string, header: string[], expected: Array<{ name: string; default?: string }>): string[] {
+function tableProblems(
+  markdown: string,
+  heading: string,
+  header: string[],
+  expected: Array<{ name: string; default?: string }>
+): string[] {
   const text = section(markdown, heading);
   if (text === undefined) return [`no '${heading}' section`];
   const table = firstTable(text);
   if (!table) return [`no table under '${heading}'`];
   const problems: string[] = [];
-  if (table.header.join(' | ') !== header.join(' | ')) problems.push(`${heading}: header is '${table.header.join(' | ')}', not '${header.join(' | ')}'`);
+  if (table.header.join(' | ') !== header.join(' | '))
+    problems.push(`${heading}: header is '${table.header.join(' | ')}', not '${header.join(' | ')}'`);
   const listed = table.rows.map(row => unquote(row[0]));
   const wanted = expected.map(entry => entry.name);
   for (const name of wanted.filter(name => !listed.includes(name))) problems.push(`${heading}: '${name}' is missing`);
-  for (const name of listed.filter(name => !wanted.includes(name))) problems.push(`${heading}: '${name}' is not in the source`);
-  for (const name of listed.filter((name, i) => listed.indexOf(name) !== i)) problems.push(`${heading}: '${name}' is listed twice`);
+  for (const name of listed.filter(name => !wanted.includes(name)))
+    problems.push(`${heading}: '${name}' is not in the source`);
+  for (const name of listed.filter((name, i) => listed.indexOf(name) !== i))
+    problems.push(`${heading}: '${name}' is listed twice`);
   const common = listed.filter(name => wanted.includes(name));
-  if (problems.length === 0 && common.join() !== wanted.join()) problems.push(`${heading}: the order is ${common.join(', ')}, not ${wanted.join(', ')}`);
+  if (problems.length === 0 && common.join() !== wanted.join())
+    problems.push(`${heading}: the order is ${common.join(', ')}, not ${wanted.join(', ')}`);
   const defaultColumn = header.indexOf('default');
   for (const row of table.rows) {
     const entry = expected.find(candidate => candidate.name === unquote(row[0]));
-    if (row.length !== header.length) problems.push(`${heading}: the row of '${unquote(row[0])}' has ${row.length} cells, not ${header.length}`);
+    if (row.length !== header.length)
+      problems.push(`${heading}: the row of '${unquote(row[0])}' has ${row.length} cells, not ${header.length}`);
     if (!row[row.length - 1]) problems.push(`${heading}: '${unquote(row[0])}' has no description`);
     if (entry && defaultColumn >= 0 && unquote(row[defaultColumn] ?? '') !== (entry.default ?? '')) {
-      problems.push(`${heading}: '${entry.name}' defaults to '${unquote(row[defaultColumn] ?? '')}' here, '${entry.default ?? ''}' in the source`);
+      problems.push(
+        `${heading}: '${entry.name}' defaults to '${unquote(row[defaultColumn] ?? '')}' here, '${entry.default ?? ''}' in the source`
+      );
     }
   }
   return problems;
@@ -86,8 +102,10 @@ function tableProblems(markdown: string, heading: string, header: string[], expe
 
 const actionInputs = Object.entries(manifest.inputs).map(([name, input]) => ({ name, default: input.default ?? '' }));
 const actionOutputs = Object.keys(manifest.outputs).map(name => ({ name }));
-const inputsProblems = (markdown: string) => tableProblems(markdown, '## Inputs', ['name', 'default', 'description'], actionInputs);
-const outputsProblems = (markdown: string) => tableProblems(markdown, '## Outputs', ['name', 'description'], actionOutputs);
+const inputsProblems = (markdown: string) =>
+  tableProblems(markdown, '## Inputs', ['name', 'default', 'description'], actionInputs);
+const outputsProblems = (markdown: string) =>
+  tableProblems(markdown, '## Outputs', ['name', 'description'], actionOutputs);
 
 /** The reusable workflow's table: name, type, default ((required) for a required input), description. */
 function reusableProblems(markdown: string): string[] {
@@ -97,14 +115,21 @@ function reusableProblems(markdown: string): string[] {
     markdown,
     '### Reusable workflow',
     ['input', 'type', 'default', 'description'],
-    Object.entries(callInputs).map(([name, input]) => ({ name, default: input.required ? '(required)' : String(input.default ?? '') }))
+    Object.entries(callInputs).map(([name, input]) => ({
+      name,
+      default: input.required ? '(required)' : String(input.default ?? '')
+    }))
   );
   const table = firstTable(text);
   for (const row of table?.rows ?? []) {
     const input = callInputs[unquote(row[0])];
-    if (input && row[1] !== input.type) problems.push(`### Reusable workflow: '${unquote(row[0])}' is of type ${row[1]} here, ${String(input.type)} in dind.yml`);
+    if (input && row[1] !== input.type)
+      problems.push(
+        `### Reusable workflow: '${unquote(row[0])}' is of type ${row[1]} here, ${String(input.type)} in dind.yml`
+      );
   }
-  if (!/uses: setup-dind\/setup-dind\/\.github\/workflows\/dind\.yml@v\d+/.test(text)) problems.push('### Reusable workflow: no example caller');
+  if (!/uses: setup-dind\/setup-dind\/\.github\/workflows\/dind\.yml@v\d+/.test(text))
+    problems.push('### Reusable workflow: no example caller');
   return problems;
 }
 
@@ -113,8 +138,10 @@ function referenceProblems(markdown: string): string[] {
   const problems: string[] = [];
   const workflows = fs.readdirSync(path.join(ROOT, '.github', 'workflows'));
   const badges = [...markdown.matchAll(/actions\/workflows\/([\w.-]+)\/badge\.svg/g)].map(match => match[1]);
-  for (const wanted of ['ci.yml', 'check-dist.yml', 'e2e.yml']) if (!badges.includes(wanted)) problems.push(`no badge for ${wanted}`);
-  for (const badge of badges) if (!workflows.includes(badge)) problems.push(`badge for ${badge}, which is not in .github/workflows`);
+  for (const wanted of ['ci.yml', 'check-dist.yml', 'e2e.yml'])
+    if (!badges.includes(wanted)) problems.push(`no badge for ${wanted}`);
+  for (const badge of badges)
+    if (!workflows.includes(badge)) problems.push(`badge for ${badge}, which is not in .github/workflows`);
   for (const [, ref] of markdown.matchAll(/setup-dind\/setup-dind(?:\/\.github\/workflows\/[\w.-]+)?@(v\d[\w.]*)/g)) {
     if (ref !== `v${packageMajor}`) problems.push(`'@${ref}' is not the current major v${packageMajor}`);
   }
@@ -133,7 +160,8 @@ function asWorkflow(block: string): string {
   const dedented = lines.map(line => line.slice(indent));
   const indented = (by: number) => dedented.map(line => (line ? ' '.repeat(by) + line : line)).join('\n');
   if (/^jobs:/.test(dedented[0])) return `on: push\n${dedented.join('\n')}\n`;
-  if (/^- /.test(dedented[0])) return `on: push\njobs:\n  example:\n    runs-on: ubuntu-latest\n    steps:\n${indented(6)}\n`;
+  if (/^- /.test(dedented[0]))
+    return `on: push\njobs:\n  example:\n    runs-on: ubuntu-latest\n    steps:\n${indented(6)}\n`;
   return `on: push\njobs:\n${indented(2)}\n`;
 }
 
@@ -143,7 +171,9 @@ beforeAll(async () => {
 }, 60_000);
 
 const exampleProblems = (markdown: string) =>
-  yamlBlocks(markdown).flatMap((block, i) => lint(asWorkflow(block), `README example ${i + 1}`).map(result => `${result.file}:${result.line}: ${result.message}`));
+  yamlBlocks(markdown).flatMap((block, i) =>
+    lint(asWorkflow(block), `README example ${i + 1}`).map(result => `${result.file}:${result.line}: ${result.message}`)
+  );
 
 interface ExampleStep {
   id?: string;
@@ -156,11 +186,20 @@ function exampleActionProblems(markdown: string): string[] {
   return yamlBlocks(markdown).flatMap((block, i) => {
     const source = asWorkflow(block);
     const jobs = (parse(source) as { jobs: Record<string, { steps?: ExampleStep[] }> }).jobs;
-    const actionSteps = Object.values(jobs).flatMap(job => job.steps ?? []).filter(step => /^setup-dind\/setup-dind@/.test(step.uses ?? ''));
+    const actionSteps = Object.values(jobs)
+      .flatMap(job => job.steps ?? [])
+      .filter(step => /^setup-dind\/setup-dind@/.test(step.uses ?? ''));
     const ids = new Set(actionSteps.map(step => step.id));
-    const badInputs = actionSteps.flatMap(step => Object.keys(step.with ?? {}).filter(key => !(key in manifest.inputs)));
-    const badOutputs = [...source.matchAll(/steps\.([\w-]+)\.outputs\.([\w-]+)/g)].filter(([, id, name]) => ids.has(id) && !(name in manifest.outputs)).map(match => match[2]);
-    return [...badInputs.map(key => `README example ${i + 1}: input '${key}'`), ...badOutputs.map(name => `README example ${i + 1}: output '${name}'`)];
+    const badInputs = actionSteps.flatMap(step =>
+      Object.keys(step.with ?? {}).filter(key => !(key in manifest.inputs))
+    );
+    const badOutputs = [...source.matchAll(/steps\.([\w-]+)\.outputs\.([\w-]+)/g)]
+      .filter(([, id, name]) => ids.has(id) && !(name in manifest.outputs))
+      .map(match => match[2]);
+    return [
+      ...badInputs.map(key => `README example ${i + 1}: input '${key}'`),
+      ...badOutputs.map(name => `README example ${i + 1}: output '${name}'`)
+    ];
   });
 }
 
@@ -186,12 +225,15 @@ describe('README tables and action.yml', () => {
     expect(exampleProblems(readme)).toEqual([]);
   });
 
-  test("the examples give the action only its inputs and read only its outputs", () => {
+  test('the examples give the action only its inputs and read only its outputs', () => {
     expect(exampleActionProblems(readme)).toEqual([]);
   });
 
   test('the sections users look for are there', () => {
-    const headings = readme.split('\n').filter(line => /^##\s/.test(line)).map(line => line.slice(3).trim());
+    const headings = readme
+      .split('\n')
+      .filter(line => /^##\s/.test(line))
+      .map(line => line.slice(3).trim());
     expect(headings).toEqual(
       expect.arrayContaining([
         'Quick start',
@@ -214,42 +256,65 @@ describe('the checks can fail', () => {
 
   test('a missing input, an extra one, a changed default, another order', () => {
     expect(inputsProblems(readme.replace(row('swarm'), ''))).toEqual(["## Inputs: 'swarm' is missing"]);
-    expect(inputsProblems(readme.replace(row('swarm'), match => match + '| `color` | `blue` | Not an input. |\n'))).toEqual(["## Inputs: 'color' is not in the source"]);
+    expect(
+      inputsProblems(readme.replace(row('swarm'), match => match + '| `color` | `blue` | Not an input. |\n'))
+    ).toEqual(["## Inputs: 'color' is not in the source"]);
     expect(inputsProblems(readme.replace('| `wait-timeout` | `60` |', '| `wait-timeout` | `30` |'))).toEqual([
       "## Inputs: 'wait-timeout' defaults to '30' here, '60' in the source"
     ]);
-    expect(inputsProblems(readme.replace('| `mounts` | |', '| `mounts` | `none` |'))).toEqual(["## Inputs: 'mounts' defaults to 'none' here, '' in the source"]);
+    expect(inputsProblems(readme.replace('| `mounts` | |', '| `mounts` | `none` |'))).toEqual([
+      "## Inputs: 'mounts' defaults to 'none' here, '' in the source"
+    ]);
     const pullRow = readme.match(row('pull'))![0];
-    expect(inputsProblems(readme.replace(pullRow, '').replace(row('image'), match => pullRow + match))[0]).toMatch(/the order is pull, image/);
+    expect(inputsProblems(readme.replace(pullRow, '').replace(row('image'), match => pullRow + match))[0]).toMatch(
+      /the order is pull, image/
+    );
   });
 
   test('an example that would not run: hashFiles in a reusable workflow call, an undefined step', () => {
     const hashed = readme.replace('cache-key: integration   #', "cache-key: ${{ hashFiles('compose.yaml') }}   #");
     expect(exampleProblems(hashed).join('\n')).toMatch(/calling function "hashFiles" is not allowed here/);
-    const undefinedStep = readme.replace('--name ci ${{ steps.dind.outputs.context }}\n          docker buildx build --builder ci --load', '--name ci ${{ steps.dnd.outputs.context }}\n          docker buildx build --builder ci --load');
+    const undefinedStep = readme.replace(
+      '--name ci ${{ steps.dind.outputs.context }}\n          docker buildx build --builder ci --load',
+      '--name ci ${{ steps.dnd.outputs.context }}\n          docker buildx build --builder ci --load'
+    );
     expect(undefinedStep).not.toEqual(readme);
     expect(exampleProblems(undefinedStep).join('\n')).toMatch(/property "dnd" is not defined/);
   });
 
   test('an example with an input or an output action.yml does not have', () => {
-    const typo = readme.replace('          ports: 8080   #', '          port: 8080   #').replace('${{ steps.dind.outputs.ip }}:8080', '${{ steps.dind.outputs.address }}:8080');
-    expect(exampleActionProblems(typo)).toEqual(["README example 6: input 'port'", "README example 6: output 'address'"]);
+    const typo = readme
+      .replace('          ports: 8080   #', '          port: 8080   #')
+      .replace('${{ steps.dind.outputs.ip }}:8080', '${{ steps.dind.outputs.address }}:8080');
+    expect(exampleActionProblems(typo)).toEqual([
+      "README example 6: input 'port'",
+      "README example 6: output 'address'"
+    ]);
   });
 
   test('a missing output, a duplicated one', () => {
     expect(outputsProblems(readme.replace(row('ip'), ''))).toEqual(["## Outputs: 'ip' is missing"]);
-    expect(outputsProblems(readme.replace(row('ip'), match => match + match))).toEqual(["## Outputs: 'ip' is listed twice"]);
+    expect(outputsProblems(readme.replace(row('ip'), match => match + match))).toEqual([
+      "## Outputs: 'ip' is listed twice"
+    ]);
   });
 
   test('a source that changed: an input added to action.yml', () => {
-    const problems = tableProblems(readme, '## Inputs', ['name', 'default', 'description'], [...actionInputs, { name: 'new-input', default: 'x' }]);
+    const problems = tableProblems(
+      readme,
+      '## Inputs',
+      ['name', 'default', 'description'],
+      [...actionInputs, { name: 'new-input', default: 'x' }]
+    );
     expect(problems).toEqual(["## Inputs: 'new-input' is missing"]);
   });
 
   test('a reusable-workflow default that drifted, a wrong type, a badge for a missing workflow, an old major', () => {
-    expect(reusableProblems(readme.replace('| `runs-on` | string | `ubuntu-latest` |', '| `runs-on` | string | `ubuntu-22.04` |'))).toEqual([
-      "### Reusable workflow: 'runs-on' defaults to 'ubuntu-22.04' here, 'ubuntu-latest' in the source"
-    ]);
+    expect(
+      reusableProblems(
+        readme.replace('| `runs-on` | string | `ubuntu-latest` |', '| `runs-on` | string | `ubuntu-22.04` |')
+      )
+    ).toEqual(["### Reusable workflow: 'runs-on' defaults to 'ubuntu-22.04' here, 'ubuntu-latest' in the source"]);
     expect(reusableProblems(readme.replace('| `cache` | boolean |', '| `cache` | string |'))).toEqual([
       "### Reusable workflow: 'cache' is of type string here, boolean in dind.yml"
     ]);
@@ -257,8 +322,10 @@ describe('the checks can fail', () => {
       'no badge for e2e.yml',
       'badge for e3e.yml, which is not in .github/workflows'
     ]);
-    expect(referenceProblems(readme.replace('setup-dind/setup-dind@v0   # this repository', 'setup-dind/setup-dind@v9   # this repository'))).toEqual([
-      "'@v9' is not the current major v0"
-    ]);
+    expect(
+      referenceProblems(
+        readme.replace('setup-dind/setup-dind@v0   # this repository', 'setup-dind/setup-dind@v9   # this repository')
+      )
+    ).toEqual(["'@v9' is not the current major v0"]);
   });
 });

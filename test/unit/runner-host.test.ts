@@ -9,7 +9,8 @@ import { defaultRouteMtu, detectRunnerContainer, engineHostPath, type RunnerCont
 import nodeFs = require('node:fs');
 import nodeOs = require('node:os');
 
-const HEADER = 'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT                                                       ';
+const HEADER =
+  'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT                                                       ';
 /** A /proc/net/route line: destination and mask in the kernel's little-endian hex. */
 const route = (iface: string, destination: string, gateway = '00000000', mask = '00000000') =>
   `${iface}\t${destination}\t${gateway}\t0003\t0\t0\t100\t${mask}\t0\t0\t0                                                                               `;
@@ -37,30 +38,75 @@ describe('defaultRouteMtu', () => {
   }
 
   test.each<[string, string | undefined, Record<string, string>, number | undefined]>([
-    ['the default route on eth0', [HEADER, route('eth0', '00000000', '0100A8C0'), route('eth0', '0000A8C0', '00000000', '00FFFFFF'), ''].join('\n'), { eth0: '1500\n' }, 1500],
-    ['a cloud NIC with jumbo frames', [HEADER, route('ens5', '00000000', '01001FAC'), ''].join('\n'), { ens5: '9001\n' }, 9001],
+    [
+      'the default route on eth0',
+      [HEADER, route('eth0', '00000000', '0100A8C0'), route('eth0', '0000A8C0', '00000000', '00FFFFFF'), ''].join('\n'),
+      { eth0: '1500\n' },
+      1500
+    ],
+    [
+      'a cloud NIC with jumbo frames',
+      [HEADER, route('ens5', '00000000', '01001FAC'), ''].join('\n'),
+      { ens5: '9001\n' },
+      9001
+    ],
     [
       'the default route after other routes',
-      [HEADER, route('docker0', '000011AC', '00000000', '0000FFFF'), route('eth0', '0000A8C0', '00000000', '00FFFFFF'), route('eth0', '00000000', '0100A8C0'), ''].join('\n'),
+      [
+        HEADER,
+        route('docker0', '000011AC', '00000000', '0000FFFF'),
+        route('eth0', '0000A8C0', '00000000', '00FFFFFF'),
+        route('eth0', '00000000', '0100A8C0'),
+        ''
+      ].join('\n'),
       { docker0: '1500\n', eth0: '1400\n' },
       1400
     ],
-    ['the first of two default routes', [HEADER, route('wg0', '00000000'), route('eth0', '00000000', '0100A8C0')].join('\n'), { wg0: '1420\n', eth0: '1500\n' }, 1420],
-    ['no trailing newline, no newline after the MTU', [HEADER, route('eth0', '00000000', '0100A8C0')].join('\n'), { eth0: '1450' }, 1450],
-    ['no default route', [HEADER, route('eth0', '0000A8C0', '00000000', '00FFFFFF'), ''].join('\n'), { eth0: '1500\n' }, undefined],
+    [
+      'the first of two default routes',
+      [HEADER, route('wg0', '00000000'), route('eth0', '00000000', '0100A8C0')].join('\n'),
+      { wg0: '1420\n', eth0: '1500\n' },
+      1420
+    ],
+    [
+      'no trailing newline, no newline after the MTU',
+      [HEADER, route('eth0', '00000000', '0100A8C0')].join('\n'),
+      { eth0: '1450' },
+      1450
+    ],
+    [
+      'no default route',
+      [HEADER, route('eth0', '0000A8C0', '00000000', '00FFFFFF'), ''].join('\n'),
+      { eth0: '1500\n' },
+      undefined
+    ],
     ['only the header (an IPv6-only host)', HEADER + '\n', {}, undefined],
     ['an empty route table file', '', {}, undefined],
     ['no route table file', undefined, { eth0: '1500\n' }, undefined],
-    ["no MTU file for the default route's interface", [HEADER, route('eth0', '00000000', '0100A8C0'), ''].join('\n'), { eth1: '1500\n' }, undefined],
+    [
+      "no MTU file for the default route's interface",
+      [HEADER, route('eth0', '00000000', '0100A8C0'), ''].join('\n'),
+      { eth1: '1500\n' },
+      undefined
+    ],
     ['an MTU of 0', [HEADER, route('eth0', '00000000', '0100A8C0'), ''].join('\n'), { eth0: '0\n' }, undefined],
-    ['an MTU that is no number', [HEADER, route('eth0', '00000000', '0100A8C0'), ''].join('\n'), { eth0: 'n/a\n' }, undefined]
+    [
+      'an MTU that is no number',
+      [HEADER, route('eth0', '00000000', '0100A8C0'), ''].join('\n'),
+      { eth0: 'n/a\n' },
+      undefined
+    ]
   ])('%s', (_name, routeText, mtus, expected) => {
     expect(defaultRouteMtu(...fixture(routeText, mtus))).toBe(expected);
   });
 });
 
 describe('engineHostPath', () => {
-  const runner = (mounts: RunnerContainer['mounts']): RunnerContainer => ({ id: 'f'.repeat(64), networks: ['bridge'], mounts });
+  const runner = (mounts: RunnerContainer['mounts']): RunnerContainer => ({
+    id: 'f'.repeat(64),
+    networks: ['bridge'],
+    mounts
+  });
   const MOUNTS: RunnerContainer['mounts'] = [
     { source: '/srv/runner/work', destination: '/__w' },
     { source: '/srv/temp', destination: '/__w/_temp' },
@@ -74,8 +120,18 @@ describe('engineHostPath', () => {
     ['the mount point itself', '/__w', '/srv/runner/work', runner(MOUNTS)],
     ['under a mount', '/__w/repo/repo', '/srv/runner/work/repo/repo', runner(MOUNTS)],
     ['a nested mount point: the longest mount wins', '/__w/_temp', '/srv/temp', runner(MOUNTS)],
-    ['under a nested mount', '/__w/_temp/setup-dind-dind-abcdef01-data', '/srv/temp/setup-dind-dind-abcdef01-data', runner(MOUNTS)],
-    ['a sibling that shares the nested mount point as a prefix', '/__w/_tempx/y', '/srv/runner/work/_tempx/y', runner(MOUNTS)],
+    [
+      'under a nested mount',
+      '/__w/_temp/setup-dind-dind-abcdef01-data',
+      '/srv/temp/setup-dind-dind-abcdef01-data',
+      runner(MOUNTS)
+    ],
+    [
+      'a sibling that shares the nested mount point as a prefix',
+      '/__w/_tempx/y',
+      '/srv/runner/work/_tempx/y',
+      runner(MOUNTS)
+    ],
     ['a trailing slash', '/__w/repo/', '/srv/runner/work/repo', runner(MOUNTS)],
     ['under /a/b', '/a/b/c', '/srv/a-b/c', runner(MOUNTS)],
     ['/a/bc is not under a mount at /a/b', '/a/bc', undefined, runner(MOUNTS)],
@@ -109,7 +165,11 @@ describe('detectRunnerContainer', () => {
     markers = ['/.dockerenv'];
     asked = [];
     const existsSync = nodeFs.existsSync;
-    jest.spyOn(nodeFs, 'existsSync').mockImplementation(file => (file === '/.dockerenv' || file === '/run/.containerenv' ? markers.includes(String(file)) : existsSync(file)));
+    jest
+      .spyOn(nodeFs, 'existsSync')
+      .mockImplementation(file =>
+        file === '/.dockerenv' || file === '/run/.containerenv' ? markers.includes(String(file)) : existsSync(file)
+      );
     jest.spyOn(nodeOs, 'hostname').mockReturnValue(HOSTNAME);
   });
 
@@ -135,7 +195,9 @@ describe('detectRunnerContainer', () => {
   const inspectInfo = (id: string) =>
     ({
       Id: id,
-      NetworkSettings: { Networks: { bridge: { IPAddress: '172.17.0.2' }, 'github_network_1': { IPAddress: '172.20.0.2' } } },
+      NetworkSettings: {
+        Networks: { bridge: { IPAddress: '172.17.0.2' }, github_network_1: { IPAddress: '172.20.0.2' } }
+      },
       Mounts: [
         { Type: 'bind', Source: '/srv/runner/work', Destination: '/__w' },
         { Type: 'volume', Name: 'v', Source: '/var/lib/docker/volumes/v/_data', Destination: '/cache' },
@@ -167,24 +229,36 @@ describe('detectRunnerContainer', () => {
 
   test('on a bare host (no container marker), the engine is not asked', async () => {
     markers = [];
-    await expect(detectRunnerContainer(engine({ [ID_A]: inspectInfo(ID_A) }), mountinfo(ID_A))).resolves.toBeUndefined();
+    await expect(
+      detectRunnerContainer(engine({ [ID_A]: inspectInfo(ID_A) }), mountinfo(ID_A))
+    ).resolves.toBeUndefined();
     expect(asked).toEqual([]);
   });
 
-  test.each(['/.dockerenv', '/run/.containerenv'])('in a container marked by %s, its id from the mount table: networks and bind mounts only', async marker => {
-    markers = [marker];
-    await expect(detectRunnerContainer(engine({ [ID_A]: inspectInfo(ID_A) }), mountinfo(ID_A))).resolves.toEqual(EXPECTED_A);
-    expect(asked).toEqual([ID_A]);
-  });
+  test.each(['/.dockerenv', '/run/.containerenv'])(
+    'in a container marked by %s, its id from the mount table: networks and bind mounts only',
+    async marker => {
+      markers = [marker];
+      await expect(detectRunnerContainer(engine({ [ID_A]: inspectInfo(ID_A) }), mountinfo(ID_A))).resolves.toEqual(
+        EXPECTED_A
+      );
+      expect(asked).toEqual([ID_A]);
+    }
+  );
 
   test('ids from the mount table come first, then the host name; the first the engine knows wins', async () => {
-    const result = await detectRunnerContainer(engine({ [ID_B]: inspectInfo(ID_B), [HOSTNAME]: inspectInfo(ID_A) }), mountinfo(ID_A, ID_B));
+    const result = await detectRunnerContainer(
+      engine({ [ID_B]: inspectInfo(ID_B), [HOSTNAME]: inspectInfo(ID_A) }),
+      mountinfo(ID_A, ID_B)
+    );
     expect(result?.id).toBe(ID_B);
     expect(asked).toEqual([ID_A, ID_B]);
   });
 
   test('without a mount table, the host name', async () => {
-    await expect(detectRunnerContainer(engine({ [HOSTNAME]: inspectInfo(ID_A) }), path.join(dir, 'no-such-file'))).resolves.toEqual(EXPECTED_A);
+    await expect(
+      detectRunnerContainer(engine({ [HOSTNAME]: inspectInfo(ID_A) }), path.join(dir, 'no-such-file'))
+    ).resolves.toEqual(EXPECTED_A);
     expect(asked).toEqual([HOSTNAME]);
   });
 
@@ -200,6 +274,10 @@ describe('detectRunnerContainer', () => {
 
   test('a container with no networks and no mounts', async () => {
     const bare = { Id: ID_A, NetworkSettings: { Networks: null } } as unknown as Docker.ContainerInspectInfo;
-    await expect(detectRunnerContainer(engine({ [ID_A]: bare }), mountinfo(ID_A))).resolves.toEqual({ id: ID_A, networks: [], mounts: [] });
+    await expect(detectRunnerContainer(engine({ [ID_A]: bare }), mountinfo(ID_A))).resolves.toEqual({
+      id: ID_A,
+      networks: [],
+      mounts: []
+    });
   });
 });

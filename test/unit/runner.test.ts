@@ -60,8 +60,12 @@ describe('parseFileCommands', () => {
       const written = fs.readFileSync(file('GITHUB_OUTPUT'), 'utf8');
       expect(written).toMatch(/^host<<ghadelimiter_[0-9a-f-]{36}\n/);
       expect(parseFileCommands(written)).toEqual(outputs);
-      expect(parseFileCommands(fs.readFileSync(file('GITHUB_ENV'), 'utf8'))).toEqual({ SETUP_DIND_TEST_VARIABLE: 'x=y' });
-      expect(parseFileCommands(fs.readFileSync(file('GITHUB_STATE'), 'utf8'))).toEqual({ instance: '{"id":"abcdef01"}' });
+      expect(parseFileCommands(fs.readFileSync(file('GITHUB_ENV'), 'utf8'))).toEqual({
+        SETUP_DIND_TEST_VARIABLE: 'x=y'
+      });
+      expect(parseFileCommands(fs.readFileSync(file('GITHUB_STATE'), 'utf8'))).toEqual({
+        instance: '{"id":"abcdef01"}'
+      });
     });
   });
 });

@@ -5,10 +5,19 @@ import { createPrivateKey, createPublicKey, webcrypto, X509Certificate } from 'n
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as x509 from '@peculiar/x509';
-import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair, type SubjectAltNames } from '../../src/tls';
+import {
+  certificateLifetimeHours,
+  createAuthority,
+  type CertificateAuthority,
+  type KeyPair,
+  type SubjectAltNames
+} from '../../src/tls';
 
 /** What serverSubjectAltNames gives: loopback, the instance's names, and the container's addresses. */
-const SANS: SubjectAltNames = { dns: ['localhost', 'dind', 'setup-dind-dind-abcdef01'], ip: ['127.0.0.1', '::1', '172.18.0.2', '172.17.0.3'] };
+const SANS: SubjectAltNames = {
+  dns: ['localhost', 'dind', 'setup-dind-dind-abcdef01'],
+  ip: ['127.0.0.1', '::1', '172.18.0.2', '172.17.0.3']
+};
 const LIFETIME_HOURS = 7;
 const NOW = new Date('2030-06-15T12:34:56.789Z');
 const HOUR_MS = 3600 * 1000;
@@ -33,7 +42,10 @@ let server: X509Certificate;
 let client: X509Certificate;
 
 beforeAll(async () => {
-  [material, other] = await Promise.all([createAuthority(LIFETIME_HOURS, NOW).then(a => issueFrom(a)), createAuthority(LIFETIME_HOURS).then(a => issueFrom(a))]);
+  [material, other] = await Promise.all([
+    createAuthority(LIFETIME_HOURS, NOW).then(a => issueFrom(a)),
+    createAuthority(LIFETIME_HOURS).then(a => issueFrom(a))
+  ]);
   ca = new X509Certificate(material.authority.caCert);
   server = new X509Certificate(material.server.cert);
   client = new X509Certificate(material.client.cert);
@@ -67,7 +79,9 @@ describe('the authority', () => {
       await expect(webcrypto.subtle.exportKey('pkcs8', caKeys[0].privateKey as webcrypto.CryptoKey)).rejects.toThrow();
       // That key is the CA's: its public half is the CA certificate's.
       const spki = Buffer.from(await webcrypto.subtle.exportKey('spki', caKeys[0].publicKey as webcrypto.CryptoKey));
-      expect(spki.equals(new X509Certificate(authority.caCert).publicKey.export({ type: 'spki', format: 'der' }))).toBe(true);
+      expect(spki.equals(new X509Certificate(authority.caCert).publicKey.export({ type: 'spki', format: 'der' }))).toBe(
+        true
+      );
 
       generateKey.mockClear();
       await authority.issueServer(SANS);
@@ -100,7 +114,9 @@ describe('the chain', () => {
     expect(constraints?.ca).toBe(true);
     expect(constraints?.pathLength).toBe(0);
     expect(constraints?.critical).toBe(true);
-    expect(cert.getExtension(x509.KeyUsagesExtension)?.usages).toBe(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign);
+    expect(cert.getExtension(x509.KeyUsagesExtension)?.usages).toBe(
+      x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign
+    );
   });
 
   test.each([
@@ -129,9 +145,14 @@ describe('the chain', () => {
   });
 
   test('every certificate has its own serial number', () => {
-    const serials = [material.authority.caCert, material.server.cert, material.client.cert, other.authority.caCert, other.server.cert, other.client.cert].map(
-      pem => new X509Certificate(pem).serialNumber
-    );
+    const serials = [
+      material.authority.caCert,
+      material.server.cert,
+      material.client.cert,
+      other.authority.caCert,
+      other.server.cert,
+      other.client.cert
+    ].map(pem => new X509Certificate(pem).serialNumber);
     expect(new Set(serials).size).toBe(serials.length);
   });
 });
@@ -172,9 +193,30 @@ describe('subject alternative names', () => {
   });
 
   test.each<[string, SubjectAltNames, Array<{ type: string; value: string }>]>([
-    ['one of each', { dns: ['db'], ip: ['10.0.0.7'] }, [{ type: 'dns', value: 'db' }, { type: 'ip', value: '10.0.0.7' }]],
-    ['names only', { dns: ['a', 'b'], ip: [] }, [{ type: 'dns', value: 'a' }, { type: 'dns', value: 'b' }]],
-    ['addresses only', { dns: [], ip: ['192.168.1.2', 'fd00::2'] }, [{ type: 'ip', value: '192.168.1.2' }, { type: 'ip', value: 'fd00::2' }]]
+    [
+      'one of each',
+      { dns: ['db'], ip: ['10.0.0.7'] },
+      [
+        { type: 'dns', value: 'db' },
+        { type: 'ip', value: '10.0.0.7' }
+      ]
+    ],
+    [
+      'names only',
+      { dns: ['a', 'b'], ip: [] },
+      [
+        { type: 'dns', value: 'a' },
+        { type: 'dns', value: 'b' }
+      ]
+    ],
+    [
+      'addresses only',
+      { dns: [], ip: ['192.168.1.2', 'fd00::2'] },
+      [
+        { type: 'ip', value: '192.168.1.2' },
+        { type: 'ip', value: 'fd00::2' }
+      ]
+    ]
   ])('other names give other SANs: %s', async (_name, sans, names) => {
     const custom = await material.authority.issueServer(sans);
     expect(sanOf(custom.cert)?.names.toJSON()).toEqual(names);
@@ -207,7 +249,9 @@ describe('extended key usage', () => {
     ['client', () => material.client.cert]
   ])("the %s certificate names its issuer's key", (_name, pem) => {
     const issuedBy = new x509.X509Certificate(pem()).getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId;
-    const caKeyId = new x509.X509Certificate(material.authority.caCert).getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+    const caKeyId = new x509.X509Certificate(material.authority.caCert).getExtension(
+      x509.SubjectKeyIdentifierExtension
+    )?.keyId;
     expect(issuedBy).toBeDefined();
     expect(issuedBy).toBe(caKeyId);
   });
@@ -234,12 +278,16 @@ describe('private keys', () => {
     ['client', () => material.client.key]
   ])("the %s key does not fit the other authority's certificates", (_name, pem) => {
     const key = createPrivateKey(pem());
-    for (const cert of [other.server.cert, other.client.cert, other.authority.caCert]) expect(new X509Certificate(cert).checkPrivateKey(key)).toBe(false);
+    for (const cert of [other.server.cert, other.client.cert, other.authority.caCert])
+      expect(new X509Certificate(cert).checkPrivateKey(key)).toBe(false);
   });
 });
 
 describe('validity', () => {
-  const validity = (cert: X509Certificate) => ({ notBefore: new Date(cert.validFrom), notAfter: new Date(cert.validTo) });
+  const validity = (cert: X509Certificate) => ({
+    notBefore: new Date(cert.validFrom),
+    notAfter: new Date(cert.validTo)
+  });
 
   test('notAfter is the one returned: now + lifetime', () => {
     expect(material.authority.notAfter.getTime()).toBe(NOW.getTime() + LIFETIME_HOURS * HOUR_MS);
@@ -257,15 +305,18 @@ describe('validity', () => {
     expect(notBefore.getTime()).toBeGreaterThanOrEqual(NOW.getTime() - HOUR_MS);
   });
 
-  test.each(['github-hosted', 'self-hosted'])('the lifetime for %s runners shows in the certificates', async environment => {
-    const hours = certificateLifetimeHours(environment);
-    const authority = await createAuthority(hours, NOW);
-    const made = await issueFrom(authority);
-    for (const pem of [authority.caCert, made.server.cert, made.client.cert]) {
-      const { notAfter } = validity(new X509Certificate(pem));
-      expect(Math.round((notAfter.getTime() - NOW.getTime()) / HOUR_MS)).toBe(hours);
+  test.each(['github-hosted', 'self-hosted'])(
+    'the lifetime for %s runners shows in the certificates',
+    async environment => {
+      const hours = certificateLifetimeHours(environment);
+      const authority = await createAuthority(hours, NOW);
+      const made = await issueFrom(authority);
+      for (const pem of [authority.caCert, made.server.cert, made.client.cert]) {
+        const { notAfter } = validity(new X509Certificate(pem));
+        expect(Math.round((notAfter.getTime() - NOW.getTime()) / HOUR_MS)).toBe(hours);
+      }
     }
-  });
+  );
 
   test('without a date, the authority starts now', async () => {
     const before = Date.now();
@@ -287,10 +338,13 @@ describe('a mutual-TLS handshake on 127.0.0.1', () => {
   let impostorPort: number;
 
   const listen = async (pair: KeyPair, caCert: string): Promise<[https.Server, number]> => {
-    const server = https.createServer({ key: pair.key, cert: pair.cert, ca: caCert, requestCert: true, rejectUnauthorized: true }, (request, response) => {
-      const peer = (request.socket as import('node:tls').TLSSocket).getPeerCertificate();
-      response.end(`hello ${peer.subject.CN}`);
-    });
+    const server = https.createServer(
+      { key: pair.key, cert: pair.cert, ca: caCert, requestCert: true, rejectUnauthorized: true },
+      (request, response) => {
+        const peer = (request.socket as import('node:tls').TLSSocket).getPeerCertificate();
+        response.end(`hello ${peer.subject.CN}`);
+      }
+    );
     await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
     return [server, (server.address() as AddressInfo).port];
   };
@@ -319,7 +373,9 @@ describe('a mutual-TLS handshake on 127.0.0.1', () => {
         response.on('end', () => resolve({ ok: true, body }));
         response.on('error', error => resolve({ ok: false, error: error.message }));
       });
-      request.on('error', error => resolve({ ok: false, error: (error as NodeJS.ErrnoException).code ?? error.message }));
+      request.on('error', error =>
+        resolve({ ok: false, error: (error as NodeJS.ErrnoException).code ?? error.message })
+      );
     });
   }
 
@@ -329,15 +385,24 @@ describe('a mutual-TLS handshake on 127.0.0.1', () => {
     await expect(get(trusted())).resolves.toEqual({ ok: true, body: 'hello setup-dind client' });
   });
 
-  test.each(['localhost', 'dind', 'setup-dind-dind-abcdef01'])('a client verifies the server under its name %p', async servername => {
-    await expect(get({ ...trusted(), servername })).resolves.toEqual({ ok: true, body: 'hello setup-dind client' });
-  });
+  test.each(['localhost', 'dind', 'setup-dind-dind-abcdef01'])(
+    'a client verifies the server under its name %p',
+    async servername => {
+      await expect(get({ ...trusted(), servername })).resolves.toEqual({ ok: true, body: 'hello setup-dind client' });
+    }
+  );
 
   test.each<[string, () => https.RequestOptions]>([
     ['a client with no certificate', () => ({ ca: live.authority.caCert })],
-    ["a client with another authority's client certificate", () => ({ ca: live.authority.caCert, cert: other.client.cert, key: other.client.key })],
+    [
+      "a client with another authority's client certificate",
+      () => ({ ca: live.authority.caCert, cert: other.client.cert, key: other.client.key })
+    ],
     // The extended key usage matters: the server's key pair is no client's.
-    ['a client presenting the server certificate', () => ({ ca: live.authority.caCert, cert: live.server.cert, key: live.server.key })]
+    [
+      'a client presenting the server certificate',
+      () => ({ ca: live.authority.caCert, cert: live.server.cert, key: live.server.key })
+    ]
   ])('%s is refused', async (_name, options) => {
     await expect(get(options())).resolves.toMatchObject({ ok: false });
   });
@@ -346,15 +411,23 @@ describe('a mutual-TLS handshake on 127.0.0.1', () => {
     await expect(get({ ca: other.authority.caCert, cert: live.client.cert, key: live.client.key })).resolves.toEqual({
       ok: false,
       // Both CAs are named alike: Node reports the foreign one as a self-signed certificate in the chain.
-      error: expect.stringMatching(/^(SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|CERT_SIGNATURE_FAILURE)$/)
+      error: expect.stringMatching(
+        /^(SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|CERT_SIGNATURE_FAILURE)$/
+      )
     });
   });
 
   test('a client refuses the server under a name the certificate does not carry', async () => {
-    await expect(get({ ...trusted(), servername: 'evil.example' })).resolves.toEqual({ ok: false, error: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+    await expect(get({ ...trusted(), servername: 'evil.example' })).resolves.toEqual({
+      ok: false,
+      error: 'ERR_TLS_CERT_ALTNAME_INVALID'
+    });
   });
 
   test('a client refuses a server that presents the client certificate', async () => {
-    await expect(get({ ...trusted(), port: impostorPort, checkServerIdentity: () => undefined })).resolves.toEqual({ ok: false, error: 'INVALID_PURPOSE' });
+    await expect(get({ ...trusted(), port: impostorPort, checkServerIdentity: () => undefined })).resolves.toEqual({
+      ok: false,
+      error: 'INVALID_PURPOSE'
+    });
   });
 });

@@ -1,17 +1,50 @@
 // Which images a job used, and which the cache drops: pure functions, so every case is a row.
-import { familiarReference, imageFacts, matchesReference, planEviction, recorderCommand, referencesInEvents, usedImages, USAGE_LOG, type ImageFacts, type UsageSignals } from '../../src/usage';
+import {
+  familiarReference,
+  imageFacts,
+  matchesReference,
+  planEviction,
+  recorderCommand,
+  referencesInEvents,
+  usedImages,
+  USAGE_LOG,
+  type ImageFacts,
+  type UsageSignals
+} from '../../src/usage';
 import type Docker from 'dockerode';
 
 const HOUR = 3_600_000;
 const id = (n: number) => `sha256:${String(n).repeat(64).slice(0, 64)}`;
-const image = (n: number, overrides: Partial<ImageFacts> = {}): ImageFacts => ({ id: id(n), tags: [], digests: [], layers: [], lastTagged: 0, ...overrides });
+const image = (n: number, overrides: Partial<ImageFacts> = {}): ImageFacts => ({
+  id: id(n),
+  tags: [],
+  digests: [],
+  layers: [],
+  lastTagged: 0,
+  ...overrides
+});
 
 describe('recorderCommand', () => {
   test('streams the image-naming events since the daemon started into the log, through the daemon socket', () => {
     const command = recorderCommand(1795768629_900);
     expect(command.slice(0, 2)).toEqual(['sh', '-c']);
     expect(command.slice(3, 6)).toEqual(['sh', USAGE_LOG, '1795768629']);
-    expect(command.slice(6)).toEqual(['--filter', 'type=container', '--filter', 'type=image', '--filter', 'event=create', '--filter', 'event=pull', '--filter', 'event=load', '--filter', 'event=import', '--filter', 'event=tag']);
+    expect(command.slice(6)).toEqual([
+      '--filter',
+      'type=container',
+      '--filter',
+      'type=image',
+      '--filter',
+      'event=create',
+      '--filter',
+      'event=pull',
+      '--filter',
+      'event=load',
+      '--filter',
+      'event=import',
+      '--filter',
+      'event=tag'
+    ]);
     expect(command[2]).toContain('exec docker -H unix:///var/run/docker.sock events --since "$since"');
   });
 });
@@ -19,15 +52,25 @@ describe('recorderCommand', () => {
 describe('referencesInEvents', () => {
   test('container creations name their image; image events their id and name; other lines are skipped', () => {
     const lines = [
-      JSON.stringify({ Type: 'container', Action: 'create', Actor: { ID: 'c1', Attributes: { image: 'alpine:3', name: 'x' } } }),
+      JSON.stringify({
+        Type: 'container',
+        Action: 'create',
+        Actor: { ID: 'c1', Attributes: { image: 'alpine:3', name: 'x' } }
+      }),
       JSON.stringify({ Type: 'image', Action: 'tag', Actor: { ID: id(1), Attributes: { name: 'built:one' } } }),
-      JSON.stringify({ Type: 'image', Action: 'pull', Actor: { ID: 'busybox:latest', Attributes: { name: 'busybox' } } }),
+      JSON.stringify({
+        Type: 'image',
+        Action: 'pull',
+        Actor: { ID: 'busybox:latest', Attributes: { name: 'busybox' } }
+      }),
       JSON.stringify({ Type: 'volume', Action: 'create', Actor: { ID: 'v', Attributes: { driver: 'local' } } }),
       'Error response from daemon: something',
       '',
       JSON.stringify({ Type: 'container', Action: 'create', Actor: { ID: 'c2', Attributes: { image: 'alpine:3' } } })
     ];
-    expect(referencesInEvents(lines.join('\n')).sort()).toEqual(['alpine:3', 'built:one', 'busybox', 'busybox:latest', id(1)].sort());
+    expect(referencesInEvents(lines.join('\n')).sort()).toEqual(
+      ['alpine:3', 'built:one', 'busybox', 'busybox:latest', id(1)].sort()
+    );
   });
 });
 
@@ -86,7 +129,13 @@ describe('usedImages', () => {
   });
 
   test('an image tagged during the job is used (builds, pulls and loads tag); one tagged before is not', () => {
-    const used = usedImages([{ ...other, lastTagged: since }, { ...empty, lastTagged: since - 1 }], none);
+    const used = usedImages(
+      [
+        { ...other, lastTagged: since },
+        { ...empty, lastTagged: since - 1 }
+      ],
+      none
+    );
     expect([...used]).toEqual([id(4)]);
   });
 });
@@ -96,7 +145,10 @@ describe('planEviction', () => {
   const kept = image(1);
   const unused = image(2);
   const unknown = image(3);
-  const record = { lastUsed: { [id(1)]: new Date(10 * HOUR).toISOString(), [id(2)]: new Date(90 * HOUR).toISOString() }, savedAt: 95 * HOUR };
+  const record = {
+    lastUsed: { [id(1)]: new Date(10 * HOUR).toISOString(), [id(2)]: new Date(90 * HOUR).toISOString() },
+    savedAt: 95 * HOUR
+  };
   const iso = (hours: number) => new Date(hours * HOUR).toISOString();
 
   test.each<[string, number | undefined, number[], Record<number, number>]>([
@@ -107,7 +159,9 @@ describe('planEviction', () => {
   ])('%s', (_name, keep, evicted, lastUsedHours) => {
     const plan = planEviction([kept, unused, unknown], new Set([id(1)]), record, now, keep);
     expect(plan.evict.map(entry => entry.image.id)).toEqual(evicted.map(id));
-    expect(plan.lastUsed).toEqual(Object.fromEntries(Object.entries(lastUsedHours).map(([n, hours]) => [id(Number(n)), iso(hours)])));
+    expect(plan.lastUsed).toEqual(
+      Object.fromEntries(Object.entries(lastUsedHours).map(([n, hours]) => [id(Number(n)), iso(hours)]))
+    );
   });
 
   test('an image evicted carries its last use (kept if it cannot be removed)', () => {
@@ -125,11 +179,20 @@ describe('imageFacts', () => {
       RootFS: { Type: 'layers', Layers: ['l1', 'l2'] },
       Metadata: { LastTagTime: '2026-11-27T08:00:00.5Z' }
     } as unknown as Docker.ImageInspectInfo;
-    expect(imageFacts(inspected)).toEqual({ id: id(1), tags: ['a:1'], digests: ['a@sha256:x'], layers: ['l1', 'l2'], lastTagged: Date.parse('2026-11-27T08:00:00.5Z') });
+    expect(imageFacts(inspected)).toEqual({
+      id: id(1),
+      tags: ['a:1'],
+      digests: ['a@sha256:x'],
+      layers: ['l1', 'l2'],
+      lastTagged: Date.parse('2026-11-27T08:00:00.5Z')
+    });
   });
 
   test('never tagged (the zero time) is long ago', () => {
-    const inspected = { Id: id(1), Metadata: { LastTagTime: '0001-01-01T00:00:00Z' } } as unknown as Docker.ImageInspectInfo;
+    const inspected = {
+      Id: id(1),
+      Metadata: { LastTagTime: '0001-01-01T00:00:00Z' }
+    } as unknown as Docker.ImageInspectInfo;
     expect(imageFacts(inspected).lastTagged).toBeLessThan(0);
   });
 });

