@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 
 /** Bump when the archive format changes: old caches then simply stop matching. */
-const FORMAT = 'setup-dind-v1';
+const FORMAT = 'setup-dind-v2';
 
 /** Daemon settings that change what /var/lib/docker holds or how it is read. */
 const STORAGE_SETTINGS = ['storage-driver', 'storage-opt', 'storage-opts', 'features', 'userns-remap', 'data-root'];

@@ -1,16 +1,14 @@
-// The daemon's /var/lib/docker across jobs, post's side: while the daemon runs, drop what the next job
-// should not inherit and fingerprint the rest; once it has stopped, archive it (tar → zstd → streaming
-// upload) under a key derived from its content. Never a failed job: warnings.
-import * as path from 'node:path';
-import { Transform } from 'node:stream';
+// The daemon's data across jobs, post's side: while the daemon runs, drop what the next job should not
+// inherit, fingerprint the rest and decide whether to save; once it has stopped and its filesystem is
+// unmounted, save its image as a new state (save.ts). Never a failed job: warnings.
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import { archiveFrom, directoryBytes, METADATA_FILE, writeFileAsRoot } from './archive';
-import { uploadBlob } from './blob-upload';
-import { readMetadata, type CacheMetadata, type CacheSetup } from './cache';
+import type { CacheSetup } from './cache';
 import { contentFingerprint, saveKey, type DaemonContent } from './cache-key';
-import { finalize, lookup, reserve } from './cache-service';
 import { Inputs } from './constants';
+import { errorMessage } from './errors';
+import type { Manifest } from './manifest';
+import { saveState, SizeLimitError, type SaveResult } from './save';
 import { formatBytes } from './units';
 import { collectUsage, planEviction, type LastUsed } from './usage';
 
@@ -55,21 +53,19 @@ export interface Eviction {
  */
 export async function evictUnusedImages(
   setup: CacheSetup,
+  restored: Pick<Manifest, 'lastUsed' | 'savedAt'> | undefined,
   outer: Docker,
   container: Docker.Container,
   dind: Docker
 ): Promise<Eviction> {
   const now = Date.now();
-  const [usage, metadata] = await Promise.all([
-    collectUsage(outer, container, dind, setup.usageRecorder, setup.usageSince ?? now),
-    readMetadata(setup)
-  ]);
-  const savedAt = metadata?.savedAt ? Date.parse(metadata.savedAt) : now;
+  const usage = await collectUsage(outer, container, dind, setup.usageRecorder, setup.usageSince ?? now);
+  const savedAt = restored ? Date.parse(restored.savedAt) : now;
   const keepUnusedMs = usage.partial ? undefined : setup.keepUnusedMs;
   const plan = planEviction(
     usage.images,
     usage.used,
-    { lastUsed: metadata?.lastUsed ?? {}, savedAt: Number.isNaN(savedAt) ? now : savedAt },
+    { lastUsed: restored?.lastUsed ?? {}, savedAt: Number.isNaN(savedAt) ? now : savedAt },
     now,
     keepUnusedMs
   );
@@ -80,7 +76,7 @@ export async function evictUnusedImages(
       await dind.getImage(image.id).remove({ force: true });
       evicted.push(...(image.tags.length > 0 ? image.tags : [image.id.slice(7, 19)]));
     } catch (error) {
-      core.info(`Keeping ${image.tags[0] ?? image.id}: ${(error as Error).message}`);
+      core.info(`Keeping ${image.tags[0] ?? image.id}: ${errorMessage(error)}`);
       plan.lastUsed[image.id] = lastUsed;
     }
   }
@@ -113,75 +109,24 @@ export function contentKey(setup: CacheSetup, content: DaemonContent): string {
   return saveKey(setup.exactPrefix, contentFingerprint(content));
 }
 
-export interface SaveResult {
-  saved: boolean;
-  bytes: number;
-  /** The key saved under: the content key, or a variant of it when that one is stuck (see reserveSlot). */
-  key?: string;
-  reason: string;
-}
-
-/** Variants of a content key tried when an earlier save reserved it and never committed. */
-const KEY_VARIANTS = 3;
-
-/**
- * Reserves the content key, or says which entry with this content exists. The service keeps a key
- * reserved by a save that failed or was cut short (an upload error, the size limit) for a day and
- * refuses it meanwhile: then `<key>.2`, `<key>.3` hold the same content.
- */
-async function reserveSlot(key: string): Promise<{ key: string; uploadUrl: string } | { existing: string }> {
-  for (let variant = 1; variant <= KEY_VARIANTS; variant++) {
-    const candidate = variant === 1 ? key : `${key}.${variant}`;
-    // A lookup by key also matches by prefix: an entry `<key>.N` holds the same content too.
-    const existing = await lookup(candidate, []);
-    if (existing) return { existing: existing.key };
-    const uploadUrl = await reserve(candidate);
-    if (uploadUrl) return { key: candidate, uploadUrl };
-  }
-  return { existing: `${key} (reserved by earlier saves that did not finish)` };
-}
-
-class SizeLimitError extends Error {}
-
-/** Archives the stopped daemon's data and uploads it under `key`. Never throws. */
+/** Saves the stopped daemon's image under `key`. Never throws: a failure is a warning. */
 export async function saveDaemonData(
   setup: CacheSetup,
-  contentKey: string,
+  key: string,
   imageId: string,
-  lastUsed: LastUsed
-): Promise<SaveResult> {
-  let bytes = 0;
+  lastUsed: LastUsed,
+  restored: Manifest | undefined
+): Promise<SaveResult | undefined> {
   try {
-    const slot = await reserveSlot(contentKey);
-    if ('existing' in slot)
-      return { saved: false, bytes: 0, reason: `a cache with this content exists already (${slot.existing})` };
-    const { key, uploadUrl } = slot;
-    const metadata: CacheMetadata = { imageId, key, savedAt: new Date().toISOString(), lastUsed };
-    await writeFileAsRoot(setup.access, path.join(setup.dataDir, METADATA_FILE), JSON.stringify(metadata) + '\n');
-    const archiver = archiveFrom(setup.access, setup.dataDir);
-    const limit = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        bytes += chunk.length;
-        if (bytes > setup.maxBytes) callback(new SizeLimitError());
-        else callback(null, chunk);
-      }
-    });
-    archiver.stream.on('error', error => limit.destroy(error));
-    archiver.stream.pipe(limit);
-    try {
-      await Promise.all([uploadBlob(uploadUrl, limit).then(() => finalize(key, bytes)), archiver.done]);
-    } finally {
-      archiver.kill();
-    }
-    return { saved: true, bytes, key, reason: `saved as ${key}` };
+    return await saveState({ dataDir: setup.dataDir, key, imageId, lastUsed, restored, maxBytes: setup.maxBytes });
   } catch (error) {
     if (error instanceof SizeLimitError) {
-      const dataBytes = await directoryBytes(setup.access, setup.dataDir).catch(() => NaN);
-      const message = `Not saving the cache: the daemon's ${formatBytes(dataBytes)} of data compress to more than '${Inputs.CacheMaxSize}' (${formatBytes(setup.maxBytes)}). Raise '${Inputs.CacheMaxSize}' or keep fewer images in the daemon.`;
-      core.warning(message);
-      return { saved: false, bytes: 0, reason: message };
+      core.warning(
+        `Not saving the cache: the daemon's data compresses to more than '${Inputs.CacheMaxSize}' (${formatBytes(setup.maxBytes)}). Raise '${Inputs.CacheMaxSize}' or keep fewer images in the daemon.`
+      );
+    } else {
+      core.warning(`Cache save failed (the job is not affected): ${errorMessage(error)}`);
     }
-    core.warning(`Cache save failed (the job is not affected): ${(error as Error).message}`);
-    return { saved: false, bytes: 0, reason: `failed: ${(error as Error).message}` };
+    return undefined;
   }
 }

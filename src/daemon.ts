@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
 import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, INSTANCE_LABEL } from './constants';
+import { CONTAINER_DATA_DIR } from './data-image';
 import { connect, tlsClientOptions, type TlsEndpoint } from './engine';
 import type { Instance } from './instance';
 import { flagConfigNames, type PortMapping } from './inputs';
@@ -100,7 +101,7 @@ export interface ContainerSpec {
   image: string;
   privileged: boolean;
   dockerdArgs: string[];
-  /** Engine-host directory for /var/lib/docker (the cache's); else the image's anonymous volume. */
+  /** Engine-host directory of the data image (data-image.ts); else the image's /var/lib/docker volume. */
   dataDir?: string;
   /** Engine-host paths bind-mounted at `target`. */
   mounts: Array<{ source: string; target: string }>;
@@ -146,7 +147,7 @@ export function containerCreateOptions(
         ...publishedPorts(spec.ports)
       },
       Binds: [
-        ...(spec.dataDir ? [`${spec.dataDir}:/var/lib/docker`] : []),
+        ...(spec.dataDir ? [`${spec.dataDir}:${CONTAINER_DATA_DIR}`] : []),
         ...spec.mounts.map(mount => `${mount.source}:${mount.target}`)
       ]
     },
@@ -172,24 +173,31 @@ async function tarBuffer(build: (pack: tar.Pack) => void): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** What goes into the container before it starts, as a tar to extract at `/` (directories first). */
-export function setupArchive(caCert: string, config: Record<string, unknown>): Promise<Buffer> {
+/** The server's key pair and the marker that releases dockerd, entries of a tar to extract at `/`. */
+function serverEntries(pack: tar.Pack, server: KeyPair): void {
+  pack.entry({ name: `${CERT_DIR.slice(1)}/server-cert.pem`, mode: 0o644 }, server.cert);
+  pack.entry({ name: `${CERT_DIR.slice(1)}/server-key.pem`, mode: 0o600 }, server.key);
+  pack.entry({ name: READY_MARKER.slice(1), mode: 0o644 }, '');
+}
+
+/**
+ * What goes into the container before it starts, as a tar to extract at `/` (directories first); with
+ * the server's certificate when it can be issued before the container's addresses are known.
+ */
+export function setupArchive(caCert: string, config: Record<string, unknown>, server?: KeyPair): Promise<Buffer> {
   return tarBuffer(pack => {
     pack.entry({ name: CONTAINER_SETUP_DIR.slice(1) + '/', type: 'directory', mode: 0o755 });
     pack.entry({ name: CERT_DIR.slice(1) + '/', type: 'directory', mode: 0o755 });
     pack.entry({ name: ENTRYPOINT.slice(1), mode: 0o755 }, entrypointScript());
     pack.entry({ name: DAEMON_JSON.slice(1), mode: 0o644 }, JSON.stringify(config, null, 2) + '\n');
     pack.entry({ name: `${CERT_DIR.slice(1)}/ca.pem`, mode: 0o644 }, caCert);
+    if (server) serverEntries(pack, server);
   });
 }
 
-/** The server's key pair, once the container's addresses are known, and the marker that releases dockerd. */
+/** The server's certificate for a container already started (it names the container's addresses). */
 export function serverArchive(server: KeyPair): Promise<Buffer> {
-  return tarBuffer(pack => {
-    pack.entry({ name: `${CERT_DIR.slice(1)}/server-cert.pem`, mode: 0o644 }, server.cert);
-    pack.entry({ name: `${CERT_DIR.slice(1)}/server-key.pem`, mode: 0o600 }, server.key);
-    pack.entry({ name: READY_MARKER.slice(1), mode: 0o644 }, '');
-  });
+  return tarBuffer(pack => serverEntries(pack, server));
 }
 
 /** The loopback port the engine published the daemon's TLS port on. */

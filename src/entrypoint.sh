@@ -88,16 +88,117 @@ if command -v iptables >/dev/null 2>&1 && ! iptables -nL >/dev/null 2>&1; then
 	fi
 fi
 
-# The server certificate names the container's addresses, known only once it runs: main puts it
-# in then, with this marker last.
-waited=0
-while [ ! -e /setup-dind/certs/ready ]; do
-	waited=$((waited + 1))
-	if [ "$waited" -ge 1200 ]; then
-		say "no server certificate after 60 s; giving up"
-		exit 1
-	fi
-	sleep 0.05
-done
+# The server certificate goes in before the container starts, or, when it must name the container's
+# address on the default bridge (known only once it runs), right after; the marker comes last.
+await_certificate() {
+	waited=0
+	while [ ! -e /setup-dind/certs/ready ]; do
+		waited=$((waited + 1))
+		if [ "$waited" -ge 1200 ]; then
+			say "no server certificate after 60 s; giving up"
+			exit 1
+		fi
+		sleep 0.05
+	done
+}
 
-exec "$@"
+# Runs the command (dockerd) as a child, and on TERM stops it: the image usage recorder first
+# (src/usage.ts), whose open event stream dockerd would otherwise wait 5 s for. Then, once dockerd
+# has exited, `after` (the data image's unmount).
+after=:
+run() {
+	await_certificate
+	"$@" &
+	daemon=$!
+	trap 'stop_daemon' TERM INT
+	status=0
+	while kill -0 "$daemon" 2>/dev/null; do
+		status=0
+		wait "$daemon" || status=$?
+	done
+	$after
+	exit "$status"
+}
+stop_daemon() {
+	[ -f /setup-dind/recorder.pid ] && kill "$(cat /setup-dind/recorder.pid)" 2>/dev/null || :
+	kill -TERM "$daemon" 2>/dev/null || :
+}
+
+# The daemon's data: an ext4 filesystem in a file of the job's (see src/data-image.ts), loop-mounted
+# at /var/lib/docker. Without that file the image's own /var/lib/docker volume is used.
+data=/setup-dind/data
+image="$data/docker.img"
+lib=/var/lib/docker
+[ -f "$image" ] || run "$@"
+
+note() { echo "$*" >>"$data/events"; }
+
+# What a saved state may hold, and so what a restored one keeps: images, their layers, build cache
+# and containerd's content. Not the job's containers, volumes, networks, plugins or swarm: a state
+# restored with a container set to restart would run it at once.
+keep() {
+	case "$1" in
+	image | overlay2 | fuse-overlayfs | btrfs | zfs | vfs | buildkit | containerd | engine-id | lost+found) return 0 ;;
+	esac
+	return 1
+}
+prune() {
+	for entry in "$lib"/* "$lib"/.[!.]* "$lib"/..?*; do
+		[ -e "$entry" ] || [ -L "$entry" ] || continue
+		keep "${entry##*/}" || rm -rf "$entry"
+	done
+}
+
+make_filesystem() {
+	# A 4 MiB journal (a larger one would be saved too), no reserved blocks, an inode per 8 KiB
+	# (layers of small files), nothing a kernel of the last ten years could not mount.
+	set -- -t ext4 -q -F -b 4096 -m 0 -i 8192 -J size=4 -E lazy_itable_init=1,nodiscard
+	mke2fs "$@" -O ^resize_inode,^orphan_file,^metadata_csum_seed "$image" 2>/dev/null ||
+		mke2fs "$@" -O ^resize_inode "$image"
+}
+
+# A free loop device: a privileged container sees only the device nodes that existed when it was
+# created, so make the node the kernel hands out if it is missing. Another container may take the
+# same one first: try again.
+mount_image() {
+	tries=0
+	while [ "$tries" -lt 10 ]; do
+		tries=$((tries + 1))
+		dev="$(losetup -f 2>/dev/null)" || return 1
+		[ -b "$dev" ] || mknod "$dev" b 7 "${dev#/dev/loop}" 2>/dev/null || :
+		mount -o "loop=$dev,noatime,noinit_itable" "$image" "$lib" 2>"$data/mount.err" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+mode="$(cat "$data/mode" 2>/dev/null || echo new)"
+if [ ! -e /dev/loop-control ] || ! command -v mke2fs >/dev/null 2>&1; then
+	note "plain no loop device or mke2fs in the dind container"
+	run "$@"
+fi
+if [ "$mode" = restored ] && ! e2fsck -fn "$image" >"$data/check.log" 2>&1; then
+	# Anyone who can write the cache could have made this image: the kernel never sees one that
+	# e2fsck does not find entirely consistent.
+	note "discarded the restored filesystem failed e2fsck's check: $(tail -n 3 "$data/check.log" | tr '\n' ' ')"
+	mode=new
+fi
+if [ "$mode" = new ]; then
+	if ! make_filesystem >"$data/mkfs.log" 2>&1; then
+		note "plain mke2fs failed: $(tail -n 3 "$data/mkfs.log" | tr '\n' ' ')"
+		run "$@"
+	fi
+	echo restored >"$data/mode"
+fi
+if ! mount_image; then
+	note "plain the filesystem image could not be mounted: $(cat "$data/mount.err")"
+	run "$@"
+fi
+prune
+note mounted
+unmount() {
+	prune
+	if umount "$lib"; then note unmounted; fi
+}
+after=unmount
+run "$@"

@@ -1,8 +1,10 @@
 // Main: start the daemon, secure it, hand it to later steps.
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { builderName, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './buildx';
-import { prepareCache, restoreDaemonData, verifyRestoredData, type CacheSetup, type RestoreResult } from './cache';
+import { prepareCache, prepareEmptyData, restoreDaemonData, type CacheSetup, type RestoreResult } from './cache';
 import { DAEMON_TLS_PORT, INSTANCE_LABEL, Outputs } from './constants';
 import { createContext } from './context';
 import {
@@ -36,6 +38,8 @@ import {
   setDaemonOutputs,
   writeClientCertificates
 } from './environment';
+import { DataFiles, readDataEvents } from './data-image';
+import { errorMessage } from './errors';
 import { ensureImage } from './image';
 import { getInputs, type ActionInputs } from './inputs';
 import { newInstance, type Instance } from './instance';
@@ -64,6 +68,10 @@ export async function runMain(): Promise<void> {
 interface Prepared {
   authority: CertificateAuthority;
   client: KeyPair;
+  /** Issued before the container starts when it can be (see lateServerCertificate). */
+  server?: KeyPair;
+  /** The data directory as the engine's host has it; undefined: the image's own /var/lib/docker volume. */
+  dataDir?: string;
   cache?: { setup: CacheSetup; restored: RestoreResult; seconds: number };
 }
 
@@ -108,7 +116,7 @@ async function setUp(timeline: Timeline): Promise<void> {
       };
       if (runner)
         core.info(`The job runs in container ${runner.id.slice(0, 12)} (networks: ${runner.networks.join(', ')}).`);
-      return { prepared: await prepare(docker, inputs, state, placement, timeline), placement };
+      return { prepared: await prepare(docker, inputs, state, placement), placement };
     }
   );
   const { container, reach, addresses, version } = await timeline.phase('Start the daemon', () =>
@@ -116,6 +124,8 @@ async function setUp(timeline: Timeline): Promise<void> {
   );
 
   await timeline.phase('Hand the daemon to later steps', async () => {
+    await checkData(state, prepared, timeline);
+    await recordUsage(state, container);
     if (inputs.setEnv) {
       exportDockerEnvironment(reach.host, instance.certDir, engine);
       if (reach.ip) exportTestcontainersHost(reach.ip);
@@ -214,57 +224,89 @@ function reachability(
   return { address, host: daemonHost(address.host, address.port), ip };
 }
 
-/** Everything that does not need the container, at once: the image pull overlaps the cache download. */
+/**
+ * Everything that does not need the container, at once: the image pull overlaps the cache download.
+ * The server's certificate too, unless it must name an address the container gets only once it runs.
+ */
 async function prepare(
   docker: Docker,
   inputs: ActionInputs,
   state: InstanceState,
-  placement: Placement,
-  timeline: Timeline
+  placement: Placement
 ): Promise<Prepared> {
   const { instance } = state;
-  const cacheable = inputs.cache && engineHostPath(placement.runner, instance.dataDir) !== undefined;
-  if (inputs.cache && !cacheable) {
+  const dataDir = engineHostPath(placement.runner, instance.dataDir);
+  if (dataDir === undefined && inputs.cache) {
     core.warning(
       `Cache off: the engine cannot bind-mount ${instance.dataDir} from inside this job's container (RUNNER_TEMP is not a bind mount of the engine's host).`
     );
   }
-  const [tls, imageId, , restore] = await Promise.all([
+  const imageId = ensureImage(docker, inputs.image, inputs.pull);
+  const [tls, , , cache] = await Promise.all([
     (async () => {
       const authority = await createAuthority(certificateLifetimeHours(process.env.RUNNER_ENVIRONMENT));
-      const client = await authority.issueClient();
+      const [client, server] = await Promise.all([
+        authority.issueClient(),
+        lateServerCertificate(placement) ? undefined : authority.issueServer(serverSubjectAltNames(instance, []))
+      ]);
       await writeClientCertificates(instance.certDir, authority.caCert, client);
       core.info(`Certificates valid until ${authority.notAfter.toISOString()}; client files in ${instance.certDir}`);
-      return { authority, client };
+      return { authority, client, server };
     })(),
-    ensureImage(docker, inputs.image, inputs.pull),
+    imageId,
     docker.createNetwork(networkCreateOptions(instance)),
     (async () => {
-      const setup = await prepareCache({ ...inputs, cache: cacheable }, instance);
-      if (!setup) return undefined;
+      if (dataDir === undefined) return undefined;
+      const setup = await prepareCache(inputs, instance);
+      if (!setup) {
+        await prepareEmptyData(instance.dataDir);
+        return undefined;
+      }
       state.cache = setup;
       saveInstanceState(state);
       const started = performance.now();
-      const restored = await restoreDaemonData(setup);
+      const restored = await restoreDaemonData(setup, imageId);
       return { setup, restored, seconds: (performance.now() - started) / 1000 };
     })()
   ]);
-  state.imageId = imageId;
+  state.imageId = await imageId;
+  if (cache) state.cache = { ...cache.setup, restoredKey: cache.restored.key };
   saveInstanceState(state);
-  let cache = restore;
-  if (restore?.restored.key && !(await verifyRestoredData(restore.setup, imageId)))
-    cache = { ...restore, restored: { hit: false, bytes: 0 } };
-  if (cache) {
-    state.cache = { ...cache.setup, restoredKey: cache.restored.key };
-    saveInstanceState(state);
+  return { ...tls, dataDir, cache };
+}
+
+/**
+ * A job in a container on the default bridge reaches the daemon by its address there (that network
+ * has no DNS), which the engine assigns only when the container starts: the certificate must wait.
+ */
+function lateServerCertificate(placement: Placement): boolean {
+  return placement.sharedNetworks[0] === 'bridge';
+}
+
+/** What the entrypoint did with the data: a restored state that failed its check is not the cache's any more. */
+async function checkData(state: InstanceState, prepared: Prepared, timeline: Timeline): Promise<void> {
+  if (prepared.dataDir === undefined) return;
+  const events = await readDataEvents(state.instance.dataDir);
+  const cache = prepared.cache;
+  if (events.plain) {
+    if (cache) core.warning(`Cache off: the daemon's data could not be kept in a filesystem image (${events.plain}).`);
+    state.cache = undefined;
+  } else if (events.discarded && cache?.restored.key) {
+    core.warning(`The cache ${cache.restored.key} was not used: ${events.discarded}. The daemon started empty.`);
+    cache.restored = { hit: false, bytes: 0, downloadedBytes: 0 };
+    if (state.cache) state.cache.restoredKey = undefined;
+    await fs.rm(path.join(state.instance.dataDir, DataFiles.manifest), { force: true });
+  }
+  saveInstanceState(state);
+  if (cache && state.cache) {
+    const { restored, seconds } = cache;
     timeline.fact(
       'Cache restored',
-      cache.restored.key
-        ? `${formatBytes(cache.restored.bytes)} in ${formatSeconds(cache.seconds)} (${cache.restored.hit ? 'hit' : 'fallback key'}): ${cache.restored.key}`
+      restored.key
+        ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded): ${restored.key}`
         : 'nothing to restore'
     );
   }
-  return { ...tls, cache };
 }
 
 /** The runner paths to mount at the same path in the daemon, as the engine's host has them. */
@@ -293,14 +335,13 @@ async function startDaemon(
   placement: Placement
 ) {
   const { instance } = state;
-  const dataDir = state.cache ? engineHostPath(placement.runner, state.cache.dataDir) : undefined;
   const container = await docker.createContainer(
     containerCreateOptions({
       instance,
       image: inputs.image,
       privileged: inputs.privileged,
       dockerdArgs: inputs.dockerdArgs,
-      dataDir,
+      dataDir: prepared.dataDir,
       mounts: bindMounts(inputs, placement),
       ports: inputs.ports
     })
@@ -308,9 +349,8 @@ async function startDaemon(
   for (const network of placement.sharedNetworks) {
     await docker.getNetwork(network).connect({ Container: container.id, EndpointConfig: { Aliases: [instance.name] } });
   }
-  await container.putArchive(await setupArchive(prepared.authority.caCert, daemonConfig(inputs, defaultRouteMtu())), {
-    path: '/'
-  });
+  const config = daemonConfig(inputs, defaultRouteMtu());
+  await container.putArchive(await setupArchive(prepared.authority.caCert, config, prepared.server), { path: '/' });
   if (state.cache) state.cache.usageSince = Date.now();
   await container.start();
   const info = await container.inspect();
@@ -319,13 +359,10 @@ async function startDaemon(
   const reach = reachability(instance, port, addresses, placement);
   state.endpoint = reach.address;
   saveInstanceState(state);
-  // Only now are the container's addresses known: the server certificate names them too.
-  await container.putArchive(
-    await serverArchive(
-      await prepared.authority.issueServer(serverSubjectAltNames(instance, Object.values(addresses)))
-    ),
-    { path: '/' }
-  );
+  if (!prepared.server) {
+    const sans = serverSubjectAltNames(instance, Object.values(addresses));
+    await container.putArchive(await serverArchive(await prepared.authority.issueServer(sans)), { path: '/' });
+  }
   const where = Object.entries(addresses)
     .map(([network, ip]) => `${ip} on ${network}`)
     .join(', ');
@@ -337,15 +374,6 @@ async function startDaemon(
       inputs.waitTimeoutSeconds * 1000
     );
     core.info(`Docker ${version} answers over mutual TLS at ${reach.host}.`);
-    if (state.cache?.usageSince !== undefined && state.cache.keepUnusedMs !== undefined) {
-      state.cache.usageRecorder = await startUsageRecorder(container, state.cache.usageSince).catch(error => {
-        core.warning(
-          `Cannot record which images the job uses (${(error as Error).message}): post will not drop unused images from the cache.`
-        );
-        return undefined;
-      });
-      saveInstanceState(state);
-    }
     return { container, reach, addresses, version };
   } catch (error) {
     if (!(error instanceof DaemonNotReadyError)) throw error;
@@ -360,6 +388,18 @@ async function startDaemon(
       `${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`
     );
   }
+}
+
+/** Records which images the job uses, for post to drop the ones no job uses any more. */
+async function recordUsage(state: InstanceState, container: Docker.Container): Promise<void> {
+  if (state.cache?.usageSince === undefined || state.cache.keepUnusedMs === undefined) return;
+  state.cache.usageRecorder = await startUsageRecorder(container, state.cache.usageSince).catch(error => {
+    core.warning(
+      `Cannot record which images the job uses (${errorMessage(error)}): post will not drop unused images from the cache.`
+    );
+    return undefined;
+  });
+  saveInstanceState(state);
 }
 
 /** A single-node swarm, so `docker stack deploy` works. */

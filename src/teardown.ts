@@ -4,7 +4,6 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import { removeDirectory } from './archive';
 import { removeBuilder } from './buildx';
 import {
   contentKey,
@@ -16,12 +15,17 @@ import {
   type Eviction,
   type SaveDecision
 } from './cache-save';
+import { readRestoredManifest } from './cache';
 import { availability } from './cache-service';
 import { INSTANCE_LABEL } from './constants';
 import { removeContext } from './context';
 import { containerLog } from './daemon';
 import { connect, connectOuterEngine, tlsClientOptions } from './engine';
+import { readDataEvents } from './data-image';
 import { CLIENT_FILES } from './environment';
+import { errorMessage } from './errors';
+import type { Manifest } from './manifest';
+import type { SaveResult } from './save';
 import { Timeline } from './report';
 import { loadInstanceState, type DaemonAddress, type InstanceState } from './state';
 import { formatBytes, formatDuration } from './units';
@@ -31,16 +35,17 @@ const STOP_GRACE_SECONDS = 30;
 
 export async function runPost(): Promise<void> {
   const timeline = new Timeline();
+  const state = loadInstanceState();
+  if (!state) {
+    core.info('Nothing to clean up: main did not start a daemon.');
+    return;
+  }
   try {
-    const state = loadInstanceState();
-    if (!state) {
-      core.info('Nothing to clean up: main did not start a daemon.');
-      return;
-    }
     await tearDown(state, timeline);
-    await timeline.writeSummary('setup-dind: teardown');
   } catch (error) {
-    core.warning(`Cleaning up the dind daemon failed: ${(error as Error).message}`);
+    core.warning(`Cleaning up the dind daemon failed: ${errorMessage(error)}`);
+  } finally {
+    await timeline.writeSummary('setup-dind: teardown');
   }
 }
 
@@ -86,17 +91,17 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   }
 
   if (state.cache && decision) {
-    if (decision.save) {
-      const cache = state.cache;
+    const cache = state.cache;
+    const unmounted = decision.save && (await readDataEvents(instance.dataDir)).unmounted;
+    if (decision.save && unmounted) {
       const result = await timeline.phase('Save the cache', () =>
-        saveDaemonData(cache, decision.key, state.imageId ?? '', plan?.eviction?.lastUsed ?? {})
+        saveDaemonData(cache, decision.key, state.imageId ?? '', plan.eviction?.lastUsed ?? {}, plan.restored)
       );
-      timeline.fact(
-        'Cache',
-        result.saved ? `saved ${formatBytes(result.bytes)} as ${result.key}` : `not saved: ${result.reason}`
-      );
+      timeline.fact('Cache', result ? describeSave(result) : 'not saved: the save failed (see the warning)');
     } else {
-      timeline.fact('Cache', `not saved: ${decision.reason}`);
+      const reason = decision.save ? "the daemon's filesystem was not unmounted cleanly" : decision.reason;
+      if (decision.save) core.warning(`Not saving the cache: ${reason}.`);
+      timeline.fact('Cache', `not saved: ${reason}`);
     }
   }
 
@@ -113,10 +118,12 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     for (const network of networks) {
       await attempt(`remove network ${network.Name}`, () => docker.getNetwork(network.Id).remove(), undefined);
     }
-    if (state.cache) {
-      const { access, dataDir } = state.cache;
-      await attempt(`remove the daemon's data in ${dataDir}`, () => removeDirectory(access, dataDir), undefined);
-    }
+    // One file however much the daemon held (data-image.ts), and the entrypoint's notes.
+    await attempt(
+      `remove the daemon's data in ${instance.dataDir}`,
+      () => fs.rm(instance.dataDir, { recursive: true, force: true }),
+      undefined
+    );
     await attempt(
       'remove the client certificates',
       () => fs.rm(instance.certDir, { recursive: true, force: true }),
@@ -141,7 +148,7 @@ async function planSave(
   state: InstanceState,
   docker: Docker,
   daemonContainerId: string | undefined
-): Promise<{ decision: SaveDecision; eviction?: Eviction }> {
+): Promise<{ decision: SaveDecision; eviction?: Eviction; restored?: Manifest }> {
   const cache = state.cache!;
   const service = availability();
   const blocker = saveBlocker(cache, service.writable, service.reason);
@@ -154,13 +161,21 @@ async function planSave(
       }
     };
   try {
-    const dind = await daemonClient(state.instance.certDir, state.endpoint);
-    const eviction = await evictUnusedImages(cache, docker, docker.getContainer(daemonContainerId), dind);
+    const [dind, restored] = await Promise.all([
+      daemonClient(state.instance.certDir, state.endpoint),
+      readRestoredManifest(state.instance.dataDir)
+    ]);
+    const eviction = await evictUnusedImages(cache, restored, docker, docker.getContainer(daemonContainerId), dind);
     const content = await pruneForCache(dind);
-    return { decision: decideSave(cache, contentKey(cache, content)), eviction };
+    return { decision: decideSave(cache, contentKey(cache, content)), eviction, restored };
   } catch (error) {
-    return { decision: { save: false, reason: `the daemon could not be read (${(error as Error).message})` } };
+    return { decision: { save: false, reason: `the daemon could not be read (${errorMessage(error)})` } };
   }
+}
+
+function describeSave(result: SaveResult): string {
+  const sizes = `${formatBytes(result.storedBytes)} in ${result.chunks} chunks: ${formatBytes(result.uploadedBytes)} uploaded, ${formatBytes(result.reusedBytes)} reused`;
+  return result.saved ? `saved ${sizes}, as ${result.key}` : `not saved: ${result.reason} (${sizes})`;
 }
 
 function reportEviction(eviction: Eviction, keepUnusedMs: number | undefined, timeline: Timeline): void {

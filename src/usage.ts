@@ -9,6 +9,11 @@ import { CONTAINER_SETUP_DIR } from './constants';
 
 /** The recorder's log, in the container (not in /var/lib/docker: it is not cached). */
 export const USAGE_LOG = `${CONTAINER_SETUP_DIR}/image-events.jsonl`;
+/**
+ * The recorder's pid: the entrypoint ends it before it stops dockerd, which otherwise waits 5 s for
+ * its open event stream before it exits.
+ */
+export const RECORDER_PID = `${CONTAINER_SETUP_DIR}/recorder.pid`;
 
 /** Container creations name their image; image events name what was pulled, loaded, imported or tagged. */
 const USAGE_EVENTS = {
@@ -26,8 +31,8 @@ export function recorderCommand(sinceMs: number): string[] {
   );
   // The image's environment must not point the CLI elsewhere (docker:dind's entrypoint uses these names).
   const script =
-    'log=$1; since=$2; shift 2; unset DOCKER_HOST DOCKER_TLS_VERIFY DOCKER_CERT_PATH DOCKER_CONTEXT; exec docker -H unix:///var/run/docker.sock events --since "$since" --format "{{json .}}" "$@" >"$log" 2>&1';
-  return ['sh', '-c', script, 'sh', USAGE_LOG, String(Math.floor(sinceMs / 1000)), ...filters];
+    'log=$1; pid=$2; since=$3; shift 3; echo $$ >"$pid"; unset DOCKER_HOST DOCKER_TLS_VERIFY DOCKER_CERT_PATH DOCKER_CONTEXT; exec docker -H unix:///var/run/docker.sock events --since "$since" --format "{{json .}}" "$@" >"$log" 2>&1';
+  return ['sh', '-c', script, 'sh', USAGE_LOG, RECORDER_PID, String(Math.floor(sinceMs / 1000)), ...filters];
 }
 
 /** Starts the recorder; returns the exec's id so post can tell whether it kept running. */

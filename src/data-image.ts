@@ -1,0 +1,141 @@
+// The daemon's /var/lib/docker lives in an ext4 filesystem inside one sparse file that the job's user
+// owns, in the instance's data directory on the runner. The privileged dind container loop-mounts it
+// (entrypoint.sh): no file of the daemon's ever appears on the runner's own filesystem, so caching it
+// needs no root or sudo, restoring it writes a few large chunks instead of creating every file, and
+// removing it is one unlink whatever it holds.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { CONTAINER_SETUP_DIR } from './constants';
+import type { BlockRange, Ext4Layout } from './ext4';
+import { CHUNK_BYTES } from './manifest';
+
+/** Where the data directory is mounted in the dind container. */
+export const CONTAINER_DATA_DIR = `${CONTAINER_SETUP_DIR}/data`;
+
+/** Files of the data directory: the image, what main asks of the entrypoint, what it reports back. */
+export const DataFiles = {
+  image: 'docker.img',
+  /** `new` (make a filesystem) or `restored` (check the one there); the entrypoint rewrites it once made. */
+  mode: 'mode',
+  /** One line per step the entrypoint took: see DataEvent. */
+  events: 'events',
+  /** The restored state's manifest, for post to know which chunks the cache has already. */
+  manifest: 'manifest.json'
+} as const;
+
+export type DataMode = 'new' | 'restored';
+
+/**
+ * What the entrypoint reports: `discarded <why>` (a restored image failed its check, a fresh one
+ * replaced it), `mounted`, `plain <why>` (no loop device: the daemon's data is a plain directory in
+ * the container and nothing is cached), `unmounted` (dockerd stopped and the filesystem is clean).
+ */
+export interface DataEvents {
+  mounted: boolean;
+  plain?: string;
+  discarded?: string;
+  unmounted: boolean;
+}
+
+export function parseDataEvents(text: string): DataEvents {
+  const events: DataEvents = { mounted: false, unmounted: false };
+  for (const line of text.split('\n')) {
+    const [word, ...rest] = line.trim().split(' ');
+    const reason = rest.join(' ');
+    if (word === 'mounted') events.mounted = true;
+    else if (word === 'unmounted') events.unmounted = true;
+    else if (word === 'plain') events.plain = reason;
+    else if (word === 'discarded') events.discarded = reason;
+  }
+  return events;
+}
+
+export async function readDataEvents(dataDir: string): Promise<DataEvents> {
+  const text = await fs.readFile(path.join(dataDir, DataFiles.events), 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return '';
+    throw error;
+  });
+  return parseDataEvents(text);
+}
+
+const GIB = 1024 ** 3;
+/** Below this a daemon can hardly pull an image; above it, inode tables and bitmaps only grow. */
+export const MIN_IMAGE_BYTES = 2 * GIB;
+export const MAX_IMAGE_BYTES = 4096 * GIB;
+
+/**
+ * The size of a new filesystem: as large as the free space of the runner's disk where it lives (the
+ * file is sparse, so the daemon can use what the runner has, as it could without the image), in whole
+ * chunks, within sane bounds.
+ */
+export function newImageBytes(freeBytes: number): number {
+  const bounded = Math.min(MAX_IMAGE_BYTES, Math.max(MIN_IMAGE_BYTES, freeBytes));
+  return Math.floor(bounded / CHUNK_BYTES) * CHUNK_BYTES;
+}
+
+export async function freeBytes(dir: string): Promise<number> {
+  const stats = await fs.statfs(dir);
+  return stats.bavail * stats.bsize;
+}
+
+/** The data directory with a sparse image of `bytes` and the mode for the entrypoint. */
+export async function prepareDataDir(dataDir: string, bytes: number, mode: DataMode): Promise<string> {
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o755 });
+  const image = path.join(dataDir, DataFiles.image);
+  const handle = await fs.open(image, 'w', 0o644);
+  try {
+    await handle.truncate(bytes);
+  } finally {
+    await handle.close();
+  }
+  await fs.writeFile(path.join(dataDir, DataFiles.mode), `${mode}\n`);
+  return image;
+}
+
+/** Chunk positions that hold used blocks, ascending, with the used block ranges inside each. */
+export function usedChunks(layout: Ext4Layout): Array<{ position: number; used: BlockRange[] }> {
+  const blocksPerChunk = CHUNK_BYTES / layout.blockBytes;
+  const chunks: Array<{ position: number; used: BlockRange[] }> = [];
+  for (const [start, end] of layout.used) {
+    for (let block = start; block < end;) {
+      const position = Math.floor(block / blocksPerChunk);
+      const chunkEnd = Math.min(end, (position + 1) * blocksPerChunk);
+      const last = chunks[chunks.length - 1];
+      const range: BlockRange = [block - position * blocksPerChunk, chunkEnd - position * blocksPerChunk];
+      if (last?.position === position) last.used.push(range);
+      else chunks.push({ position, used: [range] });
+      block = chunkEnd;
+    }
+  }
+  return chunks;
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/**
+ * Reads each used chunk of the image, with its unused blocks zeroed (what a free block held is of no
+ * use to anyone, and zeroes make the same content hash the same), and hands it to `visit` with its
+ * hash. `visit` may keep the buffer: every chunk gets its own.
+ */
+export async function scanImage(
+  image: fs.FileHandle,
+  layout: Ext4Layout,
+  visit: (position: number, data: Buffer, hash: string) => Promise<void>
+): Promise<number> {
+  const chunks = usedChunks(layout);
+  for (const { position, used } of chunks) {
+    const data = Buffer.alloc(CHUNK_BYTES);
+    await image.read(data, 0, CHUNK_BYTES, position * CHUNK_BYTES);
+    let from = 0;
+    for (const [start, end] of used) {
+      data.fill(0, from * layout.blockBytes, start * layout.blockBytes);
+      from = end;
+    }
+    data.fill(0, from * layout.blockBytes);
+    await visit(position, data, sha256(data));
+  }
+  return chunks.length;
+}

@@ -1,0 +1,145 @@
+// A saved state of the daemon's data: which chunk of the filesystem image holds which content, and
+// where each content is stored (a zstd frame at an offset of a part). Parts are cache entries named by
+// the hash of their bytes, shared by every state that uses them; a manifest is small, one per save.
+// Any branch of a repository can write the cache, so a manifest read back is checked field by field,
+// and bounded, before anything is written for it.
+import { gunzip, gzip } from 'node:zlib';
+import { promisify } from 'node:util';
+import type { LastUsed } from './usage';
+
+export const MANIFEST_FORMAT = 'setup-dind/2';
+/** The unit of deduplication: what changed is uploaded in chunks of this size. Measured in the issue note. */
+export const CHUNK_BYTES = 1024 * 1024;
+/** zstd never grows a chunk by more than a few hundred bytes; anything larger is not a frame of ours. */
+export const MAX_FRAME_BYTES = CHUNK_BYTES + 64 * 1024;
+/** A restore looks up each part: the number of calls to the cache service stays in the tens. */
+export const MAX_PARTS = 24;
+const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+export interface PartRef {
+  key: string;
+  bytes: number;
+}
+
+/** One stored content: its sha256, and where its frame is. */
+export interface Frame {
+  hash: string;
+  part: number;
+  offset: number;
+  length: number;
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT;
+  key: string;
+  /** The state this one was made from, tried when one of this one's parts is gone. */
+  parent?: string;
+  savedAt: string;
+  /** The dind image that made it: another daemon version might misread its data. */
+  imageId: string;
+  lastUsed: LastUsed;
+  filesystem: { type: 'ext4'; bytes: number };
+  chunkBytes: number;
+  parts: PartRef[];
+  frames: Frame[];
+  /** Chunk positions (index of the CHUNK_BYTES-sized piece of the image) and the frame that fills each, ascending. */
+  chunks: Array<[position: number, frame: number]>;
+}
+
+export class ManifestError extends Error {}
+
+export interface ManifestLimits {
+  /** The largest filesystem image a restore may create (it is sparse: only chunks are written). */
+  maxImageBytes: number;
+  /** The most a restore may write. */
+  maxWriteBytes: number;
+}
+
+export async function encodeManifest(manifest: Manifest): Promise<Buffer> {
+  const json = {
+    ...manifest,
+    frames: manifest.frames.map(frame => [frame.hash, frame.part, frame.offset, frame.length])
+  };
+  return promisify(gzip)(Buffer.from(JSON.stringify(json)));
+}
+
+const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
+
+function check(condition: unknown, what: string): asserts condition {
+  if (!condition) throw new ManifestError(what);
+}
+
+/** Parses and checks a manifest blob; throws ManifestError saying what is wrong. */
+export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Promise<Manifest> {
+  let json: Record<string, unknown>;
+  try {
+    const text = await promisify(gunzip)(blob, { maxOutputLength: MAX_MANIFEST_BYTES });
+    json = JSON.parse(text.toString('utf8')) as Record<string, unknown>;
+  } catch (error) {
+    throw new ManifestError(`not a manifest (${(error as Error).message})`);
+  }
+  check(json && typeof json === 'object', 'not a JSON object');
+  check(json.format === MANIFEST_FORMAT, `format ${JSON.stringify(json.format)}`);
+  check(typeof json.key === 'string' && json.key !== '', 'no key');
+  check(json.parent === undefined || typeof json.parent === 'string', 'a parent that is not a key');
+  check(typeof json.savedAt === 'string' && !Number.isNaN(Date.parse(json.savedAt)), 'no save time');
+  check(typeof json.imageId === 'string', 'no image id');
+  check(json.chunkBytes === CHUNK_BYTES, `chunks of ${String(json.chunkBytes)} bytes`);
+  const lastUsed = json.lastUsed ?? {};
+  check(
+    typeof lastUsed === 'object' && Object.values(lastUsed as object).every(time => typeof time === 'string'),
+    'a malformed usage record'
+  );
+  const filesystem = json.filesystem as { type?: unknown; bytes?: unknown } | undefined;
+  check(filesystem?.type === 'ext4' && isCount(filesystem.bytes) && filesystem.bytes > 0, 'no filesystem size');
+  check(filesystem.bytes % CHUNK_BYTES === 0, 'a filesystem size that is not a whole number of chunks');
+  check(filesystem.bytes <= limits.maxImageBytes, `a filesystem of ${filesystem.bytes} bytes, over the limit`);
+
+  check(Array.isArray(json.parts) && json.parts.length > 0 && json.parts.length <= MAX_PARTS, 'a bad list of parts');
+  const parts = (json.parts as unknown[]).map((part, i) => {
+    const p = part as { key?: unknown; bytes?: unknown };
+    check(typeof p?.key === 'string' && p.key !== '' && isCount(p.bytes), `part ${i} is malformed`);
+    return { key: p.key, bytes: p.bytes };
+  });
+  check(Array.isArray(json.frames), 'no frames');
+  const frames = (json.frames as unknown[]).map((frame, i): Frame => {
+    check(Array.isArray(frame) && frame.length === 4, `frame ${i} is malformed`);
+    const [hash, part, offset, length] = frame as unknown[];
+    check(typeof hash === 'string' && SHA256_HEX.test(hash), `frame ${i} has no sha256`);
+    check(isCount(part) && part < parts.length, `frame ${i} names no part`);
+    check(isCount(offset) && isCount(length) && length > 0 && length <= MAX_FRAME_BYTES, `frame ${i} has a bad extent`);
+    check(offset + length <= parts[part].bytes, `frame ${i} lies beyond its part`);
+    return { hash, part, offset, length };
+  });
+  check(Array.isArray(json.chunks), 'no chunks');
+  const positions = filesystem.bytes / CHUNK_BYTES;
+  const chunks = json.chunks as unknown[];
+  check(chunks.length * CHUNK_BYTES <= limits.maxWriteBytes, `${chunks.length} chunks, more than a restore may write`);
+  let previous = -1;
+  for (const [i, chunk] of chunks.entries()) {
+    check(Array.isArray(chunk) && chunk.length === 2, `chunk ${i} is malformed`);
+    const [position, frame] = chunk as unknown[];
+    check(isCount(position) && position > previous && position < positions, `chunk ${i} is out of order or range`);
+    check(isCount(frame) && frame < frames.length, `chunk ${i} names no frame`);
+    previous = position;
+  }
+  return {
+    format: MANIFEST_FORMAT,
+    key: json.key,
+    parent: json.parent,
+    savedAt: json.savedAt,
+    imageId: json.imageId,
+    lastUsed: lastUsed as LastUsed,
+    filesystem: { type: 'ext4', bytes: filesystem.bytes },
+    chunkBytes: CHUNK_BYTES,
+    parts,
+    frames,
+    chunks: chunks as Array<[number, number]>
+  };
+}
+
+/** Bytes of frames stored for this state: what a restore downloads. */
+export function storedBytes(manifest: Pick<Manifest, 'frames'>): number {
+  return manifest.frames.reduce((sum, frame) => sum + frame.length, 0);
+}

@@ -1,0 +1,165 @@
+// Writes a saved state into a fresh filesystem image: the frames it needs are fetched over several
+// connections at once (byte ranges of the parts that hold them, or files of the runner's own store),
+// each decompressed, checked against its hash and written at its chunks' offsets while the others
+// still arrive. The first failure stops everything; the caller then throws the image away.
+import type { FileHandle } from 'node:fs/promises';
+import { download } from './blob-download';
+import { sha256 } from './data-image';
+import { CHUNK_BYTES, type Frame, type Manifest } from './manifest';
+import { decompressFrame } from './zstd';
+
+/** Parallel ranged GETs: a blob store serves each connection well below what several reach together. */
+export const RESTORE_CONNECTIONS = 8;
+/** One ranged GET asks for about this much, so that the connections share the work evenly. */
+const RANGE_BYTES = 8 * 1024 * 1024;
+/** Frames of a part that no chunk needs are skipped over when the gap is larger than this. */
+const MAX_GAP_BYTES = 256 * 1024;
+
+export interface FrameRange {
+  part: number;
+  /** Byte offsets in the part, `end` exclusive. */
+  start: number;
+  end: number;
+  frames: number[];
+}
+
+/** Groups the frames to fetch into ranged GETs: neighbours in a part together, up to RANGE_BYTES each. */
+export function planRanges(
+  frames: Frame[],
+  wanted: number[],
+  rangeBytes = RANGE_BYTES,
+  maxGap = MAX_GAP_BYTES
+): FrameRange[] {
+  const sorted = [...wanted].sort((a, b) => frames[a].part - frames[b].part || frames[a].offset - frames[b].offset);
+  const ranges: FrameRange[] = [];
+  for (const index of sorted) {
+    const frame = frames[index];
+    const last = ranges[ranges.length - 1];
+    const end = frame.offset + frame.length;
+    if (
+      last &&
+      last.part === frame.part &&
+      frame.offset >= last.end &&
+      frame.offset - last.end <= maxGap &&
+      end - last.start <= rangeBytes
+    ) {
+      last.end = end;
+      last.frames.push(index);
+    } else {
+      ranges.push({ part: frame.part, start: frame.offset, end, frames: [index] });
+    }
+  }
+  return ranges;
+}
+
+/** Where a frame can be read without the network: the runner's own store (see cache-dir). */
+export interface LocalFrames {
+  has(hash: string): Promise<boolean>;
+  /** Undefined when it went missing (another job's cleanup) since `has` said it was there. */
+  read(hash: string): Promise<Buffer | undefined>;
+  /** Keeps a frame fetched from the cache service for the next job. */
+  write(hash: string, frame: Buffer): Promise<void>;
+}
+
+export interface WriteProgress {
+  /** Bytes downloaded from the cache service. */
+  downloadedBytes: number;
+  /** Bytes of frames read from the runner's own store. */
+  localBytes: number;
+  /** Bytes written into the image. */
+  writtenBytes: number;
+}
+
+export class FrameCheckError extends Error {}
+
+/** Decompresses a frame and checks it is the chunk the manifest says. */
+export async function openFrame(frame: Frame, compressed: Buffer): Promise<Buffer> {
+  if (compressed.length !== frame.length)
+    throw new FrameCheckError(`frame ${frame.hash.slice(0, 12)} is ${compressed.length} bytes, not ${frame.length}`);
+  const data = await decompressFrame(compressed, CHUNK_BYTES);
+  if (data.length !== CHUNK_BYTES || sha256(data) !== frame.hash)
+    throw new FrameCheckError(`frame ${frame.hash.slice(0, 12)} does not hold the content its hash names`);
+  return data;
+}
+
+/**
+ * Fetches every frame the manifest's chunks need and writes each chunk into `image`. `partUrls` are
+ * the signed download URLs of the manifest's parts (only those of remote frames are needed).
+ */
+export async function writeState(
+  image: FileHandle,
+  manifest: Manifest,
+  partUrls: Array<string | undefined>,
+  local: LocalFrames | undefined,
+  connections = RESTORE_CONNECTIONS
+): Promise<WriteProgress> {
+  const progress: WriteProgress = { downloadedBytes: 0, localBytes: 0, writtenBytes: 0 };
+  const positions = new Map<number, number[]>();
+  for (const [position, frame] of manifest.chunks)
+    (positions.get(frame) ?? positions.set(frame, []).get(frame)!).push(position);
+  const wanted = [...positions.keys()];
+  const kept = local
+    ? await Promise.all(wanted.map(async index => ((await local.has(manifest.frames[index].hash)) ? index : -1)))
+    : [];
+  const localIndexes = new Set(kept.filter(index => index >= 0));
+  const ranges = planRanges(
+    manifest.frames,
+    wanted.filter(index => !localIndexes.has(index))
+  );
+  const urlOf = (part: number) => {
+    const url = partUrls[part];
+    if (!url) throw new Error(`part ${manifest.parts[part].key} is not in the cache service`);
+    return url;
+  };
+  ranges.forEach(range => urlOf(range.part));
+
+  const put = async (index: number, compressed: Buffer) => {
+    const data = await openFrame(manifest.frames[index], compressed);
+    for (const position of positions.get(index)!) {
+      await image.write(data, 0, CHUNK_BYTES, position * CHUNK_BYTES);
+      progress.writtenBytes += CHUNK_BYTES;
+    }
+  };
+  const fetch = async (range: FrameRange) => {
+    const body = await download(urlOf(range.part), {
+      range: [range.start, range.end - 1],
+      maxBytes: range.end - range.start
+    });
+    progress.downloadedBytes += body.length;
+    for (const index of range.frames) {
+      const frame = manifest.frames[index];
+      const compressed = body.subarray(frame.offset - range.start, frame.offset - range.start + frame.length);
+      await put(index, compressed);
+      if (local) await local.write(frame.hash, compressed);
+    }
+  };
+  const jobs: Array<() => Promise<void>> = [
+    ...[...localIndexes].map(index => async () => {
+      const compressed = await local!.read(manifest.frames[index].hash);
+      if (!compressed) return fetch(planRanges(manifest.frames, [index])[0]);
+      progress.localBytes += compressed.length;
+      await put(index, compressed);
+    }),
+    ...ranges.map(range => () => fetch(range))
+  ];
+  await runAll(jobs, connections);
+  return progress;
+}
+
+/** Runs jobs `width` at a time; the first failure stops the rest from starting and is thrown. */
+export async function runAll(jobs: Array<() => Promise<void>>, width: number): Promise<void> {
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    while (!failure && next < jobs.length) {
+      const job = jobs[next++];
+      try {
+        await job();
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, jobs.length) }, worker));
+  if (failure) throw failure.error;
+}

@@ -1,0 +1,261 @@
+// Saves the stopped daemon's filesystem image as a new state: every used chunk is hashed, the ones the
+// cache holds already (in the parts of the state restored) are referenced, and only the others are
+// compressed into one new part, named by its hash. A small manifest lists it all. Parts that hold
+// little of what the new state needs are left behind (their chunks go into the new part), so a
+// state never spreads over more than MAX_LIVE_PARTS parts and old parts can age out of the cache.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { uploadData, uploadFile } from './blob-upload';
+import { finalize, lookup, reserve } from './cache-service';
+import { DataFiles, scanImage } from './data-image';
+import { readLayout } from './ext4';
+import { CHUNK_BYTES, encodeManifest, MANIFEST_FORMAT, type Frame, type Manifest, type PartRef } from './manifest';
+import { runAll } from './restore';
+import type { LastUsed } from './usage';
+import { compressFrame } from './zstd';
+
+/** A state spreads over at most this many parts (the new one included): restores look each up. */
+export const MAX_LIVE_PARTS = 8;
+/** A part whose bytes are mostly chunks the state no longer uses is not referenced any more. */
+const MIN_LIVE_SHARE = 0.5;
+/** Chunks compressed at once (zlib runs them on libuv's thread pool). */
+const COMPRESS_CONCURRENCY = 4;
+/** Variants of a key tried when an earlier save reserved it and never committed it. */
+const KEY_VARIANTS = 3;
+const PART_KEY_PREFIX = 'setup-dind-v2-part-';
+
+export function partKey(hash: string): string {
+  return `${PART_KEY_PREFIX}${hash}`;
+}
+
+/** A part of the restored state and what the new state would still use of it. */
+export interface PartUse {
+  part: PartRef;
+  liveBytes: number;
+}
+
+/**
+ * Pure: which of the restored state's parts the new state keeps referencing. Parts mostly dead are
+ * dropped, then the ones with the least live data until at most MAX_LIVE_PARTS - 1 remain, leaving
+ * room for the new part.
+ */
+export function partsToKeep(uses: PartUse[]): Set<string> {
+  const worth = uses.filter(use => use.liveBytes > 0 && use.liveBytes >= use.part.bytes * MIN_LIVE_SHARE);
+  const kept = [...worth].sort((a, b) => b.liveBytes - a.liveBytes).slice(0, MAX_LIVE_PARTS - 1);
+  return new Set(kept.map(use => use.part.key));
+}
+
+export class SizeLimitError extends Error {}
+
+export interface SaveInput {
+  dataDir: string;
+  /** The manifest key: the content key, with variants tried if it is stuck. */
+  key: string;
+  imageId: string;
+  lastUsed: LastUsed;
+  /** The state main restored, whose parts may be referenced again. */
+  restored?: Manifest;
+  /** Refuse to save a state whose frames take more than this. */
+  maxBytes: number;
+}
+
+export interface SaveResult {
+  saved: boolean;
+  key?: string;
+  reason: string;
+  /** Bytes sent to the cache service: the new part and the manifest. */
+  uploadedBytes: number;
+  /** Bytes of the state stored in parts that were there already. */
+  reusedBytes: number;
+  /** Bytes of the state's frames in all. */
+  storedBytes: number;
+  chunks: number;
+}
+
+/** Reserves `key` or one of its variants; `existing` when an entry with this name is committed. */
+async function reserveSlot(
+  key: string
+): Promise<{ key: string; uploadUrl: string } | { existing: string } | { stuck: string }> {
+  for (let variant = 1; variant <= KEY_VARIANTS; variant++) {
+    const candidate = variant === 1 ? key : `${key}.${variant}`;
+    // A lookup by key also matches by prefix: an entry `<key>.N` is the same thing.
+    const existing = await lookup(candidate);
+    if (existing) return { existing: existing.key };
+    const uploadUrl = await reserve(candidate);
+    if (uploadUrl) return { key: candidate, uploadUrl };
+  }
+  return { stuck: `${key} is reserved by earlier saves that did not finish` };
+}
+
+/** Writes the frames of new chunks into one part file, hashing it as it grows. */
+class PartWriter {
+  readonly file: string;
+  bytes = 0;
+  private readonly hash = createHash('sha256');
+  private handle?: fs.FileHandle;
+  private queue = Promise.resolve();
+
+  constructor(dir: string) {
+    this.file = path.join(dir, 'part.tmp');
+  }
+
+  /** Appends a frame; resolves with its offset. Appends happen in the order of the calls. */
+  append(frame: Buffer): Promise<number> {
+    const done = this.queue.then(async () => {
+      this.handle ??= await fs.open(this.file, 'w');
+      const offset = this.bytes;
+      await this.handle.write(frame, 0, frame.length, offset);
+      this.hash.update(frame);
+      this.bytes += frame.length;
+      return offset;
+    });
+    this.queue = done.then(() => undefined);
+    return done;
+  }
+
+  /** The part's sha256, once every append has landed. */
+  async close(): Promise<string> {
+    await this.queue;
+    const handle = this.handle;
+    this.handle = undefined;
+    await handle?.close();
+    return this.hash.copy().digest('hex');
+  }
+}
+
+/** Saves the image of the stopped daemon. Throws on failure (the caller warns). */
+export async function saveState(input: SaveInput): Promise<SaveResult> {
+  const image = await fs.open(path.join(input.dataDir, DataFiles.image), 'r');
+  const writer = new PartWriter(input.dataDir);
+  try {
+    const layout = await readLayout(image);
+    if (!layout.clean) throw new Error('the filesystem was not unmounted cleanly');
+    const restored = input.restored;
+    // The restored state's frames that are still in the cache, by content.
+    const present = new Array<boolean>(restored?.parts.length ?? 0).fill(false);
+    if (restored)
+      await runAll(
+        restored.parts.map((part, i) => async () => void (present[i] = (await lookup(part.key)) !== undefined)),
+        4
+      );
+    const known = new Map<string, Frame>();
+    for (const frame of restored?.frames ?? []) if (present[frame.part]) known.set(frame.hash, frame);
+
+    // What each old part holds of the restored state: a part mostly dead there is left behind.
+    const liveBytes = new Map<number, number>();
+    for (const index of new Set(restored?.chunks.map(([, frame]) => frame))) {
+      const frame = restored!.frames[index];
+      if (present[frame.part]) liveBytes.set(frame.part, (liveBytes.get(frame.part) ?? 0) + frame.length);
+    }
+    const keep = partsToKeep((restored?.parts ?? []).map((part, i) => ({ part, liveBytes: liveBytes.get(i) ?? 0 })));
+
+    const parts: PartRef[] = [];
+    const partIndex = new Map<string, number>();
+    const frames: Frame[] = [];
+    const frameOf = new Map<string, number>();
+    const chunks: Array<[number, number]> = [];
+    let storedBytes = 0;
+    let reusedBytes = 0;
+    const count = (length: number) => {
+      storedBytes += length;
+      if (storedBytes > input.maxBytes) throw new SizeLimitError();
+    };
+    const NEW_PART = -1;
+    const pending = new Set<Promise<void>>();
+    let failure: { error: unknown } | undefined;
+    await scanImage(image, layout, async (position, data, hash) => {
+      if (failure) throw failure.error;
+      let index = frameOf.get(hash);
+      if (index === undefined) {
+        index = frames.length;
+        frameOf.set(hash, index);
+        const old = known.get(hash);
+        const oldPart = old && restored!.parts[old.part];
+        if (old && oldPart && keep.has(oldPart.key)) {
+          if (!partIndex.has(oldPart.key)) partIndex.set(oldPart.key, parts.push(oldPart) - 1);
+          frames.push({ hash, part: partIndex.get(oldPart.key)!, offset: old.offset, length: old.length });
+          reusedBytes += old.length;
+          count(old.length);
+        } else {
+          // Filled in once the frame is written; the same content later in the scan points here too.
+          frames.push({ hash, part: NEW_PART, offset: 0, length: 0 });
+          const frameIndex = index;
+          const job = (async () => {
+            const compressed = await compressFrame(data);
+            const offset = await writer.append(compressed);
+            frames[frameIndex] = { hash, part: NEW_PART, offset, length: compressed.length };
+            count(compressed.length);
+          })();
+          const tracked: Promise<void> = job
+            .catch(error => void (failure ??= { error }))
+            .finally(() => pending.delete(tracked));
+          pending.add(tracked);
+          if (pending.size >= COMPRESS_CONCURRENCY) await Promise.race(pending);
+        }
+      }
+      chunks.push([position, index]);
+    });
+    await Promise.all(pending);
+    if (failure) throw failure.error;
+
+    let uploadedBytes = 0;
+    const partHash = await writer.close();
+    if (writer.bytes > 0) {
+      const slot = await reserveSlot(partKey(partHash));
+      if ('stuck' in slot) throw new Error(`the new part cannot be stored: ${slot.stuck}`);
+      // The same bytes committed by another job hold the frames at the same offsets.
+      const key = 'existing' in slot ? slot.existing : slot.key;
+      if (!('existing' in slot)) {
+        await uploadFile(slot.uploadUrl, writer.file);
+        await finalize(slot.key, writer.bytes);
+        uploadedBytes += writer.bytes;
+      }
+      for (const frame of frames) if (frame.part === NEW_PART) frame.part = parts.length;
+      parts.push({ key, bytes: writer.bytes });
+    }
+
+    const slot = await reserveSlot(input.key);
+    if ('stuck' in slot) throw new Error(slot.stuck);
+    if ('existing' in slot) {
+      return {
+        saved: false,
+        reason: `a cache with this content exists already (${slot.existing})`,
+        uploadedBytes,
+        reusedBytes,
+        storedBytes,
+        chunks: chunks.length
+      };
+    }
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      key: slot.key,
+      parent: restored?.key,
+      savedAt: new Date().toISOString(),
+      imageId: input.imageId,
+      lastUsed: input.lastUsed,
+      filesystem: { type: 'ext4', bytes: layout.blockCount * layout.blockBytes },
+      chunkBytes: CHUNK_BYTES,
+      parts,
+      frames,
+      chunks
+    };
+    const blob = await encodeManifest(manifest);
+    await uploadData(slot.uploadUrl, blob);
+    await finalize(slot.key, blob.length);
+    uploadedBytes += blob.length;
+    return {
+      saved: true,
+      key: slot.key,
+      reason: `saved as ${slot.key}`,
+      uploadedBytes,
+      reusedBytes,
+      storedBytes,
+      chunks: chunks.length
+    };
+  } finally {
+    await image.close();
+    await writer.close().catch(() => undefined);
+    await fs.rm(writer.file, { force: true });
+  }
+}
