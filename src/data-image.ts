@@ -115,18 +115,21 @@ export function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
+const ZERO_CHUNK = Buffer.alloc(CHUNK_BYTES);
+
 /**
  * Reads each used chunk of the image, with its unused blocks zeroed (what a free block held is of no
  * use to anyone, and zeroes make the same content hash the same), and hands it to `visit` with its
- * hash. `visit` may keep the buffer: every chunk gets its own.
+ * hash. Chunks of zeroes are skipped: a restore leaves a hole there, which reads the same. `visit` may
+ * keep the buffer: every chunk gets its own. Returns the number of chunks visited.
  */
 export async function scanImage(
   image: fs.FileHandle,
   layout: Ext4Layout,
   visit: (position: number, data: Buffer, hash: string) => Promise<void>
 ): Promise<number> {
-  const chunks = usedChunks(layout);
-  for (const { position, used } of chunks) {
+  let visited = 0;
+  for (const { position, used } of usedChunks(layout)) {
     const data = Buffer.alloc(CHUNK_BYTES);
     await image.read(data, 0, CHUNK_BYTES, position * CHUNK_BYTES);
     let from = 0;
@@ -135,7 +138,9 @@ export async function scanImage(
       from = end;
     }
     data.fill(0, from * layout.blockBytes);
+    if (data.equals(ZERO_CHUNK)) continue;
     await visit(position, data, sha256(data));
+    visited++;
   }
-  return chunks.length;
+  return visited;
 }

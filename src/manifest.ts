@@ -52,9 +52,17 @@ export class ManifestError extends Error {}
 export interface ManifestLimits {
   /** The largest filesystem image a restore may create (it is sparse: only chunks are written). */
   maxImageBytes: number;
-  /** The most a restore may write. */
+  /** The most a restore may write (the free space where it writes). */
   maxWriteBytes: number;
 }
+
+/**
+ * What a state may expand to, by what it stores: a saved state's chunks compress 3 to 5 times (its
+ * chunks of zeroes are not stored at all); a small one's metadata more. A few kilobytes that claim to
+ * fill gigabytes are not a state that save wrote.
+ */
+export const MAX_EXPANSION = 64;
+export const EXPANSION_ALLOWANCE_BYTES = 256 * 1024 * 1024;
 
 export async function encodeManifest(manifest: Manifest): Promise<Buffer> {
   const json = {
@@ -115,7 +123,15 @@ export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Prom
   check(Array.isArray(json.chunks), 'no chunks');
   const positions = filesystem.bytes / CHUNK_BYTES;
   const chunks = json.chunks as unknown[];
-  check(chunks.length * CHUNK_BYTES <= limits.maxWriteBytes, `${chunks.length} chunks, more than a restore may write`);
+  const writes = chunks.length * CHUNK_BYTES;
+  check(writes <= limits.maxWriteBytes, `${writes} bytes to write, more than the ${limits.maxWriteBytes} free`);
+  const referenced = new Set<number>();
+  for (const chunk of chunks) if (Array.isArray(chunk) && isCount(chunk[1])) referenced.add(chunk[1]);
+  const stored = [...referenced].reduce((sum, index) => sum + (frames[index]?.length ?? 0), 0);
+  check(
+    writes <= stored * MAX_EXPANSION + EXPANSION_ALLOWANCE_BYTES,
+    `${writes} bytes to write from ${stored} stored, more than a saved state expands to`
+  );
   let previous = -1;
   for (const [i, chunk] of chunks.entries()) {
     check(Array.isArray(chunk) && chunk.length === 2, `chunk ${i} is malformed`);

@@ -10,8 +10,6 @@ import {
 } from '../../src/cache-key';
 import { decideSave, saveBlocker } from '../../src/cache-save';
 import type { CacheSetup } from '../../src/cache';
-import { availability } from '../../src/cache-service';
-import { archiveScript, extractScript } from '../../src/archive';
 
 const base = {
   image: 'docker:28-dind',
@@ -22,7 +20,7 @@ const base = {
 
 describe('keyBase: what a cache is valid for', () => {
   test('has the format version, architecture and a fixed-length compatibility hash', () => {
-    expect(keyBase(base)).toMatch(/^setup-dind-v1-x64-[0-9a-f]{12}$/);
+    expect(keyBase(base)).toMatch(/^setup-dind-v2-x64-[0-9a-f]{12}$/);
   });
 
   test.each([
@@ -107,7 +105,6 @@ describe('contentFingerprint: decided from content, never from timestamps', () =
 describe('saving decisions', () => {
   const setup: CacheSetup = {
     dataDir: '/d',
-    access: 'root',
     exactPrefix: 'p+',
     restoreKeys: ['p+', 'p'],
     savePolicy: 'on-change',
@@ -143,63 +140,5 @@ describe('saving decisions', () => {
 
   test('a daemon restored from nothing always has something to save', () => {
     expect(decideSave({ ...setup, restoredKey: undefined }, 'p+aaaa')).toEqual({ save: true, key: 'p+aaaa' });
-  });
-});
-
-describe('archive pipelines', () => {
-  test.each(['root', 'sudo'] as const)('as %s: keep xattrs of every namespace and numeric owners both ways', access => {
-    for (const script of [archiveScript(access), extractScript(access)]) {
-      expect(script).toContain("--xattrs --xattrs-include='*'");
-      expect(script).toContain('--numeric-owner');
-      expect(script.includes('sudo -n tar')).toBe(access === 'sudo');
-    }
-    expect(archiveScript(access)).toContain('--sparse');
-    expect(archiveScript(access)).toMatch(/--anchored .*--exclude='\.\/tmp'/);
-    expect(extractScript(access)).toContain('--same-owner');
-  });
-});
-
-describe('availability of the cache service (from the job environment, as @actions/cache decides)', () => {
-  const saved = { ...process.env };
-  afterEach(() => {
-    process.env = { ...saved };
-  });
-  const withEnv = (env: Record<string, string | undefined>) => {
-    for (const name of ['ACTIONS_CACHE_SERVICE_V2', 'ACTIONS_RESULTS_URL', 'ACTIONS_CACHE_MODE', 'GITHUB_SERVER_URL'])
-      delete process.env[name];
-    Object.assign(process.env, env);
-    return availability();
-  };
-  const V2 = { ACTIONS_CACHE_SERVICE_V2: 'True', ACTIONS_RESULTS_URL: 'https://results.example/' };
-
-  test.each<[string, Record<string, string>, { readable: boolean; writable: boolean; reason?: RegExp }]>([
-    ['v2 with a results URL', V2, { readable: true, writable: true }],
-    [
-      'ACTIONS_CACHE_MODE=read',
-      { ...V2, ACTIONS_CACHE_MODE: 'read' },
-      { readable: true, writable: false, reason: /ACTIONS_CACHE_MODE is 'read'/ }
-    ],
-    [
-      'no results URL',
-      { ACTIONS_CACHE_SERVICE_V2: 'True' },
-      { readable: false, writable: false, reason: /not available to this job/ }
-    ],
-    [
-      'the legacy service only',
-      { ACTIONS_RESULTS_URL: 'https://results.example/' },
-      { readable: false, writable: false, reason: /v2 is not available/ }
-    ],
-    [
-      'GitHub Enterprise Server',
-      { ...V2, GITHUB_SERVER_URL: 'https://ghes.example.com' },
-      { readable: false, writable: false, reason: /Enterprise Server/ }
-    ]
-  ])('%s', (_name, env, expected) => {
-    const result = withEnv(env);
-    expect({ readable: result.readable, writable: result.writable }).toEqual({
-      readable: expected.readable,
-      writable: expected.writable
-    });
-    if (expected.reason) expect(result.reason).toMatch(expected.reason);
   });
 });

@@ -376,7 +376,7 @@ describe('containerCreateOptions', () => {
 
   test.each<[string, string | undefined, ContainerSpec['mounts'], string[]]>([
     ['nothing', undefined, [], []],
-    ['the data directory', '/runner/temp/setup-dind-cache', [], ['/runner/temp/setup-dind-cache:/var/lib/docker']],
+    ['the data directory', '/runner/temp/setup-dind-cache', [], ['/runner/temp/setup-dind-cache:/setup-dind/data']],
     [
       'mounts at the same path',
       undefined,
@@ -399,7 +399,7 @@ describe('containerCreateOptions', () => {
         { source: '/srv/b', target: '/b' },
         { source: '/srv/a', target: '/a' }
       ],
-      ['/srv/runner/temp/data:/var/lib/docker', '/srv/b:/b', '/srv/a:/a']
+      ['/srv/runner/temp/data:/setup-dind/data', '/srv/b:/b', '/srv/a:/a']
     ]
   ])('binds: %s', (_name, dataDir, mounts, binds) => {
     expect(create({ dataDir, mounts }).HostConfig.Binds).toEqual(binds);
@@ -747,7 +747,11 @@ describe('serverArchive', () => {
     const marker = '/' + entries[entries.length - 1].name;
     const wait = script.indexOf(`while [ ! -e ${marker} ]`);
     expect(wait).toBeGreaterThan(0);
-    expect(script.indexOf('exec "$@"')).toBeGreaterThan(wait);
+    // Every way to dockerd goes through run(), which waits first.
+    const run = script.indexOf('run() {');
+    expect(script.indexOf('await_certificate', run)).toBeGreaterThan(run);
+    expect(script.indexOf('"$@" &', run)).toBeGreaterThan(script.indexOf('await_certificate', run));
+    expect(script.match(/exec "\$@"/g)).toBeNull();
   });
 });
 

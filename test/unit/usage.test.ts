@@ -8,6 +8,7 @@ import {
   referencesInEvents,
   usedImages,
   USAGE_LOG,
+  RECORDER_PID,
   type ImageFacts,
   type UsageSignals
 } from '../../src/usage';
@@ -28,8 +29,8 @@ describe('recorderCommand', () => {
   test('streams the image-naming events since the daemon started into the log, through the daemon socket', () => {
     const command = recorderCommand(1795768629_900);
     expect(command.slice(0, 2)).toEqual(['sh', '-c']);
-    expect(command.slice(3, 6)).toEqual(['sh', USAGE_LOG, '1795768629']);
-    expect(command.slice(6)).toEqual([
+    expect(command.slice(3, 7)).toEqual(['sh', USAGE_LOG, RECORDER_PID, '1795768629']);
+    expect(command.slice(7)).toEqual([
       '--filter',
       'type=container',
       '--filter',

@@ -1,0 +1,177 @@
+// Manifests as save writes them, and as an attacker might: every field is checked before a restore
+// writes anything, and what a state may expand to is bounded by what it stores.
+import { gzipSync } from 'node:zlib';
+import {
+  CHUNK_BYTES,
+  decodeManifest,
+  encodeManifest,
+  EXPANSION_ALLOWANCE_BYTES,
+  MANIFEST_FORMAT,
+  MAX_EXPANSION,
+  MAX_FRAME_BYTES,
+  MAX_PARTS,
+  ManifestError,
+  type Manifest
+} from '../../src/manifest';
+
+const HASH = (n: number) => n.toString(16).padStart(64, '0');
+const LIMITS = { maxImageBytes: 2 ** 40, maxWriteBytes: 2 ** 36 };
+
+function manifest(overrides: Partial<Manifest> = {}): Manifest {
+  return {
+    format: MANIFEST_FORMAT,
+    key: 'setup-dind-v2-x64-0123456789ab+0123456789abcdef',
+    parent: 'setup-dind-v2-x64-0123456789ab+fedcba9876543210',
+    savedAt: '2026-11-30T12:00:00.000Z',
+    imageId: 'sha256:' + HASH(1),
+    lastUsed: { ['sha256:' + HASH(2)]: '2026-11-29T12:00:00.000Z' },
+    filesystem: { type: 'ext4', bytes: 1024 * CHUNK_BYTES },
+    chunkBytes: CHUNK_BYTES,
+    parts: [
+      { key: 'setup-dind-v2-part-' + HASH(3), bytes: 3000 },
+      { key: 'setup-dind-v2-part-' + HASH(4), bytes: 1000 }
+    ],
+    frames: [
+      { hash: HASH(5), part: 0, offset: 0, length: 1000 },
+      { hash: HASH(6), part: 0, offset: 1000, length: 2000 },
+      { hash: HASH(7), part: 1, offset: 0, length: 1000 }
+    ],
+    chunks: [
+      [0, 0],
+      [1, 1],
+      [7, 2],
+      [1023, 0]
+    ],
+    ...overrides
+  };
+}
+
+/** The JSON save would upload, changed by `edit`, gzipped. */
+async function blob(edit: (json: Record<string, unknown>) => void = () => undefined): Promise<Buffer> {
+  const json = JSON.parse(
+    require('node:zlib')
+      .gunzipSync(await encodeManifest(manifest()))
+      .toString()
+  ) as Record<string, unknown>;
+  edit(json);
+  return gzipSync(JSON.stringify(json));
+}
+
+test('what save encodes decodes to the same manifest', async () => {
+  expect(await decodeManifest(await encodeManifest(manifest()), LIMITS)).toEqual(manifest());
+  const noParent = manifest({ parent: undefined, lastUsed: {} });
+  expect(await decodeManifest(await encodeManifest(noParent), LIMITS)).toEqual(noParent);
+});
+
+test.each<[string, (json: Record<string, unknown>) => void, RegExp]>([
+  ['another format', json => (json.format = 'setup-dind/1'), /format "setup-dind\/1"/],
+  ['no key', json => delete json.key, /no key/],
+  ['a parent that is not a string', json => (json.parent = 7), /parent/],
+  ['no save time', json => (json.savedAt = 'yesterday'), /save time/],
+  ['another chunk size', json => (json.chunkBytes = 4096), /chunks of 4096 bytes/],
+  ['a usage record with numbers', json => (json.lastUsed = { a: 1 }), /usage record/],
+  ['no filesystem', json => delete json.filesystem, /no filesystem size/],
+  [
+    'a filesystem of another type',
+    json => (json.filesystem = { type: 'xfs', bytes: CHUNK_BYTES }),
+    /no filesystem size/
+  ],
+  [
+    'a size not in whole chunks',
+    json => (json.filesystem = { type: 'ext4', bytes: CHUNK_BYTES + 1 }),
+    /whole number of chunks/
+  ],
+  ['a filesystem over the limit', json => (json.filesystem = { type: 'ext4', bytes: 2 ** 41 }), /over the limit/],
+  ['no parts', json => (json.parts = []), /list of parts/],
+  [
+    'too many parts',
+    json => (json.parts = Array.from({ length: MAX_PARTS + 1 }, (_, i) => ({ key: `p${i}`, bytes: 1 }))),
+    /list of parts/
+  ],
+  ['a part without a size', json => ((json.parts as object[])[1] = { key: 'p' }), /part 1 is malformed/],
+  ['a frame without a sha256', json => ((json.frames as unknown[][])[0][0] = 'abc'), /frame 0 has no sha256/],
+  ['a frame naming no part', json => ((json.frames as unknown[][])[0][1] = 2), /frame 0 names no part/],
+  [
+    'a frame larger than a chunk can compress to',
+    json => ((json.frames as unknown[][])[2][3] = MAX_FRAME_BYTES + 1),
+    /frame 2 has a bad extent/
+  ],
+  ['a frame beyond its part', json => ((json.frames as unknown[][])[1][2] = 1001), /frame 1 lies beyond its part/],
+  ['a negative offset', json => ((json.frames as unknown[][])[1][2] = -1), /frame 1 has a bad extent/],
+  [
+    'chunks out of order',
+    json =>
+      (json.chunks = [
+        [1, 0],
+        [0, 1]
+      ]),
+    /chunk 1 is out of order/
+  ],
+  [
+    'a chunk twice',
+    json =>
+      (json.chunks = [
+        [1, 0],
+        [1, 1]
+      ]),
+    /chunk 1 is out of order/
+  ],
+  ['a chunk beyond the filesystem', json => (json.chunks = [[1024, 0]]), /chunk 0 is out of order or range/],
+  ['a chunk naming no frame', json => (json.chunks = [[0, 3]]), /chunk 0 names no frame/],
+  ['a chunk that is not a pair', json => (json.chunks = [[0]]), /chunk 0 is malformed/]
+])('refuses %s', async (_name, edit, message) => {
+  await expect(decodeManifest(await blob(edit), LIMITS)).rejects.toThrow(message);
+  await expect(decodeManifest(await blob(edit), LIMITS)).rejects.toBeInstanceOf(ManifestError);
+});
+
+test('refuses what is not a gzipped JSON object, and a gzip bomb, before parsing it', async () => {
+  await expect(decodeManifest(Buffer.from('not gzip'), LIMITS)).rejects.toThrow(/not a manifest/);
+  await expect(decodeManifest(gzipSync('[1,2'), LIMITS)).rejects.toThrow(/not a manifest/);
+  await expect(decodeManifest(gzipSync(Buffer.alloc(65 * 2 ** 20, 32)), LIMITS)).rejects.toThrow(/not a manifest/);
+});
+
+describe('what a restore may write', () => {
+  /** `count` chunks, all filled by one frame of `length` bytes. */
+  const filling = (count: number, length: number) =>
+    manifest({
+      filesystem: { type: 'ext4', bytes: 2 ** 40 },
+      parts: [{ key: 'p', bytes: length }],
+      frames: [{ hash: HASH(5), part: 0, offset: 0, length }],
+      chunks: Array.from({ length: count }, (_, i): [number, number] => [i, 0])
+    });
+
+  test('no more than the free space', async () => {
+    await expect(
+      decodeManifest(await encodeManifest(manifest()), { ...LIMITS, maxWriteBytes: 3 * CHUNK_BYTES })
+    ).rejects.toThrow(`${4 * CHUNK_BYTES} bytes to write, more than the ${3 * CHUNK_BYTES} free`);
+  });
+
+  test('a few bytes stored cannot claim gigabytes (the 38 KB entry that wrote 1 GiB)', async () => {
+    const allowance = EXPANSION_ALLOWANCE_BYTES / CHUNK_BYTES;
+    await expect(decodeManifest(await encodeManifest(filling(allowance, 40)), LIMITS)).resolves.toBeDefined();
+    await expect(decodeManifest(await encodeManifest(filling(1024, 40)), LIMITS)).rejects.toThrow(
+      /1073741824 bytes to write from 40 stored, more than a saved state expands to/
+    );
+    // A real state: 4 GiB of distinct chunks that compressed four times.
+    const real = filling(4096, CHUNK_BYTES / 4);
+    real.parts = [{ key: 'p', bytes: 4096 * (CHUNK_BYTES / 4) }];
+    real.frames = real.chunks.map(([i]) => ({
+      hash: HASH(1000 + i),
+      part: 0,
+      offset: i * (CHUNK_BYTES / 4),
+      length: CHUNK_BYTES / 4
+    }));
+    real.chunks = real.chunks.map(([i]): [number, number] => [i, i]);
+    await expect(decodeManifest(await encodeManifest(real), LIMITS)).resolves.toBeDefined();
+    expect(MAX_EXPANSION).toBeGreaterThanOrEqual(16);
+  });
+
+  test('frames no chunk uses do not count as stored', async () => {
+    const padded = filling(1024, 40);
+    padded.parts = [{ key: 'p', bytes: MAX_FRAME_BYTES }];
+    padded.frames.push(
+      ...Array.from({ length: 100 }, (_, i) => ({ hash: HASH(100 + i), part: 0, offset: 0, length: MAX_FRAME_BYTES }))
+    );
+    await expect(decodeManifest(await encodeManifest(padded), LIMITS)).rejects.toThrow(/from 40 stored/);
+  });
+});

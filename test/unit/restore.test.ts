@@ -1,0 +1,115 @@
+// The pure parts of a restore: how frames become ranged GETs, how jobs run side by side and stop at the
+// first failure, and the check every frame passes before it is written.
+import { CHUNK_BYTES, type Frame } from '../../src/manifest';
+import { FrameCheckError, openFrame, planRanges, runAll } from '../../src/restore';
+import { sha256 } from '../../src/data-image';
+import { compressFrame, FrameTooLargeError } from '../../src/zstd';
+
+const frame = (part: number, offset: number, length: number): Frame => ({ hash: '0'.repeat(64), part, offset, length });
+
+describe('planRanges', () => {
+  const frames = [
+    frame(0, 0, 100),
+    frame(0, 100, 100),
+    frame(0, 1000, 50),
+    frame(1, 0, 10),
+    frame(0, 200, 100),
+    frame(0, 5000, 10)
+  ];
+
+  test.each<[string, number[], number, number, Array<[number, number, number, number[]]>]>([
+    [
+      'neighbours in one range, parts apart',
+      [0, 1, 3],
+      1 << 20,
+      0,
+      [
+        [0, 0, 200, [0, 1]],
+        [1, 0, 10, [3]]
+      ]
+    ],
+    ['in part order whatever the order asked', [4, 1, 0], 1 << 20, 0, [[0, 0, 300, [0, 1, 4]]]],
+    ['a small gap is fetched through', [0, 2], 1 << 20, 1000, [[0, 0, 1050, [0, 2]]]],
+    [
+      'a large gap splits',
+      [0, 2, 5],
+      1 << 20,
+      1000,
+      [
+        [0, 0, 1050, [0, 2]],
+        [0, 5000, 5010, [5]]
+      ]
+    ],
+    [
+      'a range stops growing at the range size',
+      [0, 1, 4],
+      200,
+      0,
+      [
+        [0, 0, 200, [0, 1]],
+        [0, 200, 300, [4]]
+      ]
+    ],
+    ['nothing', [], 1 << 20, 0, []]
+  ])('%s', (_name, wanted, rangeBytes, maxGap, expected) => {
+    expect(planRanges(frames, wanted, rangeBytes, maxGap)).toEqual(
+      expected.map(([part, start, end, list]) => ({ part, start, end, frames: list }))
+    );
+  });
+});
+
+describe('runAll', () => {
+  test('runs every job, at most `width` at once', async () => {
+    let running = 0;
+    let most = 0;
+    const done: number[] = [];
+    const jobs = Array.from({ length: 10 }, (_, i) => async () => {
+      most = Math.max(most, ++running);
+      await new Promise(resolve => setTimeout(resolve, 5));
+      running--;
+      done.push(i);
+    });
+    await runAll(jobs, 3);
+    expect(done.sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(most).toBe(3);
+  });
+
+  test('the first failure is thrown, and no job starts after it', async () => {
+    const started: number[] = [];
+    const jobs = Array.from({ length: 10 }, (_, i) => async () => {
+      started.push(i);
+      await new Promise(resolve => setTimeout(resolve, 1));
+      if (i === 2) throw new Error('job 2 failed');
+    });
+    await expect(runAll(jobs, 2)).rejects.toThrow('job 2 failed');
+    expect(Math.max(...started)).toBeLessThan(5);
+  });
+});
+
+describe('openFrame', () => {
+  const chunk = Buffer.alloc(CHUNK_BYTES, 'setup-dind');
+  const hash = sha256(chunk);
+
+  test('a good frame opens to its chunk', async () => {
+    const compressed = await compressFrame(chunk);
+    expect(await openFrame({ hash, part: 0, offset: 0, length: compressed.length }, compressed)).toEqual(chunk);
+  });
+
+  test('the wrong length, the wrong content, a short chunk, a bomb: refused', async () => {
+    const compressed = await compressFrame(chunk);
+    await expect(openFrame({ hash, part: 0, offset: 0, length: compressed.length + 1 }, compressed)).rejects.toThrow(
+      FrameCheckError
+    );
+    const other = await compressFrame(Buffer.alloc(CHUNK_BYTES, 'other'));
+    await expect(openFrame({ hash, part: 0, offset: 0, length: other.length }, other)).rejects.toThrow(
+      /does not hold the content/
+    );
+    const short = await compressFrame(chunk.subarray(1));
+    await expect(openFrame({ hash, part: 0, offset: 0, length: short.length }, short)).rejects.toThrow(FrameCheckError);
+    const bomb = await compressFrame(Buffer.alloc(4 * CHUNK_BYTES));
+    await expect(openFrame({ hash, part: 0, offset: 0, length: bomb.length }, bomb)).rejects.toThrow(
+      FrameTooLargeError
+    );
+    await expect(openFrame({ hash, part: 0, offset: 0, length: 4 }, Buffer.from('junk'))).rejects.toThrow();
+  });
+});
