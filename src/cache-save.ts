@@ -7,6 +7,7 @@ import type { CacheSetup } from './cache';
 import { contentFingerprint, saveKey, type DaemonContent } from './cache-key';
 import { Inputs } from './constants';
 import { errorMessage } from './errors';
+import { LocalStore, type Eviction as StoreEviction } from './local-store';
 import type { Manifest } from './manifest';
 import { saveState, SizeLimitError, type SaveResult } from './save';
 import { formatBytes } from './units';
@@ -89,10 +90,10 @@ export async function evictUnusedImages(
 
 export type SaveDecision = { save: true; key: string } | { save: false; reason: string };
 
-/** Pure: why post will not save whatever the daemon holds, if it will not. */
+/** Pure: why post will not save whatever the daemon holds, if it will not. The runner's store takes a save the service cannot. */
 export function saveBlocker(setup: CacheSetup, writable: boolean, writableReason?: string): string | undefined {
   if (setup.savePolicy === 'never') return `input '${Inputs.CacheSave}' is 'never'`;
-  if (!writable) return writableReason ?? 'the cache is read-only for this job';
+  if (!writable && !setup.cacheDir) return writableReason ?? 'the cache is read-only for this job';
   return undefined;
 }
 
@@ -109,16 +110,38 @@ export function contentKey(setup: CacheSetup, content: DaemonContent): string {
   return saveKey(setup.exactPrefix, contentFingerprint(content));
 }
 
-/** Saves the stopped daemon's image under `key`. Never throws: a failure is a warning. */
+export interface SaveOutcome {
+  result: SaveResult;
+  /** What the bound of the runner's store removed, when there is one. */
+  eviction?: StoreEviction;
+}
+
+/**
+ * Saves the stopped daemon's image under `key`: to the cache service when `remote`, and to the runner's
+ * store when there is one (which is then kept within its bound). Never throws: a failure is a warning.
+ */
 export async function saveDaemonData(
   setup: CacheSetup,
   key: string,
   imageId: string,
   lastUsed: LastUsed,
-  restored: Manifest | undefined
-): Promise<SaveResult | undefined> {
+  restored: Manifest | undefined,
+  remote: boolean
+): Promise<SaveOutcome | undefined> {
+  const store = setup.cacheDir ? new LocalStore(setup.cacheDir) : undefined;
   try {
-    return await saveState({ dataDir: setup.dataDir, key, imageId, lastUsed, restored, maxBytes: setup.maxBytes });
+    const result = await saveState({
+      dataDir: setup.dataDir,
+      key,
+      imageId,
+      lastUsed,
+      restored,
+      maxBytes: setup.maxBytes,
+      remote,
+      store
+    });
+    const eviction = store ? await store.enforceLimit(setup.cacheDirMaxBytes) : undefined;
+    return { result, eviction };
   } catch (error) {
     if (error instanceof SizeLimitError) {
       core.warning(

@@ -21,7 +21,7 @@ export const CACHE_VERSION = createHash('sha256').update('setup-dind daemon data
 
 /** The client sets no time-out on its calls: a service that never answers must not hold the step. */
 const RPC_TIMEOUT_MS = 30_000;
-/** Server errors are retried once; a cache is not worth waiting long for. */
+/** Server errors and refused connections are retried once (a call with no answer is not): a cache is not worth waiting long for. */
 const RPC_ATTEMPTS = 2;
 const RPC_RETRY_DELAY_MS = 1000;
 
@@ -67,6 +67,8 @@ export function isRateLimit(error: unknown): error is CacheServiceError {
   return error instanceof CacheServiceError && error.status === HTTP_TOO_MANY_REQUESTS;
 }
 
+class TimeoutError extends Error {}
+
 function isRetryable(status: number): boolean {
   return status === 0 || status >= 500;
 }
@@ -97,7 +99,7 @@ function post(url: URL, body: string): Promise<{ status: number; text: string; r
         response.on('error', reject);
       }
     );
-    request.on('timeout', () => request.destroy(new Error(`no answer in ${RPC_TIMEOUT_MS / 1000} s`)));
+    request.on('timeout', () => request.destroy(new TimeoutError(`no answer in ${RPC_TIMEOUT_MS / 1000} s`)));
     request.on('error', reject);
     request.end(body);
   });
@@ -114,6 +116,7 @@ const rpc = {
         answer = await post(url, JSON.stringify(data));
       } catch (error) {
         lastError = new CacheServiceError(`${method}: ${errorMessage(error)}`, 0);
+        if (error instanceof TimeoutError) break;
         if (attempt < RPC_ATTEMPTS) await new Promise(resolve => setTimeout(resolve, RPC_RETRY_DELAY_MS));
         continue;
       }

@@ -14,7 +14,8 @@ import { DataFiles, freeBytes, MAX_IMAGE_BYTES, newImageBytes, prepareDataDir } 
 import { errorMessage } from './errors';
 import type { ActionInputs, CacheSavePolicy } from './inputs';
 import type { Instance } from './instance';
-import { decodeManifest, type Manifest } from './manifest';
+import { LocalStore } from './local-store';
+import { decodeManifest, type Manifest, type ManifestLimits } from './manifest';
 import { runAll, writeState, type WriteProgress } from './restore';
 import { formatBytes } from './units';
 import { zstdAvailable } from './zstd';
@@ -30,6 +31,9 @@ export interface CacheSetup {
   restoredKey?: string;
   /** Images unused for this long are dropped before saving; undefined: never. */
   keepUnusedMs?: number;
+  /** The runner's own store of states (input cache-dir), and its bound. */
+  cacheDir?: string;
+  cacheDirMaxBytes: number;
   /** When the daemon started (ms since the epoch): what happened after is the job's use of its images. */
   usageSince?: number;
   /** The exec that records the daemon's image events (see usage.ts). */
@@ -42,11 +46,13 @@ export interface RestoreResult {
   /** Bytes of the state's frames, downloaded or read from the runner's store. */
   bytes: number;
   downloadedBytes: number;
+  /** Bytes read from the runner's store (cache-dir). */
+  localBytes: number;
   /** The state restored, also written to the data directory for post. */
   manifest?: Manifest;
 }
 
-const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0 };
+const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
 /** States tried when the newest one cannot be restored: it, its parent, the parent's parent. */
 const STATES_TRIED = 3;
 /** Parts looked up at once. */
@@ -60,7 +66,7 @@ export async function prepareCache(inputs: ActionInputs, instance: Instance): Pr
     return undefined;
   }
   const service = availability();
-  if (!service.readable && !service.writable) {
+  if (!service.readable && !service.writable && !inputs.cacheDir) {
     core.info(`Cache off: ${service.reason}.`);
     return undefined;
   }
@@ -81,7 +87,9 @@ export async function prepareCache(inputs: ActionInputs, instance: Instance): Pr
     ...cacheKeys(base, inputs.cacheKey),
     savePolicy: inputs.cacheSave,
     maxBytes: inputs.cacheMaxSizeBytes,
-    keepUnusedMs: inputs.cacheEvictAfterMs
+    keepUnusedMs: inputs.cacheEvictAfterMs,
+    cacheDir: inputs.cacheDir,
+    cacheDirMaxBytes: inputs.cacheDirMaxSizeBytes
   };
 }
 
@@ -115,70 +123,136 @@ export async function restoreDaemonData(setup: CacheSetup, imageId: Promise<stri
   return result;
 }
 
+/** Grows a filesystem by more than this share only: growing makes new groups' metadata. */
+const GROW_SHARE = 1.25;
+
+/**
+ * Pure: the size of a restored image. The filesystem keeps the size it was saved with, unless this
+ * runner has much more room (the first job to save may have had little): then the entrypoint grows it.
+ */
+export function restoredImageBytes(savedBytes: number, freeBytes: number): number {
+  const room = newImageBytes(freeBytes);
+  return room > savedBytes * GROW_SHARE ? room : savedBytes;
+}
+
+/** A state to try: its key, and its manifest when the runner's store has it. */
+interface Candidate {
+  key: string;
+  url?: string;
+  manifest?: Manifest;
+}
+
 async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
   const service = availability();
-  if (!service.readable) {
+  const store = setup.cacheDir ? new LocalStore(setup.cacheDir) : undefined;
+  const limits = { maxImageBytes: MAX_IMAGE_BYTES, maxWriteBytes: await freeBytes(path.dirname(setup.dataDir)) };
+  /**
+   * The newest state for the first of the keys that matches, from the cache service and the runner's
+   * store (where a job that could not upload saved a newer one); its manifest from the store if it has it.
+   */
+  const find = async (key: string, restoreKeys: string[]): Promise<Candidate | undefined> => {
+    const prefixes = [key, ...restoreKeys];
+    const level = (found: string) => prefixes.findIndex(prefix => found.startsWith(prefix));
+    const [entry, local] = await Promise.all([
+      service.readable ? lookup(key, restoreKeys) : undefined,
+      store?.findManifest(prefixes, limits)
+    ]);
+    if (!entry) return local && { key: local.key, manifest: local };
+    const remote: Candidate = {
+      key: entry.key,
+      url: entry.url,
+      manifest: await store?.readManifest(entry.key, limits)
+    };
+    if (!local || local.key === entry.key || level(local.key) > level(entry.key)) return remote;
+    if (level(local.key) < level(entry.key)) return { key: local.key, manifest: local };
+    // The same key level: the newer, by when each was saved (the service's needs its manifest).
+    remote.manifest ??= await decodeManifest(await download(entry.url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits);
+    return Date.parse(local.savedAt) > Date.parse(remote.manifest.savedAt)
+      ? { key: local.key, manifest: local }
+      : remote;
+  };
+  if (!service.readable && !store) {
     core.info(`Not restoring: ${service.reason}.`);
     return MISS;
   }
-  let entry = await lookup(setup.exactPrefix, setup.restoreKeys);
-  if (!entry) {
+  let candidate = await find(setup.exactPrefix, setup.restoreKeys);
+  if (!candidate) {
     core.info(`No cache yet for ${setup.exactPrefix}…: the daemon starts empty.`);
     return MISS;
   }
-  for (let tried = 1; entry; tried++) {
+  for (let tried = 1; candidate; tried++) {
     try {
-      const restored = await restoreState(setup, entry.key, entry.url);
-      const madeBy = restored.manifest?.imageId;
+      const manifest =
+        candidate.manifest ??
+        (await decodeManifest(await download(candidate.url!, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits));
+      if (manifest.key !== candidate.key)
+        throw new Error(`the entry ${candidate.key} holds the manifest of ${manifest.key}`);
+      const restored = await restoreState(setup, manifest, store, service.readable, limits);
       const current = await imageId;
-      if (madeBy !== current) {
+      if (manifest.imageId !== current) {
         core.warning(
-          `The cache was made by another dind image (${madeBy}, this one is ${current}): the daemon starts empty and post saves a new cache.`
+          `The cache was made by another dind image (${manifest.imageId}, this one is ${current}): the daemon starts empty and post saves a new cache.`
         );
         return MISS;
       }
-      await fs.writeFile(path.join(setup.dataDir, DataFiles.manifest), JSON.stringify(restored.manifest));
+      await fs.writeFile(path.join(setup.dataDir, DataFiles.manifest), JSON.stringify(manifest));
+      if (store) {
+        await store.touch(manifest.frames.map(frame => frame.hash));
+        if (!candidate.manifest) await store.writeManifest(manifest);
+      }
       return restored;
     } catch (error) {
       if (isRateLimit(error))
         throw new Error(`the cache service limits this repository's requests now (${error.message})`);
       if (!(error instanceof StateUnavailableError) || tried >= STATES_TRIED || !error.parent) throw error;
       core.warning(`${error.message}; trying the state it was made from, ${error.parent}.`);
-      entry = await lookup(error.parent);
-      if (!entry) throw new Error(`${error.parent} is gone too`);
+      const parent = error.parent;
+      candidate = await find(parent, []);
+      if (candidate?.key !== parent) throw new Error(`${parent} is gone too`);
     }
   }
   return MISS;
 }
 
 /** Restores one state; a state that cannot be restored throws StateUnavailableError naming its parent. */
-async function restoreState(setup: CacheSetup, key: string, url: string): Promise<RestoreResult> {
+async function restoreState(
+  setup: CacheSetup,
+  manifest: Manifest,
+  store: LocalStore | undefined,
+  remote: boolean,
+  limits: ManifestLimits
+): Promise<RestoreResult> {
   const started = performance.now();
+  const { key } = manifest;
   core.info(`Restoring ${key}`);
-  const free = await freeBytes(path.dirname(setup.dataDir));
-  const manifest = await decodeManifest(await download(url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), {
-    maxImageBytes: MAX_IMAGE_BYTES,
-    maxWriteBytes: free
-  });
-  if (manifest.key !== key) throw new Error(`the entry ${key} holds the manifest of ${manifest.key}`);
-  const partUrls = new Array<string | undefined>(manifest.parts.length);
-  await runAll(
-    manifest.parts.map((part, index) => async () => void (partUrls[index] = (await lookup(part.key))?.url)),
-    LOOKUP_CONCURRENCY
+  const locate = async (parts: number[]) => {
+    const urls = new Array<string | undefined>(manifest.parts.length);
+    if (remote)
+      await runAll(
+        parts.map(index => async () => void (urls[index] = (await lookup(manifest.parts[index].key))?.url)),
+        LOOKUP_CONCURRENCY
+      );
+    const missing = parts.filter(index => !urls[index]);
+    if (missing.length > 0) {
+      const where = remote ? 'are gone from the cache' : "are not in the runner's store, and the cache service is off";
+      throw new StateUnavailableError(
+        `${missing.length} of the ${manifest.parts.length} parts of ${key} ${where}`,
+        manifest.parent
+      );
+    }
+    return urls;
+  };
+  const image = await prepareDataDir(
+    setup.dataDir,
+    restoredImageBytes(manifest.filesystem.bytes, limits.maxWriteBytes),
+    'restored'
   );
-  const missing = manifest.parts.filter((_, index) => !partUrls[index]);
-  if (missing.length > 0) {
-    throw new StateUnavailableError(
-      `${missing.length} of the ${manifest.parts.length} parts of ${key} are gone from the cache`,
-      manifest.parent
-    );
-  }
-  const image = await prepareDataDir(setup.dataDir, manifest.filesystem.bytes, 'restored');
   const handle = await fs.open(image, 'r+');
   let progress: WriteProgress;
   try {
-    progress = await writeState(handle, manifest, partUrls, undefined);
+    progress = await writeState(handle, manifest, locate, store);
   } catch (error) {
+    if (error instanceof StateUnavailableError) throw error;
     throw new StateUnavailableError(`${key} could not be restored (${errorMessage(error)})`, manifest.parent);
   } finally {
     await handle.close();
@@ -186,9 +260,16 @@ async function restoreState(setup: CacheSetup, key: string, url: string): Promis
   const seconds = (performance.now() - started) / 1000;
   const bytes = progress.downloadedBytes + progress.localBytes;
   core.info(
-    `Restored ${formatBytes(progress.writtenBytes)} of data from ${formatBytes(bytes)} in ${seconds.toFixed(1)} s (${manifest.parts.length} part(s), ${formatBytes(progress.downloadedBytes)} downloaded).`
+    `Restored ${formatBytes(progress.writtenBytes)} of data from ${formatBytes(bytes)} in ${seconds.toFixed(1)} s: ${formatBytes(progress.localBytes)} from the runner's store, ${formatBytes(progress.downloadedBytes)} downloaded.`
   );
-  return { key, hit: key.startsWith(setup.exactPrefix), bytes, downloadedBytes: progress.downloadedBytes, manifest };
+  return {
+    key,
+    hit: key.startsWith(setup.exactPrefix),
+    bytes,
+    downloadedBytes: progress.downloadedBytes,
+    localBytes: progress.localBytes,
+    manifest
+  };
 }
 
 /** The manifest main restored, from the data directory; undefined when none was. */

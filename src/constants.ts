@@ -15,6 +15,8 @@ export const Inputs = {
   CacheSave: 'cache-save',
   CacheMaxSize: 'cache-max-size',
   CacheEvictAfter: 'cache-evict-after',
+  CacheDir: 'cache-dir',
+  CacheDirMaxSize: 'cache-dir-max-size',
   Mounts: 'mounts',
   Ports: 'ports',
   Mtu: 'mtu',

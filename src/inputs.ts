@@ -30,6 +30,9 @@ export interface ActionInputs {
   cacheMaxSizeBytes: number;
   /** Images no job used for this long are not saved again; undefined: never dropped. */
   cacheEvictAfterMs?: number;
+  /** The runner's own store of states; undefined: none. */
+  cacheDir?: string;
+  cacheDirMaxSizeBytes: number;
   /** Runner paths bind-mounted at the same path; undefined: the workspace and RUNNER_TEMP. */
   mounts?: string[];
   ports: PortMapping[];
@@ -136,6 +139,8 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
     cacheSave: attempt(() => parseChoice(Inputs.CacheSave, read(Inputs.CacheSave), CACHE_SAVE_POLICIES), 'never'),
     cacheMaxSizeBytes: attempt(() => parseSize(Inputs.CacheMaxSize, read(Inputs.CacheMaxSize)), 0),
     cacheEvictAfterMs: attempt(() => parseEvictAfter(read(Inputs.CacheEvictAfter)), undefined),
+    cacheDir: attempt(() => parseCacheDir(read(Inputs.CacheDir)), undefined),
+    cacheDirMaxSizeBytes: attempt(() => parseSize(Inputs.CacheDirMaxSize, read(Inputs.CacheDirMaxSize)), 0),
     mounts: attempt(() => parseMounts(read(Inputs.Mounts)), undefined),
     ports: attempt(() => parsePorts(read(Inputs.Ports)), []),
     mtu: attempt(() => parseMtu(read(Inputs.Mtu)), undefined),
@@ -232,6 +237,18 @@ export function parseEvictAfter(raw: string): number | undefined {
       `Input '${Inputs.CacheEvictAfter}' must be a duration such as 7d, 12h, 30m or 2w, 0 (drop what this job did not use) or never; got '${raw.trim()}'.`
     );
   return ms;
+}
+
+/** An absolute directory on the runner, or empty for none. */
+export function parseCacheDir(raw: string): string | undefined {
+  const value = raw.trim();
+  if (value === '') return undefined;
+  if (!value.startsWith('/')) {
+    throw new Error(
+      `Input '${Inputs.CacheDir}' takes an absolute directory on the runner (for example /var/cache/setup-dind), or nothing; got '${value}'.`
+    );
+  }
+  return path.posix.normalize(value);
 }
 
 /** Items separated by newlines or commas, as YAML block scalars make them easy to write. */

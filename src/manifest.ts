@@ -22,9 +22,13 @@ export interface PartRef {
   bytes: number;
 }
 
+/** The part of a frame saved while the cache service was off: it is in the runner's store alone. */
+export const LOCAL_ONLY = -1;
+
 /** One stored content: its sha256, and where its frame is. */
 export interface Frame {
   hash: string;
+  /** Index in `parts`, or LOCAL_ONLY. */
   part: number;
   offset: number;
   length: number;
@@ -104,7 +108,7 @@ export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Prom
   check(filesystem.bytes % CHUNK_BYTES === 0, 'a filesystem size that is not a whole number of chunks');
   check(filesystem.bytes <= limits.maxImageBytes, `a filesystem of ${filesystem.bytes} bytes, over the limit`);
 
-  check(Array.isArray(json.parts) && json.parts.length > 0 && json.parts.length <= MAX_PARTS, 'a bad list of parts');
+  check(Array.isArray(json.parts) && json.parts.length <= MAX_PARTS, 'a bad list of parts');
   const parts = (json.parts as unknown[]).map((part, i) => {
     const p = part as { key?: unknown; bytes?: unknown };
     check(typeof p?.key === 'string' && p.key !== '' && isCount(p.bytes), `part ${i} is malformed`);
@@ -115,9 +119,9 @@ export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Prom
     check(Array.isArray(frame) && frame.length === 4, `frame ${i} is malformed`);
     const [hash, part, offset, length] = frame as unknown[];
     check(typeof hash === 'string' && SHA256_HEX.test(hash), `frame ${i} has no sha256`);
-    check(isCount(part) && part < parts.length, `frame ${i} names no part`);
+    check(part === LOCAL_ONLY || (isCount(part) && part < parts.length), `frame ${i} names no part`);
     check(isCount(offset) && isCount(length) && length > 0 && length <= MAX_FRAME_BYTES, `frame ${i} has a bad extent`);
-    check(offset + length <= parts[part].bytes, `frame ${i} lies beyond its part`);
+    check(part === LOCAL_ONLY || offset + length <= parts[part].bytes, `frame ${i} lies beyond its part`);
     return { hash, part, offset, length };
   });
   check(Array.isArray(json.chunks), 'no chunks');

@@ -5,7 +5,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { download } from './blob-download';
 import { sha256 } from './data-image';
-import { CHUNK_BYTES, type Frame, type Manifest } from './manifest';
+import { CHUNK_BYTES, LOCAL_ONLY, type Frame, type Manifest } from './manifest';
 import { decompressFrame } from './zstd';
 
 /** Parallel ranged GETs: a blob store serves each connection well below what several reach together. */
@@ -83,13 +83,14 @@ export async function openFrame(frame: Frame, compressed: Buffer): Promise<Buffe
 }
 
 /**
- * Fetches every frame the manifest's chunks need and writes each chunk into `image`. `partUrls` are
- * the signed download URLs of the manifest's parts (only those of remote frames are needed).
+ * Fetches every frame the manifest's chunks need and writes each chunk into `image`. `locate` gives
+ * the signed download URLs of the parts that hold frames the runner's store does not (by index in
+ * the manifest's parts; it throws when one cannot be had).
  */
 export async function writeState(
   image: FileHandle,
   manifest: Manifest,
-  partUrls: Array<string | undefined>,
+  locate: (parts: number[]) => Promise<Array<string | undefined>>,
   local: LocalFrames | undefined,
   connections = RESTORE_CONNECTIONS
 ): Promise<WriteProgress> {
@@ -102,16 +103,18 @@ export async function writeState(
     ? await Promise.all(wanted.map(async index => ((await local.has(manifest.frames[index].hash)) ? index : -1)))
     : [];
   const localIndexes = new Set(kept.filter(index => index >= 0));
-  const ranges = planRanges(
-    manifest.frames,
-    wanted.filter(index => !localIndexes.has(index))
-  );
+  const remote = wanted.filter(index => !localIndexes.has(index));
+  const nowhere = remote.filter(index => manifest.frames[index].part === LOCAL_ONLY);
+  if (nowhere.length > 0)
+    throw new Error(`${nowhere.length} of its frames are in no part and not in the runner's store`);
+  const ranges = planRanges(manifest.frames, remote);
+  const partUrls: Array<string | undefined> =
+    ranges.length > 0 ? await locate([...new Set(ranges.map(range => range.part))]) : [];
   const urlOf = (part: number) => {
     const url = partUrls[part];
-    if (!url) throw new Error(`part ${manifest.parts[part].key} is not in the cache service`);
+    if (!url) throw new Error(`part ${manifest.parts[part]?.key ?? part} cannot be downloaded`);
     return url;
   };
-  ranges.forEach(range => urlOf(range.part));
 
   const put = async (index: number, compressed: Buffer) => {
     const data = await openFrame(manifest.frames[index], compressed);
@@ -136,7 +139,14 @@ export async function writeState(
   const jobs: Array<() => Promise<void>> = [
     ...[...localIndexes].map(index => async () => {
       const compressed = await local!.read(manifest.frames[index].hash);
-      if (!compressed) return fetch(planRanges(manifest.frames, [index])[0]);
+      // Gone since `has` (another job's bound): from the cache service, if it holds it.
+      if (!compressed) {
+        const frame = manifest.frames[index];
+        if (frame.part === LOCAL_ONLY) throw new Error(`frame ${frame.hash.slice(0, 12)} left the runner's store`);
+        const [range] = planRanges(manifest.frames, [index]);
+        partUrls[range.part] ??= (await locate([range.part]))[range.part];
+        return fetch(range);
+      }
       progress.localBytes += compressed.length;
       await put(index, compressed);
     }),

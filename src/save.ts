@@ -10,7 +10,16 @@ import { uploadData, uploadFile } from './blob-upload';
 import { finalize, lookup, reserve } from './cache-service';
 import { DataFiles, scanImage } from './data-image';
 import { readLayout } from './ext4';
-import { CHUNK_BYTES, encodeManifest, MANIFEST_FORMAT, type Frame, type Manifest, type PartRef } from './manifest';
+import type { LocalStore } from './local-store';
+import {
+  CHUNK_BYTES,
+  encodeManifest,
+  LOCAL_ONLY,
+  MANIFEST_FORMAT,
+  type Frame,
+  type Manifest,
+  type PartRef
+} from './manifest';
 import { runAll } from './restore';
 import type { LastUsed } from './usage';
 import { compressFrame } from './zstd';
@@ -21,6 +30,10 @@ export const MAX_LIVE_PARTS = 8;
 const MIN_LIVE_SHARE = 0.5;
 /** Chunks compressed at once (zlib runs them on libuv's thread pool). */
 const COMPRESS_CONCURRENCY = 4;
+/** The restored parts looked up at once. */
+const LOOKUP_CONCURRENCY = 4;
+/** Where a new frame goes until the new part has its place in the list. */
+const NEW_PART = -2;
 /** Variants of a key tried when an earlier save reserved it and never committed it. */
 const KEY_VARIANTS = 3;
 const PART_KEY_PREFIX = 'setup-dind-v2-part-';
@@ -50,6 +63,10 @@ export class SizeLimitError extends Error {}
 
 export interface SaveInput {
   dataDir: string;
+  /** Upload to the cache service; else save to the runner's store alone. */
+  remote: boolean;
+  /** The runner's own store (input cache-dir), which gets every frame of the state and its manifest. */
+  store?: LocalStore;
   /** The manifest key: the content key, with variants tried if it is stuck. */
   key: string;
   imageId: string;
@@ -70,6 +87,8 @@ export interface SaveResult {
   reusedBytes: number;
   /** Bytes of the state's frames in all. */
   storedBytes: number;
+  /** Bytes of frames written to the runner's store. */
+  localBytes: number;
   chunks: number;
 }
 
@@ -128,27 +147,30 @@ class PartWriter {
 export async function saveState(input: SaveInput): Promise<SaveResult> {
   const image = await fs.open(path.join(input.dataDir, DataFiles.image), 'r');
   const writer = new PartWriter(input.dataDir);
+  const { restored, store, remote } = input;
   try {
     const layout = await readLayout(image);
     if (!layout.clean) throw new Error('the filesystem was not unmounted cleanly');
-    const restored = input.restored;
-    // The restored state's frames that are still in the cache, by content.
-    const present = new Array<boolean>(restored?.parts.length ?? 0).fill(false);
-    if (restored)
+    // The restored state's frames still in the cache service, by content; in the runner's store only, where it is off.
+    const present = new Array<boolean>(restored?.parts.length ?? 0).fill(!remote);
+    if (restored && remote) {
       await runAll(
         restored.parts.map((part, i) => async () => void (present[i] = (await lookup(part.key)) !== undefined)),
-        4
+        LOOKUP_CONCURRENCY
       );
+    }
     const known = new Map<string, Frame>();
-    for (const frame of restored?.frames ?? []) if (present[frame.part]) known.set(frame.hash, frame);
-
+    for (const frame of restored?.frames ?? []) if (frame.part < 0 || present[frame.part]) known.set(frame.hash, frame);
     // What each old part holds of the restored state: a part mostly dead there is left behind.
     const liveBytes = new Map<number, number>();
     for (const index of new Set(restored?.chunks.map(([, frame]) => frame))) {
       const frame = restored!.frames[index];
-      if (present[frame.part]) liveBytes.set(frame.part, (liveBytes.get(frame.part) ?? 0) + frame.length);
+      if (frame.part >= 0 && present[frame.part])
+        liveBytes.set(frame.part, (liveBytes.get(frame.part) ?? 0) + frame.length);
     }
-    const keep = partsToKeep((restored?.parts ?? []).map((part, i) => ({ part, liveBytes: liveBytes.get(i) ?? 0 })));
+    const keep = remote
+      ? partsToKeep((restored?.parts ?? []).map((part, i) => ({ part, liveBytes: liveBytes.get(i) ?? 0 })))
+      : new Set(restored?.parts.map(part => part.key));
 
     const parts: PartRef[] = [];
     const partIndex = new Map<string, number>();
@@ -157,13 +179,21 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
     const chunks: Array<[number, number]> = [];
     let storedBytes = 0;
     let reusedBytes = 0;
+    let localBytes = 0;
     const count = (length: number) => {
       storedBytes += length;
       if (storedBytes > input.maxBytes) throw new SizeLimitError();
     };
-    const NEW_PART = -1;
     const pending = new Set<Promise<void>>();
     let failure: { error: unknown } | undefined;
+    /** Runs a chunk's compression and writes beside the scan, a few at a time. */
+    const background = async (job: Promise<void>) => {
+      const tracked: Promise<void> = job
+        .catch(error => void (failure ??= { error }))
+        .finally(() => pending.delete(tracked));
+      pending.add(tracked);
+      if (pending.size >= COMPRESS_CONCURRENCY) await Promise.race(pending);
+    };
     await scanImage(image, layout, async (position, data, hash) => {
       if (failure) throw failure.error;
       let index = frameOf.get(hash);
@@ -171,27 +201,37 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
         index = frames.length;
         frameOf.set(hash, index);
         const old = known.get(hash);
-        const oldPart = old && restored!.parts[old.part];
-        if (old && oldPart && keep.has(oldPart.key)) {
-          if (!partIndex.has(oldPart.key)) partIndex.set(oldPart.key, parts.push(oldPart) - 1);
-          frames.push({ hash, part: partIndex.get(oldPart.key)!, offset: old.offset, length: old.length });
+        const oldPart = old && old.part >= 0 ? restored!.parts[old.part] : undefined;
+        const reuse = old && (old.part < 0 ? !remote : oldPart !== undefined && keep.has(oldPart.key));
+        if (reuse && old) {
+          if (oldPart && !partIndex.has(oldPart.key)) partIndex.set(oldPart.key, parts.push(oldPart) - 1);
+          frames.push({
+            hash,
+            part: oldPart ? partIndex.get(oldPart.key)! : LOCAL_ONLY,
+            offset: old.offset,
+            length: old.length
+          });
           reusedBytes += old.length;
           count(old.length);
+          // A frame of the state that the runner's store lost: written there again.
+          if (store && !(await store.has(hash)))
+            await background(compressFrame(data).then(frame => store.write(hash, frame)));
         } else {
-          // Filled in once the frame is written; the same content later in the scan points here too.
-          frames.push({ hash, part: NEW_PART, offset: 0, length: 0 });
+          // Filled in once the frame is made; the same content later in the scan points here too.
+          frames.push({ hash, part: remote ? NEW_PART : LOCAL_ONLY, offset: 0, length: 0 });
           const frameIndex = index;
-          const job = (async () => {
-            const compressed = await compressFrame(data);
-            const offset = await writer.append(compressed);
-            frames[frameIndex] = { hash, part: NEW_PART, offset, length: compressed.length };
-            count(compressed.length);
-          })();
-          const tracked: Promise<void> = job
-            .catch(error => void (failure ??= { error }))
-            .finally(() => pending.delete(tracked));
-          pending.add(tracked);
-          if (pending.size >= COMPRESS_CONCURRENCY) await Promise.race(pending);
+          await background(
+            (async () => {
+              const compressed = await compressFrame(data);
+              const offset = remote ? await writer.append(compressed) : 0;
+              frames[frameIndex] = { hash, part: remote ? NEW_PART : LOCAL_ONLY, offset, length: compressed.length };
+              count(compressed.length);
+              if (store) {
+                await store.write(hash, compressed);
+                localBytes += compressed.length;
+              }
+            })()
+          );
         }
       }
       chunks.push([position, index]);
@@ -215,21 +255,9 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
       parts.push({ key, bytes: writer.bytes });
     }
 
-    const slot = await reserveSlot(input.key);
-    if ('stuck' in slot) throw new Error(slot.stuck);
-    if ('existing' in slot) {
-      return {
-        saved: false,
-        reason: `a cache with this content exists already (${slot.existing})`,
-        uploadedBytes,
-        reusedBytes,
-        storedBytes,
-        chunks: chunks.length
-      };
-    }
     const manifest: Manifest = {
       format: MANIFEST_FORMAT,
-      key: slot.key,
+      key: input.key,
       parent: restored?.key,
       savedAt: new Date().toISOString(),
       imageId: input.imageId,
@@ -240,19 +268,21 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
       frames,
       chunks
     };
-    const blob = await encodeManifest(manifest);
-    await uploadData(slot.uploadUrl, blob);
-    await finalize(slot.key, blob.length);
-    uploadedBytes += blob.length;
-    return {
-      saved: true,
-      key: slot.key,
-      reason: `saved as ${slot.key}`,
-      uploadedBytes,
-      reusedBytes,
-      storedBytes,
-      chunks: chunks.length
-    };
+    const sizes = { uploadedBytes, reusedBytes, storedBytes, localBytes, chunks: chunks.length };
+    if (remote) {
+      const slot = await reserveSlot(input.key);
+      if ('stuck' in slot) throw new Error(slot.stuck);
+      if ('existing' in slot) {
+        return { saved: false, reason: `a cache with this content exists already (${slot.existing})`, ...sizes };
+      }
+      manifest.key = slot.key;
+      const blob = await encodeManifest(manifest);
+      await uploadData(slot.uploadUrl, blob);
+      await finalize(slot.key, blob.length);
+      sizes.uploadedBytes += blob.length;
+    }
+    if (store) await store.writeManifest(manifest);
+    return { saved: true, key: manifest.key, reason: `saved as ${manifest.key}`, ...sizes };
   } finally {
     await image.close();
     await writer.close().catch(() => undefined);

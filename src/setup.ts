@@ -293,7 +293,7 @@ async function checkData(state: InstanceState, prepared: Prepared, timeline: Tim
     state.cache = undefined;
   } else if (events.discarded && cache?.restored.key) {
     core.warning(`The cache ${cache.restored.key} was not used: ${events.discarded}. The daemon started empty.`);
-    cache.restored = { hit: false, bytes: 0, downloadedBytes: 0 };
+    cache.restored = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
     if (state.cache) state.cache.restoredKey = undefined;
     await fs.rm(path.join(state.instance.dataDir, DataFiles.manifest), { force: true });
   }
@@ -303,7 +303,7 @@ async function checkData(state: InstanceState, prepared: Prepared, timeline: Tim
     timeline.fact(
       'Cache restored',
       restored.key
-        ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded): ${restored.key}`
+        ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded, ${formatBytes(restored.localBytes)} from the cache directory): ${restored.key}`
         : 'nothing to restore'
     );
   }

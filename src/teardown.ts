@@ -94,10 +94,21 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     const cache = state.cache;
     const unmounted = decision.save && (await readDataEvents(instance.dataDir)).unmounted;
     if (decision.save && unmounted) {
-      const result = await timeline.phase('Save the cache', () =>
-        saveDaemonData(cache, decision.key, state.imageId ?? '', plan.eviction?.lastUsed ?? {}, plan.restored)
+      const remote = availability().writable;
+      const outcome = await timeline.phase('Save the cache', () =>
+        saveDaemonData(cache, decision.key, state.imageId ?? '', plan.eviction?.lastUsed ?? {}, plan.restored, remote)
       );
-      timeline.fact('Cache', result ? describeSave(result) : 'not saved: the save failed (see the warning)');
+      timeline.fact(
+        'Cache',
+        outcome ? describeSave(outcome.result, remote) : 'not saved: the save failed (see the warning)'
+      );
+      if (outcome?.eviction && cache.cacheDir) {
+        const { removedBytes, removedFrames, left } = outcome.eviction;
+        timeline.fact(
+          'Cache directory',
+          `${cache.cacheDir}: ${formatBytes(left.bytes)} in ${left.frames} chunks${removedFrames > 0 ? `; removed the ${removedFrames} least recently used (${formatBytes(removedBytes)})` : ''}`
+        );
+      }
     } else {
       const reason = decision.save ? "the daemon's filesystem was not unmounted cleanly" : decision.reason;
       if (decision.save) core.warning(`Not saving the cache: ${reason}.`);
@@ -173,8 +184,9 @@ async function planSave(
   }
 }
 
-function describeSave(result: SaveResult): string {
-  const sizes = `${formatBytes(result.storedBytes)} in ${result.chunks} chunks: ${formatBytes(result.uploadedBytes)} uploaded, ${formatBytes(result.reusedBytes)} reused`;
+function describeSave(result: SaveResult, remote: boolean): string {
+  const local = result.localBytes > 0 ? `, ${formatBytes(result.localBytes)} written to the cache directory` : '';
+  const sizes = `${formatBytes(result.storedBytes)} in ${result.chunks} chunks: ${remote ? `${formatBytes(result.uploadedBytes)} uploaded, ` : ''}${formatBytes(result.reusedBytes)} reused${local}`;
   return result.saved ? `saved ${sizes}, as ${result.key}` : `not saved: ${result.reason} (${sizes})`;
 }
 

@@ -183,6 +183,10 @@ if [ "$mode" = restored ] && ! e2fsck -fn "$image" >"$data/check.log" 2>&1; then
 	note "discarded the restored filesystem failed e2fsck's check: $(tail -n 3 "$data/check.log" | tr '\n' ' ')"
 	mode=new
 fi
+if [ "$mode" = restored ]; then
+	# Main made the file larger when this runner has more room than the filesystem was saved with.
+	resize2fs -f "$image" >"$data/resize.log" 2>&1 || note "not grown: $(tail -n 1 "$data/resize.log")"
+fi
 if [ "$mode" = new ]; then
 	if ! make_filesystem >"$data/mkfs.log" 2>&1; then
 		note "plain mke2fs failed: $(tail -n 3 "$data/mkfs.log" | tr '\n' ' ')"

@@ -1,69 +1,56 @@
-// The cache of the inner daemon's /var/lib/docker across jobs, end to end: the bundled dist/ run by the
-// runner emulation against the real engine, and the cache service v2 emulation (azurite behind a Twirp
-// front) that the real @actions/cache client talks to. Every assertion is on an effect: what a later
-// job's daemon holds and what its containers see, what reached the cache service, what is left on disk.
+// The cache of the inner daemon's data across jobs, end to end: the bundled dist/ run by the runner
+// emulation against the real engine, and the cache service v2 emulation (azurite behind a Twirp front).
+// Every assertion is on an effect: what a later job's daemon holds and what its containers see, what
+// reached the cache service, what is left on disk.
 //
-// The tests run in order and build on each other's cache entries (one server for the file). The round
-// trips (as root, and as `runner` through sudo) build an image with every kind of file-system feature
-// overlay2 relies on and prove that a later job sees it unchanged. The rest work on a small cache (the
-// tiny image) under a key base of their own, seeded once, so that each of their restores and saves
-// takes a fraction of a second: policies, inputs, faults, cleanup. Two tests are marked `failing`:
-// they show bugs in src/ (see their comments).
+// The round trips run as each kind of runner user (root, `runner` with passwordless sudo, `runner-nosudo`
+// in the docker group only), each under a key base of its own: job 1 builds an image with every file
+// system feature overlay2 relies on and saves; job 2 restores it byte for byte, adds a layer and uploads
+// about that layer; job 3 restores both. Then the faults: a corrupt part, a part gone, a rate limit.
+// The rest works on a small cache (the tiny image) under a key base of its own: policies, inputs,
+// faults, cleanup, crafted entries.
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Job, type StepResult } from '../support/runner';
-import { commands, expectExit } from '../support/steps';
+import { startCacheServer, type CacheFault, type CacheServer } from '../support/cache-server';
+import { saveImageAs, writeEntry, writeForeignEntry } from '../support/craft';
+import { inspectContainer, NESTED_BASE_IMAGE, OUTER_SOCKET, outerEnv, TEST_IMAGE } from '../support/engine';
 import {
-  startCacheServer,
-  type CacheEntryInfo,
-  type CacheFault,
-  type CacheServer,
-  type CacheServerStats
-} from '../support/cache-server';
-import {
-  containerVolumes,
-  inspectContainer,
-  labelled,
-  NESTED_BASE_IMAGE,
-  OUTER_SOCKET,
-  Sweeper,
-  TEST_IMAGE,
-  volumeExists,
-  type Started
-} from '../support/engine';
+  account,
+  BUILD,
+  delta,
+  loadFromOuter,
+  OUTER_DOCKER,
+  summaryRows,
+  sweepAll,
+  TestJob,
+  withJob,
+  type MainStep
+} from '../support/job';
+import { commands } from '../support/steps';
 
 /** Built on the outer engine in beforeAll: the tools the test images need (setcap, setfattr). */
 const TOOLS_IMAGE = 'setup-dind-test/tools:trixie';
 /** Built on the outer engine in beforeAll: one static binary (/ldconfig), loaded in a second. */
 const TINY_IMAGE = 'setup-dind-test/tiny:latest';
-/**
- * For the round trip as `runner`: an explicit storage driver (the default one) is a storage setting,
- * part of the key's compatibility hash, so that variant has a cache namespace of its own and starts empty.
- */
-const OWN_NAMESPACE_ARGS = '--storage-driver=overlay2';
 /** Built inside the inner daemon by the round trip: the file-system features overlay2 must keep. */
 const LAYERS_IMAGE = 'setup-dind-test/cached:layers';
 /** Imported inside the inner daemon: user.* xattrs, which `docker build` and `docker commit` drop. */
 const XATTRS_IMAGE = 'setup-dind-test/cached:xattrs';
-const PROBE_DIR = 'setup-dind-test-probe';
+/** Built by job 2 of the round trip: one more layer, of incompressible data. */
+const LAYER2_IMAGE = 'setup-dind-test/cached:layer2';
+const LAYER2_BYTES = 8 * 1024 * 1024;
+/** Written into the daemon's data by job 1 (inside a directory the cache keeps): sparse, with xattrs. */
+const PROBE = '/var/lib/docker/image/setup-dind-test-probe';
 
-const BASE_INPUTS = { image: TEST_IMAGE, pull: 'never', context: '' };
-const RUNNER = 'runner';
-const NOSUDO = 'runner-nosudo';
-const KEY_PATTERN = /^setup-dind-v1-[a-z0-9]+-[0-9a-f]{12}(-[A-Za-z0-9._/=-]+)?\+[0-9a-f]{16}$/;
-
-/** The outer engine from a step, whatever DOCKER_* main exported. */
-const OUTER_DOCKER = `env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT docker -H ${OUTER_SOCKET}`;
-const load = (image: string) => `${OUTER_DOCKER} save ${image} | docker load`;
-/** The inner daemon has no buildx: the classic builder. */
-const BUILD = 'DOCKER_BUILDKIT=0 docker build --quiet';
+const CACHE_INPUTS = { cache: 'true', context: '' };
+const KEY_PATTERN = /^setup-dind-v2-[a-z0-9]+-[0-9a-f]{12}(-[A-Za-z0-9._/=-]+)?\+[0-9a-f]{16}$/;
+const PART_KEY = /^setup-dind-v2-part-[0-9a-f]{64}$/;
 
 jest.setTimeout(300_000);
 
 let server: CacheServer;
-const sweeper = new Sweeper();
 const measurements: string[] = [];
 
 beforeAll(async () => {
@@ -72,8 +59,7 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
-  const removed = await sweeper.sweep();
-  if (removed.length > 0) console.warn(`Swept what failed tests left behind:\n  ${removed.join('\n  ')}`);
+  await sweepAll();
   await server?.stop();
   if (measurements.length > 0)
     console.log(`Cache measurements (from the job summaries):\n  ${measurements.join('\n  ')}`);
@@ -93,7 +79,7 @@ function sh(
     execFile(
       'bash',
       ['-c', `set -euo pipefail\nexport LC_ALL=C\n${script}`, 'bash', ...args],
-      { timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024 },
+      { timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024, env: outerEnv() },
       (error, stdout, stderr) => {
         const code = error
           ? typeof (error as { code?: unknown }).code === 'number'
@@ -112,6 +98,11 @@ async function shOk(script: string, args: string[] = [], timeoutMs?: number): Pr
   return result.stdout;
 }
 
+/** A command in the dind container, as root there (from the test, through the runner's engine). */
+function inDind(main: MainStep, script: string): Promise<string> {
+  return shOk(`docker -H ${OUTER_SOCKET} exec -i "$1" sh -ec "$2"`, [main.outputs['container-id'], script]);
+}
+
 /** The tools image (apt from the Debian mirror: only the first build takes time) and the tiny image. */
 async function buildOuterImages(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-cache-images-'));
@@ -121,16 +112,14 @@ async function buildOuterImages(): Promise<void> {
       fs.mkdirSync(context);
       fs.writeFileSync(path.join(context, 'Dockerfile'), dockerfile);
       await shOk(
-        `env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT DOCKER_BUILDKIT=0 docker -H ${OUTER_SOCKET} build --pull=false --quiet -t "$1" "$2" >/dev/null`,
+        `DOCKER_BUILDKIT=0 docker -H ${OUTER_SOCKET} build --pull=false --quiet -t "$1" "$2" >/dev/null`,
         [tag, context],
         600_000
       );
     };
     await build(
       TOOLS_IMAGE,
-      `FROM ${NESTED_BASE_IMAGE}
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin attr && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
-`
+      `FROM ${NESTED_BASE_IMAGE}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin attr && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin\n`
     );
     await build(
       TINY_IMAGE,
@@ -141,95 +130,17 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
   }
 }
 
-function passwdHome(user: string): string {
-  const entry = fs
-    .readFileSync('/etc/passwd', 'utf8')
-    .split('\n')
-    .find(line => line.startsWith(`${user}:`));
-  if (!entry) throw new Error(`No user ${user} on this machine.`);
-  return entry.split(':')[5];
-}
-
-/** A job against the cache server; its steps get a HOME of their own unless they run as another user. */
-function newJob(options: { user?: string; env?: Record<string, string>; server?: CacheServer } = {}): Job {
-  const job = new Job({
-    env: { ...(options.server ?? server).env, ...(options.env ?? {}) },
-    ...(options.user ? { runAs: { user: options.user } } : {})
-  });
-  if (!options.user) job.ownHome();
-  return job;
-}
-
-interface Main {
-  result: StepResult;
-  started: Started;
-  /** The cache's data directory: next to the certificate directory, named after the container. */
-  dataDir: string;
-}
-
-async function runMain(job: Job, inputs: Record<string, string> = {}, user?: string): Promise<Main> {
-  const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
-  const started = sweeper.record(result.state, user ? passwdHome(user) : job.env.HOME);
-  expectExit(result, 0, 'main');
-  expect(started).toBeDefined();
-  return { result, started: started!, dataDir: `${started!.certDir}-data` };
-}
-
-async function step(job: Job, script: string, what: string): Promise<StepResult> {
-  const result = await job.run(`set -o pipefail\n${script}`);
-  expectExit(result, 0, what);
-  return result;
-}
-
-/** The rows of the summary's tables: phase → time, fact → value. */
-function summaryRows(summary: string): Record<string, string> {
-  const rows: Record<string, string> = {};
-  for (const match of summary.matchAll(/<tr><td>([\s\S]*?)<\/td><td>([\s\S]*?)<\/td><\/tr>/g))
-    rows[match[1].replace(/^(✅|❌) /, '')] = match[2];
-  return rows;
-}
-
-function measure(label: string, main?: StepResult, post?: StepResult): void {
-  const m = main ? summaryRows(main.summary) : {};
+function measure(label: string, main?: MainStep, post?: { summary: string }): void {
+  const m = main ? summaryRows(main.result.summary) : {};
   const p = post ? summaryRows(post.summary) : {};
   const parts = [
     m['Cache restored'] && `restored: ${m['Cache restored']}`,
-    ...Object.entries(m)
-      .filter(([name]) => name.startsWith('Prepare '))
-      .map(([, time]) => `prepare phase ${time}`),
     m['Start the daemon'] && `daemon start ${m['Start the daemon']}`,
-    p['Decide whether to save the cache'] && `decide ${p['Decide whether to save the cache']}`,
+    p['Stop the daemon'] && `stop ${p['Stop the daemon']}`,
     p['Save the cache'] && `save phase ${p['Save the cache']}`,
     p.Cache && `cache: ${p.Cache}`
   ].filter(Boolean);
   measurements.push(`${label}: ${parts.join('; ')}`);
-}
-
-/**
- * Runs the job's post and checks that it left nothing: exit 0, no labelled container, network or
- * volume, no data directory, no certificate directory, nothing at all in RUNNER_TEMP.
- */
-async function finish(job: Job, main: Main, options: { warnings?: number } = {}): Promise<StepResult> {
-  const posts = await job.finish();
-  expect(posts).toHaveLength(1);
-  const [post] = posts;
-  expectExit(post, 0, 'post');
-  expect(commands(post.stdout, 'error')).toEqual([]);
-  if (options.warnings !== undefined) expect(commands(post.stdout, 'warning')).toHaveLength(options.warnings);
-  expect(await labelled(main.started.id)).toEqual({ containers: [], networks: [], volumes: [] });
-  expect({ dataDir: main.dataDir, exists: fs.existsSync(main.dataDir) }).toEqual({
-    dataDir: main.dataDir,
-    exists: false
-  });
-  expect(fs.existsSync(main.started.certDir)).toBe(false);
-  expect(fs.readdirSync(job.temp)).toEqual([]);
-  return post;
-}
-
-function delta(before: CacheServerStats, after: CacheServerStats): Partial<CacheServerStats> {
-  return Object.fromEntries(
-    Object.entries(after).map(([name, value]) => [name, value - before[name as keyof CacheServerStats]])
-  ) as Partial<CacheServerStats>;
 }
 
 /** Lines in one text and not the other, in both directions (readable, unlike a 1 MB string diff). */
@@ -242,66 +153,53 @@ function lineDiff(expected: string, actual: string, limit = 40): { missing: stri
   };
 }
 
-/** The mounts at /var/lib/docker of the instance's dind container. */
-async function dataMounts(main: Main): Promise<Array<{ Type: string; Source?: string }>> {
-  const container = (await inspectContainer(main.result.outputs['container-id'])) as unknown as {
-    Mounts: Array<{ Type: string; Source: string; Destination: string }>;
-  };
-  return container.Mounts.filter(mount => mount.Destination === '/var/lib/docker').map(mount =>
-    mount.Type === 'bind' ? { Type: mount.Type, Source: mount.Source } : { Type: mount.Type }
-  );
-}
-
 /** What the inner daemon holds: `repo:tag` of every image, sorted. */
-async function imageTags(job: Job): Promise<string[]> {
-  const listed = await step(job, `docker images --format '{{.Repository}}:{{.Tag}}'`, 'docker images');
+async function imageTags(job: TestJob): Promise<string[]> {
+  const listed = await job.step(`docker images --format '{{.Repository}}:{{.Tag}}'`, 'docker images');
   return listed.stdout.split('\n').filter(Boolean).sort();
 }
 
-/** The daemon started empty and nothing of a cache is in its data directory; it still loads and runs. */
-async function expectEmptyWorkingDaemon(job: Job, main: Main): Promise<void> {
-  const info = await step(
-    job,
-    `docker info --format '{{.Images}} {{.Containers}} {{.Driver}}'; docker images -q --all | wc -l`,
-    'docker info'
-  );
-  expect(info.stdout.trim().split('\n')).toEqual(['0 0 overlay2', '0']);
-  expect(fs.existsSync(main.dataDir)).toBe(true);
-  const left = await shOk(
-    `cd "$1" && ls -A . && echo --- && ls -A overlay2 && echo --- && find image/overlay2/imagedb/content -type f | wc -l`,
-    [main.dataDir]
-  );
-  const [top, overlay, imagedb] = left.split('---\n').map(part => part.trim().split('\n').filter(Boolean));
-  expect(top).not.toContain('.setup-dind-cache.json');
-  expect(top).not.toContain(PROBE_DIR);
-  expect(overlay).toEqual(['l']);
-  expect(imagedb).toEqual(['0']);
-  await expectLoadAndRun(job);
-}
-
-async function expectLoadAndRun(job: Job): Promise<void> {
-  const ran = await step(
-    job,
-    `${load(TINY_IMAGE)}\ndocker run --rm ${TINY_IMAGE} /ldconfig --version`,
+async function expectLoadAndRun(job: TestJob): Promise<void> {
+  const ran = await job.step(
+    `${loadFromOuter(TINY_IMAGE)}\ndocker run --rm ${TINY_IMAGE} /ldconfig --version`,
     'load and run a nested container'
   );
   expect(ran.stdout).toMatch(/ldconfig \(Debian GLIBC/);
 }
 
-/** Without a cache: an empty daemon on the image's volume that loads and runs. */
-async function expectEmptyWorkingDaemonWithoutDataDir(job: Job): Promise<void> {
-  const info = await step(job, `docker info --format '{{.Images}} {{.Driver}}'`, 'docker info');
-  expect(info.stdout.trim()).toBe('0 overlay2');
+/** The daemon started empty and works. */
+async function expectEmptyWorkingDaemon(job: TestJob): Promise<void> {
+  const info = await job.step(`docker info --format '{{.Images}} {{.Containers}} {{.Driver}}'`, 'docker info');
+  expect(info.stdout.trim()).toBe('0 0 overlay2');
   await expectLoadAndRun(job);
 }
+
+/** The post step's summary line about the cache. */
+function cacheFact(post: { summary: string }): string {
+  return summaryRows(post.summary).Cache ?? '';
+}
+
+function savedKeyOf(post: { summary: string }): string {
+  const saved = / as (\S+)$/.exec(cacheFact(post));
+  if (!/^saved /.test(cacheFact(post)) || !saved) throw new Error(`post did not save: ${cacheFact(post)}`);
+  return saved[1];
+}
+
+/** Bytes uploaded and reused, from post's summary ("saved 1.2 MiB in 9 chunks: 1.0 MiB uploaded, 0.2 MiB reused"). */
+function uploadSummary(post: { summary: string }): { uploaded: string; reused: string } {
+  const match = /: (\S+ \S+) uploaded, (\S+ \S+) reused/.exec(cacheFact(post));
+  return { uploaded: match?.[1] ?? '', reused: match?.[2] ?? '' };
+}
+
+const UNCHANGED = { creates: 0, createConflicts: 0, finalizes: 0, uploadedBytes: 0, uploadRequests: 0 };
 
 // ---------------------------------------------------------------------------------------------------
 // What the round trip must keep
 
 /**
- * The test image: every layer feature overlay2 stores on disk in its own way. Deleting and recreating
- * a directory makes it opaque (trusted.overlay.opaque), deleting files makes whiteouts (0/0 character
- * devices), and the rest are plain file-system metadata tar must carry as root.
+ * Every layer feature overlay2 stores on disk in its own way. Deleting and recreating a directory makes
+ * it opaque (trusted.overlay.opaque), deleting files makes whiteouts (0/0 character devices), and the
+ * rest are plain file-system metadata.
  */
 const LAYERS_DOCKERFILE = `FROM ${TOOLS_IMAGE}
 RUN set -e; mkdir -p /opt/t/opq/sub /opt/t/lower; echo a > /opt/t/opq/a; echo b > /opt/t/opq/sub/b; \\
@@ -318,10 +216,9 @@ RUN set -e; cd /opt/t; \\
 `;
 
 /**
- * Run inside a nested container: every entry of the image's file system as the container sees it
- * (mode, owner, links, size, type, device numbers, mtime of non-directories, symlink targets), the
- * content of every regular file, file capabilities, xattrs of every namespace, and whether the hard
- * links share one inode. The files Docker makes for each container are left out.
+ * Run inside a nested container: every entry of the image's file system as the container sees it, the
+ * content of every regular file, file capabilities, xattrs of every namespace, and whether hard links
+ * share one inode. The files Docker makes for each container are left out.
  */
 const MANIFEST_SCRIPT = `set -eu
 export LC_ALL=C
@@ -335,12 +232,11 @@ echo '## hard links'; echo "inodes of h1 h2 links/h3: $(stat -c %i /opt/t/h1 /op
 `;
 
 /** Loads the tools, builds and imports the test images. */
-async function populate(job: Job): Promise<void> {
+async function populate(job: TestJob): Promise<void> {
   fs.mkdirSync(path.join(job.workspace, 'layers'), { recursive: true });
   fs.writeFileSync(path.join(job.workspace, 'layers', 'Dockerfile'), LAYERS_DOCKERFILE);
-  await step(
-    job,
-    `${load(TOOLS_IMAGE)}
+  await job.step(
+    `${loadFromOuter(TOOLS_IMAGE)}
 ${BUILD} -t ${LAYERS_IMAGE} layers
 # user.* xattrs survive only an import (the builder's layer diffs keep security.capability alone).
 docker run --rm ${TOOLS_IMAGE} sh -ec 'mkdir -p /x/opt/x; echo v > /x/opt/x/xa; setfattr -n user.test -v hello /x/opt/x/xa; setfattr -n user.bin -v 0x000102ff /x/opt/x/xa; tar --format=posix --xattrs --xattrs-include="user.*" -C /x -cf - .' | docker import - ${XATTRS_IMAGE}`,
@@ -349,9 +245,8 @@ docker run --rm ${TOOLS_IMAGE} sh -ec 'mkdir -p /x/opt/x; echo v > /x/opt/x/xa; 
 }
 
 /** What post must not carry on: a stopped container, a volume, a dangling image. */
-async function leaveLeftovers(job: Job): Promise<void> {
-  await step(
-    job,
+async function leaveLeftovers(job: TestJob): Promise<void> {
+  await job.step(
     `docker create --name leftover ${TOOLS_IMAGE} true
 docker volume create leftover-volume
 printf 'FROM ${TOOLS_IMAGE}\\nLABEL v=1\\n' | ${BUILD} -t setup-dind-test/dangling -
@@ -361,123 +256,107 @@ docker rmi setup-dind-test/dangling`,
   );
 }
 
-async function containerManifest(job: Job, image: string): Promise<string> {
+async function containerManifest(job: TestJob, image: string): Promise<string> {
   fs.writeFileSync(path.join(job.workspace, 'manifest.sh'), MANIFEST_SCRIPT);
-  const result = await step(
-    job,
+  await job.step(
     `docker run --rm -i --network none ${image} sh -s < manifest.sh > manifest.txt`,
     `manifest of ${image}`
   );
-  expect(result.exitCode).toBe(0);
   return fs.readFileSync(path.join(job.workspace, 'manifest.txt'), 'utf8');
 }
 
 /**
- * The image store on the runner's disk (as root): every entry under overlay2/ and image/ with its
- * metadata and content digest, and every xattr (trusted.overlay.opaque, security.capability, user.*).
- * Only while no container exists: then both trees hold nothing but images.
+ * The image store as the daemon has it on disk (inside the dind container, where the filesystem is
+ * mounted): every entry under overlay2/ and image/ with its metadata and content digest, and every xattr
+ * (trusted.overlay.opaque, security.capability, user.*). Only while no container exists.
  */
-async function diskManifest(dataDir: string): Promise<string> {
-  return shOk(
-    `cd "$1"
+function diskManifest(main: MainStep): Promise<string> {
+  return inDind(
+    main,
+    `cd /var/lib/docker
+export LC_ALL=C
 walk() { find overlay2 image "$@" -print0 | sort -z; }
 echo '## directories'; walk -type d | xargs -0 stat -c '%n|%a|%u:%g|%h'
 echo '## other entries'; walk ! -type d | xargs -0 stat -c '%n|%a|%u:%g|%h|%s|%F|%t:%T|%N'
 echo '## sha256'; walk -type f | xargs -0 sha256sum
-echo '## xattrs'; walk | xargs -0 getfattr -h -d -m - 2>/dev/null || true`,
-    [dataDir]
+echo '## xattrs'; walk | xargs -0 getfattr -h -d -m - 2>/dev/null || true`
   );
 }
 
-/** A sparse file (1 GiB, 4 bytes of data in the middle) and xattrs, put straight into the data directory. */
-async function writeProbe(dataDir: string): Promise<string> {
-  await shOk(
-    `mkdir "$1/${PROBE_DIR}" && cd "$1/${PROBE_DIR}"
+/** A sparse file (1 GiB, 4 bytes of data in the middle) with xattrs of two namespaces, in the daemon's data. */
+async function writeProbe(main: MainStep): Promise<string> {
+  await inDind(
+    main,
+    `mkdir ${PROBE} && cd ${PROBE}
 truncate -s 1G sparse && printf data | dd of=sparse bs=1 seek=536870912 conv=notrunc status=none
-setfattr -n user.probe -v yes sparse && setfattr -n trusted.probe -v root-only sparse`,
-    [dataDir]
+setfattr -n user.probe -v yes sparse && setfattr -n trusted.probe -v root-only sparse`
   );
-  return readProbe(dataDir);
+  return readProbe(main);
 }
 
-async function readProbe(dataDir: string): Promise<string> {
-  return shOk(
-    `cd "$1/${PROBE_DIR}"
+function readProbe(main: MainStep): Promise<string> {
+  return inDind(
+    main,
+    `cd ${PROBE}
 stat -c 'size=%s blocks=%b' sparse
 dd if=sparse bs=1 skip=536870912 count=4 status=none; echo
-getfattr -d -m - sparse | sed 1d`,
-    [dataDir]
+getfattr -d -m - sparse | sed 1d`
   );
+}
+
+/** The data directory on the runner: the job's user's, and nothing in it but regular files. */
+async function expectDataDirOfUser(main: MainStep, user: string | undefined): Promise<void> {
+  const uid = user ? account(user).uid : process.getuid!();
+  const image = path.join(main.dataDir, 'docker.img');
+  expect(fs.statSync(main.dataDir).uid).toBe(uid);
+  expect(fs.statSync(image).uid).toBe(uid);
+  expect(fs.statSync(image).isFile()).toBe(true);
+  const special = await shOk(`find "$1" ! -type f ! -type d | wc -l`, [main.dataDir]);
+  expect(special.trim()).toBe('0');
 }
 
 // ---------------------------------------------------------------------------------------------------
 
-/**
- * Tests after the round trips use a small cache (the tiny image) under a key base of their own, so
- * that every restore and save is quick: the default storage driver, named explicitly.
- */
-const SMALL = { 'daemon-config': '{"storage-driver":"overlay2"}' };
-/** The default inputs' key base (`setup-dind-v1-<arch>-<compat>`), from the round trip's first job. */
-let defaultBase = '';
-let smallBase = '';
-let smallKey = '';
-const JOB4_IMAGE = 'setup-dind-test/cached:job4';
 const ROUND_TRIP_IMAGES = [LAYERS_IMAGE, TOOLS_IMAGE, XATTRS_IMAGE].sort();
 
-/** A job with the given inputs; `body` gets the main and the job, and runs post itself. */
-async function withJob(
-  options: { user?: string; env?: Record<string, string>; inputs?: Record<string, string> },
-  body: (job: Job, main: Main) => Promise<void>
-): Promise<void> {
-  const job = newJob(options);
-  try {
-    const main = await runMain(job, options.inputs ?? {}, options.user);
-    await body(job, main);
-  } finally {
-    await job.finish();
-    job.cleanup();
-  }
-}
-
-function savedKeyOf(post: StepResult): string {
-  const saved = /Saving the cache as (\S+) once the daemon has stopped\./.exec(post.stdout);
-  if (!saved) throw new Error(`post did not save:\n${post.stdout}`);
-  return saved[1];
-}
-
-const UNCHANGED = { creates: 0, createConflicts: 0, finalizes: 0, uploadedBytes: 0, uploadRequests: 0 };
-
 describe('setup-dind cache (cache service emulation, real engine)', () => {
-  describe.each<{ user?: string; label: string; inputs: Record<string, string>; access: string }>([
-    { user: undefined, label: 'root', inputs: {}, access: 'tar as root' },
-    { user: RUNNER, label: RUNNER, inputs: { 'dockerd-args': OWN_NAMESPACE_ARGS }, access: 'tar through sudo -n' }
-  ])('round trip as $label ($access)', ({ user, label, inputs }) => {
-    test('job 1 builds and saves; job 2 restores the same images, byte for byte and bit for bit', async () => {
-      let savedKey = '';
+  describe.each<{ user?: string; label: string; inputs: Record<string, string> }>([
+    { user: undefined, label: 'root', inputs: {} },
+    // Each user under a key base of its own (storage settings are part of it), so each starts cold.
+    { user: 'runner', label: 'runner (passwordless sudo)', inputs: { 'dockerd-args': '--storage-driver=overlay2' } },
+    {
+      user: 'runner-nosudo',
+      label: 'runner-nosudo (docker group only)',
+      inputs: { 'daemon-config': '{"storage-opts":[]}' }
+    }
+  ])('as $label', ({ user, label, inputs: userInputs }) => {
+    const inputs = { ...CACHE_INPUTS, ...userInputs };
+    let key1 = '';
+    let key2 = '';
+    let part2 = '';
+
+    test('job 1 builds and saves; job 2 restores it byte for byte, adds a layer and uploads about that layer; job 3 restores both', async () => {
       let manifest = '';
       let disk = '';
       let probe = '';
-      let entry: CacheEntryInfo | undefined;
 
       // Job 1: a cold daemon, populated, saved by post.
-      const job1 = newJob({ user });
-      try {
-        const before = server.stats();
-        const entriesBefore = server.entries().length;
-        const main = await runMain(job1, inputs, user);
-        expect(commands(main.result.stdout, 'warning')).toEqual([]);
-        expect(main.result.outputs['cache-hit']).toBe('false');
-        expect(main.result.outputs['cache-size']).toBe('0');
-        const prefix = main.result.outputs['cache-key'];
-        expect(prefix).toMatch(/^setup-dind-v1-[a-z0-9]+-[0-9a-f]{12}\+$/);
+      await withJob({ user, cache: server }, async job => {
+        const main = await job.main(inputs);
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
+        expect(main.outputs['cache-key']).toMatch(/^setup-dind-v2-[a-z0-9]+-[0-9a-f]{12}\+$/);
         expect(main.result.stdout).toContain('No cache yet');
-        // The data directory is bind-mounted as /var/lib/docker, root's, next to the certificates.
-        expect(path.dirname(main.dataDir)).toBe(job1.temp);
-        expect(await dataMounts(main)).toEqual([{ Type: 'bind', Source: main.dataDir }]);
-        expect(fs.statSync(main.dataDir).uid).toBe(0);
+        // The data directory is the job's user's, next to the certificates, and holds one file for all of it.
+        expect(path.dirname(main.dataDir)).toBe(job.temp);
+        await expectDataDirOfUser(main, user);
+        const container = await inspectContainer(main.outputs['container-id']);
+        expect(
+          container.Mounts.filter(mount => mount.Type === 'bind' && mount.Destination === '/setup-dind/data')
+        ).toHaveLength(1);
 
-        await populate(job1);
-        manifest = await containerManifest(job1, LAYERS_IMAGE);
+        await populate(job);
+        manifest = await containerManifest(job, LAYERS_IMAGE);
         // The manifest shows what the test is about (else an identical one in job 2 proves nothing).
         const lines = manifest.split('\n');
         expect(lines).toEqual(
@@ -506,77 +385,64 @@ describe('setup-dind cache (cache service emulation, real engine)', () => {
           expect(lines.some(line => line.startsWith(`${gone}|`))).toBe(false);
         }
         expect(lines).toContain('inodes of h1 h2 links/h3: 1');
-        expect(await imageTags(job1)).toEqual(ROUND_TRIP_IMAGES);
+        expect(await imageTags(job)).toEqual(ROUND_TRIP_IMAGES);
 
         // The disk under the daemon: opaque directories, whiteouts, the imported user.* xattrs.
-        disk = await diskManifest(main.dataDir);
+        disk = await diskManifest(main);
         expect(disk).toContain('trusted.overlay.opaque="y"');
         expect(disk).toMatch(/\/diff\/opt\/t\/lower\/deleteme\|0\|0:0\|1\|0\|character special file\|0:0\|/);
         expect(disk).toContain('user.test="hello"');
         expect(disk).toContain('user.bin=0sAAEC/w==');
-        probe = await writeProbe(main.dataDir);
+        probe = await writeProbe(main);
         expect(probe).toMatch(/^size=1073741824 blocks=(\d+)\ndata\n/);
         expect(Number(/blocks=(\d+)/.exec(probe)![1])).toBeLessThan(64);
+        disk = await diskManifest(main);
 
-        await leaveLeftovers(job1);
-        const driver = await step(job1, `docker info --format '{{.Driver}}'`, 'docker info');
-        expect(driver.stdout.trim()).toBe('overlay2');
-
-        const post = await finish(job1, main, { warnings: 0 });
-        measure(`round trip as ${label}, job 1 (save)`, main.result, post);
-        const saved = /Saving the cache as (\S+) once the daemon has stopped\./.exec(post.stdout);
-        expect(saved).not.toBeNull();
-        savedKey = saved![1];
-        expect(savedKey).toMatch(KEY_PATTERN);
-        expect(savedKey.startsWith(prefix)).toBe(true);
-        if (!user) defaultBase = prefix.slice(0, -1);
-        const entries = server.entries();
-        expect(entries).toHaveLength(entriesBefore + 1);
-        entry = entries[entries.length - 1];
-        expect(entry.key).toBe(savedKey);
-        const change = delta(before, server.stats());
-        expect(change).toMatchObject({ creates: 1, finalizes: 1, hits: 0 });
-        expect(change.uploadedBytes).toBeGreaterThan(1_000_000);
-        expect(change.uploadedBytes).toBeGreaterThanOrEqual(entry.size);
-        expect(summaryRows(post.summary).Cache).toMatch(
-          new RegExp(`^saved .+ as ${savedKey.replace(/[+.]/g, '\\$&')}$`)
-        );
-      } finally {
-        await job1.finish();
-        job1.cleanup();
-      }
-
-      // Job 2: the same images, without a load or build.
-      const job2 = newJob({ user });
-      try {
+        await leaveLeftovers(job);
         const before = server.stats();
-        const main = await runMain(job2, inputs, user);
-        expect(commands(main.result.stdout, 'warning')).toEqual([]);
-        expect(main.result.outputs['cache-hit']).toBe('true');
-        expect(main.result.outputs['cache-key']).toBe(savedKey);
-        expect(Number(main.result.outputs['cache-size'])).toBe(entry!.size);
-        expect(delta(before, server.stats())).toMatchObject({
-          lookups: 1,
-          hits: 1,
-          downloads: 1,
-          downloadedBytes: entry!.size
-        });
+        const [post] = await job.post({ warnings: 0 });
+        measure(`as ${label}, job 1 (save)`, main, post);
+        key1 = savedKeyOf(post);
+        expect(key1).toMatch(KEY_PATTERN);
+        expect(key1.startsWith(main.outputs['cache-key'])).toBe(true);
+        // One part with every chunk, one manifest.
+        const change = delta(before, server.stats());
+        expect(change).toMatchObject({ creates: 2, finalizes: 2 });
+        const entries = server.entries().slice(-2);
+        expect(entries.map(entry => entry.key)).toEqual([expect.stringMatching(PART_KEY), key1]);
+        expect(change.uploadedBytes).toBe(entries[0].size + entries[1].size);
+        expect(entries[0].size).toBeGreaterThan(10_000_000);
+        expect(uploadSummary(post).reused).toBe('0 B');
+      });
 
-        expect(await imageTags(job2)).toEqual(ROUND_TRIP_IMAGES);
+      // Job 2: the same images without a load or build; then one more layer.
+      await withJob({ user, cache: server }, async job => {
+        const before = server.stats();
+        const main = await job.main(inputs);
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
+        const manifest1 = server.entries().find(entry => entry.key === key1)!;
+        // The manifest, then ranges of its one part over several connections at once.
+        const restore = delta(before, server.stats());
+        expect(restore.lookups).toBe(2);
+        expect(Number(main.outputs['cache-size'])).toBe(restore.downloadedBytes! - manifest1.size);
+        expect(restore.downloads).toBeGreaterThanOrEqual(4);
+        expect(server.stats().maxConcurrentDownloads).toBeGreaterThanOrEqual(3);
+        await expectDataDirOfUser(main, user);
+
+        expect(await imageTags(job)).toEqual(ROUND_TRIP_IMAGES);
         // Post pruned what the next job must not inherit.
-        const pruned = await step(
-          job2,
+        const pruned = await job.step(
           `docker ps -aq | wc -l; docker volume ls -q | wc -l; docker images -q --filter dangling=true | wc -l; docker info --format '{{.Driver}}'`,
           'docker ps/volumes/info'
         );
         expect(pruned.stdout.trim().split('\n')).toEqual(['0', '0', '0', 'overlay2']);
         // The disk is the same before any container runs; then what containers see is the same too.
-        expect(lineDiff(disk, await diskManifest(main.dataDir))).toEqual({ missing: [], extra: [] });
-        expect(await readProbe(main.dataDir)).toBe(probe);
-        expect(lineDiff(manifest, await containerManifest(job2, LAYERS_IMAGE))).toEqual({ missing: [], extra: [] });
+        expect(lineDiff(disk, await diskManifest(main))).toEqual({ missing: [], extra: [] });
+        expect(await readProbe(main)).toBe(probe);
+        expect(lineDiff(manifest, await containerManifest(job, LAYERS_IMAGE))).toEqual({ missing: [], extra: [] });
         // The restored daemon works: file capabilities take effect, a build on the restored layers is cached.
-        const works = await step(
-          job2,
+        const works = await job.step(
           `docker run --rm ${LAYERS_IMAGE} sh -c 'cat /opt/t/opq/c /opt/t/lower/keep; ls /opt/t/opq; getcap /opt/t/ping'
 ${BUILD} -t ${LAYERS_IMAGE}-again - <<'EOF'
 ${LAYERS_DOCKERFILE}
@@ -588,480 +454,667 @@ docker rmi ${LAYERS_IMAGE}-again >/dev/null`,
         expect(works.stdout).toContain('c\nkept\nc\n/opt/t/ping cap_net_raw=ep\n');
         expect(works.stdout.trim().split('\n').pop()).toBe('1');
 
-        // Nothing changed: post does not upload.
+        // One more layer: 8 MiB that no compression shrinks.
+        await job.step(
+          `mkdir -p layer2 && head -c ${LAYER2_BYTES} /dev/urandom > layer2/blob && sha256sum layer2/blob | cut -d' ' -f1 > layer2.sha256
+printf 'FROM ${TOOLS_IMAGE}\\nCOPY blob /blob\\n' > layer2/Dockerfile
+${BUILD} -t ${LAYER2_IMAGE} layer2`,
+          'add a layer'
+        );
+        fs.copyFileSync(
+          path.join(job.workspace, 'layer2.sha256'),
+          path.join(os.tmpdir(), `setup-dind-layer2-${label.split(' ')[0]}.sha256`)
+        );
+        disk = await diskManifest(main);
         const beforePost = server.stats();
-        const post = await finish(job2, main, { warnings: 0 });
-        measure(`round trip as ${label}, job 2 (restore)`, main.result, post);
-        expect(post.stdout).toContain('Not saving the cache: the daemon holds what was restored: nothing changed.');
-        expect(delta(beforePost, server.stats())).toMatchObject({
-          creates: 0,
-          createConflicts: 0,
-          uploadedBytes: 0,
-          finalizes: 0
-        });
-      } finally {
-        await job2.finish();
-        job2.cleanup();
-      }
-    }, 480_000);
-  });
-
-  describe('a small cache of its own (explicit storage-driver in daemon-config: its own key base)', () => {
-    test('seed; a job that changes nothing uploads nothing; a job that builds an image saves a new entry; the next job restores the newest', async () => {
-      // The seed: a cold daemon with the tiny image.
-      await withJob({ inputs: SMALL }, async (job, main) => {
-        expect(main.result.outputs['cache-hit']).toBe('false');
-        smallBase = main.result.outputs['cache-key'].slice(0, -1);
-        expect(smallBase).toMatch(/^setup-dind-v1-[a-z0-9]+-[0-9a-f]{12}$/);
-        expect(smallBase).not.toBe(defaultBase);
-        await step(job, load(TINY_IMAGE), 'load the tiny image');
-        const post = await finish(job, main, { warnings: 0 });
-        measure('small seed', main.result, post);
-        smallKey = savedKeyOf(post);
-        expect(smallKey.startsWith(`${smallBase}+`)).toBe(true);
-      });
-
-      // Job 3: restores, changes nothing (runs a container, which post prunes).
-      await withJob({ inputs: SMALL }, async (job, main) => {
-        expect(main.result.outputs['cache-hit']).toBe('true');
-        expect(main.result.outputs['cache-key']).toBe(smallKey);
-        expect(await imageTags(job)).toEqual([TINY_IMAGE]);
-        await step(job, `docker create --name left-behind ${TINY_IMAGE} /ldconfig >/dev/null`, 'leave a container');
-        const before = server.stats();
-        const entries = server.entries();
-        const post = await finish(job, main, { warnings: 0 });
-        measure('job 3 (nothing changed)', main.result, post);
-        expect(post.stdout).toContain('Not saving the cache: the daemon holds what was restored: nothing changed.');
-        expect(summaryRows(post.summary).Cache).toBe('not saved: the daemon holds what was restored: nothing changed');
-        expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
-        expect(server.entries()).toEqual(entries);
-      });
-
-      // Job 4: one more image, a new entry.
-      let job4Key = '';
-      await withJob({ inputs: SMALL }, async (job, main) => {
-        expect(main.result.outputs['cache-key']).toBe(smallKey);
-        await step(
-          job,
-          `mkdir job4 && echo 'built in job 4' > job4/file && printf 'FROM ${TINY_IMAGE}\\nCOPY file /job4\\n' > job4/Dockerfile
-${BUILD} -t ${JOB4_IMAGE} job4`,
-          'build one more image'
-        );
-        const before = server.stats();
-        const entries = server.entries();
-        const post = await finish(job, main, { warnings: 0 });
-        measure('job 4 (one more image)', main.result, post);
-        job4Key = savedKeyOf(post);
-        expect(job4Key).toMatch(KEY_PATTERN);
-        expect(job4Key).not.toBe(smallKey);
-        expect(job4Key.startsWith(`${smallBase}+`)).toBe(true);
-        const change = delta(before, server.stats());
-        expect(change).toMatchObject({ creates: 1, finalizes: 1 });
-        expect(change.uploadedBytes).toBeGreaterThan(0);
-        expect(server.entries().map(entry => entry.key)).toEqual([...entries.map(entry => entry.key), job4Key]);
-      });
-
-      // Job 5: the newer of the two entries under this prefix.
-      await withJob({ inputs: SMALL }, async (job, main) => {
-        expect(main.result.outputs['cache-hit']).toBe('true');
-        expect(main.result.outputs['cache-key']).toBe(job4Key);
-        expect(await imageTags(job)).toEqual([JOB4_IMAGE, TINY_IMAGE].sort());
-        const read = await step(
-          job,
-          `docker create --name j4 ${JOB4_IMAGE} /ldconfig >/dev/null && docker cp j4:/job4 - | tar -xO && docker rm j4 >/dev/null`,
-          'read the job 4 image'
-        );
-        expect(read.stdout).toContain('built in job 4');
-        const before = server.stats();
-        const post = await finish(job, main, { warnings: 0 });
-        measure('job 5 (restores the newest)', main.result, post);
-        expect(post.stdout).toContain('nothing changed');
-        expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
-      });
-      smallKey = job4Key;
-    }, 300_000);
-
-    describe('inputs and modes', () => {
-      test('cache-save: never restores but never saves, even when the daemon changed', async () => {
-        await withJob({ inputs: { ...SMALL, 'cache-save': 'never' } }, async (job, main) => {
-          expect(main.result.outputs['cache-hit']).toBe('true');
-          expect(main.result.outputs['cache-key']).toBe(smallKey);
-          await step(job, `docker tag ${TINY_IMAGE} setup-dind-test/cached:never`, 'change the daemon');
-          const before = server.stats();
-          const entries = server.entries();
-          const post = await finish(job, main, { warnings: 0 });
-          expect(post.stdout).toContain("Not saving the cache: input 'cache-save' is 'never'.");
-          expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
-          expect(server.entries()).toEqual(entries);
-        });
-      });
-
-      test('cache: false makes no data directory and asks the cache service nothing', async () => {
-        const before = server.stats();
-        await withJob({ inputs: { ...SMALL, cache: 'false' } }, async (job, main) => {
-          expect(commands(main.result.stdout, 'warning')).toEqual([]);
-          expect(main.result.stdout).toContain("Cache off (input 'cache').");
-          expect(main.result.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': '', 'cache-size': '0' });
-          expect(fs.existsSync(main.dataDir)).toBe(false);
-          // No bind mount: the image's VOLUME /var/lib/docker, which post removes with the container.
-          expect(await dataMounts(main)).toEqual([{ Type: 'volume' }]);
-          const [volume] = await containerVolumes(main.result.outputs['container-id']);
-          expect(await imageTags(job)).toEqual([]);
-          await finish(job, main, { warnings: 0 });
-          expect(await volumeExists(volume)).toBe(false);
-        });
-        expect(server.stats()).toEqual(before);
-      });
-
-      test('ACTIONS_CACHE_MODE=read restores but never saves', async () => {
-        await withJob({ inputs: SMALL, env: { ACTIONS_CACHE_MODE: 'read' } }, async (job, main) => {
-          expect(main.result.outputs['cache-hit']).toBe('true');
-          expect(main.result.outputs['cache-key']).toBe(smallKey);
-          await step(job, `docker tag ${TINY_IMAGE} setup-dind-test/cached:read-mode`, 'change the daemon');
-          const before = server.stats();
-          const entries = server.entries();
-          const post = await finish(job, main, { warnings: 0 });
-          expect(post.stdout).toContain("Not saving the cache: ACTIONS_CACHE_MODE is 'read'.");
-          expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
-          expect(server.entries()).toEqual(entries);
-        });
-      });
-
-      test("cache-key: B restores A's cache as a fallback and saves its own; A then gets its own back", async () => {
-        let keyA = '';
-        await withJob({ inputs: { ...SMALL, 'cache-key': 'team-a' } }, async (job, main) => {
-          // No entry of its own yet: the newest compatible one, not a hit.
-          expect(main.result.outputs['cache-hit']).toBe('false');
-          expect(main.result.outputs['cache-key']).toBe(smallKey);
-          expect(main.result.stdout).toContain('(fallback key)');
-          await step(job, `docker tag ${TINY_IMAGE} setup-dind-test/cached:team-a`, 'change the daemon');
-          const post = await finish(job, main, { warnings: 0 });
-          keyA = savedKeyOf(post);
-          expect(keyA.startsWith(`${smallBase}-team-a+`)).toBe(true);
-          expect(keyA).toMatch(KEY_PATTERN);
-        });
-        expect(server.entries().pop()!.key).toBe(keyA);
-
-        let keyB = '';
-        await withJob({ inputs: { ...SMALL, 'cache-key': 'team-b' } }, async (job, main) => {
-          expect(main.result.outputs['cache-hit']).toBe('false');
-          expect(main.result.outputs['cache-key']).toBe(keyA);
-          expect(await imageTags(job)).toContain('setup-dind-test/cached:team-a');
-          const before = server.stats();
-          const post = await finish(job, main, { warnings: 0 });
-          measure('cache-key team-b (fallback restore, saves its own)', main.result, post);
-          keyB = savedKeyOf(post);
-          expect(keyB.startsWith(`${smallBase}-team-b+`)).toBe(true);
-          // The same content: the same fingerprint, under B's own prefix.
-          expect(keyB.split('+')[1]).toBe(keyA.split('+')[1]);
-          expect(delta(before, server.stats())).toMatchObject({ creates: 1, finalizes: 1 });
-        });
-        expect(server.entries().pop()!.key).toBe(keyB);
-
-        // A's own entry wins over B's newer one.
-        await withJob({ inputs: { ...SMALL, 'cache-key': 'team-a' } }, async (job, main) => {
-          expect(main.result.outputs['cache-hit']).toBe('true');
-          expect(main.result.outputs['cache-key']).toBe(keyA);
-          const post = await finish(job, main, { warnings: 0 });
-          expect(post.stdout).toContain('nothing changed');
-        });
-      }, 240_000);
-    });
-
-    describe('fail soft: a warning and a cold daemon that works', () => {
-      /** Main's outcome after a restore that failed: one warning, no hit, an empty daemon that works. */
-      async function expectColdStart(job: Job, main: Main, fault: CacheFault, seconds: number): Promise<void> {
-        const warnings = commands(main.result.stdout, 'warning');
+        const [post] = await job.post({ warnings: 0 });
+        measure(`as ${label}, job 2 (restore, one more layer)`, main, post);
+        key2 = savedKeyOf(post);
+        expect(key2).not.toBe(key1);
+        // A new part with about the new layer, and a manifest; the first part is reused.
+        const change = delta(beforePost, server.stats());
+        expect(change).toMatchObject({ creates: 2, finalizes: 2 });
+        const [newPart, manifestEntry] = server.entries().slice(-2);
+        expect(newPart.key).toMatch(PART_KEY);
+        expect(manifestEntry.key).toBe(key2);
+        part2 = newPart.key;
         measurements.push(
-          `fault ${fault}: main took ${seconds.toFixed(1)} s; warning: ${warnings.join(' / ').slice(0, 300)}`
+          `as ${label}: a ${LAYER2_BYTES} B layer uploaded ${change.uploadedBytes} B (part ${newPart.size} B)`
         );
-        expect(warnings).toHaveLength(1);
-        expect(warnings[0]).toMatch(/^Cache restore failed, the daemon starts empty: /);
-        expect(main.result.outputs['cache-hit']).toBe('false');
-        expect(main.result.outputs['cache-size']).toBe('0');
-        expect(main.result.outputs['cache-key']).toBe(`${smallBase}+`);
-        await expectEmptyWorkingDaemon(job, main);
-        // cache-save: never, so that post uploads no empty daemon over the entries other tests restore.
-        const post = await finish(job, main, { warnings: 0 });
-        expect(post.stdout).toContain("input 'cache-save' is 'never'");
-      }
-      const FAULT_INPUTS = { ...SMALL, 'cache-save': 'never' };
-
-      // 'hang' costs the action's 30 s time-out on its lookup: that main runs on a cache server of its
-      // own, in the background, while the faults below are tested; its own test checks the outcome.
-      let hangServer: CacheServer | undefined;
-      let hangJob: Job | undefined;
-      let hangMain: Promise<{ result: StepResult; seconds: number }> | undefined;
-      beforeAll(async () => {
-        hangServer = await startCacheServer({ fault: 'hang' });
-        hangJob = newJob({ server: hangServer });
-        const started = performance.now();
-        hangMain = hangJob
-          .runMain({ ...BASE_INPUTS, ...FAULT_INPUTS })
-          .then(result => ({ result, seconds: (performance.now() - started) / 1000 }));
-        hangMain.catch(() => undefined);
-      });
-      afterAll(async () => {
-        await hangMain?.catch(() => undefined);
-        await hangJob?.finish();
-        hangJob?.cleanup();
-        await hangServer?.stop();
+        expect(change.uploadedBytes).toBeGreaterThan(LAYER2_BYTES);
+        expect(change.uploadedBytes).toBeLessThan(2 * LAYER2_BYTES);
+        expect(uploadSummary(post).reused).not.toBe('0 B');
       });
 
-      test.each<{ fault: CacheFault; downloads: boolean }>([
-        { fault: 'error', downloads: false },
-        { fault: 'truncate-download', downloads: true },
-        { fault: 'corrupt-download', downloads: true },
-        { fault: 'interrupt-download', downloads: true }
-      ])(
-        'restore with fault $fault',
-        async ({ fault, downloads }) => {
-          const job = newJob();
-          try {
-            const before = server.stats();
-            server.setFault(fault);
-            const started = performance.now();
-            const main = await runMain(job, FAULT_INPUTS);
-            const seconds = (performance.now() - started) / 1000;
-            server.setFault('none');
-            const change = delta(before, server.stats());
-            expect(change.lookups).toBe(fault === 'error' ? 0 : 1);
-            if (downloads) expect(change.downloads).toBeGreaterThanOrEqual(1);
-            else expect(change.downloads).toBe(0);
-            await expectColdStart(job, main, fault, seconds);
-          } finally {
-            server.setFault('none');
-            await job.finish();
-            job.cleanup();
-          }
-        },
-        180_000
+      // Job 3: both layers, from both parts.
+      await withJob({ user, cache: server }, async job => {
+        const main = await job.main(inputs);
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key2 });
+        expect(await imageTags(job)).toEqual([...ROUND_TRIP_IMAGES, LAYER2_IMAGE].sort());
+        expect(lineDiff(disk, await diskManifest(main))).toEqual({ missing: [], extra: [] });
+        expect(await readProbe(main)).toBe(probe);
+        const blob = await job.step(
+          `docker run --rm ${LAYER2_IMAGE} sha256sum /blob | cut -d' ' -f1`,
+          'read the new layer'
+        );
+        const expected = fs.readFileSync(
+          path.join(os.tmpdir(), `setup-dind-layer2-${label.split(' ')[0]}.sha256`),
+          'utf8'
+        );
+        expect(blob.stdout.trim()).toBe(expected.trim());
+        expect(lineDiff(manifest, await containerManifest(job, LAYERS_IMAGE))).toEqual({ missing: [], extra: [] });
+        const before = server.stats();
+        const [post] = await job.post({ warnings: 0 });
+        measure(`as ${label}, job 3 (restore both)`, main, post);
+        expect(cacheFact(post)).toBe('not saved: the daemon holds what was restored: nothing changed');
+        expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
+      });
+    }, 600_000);
+
+    test('a corrupt part, a part gone, a rate limit: each a passing job with a warning', async () => {
+      expect(part2).toMatch(PART_KEY);
+      const faultInputs = { ...inputs, 'cache-save': 'never' };
+
+      // Job 2's part corrupt: its state cannot be restored, the one it was made from can.
+      server.setFault('corrupt-download', { keys: key => key === part2 });
+      await withJob({ user, cache: server }, async job => {
+        const main = await job.main(faultInputs);
+        expect(main.warnings).toHaveLength(1);
+        expect(main.warnings[0]).toMatch(
+          new RegExp(
+            `^${key2.replace(/[+.]/g, '\\$&')} could not be restored \\(frame [0-9a-f]{12} does not hold the content its hash names\\); trying the state it was made from, ${key1.replace(/[+.]/g, '\\$&')}\\.$`
+          )
+        );
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
+        expect(await imageTags(job)).toEqual(ROUND_TRIP_IMAGES);
+        await job.post({ warnings: 0 });
+      });
+      server.setFault('none');
+
+      // Job 2's part gone (the service evicted it; its manifest stays): the same.
+      await server.evict(entry => entry.key === part2);
+      await withJob({ user, cache: server }, async job => {
+        const main = await job.main(faultInputs);
+        expect(main.warnings).toEqual([
+          `1 of the 2 parts of ${key2} are gone from the cache; trying the state it was made from, ${key1}.`
+        ]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
+        expect(await imageTags(job)).toEqual(ROUND_TRIP_IMAGES);
+        await expectLoadAndRun(job);
+        await job.post({ warnings: 0 });
+      });
+
+      // The service limits the repository's requests: a cold daemon.
+      server.setFault('rate-limit');
+      const before = server.stats();
+      await withJob({ user, cache: server }, async job => {
+        const main = await job.main(faultInputs);
+        expect(main.warnings).toHaveLength(1);
+        expect(main.warnings[0]).toMatch(
+          /^Cache restore failed, the daemon starts empty: the cache service limits this repository's requests now \(GetCacheEntryDownloadURL answered HTTP 429/
+        );
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
+        await expectEmptyWorkingDaemon(job);
+        server.setFault('none');
+        await job.post({ warnings: 0 });
+      });
+      // One call, not retried.
+      expect(delta(before, server.stats()).twirpRequests).toBe(1);
+    }, 300_000);
+  });
+});
+
+describe('a small cache of its own (the tiny image; an explicit storage-driver: its own key base)', () => {
+  const SMALL = { ...CACHE_INPUTS, 'daemon-config': '{"storage-driver":"overlay2"}' };
+  let smallBase = '';
+  let smallKey = '';
+  const JOB4_IMAGE = 'setup-dind-test/cached:job4';
+
+  test('seed; a job that changes nothing uploads nothing; a job that builds an image saves a new state; the next job restores the newest', async () => {
+    await withJob({ cache: server }, async job => {
+      const main = await job.main(SMALL);
+      expect(main.outputs['cache-hit']).toBe('false');
+      smallBase = main.outputs['cache-key'].slice(0, -1);
+      expect(smallBase).toMatch(/^setup-dind-v2-[a-z0-9]+-[0-9a-f]{12}$/);
+      await job.step(loadFromOuter(TINY_IMAGE), 'load the tiny image');
+      const [post] = await job.post({ warnings: 0 });
+      measure('small seed', main, post);
+      smallKey = savedKeyOf(post);
+      expect(smallKey.startsWith(`${smallBase}+`)).toBe(true);
+    });
+
+    // Restores, changes nothing (leaves a container, which post prunes).
+    await withJob({ cache: server }, async job => {
+      const main = await job.main(SMALL);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': smallKey });
+      expect(await imageTags(job)).toEqual([TINY_IMAGE]);
+      await job.step(`docker create --name left-behind ${TINY_IMAGE} /ldconfig >/dev/null`, 'leave a container');
+      const before = server.stats();
+      const entries = server.entries();
+      const [post] = await job.post({ warnings: 0 });
+      measure('small, nothing changed', main, post);
+      expect(cacheFact(post)).toBe('not saved: the daemon holds what was restored: nothing changed');
+      expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
+      expect(server.entries()).toEqual(entries);
+    });
+
+    // One more image: a new state.
+    let job4Key = '';
+    await withJob({ cache: server }, async job => {
+      const main = await job.main(SMALL);
+      expect(main.outputs['cache-key']).toBe(smallKey);
+      await job.step(
+        `mkdir job4 && echo 'built in job 4' > job4/file && printf 'FROM ${TINY_IMAGE}\\nCOPY file /job4\\n' > job4/Dockerfile\n${BUILD} -t ${JOB4_IMAGE} job4`,
+        'build one more image'
       );
+      const [post] = await job.post({ warnings: 0 });
+      job4Key = savedKeyOf(post);
+      expect(job4Key).toMatch(KEY_PATTERN);
+      expect(job4Key).not.toBe(smallKey);
+      expect(job4Key.startsWith(`${smallBase}+`)).toBe(true);
+    });
 
-      test('restore with fault hang (on a cache server of its own, run alongside the tests above)', async () => {
-        const { result, seconds } = await hangMain!;
-        const started = sweeper.record(result.state, hangJob!.env.HOME);
-        expectExit(result, 0, 'main');
-        const main = { result, started: started!, dataDir: `${started!.certDir}-data` };
-        expect(seconds).toBeGreaterThanOrEqual(30);
-        expect(commands(result.stdout, 'warning').join('\n')).toMatch(/no answer in 30 s/);
-        expect(hangServer!.stats().twirpRequests).toBeGreaterThanOrEqual(1);
-        expect(hangServer!.stats().downloads).toBe(0);
-        await expectColdStart(hangJob!, main, 'hang', seconds);
-      }, 180_000);
+    // The newer of the two states under this prefix.
+    await withJob({ cache: server }, async job => {
+      const main = await job.main(SMALL);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': job4Key });
+      expect(await imageTags(job)).toEqual([JOB4_IMAGE, TINY_IMAGE].sort());
+      const read = await job.step(
+        `docker create --name j4 ${JOB4_IMAGE} /ldconfig >/dev/null && docker cp j4:/job4 - | tar -xO && docker rm j4 >/dev/null`,
+        'read the job 4 image'
+      );
+      expect(read.stdout).toContain('built in job 4');
+      const [post] = await job.post({ warnings: 0 });
+      expect(cacheFact(post)).toContain('nothing changed');
+    });
+    smallKey = job4Key;
+  }, 300_000);
 
-      test('upload-error in post: post warns, exits 0 and commits nothing', async () => {
-        await withJob({ inputs: SMALL }, async (job, main) => {
-          expect(main.result.outputs['cache-hit']).toBe('true');
-          await step(job, `docker tag ${TINY_IMAGE} setup-dind-test/cached:upload-error`, 'change the daemon');
+  describe('inputs and modes', () => {
+    test('cache-save: never restores but never saves, even when the daemon changed', async () => {
+      await withJob({ cache: server }, async job => {
+        const main = await job.main({ ...SMALL, 'cache-save': 'never' });
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': smallKey });
+        await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/cached:never`, 'change the daemon');
+        const before = server.stats();
+        const [post] = await job.post({ warnings: 0 });
+        expect(post.stdout).toContain("Not saving the cache: input 'cache-save' is 'never'.");
+        expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
+      });
+    });
+
+    test('cache: false asks the cache service nothing; the data still lives in an image of the job, removed by post', async () => {
+      const before = server.stats();
+      await withJob({ cache: server }, async job => {
+        const main = await job.main({ ...SMALL, cache: 'false' });
+        expect(main.warnings).toEqual([]);
+        expect(main.result.stdout).toContain("Cache off (input 'cache').");
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': '', 'cache-size': '0' });
+        await expectDataDirOfUser(main, undefined);
+        expect(await imageTags(job)).toEqual([]);
+        await expectLoadAndRun(job);
+        await job.post({ warnings: 0 });
+      });
+      expect(server.stats()).toEqual(before);
+    });
+
+    test('ACTIONS_CACHE_MODE=read restores but never saves', async () => {
+      await withJob({ cache: server, env: { ACTIONS_CACHE_MODE: 'read' } }, async job => {
+        const main = await job.main(SMALL);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': smallKey });
+        await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/cached:read-mode`, 'change the daemon');
+        const before = server.stats();
+        const [post] = await job.post({ warnings: 0 });
+        expect(post.stdout).toContain("Not saving the cache: ACTIONS_CACHE_MODE is 'read'.");
+        expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
+      });
+    });
+
+    test("cache-key: B restores A's state as a fallback and saves its own, reusing A's parts; A then gets its own back", async () => {
+      let keyA = '';
+      await withJob({ cache: server }, async job => {
+        const main = await job.main({ ...SMALL, 'cache-key': 'team-a' });
+        // No state of its own yet: the newest compatible one, not a hit.
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': smallKey });
+        expect(main.result.stdout).toMatch(/\(fallback key; /);
+        await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/cached:team-a`, 'change the daemon');
+        const [post] = await job.post({ warnings: 0 });
+        keyA = savedKeyOf(post);
+        expect(keyA.startsWith(`${smallBase}-team-a+`)).toBe(true);
+      });
+
+      await withJob({ cache: server }, async job => {
+        const main = await job.main({ ...SMALL, 'cache-key': 'team-b' });
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': keyA });
+        expect(await imageTags(job)).toContain('setup-dind-test/cached:team-a');
+        const before = server.stats();
+        const [post] = await job.post({ warnings: 0 });
+        const keyB = savedKeyOf(post);
+        expect(keyB.startsWith(`${smallBase}-team-b+`)).toBe(true);
+        // The same content: the same fingerprint under B's own prefix, and no new part: only a manifest.
+        expect(keyB.split('+')[1]).toBe(keyA.split('+')[1]);
+        expect(delta(before, server.stats())).toMatchObject({ creates: 1, finalizes: 1 });
+        expect(uploadSummary(post).uploaded).toMatch(/ KiB$/);
+      });
+
+      // A's own state wins over B's newer one.
+      await withJob({ cache: server }, async job => {
+        const main = await job.main({ ...SMALL, 'cache-key': 'team-a' });
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': keyA });
+        const [post] = await job.post({ warnings: 0 });
+        expect(cacheFact(post)).toContain('nothing changed');
+      });
+    }, 240_000);
+  });
+
+  describe('fail soft: a warning and a cold daemon that works', () => {
+    const FAULT_INPUTS = { ...SMALL, 'cache-save': 'never' };
+
+    /** Main's outcome after a restore that failed: one warning, no hit, an empty daemon that works. */
+    async function expectColdStart(job: TestJob, main: MainStep, fault: string, seconds: number): Promise<void> {
+      measurements.push(
+        `fault ${fault}: main took ${seconds.toFixed(1)} s; warning: ${main.warnings.join(' / ').slice(0, 300)}`
+      );
+      expect(main.warnings).toHaveLength(1);
+      expect(main.warnings[0]).toMatch(/^Cache restore failed, the daemon starts empty: /);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0', 'cache-key': `${smallBase}+` });
+      await expectEmptyWorkingDaemon(job);
+      const [post] = await job.post({ warnings: 0 });
+      expect(post.stdout).toContain("input 'cache-save' is 'never'");
+    }
+
+    // 'hang' costs the action's 30 s time-out on its lookup: that main runs on a cache server of its
+    // own, in the background, while the faults below are tested; its own test checks the outcome.
+    let hangServer: CacheServer | undefined;
+    let hangJob: TestJob | undefined;
+    let hangMain: Promise<{ main: MainStep; seconds: number }> | undefined;
+    beforeAll(async () => {
+      hangServer = await startCacheServer({ fault: 'hang' });
+      hangJob = new TestJob({ cache: hangServer });
+      const started = performance.now();
+      hangMain = hangJob.main(FAULT_INPUTS).then(main => ({ main, seconds: (performance.now() - started) / 1000 }));
+      hangMain.catch(() => undefined);
+    });
+    afterAll(async () => {
+      await hangMain?.catch(() => undefined);
+      await hangJob?.dispose();
+      await hangServer?.stop();
+    });
+
+    test.each<{ fault: CacheFault; downloads: boolean }>([
+      { fault: 'error', downloads: false },
+      { fault: 'truncate-download', downloads: true },
+      { fault: 'corrupt-download', downloads: true },
+      { fault: 'interrupt-download', downloads: true }
+    ])(
+      'restore with fault $fault',
+      async ({ fault, downloads }) => {
+        await withJob({ cache: server }, async job => {
           const before = server.stats();
-          const entries = server.entries();
-          server.setFault('upload-error');
-          const post = await finish(job, main, { warnings: 1 });
+          server.setFault(fault);
+          const started = performance.now();
+          const main = await job.main(FAULT_INPUTS);
+          const seconds = (performance.now() - started) / 1000;
           server.setFault('none');
-          expect(commands(post.stdout, 'warning')[0]).toMatch(/^Cache save failed \(the job is not affected\): /);
-          expect(server.entries()).toEqual(entries);
-          expect(delta(before, server.stats())).toMatchObject({ finalizes: 0, uploadedBytes: 0 });
-          expect(summaryRows(post.summary).Cache).toMatch(/^not saved: failed: /);
-          measurements.push(`upload-error: post warning: ${commands(post.stdout, 'warning')[0].slice(0, 300)}`);
+          const change = delta(before, server.stats());
+          expect(change.lookups).toBe(fault === 'error' ? 0 : 1);
+          if (downloads) expect(change.downloads).toBeGreaterThanOrEqual(1);
+          else expect(change.downloads).toBe(0);
+          await expectColdStart(job, main, fault, seconds);
         });
-      });
+      },
+      180_000
+    );
 
-      // A failed upload leaves its key reserved (the service keeps it for a day) and keys are
-      // content-addressed: the same content must still be saved, under a variant of the key.
-      let afterUploadError: { saved: boolean; cache: string } | undefined;
-      test('after a failed upload, a later job with the same content runs its post cleanly', async () => {
-        await withJob({ inputs: SMALL }, async (job, main) => {
-          expect(main.result.outputs['cache-key']).toBe(smallKey);
-          await step(
-            job,
-            `docker tag ${TINY_IMAGE} setup-dind-test/cached:upload-error`,
-            'the same change as the failed job'
-          );
-          const entries = server.entries();
-          const post = await finish(job, main, { warnings: 0 });
-          afterUploadError = {
-            saved: server.entries().length === entries.length + 1,
-            cache: summaryRows(post.summary).Cache
-          };
-          measurements.push(`after upload-error, same content: ${afterUploadError.cache}`);
-        });
-      });
-      test('after a failed upload, a later job with the same content saves it', () => {
-        expect(afterUploadError).toBeDefined();
-        expect(afterUploadError!.cache).not.toMatch(/exists already/);
-        expect(afterUploadError!.saved).toBe(true);
-      });
-    });
+    test('restore with fault hang (on a cache server of its own, run alongside the tests above)', async () => {
+      const { main, seconds } = await hangMain!;
+      expect(seconds).toBeGreaterThanOrEqual(30);
+      expect(main.warnings.join('\n')).toMatch(/no answer in 30 s/);
+      expect(hangServer!.stats().twirpRequests).toBe(1);
+      expect(hangServer!.stats().downloads).toBe(0);
+      await expectColdStart(hangJob!, main, 'hang', seconds);
+    }, 180_000);
 
-    describe('post leaves nothing behind', () => {
-      test('main that fails (image missing) after the cache was prepared: post removes the data directory', async () => {
-        const job = newJob();
-        try {
-          const result = await job.runMain({ ...BASE_INPUTS, ...SMALL, image: 'setup-dind-test/absent:never' });
-          const started = sweeper.record(result.state, job.env.HOME);
-          expectExit(result, 1, 'main');
-          expect(started).toBeDefined();
-          const [post] = await job.finish();
-          expectExit(post, 0, 'post');
-          // Whatever main got to make (certificates, data directory) is gone, and stays gone.
-          expect(fs.readdirSync(job.temp)).toEqual([]);
-          await new Promise(resolve => setTimeout(resolve, 2000));
-          expect(fs.readdirSync(job.temp)).toEqual([]);
-          expect(await labelled(started!.id)).toEqual({ containers: [], networks: [], volumes: [] });
-        } finally {
-          await job.finish();
-          job.cleanup();
-        }
-      });
-
-      test('a daemon that died before post: nothing is saved and everything is removed', async () => {
-        await withJob({ inputs: SMALL }, async (job, main) => {
-          await step(job, `docker tag ${TINY_IMAGE} setup-dind-test/cached:died`, 'change the daemon');
-          await step(
-            job,
-            `${OUTER_DOCKER} kill ${main.result.outputs['container-id']} >/dev/null`,
-            'kill the dind container'
-          );
-          const before = server.stats();
-          const post = await finish(job, main, { warnings: 0 });
-          expect(post.stdout).toContain('Not saving the cache: the daemon was not running at the end of the job');
-          expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
-        });
-      });
-    });
-
-    test('cache-max-size smaller than the archive: post warns with the size and saves nothing', async () => {
-      await withJob({ inputs: { ...SMALL, 'cache-key': 'limited', 'cache-max-size': '64k' } }, async (job, main) => {
-        expect(main.result.outputs['cache-hit']).toBe('false');
-        expect(Number(main.result.outputs['cache-size'])).toBeGreaterThan(64 * 1024);
+    test('upload-error in post: post warns, exits 0 and commits nothing; a later job with the same content saves it', async () => {
+      await withJob({ cache: server }, async job => {
+        const main = await job.main(SMALL);
+        expect(main.outputs['cache-hit']).toBe('true');
+        await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/cached:upload-error`, 'change the daemon');
         const before = server.stats();
         const entries = server.entries();
-        const post = await finish(job, main, { warnings: 1 });
-        measure('cache-max-size 64k', main.result, post);
-        const [warning] = commands(post.stdout, 'warning');
-        expect(warning).toMatch(
-          /^Not saving the cache: the daemon's \d+(\.\d+)? (B|KiB|MiB|GiB) of data compress to more than 'cache-max-size' \(64(\.0+)? KiB\)/
-        );
+        server.setFault('upload-error');
+        const [post] = await job.post({ warnings: 1 });
+        server.setFault('none');
+        expect(commands(post.stdout, 'warning')[0]).toMatch(/^Cache save failed \(the job is not affected\): /);
         expect(server.entries()).toEqual(entries);
-        expect(delta(before, server.stats())).toMatchObject({ finalizes: 0 });
+        expect(delta(before, server.stats())).toMatchObject({ finalizes: 0, uploadedBytes: 0 });
+        expect(cacheFact(post)).toBe('not saved: the save failed (see the warning)');
       });
-    });
-
-    // The save refused for its size keeps its key reserved, and cache-max-size is not part of the key:
-    // following the warning's advice ("Raise 'cache-max-size'") must still save the same content.
-    let afterSizeLimit: { saved: boolean; cache: string } | undefined;
-    test('after a save refused for its size, a job with the same content and the default cache-max-size runs its post cleanly', async () => {
-      await withJob({ inputs: { ...SMALL, 'cache-key': 'limited' } }, async (job, main) => {
-        expect(main.result.outputs['cache-hit']).toBe('false');
-        const entries = server.entries();
-        const post = await finish(job, main, { warnings: 0 });
-        afterSizeLimit = {
-          saved: server.entries().length === entries.length + 1,
-          cache: summaryRows(post.summary).Cache
-        };
-        measurements.push(`after the size limit, default limit, same content: ${afterSizeLimit.cache}`);
+      // The failed upload left its part's key reserved (the service keeps it a day): a variant holds the same content.
+      await withJob({ cache: server }, async job => {
+        const main = await job.main(SMALL);
+        expect(main.outputs['cache-key']).toBe(smallKey);
+        await job.step(
+          `docker tag ${TINY_IMAGE} setup-dind-test/cached:upload-error`,
+          'the same change as the failed job'
+        );
+        const entries = server.entries().length;
+        const [post] = await job.post({ warnings: 0 });
+        expect(cacheFact(post)).toMatch(/^saved /);
+        expect(server.entries().length).toBe(entries + 2);
       });
-    });
-    test('after a save refused for its size, raising cache-max-size saves the same content', () => {
-      expect(afterSizeLimit).toBeDefined();
-      expect(afterSizeLimit!.cache).not.toMatch(/exists already/);
-      expect(afterSizeLimit!.saved).toBe(true);
     });
   });
 
-  // Images a job stops using must not ride along forever. The job's use is read from a recorder of the
-  // daemon's events (its own history keeps only the last 256) and from the layers images share.
-  describe('unused images (a namespace of its own: an explicit default feature in daemon-config)', () => {
-    const EVICT = { 'daemon-config': '{"storage-driver":"overlay2","features":{"containerd-snapshotter":false}}' };
-    const BASE = 'setup-dind-test/evict:base';
-    const CHILD = 'setup-dind-test/evict:child';
-    const UNUSED = 'setup-dind-test/evict:unused';
-    const build = (tag: string, from: string, file: string) =>
-      `mkdir -p ctx-${file} && echo ${file} > ctx-${file}/${file} && printf 'FROM %s\\nCOPY %s /%s\\n' ${from} ${file} ${file} > ctx-${file}/Dockerfile\n${BUILD} -t ${tag} ctx-${file} >/dev/null`;
-    /** More events than the daemon keeps (volume events, which the recorder does not keep): the run's are gone from its history. */
-    const FLOOD = `seq 1 140 | xargs -P 4 -I{} docker volume create flood-{} >/dev/null
+  describe('post leaves nothing behind', () => {
+    test('main that fails (image missing) after the cache was prepared: post removes the data directory', async () => {
+      await withJob({ cache: server }, async job => {
+        await job.main({ ...SMALL, image: 'setup-dind-test/absent:never' }, 1);
+        await job.post({ warnings: 0 });
+        // Whatever main got to make (certificates, data directory) is gone, and stays gone.
+        await new Promise(resolve => setTimeout(resolve, 2000));
+        expect(fs.readdirSync(job.temp)).toEqual([]);
+      });
+    });
+
+    test('a daemon that died before post: nothing is saved and everything is removed', async () => {
+      await withJob({ cache: server }, async job => {
+        const main = await job.main(SMALL);
+        await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/cached:died`, 'change the daemon');
+        await job.step(`${OUTER_DOCKER} kill ${main.outputs['container-id']} >/dev/null`, 'kill the dind container');
+        const before = server.stats();
+        const [post] = await job.post({ warnings: 0 });
+        expect(post.stdout).toContain('Not saving the cache: the daemon was not running at the end of the job');
+        expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
+      });
+    });
+  });
+
+  test('cache-max-size smaller than the state: post warns and saves nothing; the default limit then saves the same content', async () => {
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...SMALL, 'cache-key': 'limited', 'cache-max-size': '64k' });
+      expect(main.outputs['cache-hit']).toBe('false');
+      expect(Number(main.outputs['cache-size'])).toBeGreaterThan(64 * 1024);
+      const before = server.stats();
+      const entries = server.entries();
+      const [post] = await job.post({ warnings: 1 });
+      expect(commands(post.stdout, 'warning')[0]).toBe(
+        "Not saving the cache: the daemon's data compresses to more than 'cache-max-size' (64.0 KiB). Raise 'cache-max-size' or keep fewer images in the daemon."
+      );
+      expect(server.entries()).toEqual(entries);
+      expect(delta(before, server.stats())).toMatchObject({ creates: 0, finalizes: 0, uploadedBytes: 0 });
+    });
+    await withJob({ cache: server }, async job => {
+      await job.main({ ...SMALL, 'cache-key': 'limited' });
+      const [post] = await job.post({ warnings: 0 });
+      expect(cacheFact(post)).toMatch(/^saved /);
+    });
+  });
+});
+
+// Images a job stops using must not ride along forever. The job's use is read from a recorder of the
+// daemon's events (its own history keeps only the last 256) and from the layers images share.
+describe('unused images (a key base of its own: an explicit default feature in daemon-config)', () => {
+  const EVICT = {
+    ...CACHE_INPUTS,
+    'daemon-config': '{"storage-driver":"overlay2","features":{"containerd-snapshotter":false}}'
+  };
+  const BASE = 'setup-dind-test/evict:base';
+  const CHILD = 'setup-dind-test/evict:child';
+  const UNUSED = 'setup-dind-test/evict:unused';
+  const build = (tag: string, from: string, file: string) =>
+    `mkdir -p ctx-${file} && echo ${file} > ctx-${file}/${file} && printf 'FROM %s\\nCOPY %s /%s\\n' ${from} ${file} ${file} > ctx-${file}/Dockerfile\n${BUILD} -t ${tag} ctx-${file} >/dev/null`;
+  /** More events than the daemon keeps (volume events, which the recorder does not keep): the run's are gone from its history. */
+  const FLOOD = `seq 1 140 | xargs -P 4 -I{} docker volume create flood-{} >/dev/null
 docker volume rm $(docker volume ls -q --filter name=flood-) >/dev/null
 test -z "$(docker events --since 0 --until "$(date +%s)" --filter type=container --filter event=create)"`;
 
-    test('a job that ran only a --rm container of one image keeps it and its bases and drops the rest (cache-evict-after: 0); the default keeps them a week; a stopped recorder drops nothing', async () => {
-      await withJob({ inputs: EVICT }, async (job, main) => {
-        expect(main.result.outputs['cache-hit']).toBe('false');
-        await step(
-          job,
-          [
-            load(TINY_IMAGE),
-            build(BASE, TINY_IMAGE, 'base'),
-            build(CHILD, BASE, 'child'),
-            build(UNUSED, TINY_IMAGE, 'unused')
-          ].join('\n'),
-          'load and build'
-        );
-        const post = await finish(job, main, { warnings: 0 });
-        savedKeyOf(post);
-        expect(summaryRows(post.summary)['Unused images']).toBeUndefined();
-      });
+  test('a job that ran only a --rm container of one image keeps it and its bases and drops the rest (cache-evict-after: 0); the default keeps them a week; a stopped recorder drops nothing', async () => {
+    await withJob({ cache: server }, async job => {
+      const main = await job.main(EVICT);
+      expect(main.outputs['cache-hit']).toBe('false');
+      await job.step(
+        [
+          loadFromOuter(TINY_IMAGE),
+          build(BASE, TINY_IMAGE, 'base'),
+          build(CHILD, BASE, 'child'),
+          build(UNUSED, TINY_IMAGE, 'unused')
+        ].join('\n'),
+        'load and build'
+      );
+      const [post] = await job.post({ warnings: 0 });
+      savedKeyOf(post);
+      expect(summaryRows(post.summary)['Unused images']).toBeUndefined();
+    });
 
-      await withJob({ inputs: { ...EVICT, 'cache-evict-after': '0' } }, async (job, main) => {
-        expect(await imageTags(job)).toEqual([BASE, CHILD, UNUSED, TINY_IMAGE].sort());
-        const ran = await step(
-          job,
-          `docker run --rm ${CHILD} /ldconfig --version\n${FLOOD}`,
-          'run one container, then flood the event history'
-        );
-        expect(ran.stdout).toMatch(/ldconfig \(Debian GLIBC/);
-        const before = server.stats();
-        const post = await finish(job, main, { warnings: 0 });
-        expect(post.stdout).toContain(`Dropped from the cache, not used by this job: ${UNUSED}`);
-        expect(summaryRows(post.summary)['Unused images']).toBe(`dropped 1, not used by this job: ${UNUSED}`);
-        savedKeyOf(post);
-        expect(delta(before, server.stats())).toMatchObject({ creates: 1, finalizes: 1 });
-      });
+    await withJob({ cache: server }, async job => {
+      await job.main({ ...EVICT, 'cache-evict-after': '0' });
+      expect(await imageTags(job)).toEqual([BASE, CHILD, UNUSED, TINY_IMAGE].sort());
+      const ran = await job.step(
+        `docker run --rm ${CHILD} /ldconfig --version\n${FLOOD}`,
+        'run one container, then flood the event history'
+      );
+      expect(ran.stdout).toMatch(/ldconfig \(Debian GLIBC/);
+      const [post] = await job.post({ warnings: 0 });
+      expect(post.stdout).toContain(`Dropped from the cache, not used by this job: ${UNUSED}`);
+      expect(summaryRows(post.summary)['Unused images']).toBe(`dropped 1, not used by this job: ${UNUSED}`);
+      savedKeyOf(post);
+    });
 
-      // The default (7d): unused since the last job, but within the week.
-      await withJob({ inputs: EVICT }, async (job, main) => {
-        expect(await imageTags(job)).toEqual([BASE, CHILD, TINY_IMAGE].sort());
-        const before = server.stats();
-        const post = await finish(job, main, { warnings: 0 });
-        expect(post.stdout).toContain('nothing changed');
-        expect(summaryRows(post.summary)['Unused images']).toBeUndefined();
-        expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
-      });
+    // The default (7d): unused since the last job, but within the week.
+    await withJob({ cache: server }, async job => {
+      await job.main(EVICT);
+      expect(await imageTags(job)).toEqual([BASE, CHILD, TINY_IMAGE].sort());
+      const before = server.stats();
+      const [post] = await job.post({ warnings: 0 });
+      expect(cacheFact(post)).toContain('nothing changed');
+      expect(summaryRows(post.summary)['Unused images']).toBeUndefined();
+      expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
+    });
 
-      // Without a full record of the job's events, nothing is dropped, whatever the input says.
-      await withJob({ inputs: { ...EVICT, 'cache-evict-after': '0' } }, async (job, main) => {
-        await step(
-          job,
-          `${OUTER_DOCKER} exec ${main.result.outputs['container-id']} sh -c 'for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline)" in "docker -H unix:///var/run/docker.sock events"*) kill ${'$'}{p#/proc/};; esac; done'`,
-          'stop the recorder'
+    // Without a full record of the job's events, nothing is dropped, whatever the input says.
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...EVICT, 'cache-evict-after': '0' });
+      await inDind(main, 'kill "$(cat /setup-dind/recorder.pid)"');
+      const before = server.stats();
+      const [post] = await job.post({ warnings: 1 });
+      expect(commands(post.stdout, 'warning')[0]).toMatch(
+        /^Not dropping unused images from the cache: the image usage recorder stopped \(exit code \d+\)/
+      );
+      expect(cacheFact(post)).toContain('nothing changed');
+      expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
+    });
+  }, 300_000);
+});
+
+// Any branch of a repository can write its cache. These entries are made as an attacker would make
+// them, with the action's own save code or byte for byte; each must leave the job passing, the runner
+// untouched and the daemon clean.
+describe('crafted entries', () => {
+  let imageId = '';
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-crafted-'));
+  beforeAll(async () => {
+    imageId = (await shOk(`docker -H ${OUTER_SOCKET} image inspect --format '{{.Id}}' "$1"`, [TEST_IMAGE])).trim();
+  });
+  afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+  /** A privileged container of the runner's engine that works on an image file in `work` (mounted at /w). */
+  const helper = (script: string) =>
+    shOk(
+      `docker -H ${OUTER_SOCKET} run --rm --privileged -v "$1:/w" --entrypoint sh "$2" -ec "$3"`,
+      [work, TEST_IMAGE, script],
+      180_000
+    );
+
+  /** The key prefix of a cache-key, and a job's image file copied out once its daemon has stopped. */
+  async function stateOfJob(
+    cacheKey: string,
+    body: (job: TestJob, main: MainStep) => Promise<void>,
+    copy: string
+  ): Promise<string> {
+    let prefix = '';
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': cacheKey, 'cache-save': 'never' });
+      prefix = main.outputs['cache-key'];
+      await body(job, main);
+      await shOk(`docker -H ${OUTER_SOCKET} stop "$1" >/dev/null`, [main.outputs['container-id']]);
+      await shOk(`cp --sparse=always "$1" "$2"`, [path.join(main.dataDir, 'docker.img'), path.join(work, copy)]);
+      await job.post({ warnings: 0 });
+    });
+    return prefix;
+  }
+
+  test('a state holding a privileged container set to restart: the restored daemon has no container, and never ran it', async () => {
+    const prefix = await stateOfJob(
+      'crafted-containers',
+      async (job, main) => {
+        await job.step(
+          `${loadFromOuter(TINY_IMAGE)}\ndocker create --name evil --privileged --restart=always ${TINY_IMAGE} /ldconfig --version >/dev/null`,
+          'create the container'
         );
-        const before = server.stats();
-        const post = await finish(job, main, { warnings: 1 });
-        const [warning] = commands(post.stdout, 'warning');
-        expect(warning).toMatch(
-          /^Not dropping unused images from the cache: the image usage recorder stopped \(exit code \d+\)/
-        );
-        expect(post.stdout).toContain('nothing changed');
-        expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
-      });
-    }, 300_000);
+        // Kept where the cache keeps things, to be moved back into place below.
+        await inDind(main, 'cp -a /var/lib/docker/containers /var/lib/docker/image/stash');
+      },
+      'containers.img'
+    );
+    await helper(
+      'mkdir /m && mount -o loop /w/containers.img /m && mv /m/image/stash /m/containers && ls /m/containers | wc -l && umount /m && cp --sparse=always /w/containers.img /w/control.img'
+    );
+    // Without the action's restore, a daemon on this data starts the container by itself.
+    const control = await helper(
+      'mkdir -p /var/lib/docker && mount -o loop /w/control.img /var/lib/docker && (dockerd >/dev/null 2>&1 &) && for i in $(seq 100); do docker version >/dev/null 2>&1 && break; sleep 0.2; done; sleep 2; docker inspect --format "{{.Name}} {{.HostConfig.Privileged}} {{.RestartCount}} {{.State.StartedAt}}" evil'
+    );
+    expect(control.trim()).toMatch(/^\/evil true \d+ 20\d\d-/);
+    expect(control).not.toContain('0001-01-01');
+
+    const saved = await saveImageAs(server, path.join(work, 'containers.img'), `${prefix}${'c'.repeat(16)}`, imageId);
+    expect(saved.saved).toBe(true);
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-containers', 'cache-save': 'never' });
+      expect(main.warnings).toEqual([]);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': saved.key });
+      expect(await imageTags(job)).toEqual([TINY_IMAGE]);
+      const containers = await job.step(
+        `sleep 2; docker ps --all --quiet | wc -l; docker info --format '{{.Containers}}'`,
+        'list containers'
+      );
+      expect(containers.stdout.trim().split('\n')).toEqual(['0', '0']);
+      expect(await inDind(main, 'ls -A /var/lib/docker/containers 2>/dev/null | wc -l')).toBe('0\n');
+      await job.post({ warnings: 0 });
+    });
   });
 
-  test(`as ${NOSUDO} (no root, no sudo): the cache is off with a warning naming sudo; the daemon works`, async () => {
-    const before = server.stats();
-    await withJob({ user: NOSUDO }, async (job, main) => {
-      const warnings = commands(main.result.stdout, 'warning');
-      expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toMatch(/^Cache off: /);
-      expect(warnings[0]).toMatch(/sudo/);
-      expect(main.result.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
-      expect(fs.existsSync(main.dataDir)).toBe(false);
-      expect(await dataMounts(main)).toEqual([{ Type: 'volume' }]);
-      const [volume] = await containerVolumes(main.result.outputs['container-id']);
-      await expectEmptyWorkingDaemonWithoutDataDir(job);
-      await finish(job, main, { warnings: 0 });
-      expect(await volumeExists(volume)).toBe(false);
+  test('a few kilobytes that claim a gigabyte: refused before anything is written', async () => {
+    const { compressFrame } = await import('../../src/zstd');
+    const { encodeManifest, MANIFEST_FORMAT, CHUNK_BYTES } = await import('../../src/manifest');
+    const { sha256 } = await import('../../src/data-image');
+    const chunk = Buffer.alloc(CHUNK_BYTES, 1);
+    const frame = await compressFrame(chunk);
+    const part = `setup-dind-v2-part-${sha256(frame)}`;
+    await writeEntry(server, part, frame);
+    let prefix = '';
+    await withJob({ cache: server }, async job => {
+      prefix = (await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-bound', 'cache-save': 'never' })).outputs[
+        'cache-key'
+      ];
+      await job.post({ warnings: 0 });
     });
-    expect(delta(before, server.stats())).toMatchObject({ lookups: 0, twirpRequests: 0, creates: 0 });
+    const key = `${prefix}${'b'.repeat(16)}`;
+    const manifest = await encodeManifest({
+      format: MANIFEST_FORMAT,
+      key,
+      savedAt: new Date().toISOString(),
+      imageId,
+      lastUsed: {},
+      filesystem: { type: 'ext4', bytes: 8 * 1024 * CHUNK_BYTES },
+      chunkBytes: CHUNK_BYTES,
+      parts: [{ key: part, bytes: frame.length }],
+      frames: [{ hash: sha256(chunk), part: 0, offset: 0, length: frame.length }],
+      chunks: Array.from({ length: 1024 }, (_, i): [number, number] => [i, 0])
+    });
+    await writeEntry(server, key, manifest);
+    expect(manifest.length + frame.length).toBeLessThan(40 * 1024);
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-bound', 'cache-save': 'never' });
+      expect(main.warnings).toEqual([
+        `Cache restore failed, the daemon starts empty: 1073741824 bytes to write from ${frame.length} stored, more than a saved state expands to`
+      ]);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
+      // The image holds a fresh filesystem: a few megabytes, not the gigabyte claimed.
+      const allocated = Number(
+        (await shOk(`du --block-size=1 "$1" | cut -f1`, [path.join(main.dataDir, 'docker.img')])).trim()
+      );
+      expect(allocated).toBeLessThan(64 * 1024 * 1024);
+      await expectEmptyWorkingDaemon(job);
+      await job.post({ warnings: 0 });
+    });
+  });
+
+  test('a state with a device node anyone may open: it never reaches the runner, and nested containers cannot open such nodes', async () => {
+    const prefix = await stateOfJob('crafted-device', async () => undefined, 'device.img');
+    await helper(
+      'mkdir /m && mount -o loop /w/device.img /m && mknod /m/image/sda b 8 0 && chmod 666 /m/image/sda && umount /m'
+    );
+    const saved = await saveImageAs(server, path.join(work, 'device.img'), `${prefix}${'d'.repeat(16)}`, imageId);
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-device', 'cache-save': 'never' });
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': saved.key });
+      // It is in the daemon's filesystem, inside the dind container; on the runner there is one regular file.
+      expect(await inDind(main, 'stat -c "%A %t:%T" /var/lib/docker/image/sda')).toBe('brw-rw-rw- 8:0\n');
+      await expectDataDirOfUser(main, undefined);
+      // A layer with such a node (as a crafted state could hold) gives a nested container nothing.
+      const opened = await job.run(
+        `set -e\n${loadFromOuter(TOOLS_IMAGE)}\nprintf 'FROM ${TOOLS_IMAGE}\\nRUN mknod /sda b 8 0 && chmod 666 /sda\\n' | ${BUILD} -t setup-dind-test/device -\ndocker run --rm setup-dind-test/device sh -c 'ls -l /sda; head -c 1 /sda'`
+      );
+      expect(opened.stdout).toMatch(/^brw-rw-rw- /m);
+      expect(opened.exitCode).not.toBe(0);
+      expect(opened.stderr).toMatch(/Operation not permitted/);
+      await job.post({ warnings: 0 });
+    });
+  });
+
+  test('a filesystem that does not check out: the kernel never mounts it, the daemon starts empty with a warning', async () => {
+    const prefix = await stateOfJob(
+      'crafted-corrupt',
+      async job => void (await job.step(loadFromOuter(TINY_IMAGE))),
+      'corrupt.img'
+    );
+    // An inode table entry overwritten: valid checksums of its own, nonsense for e2fsck.
+    await helper(
+      'debugfs -w -R "sif <12> links_count 0" /w/corrupt.img 2>/dev/null; debugfs -w -R "sif <2> mode 0100644" /w/corrupt.img 2>/dev/null; ! e2fsck -fn /w/corrupt.img >/dev/null 2>&1'
+    );
+    const saved = await saveImageAs(server, path.join(work, 'corrupt.img'), `${prefix}${'e'.repeat(16)}`, imageId);
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-corrupt', 'cache-save': 'never' });
+      expect(main.warnings).toHaveLength(1);
+      expect(main.warnings[0]).toMatch(
+        new RegExp(
+          `^The cache ${saved.key!.replace(/[+.]/g, '\\$&')} was not used: the restored filesystem failed e2fsck's check: .+\\. The daemon started empty\\.$`
+        )
+      );
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
+      await expectEmptyWorkingDaemon(job);
+      await job.post({ warnings: 0 });
+    });
+  });
+
+  test('entries of the first format (tar+zstd) are not restored, and say nothing', async () => {
+    await withJob({ cache: server }, async job => {
+      const cold = await job.main({ ...CACHE_INPUTS, 'cache-key': 'old-format', 'cache-save': 'never' });
+      const v1Key = cold.outputs['cache-key'].replace('setup-dind-v2-', 'setup-dind-v1-') + 'f'.repeat(16);
+      const v1Version = require('node:crypto')
+        .createHash('sha256')
+        .update('setup-dind daemon data, tar+zstd, v1')
+        .digest('hex') as string;
+      await writeForeignEntry(server, v1Key, v1Version, Buffer.from('an old archive'));
+      await job.post({ warnings: 0 });
+    });
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'old-format', 'cache-save': 'never' });
+      expect(main.warnings).toEqual([]);
+      expect(main.result.stdout).toContain('No cache yet');
+      await job.post({ warnings: 0 });
+    });
   });
 });

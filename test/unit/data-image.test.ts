@@ -133,3 +133,16 @@ describe('scanImage on a real filesystem', () => {
     expect(await scan(image)).toEqual(before);
   });
 });
+
+describe('restoredImageBytes: a restored filesystem keeps its size unless this runner has much more room', () => {
+  // Imported here: cache.ts is main's module, this is its one pure sizing rule.
+  const { restoredImageBytes } = require('../../src/cache') as typeof import('../../src/cache');
+  test.each<[string, number, number, number]>([
+    ['as much room: the same size', 20 * GIB, 20 * GIB, 20 * GIB],
+    ['less room: the same size (a filesystem does not shrink)', 20 * GIB, 5 * GIB, 20 * GIB],
+    ['a little more room: the same size (growing is not free)', 20 * GIB, 24 * GIB, 20 * GIB],
+    ['much more room: grown to it', 20 * GIB, 80 * GIB, 80 * GIB]
+  ])('%s', (_name, saved, free, bytes) => {
+    expect(restoredImageBytes(saved, free)).toBe(bytes);
+  });
+});

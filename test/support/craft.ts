@@ -1,0 +1,67 @@
+// Cache entries made as anyone who can write a repository's cache could make them: a filesystem image
+// of one's own saved as a state with the action's own code, or entries written byte for byte.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { uploadData } from '../../src/blob-upload';
+import { finalize, reserve } from '../../src/cache-service';
+import { DataFiles } from '../../src/data-image';
+import { saveState, type SaveResult } from '../../src/save';
+import type { CacheServer } from './cache-server';
+
+/** Runs `body` with this process's environment pointing the action's cache code at `server`. */
+async function against<T>(server: CacheServer, body: () => Promise<T>): Promise<T> {
+  const saved = { ...process.env };
+  Object.assign(process.env, server.env);
+  try {
+    return await body();
+  } finally {
+    process.env = saved;
+  }
+}
+
+/** Saves a filesystem image (a copy of it, sparse) as the state `key`, with the action's own save. */
+export async function saveImageAs(
+  server: CacheServer,
+  image: string,
+  key: string,
+  imageId: string
+): Promise<SaveResult> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-craft-'));
+  try {
+    // cp keeps the holes (a plain copy would write the whole apparent size).
+    execFileSync('cp', ['--sparse=always', image, path.join(dataDir, DataFiles.image)]);
+    return await against(server, () => saveState({ dataDir, key, imageId, lastUsed: {}, maxBytes: 2 ** 40 }));
+  } finally {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Writes an entry of the action's cache version byte for byte. */
+export async function writeEntry(server: CacheServer, key: string, blob: Buffer): Promise<void> {
+  await against(server, async () => {
+    const url = await reserve(key);
+    if (!url) throw new Error(`${key} exists already`);
+    await uploadData(url, blob);
+    await finalize(key, blob.length);
+  });
+}
+
+/** Writes an entry of any cache version (another tool's, or an older format of this action's). */
+export async function writeForeignEntry(
+  server: CacheServer,
+  key: string,
+  version: string,
+  blob: Buffer
+): Promise<void> {
+  const twirp = (method: string, body: object) =>
+    fetch(`${server.url}twirp/github.actions.results.api.v1.CacheService/${method}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${server.env.ACTIONS_RUNTIME_TOKEN}` },
+      body: JSON.stringify(body)
+    }).then(response => response.json() as Promise<Record<string, string>>);
+  const created = await twirp('CreateCacheEntry', { key, version });
+  await uploadData(created.signed_upload_url, blob);
+  await twirp('FinalizeCacheEntryUpload', { key, version, size_bytes: String(blob.length) });
+}
