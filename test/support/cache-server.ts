@@ -3,6 +3,10 @@
 // Azure Blob store (the azurite emulator), reached through a reverse proxy on the service's own port
 // so that stats can count blob traffic and faults can be injected into it.
 //
+// It models what a job feels of the real service: RPC latency, a download rate cap per connection (Azure
+// throttles each stream, so parallel ranged GETs add up), the repository quota with least-recently-used
+// eviction of whole entries, and the rate-limit answer (HTTP 429).
+//
 // Plain TypeScript, no jest dependency: benchmark scripts import it too.
 
 import { ChildProcess, spawn } from 'node:child_process';
@@ -12,7 +16,9 @@ import * as http from 'node:http';
 import { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { Transform, TransformCallback, pipeline } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AccountSASPermissions,
   AccountSASResourceTypes,
@@ -27,6 +33,11 @@ export type CacheFault =
   | 'none'
   /** Every Twirp call answers 500 `internal` (the client retries it 5 times, ~25-35 s, then gives up). */
   | 'error'
+  /**
+   * Every Twirp call answers 429 `resource_exhausted` with `Retry-After: 60`, as the service does past
+   * its rate limit (the client neither retries nor waits: it warns and throws a RateLimitError).
+   */
+  | 'rate-limit'
   /** No request (Twirp or blob) is ever answered; the connections are reset by stop(). */
   | 'hang'
   /** Blob downloads are complete responses holding only the first half of the blob. */
@@ -38,8 +49,38 @@ export type CacheFault =
   /** Blob uploads are refused with 403 AuthenticationFailed (as for an expired SAS; not retried). */
   | 'upload-error';
 
+/** The Twirp methods of the service. */
+export type TwirpMethod = 'CreateCacheEntry' | 'FinalizeCacheEntryUpload' | 'GetCacheEntryDownloadURL';
+/** Blob requests, by the name of their Azure REST operation. */
+export type BlobOperation = 'GetBlob' | 'GetBlobProperties' | 'GetBlockList' | 'PutBlob' | 'PutBlock' | 'PutBlockList';
+export type CacheOperation = TwirpMethod | BlobOperation;
+
+/**
+ * Narrows a fault to some requests; a fault still only hits the requests it is about (Twirp calls,
+ * blob downloads or blob uploads). Without a scope, it hits them all.
+ */
+export interface FaultScope {
+  /** Only these operations. */
+  methods?: readonly CacheOperation[];
+  /**
+   * Only requests about a key this accepts: a Twirp call's `key` field (the primary key of a lookup),
+   * or the key of the entry a blob request's URL belongs to. Requests about no known key are spared.
+   */
+  keys?: (key: string) => boolean;
+}
+
 export interface CacheServerOptions {
   fault?: CacheFault;
+  faultScope?: FaultScope;
+  /** Rate cap of each blob download response on its own, as Azure caps each stream. Default: none. */
+  downloadBytesPerSecond?: number;
+  /** Added before answering each Twirp call (the real service is a round trip away). Default: 0. */
+  rpcLatencyMs?: number;
+  /**
+   * The repository's cache quota over finalized entries. Past it, finalizing evicts whole entries,
+   * least recently accessed first (the real service's limit is 10 GB). Default: none.
+   */
+  quotaBytes?: number;
 }
 
 export interface CacheEntryInfo {
@@ -48,6 +89,8 @@ export interface CacheEntryInfo {
   version: string;
   size: number;
   createdAt: Date;
+  /** Set at finalize, and again whenever a lookup returns the entry: the order of eviction. */
+  lastAccessedAt: Date;
 }
 
 export interface CacheServerStats {
@@ -68,6 +111,12 @@ export interface CacheServerStats {
   /** Blob GETs answered with a body, and the bytes sent to clients. */
   downloads: number;
   downloadedBytes: number;
+  /** Of those downloads, the ones answered 206 with part of the blob. */
+  rangedDownloads: number;
+  /** The most blob GETs in flight at once since the server started (a high-water mark, not a count). */
+  maxConcurrentDownloads: number;
+  /** Finalized entries removed, by the quota or by evict(). */
+  evictions: number;
 }
 
 export interface CacheServer {
@@ -77,8 +126,22 @@ export interface CacheServer {
   env: Record<string, string>;
   /** Finalized entries, in order of creation. */
   entries(): CacheEntryInfo[];
+  /**
+   * Keys of the entries removed, by the quota or by evict(), in order. Apart from stats() so that
+   * stats stay all numbers, which callers subtract field by field.
+   */
+  evictedKeys(): string[];
   stats(): CacheServerStats;
-  setFault(fault: CacheFault): void;
+  /** Replaces the fault and its scope; `setFault('none')` ends it. */
+  setFault(fault: CacheFault, scope?: FaultScope): void;
+  /** Caps each blob download response from now on, responses in flight included; undefined lifts it. */
+  setDownloadCap(bytesPerSecond: number | undefined): void;
+  setRpcLatency(ms: number): void;
+  /**
+   * Removes the finalized entries `predicate` accepts, as the service's eviction does: gone from
+   * lookups, their blob deleted, their key free again. Resolves to the entries removed.
+   */
+  evict(predicate: (entry: CacheEntryInfo) => boolean): Promise<CacheEntryInfo[]>;
   /** Stops the service and azurite and removes their temp dir; resets every open connection. */
   stop(): Promise<void>;
 }
@@ -93,6 +156,10 @@ const SAS_TTL_MS = 60 * 60 * 1000;
 const TWIRP_PREFIX = '/twirp/github.actions.results.api.v1.CacheService/';
 const BLOB_PREFIX = `/${ACCOUNT}/${CONTAINER}/`;
 const CORRUPT_SPAN = 16;
+const RETRY_AFTER_SECONDS = 60;
+// The download throttle sends at least this much at a time (unless less is left), at most the burst.
+const THROTTLE_SLICE_SECONDS = 0.02;
+const THROTTLE_BURST_SECONDS = 0.05;
 const AZURITE_START_TIMEOUT_MS = 30_000;
 const AZURITE_STOP_TIMEOUT_MS = 5_000;
 const MAX_TWIRP_BODY = 1024 * 1024;
@@ -101,10 +168,19 @@ const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-en
 interface Entry extends CacheEntryInfo {
   blobName: string;
   finalized: boolean;
+  /** Orders accesses strictly, where two in the same millisecond would tie on lastAccessedAt. */
+  accessOrder: number;
 }
 
 type TwirpCode =
-  'invalid_argument' | 'malformed' | 'bad_route' | 'not_found' | 'already_exists' | 'unauthenticated' | 'internal';
+  | 'invalid_argument'
+  | 'malformed'
+  | 'bad_route'
+  | 'not_found'
+  | 'already_exists'
+  | 'unauthenticated'
+  | 'resource_exhausted'
+  | 'internal';
 
 const TWIRP_STATUS: Record<TwirpCode, number> = {
   invalid_argument: 400,
@@ -113,6 +189,7 @@ const TWIRP_STATUS: Record<TwirpCode, number> = {
   not_found: 404,
   already_exists: 409,
   unauthenticated: 401,
+  resource_exhausted: 429,
   internal: 500
 };
 
@@ -135,7 +212,7 @@ export async function startCacheServer(opts: CacheServerOptions = {}): Promise<C
     azurite = await startAzurite(tempDir);
     const credential = new StorageSharedKeyCredential(ACCOUNT, ACCOUNT_KEY);
     await createContainer(azurite, credential);
-    const service = new CacheService(azurite, credential, opts.fault ?? 'none');
+    const service = new CacheService(azurite, credential, opts);
     server = http.createServer((req, res) => service.handle(req, res));
     await new Promise<void>((resolve, reject) => {
       server!.once('error', reject);
@@ -161,16 +238,32 @@ function api(service: CacheService, server: http.Server, azurite: Azurite, tempD
       // Anything but github.com, *.ghe.com or *.localhost counts as GHES, where the client forces v1.
       GITHUB_SERVER_URL: 'https://github.com'
     },
-    entries: () =>
-      service.entries
-        .filter(e => e.finalized)
-        .map(({ id, key, version, size, createdAt }) => ({ id, key, version, size, createdAt })),
+    entries: () => service.entries.filter(e => e.finalized).map(publicInfo),
+    evictedKeys: () => [...service.evictedKeys],
     stats: () => ({ ...service.stats }),
-    setFault: fault => {
+    setFault: (fault, scope = {}) => {
       service.fault = fault;
+      service.faultScope = scope;
     },
+    setDownloadCap: bytesPerSecond => {
+      service.downloadBytesPerSecond = positiveOrUndefined(bytesPerSecond, 'download cap');
+    },
+    setRpcLatency: ms => {
+      service.rpcLatencyMs = Math.max(0, ms);
+    },
+    evict: async predicate => (await service.evict(e => predicate(publicInfo(e)))).map(publicInfo),
     stop: () => (stopped ??= shutdown(server, azurite, tempDir))
   };
+}
+
+function publicInfo({ id, key, version, size, createdAt, lastAccessedAt }: Entry): CacheEntryInfo {
+  return { id, key, version, size, createdAt: new Date(createdAt), lastAccessedAt: new Date(lastAccessedAt) };
+}
+
+function positiveOrUndefined(value: number | undefined, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!(value > 0) || !Number.isFinite(value)) throw new RangeError(`${what} must be a positive number: ${value}`);
+  return value;
 }
 
 async function shutdown(server: http.Server | undefined, azurite: Azurite | undefined, tempDir: string): Promise<void> {
@@ -187,6 +280,7 @@ class CacheService {
   baseUrl = '';
   readonly token = fakeRuntimeToken();
   readonly entries: Entry[] = [];
+  readonly evictedKeys: string[] = [];
   readonly stats: CacheServerStats = {
     twirpRequests: 0,
     creates: 0,
@@ -197,24 +291,34 @@ class CacheService {
     uploadedBytes: 0,
     uploadRequests: 0,
     downloads: 0,
-    downloadedBytes: 0
+    downloadedBytes: 0,
+    rangedDownloads: 0,
+    maxConcurrentDownloads: 0,
+    evictions: 0
   };
+  fault: CacheFault;
+  faultScope: FaultScope;
+  downloadBytesPerSecond: number | undefined;
+  rpcLatencyMs: number;
+  private readonly quotaBytes: number | undefined;
   private nextId = 1;
+  private accessClock = 0;
+  private downloadsInFlight = 0;
 
   constructor(
     private readonly azurite: Azurite,
     private readonly credential: StorageSharedKeyCredential,
-    public fault: CacheFault
-  ) {}
+    opts: CacheServerOptions
+  ) {
+    this.fault = opts.fault ?? 'none';
+    this.faultScope = opts.faultScope ?? {};
+    this.downloadBytesPerSecond = positiveOrUndefined(opts.downloadBytesPerSecond, 'downloadBytesPerSecond');
+    this.rpcLatencyMs = Math.max(0, opts.rpcLatencyMs ?? 0);
+    this.quotaBytes = opts.quotaBytes;
+  }
 
   handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = new URL(req.url ?? '/', this.baseUrl);
-    if (this.fault === 'hang') {
-      // Consume the request so that the server's request timeout never answers for us.
-      req.resume();
-      if (!url.pathname.startsWith(BLOB_PREFIX)) this.stats.twirpRequests++;
-      return;
-    }
     if (url.pathname.startsWith(BLOB_PREFIX)) {
       this.proxyBlob(req, res, url).catch(() => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
     } else {
@@ -222,11 +326,30 @@ class CacheService {
     }
   }
 
+  /** The fault for this request: the current one if its scope takes in the operation and the key. */
+  private faultFor(operation: string, key: string | undefined): CacheFault {
+    const { methods, keys } = this.faultScope;
+    if (methods && !methods.includes(operation as CacheOperation)) return 'none';
+    if (keys && (key === undefined || !keys(key))) return 'none';
+    return this.fault;
+  }
+
   private async twirp(req: http.IncomingMessage, res: http.ServerResponse, pathname: string): Promise<void> {
     this.stats.twirpRequests++;
+    // Read before deciding anything, also for a hang: the server's request timeout must never answer for us.
     const body = await readBody(req);
-    if (this.fault === 'error') {
+    const method = pathname.startsWith(TWIRP_PREFIX) ? pathname.slice(TWIRP_PREFIX.length) : pathname;
+    const fault = this.faultFor(method, requestedKey(body));
+    if (fault === 'hang') return;
+    if (this.rpcLatencyMs > 0) await sleep(this.rpcLatencyMs);
+    if (fault === 'error') {
       sendTwirpError(res, new TwirpError('internal', 'injected fault: internal error'));
+      return;
+    }
+    if (fault === 'rate-limit') {
+      sendTwirpError(res, new TwirpError('resource_exhausted', 'injected fault: rate limit exceeded'), {
+        'retry-after': String(RETRY_AFTER_SECONDS)
+      });
       return;
     }
     try {
@@ -276,7 +399,18 @@ class CacheService {
     }
     const id = this.nextId++;
     const blobName = `${id}/${randomUUID()}`;
-    const entry: Entry = { id, key, version, size: 0, createdAt: new Date(), blobName, finalized: false };
+    const createdAt = new Date();
+    const entry: Entry = {
+      id,
+      key,
+      version,
+      size: 0,
+      createdAt,
+      lastAccessedAt: createdAt,
+      accessOrder: 0,
+      blobName,
+      finalized: false
+    };
     this.entries.push(entry);
     this.stats.creates++;
     return { ok: true, signed_upload_url: this.signedUrl(entry, 'cw'), message: '' };
@@ -294,7 +428,9 @@ class CacheService {
     }
     entry.size = blobSize;
     entry.finalized = true;
+    this.touch(entry);
     this.stats.finalizes++;
+    await this.enforceQuota();
     return { ok: true, entry_id: String(entry.id), message: '' };
   }
 
@@ -311,11 +447,48 @@ class CacheService {
       [key, ...restoreKeys].map(prefix => candidates.find(e => e.key.startsWith(prefix))).find(e => e !== undefined);
     if (!match) return { ok: false, signed_download_url: '', matched_key: '' };
     this.stats.hits++;
+    this.touch(match);
     return { ok: true, signed_download_url: this.signedUrl(match, 'r'), matched_key: match.key };
   }
 
-  private signedUrl(entry: Entry, permissions: string): string {
-    const sas = generateBlobSASQueryParameters(
+  private touch(entry: Entry): void {
+    entry.lastAccessedAt = new Date();
+    entry.accessOrder = ++this.accessClock;
+  }
+
+  // The newly finalized entry was touched last, so it goes only if it alone is over the quota.
+  private async enforceQuota(): Promise<void> {
+    if (this.quotaBytes === undefined) return;
+    const byAccess = this.entries.filter(e => e.finalized).sort((a, b) => a.accessOrder - b.accessOrder);
+    let used = byAccess.reduce((sum, e) => sum + e.size, 0);
+    const victims: Entry[] = [];
+    for (const entry of byAccess) {
+      if (used <= this.quotaBytes) break;
+      victims.push(entry);
+      used -= entry.size;
+    }
+    await this.remove(victims);
+  }
+
+  async evict(predicate: (entry: Entry) => boolean): Promise<Entry[]> {
+    const victims = this.entries.filter(e => e.finalized && predicate(e));
+    await this.remove(victims);
+    return victims;
+  }
+
+  // Out of the list at once (so concurrent calls never pick the same victim), then the blobs go, so that
+  // a download URL handed out before fails as it would on the service.
+  private async remove(victims: Entry[]): Promise<void> {
+    for (const victim of victims) {
+      this.entries.splice(this.entries.indexOf(victim), 1);
+      this.evictedKeys.push(victim.key);
+      this.stats.evictions++;
+    }
+    await Promise.all(victims.map(victim => this.deleteBlob(victim)));
+  }
+
+  private sasQuery(entry: Entry, permissions: string): string {
+    return generateBlobSASQueryParameters(
       {
         containerName: CONTAINER,
         blobName: entry.blobName,
@@ -325,31 +498,44 @@ class CacheService {
         version: SAS_VERSION
       },
       this.credential
-    );
-    return `${this.baseUrl}${ACCOUNT}/${CONTAINER}/${entry.blobName}?${sas.toString()}`;
+    ).toString();
+  }
+
+  private signedUrl(entry: Entry, permissions: string): string {
+    return `${this.baseUrl}${ACCOUNT}/${CONTAINER}/${entry.blobName}?${this.sasQuery(entry, permissions)}`;
   }
 
   private async blobSize(entry: Entry): Promise<number | undefined> {
-    const query = generateBlobSASQueryParameters(
-      {
-        containerName: CONTAINER,
-        blobName: entry.blobName,
-        permissions: BlobSASPermissions.parse('r'),
-        expiresOn: new Date(Date.now() + SAS_TTL_MS),
-        version: SAS_VERSION
-      },
-      this.credential
-    ).toString();
-    const res = await this.azurite.request('HEAD', `${BLOB_PREFIX}${entry.blobName}?${query}`);
+    const res = await this.azurite.request('HEAD', `${BLOB_PREFIX}${entry.blobName}?${this.sasQuery(entry, 'r')}`);
     if (res.statusCode === 404) return undefined;
     if (res.statusCode !== 200) throw new Error(`azurite answered HEAD with ${res.statusCode}`);
     return Number(res.headers['content-length']);
   }
 
+  private async deleteBlob(entry: Entry): Promise<void> {
+    const res = await this.azurite.request('DELETE', `${BLOB_PREFIX}${entry.blobName}?${this.sasQuery(entry, 'd')}`);
+    if (res.statusCode !== 202 && res.statusCode !== 404) {
+      throw new Error(`azurite answered DELETE with ${res.statusCode}`);
+    }
+  }
+
   // Blob requests go to azurite unchanged (the SAS in the query is azurite's to check); download
   // faults are applied on the way back, by absolute offset in the blob, so ranged GETs work too.
   private async proxyBlob(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
-    if (req.method === 'PUT' && this.fault === 'upload-error') {
+    const operation = blobOperation(req.method ?? '', url.searchParams);
+    const blobName = decodeURIComponent(url.pathname.slice(BLOB_PREFIX.length));
+    const fault = this.faultFor(operation, this.entries.find(e => e.blobName === blobName)?.key);
+    if (operation === 'GetBlob') {
+      this.downloadsInFlight++;
+      this.stats.maxConcurrentDownloads = Math.max(this.stats.maxConcurrentDownloads, this.downloadsInFlight);
+      res.once('close', () => this.downloadsInFlight--);
+    }
+    if (fault === 'hang') {
+      // Consume the request so that the server's request timeout never answers for us.
+      req.resume();
+      return;
+    }
+    if (req.method === 'PUT' && fault === 'upload-error') {
       req.resume();
       sendAzureError(
         res,
@@ -359,7 +545,7 @@ class CacheService {
       );
       return;
     }
-    const isUpload = req.method === 'PUT' && url.searchParams.get('comp') !== 'blocklist';
+    const isUpload = operation === 'PutBlob' || operation === 'PutBlock';
     let received = 0;
     if (isUpload) req.on('data', (chunk: Buffer) => (received += chunk.length));
     const upstream = await this.azurite.forward(req);
@@ -370,13 +556,17 @@ class CacheService {
       this.stats.uploadRequests++;
     }
     const headers = withoutHopByHop(upstream.headers);
-    const download = req.method === 'GET' && ok;
-    const fault = download ? this.fault : 'none';
+    const download = operation === 'GetBlob' && ok;
+    const downloadFault = download ? fault : 'none';
     const streams: NodeJS.ReadWriteStream[] = [];
-    if (fault === 'truncate-download' || fault === 'corrupt-download' || fault === 'interrupt-download') {
+    if (
+      downloadFault === 'truncate-download' ||
+      downloadFault === 'corrupt-download' ||
+      downloadFault === 'interrupt-download'
+    ) {
       const { start, end, total } = bodyRange(upstream);
-      const transform = new BlobFault(fault === 'corrupt-download' ? 'flip' : 'cut', start, total);
-      if (fault === 'truncate-download') {
+      const transform = new BlobFault(downloadFault === 'corrupt-download' ? 'flip' : 'cut', start, total);
+      if (downloadFault === 'truncate-download') {
         const kept = Math.max(0, Math.min(end + 1, transform.limit) - start);
         if (status === 206 && kept === 0) {
           upstream.resume();
@@ -390,6 +580,9 @@ class CacheService {
     }
     if (download) {
       this.stats.downloads++;
+      if (status === 206) this.stats.rangedDownloads++;
+      // Each response gets its own bucket: N parallel ranged GETs get N times the rate of one.
+      streams.push(new Throttle(() => this.downloadBytesPerSecond));
       streams.push(
         new Transform({
           transform: (chunk: Buffer, _encoding, callback) => {
@@ -403,8 +596,73 @@ class CacheService {
     const socket = req.socket;
     pipeline([upstream, ...streams, res], error => {
       // The body fell short of the announced length: closing is how the client learns it is over.
-      if (error || fault === 'interrupt-download') socket.destroy();
+      if (error || downloadFault === 'interrupt-download') socket.destroy();
     });
+  }
+}
+
+/**
+ * Paces one response to a rate read afresh for every slice (so a change applies to responses in
+ * flight): a token bucket that starts empty, so by any moment t after its creation it has passed at
+ * most rate × t bytes, and a body of B bytes takes at least B / rate seconds.
+ */
+class Throttle extends Transform {
+  private tokens = 0;
+  private refilledAt = performance.now();
+
+  constructor(private readonly rate: () => number | undefined) {
+    super();
+  }
+
+  _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.pace(chunk).then(() => callback(), callback);
+  }
+
+  private async pace(chunk: Buffer): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length && !this.destroyed) {
+      const rate = this.rate();
+      if (rate === undefined) {
+        this.push(chunk.subarray(offset));
+        return;
+      }
+      this.refill(rate);
+      // Wait for a slice's worth rather than trickling out a few bytes per timer tick.
+      const wanted = Math.min(chunk.length - offset, Math.max(1, Math.floor(rate * THROTTLE_SLICE_SECONDS)));
+      if (this.tokens < wanted) {
+        await sleep(Math.max(1, ((wanted - this.tokens) / rate) * 1000));
+        continue;
+      }
+      const sent = Math.min(chunk.length - offset, Math.floor(this.tokens));
+      this.tokens -= sent;
+      this.push(chunk.subarray(offset, offset + sent));
+      offset += sent;
+    }
+  }
+
+  private refill(rate: number): void {
+    const now = performance.now();
+    const burst = Math.max(1, rate * THROTTLE_BURST_SECONDS);
+    this.tokens = Math.min(burst, this.tokens + ((now - this.refilledAt) / 1000) * rate);
+    this.refilledAt = now;
+  }
+}
+
+function blobOperation(method: string, query: URLSearchParams): string {
+  const comp = query.get('comp');
+  if (method === 'GET') return comp === 'blocklist' ? 'GetBlockList' : comp ? `GET ${comp}` : 'GetBlob';
+  if (method === 'HEAD') return 'GetBlobProperties';
+  if (method === 'PUT') return comp === 'block' ? 'PutBlock' : comp === 'blocklist' ? 'PutBlockList' : 'PutBlob';
+  return method;
+}
+
+/** The `key` of a Twirp request body, if it has one. */
+function requestedKey(body: Buffer): string | undefined {
+  try {
+    const { key } = JSON.parse(body.toString('utf8')) as Json;
+    return typeof key === 'string' ? key : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -467,8 +725,8 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
   });
 }
 
-function sendTwirpError(res: http.ServerResponse, error: TwirpError): void {
-  res.writeHead(TWIRP_STATUS[error.code], { 'content-type': 'application/json' });
+function sendTwirpError(res: http.ServerResponse, error: TwirpError, headers: http.OutgoingHttpHeaders = {}): void {
+  res.writeHead(TWIRP_STATUS[error.code], { ...headers, 'content-type': 'application/json' });
   res.end(JSON.stringify({ code: error.code, msg: error.message }));
 }
 
