@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
+import { actionNode, Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
 import { commands, expectExit } from '../support/steps';
 import { startCacheServer, type CacheServer, type CacheServerStats } from '../support/cache-server';
 import {
@@ -157,7 +157,7 @@ function spawnMain(job: Job, inputs: Record<string, string>, nodeArgs: string[] 
     inputEnv[`INPUT_${name.toUpperCase()}`] = spec.default ?? '';
   for (const [name, value] of Object.entries({ ...BASE_INPUTS, ...inputs }))
     inputEnv[`INPUT_${name.toUpperCase()}`] = value;
-  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, manifest.runs.main)], {
+  const child = spawn(actionNode(), [...nodeArgs, path.join(REPO_ROOT, manifest.runs.main)], {
     cwd: job.workspace,
     env: { ...job.env, ...fileEnv, ...inputEnv }
   });
