@@ -1,5 +1,5 @@
-// Bundles main and post side by side (each ncc run type-checks and bundles on its own: in parallel the
-// build takes about half the time), then puts the entrypoint next to main and drops native addons.
+// Empties dist/, bundles main and post side by side (each ncc run type-checks and bundles on its own: in
+// parallel the build takes about half the time), then puts the entrypoint next to main and drops native addons.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -19,6 +19,10 @@ function bundle(entry, out) {
     );
   });
 }
+
+// ncc deletes only the old .js files of its output: any other file a former build left (an asset, a
+// license, a native addon) would survive and pass the check that dist/ is what a fresh build makes.
+fs.rmSync(path.join(root, 'dist'), { recursive: true, force: true });
 
 Promise.all([bundle('src/main.ts', 'dist/main'), bundle('src/post.ts', 'dist/post')])
   .then(() => {

@@ -47,25 +47,33 @@ export interface ContextRequest {
 /**
  * Creates the context and returns the name it got. A context left by a setup-dind instance that is gone
  * is replaced; one in use by a live instance (a parallel job) or made by someone else is kept, and ours
- * gets a unique name instead, with a warning.
+ * gets a unique name instead, with a warning. Any other refusal of the CLI fails with the CLI's message.
  */
 export async function createContext(request: ContextRequest, warn: (message: string) => void): Promise<string> {
+  let owner = await contextOwner(request.name);
+  if (owner.exists && owner.instanceId !== undefined && !(await request.isLive(owner.instanceId))) {
+    await removeContextNamed(request.name);
+    owner = { exists: false };
+  }
+  if (!owner.exists) {
+    const created = await create(request.name, request);
+    if (created.exitCode === 0) return request.name;
+    // Between the look and the create a parallel job may have taken the name; else the CLI says what is wrong.
+    owner = await contextOwner(request.name);
+    if (!owner.exists) throw createFailed(created);
+  }
   const unique = `${request.name}-${request.instanceId}`;
-  const owner = await contextOwner(request.name);
-  const stale = owner.exists && owner.instanceId !== undefined && !(await request.isLive(owner.instanceId));
-  if (stale) await removeContextNamed(request.name);
-  const taken = owner.exists && !stale;
-  // Between the look and the create a parallel job may take the name: then ours is unique as well.
-  if (!taken && (await create(request.name, request)).exitCode === 0) return request.name;
-  const why =
-    owner.instanceId || !owner.exists ? 'in use by another running setup-dind instance' : 'not made by setup-dind';
+  const why = owner.instanceId ? 'in use by another running setup-dind instance' : 'not made by setup-dind';
   warn(
     `A Docker context named '${request.name}' already exists (${why}); this daemon's context is '${unique}' instead (see the 'context' output).`
   );
   const created = await create(unique, request);
-  if (created.exitCode !== 0)
-    throw new Error(`docker context create failed: ${created.stderr.trim() || created.stdout.trim()}`);
+  if (created.exitCode !== 0) throw createFailed(created);
   return unique;
+}
+
+function createFailed(created: exec.ExecOutput): Error {
+  return new Error(`docker context create failed: ${created.stderr.trim() || created.stdout.trim()}`);
 }
 
 function create(name: string, request: ContextRequest): Promise<exec.ExecOutput> {

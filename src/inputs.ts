@@ -89,7 +89,8 @@ const CONFIG_NAME_OF_FLAG: Record<string, string> = {
 };
 
 const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
-const CONTEXT_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.+-]*$/;
+// The Docker CLI's own rule (docker context create refuses any other name, a single character too).
+const CONTEXT_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.+-]+$/;
 // The Docker reference grammar: [domain[:port]/]path[:tag][@digest], path components lower case.
 const PATH_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
 const DOMAIN =
@@ -205,7 +206,7 @@ function parseContext(raw: string): string {
     Inputs.Context,
     value,
     CONTEXT_NAME,
-    'letters, digits, _ . + - (starting with a letter or digit), or be empty for no context'
+    'letters, digits, _ . + - (at least two characters, starting with a letter or digit), or be empty for no context'
   );
 }
 

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
+import { actionNode, Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
 import { commands, expectCleanPosts, expectExit } from '../support/steps';
 import {
   buildImage,
@@ -465,7 +465,7 @@ class ContainerJob {
   async start(): Promise<void> {
     fs.mkdirSync(this.hostWorkspace);
     fs.mkdirSync(this.hostTemp);
-    const node = fs.realpathSync(process.execPath);
+    const node = fs.realpathSync(actionNode());
     const mtu = this.options.mtu ? ['--opt', `com.docker.network.driver.mtu=${this.options.mtu}`] : [];
     await outerOk(['network', 'create', ...mtu, this.network]);
     await outerOk([

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
+import { actionNode, Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
 import { commands, expectExit } from '../support/steps';
 import { startCacheServer, type CacheServer, type CacheServerStats } from '../support/cache-server';
 import {
@@ -157,7 +157,7 @@ function spawnMain(job: Job, inputs: Record<string, string>, nodeArgs: string[] 
     inputEnv[`INPUT_${name.toUpperCase()}`] = spec.default ?? '';
   for (const [name, value] of Object.entries({ ...BASE_INPUTS, ...inputs }))
     inputEnv[`INPUT_${name.toUpperCase()}`] = value;
-  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, manifest.runs.main)], {
+  const child = spawn(actionNode(), [...nodeArgs, path.join(REPO_ROOT, manifest.runs.main)], {
     cwd: job.workspace,
     env: { ...job.env, ...fileEnv, ...inputEnv }
   });
@@ -233,6 +233,13 @@ describe('bad input: a clear error naming the input and what is allowed; nothing
     ['name: -dind', { name: '-dind' }, 'name', /starting with a letter or digit.*'-dind'/],
     ['name: a/b', { name: 'a/b' }, 'name', /letters, digits.*'a\/b'/],
     ['name: 64 characters', { name: 'a'.repeat(64) }, 'name', /at most 63 characters/],
+    // The Docker CLI refuses a one-character context name: refused up front, not as a name already taken.
+    [
+      'context: a (one character)',
+      { context: 'a' },
+      'context',
+      /letters, digits, _ \. \+ - \(at least two characters.*'a'/
+    ],
     [
       'daemon-config: {not json',
       { 'daemon-config': '{not json' },
@@ -596,6 +603,30 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
       job.cleanup();
     }
   }, 300_000);
+
+  test("docker context create refused (~/.docker/contexts is a file): main fails with the CLI's own message, not as a name taken; post cleans", async () => {
+    const job = newJob();
+    const contexts = path.join(job.env.HOME, '.docker', 'contexts');
+    fs.mkdirSync(path.dirname(contexts));
+    fs.writeFileSync(contexts, '');
+    try {
+      const { result: main, started } = await runMain(job);
+      expectExit(main, 1, 'main');
+      expect(commands(main.stdout, 'warning')).toEqual([]);
+      const errors = commands(main.stdout, 'error');
+      expect(errors).toHaveLength(1);
+      note('docker context create refused', errors[0]);
+      expect(errors[0]).toMatch(/^docker context create failed: .*context "dind".*not a directory/);
+      expect(main.outputs).toEqual({});
+      expect(started).toBeDefined();
+      await finishClean(job, { warnings: 0 });
+      await expectNothingLeft(job, started!);
+      expect(fs.readFileSync(contexts, 'utf8')).toBe('');
+    } finally {
+      await job.finish();
+      job.cleanup();
+    }
+  });
 
   test('two jobs at once on one host, same HOME, default name and context: both work on their own daemons; one context is dind, the other unique with a warning', async () => {
     const home = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-shared-home-'));

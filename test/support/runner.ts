@@ -15,6 +15,18 @@ interface ActionManifest {
   runs: { using: string; main: string; post: string; 'post-if'?: string };
 }
 
+/**
+ * The node that runs the action's dist/: SETUP_DIND_NODE when set (the runner runs node24, and the test
+ * machine's node may be older), else the node running the tests.
+ */
+export function actionNode(env: NodeJS.ProcessEnv = process.env): string {
+  const node = env.SETUP_DIND_NODE;
+  if (!node) return process.execPath;
+  if (!path.isAbsolute(node) || !fs.existsSync(node))
+    throw new Error(`SETUP_DIND_NODE must be the absolute path of a node binary, or unset; got '${node}'.`);
+  return node;
+}
+
 export function readManifest(): ActionManifest {
   return parse(fs.readFileSync(path.join(REPO_ROOT, 'action.yml'), 'utf8')) as ActionManifest;
 }
@@ -141,7 +153,7 @@ export class Job {
   }
 
   private async node(entry: string, extraEnv: Record<string, string>): Promise<StepResult> {
-    return this.step(process.execPath, [path.join(REPO_ROOT, entry)], extraEnv);
+    return this.step(actionNode(), [path.join(REPO_ROOT, entry)], extraEnv);
   }
 
   private async step(command: string, args: string[], extraEnv: Record<string, string>): Promise<StepResult> {

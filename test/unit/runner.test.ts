@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { parseFileCommands } from '../support/runner';
+import { actionNode, parseFileCommands } from '../support/runner';
 
 describe('parseFileCommands', () => {
   const delimiter = 'ghadelimiter_0b9e3c6a-6a4e-4a8f-9d43-2f1c1f0e7d55';
@@ -67,5 +67,21 @@ describe('parseFileCommands', () => {
         instance: '{"id":"abcdef01"}'
       });
     });
+  });
+});
+
+describe('actionNode: the node that runs dist/', () => {
+  test.each<[string, string | undefined, string]>([
+    ["unset: the tests' node", undefined, process.execPath],
+    ["empty: the tests' node", '', process.execPath],
+    ['an absolute path that exists', '/bin/sh', '/bin/sh']
+  ])('%s', (_name, value, node) => {
+    expect(actionNode({ SETUP_DIND_NODE: value })).toBe(node);
+  });
+
+  test.each(['node', 'bin/node', '/nonexistent/bin/node'])('refuses %p, naming the variable', value => {
+    expect(() => actionNode({ SETUP_DIND_NODE: value })).toThrow(
+      `SETUP_DIND_NODE must be the absolute path of a node binary, or unset; got '${value}'.`
+    );
   });
 });

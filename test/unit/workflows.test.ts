@@ -461,6 +461,74 @@ describe('ci.yml and check-dist.yml', () => {
   });
 });
 
+// ---- third-party actions, pinned ----------------------------------------------------------------
+
+/** A `uses:` line (a step's or a job's): the reference and the comment after it. */
+const USES_LINE = /^\s*(?:-\s+)?uses:\s*['"]?([^'"\s#]+)['"]?\s*(?:#\s*(.*))?$/;
+/** owner/repo[/path]@ and a full commit SHA: a tag can be moved to other code, a commit cannot. */
+const PINNED = /^[\w.-]+\/[\w.-]+(?:\/[^@\s]+)?@[0-9a-f]{40}$/;
+/** The release the SHA is, for a reader and for update tools. */
+const VERSION_COMMENT = /^v\d+\.\d+\.\d+$/;
+
+/** Every `uses:` of an action other than this checkout's or this action's: a SHA with a `# vX.Y.Z` comment. */
+function pinProblems(file: string, source: string): string[] {
+  const problems: string[] = [];
+  const lines = source.split('\n').flatMap((text, i) => {
+    const match = USES_LINE.exec(text);
+    return match ? [{ line: i + 1, uses: match[1], comment: match[2]?.trim() }] : [];
+  });
+  // The line scan reads comments, which the YAML parser drops; the parser says what the workflow uses.
+  const doc = parse(source) as Workflow;
+  const used = Object.values(doc.jobs).flatMap(job => [job.uses, ...steps(job).map(step => step.uses)]);
+  for (const uses of used)
+    if (typeof uses === 'string' && !lines.some(line => line.uses === uses))
+      problems.push(`${file}: 'uses: ${uses}' is not on a line of its own`);
+  for (const { line, uses, comment } of lines) {
+    if (uses.startsWith('./') || /^setup-dind\/setup-dind[@/]/.test(uses)) continue;
+    if (!PINNED.test(uses)) problems.push(`${file}:${line}: '${uses}' is not pinned to a full commit SHA`);
+    else if (!VERSION_COMMENT.test(comment ?? ''))
+      problems.push(`${file}:${line}: '${uses}' has no '# vX.Y.Z' comment naming its release`);
+  }
+  return problems;
+}
+
+describe('third-party actions', () => {
+  test.each(workflowFiles)('%s: every one pinned to a full commit SHA, with its release in a comment', file => {
+    expect(pinProblems(file, workflowSource(file))).toEqual([]);
+  });
+
+  test('the workflows use some (so the check above has something to check)', () => {
+    const pinned = workflowFiles.flatMap(file =>
+      workflowSource(file)
+        .split('\n')
+        .filter(line => PINNED.test(USES_LINE.exec(line)?.[1] ?? ''))
+    );
+    expect(pinned.length).toBeGreaterThan(0);
+  });
+
+  test('catches a tag, a short SHA, a missing or vague comment, a uses the line scan cannot read', () => {
+    const source = workflowSource('e2e.yml');
+    const checkout = /actions\/checkout@[0-9a-f]{40} # v\d+\.\d+\.\d+/;
+    const line = source.split('\n').findIndex(text => checkout.test(text)) + 1;
+    const pin = checkout.exec(source)![0];
+    const cases: Array<[string, string]> = [
+      ['actions/checkout@v5', 'is not pinned to a full commit SHA'],
+      [pin.replace(/@([0-9a-f]{7})[0-9a-f]{33}/, '@$1'), 'is not pinned to a full commit SHA'],
+      [pin.replace(/@[0-9a-f]{40}/, '@main'), 'is not pinned to a full commit SHA'],
+      [pin.replace(/ # .*/, ''), "has no '# vX.Y.Z' comment"],
+      [pin.replace(/# v(\d+).*/, '# v$1'), "has no '# vX.Y.Z' comment"]
+    ];
+    for (const [replacement, message] of cases) {
+      const problems = pinProblems('e2e.yml', source.replace(pin, replacement));
+      expect(problems).toEqual([expect.stringContaining(message)]);
+      expect(problems[0]).toMatch(new RegExp(`^e2e\\.yml:${line}: `));
+    }
+    const flow = source.replace(`- uses: ${pin}`, `- { uses: 'actions/checkout@v5' }`);
+    expect(flow).not.toEqual(source);
+    expect(pinProblems('e2e.yml', flow)).toEqual(["e2e.yml: 'uses: actions/checkout@v5' is not on a line of its own"]);
+  });
+});
+
 // YAML that `parse` reads leniently (a duplicate key, a second document) must not slip through.
 test.each(workflowFiles)('%s is one YAML document without warnings', file => {
   const document = parseDocument(workflowSource(file));
