@@ -1,6 +1,7 @@
 // The dind container: what it is created with, what goes into it before it starts, and how we
 // know the daemon inside is ready.
 import * as fs from 'node:fs';
+import * as https from 'node:https';
 import * as path from 'node:path';
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
@@ -210,44 +211,74 @@ export function publishedPort(info: Docker.ContainerInspectInfo): number {
 
 export class DaemonNotReadyError extends Error {}
 
-const RETRY_DELAY_MS = 100;
+/** How long the daemon must keep answering, on a fresh connection each time, before it counts as ready. */
+export interface Steadiness {
+  /** From the first answer to the last one, at least this long; every answer in between counts. */
+  steadyMs: number;
+  /** Between two answers; also between failed attempts. */
+  intervalMs: number;
+}
+
+export const READY_STEADINESS: Steadiness = { steadyMs: 500, intervalMs: 100 };
 
 interface AbortablePing {
   ping(options: { abortSignal: AbortSignal }): Promise<unknown>;
 }
 
 /**
- * Polls the daemon's ping over mutual TLS until it answers. Before dockerd listens, the engine's port
- * proxy accepts and resets; while it starts, a ping can hang: each attempt gets the time left, and
- * the container is checked between attempts so a daemon that died fails at once.
+ * Polls the daemon over mutual TLS, through the very address later steps use, until it has answered
+ * without a single failure for `steadyMs` (one fresh connection per attempt: no keep-alive reuse, as
+ * each later CLI call connects anew). Before dockerd listens, the engine's port proxy accepts and
+ * resets; while it starts, a ping can hang: each attempt gets the time left. A failure after an
+ * answer starts the count again, so a daemon that answers once and then drops connections (restarts,
+ * a listener that goes away) is not reported ready. The container is checked between attempts, so a
+ * daemon that died fails at once.
  */
 export async function waitForDaemon(
   endpoint: TlsEndpoint,
   container: Docker.Container,
-  timeoutMs: number
+  timeoutMs: number,
+  steadiness: Steadiness = READY_STEADINESS
 ): Promise<string> {
-  const client = connect(tlsClientOptions(endpoint));
+  // keepAlive off: every request opens, and closes, its own connection (through the port proxy too).
+  const agent = new https.Agent({ keepAlive: false });
+  const client = connect({ ...tlsClientOptions(endpoint), agent } as Docker.DockerOptions);
   const deadline = Date.now() + timeoutMs;
   let lastError = 'no answer';
-  for (;;) {
-    const state = (await container.inspect()).State;
-    if (!state.Running) {
-      throw new DaemonNotReadyError(
-        `The dind container stopped (exit code ${state.ExitCode}${state.Error ? `: ${state.Error}` : ''}) before its daemon answered.`
+  let firstAnswer: number | undefined;
+  let version: string | undefined;
+  try {
+    for (;;) {
+      const state = (await container.inspect()).State;
+      if (!state.Running) {
+        throw new DaemonNotReadyError(
+          `The dind container stopped (exit code ${state.ExitCode}${state.Error ? `: ${state.Error}` : ''}) before its daemon answered.`
+        );
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      try {
+        // dockerode supports abortSignal on ping; its type declarations predate it.
+        await (client as unknown as AbortablePing).ping({ abortSignal: AbortSignal.timeout(left) });
+        // The version right at the first answer: the rest of the period is plain pings.
+        version ??= ((await client.version()) as { Version: string }).Version;
+        firstAnswer ??= Date.now();
+        if (Date.now() - firstAnswer >= steadiness.steadyMs) return version;
+      } catch (error) {
+        lastError = (error as Error).message;
+        firstAnswer = undefined;
+      }
+      await new Promise(resolve =>
+        setTimeout(resolve, Math.min(steadiness.intervalMs, Math.max(0, deadline - Date.now())))
       );
     }
-    const left = deadline - Date.now();
-    if (left <= 0) break;
-    try {
-      // dockerode supports abortSignal on ping; its type declarations predate it.
-      await (client as unknown as AbortablePing).ping({ abortSignal: AbortSignal.timeout(left) });
-      return ((await client.version()) as { Version: string }).Version;
-    } catch (error) {
-      lastError = (error as Error).message;
-    }
-    await new Promise(resolve => setTimeout(resolve, Math.min(RETRY_DELAY_MS, Math.max(0, deadline - Date.now()))));
+  } finally {
+    agent.destroy();
   }
-  throw new DaemonNotReadyError(`The daemon did not answer within ${timeoutMs / 1000} s (last error: ${lastError}).`);
+  const steadily = version === undefined ? '' : ` without a failure for ${steadiness.steadyMs / 1000} s`;
+  throw new DaemonNotReadyError(
+    `The daemon did not answer within ${timeoutMs / 1000} s${steadily} (last error: ${lastError}).`
+  );
 }
 
 /** What most likely went wrong, from the container's last log lines, for the failure message. */

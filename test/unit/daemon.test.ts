@@ -2,12 +2,15 @@
 // archives put into it, and the readers of what the engine answers (published port, addresses,
 // multiplexed log, failure hints).
 import * as fs from 'node:fs';
+import * as https from 'node:https';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
 import { INSTANCE_LABEL } from '../../src/constants';
 import {
   containerCreateOptions,
+  DaemonNotReadyError,
   daemonConfig,
   demultiplex,
   diagnose,
@@ -16,14 +19,16 @@ import {
   networkAddresses,
   networkCreateOptions,
   publishedPort,
+  READY_STEADINESS,
   serverArchive,
   serverSubjectAltNames,
   setupArchive,
+  waitForDaemon,
   type ContainerSpec,
   type DaemonConfigInputs
 } from '../../src/daemon';
 import { newInstance } from '../../src/instance';
-import type { KeyPair } from '../../src/tls';
+import { createAuthority, type KeyPair } from '../../src/tls';
 
 // A fixed id: a random one could contain "2375" and break the "no 2375 anywhere" checks.
 const instance = newInstance('dind', '/runner/temp', 'abcdef01');
@@ -776,4 +781,145 @@ test('every path the container is created with is in the setup or the server arc
   ];
   expect(paths).toHaveLength(5);
   for (const file of paths) expect(archived.filter(e => e.name === file.slice(1) && e.type === 'file')).toHaveLength(1);
+});
+
+describe('waitForDaemon', () => {
+  // A stand-in daemon on loopback, mutual TLS as dockerd's: each new TCP connection is answered, reset
+  // (as the engine's port proxy does while nothing listens behind it) or held (dockerd bound but not yet serving).
+  type Behaviour = 'answer' | 'reset' | 'hold';
+  const STEADY = { steadyMs: 300, intervalMs: 20 };
+  let tlsFiles: { ca: string; server: KeyPair; client: KeyPair };
+  let behave: (connection: number) => Behaviour;
+  let connections: Array<{ at: number; behaviour: Behaviour }>;
+  let requests: Array<{ at: number; path: string }>;
+  let tcp: net.Server;
+  let port: number;
+
+  beforeAll(async () => {
+    const authority = await createAuthority(1);
+    tlsFiles = {
+      ca: authority.caCert,
+      server: await authority.issueServer({ dns: ['localhost'], ip: ['127.0.0.1'] }),
+      client: await authority.issueClient()
+    };
+  });
+
+  beforeEach(async () => {
+    connections = [];
+    requests = [];
+    behave = () => 'answer';
+    const daemon = https.createServer(
+      {
+        ca: tlsFiles.ca,
+        cert: tlsFiles.server.cert,
+        key: tlsFiles.server.key,
+        requestCert: true,
+        rejectUnauthorized: true
+      },
+      (request, response) => {
+        requests.push({ at: Date.now(), path: request.url ?? '' });
+        if (request.url?.endsWith('/version')) response.end(JSON.stringify({ Version: '26.1.5' }));
+        else response.end('OK');
+      }
+    );
+    tcp = net.createServer(socket => {
+      const behaviour = behave(connections.length);
+      connections.push({ at: Date.now(), behaviour });
+      if (behaviour === 'reset') socket.resetAndDestroy();
+      else if (behaviour === 'answer') daemon.emit('connection', socket);
+      else setTimeout(() => daemon.emit('connection', socket), 400);
+    });
+    await new Promise<void>(resolve => tcp.listen(0, '127.0.0.1', resolve));
+    port = (tcp.address() as net.AddressInfo).port;
+  });
+
+  afterEach(async () => {
+    await new Promise(resolve => tcp.close(resolve));
+  });
+
+  const endpoint = () => ({
+    host: '127.0.0.1',
+    port,
+    ca: tlsFiles.ca,
+    cert: tlsFiles.client.cert,
+    key: tlsFiles.client.key
+  });
+  const container = (running: () => boolean = () => true) =>
+    ({
+      inspect: async () => ({ State: { Running: running(), ExitCode: 1, Error: '' } })
+    }) as unknown as Docker.Container;
+  const answered = () => requests.filter(r => r.path.endsWith('/_ping') || r.path.endsWith('/version'));
+
+  test('a daemon that answers at once is ready after it has kept answering for the steady period, each time on a new connection', async () => {
+    const started = Date.now();
+    await expect(waitForDaemon(endpoint(), container(), 10_000, STEADY)).resolves.toBe('26.1.5');
+    const answers = answered();
+    expect(answers[answers.length - 1].at - answers[0].at).toBeGreaterThanOrEqual(STEADY.steadyMs);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(STEADY.steadyMs);
+    // No keep-alive: as many connections as requests, as each later CLI call connects anew.
+    expect(connections).toHaveLength(requests.length);
+    expect(requests.length).toBeGreaterThanOrEqual(3);
+  });
+
+  test('resets before the daemon listens, then answers: ready', async () => {
+    behave = n => (n < 5 ? 'reset' : 'answer');
+    await expect(waitForDaemon(endpoint(), container(), 10_000, STEADY)).resolves.toBe('26.1.5');
+    expect(connections.slice(0, 5).every(c => c.behaviour === 'reset')).toBe(true);
+  });
+
+  test('a ping held while the daemon starts gets the time left, not a short timeout', async () => {
+    behave = n => (n === 0 ? 'hold' : 'answer');
+    await expect(waitForDaemon(endpoint(), container(), 10_000, STEADY)).resolves.toBe('26.1.5');
+    expect(connections[0].behaviour).toBe('hold');
+  });
+
+  test('answers once, then resets for a while: not ready until it has answered without a failure for the steady period', async () => {
+    // Connection 0 answers the ping, 1 the version; then 300 ms of resets, then answers again.
+    let flapUntil = 0;
+    behave = n => {
+      if (n < 2) return 'answer';
+      if (n === 2) flapUntil = Date.now() + 300;
+      return Date.now() < flapUntil ? 'reset' : 'answer';
+    };
+    await expect(waitForDaemon(endpoint(), container(), 10_000, STEADY)).resolves.toBe('26.1.5');
+    const lastReset = Math.max(...connections.filter(c => c.behaviour === 'reset').map(c => c.at));
+    expect(connections.some(c => c.behaviour === 'reset')).toBe(true);
+    // Ready only after a whole steady period of answers that began after the last reset.
+    const after = answered().filter(r => r.at > lastReset);
+    expect(after[after.length - 1].at - after[0].at).toBeGreaterThanOrEqual(STEADY.steadyMs);
+  });
+
+  test('answers once, then resets until the timeout: not ready, and the error says it answered but not steadily', async () => {
+    behave = n => (n < 2 ? 'answer' : 'reset');
+    const waited = waitForDaemon(endpoint(), container(), 1_000, STEADY);
+    await expect(waited).rejects.toBeInstanceOf(DaemonNotReadyError);
+    await expect(waited).rejects.toThrow(
+      /^The daemon did not answer within 1 s without a failure for 0\.3 s \(last error: .*ECONNRESET.*\)\.$/
+    );
+  });
+
+  test('never answers: the timeout error as before', async () => {
+    behave = () => 'reset';
+    await expect(waitForDaemon(endpoint(), container(), 500, STEADY)).rejects.toThrow(
+      /^The daemon did not answer within 0\.5 s \(last error: [^)]*\)\.$/
+    );
+  });
+
+  test('a container that stopped fails at once', async () => {
+    behave = () => 'reset';
+    const started = Date.now();
+    await expect(
+      waitForDaemon(
+        endpoint(),
+        container(() => false),
+        10_000,
+        STEADY
+      )
+    ).rejects.toThrow(/The dind container stopped \(exit code 1\) before its daemon answered/);
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  test('the steady period by default: half a second', () => {
+    expect(READY_STEADINESS).toEqual({ steadyMs: 500, intervalMs: 100 });
+  });
 });
