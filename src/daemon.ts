@@ -219,7 +219,7 @@ export interface Steadiness {
   intervalMs: number;
 }
 
-export const READY_STEADINESS: Steadiness = { steadyMs: 500, intervalMs: 100 };
+export const READY_STEADINESS: Steadiness = { steadyMs: 250, intervalMs: 50 };
 
 interface AbortablePing {
   ping(options: { abortSignal: AbortSignal }): Promise<unknown>;

@@ -31,10 +31,21 @@ export interface RunnerContainer {
   mounts: Array<{ source: string; destination: string }>;
 }
 
-/** Ids this process's container may go by: its host name, and ids in its mount table. */
-function candidateIds(mountinfo: string): string[] {
-  const fromMounts = [...mountinfo.matchAll(/\/containers\/([0-9a-f]{64})\//g)].map(match => match[1]);
-  return [...new Set([...fromMounts, os.hostname()])];
+/** The files the engine bind-mounts into each container, from its own directory named by the container's id. */
+const ENGINE_FILES = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf'];
+
+/**
+ * Ids this process's container may go by: the id in the source of its own /etc/hostname (and hosts,
+ * resolv.conf) mount, then its host name. Only mounts at those very paths count: a process that shares
+ * its engine's mount namespace also sees every other container's, under their root directories.
+ */
+export function candidateIds(mountinfo: string, hostname = os.hostname()): string[] {
+  const fromMounts = mountinfo
+    .split('\n')
+    .map(line => line.split(' '))
+    .filter(fields => ENGINE_FILES.includes(fields[4]))
+    .flatMap(fields => /\/containers\/([0-9a-f]{64})\//.exec(fields[3])?.[1] ?? []);
+  return [...new Set([...fromMounts, hostname])];
 }
 
 /** The container this job runs in, if the engine knows it. */

@@ -109,7 +109,8 @@ describe('saving decisions', () => {
     restoreKeys: ['p+', 'p'],
     savePolicy: 'on-change',
     maxBytes: 1,
-    restoredKey: 'p+aaaa'
+    restoredKey: 'p+aaaa',
+    cacheDirMaxBytes: 1
   };
 
   test.each([
@@ -120,6 +121,11 @@ describe('saving decisions', () => {
     ['always', true, undefined, undefined]
   ] as const)('policy %p, writable %p → blocker %p', (savePolicy, writable, reason, expected) => {
     expect(saveBlocker({ ...setup, savePolicy }, writable, reason)).toBe(expected);
+  });
+
+  test('with a cache directory, a read-only service blocks nothing; never still blocks', () => {
+    expect(saveBlocker({ ...setup, cacheDir: '/c' }, false, "ACTIONS_CACHE_MODE is 'read'")).toBeUndefined();
+    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'never' }, true)).toBe("input 'cache-save' is 'never'");
   });
 
   test.each([

@@ -919,7 +919,7 @@ describe('waitForDaemon', () => {
     expect(Date.now() - started).toBeLessThan(1_000);
   });
 
-  test('the steady period by default: half a second', () => {
-    expect(READY_STEADINESS).toEqual({ steadyMs: 500, intervalMs: 100 });
+  test('the steady period by default: a quarter of a second, five fresh connections', () => {
+    expect(READY_STEADINESS).toEqual({ steadyMs: 250, intervalMs: 50 });
   });
 });

@@ -8,6 +8,7 @@ import { daemonConfig } from '../../src/daemon';
 import {
   getInputs,
   InputError,
+  parseCacheDir,
   parseList,
   parseMounts,
   parseMtu,
@@ -77,6 +78,8 @@ describe('defaults from action.yml', () => {
       cacheSave: 'on-change',
       cacheMaxSizeBytes: 4 * GiB,
       cacheEvictAfterMs: 7 * 86_400_000,
+      cacheDir: undefined,
+      cacheDirMaxSizeBytes: 20 * 2 ** 30,
       mounts: undefined,
       ports: [],
       mtu: undefined,
@@ -895,5 +898,21 @@ describe('inputs that together would stop dockerd from starting', () => {
     const config = daemonConfig(inputs, runnerMtu);
     const both = settingsOf(inputs.dockerdArgs).filter(setting => setting in config);
     expect(both).toEqual([]);
+  });
+});
+
+describe('cache-dir', () => {
+  test.each<[string, string | undefined]>([
+    ['', undefined],
+    ['  ', undefined],
+    ['/var/cache/setup-dind', '/var/cache/setup-dind'],
+    ['/var/cache//x/../setup-dind/', '/var/cache/setup-dind/']
+  ])('%p → %p', (raw, dir) => {
+    expect(parseCacheDir(raw)).toBe(dir);
+  });
+  test('a relative path is an input error that says what is allowed', () => {
+    expect(() => parseCacheDir('cache')).toThrow(
+      "Input 'cache-dir' takes an absolute directory on the runner (for example /var/cache/setup-dind), or nothing; got 'cache'."
+    );
   });
 });

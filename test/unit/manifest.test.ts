@@ -82,7 +82,13 @@ test.each<[string, (json: Record<string, unknown>) => void, RegExp]>([
     /whole number of chunks/
   ],
   ['a filesystem over the limit', json => (json.filesystem = { type: 'ext4', bytes: 2 ** 41 }), /over the limit/],
-  ['no parts', json => (json.parts = []), /list of parts/],
+  ['no parts for the frames', json => (json.parts = []), /frame 0 names no part/],
+  ['parts that are not a list', json => (json.parts = {}), /list of parts/],
+  [
+    "a frame in no part (the runner's store alone) is fine only as -1",
+    json => ((json.frames as unknown[][])[0][1] = -2),
+    /frame 0 names no part/
+  ],
   [
     'too many parts',
     json => (json.parts = Array.from({ length: MAX_PARTS + 1 }, (_, i) => ({ key: `p${i}`, bytes: 1 }))),

@@ -4,7 +4,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type Docker from 'dockerode';
-import { defaultRouteMtu, detectRunnerContainer, engineHostPath, type RunnerContainer } from '../../src/runner-host';
+import {
+  defaultRouteMtu,
+  candidateIds,
+  detectRunnerContainer,
+  engineHostPath,
+  type RunnerContainer
+} from '../../src/runner-host';
 // The modules themselves (not import * copies), so that a spy on them is what src/ calls.
 import nodeFs = require('node:fs');
 import nodeOs = require('node:os');
@@ -279,5 +285,19 @@ describe('detectRunnerContainer', () => {
       networks: [],
       mounts: []
     });
+  });
+});
+
+describe('candidateIds', () => {
+  const OWN = 'a'.repeat(64);
+  const OTHER = 'b'.repeat(64);
+  test("another container's mounts, seen from its engine's mount namespace, are not this process's", () => {
+    const mountinfo = [
+      `1300 1234 8:1 /var/lib/docker/containers/${OTHER}/hosts /var/lib/docker/overlay2/x/merged/etc/hosts rw - ext4 /dev/sda1 rw`,
+      `1301 1234 8:1 /var/lib/docker/containers/${OTHER}/hostname /var/lib/docker/overlay2/x/merged/etc/hostname rw - ext4 /dev/sda1 rw`,
+      `1302 1234 8:1 /var/lib/docker/containers/${OWN}/hostname /etc/hostname rw - ext4 /dev/sda1 rw`
+    ].join('\n');
+    expect(candidateIds(mountinfo, 'host')).toEqual([OWN, 'host']);
+    expect(candidateIds(mountinfo.split('\n').slice(0, 2).join('\n'), 'host')).toEqual(['host']);
   });
 });
