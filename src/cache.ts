@@ -117,7 +117,10 @@ export async function restoreDaemonData(setup: CacheSetup, imageId: Promise<stri
   try {
     result = await restoreNewestState(setup, imageId);
   } catch (error) {
-    core.warning(`Cache restore failed, the daemon starts empty: ${errorMessage(error)}`);
+    const why = isRateLimit(error)
+      ? `the cache service limits this repository's requests now (${error.message})`
+      : errorMessage(error);
+    core.warning(`Cache restore failed, the daemon starts empty: ${why}`);
   }
   if (!result.key) await prepareEmptyData(setup.dataDir);
   return result;

@@ -677,7 +677,7 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
         const main = await job.main({ ...SMALL, 'cache-key': 'team-a' });
         // No state of its own yet: the newest compatible one, not a hit.
         expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': smallKey });
-        expect(main.result.stdout).toMatch(/\(fallback key; /);
+        expect(summaryRows(main.result.summary)['Cache restored']).toMatch(/\(fallback key; /);
         await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/cached:team-a`, 'change the daemon');
         const [post] = await job.post({ warnings: 0 });
         keyA = savedKeyOf(post);
@@ -692,10 +692,13 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
         const [post] = await job.post({ warnings: 0 });
         const keyB = savedKeyOf(post);
         expect(keyB.startsWith(`${smallBase}-team-b+`)).toBe(true);
-        // The same content: the same fingerprint under B's own prefix, and no new part: only a manifest.
+        // The same content: the same fingerprint under B's own prefix. What the daemon's start rewrote
+        // (its own databases, the journal) is a few chunks; every other chunk is A's.
         expect(keyB.split('+')[1]).toBe(keyA.split('+')[1]);
-        expect(delta(before, server.stats())).toMatchObject({ creates: 1, finalizes: 1 });
-        expect(uploadSummary(post).uploaded).toMatch(/ KiB$/);
+        const change = delta(before, server.stats());
+        expect(change.finalizes).toBeLessThanOrEqual(2);
+        expect(change.uploadedBytes).toBeLessThan(1024 * 1024);
+        expect(uploadSummary(post).reused).not.toBe('0 B');
       });
 
       // A's own state wins over B's newer one.
@@ -787,7 +790,7 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
         const [post] = await job.post({ warnings: 1 });
         server.setFault('none');
         expect(commands(post.stdout, 'warning')[0]).toMatch(/^Cache save failed \(the job is not affected\): /);
-        expect(server.entries()).toEqual(entries);
+        expect(server.entries().map(entry => entry.key)).toEqual(entries.map(entry => entry.key));
         expect(delta(before, server.stats())).toMatchObject({ finalizes: 0, uploadedBytes: 0 });
         expect(cacheFact(post)).toBe('not saved: the save failed (see the warning)');
       });
@@ -842,7 +845,7 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
       expect(commands(post.stdout, 'warning')[0]).toBe(
         "Not saving the cache: the daemon's data compresses to more than 'cache-max-size' (64.0 KiB). Raise 'cache-max-size' or keep fewer images in the daemon."
       );
-      expect(server.entries()).toEqual(entries);
+      expect(server.entries().map(entry => entry.key)).toEqual(entries.map(entry => entry.key));
       expect(delta(before, server.stats())).toMatchObject({ creates: 0, finalizes: 0, uploadedBytes: 0 });
     });
     await withJob({ cache: server }, async job => {
@@ -939,6 +942,17 @@ describe('crafted entries', () => {
   });
   afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
+  /**
+   * Each test's entries under a key base of its own (a made-up feature is a storage setting of the key),
+   * so that no test falls back to another's crafted state.
+   */
+  const crafted = (name: string) => ({
+    ...CACHE_INPUTS,
+    'cache-key': name,
+    'cache-save': 'never',
+    'daemon-config': JSON.stringify({ features: { [`setup-dind-test-${name}`]: true } })
+  });
+
   /** A privileged container of the runner's engine that works on an image file in `work` (mounted at /w). */
   const helper = (script: string) =>
     shOk(
@@ -955,7 +969,7 @@ describe('crafted entries', () => {
   ): Promise<string> {
     let prefix = '';
     await withJob({ cache: server }, async job => {
-      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': cacheKey, 'cache-save': 'never' });
+      const main = await job.main(crafted(cacheKey));
       prefix = main.outputs['cache-key'];
       await body(job, main);
       await shOk(`docker -H ${OUTER_SOCKET} stop "$1" >/dev/null`, [main.outputs['container-id']]);
@@ -970,7 +984,7 @@ describe('crafted entries', () => {
       'crafted-containers',
       async (job, main) => {
         await job.step(
-          `${loadFromOuter(TINY_IMAGE)}\ndocker create --name evil --privileged --restart=always ${TINY_IMAGE} /ldconfig --version >/dev/null`,
+          `${loadFromOuter(TINY_IMAGE)}\ndocker run --detach --name evil --privileged --restart=always ${TINY_IMAGE} /ldconfig --version >/dev/null`,
           'create the container'
         );
         // Kept where the cache keeps things, to be moved back into place below.
@@ -991,7 +1005,7 @@ describe('crafted entries', () => {
     const saved = await saveImageAs(server, path.join(work, 'containers.img'), `${prefix}${'c'.repeat(16)}`, imageId);
     expect(saved.saved).toBe(true);
     await withJob({ cache: server }, async job => {
-      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-containers', 'cache-save': 'never' });
+      const main = await job.main(crafted('crafted-containers'));
       expect(main.warnings).toEqual([]);
       expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': saved.key });
       expect(await imageTags(job)).toEqual([TINY_IMAGE]);
@@ -1015,9 +1029,7 @@ describe('crafted entries', () => {
     await writeEntry(server, part, frame);
     let prefix = '';
     await withJob({ cache: server }, async job => {
-      prefix = (await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-bound', 'cache-save': 'never' })).outputs[
-        'cache-key'
-      ];
+      prefix = (await job.main(crafted('crafted-bound'))).outputs['cache-key'];
       await job.post({ warnings: 0 });
     });
     const key = `${prefix}${'b'.repeat(16)}`;
@@ -1036,7 +1048,7 @@ describe('crafted entries', () => {
     await writeEntry(server, key, manifest);
     expect(manifest.length + frame.length).toBeLessThan(40 * 1024);
     await withJob({ cache: server }, async job => {
-      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-bound', 'cache-save': 'never' });
+      const main = await job.main(crafted('crafted-bound'));
       expect(main.warnings).toEqual([
         `Cache restore failed, the daemon starts empty: 1073741824 bytes to write from ${frame.length} stored, more than a saved state expands to`
       ]);
@@ -1058,7 +1070,7 @@ describe('crafted entries', () => {
     );
     const saved = await saveImageAs(server, path.join(work, 'device.img'), `${prefix}${'d'.repeat(16)}`, imageId);
     await withJob({ cache: server }, async job => {
-      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-device', 'cache-save': 'never' });
+      const main = await job.main(crafted('crafted-device'));
       expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': saved.key });
       // It is in the daemon's filesystem, inside the dind container; on the runner there is one regular file.
       expect(await inDind(main, 'stat -c "%A %t:%T" /var/lib/docker/image/sda')).toBe('brw-rw-rw- 8:0\n');
@@ -1086,7 +1098,7 @@ describe('crafted entries', () => {
     );
     const saved = await saveImageAs(server, path.join(work, 'corrupt.img'), `${prefix}${'e'.repeat(16)}`, imageId);
     await withJob({ cache: server }, async job => {
-      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'crafted-corrupt', 'cache-save': 'never' });
+      const main = await job.main(crafted('crafted-corrupt'));
       expect(main.warnings).toHaveLength(1);
       expect(main.warnings[0]).toMatch(
         new RegExp(
@@ -1101,7 +1113,7 @@ describe('crafted entries', () => {
 
   test('entries of the first format (tar+zstd) are not restored, and say nothing', async () => {
     await withJob({ cache: server }, async job => {
-      const cold = await job.main({ ...CACHE_INPUTS, 'cache-key': 'old-format', 'cache-save': 'never' });
+      const cold = await job.main(crafted('old-format'));
       const v1Key = cold.outputs['cache-key'].replace('setup-dind-v2-', 'setup-dind-v1-') + 'f'.repeat(16);
       const v1Version = require('node:crypto')
         .createHash('sha256')
@@ -1111,7 +1123,7 @@ describe('crafted entries', () => {
       await job.post({ warnings: 0 });
     });
     await withJob({ cache: server }, async job => {
-      const main = await job.main({ ...CACHE_INPUTS, 'cache-key': 'old-format', 'cache-save': 'never' });
+      const main = await job.main(crafted('old-format'));
       expect(main.warnings).toEqual([]);
       expect(main.result.stdout).toContain('No cache yet');
       await job.post({ warnings: 0 });

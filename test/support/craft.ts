@@ -32,7 +32,9 @@ export async function saveImageAs(
   try {
     // cp keeps the holes (a plain copy would write the whole apparent size).
     execFileSync('cp', ['--sparse=always', image, path.join(dataDir, DataFiles.image)]);
-    return await against(server, () => saveState({ dataDir, key, imageId, lastUsed: {}, maxBytes: 2 ** 40, remote: true }));
+    return await against(server, () =>
+      saveState({ dataDir, key, imageId, lastUsed: {}, maxBytes: 2 ** 40, remote: true })
+    );
   } finally {
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
