@@ -1,6 +1,8 @@
 // Facts about where the job runs: the MTU of its network, and whether it runs inside a container of
 // the same engine (a `container:` job, or a runner in a container), which changes how the daemon is
-// reached (by name on a shared network, not on 127.0.0.1) and which paths the engine can bind-mount.
+// reached (by name on a shared network, not on 127.0.0.1) and which paths the engine can bind-mount;
+// and, where there is no engine at all, whether that is for good (actions-runner-controller's
+// kubernetes mode) and what to use instead.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -89,4 +91,32 @@ export function engineHostPath(runner: RunnerContainer | undefined, given: strin
     )
     .sort((a, b) => b.destination.length - a.destination.length)[0];
   return mount ? path.join(mount.source, path.relative(mount.destination, localPath)) : undefined;
+}
+
+/** What to use where a job has no Docker engine for good. */
+const USE_INSTEAD =
+  "Use actions-runner-controller's dind mode (containerMode.type: dind: a privileged Docker sidecar in each runner pod), or a runner with a Docker engine.";
+
+/**
+ * Main's error when the engine does not answer. Where the job's environment says that there is no
+ * engine to be had, it says why and what to use instead:
+ * - ACTIONS_RUNNER_CONTAINER_HOOKS: the runner runs jobs through container hooks, as ARC's kubernetes
+ *   mode does (runner-container-hooks' k8s hooks). A step sees it when it runs on the runner itself.
+ * - KUBERNETES_SERVICE_HOST without DOCKER_HOST: the step runs in a Kubernetes pod that was given no
+ *   engine. In ARC's kubernetes mode every job has a job container (ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER),
+ *   a pod whose steps get the job's environment, not the runner's: the hooks variable never reaches
+ *   them, Kubernetes' own variables do. (ARC's dind mode sets DOCKER_HOST: a sidecar that is down is
+ *   no reason to recommend it.)
+ * Else the plain message: the engine may just be down, or the user not allowed to use it.
+ */
+export function engineUnreachableMessage(
+  engine: string,
+  reason: string,
+  env: Record<string, string | undefined> = process.env
+): string {
+  if (env.ACTIONS_RUNNER_CONTAINER_HOOKS)
+    return `setup-dind cannot run in actions-runner-controller's kubernetes mode: this runner runs its jobs as pods through container hooks (ACTIONS_RUNNER_CONTAINER_HOOKS is set) and has no Docker engine to start a dind container with (none at ${engine}: ${reason}). ${USE_INSTEAD}`;
+  if (env.KUBERNETES_SERVICE_HOST && !env.DOCKER_HOST)
+    return `setup-dind cannot start a dind container here: this job runs in a Kubernetes pod (KUBERNETES_SERVICE_HOST is set) with no Docker engine (none at ${engine}: ${reason}), as in actions-runner-controller's kubernetes mode, whose jobs run as pods through container hooks. ${USE_INSTEAD}`;
+  return `Cannot reach the Docker engine at ${engine}: ${reason}. setup-dind needs a Docker engine on the runner (and the job's user allowed to use it).`;
 }

@@ -44,7 +44,13 @@ import { ensureImage } from './image';
 import { getInputs, type ActionInputs } from './inputs';
 import { newInstance, type Instance } from './instance';
 import { formatSeconds, Timeline } from './report';
-import { defaultRouteMtu, detectRunnerContainer, engineHostPath, type RunnerContainer } from './runner-host';
+import {
+  defaultRouteMtu,
+  detectRunnerContainer,
+  engineHostPath,
+  engineUnreachableMessage,
+  type RunnerContainer
+} from './runner-host';
 import { saveInstanceState, type DaemonAddress, type InstanceState } from './state';
 import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './tls';
 import { formatBytes } from './units';
@@ -195,9 +201,7 @@ async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void
   try {
     await docker.ping();
   } catch (error) {
-    throw new Error(
-      `Cannot reach the Docker engine at ${describeEngine(engine)}: ${(error as Error).message}. setup-dind needs a Docker engine on the runner (and the job's user allowed to use it).`
-    );
+    throw new Error(engineUnreachableMessage(describeEngine(engine), (error as Error).message));
   }
 }
 

@@ -9,16 +9,16 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { actionNode, Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
+import { ContainerSteps, actionMounts } from '../support/container-job';
+import { buildHttpdImage, buildJobImage, HTTPD_IMAGE, JOB_IMAGE } from '../support/images';
+import { Job, REPO_ROOT, type StepResult } from '../support/runner';
 import { commands, expectCleanPosts, expectExit } from '../support/steps';
 import {
-  buildImage,
   inspectContainer,
   labelled,
   NESTED_BASE_IMAGE,
   OUTER_SOCKET,
   outer,
-  outerEnv,
   outerOk,
   run,
   Sweeper,
@@ -33,35 +33,6 @@ const BASE_INPUTS = { image: TEST_IMAGE, pull: 'never', cache: 'false' };
 /** Hides the exported variables, which override any context. */
 const NO_DOCKER_ENV = 'env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT';
 
-/**
- * A small HTTP server for nested containers, built on the outer engine from debian:trixie-slim:
- * Debian's busybox-static (httpd, sh and the usual tools) on an empty base, 2 MB, so that loading it
- * into each daemon takes a fraction of a second (debian:trixie-slim itself takes 5-10 s). It serves
- * $MESSAGE on port 80, and stops at once on SIGTERM. Its build stage is tagged too, so it is reused
- * and nothing is left dangling.
- */
-const HTTPD_IMAGE = 'setup-dind-test/httpd:trixie';
-const HTTPD_BUILD_STAGE = { target: 'busybox', tag: 'setup-dind-test/busybox-static:trixie' };
-const HTTPD_DOCKERFILE = `FROM ${NESTED_BASE_IMAGE} AS busybox
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends busybox-static \\
- && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \\
- && mkdir -p /out/bin /out/www /out/tmp && cp /bin/busybox /out/bin/busybox && /out/bin/busybox --list | grep -qx httpd \\
- && for applet in $(/out/bin/busybox --list); do [ "$applet" = busybox ] || ln -s busybox "/out/bin/$applet"; done
-FROM scratch
-COPY --from=busybox /out/ /
-ENV PATH=/bin MESSAGE=hello
-EXPOSE 80
-# A shell as PID 1 that stops on SIGTERM (httpd as PID 1 would ignore it, and each stop wait 10 s).
-CMD ["sh", "-c", "echo \\"$MESSAGE\\" > /www/index.html; httpd -f -p 80 -h /www & trap 'kill $!; exit 0' TERM; wait"]
-`;
-/** A `container:` job's image: Debian's docker CLI with the buildx and compose (v2) plugins; node comes from the runner. */
-const JOB_IMAGE = 'setup-dind-test/job:trixie';
-const JOB_DOCKERFILE = `FROM ${NESTED_BASE_IMAGE}
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-cli docker-buildx docker-compose \\
- && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \\
- && docker --version && docker buildx version && docker compose version
-`;
-
 /** A `run:` step's way to get images into the daemon, since nothing can be pulled. */
 const load = (...images: string[]) =>
   `${NO_DOCKER_ENV} docker -H ${OUTER_SOCKET} save ${images.join(' ')} | docker load`;
@@ -71,13 +42,7 @@ const sweeper = new Sweeper();
 const homes = new WeakMap<Job, string>();
 
 beforeAll(async () => {
-  await Promise.all([
-    (async () => {
-      await buildImage(HTTPD_BUILD_STAGE.tag, HTTPD_DOCKERFILE, HTTPD_BUILD_STAGE.target);
-      await buildImage(HTTPD_IMAGE, HTTPD_DOCKERFILE);
-    })(),
-    buildImage(JOB_IMAGE, JOB_DOCKERFILE)
-  ]);
+  await Promise.all([buildHttpdImage(), buildJobImage()]);
 }, 10 * 60_000);
 
 afterAll(async () => {
@@ -436,36 +401,37 @@ echo "reply=$(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8082/")"`
  * engine's socket, RUNNER_TEMP and the workspace bind-mounted at other paths than the host's (/__w/...),
  * and each step a `docker exec` with the job's environment and file-command files in RUNNER_TEMP.
  */
-class ContainerJob {
+class ContainerJob extends ContainerSteps {
   static readonly WORKSPACE = '/__w/repo';
   static readonly TEMP = '/__w/_temp';
   static readonly HOME = '/github/home';
-  readonly root = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-nested-jobc-'));
-  readonly hostWorkspace = path.join(this.root, 'repo');
-  readonly hostTemp = path.join(this.root, 'temp');
-  readonly name = `setup-dind-nested-job-${unique()}`;
-  readonly network = `${this.name}-net`;
-  readonly env: Record<string, string> = {
-    CI: 'true',
-    GITHUB_ACTIONS: 'true',
-    GITHUB_WORKSPACE: ContainerJob.WORKSPACE,
-    GITHUB_RUN_ID: String(Date.now()),
-    GITHUB_JOB: 'test',
-    RUNNER_TEMP: ContainerJob.TEMP,
-    RUNNER_OS: 'Linux',
-    RUNNER_ARCH: process.arch === 'arm64' ? 'ARM64' : 'X64',
-    RUNNER_ENVIRONMENT: 'self-hosted',
-    HOME: ContainerJob.HOME
-  };
-  private steps = 0;
+  readonly root: string;
+  readonly hostWorkspace: string;
+  readonly hostTemp: string;
+  readonly name: string;
+  readonly network: string;
 
   /** `mtu`: the job network's, so the job container's default route has it. */
-  constructor(private readonly options: { mtu?: number } = {}) {}
+  constructor(private readonly options: { mtu?: number } = {}) {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-nested-jobc-'));
+    const name = `setup-dind-nested-job-${unique()}`;
+    super({
+      container: name,
+      workspace: ContainerJob.WORKSPACE,
+      temp: ContainerJob.TEMP,
+      home: ContainerJob.HOME,
+      hostTemp: path.join(root, 'temp')
+    });
+    this.root = root;
+    this.hostWorkspace = path.join(root, 'repo');
+    this.hostTemp = path.join(root, 'temp');
+    this.name = name;
+    this.network = `${name}-net`;
+  }
 
   async start(): Promise<void> {
     fs.mkdirSync(this.hostWorkspace);
     fs.mkdirSync(this.hostTemp);
-    const node = fs.realpathSync(actionNode());
     const mtu = this.options.mtu ? ['--opt', `com.docker.network.driver.mtu=${this.options.mtu}`] : [];
     await outerOk(['network', 'create', ...mtu, this.network]);
     await outerOk([
@@ -477,10 +443,7 @@ class ContainerJob {
       this.network,
       '--volume',
       '/var/run/docker.sock:/var/run/docker.sock',
-      '--volume',
-      `${REPO_ROOT}:${REPO_ROOT}:ro`,
-      '--volume',
-      `${node}:/usr/local/bin/node:ro`,
+      ...actionMounts(),
       '--volume',
       `${this.hostWorkspace}:${ContainerJob.WORKSPACE}`,
       '--volume',
@@ -490,75 +453,6 @@ class ContainerJob {
       '-c',
       `mkdir -p ${ContainerJob.HOME} && exec sleep infinity`
     ]);
-  }
-
-  /** One step in the job container; file commands through files in RUNNER_TEMP, as the runner does. */
-  async step(command: string[], extraEnv: Record<string, string> = {}): Promise<StepResult> {
-    const dir = path.join('_runner_file_commands', `step-${++this.steps}`);
-    fs.mkdirSync(path.join(this.hostTemp, dir), { recursive: true });
-    const files = {
-      GITHUB_ENV: 'env',
-      GITHUB_OUTPUT: 'output',
-      GITHUB_STATE: 'state',
-      GITHUB_STEP_SUMMARY: 'summary',
-      GITHUB_PATH: 'path'
-    };
-    const fileEnv: Record<string, string> = {};
-    for (const [name, file] of Object.entries(files)) {
-      fs.writeFileSync(path.join(this.hostTemp, dir, file), '');
-      fileEnv[name] = path.posix.join(ContainerJob.TEMP, dir, file);
-    }
-    const env = { ...this.env, ...fileEnv, ...extraEnv };
-    const result = await run(
-      'docker',
-      [
-        '-H',
-        OUTER_SOCKET,
-        'exec',
-        '--workdir',
-        ContainerJob.WORKSPACE,
-        ...Object.entries(env).flatMap(([name, value]) => ['--env', `${name}=${value}`]),
-        this.name,
-        ...command
-      ],
-      { env: outerEnv(), timeoutMs: 120_000 }
-    );
-    const read = (name: keyof typeof files) =>
-      parseFileCommands(fs.readFileSync(path.join(this.hostTemp, dir, files[name]), 'utf8'));
-    const exported = read('GITHUB_ENV');
-    Object.assign(this.env, exported);
-    return {
-      exitCode: result.code,
-      stdout: result.stdout,
-      stderr: result.stderr,
-      outputs: read('GITHUB_OUTPUT'),
-      exported,
-      state: read('GITHUB_STATE'),
-      summary: ''
-    };
-  }
-
-  run(script: string): Promise<StepResult> {
-    return this.step(['bash', '-e', '-c', script]);
-  }
-
-  private inputEnv(inputs: Record<string, string>): Record<string, string> {
-    const env: Record<string, string> = {};
-    for (const [name, spec] of Object.entries(readManifest().inputs))
-      env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? spec.default ?? '';
-    return env;
-  }
-
-  runMain(inputs: Record<string, string>): Promise<StepResult> {
-    return this.step(['node', path.join(REPO_ROOT, readManifest().runs.main)], this.inputEnv(inputs));
-  }
-
-  runPost(state: Record<string, string>, inputs: Record<string, string>): Promise<StepResult> {
-    const stateEnv = Object.fromEntries(Object.entries(state).map(([name, value]) => [`STATE_${name}`, value]));
-    return this.step(['node', path.join(REPO_ROOT, readManifest().runs.post)], {
-      ...this.inputEnv(inputs),
-      ...stateEnv
-    });
   }
 
   async remove(): Promise<void> {

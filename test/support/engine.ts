@@ -89,13 +89,18 @@ export interface Labelled {
   volumes: string[];
 }
 
-/** Everything on the outer engine labelled with this instance id. */
-export async function labelled(instanceId: string): Promise<Labelled> {
+/** Everything on the outer engine (or the engine at `host`) labelled with this instance id. */
+export async function labelled(instanceId: string, host = OUTER_SOCKET): Promise<Labelled> {
   const filter = ['--filter', `label=${INSTANCE_LABEL}=${instanceId}`];
+  const list = async (args: string[]) => {
+    const result = await run('docker', ['-H', host, ...args]);
+    if (result.code !== 0) throw new Error(`docker ${args.join(' ')} failed (${result.code}): ${result.stderr.trim()}`);
+    return result.stdout.trim();
+  };
   const [containers, networks, volumes] = await Promise.all([
-    outerOk(['ps', '--all', '--quiet', '--no-trunc', ...filter]),
-    outerOk(['network', 'ls', '--quiet', '--no-trunc', ...filter]),
-    outerOk(['volume', 'ls', '--quiet', ...filter])
+    list(['ps', '--all', '--quiet', '--no-trunc', ...filter]),
+    list(['network', 'ls', '--quiet', '--no-trunc', ...filter]),
+    list(['volume', 'ls', '--quiet', ...filter])
   ]);
   return { containers: lines(containers), networks: lines(networks), volumes: lines(volumes) };
 }

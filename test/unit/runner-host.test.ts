@@ -1,5 +1,6 @@
 // Facts about where the job runs: the MTU of the default route (from fixture /proc and /sys files),
-// the container the job runs in (against a fake engine), and where the engine's host has a path.
+// the container the job runs in (against a fake engine), where the engine's host has a path, and the
+// error main fails with when there is no engine.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -9,6 +10,7 @@ import {
   candidateIds,
   detectRunnerContainer,
   engineHostPath,
+  engineUnreachableMessage,
   type RunnerContainer
 } from '../../src/runner-host';
 // The modules themselves (not import * copies), so that a spy on them is what src/ calls.
@@ -299,5 +301,59 @@ describe('candidateIds', () => {
     ].join('\n');
     expect(candidateIds(mountinfo, 'host')).toEqual([OWN, 'host']);
     expect(candidateIds(mountinfo.split('\n').slice(0, 2).join('\n'), 'host')).toEqual(['host']);
+  });
+});
+
+describe('engineUnreachableMessage', () => {
+  const SOCKET = 'unix:///var/run/docker.sock';
+  const REASON = 'connect ENOENT /var/run/docker.sock';
+  const PLAIN = `Cannot reach the Docker engine at ${SOCKET}: ${REASON}. setup-dind needs a Docker engine on the runner (and the job's user allowed to use it).`;
+  /** What every message for a runner without an engine for good says to use instead. */
+  const INSTEAD =
+    /Use actions-runner-controller's dind mode \(containerMode\.type: dind[^)]*\), or a runner with a Docker engine\.$/;
+
+  test('no hint in the environment: the plain message, which names the address and the reason', () => {
+    expect(engineUnreachableMessage(SOCKET, REASON, {})).toBe(PLAIN);
+    // Other ARC variables alone say nothing about the engine (dind mode sets DOCKER_HOST too).
+    expect(
+      engineUnreachableMessage(SOCKET, REASON, {
+        DOCKER_HOST: SOCKET,
+        RUNNER_WAIT_FOR_DOCKER_IN_SECONDS: '120',
+        ACTIONS_RUNNER_CONTAINER_HOOKS: ''
+      })
+    ).toBe(PLAIN);
+  });
+
+  test("container hooks configured (ARC's kubernetes mode, a step on the runner): names the mode, the variable, the address and what to use instead", () => {
+    const message = engineUnreachableMessage(SOCKET, REASON, {
+      ACTIONS_RUNNER_CONTAINER_HOOKS: '/home/runner/k8s/index.js',
+      ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER: 'false'
+    });
+    expect(message).toMatch(/^setup-dind cannot run in actions-runner-controller's kubernetes mode: /);
+    expect(message).toContain('ACTIONS_RUNNER_CONTAINER_HOOKS is set');
+    expect(message).toContain(`(none at ${SOCKET}: ${REASON})`);
+    expect(message).toMatch(INSTEAD);
+  });
+
+  test('in a Kubernetes pod (the job pod of the kubernetes mode, which gets no runner variables): says so, and what to use instead', () => {
+    const message = engineUnreachableMessage(SOCKET, REASON, { KUBERNETES_SERVICE_HOST: '10.96.0.1' });
+    expect(message).toMatch(/^setup-dind cannot start a dind container here: this job runs in a Kubernetes pod /);
+    expect(message).toContain('KUBERNETES_SERVICE_HOST is set');
+    expect(message).toContain(`(none at ${SOCKET}: ${REASON})`);
+    expect(message).toMatch(INSTEAD);
+  });
+
+  test("in a pod with DOCKER_HOST set (ARC's dind mode, its sidecar down): the plain message", () => {
+    expect(
+      engineUnreachableMessage(SOCKET, REASON, { KUBERNETES_SERVICE_HOST: '10.96.0.1', DOCKER_HOST: SOCKET })
+    ).toBe(PLAIN);
+  });
+
+  test('both: the hooks variable decides (it is the more specific)', () => {
+    const message = engineUnreachableMessage(SOCKET, REASON, {
+      ACTIONS_RUNNER_CONTAINER_HOOKS: '/home/runner/k8s/index.js',
+      KUBERNETES_SERVICE_HOST: '10.96.0.1'
+    });
+    expect(message).toMatch(/kubernetes mode: .*ACTIONS_RUNNER_CONTAINER_HOOKS is set/);
   });
 });
