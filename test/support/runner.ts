@@ -2,7 +2,7 @@
 // what the action can observe: INPUT_* (defaults from action.yml), the GITHUB_ENV / GITHUB_OUTPUT /
 // GITHUB_STATE / GITHUB_STEP_SUMMARY file commands, STATE_* for post, `post-if: always()`, and a job
 // environment that later steps inherit. It runs the bundled dist/ with node, as the runner does.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -122,20 +122,27 @@ export class Job {
     return result;
   }
 
-  /** Runs the queued posts in reverse order, as the runner does at the end of the job. */
-  async finish(): Promise<StepResult[]> {
+  /**
+   * Runs the queued posts in reverse order, as the runner does at the end of the job. `onSpawn` gets
+   * each post's process (a test that kills one, as a cancelled job would).
+   */
+  async finish(onSpawn?: (child: ChildProcess) => void): Promise<StepResult[]> {
     const results: StepResult[] = [];
     while (this.posts.length > 0) {
       const post = this.posts.pop()!;
-      results.push(await this.runPost(post.state, post.inputs));
+      results.push(await this.runPost(post.state, post.inputs, onSpawn));
     }
     return results;
   }
 
   /** One post step with the given state (STATE_*), as the runner would run it. */
-  async runPost(state: Record<string, string>, inputs: Record<string, string> = {}): Promise<StepResult> {
+  async runPost(
+    state: Record<string, string>,
+    inputs: Record<string, string> = {},
+    onSpawn?: (child: ChildProcess) => void
+  ): Promise<StepResult> {
     const stateEnv = Object.fromEntries(Object.entries(state).map(([name, value]) => [`STATE_${name}`, value]));
-    return this.node(readManifest().runs.post, { ...this.inputEnv(inputs), ...stateEnv });
+    return this.node(readManifest().runs.post, { ...this.inputEnv(inputs), ...stateEnv }, onSpawn);
   }
 
   /** A `run:` step (bash), with the job's environment. */
@@ -152,11 +159,20 @@ export class Job {
     return env;
   }
 
-  private async node(entry: string, extraEnv: Record<string, string>): Promise<StepResult> {
-    return this.step(actionNode(), [path.join(REPO_ROOT, entry)], extraEnv);
+  private async node(
+    entry: string,
+    extraEnv: Record<string, string>,
+    onSpawn?: (child: ChildProcess) => void
+  ): Promise<StepResult> {
+    return this.step(actionNode(), [path.join(REPO_ROOT, entry)], extraEnv, onSpawn);
   }
 
-  private async step(command: string, args: string[], extraEnv: Record<string, string>): Promise<StepResult> {
+  private async step(
+    command: string,
+    args: string[],
+    extraEnv: Record<string, string>,
+    onSpawn?: (child: ChildProcess) => void
+  ): Promise<StepResult> {
     const files = fs.mkdtempSync(path.join(this.root, 'step-'));
     if (this.runAs) {
       fs.chmodSync(files, 0o777);
@@ -182,6 +198,7 @@ export class Job {
       cwd: this.workspace,
       env: { ...env, ...(this.runAs ? { HOME: homeOf(this.runAs.user) } : {}) }
     });
+    onSpawn?.(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', chunk => (stdout += chunk));

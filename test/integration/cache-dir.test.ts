@@ -1,0 +1,215 @@
+// The runner's own store of the daemon's states (input cache-dir), end to end on the real engine: a job
+// saves to it beside the cache service; a job without the service restores from it alone; parallel
+// jobs share it; a job killed while it writes leaves nothing a later job mistakes for valid; its bound.
+import type { ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { sha256 } from '../../src/data-image';
+import { CHUNK_BYTES } from '../../src/manifest';
+import { decompressFrame } from '../../src/zstd';
+import {
+  buildOuterImages,
+  cacheFact,
+  diskManifest,
+  expectLoadAndRun,
+  imageTags,
+  savedKeyOf,
+  TINY_IMAGE
+} from '../support/cache-helpers';
+import { startCacheServer, type CacheServer } from '../support/cache-server';
+import { labelled, outerOk } from '../support/engine';
+import { BUILD, delta, loadFromOuter, summaryRows, sweepAll, TestJob, withJob } from '../support/job';
+import { commands, expectExit } from '../support/steps';
+
+jest.setTimeout(300_000);
+
+let server: CacheServer;
+let dir: string;
+const FRAMES = () => path.join(dir, 'setup-dind-v2', 'frames');
+
+/** Under a key base of its own (a made-up feature is a storage setting of the key). */
+const INPUTS = () => ({
+  cache: 'true',
+  context: '',
+  'cache-key': 'dir',
+  'cache-dir': dir,
+  'daemon-config': '{"features":{"setup-dind-test-cache-dir":true}}'
+});
+
+beforeAll(async () => {
+  await buildOuterImages();
+  server = await startCacheServer();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-cache-dir-'));
+}, 600_000);
+
+afterAll(async () => {
+  await sweepAll();
+  await server?.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Every frame file in the store, checked: it decompresses to the chunk its name is the hash of. */
+async function storeFrames(): Promise<{ count: number; bytes: number }> {
+  let count = 0;
+  let bytes = 0;
+  for (const shard of fs.existsSync(FRAMES()) ? fs.readdirSync(FRAMES()) : []) {
+    for (const name of fs.readdirSync(path.join(FRAMES(), shard))) {
+      const frame = fs.readFileSync(path.join(FRAMES(), shard, name));
+      expect(sha256(await decompressFrame(frame, CHUNK_BYTES))).toBe(name.replace(/\.zst$/, ''));
+      count++;
+      bytes += frame.length;
+    }
+  }
+  return { count, bytes };
+}
+
+/** A step that adds an image of `mb` MB of incompressible data, built in the daemon. */
+const addImage = (tag: string, mb: number) =>
+  `mkdir -p ctx-${mb} && head -c ${mb}000000 /dev/urandom > ctx-${mb}/blob && printf 'FROM ${TINY_IMAGE}\\nCOPY blob /blob\\n' > ctx-${mb}/Dockerfile\n${BUILD} -t ${tag} ctx-${mb} >/dev/null`;
+
+describe('cache-dir', () => {
+  let key1 = '';
+  let disk = '';
+
+  test('job 1 saves to the cache directory beside the cache service; job 2, without the service, restores from the directory alone, byte for byte', async () => {
+    await withJob({ cache: server }, async job => {
+      const main = await job.main(INPUTS());
+      expect(main.outputs['cache-hit']).toBe('false');
+      await job.step(`${loadFromOuter(TINY_IMAGE)}\n${addImage('setup-dind-test/dir:one', 3)}`, 'load and build');
+      disk = await diskManifest(main);
+      const [post] = await job.post({ warnings: 0 });
+      key1 = savedKeyOf(post);
+      expect(cacheFact(post)).toMatch(/ uploaded, .* written to the cache directory, as /);
+      expect(summaryRows(post.summary)['Cache directory']).toMatch(new RegExp(`^${dir}: `));
+    });
+    const stored = await storeFrames();
+    expect(stored.count).toBeGreaterThan(3);
+    expect(fs.readdirSync(path.join(dir, 'setup-dind-v2', 'manifests'))).toEqual([`${encodeURIComponent(key1)}.gz`]);
+
+    // No cache service at all (GitHub Enterprise Server, or a runner without one).
+    await withJob({}, async job => {
+      const main = await job.main(INPUTS());
+      expect(main.warnings).toEqual([]);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
+      expect(summaryRows(main.result.summary)['Cache restored']).toMatch(
+        /\(hit; 0 B downloaded, .+ from the cache directory\)/
+      );
+      expect(await diskManifest(main)).toBe(disk);
+      expect(await imageTags(job)).toEqual(['setup-dind-test/dir:one', TINY_IMAGE]);
+      await expectLoadAndRun(job);
+      const [post] = await job.post({ warnings: 0 });
+      expect(cacheFact(post)).toBe('not saved: the daemon holds what was restored: nothing changed');
+    });
+  });
+
+  test('with the cache service on and everything in the directory, nothing is downloaded', async () => {
+    await withJob({ cache: server }, async job => {
+      const before = server.stats();
+      const main = await job.main(INPUTS());
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
+      const change = delta(before, server.stats());
+      // The service's lookup of the newest state, and no part at all.
+      expect(change).toMatchObject({ lookups: 1, downloads: 0, downloadedBytes: 0 });
+      await job.post({ warnings: 0 });
+    });
+  });
+
+  test('two jobs at once on the same directory: both restore, both save, both find their images', async () => {
+    const jobs = [new TestJob({ cache: server }), new TestJob({ cache: server })];
+    try {
+      const mains = await Promise.all(jobs.map(job => job.main(INPUTS())));
+      for (const main of mains) expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
+      await Promise.all(jobs.map((job, i) => job.step(addImage(`setup-dind-test/dir:parallel-${i}`, 2 + i), 'build')));
+      for (const [i, job] of jobs.entries()) {
+        expect(await imageTags(job)).toEqual(
+          [`setup-dind-test/dir:parallel-${i}`, 'setup-dind-test/dir:one', TINY_IMAGE].sort()
+        );
+      }
+      const posts = (await Promise.all(jobs.map(job => job.post({ warnings: 0 })))).flat();
+      for (const post of posts) expect(cacheFact(post)).toMatch(/^saved /);
+    } finally {
+      await Promise.all(jobs.map(job => job.dispose()));
+    }
+    await storeFrames();
+    // The newer of the two is what the next job gets, whole.
+    await withJob({}, async job => {
+      const main = await job.main(INPUTS());
+      expect(main.outputs['cache-hit']).toBe('true');
+      const tags = await imageTags(job);
+      expect(tags.filter(tag => tag.includes('parallel'))).toHaveLength(1);
+      await expectLoadAndRun(job);
+      await job.post({ warnings: 0 });
+    });
+  });
+
+  test('a job killed while it writes to the directory leaves nothing a later job mistakes for valid', async () => {
+    const manifests = () => fs.readdirSync(path.join(dir, 'setup-dind-v2', 'manifests')).sort();
+    const before = manifests();
+    // With the service on, the manifest is written after the upload: the kill lands before it.
+    const job = new TestJob({ cache: server });
+    try {
+      const main = await job.main(INPUTS());
+      await job.step(addImage('setup-dind-test/dir:killed', 40), 'build 40 MB');
+      // Killed (as a cancelled job's post is) once it saves: some frames written, its manifest not.
+      let killed = false;
+      const watch = (child: ChildProcess) =>
+        child.stdout?.on('data', (chunk: Buffer) => {
+          if (!killed && chunk.toString().includes('::group::Save the cache')) {
+            killed = true;
+            setTimeout(() => child.kill('SIGKILL'), 300);
+          }
+        });
+      const [post] = await job.job.finish(watch);
+      expect(killed).toBe(true);
+      expect(post.stderr).toContain('[killed by SIGKILL]');
+      expect(manifests()).toEqual(before);
+      // What the killed post did not remove.
+      await outerOk(['rm', '--force', '--volumes', main.outputs['container-id']]);
+      await outerOk(['network', 'rm', `setup-dind-dind-${main.started.id}`]);
+      expect(await labelled(main.started.id)).toEqual({ containers: [], networks: [], volumes: [] });
+    } finally {
+      await job.dispose();
+    }
+    // Every frame there is whole; the next job restores the newest state that was written whole.
+    await storeFrames();
+    await withJob({}, async job => {
+      const main = await job.main(INPUTS());
+      expect(main.warnings).toEqual([]);
+      expect(main.outputs['cache-hit']).toBe('true');
+      expect(await imageTags(job)).not.toContain('setup-dind-test/dir:killed');
+      await expectLoadAndRun(job);
+      await job.post({ warnings: 0 });
+    });
+  });
+
+  test('the bound holds: the least recently used frames go, and a job restores what is gone from the cache service', async () => {
+    await withJob({ cache: server }, async job => {
+      await job.main({ ...INPUTS(), 'cache-dir-max-size': '6m' });
+      await job.step(addImage('setup-dind-test/dir:bound', 4), 'build 4 MB');
+      const [post] = await job.post({ warnings: 0 });
+      expect(summaryRows(post.summary)['Cache directory']).toMatch(/; removed the \d+ least recently used/);
+    });
+    const left = await storeFrames();
+    expect(left.bytes).toBeLessThanOrEqual(6 * 1024 * 1024);
+    await withJob({ cache: server }, async job => {
+      const before = server.stats();
+      const main = await job.main(INPUTS());
+      expect(main.warnings).toEqual([]);
+      expect(main.outputs['cache-hit']).toBe('true');
+      expect(delta(before, server.stats()).downloadedBytes).toBeGreaterThan(0);
+      expect(await imageTags(job)).toContain('setup-dind-test/dir:bound');
+      await job.post({ warnings: 0 });
+    });
+  });
+
+  test('a relative cache-dir is an input error', async () => {
+    await withJob({}, async job => {
+      const main = await job.run('true');
+      expectExit(main, 0, 'noop');
+      const result = await job.job.runMain({ image: 'x', 'cache-dir': 'relative/dir' });
+      expect(result.exitCode).toBe(1);
+      expect(commands(result.stdout, 'error').join('\n')).toContain("Input 'cache-dir' takes an absolute directory");
+    });
+  });
+});

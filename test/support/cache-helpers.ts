@@ -1,0 +1,129 @@
+// What the cache suites share: the images they put into daemons, commands in a dind container, and
+// readings of a daemon's disk and of post's summary.
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { NESTED_BASE_IMAGE, OUTER_SOCKET, outerEnv } from './engine';
+import { loadFromOuter, summaryRows, type MainStep, type TestJob } from './job';
+
+/** Built on the outer engine in beforeAll: the tools the test images need (setcap, setfattr). */
+export const TOOLS_IMAGE = 'setup-dind-test/tools:trixie';
+/** Built on the outer engine in beforeAll: one static binary (/ldconfig), loaded in a second. */
+export const TINY_IMAGE = 'setup-dind-test/tiny:latest';
+
+export function sh(
+  script: string,
+  args: string[] = [],
+  timeoutMs = 120_000
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise(resolve => {
+    execFile(
+      'bash',
+      ['-c', `set -euo pipefail\nexport LC_ALL=C\n${script}`, 'bash', ...args],
+      { timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024, env: outerEnv() },
+      (error, stdout, stderr) => {
+        const code = error
+          ? typeof (error as { code?: unknown }).code === 'number'
+            ? (error as { code: number }).code
+            : 1
+          : 0;
+        resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() });
+      }
+    );
+  });
+}
+
+export async function shOk(script: string, args: string[] = [], timeoutMs?: number): Promise<string> {
+  const result = await sh(script, args, timeoutMs);
+  if (result.code !== 0) throw new Error(`script failed (${result.code}): ${result.stderr.trim()}\n${script}`);
+  return result.stdout;
+}
+
+/** A command in the dind container, as root there (from the test, through the runner's engine). */
+export function inDind(main: MainStep, script: string): Promise<string> {
+  return shOk(`docker -H ${OUTER_SOCKET} exec -i "$1" sh -ec "$2"`, [main.outputs['container-id'], script]);
+}
+
+/** The tools image (apt from the Debian mirror: only the first build takes time) and the tiny image. */
+export async function buildOuterImages(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-cache-images-'));
+  try {
+    const build = async (tag: string, dockerfile: string) => {
+      const context = path.join(dir, tag.replace(/[^a-z0-9]/g, '-'));
+      fs.mkdirSync(context);
+      fs.writeFileSync(path.join(context, 'Dockerfile'), dockerfile);
+      await shOk(
+        `DOCKER_BUILDKIT=0 docker -H ${OUTER_SOCKET} build --pull=false --quiet -t "$1" "$2" >/dev/null`,
+        [tag, context],
+        600_000
+      );
+    };
+    await build(
+      TOOLS_IMAGE,
+      `FROM ${NESTED_BASE_IMAGE}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin attr && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin\n`
+    );
+    await build(
+      TINY_IMAGE,
+      `FROM ${NESTED_BASE_IMAGE} AS src\nFROM scratch\nCOPY --from=src /sbin/ldconfig /ldconfig\n`
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** What the inner daemon holds: `repo:tag` of every image, sorted. */
+export async function imageTags(job: TestJob): Promise<string[]> {
+  const listed = await job.step(`docker images --format '{{.Repository}}:{{.Tag}}'`, 'docker images');
+  return listed.stdout.split('\n').filter(Boolean).sort();
+}
+
+export async function expectLoadAndRun(job: TestJob): Promise<void> {
+  const ran = await job.step(
+    `${loadFromOuter(TINY_IMAGE)}\ndocker run --rm ${TINY_IMAGE} /ldconfig --version`,
+    'load and run a nested container'
+  );
+  expect(ran.stdout).toMatch(/ldconfig \(Debian GLIBC/);
+}
+
+/** The daemon started empty and works. */
+export async function expectEmptyWorkingDaemon(job: TestJob): Promise<void> {
+  const info = await job.step(`docker info --format '{{.Images}} {{.Containers}} {{.Driver}}'`, 'docker info');
+  expect(info.stdout.trim()).toBe('0 0 overlay2');
+  await expectLoadAndRun(job);
+}
+
+/** The post step's summary line about the cache. */
+export function cacheFact(post: { summary: string }): string {
+  return summaryRows(post.summary).Cache ?? '';
+}
+
+export function savedKeyOf(post: { summary: string }): string {
+  const saved = / as (\S+)$/.exec(cacheFact(post));
+  if (!/^saved /.test(cacheFact(post)) || !saved) throw new Error(`post did not save: ${cacheFact(post)}`);
+  return saved[1];
+}
+
+/** Bytes uploaded and reused, from post's summary ("saved 1.2 MiB in 9 chunks: 1.0 MiB uploaded, 0.2 MiB reused"). */
+export function uploadSummary(post: { summary: string }): { uploaded: string; reused: string } {
+  const match = /: (\S+ \S+) uploaded, (\S+ \S+) reused/.exec(cacheFact(post));
+  return { uploaded: match?.[1] ?? '', reused: match?.[2] ?? '' };
+}
+
+/**
+ * The image store as the daemon has it on disk (inside the dind container, where the filesystem is
+ * mounted): every entry under overlay2/ and image/ with its metadata and content digest, and every xattr
+ * (trusted.overlay.opaque, security.capability, user.*). Only while no container exists.
+ */
+export function diskManifest(main: MainStep): Promise<string> {
+  return inDind(
+    main,
+    `cd /var/lib/docker
+export LC_ALL=C
+walk() { find overlay2 image "$@" -print0 | sort -z; }
+echo '## directories'; walk -type d | xargs -0 stat -c '%n|%a|%u:%g|%h'
+echo '## other entries'; walk ! -type d | xargs -0 stat -c '%n|%a|%u:%g|%h|%s|%F|%t:%T|%N'
+echo '## sha256'; walk -type f | xargs -0 sha256sum
+echo '## xattrs'; walk | xargs -0 getfattr -h -d -m - 2>/dev/null || true`
+  );
+}
