@@ -7,7 +7,8 @@ const base = {
 };
 module.exports = {
   projects: [
-    { ...base, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
+    // Some unit tests make real filesystems and TLS handshakes: time for a busy machine (none asserts on time).
+    { ...base, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'], testTimeout: 30_000 },
     {
       ...base,
       displayName: 'integration',
