@@ -120,7 +120,6 @@ let cfg: Config;
 let tempDir = '';
 /** On the host's own filesystem: scenario 5's job roots and the host's disk probe. */
 let hostDir = '';
-let benchHome = '';
 let image = '';
 const skipped = new Map<string, number>();
 
@@ -181,7 +180,11 @@ async function withJob<T>(
   body: (job: BenchJob) => Promise<T>,
   under = tempDir
 ): Promise<T> {
-  const job = new BenchJob(jobRoot(under, name), { HOME: benchHome, ...env });
+  // A HOME of its own: jobs of the set-up run at once, and each main makes its Docker context there.
+  const root = jobRoot(under, name);
+  const home = path.join(root, 'home');
+  fs.mkdirSync(home);
+  const job = new BenchJob(root, { HOME: home, ...env });
   const dispose = cleanup.add(`remove job ${name}`, () => job.dispose());
   try {
     return await body(job);
@@ -1121,8 +1124,6 @@ async function main(): Promise<void> {
     fs.mkdirSync(tempDir);
     hostDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-bench-host-'));
     cleanup.add(`remove ${hostDir}`, () => fs.rmSync(hostDir, { recursive: true, force: true }));
-    benchHome = path.join(tempDir, 'home');
-    fs.mkdirSync(benchHome);
     log(`  the run's filesystem: ${scratch.device} on ${scratch.mount} (${scratch.info.options}); host dir ${hostDir}`);
     await setupStep("the action's node (scripts/node24.sh)", actionNode);
     await setupStep('dind image', prepareImage);
