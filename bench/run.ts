@@ -1156,6 +1156,7 @@ async function main(): Promise<void> {
         for (const level of levels) {
           // Set-up, not a measurement: one retry, so that a flake does not end a long run.
           await seed(server, content, level, w.artifacts).catch(error => {
+            if (cleanup.started) throw error;
             log(`  seeding ${level.targetMB} MB failed, retrying once: ${(error as Error).message}`);
             record.notes.push(`Seeding the ${level.targetMB} MB level failed once: ${(error as Error).message}`);
             return seed(server, content, level, w.artifacts);
