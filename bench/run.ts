@@ -1023,10 +1023,21 @@ async function warmAndScaling(w: Warm, levels: LevelInfo[]): Promise<void> {
 async function prepareWarmExtras(
   w: Warm,
   content: Content,
-  warmReady: Promise<void>
+  seeded: Promise<unknown>
 ): Promise<Array<Promise<unknown>>> {
   const { server, warm } = w;
   const steps: Array<Promise<unknown>> = [];
+  // The jobs that restore the warm level run after the seeding, one at a time: two restores at once
+  // (16 connections to the emulation on 2 cores) had one of them reset (a warning: a failed set-up).
+  let queue: Promise<unknown> = seeded.catch(() => undefined);
+  const serial = <T>(step: () => Promise<T>): Promise<T> => {
+    const next = queue.then(async () => {
+      await seeded;
+      return step();
+    });
+    queue = next.catch(() => undefined);
+    return next;
+  };
   if (['load', 'save-full', 'host-load'].some(wanted))
     steps.push(
       setupStep(`prepare 2c: docker save of the ${warm.targetMB} MB level`, async () => {
@@ -1051,42 +1062,44 @@ async function prepareWarmExtras(
     );
   if (wanted('cache-dir'))
     steps.push(
-      setupStep(`prepare 2e: a cache-dir seeded by a job restoring the ${warm.targetMB} MB level`, async () => {
-        await warmReady;
-        const cacheDir = path.join(tempDir, 'cache-dir');
-        await withJob('seed-cache-dir', server.env, async job => {
-          const main = await job.main({ ...WARM_INPUTS(warm), 'cache-dir': cacheDir });
-          if (main.result.outputs['cache-hit'] !== 'true')
-            throw new Error(`seeding the cache-dir: no cache hit (${main.facts['Cache restored'] ?? 'no restore'})`);
-          await job.post();
-        });
-        w.cacheDir = cacheDir;
-        record.setup['cache-dir bytes'] = Number(
-          (await sh('du -sb -- "$1" | cut -f1', { args: [cacheDir] })).stdout.trim()
-        );
-      })
+      serial(() =>
+        setupStep(`prepare 2e: a cache-dir seeded by a job restoring the ${warm.targetMB} MB level`, async () => {
+          const cacheDir = path.join(tempDir, 'cache-dir');
+          await withJob('seed-cache-dir', server.env, async job => {
+            const main = await job.main({ ...WARM_INPUTS(warm), 'cache-dir': cacheDir });
+            if (main.result.outputs['cache-hit'] !== 'true')
+              throw new Error(`seeding the cache-dir: no cache hit (${main.facts['Cache restored'] ?? 'no restore'})`);
+            await job.post();
+          });
+          w.cacheDir = cacheDir;
+          record.setup['cache-dir bytes'] = Number(
+            (await sh('du -sb -- "$1" | cut -f1', { args: [cacheDir] })).stdout.trim()
+          );
+        })
+      )
     );
   if (wanted('save-raw'))
     steps.push(
-      setupStep(`prepare 3: the ${warm.targetMB} MB level's image as a job leaves it`, async () => {
-        await warmReady;
-        const target = path.join(tempDir, 'saved-image', 'docker.img');
-        fs.mkdirSync(path.dirname(target));
-        await withJob('capture', server.env, async job => {
-          const main = await job.main(WARM_INPUTS(warm));
-          const dataDir = (JSON.parse(main.result.state.instance) as { instance: { dataDir: string } }).instance
-            .dataDir;
-          // The entrypoint stops dockerd and unmounts the filesystem on SIGTERM: what post would save.
-          await docker(['stop', '--time', '30', main.result.outputs['container-id']]);
-          const events = fs.readFileSync(path.join(dataDir, 'events'), 'utf8');
-          if (!/^unmounted$/m.test(events)) throw new Error(`the daemon's filesystem was not unmounted: ${events}`);
-          await run('cp', ['--sparse=always', path.join(dataDir, 'docker.img'), target]);
-        });
-        w.savedImage = target;
-        record.setup['scenario 3 image: allocated bytes'] = Number(
-          (await sh('du -B1 -- "$1" | cut -f1', { args: [target] })).stdout.trim()
-        );
-      })
+      serial(() =>
+        setupStep(`prepare 3: the ${warm.targetMB} MB level's image as a job leaves it`, async () => {
+          const target = path.join(tempDir, 'saved-image', 'docker.img');
+          fs.mkdirSync(path.dirname(target));
+          await withJob('capture', server.env, async job => {
+            const main = await job.main(WARM_INPUTS(warm));
+            const dataDir = (JSON.parse(main.result.state.instance) as { instance: { dataDir: string } }).instance
+              .dataDir;
+            // The entrypoint stops dockerd and unmounts the filesystem on SIGTERM: what post would save.
+            await docker(['stop', '--time', '30', main.result.outputs['container-id']]);
+            const events = fs.readFileSync(path.join(dataDir, 'events'), 'utf8');
+            if (!/^unmounted$/m.test(events)) throw new Error(`the daemon's filesystem was not unmounted: ${events}`);
+            await run('cp', ['--sparse=always', path.join(dataDir, 'docker.img'), target]);
+          });
+          w.savedImage = target;
+          record.setup['scenario 3 image: allocated bytes'] = Number(
+            (await sh('du -B1 -- "$1" | cut -f1', { args: [target] })).stdout.trim()
+          );
+        })
+      )
     );
   if (wanted('save-layer'))
     steps.push(
@@ -1166,29 +1179,20 @@ async function main(): Promise<void> {
     const w: Warm = { server, artifacts: new Map(), warm };
 
     // Set-up runs as one pipeline: each level is seeded once its images are built, while the next
-    // ones build; the other scenarios' material is made once the warm level exists.
-    let warmSeeded: () => void = () => undefined;
-    let warmFailed: (error: Error) => void = () => undefined;
-    const warmReady = new Promise<void>((resolve, reject) => ((warmSeeded = resolve), (warmFailed = reject)));
-    warmReady.catch(() => undefined);
+    // ones build; the docker save archive and the registry once the warm level's images exist, the jobs
+    // that restore the warm level (cache-dir, the scenario 3 image) once every level is seeded.
     const seeding = setupStep('build content and seed each level (in a row)', async () => {
-      try {
-        for (const level of levels) {
-          // Set-up, not a measurement: one retry, so that a flake does not end a long run.
-          await seed(server, content, level, w.artifacts).catch(error => {
-            if (cleanup.started) throw error;
-            log(`  seeding ${level.targetMB} MB failed, retrying once: ${(error as Error).message}`);
-            record.notes.push(`Seeding the ${level.targetMB} MB level failed once: ${(error as Error).message}`);
-            return seed(server, content, level, w.artifacts);
-          });
-          if (level === warm) warmSeeded();
-        }
-      } catch (error) {
-        warmFailed(error as Error);
-        throw error;
+      for (const level of levels) {
+        // Set-up, not a measurement: one retry, so that a flake does not end a long run.
+        await seed(server, content, level, w.artifacts).catch(error => {
+          if (cleanup.started) throw error;
+          log(`  seeding ${level.targetMB} MB failed, retrying once: ${(error as Error).message}`);
+          record.notes.push(`Seeding the ${level.targetMB} MB level failed once: ${(error as Error).message}`);
+          return seed(server, content, level, w.artifacts);
+        });
       }
     });
-    const outcomes = await Promise.allSettled([seeding, ...(await prepareWarmExtras(w, content, warmReady))]);
+    const outcomes = await Promise.allSettled([seeding, ...(await prepareWarmExtras(w, content, seeding))]);
     const setupFailure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (setupFailure) throw setupFailure.reason;
     // Measurements start with every image built and nothing left to write back.
@@ -1224,7 +1228,8 @@ async function main(): Promise<void> {
     if (leftovers.stdout.trim())
       record.notes.push(`Containers left behind: ${leftovers.stdout.trim().split('\n').join(', ')}`);
   }
-  const written = writeReports(record, path.join(REPO_ROOT, 'bench'), cfg.quick ? '-quick' : '');
+  // Only a full run (every method) writes the committed results.
+  const written = writeReports(record, path.join(REPO_ROOT, 'bench'), cfg.quick || cfg.methods ? '-quick' : '');
   console.log(`\n${written.markdown}`);
   log(`wrote ${written.files.join(', ')}; total ${record.durationSeconds?.toFixed(0)} s`);
   if (failed || record.failures.length > 0) process.exitCode = 1;
@@ -1234,7 +1239,8 @@ async function main(): Promise<void> {
 function reportOnly(file: string): void {
   const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as RunRecord & { computed?: unknown };
   delete saved.computed;
-  const written = writeReports(saved, path.dirname(path.resolve(file)), saved.config.quick ? '-quick' : '');
+  const suffix = saved.config.quick || saved.config.methods ? '-quick' : '';
+  const written = writeReports(saved, path.dirname(path.resolve(file)), suffix);
   console.log(`wrote ${written.files.join(', ')}`);
 }
 
