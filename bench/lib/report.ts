@@ -199,7 +199,7 @@ export function compute(record: RunRecord): Computed {
       js.met === false
         ? `One stream moves ${mb(warmLevel?.compressedBytes)} at the cap (${mb(record.config.capBytesPerSecond)}/s: ${sec((warmLevel?.compressedBytes ?? NaN) / (record.config.capBytesPerSecond ?? NaN))} at best). ` +
           `The action's restore took ${sec(restore)}; the raw pipeline with the same ${record.config.streams ?? 8} streams ${sec(b)} (${x(single / b)} faster than one stream), ` +
-          `download alone over ${record.config.streams ?? 8} streams ${sec(med('download', warm))}, zstd -d alone ${sec(med('zstd', warm))}, writing alone ${sec(med('write', warm))}: past the cap, the restore is bound by what the ${record.machine?.cpus ?? '?'} cores do (the cache service emulation proxies every byte on them too).`
+          `download alone over ${record.config.streams ?? 8} streams ${sec(med('download', warm))} (${mb((warmLevel?.compressedBytes ?? NaN) / med('download', warm))}/s in all, against ${mb((record.config.streams ?? 8) * (record.config.capBytesPerSecond ?? NaN))}/s that the cap allows), zstd -d alone ${sec(med('zstd', warm))}, writing alone ${sec(med('write', warm))}: past the cap, the restore is bound by what the ${record.machine?.cpus ?? '?'} cores do (the cache service emulation proxies every byte on them too).`
         : undefined
   });
   const c = med('load', warm);
@@ -553,10 +553,19 @@ export function renderMarkdown(record: RunRecord, c: Computed, svgName: string):
     '',
     '## Results',
     '',
-    tr(['scenario', 'method', 'median', 'spread (min – max, n)']),
-    '| --- | --- | ---: | --- |'
+    tr(['scenario', 'method', 'median', 'spread (min – max, n)', 'writes to']),
+    '| --- | --- | ---: | --- | --- |'
   );
-  const row = (scenario: string, what: string, s: Stat) => lines.push(tr([scenario, what, sec(s.median), spread(s)]));
+  const row = (scenario: string, what: string, s: Stat) =>
+    lines.push(
+      tr([
+        scenario,
+        what,
+        sec(s.median),
+        spread(s),
+        scenario === '5' ? "the host's fs" : /TLS material|certificates/.test(what) ? '—' : "the run's fs"
+      ])
+    );
   row('1', 'action main, cold (cache: false), until the daemon answers over mutual TLS', med('action-cold'));
   row(
     '1a',
@@ -599,7 +608,8 @@ export function renderMarkdown(record: RunRecord, c: Computed, svgName: string):
       '2',
       'a/b, c/a, d/a, single stream ÷ restore: ratio of medians (range of the ratios paired by repetition)',
       `${x(med('action-warm', warm).median / med('raw', warm).median)}, ${x(med('load', warm).median / med('action-warm', warm).median)}, ${x(med('pull', warm).median / med('action-warm', warm).median)}, ${x(med('single-stream', warm).median / med('action-warm', warm, 'restoreSeconds').median)}`,
-      `${ratioRange(pairedRatios(record, 'action-warm', 'raw', warm))}; ${ratioRange(pairedRatios(record, 'load', 'action-warm', warm))}; ${ratioRange(pairedRatios(record, 'pull', 'action-warm', warm))}; ${ratioRange(pairedRatios(record, 'single-stream', 'action-warm', warm, undefined, detail('restoreSeconds')))}`
+      `${ratioRange(pairedRatios(record, 'action-warm', 'raw', warm))}; ${ratioRange(pairedRatios(record, 'load', 'action-warm', warm))}; ${ratioRange(pairedRatios(record, 'pull', 'action-warm', warm))}; ${ratioRange(pairedRatios(record, 'single-stream', 'action-warm', warm, undefined, detail('restoreSeconds')))}`,
+      ''
     ])
   );
 
