@@ -198,7 +198,7 @@ export function compute(record: RunRecord): Computed {
     why:
       js.met === false
         ? `One stream moves ${mb(warmLevel?.compressedBytes)} at the cap (${mb(record.config.capBytesPerSecond)}/s: ${sec((warmLevel?.compressedBytes ?? NaN) / (record.config.capBytesPerSecond ?? NaN))} at best). ` +
-          `The action's restore took ${sec(restore)}; the raw pipeline with the same ${record.config.streams ?? 8} streams ${sec(b)} (${x(single / b)} faster than one stream), ` +
+          `The action's restore took ${sec(restore)}; the raw pipeline with the same ${record.config.streams ?? 8} streams ${sec(b)} (one stream's time ÷ theirs: ${x(single / b)}), ` +
           `download alone over ${record.config.streams ?? 8} streams ${sec(med('download', warm))} (${mb((warmLevel?.compressedBytes ?? NaN) / med('download', warm))}/s in all, against ${mb((record.config.streams ?? 8) * (record.config.capBytesPerSecond ?? NaN))}/s that the cap allows), zstd -d alone ${sec(med('zstd', warm))}, writing alone ${sec(med('write', warm))}: past the cap, the restore is bound by what the ${record.machine?.cpus ?? '?'} cores do (the cache service emulation proxies every byte on them too).`
         : undefined
   });
