@@ -1,16 +1,20 @@
 // npm run bench: setup-dind against its alternatives on the real Docker engine, side by side in one
 // run (every repetition rotates the order of the methods, and the sizes go up and down in turn), medians
-// of several repetitions. See bench/README.md for the scenarios and the options:
+// of several repetitions. See bench/README.md for the scenarios, the methods and the options:
 //
 //   BENCH_REPS=3  BENCH_SIZES=250,500,1000,2000  BENCH_QUICK=1 (smoke run: tiny sizes, 1 repetition)
+//   BENCH_METHODS=action-warm,raw (development: only these methods)
 //
-// Writes bench/results.md, bench/results.json and bench/restore-scaling.svg (BENCH_QUICK: the same
-// names with -quick), and removes everything it made (containers, volumes, networks, images, the
-// registry process, temp dirs), also when it fails or is interrupted.
+// Every method writes the daemon's data (and its job's directories, archives, outputs) to one fresh,
+// journaled ext4 made for the run (bench/lib/scratch.ts); scenario 5 alone uses the host's own
+// filesystem, on purpose. Writes bench/results.md, bench/results.json and bench/restore-scaling.svg
+// (BENCH_QUICK: the same names with -quick), and removes everything it made (containers, volumes,
+// networks, images, the registry process, the filesystem, temp dirs), also when it fails or is
+// interrupted.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { archiveScript, extractScript } from '../src/archive';
+import { RESTORE_CONNECTIONS } from '../src/restore';
 import * as tls from '../src/tls';
 import { startCacheServer, type CacheServer } from '../test/support/cache-server';
 import { BenchJob, crashes, jobRoot, phase, useRunner, type TimedStep } from './lib/action';
@@ -29,10 +33,14 @@ import {
 } from './lib/content';
 import { floorStart } from './lib/floor';
 import type { Config, Failure, LevelInfo, Machine, RunRecord, Sample, Scenario } from './lib/model';
+import { describeState, readManifest, spanLines, splitSpans, type Span } from './lib/parts';
+import { probeDisk } from './lib/probe';
 import { docker, dockerOut, now, run, sh } from './lib/proc';
 import { bridgeGateway, ensureDockerRegistry, freePort, startRegistry, type Registry } from './lib/registry';
 import { writeReports } from './lib/report';
+import { describeFs, makeScratch } from './lib/scratch';
 import { rotate } from './lib/stats';
+import type { Manifest } from '../src/manifest';
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const TEST_IMAGE = 'setup-dind-test/dind:trixie';
@@ -42,6 +50,34 @@ const TWIRP = 'twirp/github.actions.results.api.v1.CacheService';
 const INNER_BRIDGE = '10.254.254.1/24';
 /** Skip a method for the rest of the run after this many failures. */
 const MAX_FAILURES = 2;
+/** The run's filesystem: a sparse file this large (a runner's disk has tens of GB free). */
+const SCRATCH_BYTES = 60 * 1024 ** 3;
+/** Where the run's filesystem image goes (the host's filesystem; the file is sparse). */
+const SCRATCH_PARENT = '/var/tmp';
+/** The ~20 MB layer a job adds in scenario 3: real binaries, so that it compresses as layers do. */
+const LAYER_BYTES = 20_000_000;
+
+const ALL_METHODS = [
+  'action-cold',
+  'floor',
+  'official-tls',
+  'action-tls',
+  'action-warm',
+  'raw',
+  'single-stream',
+  'load',
+  'pull',
+  'cache-dir',
+  'save-full',
+  'save-raw',
+  'save-layer',
+  'save-tag',
+  'download',
+  'zstd',
+  'write',
+  'host-warm',
+  'host-load'
+];
 
 function config(): Config {
   const quick = /^(1|true|yes)$/i.test(process.env.BENCH_QUICK ?? '');
@@ -54,8 +90,18 @@ function config(): Config {
     .sort((a, b) => a - b);
   if (sizesMB.some(s => !(s > 0)))
     throw new Error(`BENCH_SIZES must be a comma-separated list of sizes in MB, got '${process.env.BENCH_SIZES}'`);
+  const methods = process.env.BENCH_METHODS?.split(',')
+    .map(m => m.trim())
+    .filter(Boolean);
+  const unknown = methods?.filter(m => !ALL_METHODS.includes(m)) ?? [];
+  if (unknown.length > 0)
+    throw new Error(`BENCH_METHODS: unknown method(s) ${unknown.join(', ')}; known: ${ALL_METHODS.join(', ')}`);
   const warmTargetMB = sizesMB.reduce((best, s) => (Math.abs(s - 1000) < Math.abs(best - 1000) ? s : best), sizesMB[0]);
   return {
+    methods: methods && methods.length > 0 ? methods : undefined,
+    capBytesPerSecond: 60e6,
+    rpcLatencyMs: 20,
+    streams: RESTORE_CONNECTIONS,
     reps,
     s1Reps: quick ? 1 : Math.max(reps, 5),
     sizesMB,
@@ -67,12 +113,15 @@ function config(): Config {
 
 const runId = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 const cleanup = new Cleanup();
-const access: 'root' | 'sudo' = process.getuid?.() === 0 ? 'root' : 'sudo';
-const asRoot = access === 'sudo' ? 'sudo -n ' : '';
 
 let record: RunRecord;
+let cfg: Config;
+/** On the run's filesystem: every job root, archive, store and output of the methods. */
 let tempDir = '';
-let benchHome = '';
+/** On the host's own filesystem: scenario 5's job roots and the host's disk probe. */
+let hostDir = '';
+/** Where the run's filesystem is mounted. */
+let scratchMount = '';
 let image = '';
 const skipped = new Map<string, number>();
 
@@ -81,16 +130,16 @@ function log(message: string): void {
   console.log(`[${elapsed} s] ${message}`);
 }
 
+function wanted(method: string): boolean {
+  return !cfg.methods || cfg.methods.includes(method);
+}
+
 async function setupStep<T>(name: string, run: () => Promise<T>): Promise<T> {
   const started = now();
   log(`${name}…`);
   const result = await run();
   record.setup[name] = now() - started;
   return result;
-}
-
-async function removeTree(dir: string): Promise<void> {
-  await sh(`${asRoot}rm -rf -- "$1"`, { args: [dir] });
 }
 
 /** Between measurements: flush what the previous one wrote, so that its writeback does not land in the next. */
@@ -126,9 +175,18 @@ async function measure(
   await settle();
 }
 
-/** A job of the action; removed (post, labelled leftovers, directories) whatever happens. */
-async function withJob<T>(name: string, env: Record<string, string>, body: (job: BenchJob) => Promise<T>): Promise<T> {
-  const job = new BenchJob(jobRoot(tempDir, name), { HOME: benchHome, ...env });
+/** A job of the action, its root under `under`; removed (post, labelled leftovers, directories) whatever happens. */
+async function withJob<T>(
+  name: string,
+  env: Record<string, string>,
+  body: (job: BenchJob) => Promise<T>,
+  under = tempDir
+): Promise<T> {
+  // A HOME of its own: jobs of the set-up run at once, and each main makes its Docker context there.
+  const root = jobRoot(under, name);
+  const home = path.join(root, 'home');
+  fs.mkdirSync(home);
+  const job = new BenchJob(root, { HOME: home, ...env });
   const dispose = cleanup.add(`remove job ${name}`, () => job.dispose());
   try {
     return await body(job);
@@ -137,32 +195,77 @@ async function withJob<T>(name: string, env: Record<string, string>, body: (job:
   }
 }
 
-// ---------------------------------------------------------------- cache service helpers
-
-interface Entry {
-  key: string;
-  url: string;
+function phaseDetail(step: TimedStep, prefix = ''): Sample['detail'] {
+  const detail: Sample['detail'] = {};
+  for (const [title, seconds] of Object.entries(step.phases))
+    detail[`${prefix}phase: ${title.split(image).join('<image>')}`] = seconds;
+  const phases = Object.values(step.phases).reduce((s, v) => s + v, 0);
+  detail[`${prefix}outside phases (node start-up, input parsing, exit)`] = step.seconds - phases;
+  return detail;
 }
 
-/** What the action's lookup does for a level: the newest entry under its key prefix. */
-async function lookup(server: CacheServer, level: LevelInfo): Promise<Entry> {
+/** "<bytes> in <s> (hit; X downloaded, Y from the cache directory): <key>" → its seconds and its text. */
+function restoreFact(step: TimedStep): { restoreSeconds: number; restoreFact: string } {
+  const fact = step.facts['Cache restored'] ?? '';
+  const seconds = /in ([\d.]+) s/.exec(fact);
+  return { restoreSeconds: seconds ? Number(seconds[1]) : NaN, restoreFact: fact };
+}
+
+// ---------------------------------------------------------------- cache service helpers
+
+/** The signed download URL of the entry `key` (or the newest under it, as a prefix). */
+async function lookupUrl(server: CacheServer, key: string, version: string): Promise<{ key: string; url: string }> {
   const response = await fetch(`${server.url}${TWIRP}/GetCacheEntryDownloadURL`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${server.env.ACTIONS_RUNTIME_TOKEN}` },
-    body: JSON.stringify({ key: level.prefix, restore_keys: [level.prefix], version: level.version })
+    body: JSON.stringify({ key, restore_keys: [key], version })
   });
   const body = (await response.json()) as { ok?: boolean; signed_download_url?: string; matched_key?: string };
-  if (!body.ok || !body.signed_download_url) throw new Error(`no cache entry under ${level.prefix}`);
+  if (!body.ok || !body.signed_download_url) throw new Error(`no cache entry under ${key}`);
   return { key: body.matched_key ?? '', url: body.signed_download_url };
 }
 
 const CURL = `curl --silent --show-error --fail --noproxy '*'`;
 
-function tarExtractPart(): string {
-  const script = extractScript(access);
-  const tar = script.slice(script.indexOf('|') + 1).trim();
-  if (!/^(sudo -n )?tar /.test(tar)) throw new Error(`unexpected extract script: ${script}`);
-  return tar;
+/** A level's newest state as the action would restore it: its manifest and fresh URLs of its parts. */
+async function levelState(server: CacheServer, level: LevelInfo): Promise<{ manifest: Manifest; urls: string[] }> {
+  const entry = await lookupUrl(server, level.prefix!, level.version!);
+  const response = await fetch(entry.url);
+  if (!response.ok) throw new Error(`manifest ${entry.key}: HTTP ${response.status}`);
+  const manifest = await readManifest(Buffer.from(await response.arrayBuffer()));
+  const urls = await Promise.all(
+    manifest.parts.map(async part => (await lookupUrl(server, part.key, level.version!)).url)
+  );
+  return { manifest, urls };
+}
+
+/**
+ * Bash for N streams at once, each a run of `curl -r` over its spans (one ranged GET at a time, in part
+ * order) piped into `$sink` with "$g" the stream's number; fails if any stream fails.
+ */
+function streamsScript(listDir: string, streams: number, sink: string): string {
+  return [
+    `fetch() { while read -r range url; do ${CURL} -r "$range" "$url"; done <"$1"; }`,
+    'pids=()',
+    `for ((g = 0; g < ${streams}; g++)); do`,
+    `  (fetch "${listDir}/spans.$g" | ${sink}) &`,
+    '  pids+=($!)',
+    'done',
+    'for pid in "${pids[@]}"; do wait "$pid"; done'
+  ].join('\n');
+}
+
+/** Writes one span list per stream into a fresh directory (URLs change: they are signed per lookup). */
+function writeSpanLists(groups: Span[][], urls: string[], prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(tempDir, prefix));
+  groups.forEach((group, g) => fs.writeFileSync(path.join(dir, `spans.${g}`), spanLines(group, urls)));
+  return dir;
+}
+
+/** Everything the entries added since `before` (a save of a measurement): removed, so that the level's newest state stays the seeded one. */
+async function dropNewEntries(server: CacheServer, before: Set<string>): Promise<number> {
+  const removed = await server.evict(entry => !before.has(entry.key));
+  return removed.length;
 }
 
 // ---------------------------------------------------------------- preparation
@@ -171,15 +274,6 @@ async function machineInfo(): Promise<Machine> {
   const version = async (command: string, args: string[]) =>
     (await run(command, args, { allowFail: true })).stdout.split('\n')[0].trim() ||
     (await run(command, args, { allowFail: true })).stderr.split('\n')[0].trim();
-  const [source, size, avail] = (
-    await sh(`df -h --output=source,size,avail "$1" | tail -1`, { args: [tempDir] })
-  ).stdout
-    .trim()
-    .split(/\s+/);
-  const df = `${source}, ${size}, ${avail} free`;
-  const fsType = (
-    await sh(`findmnt --noheadings --output FSTYPE --target "$1" || stat -f -c %T "$1"`, { args: [tempDir] })
-  ).stdout.trim();
   const git = (
     await sh(`git -C "$1" rev-parse --short HEAD; git -C "$1" status --porcelain -- src dist | wc -l`, {
       args: [REPO_ROOT],
@@ -194,17 +288,20 @@ async function machineInfo(): Promise<Machine> {
     cpuModel: os.cpus()[0]?.model ?? 'unknown',
     memoryBytes: os.totalmem(),
     kernel: `${os.type()} ${os.release()}`,
-    disk: df,
-    filesystem: fsType,
     tempDir,
+    hostDir,
     engine: await dockerOut(['version', '--format', 'server {{.Server.Version}}, client {{.Client.Version}}']),
     dindImage: `${TEST_IMAGE} (run as ${image})`,
     dindImageId: await dockerOut(['image', 'inspect', '--format', '{{.Id}}', image]),
     tools: {
-      node: process.version,
+      'node (benchmark)': process.version,
+      'node (the action, SETUP_DIND_NODE)': await version(process.env.SETUP_DIND_NODE ?? process.execPath, [
+        '--version'
+      ]),
       zstd: await version('zstd', ['--version']),
       tar: await version('tar', ['--version']),
       curl: await version('curl', ['--version']),
+      e2fsprogs: await version('mke2fs', ['-V']),
       openssl: await version('openssl', ['version'])
     },
     git: `${git[0] ?? '?'}${Number(git[1]) > 0 ? ` (+${git[1]} uncommitted changes in src/ dist/)` : ''}`,
@@ -234,6 +331,16 @@ async function snapshotAction(): Promise<void> {
   record.notes.push(`The action ran from a copy of dist/ taken at the start (main + post bundles sha256 ${hash}).`);
 }
 
+/** The node the runner runs the action with (node24): scripts/node24.sh, unless SETUP_DIND_NODE names one. */
+async function actionNode(): Promise<void> {
+  if (!process.env.SETUP_DIND_NODE)
+    process.env.SETUP_DIND_NODE = (
+      await run('bash', [path.join(REPO_ROOT, 'scripts/node24.sh')], { timeoutMs: 10 * 60_000 })
+    ).stdout.trim();
+  if (!path.isAbsolute(process.env.SETUP_DIND_NODE) || !fs.existsSync(process.env.SETUP_DIND_NODE))
+    throw new Error(`SETUP_DIND_NODE is not a node binary: '${process.env.SETUP_DIND_NODE}'`);
+}
+
 async function prepareImage(): Promise<void> {
   const present = await docker(['image', 'inspect', TEST_IMAGE], { allowFail: true });
   if (present.code !== 0) {
@@ -252,7 +359,7 @@ interface Content {
 }
 
 /** Plans the levels from the catalog's estimates and starts building; returns at once. */
-async function startContent(cfg: Config): Promise<Content> {
+async function startContent(): Promise<Content> {
   const baseBytes = await imageSize(BASE_IMAGE);
   const catalog = cfg.quick ? QUICK_CATALOG : CATALOG;
   const plan = planByEstimates(cfg.sizesMB, catalog, baseBytes);
@@ -315,17 +422,20 @@ async function levelImages(
 const WARM_INPUTS = (level: LevelInfo) => ({ image, pull: 'never', cache: 'true', 'cache-key': `L${level.targetMB}` });
 const COLD_INPUTS = () => ({ image, pull: 'never', cache: 'false' });
 
+/** What a level keeps on the run's filesystem for the stages alone: its streams' bytes, compressed and not. */
+interface Artifacts {
+  dir: string;
+  /** Per stream: its spans' bytes as downloaded (concatenated zstd frames), and decompressed. */
+  compressed: string[];
+  decompressed: string[];
+}
+
 /**
  * Seeds each level's cache the way CI would: a job restores the previous level (its cache-key has no
  * entry yet, so the action falls back to the newest compatible one), loads the images the level adds
- * from the outer engine, and its post saves. Then keeps the level's archive on disk for the breakdown.
+ * from the outer engine, and its post saves. Then keeps the level's streams on disk for the stages alone.
  */
-async function seed(
-  server: CacheServer,
-  content: Content,
-  level: LevelInfo,
-  artifacts: Map<number, { blob: string; tar: string }>
-): Promise<void> {
+async function seed(server: CacheServer, content: Content, level: LevelInfo, artifacts: Map<number, Artifacts>) {
   await levelImages(content, level);
   const started = now();
   const hasEntry = () => server.entries().some(e => e.key.includes(`-L${level.targetMB}+`));
@@ -353,6 +463,7 @@ async function seed(
           postSeconds: post.seconds,
           saveSeconds: phase(post, 'Save the cache'),
           uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes,
+          saved,
           ...phaseDetail(post, 'post ')
         }
       });
@@ -365,19 +476,43 @@ async function seed(
   level.key = entry.key;
   level.prefix = `${entry.key.slice(0, entry.key.indexOf('+'))}+`;
   level.version = entry.version;
-  level.compressedBytes = entry.size;
-  const blob = path.join(tempDir, `level-${level.targetMB}.tar.zst`);
-  const tar = path.join(tempDir, `level-${level.targetMB}.tar`);
-  const { url } = await lookup(server, level);
-  await sh(`${CURL} -o "$2" "$1" && zstd --decompress --quiet --force -o "$3" "$2"`, { args: [url, blob, tar] });
-  level.dataBytes = fs.statSync(tar).size;
-  artifacts.set(level.targetMB, { blob, tar });
+  level.manifestBytes = entry.size;
+  const { manifest, urls } = await levelState(server, level);
+  const state = describeState(manifest);
+  Object.assign(level, {
+    parts: manifest.parts.length,
+    frames: state.frames,
+    compressedBytes: state.compressedBytes,
+    uniqueBytes: state.uniqueBytes,
+    dataBytes: state.writtenBytes,
+    filesystemBytes: manifest.filesystem.bytes
+  });
+  // The stages alone read these: the same streams as the raw pipeline, fetched once (no cap yet).
+  const groups = splitSpans(manifest, cfg.streams);
+  const lists = writeSpanLists(groups, urls, `spans-${level.targetMB}-`);
+  const dir = path.join(tempDir, `level-${level.targetMB}`);
+  fs.mkdirSync(dir);
+  await sh(streamsScript(lists, groups.length, `tee "$1/compressed.$g" | zstd -d -q -c >"$1/decompressed.$g"`), {
+    args: [dir]
+  });
+  fs.rmSync(lists, { recursive: true, force: true });
+  const files = {
+    dir,
+    compressed: groups.map((_, g) => path.join(dir, `compressed.${g}`)),
+    decompressed: groups.map((_, g) => path.join(dir, `decompressed.${g}`))
+  };
+  const sizes = (list: string[]) => list.reduce((sum, file) => sum + fs.statSync(file).size, 0);
+  if (sizes(files.compressed) !== state.compressedBytes || sizes(files.decompressed) !== state.uniqueBytes)
+    throw new Error(
+      `level ${level.targetMB} MB: the streams hold ${sizes(files.compressed)} bytes (${sizes(files.decompressed)} decompressed), the state ${state.compressedBytes} (${state.uniqueBytes})`
+    );
+  artifacts.set(level.targetMB, files);
   const seeded =
     record.samples.find(sample => sample.scenario === 'seed' && sample.sizeMB === level.targetMB)?.detail ?? {};
   const part = (name: string) => `${Number(seeded[name]).toFixed(0)} s`;
   log(
     `  level ${level.targetMB} MB seeded in ${(now() - started).toFixed(0)} s (main ${part('mainSeconds')}, load ${part('loadSeconds')}, post ${part('postSeconds')} of which save ${part('saveSeconds')}): ` +
-      `${(level.dataBytes / MB).toFixed(0)} MB of data, ${(level.compressedBytes / MB).toFixed(0)} MB compressed`
+      `${(state.writtenBytes / MB).toFixed(0)} MB of data in ${manifest.chunks.length} chunks, ${(state.compressedBytes / MB).toFixed(0)} MB compressed in ${manifest.parts.length} part(s)`
   );
 }
 
@@ -421,8 +556,52 @@ async function prepareRegistry(level: LevelInfo): Promise<RegistrySetup> {
 
 // ---------------------------------------------------------------- the measurements
 
-async function scenario1(cfg: Config): Promise<void> {
-  const methods = ['action-cold', 'floor', 'official-tls', 'action-tls'];
+/**
+ * Gives the run's filesystem's free blocks back to the host (the sparse file would otherwise only grow,
+ * by tens of GB over a run); at the start of each repetition, before its probe, untimed.
+ */
+async function trim(): Promise<number> {
+  const result = await run('fstrim', ['--verbose', scratchMount], { allowFail: true });
+  const bytes = /\((\d+) bytes\) trimmed/.exec(result.stdout);
+  if (!bytes)
+    record.notes.push(`fstrim of the run's filesystem failed: ${result.stderr.trim() || result.stdout.trim()}`);
+  return bytes ? Number(bytes[1]) : NaN;
+}
+
+async function probe(label: string, rep: number): Promise<void> {
+  const trimmedBytes = label.endsWith('start') ? await trim() : undefined;
+  for (const [method, dir] of [
+    ['probe-scratch', tempDir],
+    ['probe-host', hostDir]
+  ] as const) {
+    try {
+      const result = await probeDisk(dir);
+      addSample({
+        scenario: 'probe',
+        method,
+        rep,
+        order: 0,
+        seconds: result.writeSeconds + result.createSeconds,
+        detail: {
+          at: label,
+          ...result,
+          ...(method === 'probe-scratch' && trimmedBytes !== undefined ? { trimmedBytes } : {})
+        }
+      });
+    } catch (error) {
+      record.notes.push(`Disk probe ${method} (${label}) failed: ${(error as Error).message}`);
+    }
+  }
+  const probes = record.samples.filter(s => s.scenario === 'probe' && s.detail.at === label);
+  log(
+    `probe (${label}): ${probes.map(s => `${s.method.slice(6)} 64 MiB+fsync ${Number(s.detail.writeSeconds).toFixed(2)} s, 5000 files ${Number(s.detail.createSeconds).toFixed(2)} s`).join('; ')}`
+  );
+}
+
+async function scenario1(): Promise<void> {
+  const methods = ['action-cold', 'floor', 'official-tls', 'action-tls'].filter(wanted);
+  if (methods.length === 0) return;
+  await probe('scenario 1 start', -1);
   for (let rep = 0; rep < cfg.s1Reps; rep++) {
     for (const [order, method] of rotate(methods, rep).entries()) {
       await measure('S1', method, rep, order, undefined, async () => {
@@ -430,10 +609,10 @@ async function scenario1(cfg: Config): Promise<void> {
           case 'action-cold':
             return withJob('cold', {}, async job => {
               const main = await job.main(COLD_INPUTS());
-              await job.post();
+              const post = await job.post();
               if (record.machine && !record.machine.innerDocker)
                 record.machine.innerDocker = main.result.outputs.version;
-              return { seconds: main.seconds, detail: phaseDetail(main) };
+              return { seconds: main.seconds, detail: { ...phaseDetail(main), postSeconds: post.seconds } };
             });
           case 'floor': {
             let dispose: (() => Promise<void>) | undefined;
@@ -469,6 +648,7 @@ async function scenario1(cfg: Config): Promise<void> {
       });
     }
   }
+  await probe('scenario 1 end', -1);
 }
 
 /** The action's own certificate code (src/tls.ts), in process, whichever of its API generations is there. */
@@ -493,109 +673,178 @@ async function actionCertificates(): Promise<{ seconds: number }> {
   return { seconds: now() - started };
 }
 
-function phaseDetail(step: TimedStep, prefix = ''): Sample['detail'] {
-  const detail: Sample['detail'] = {};
-  for (const [title, seconds] of Object.entries(step.phases))
-    detail[`${prefix}phase: ${title.split(image).join('<image>')}`] = seconds;
-  const phases = Object.values(step.phases).reduce((s, v) => s + v, 0);
-  detail[`${prefix}outside phases (node start-up, input parsing, exit)`] = step.seconds - phases;
-  return detail;
-}
-
 interface Warm {
   server: CacheServer;
-  artifacts: Map<number, { blob: string; tar: string }>;
+  artifacts: Map<number, Artifacts>;
   warm: LevelInfo;
   saveTar?: string;
   registry?: RegistrySetup;
-  tree?: string;
+  /** Scenario 2e's cache-dir, seeded with every frame of the warm level. */
+  cacheDir?: string;
+  /** Scenario 3's raw side: a copy of the warm level's image as a job leaves it (restored, daemon stopped). */
+  savedImage?: string;
+  /** Scenario 3's new layer: a file of real binaries, and its size compressed (zstd -3). */
+  payload?: string;
+  payloadCompressedBytes?: number;
 }
 
-async function dataMethod(
-  method: string,
-  level: LevelInfo,
+type Measured = { seconds: number; detail?: Sample['detail'] };
+
+/** The action's warm start of a level, and its post (nothing changed: nothing may be uploaded). */
+async function actionWarm(w: Warm, level: LevelInfo, name: string, under = tempDir): Promise<Measured> {
+  const { server } = w;
+  return withJob(
+    name,
+    server.env,
+    async job => {
+      const before = server.stats();
+      const main = await job.main(WARM_INPUTS(level));
+      if (main.result.outputs['cache-hit'] !== 'true')
+        throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
+      const afterMain = server.stats();
+      const post = await job.post();
+      const after = server.stats();
+      return {
+        seconds: main.seconds,
+        detail: {
+          ...phaseDetail(main),
+          ...restoreFact(main),
+          daemonStartSeconds: phase(main, 'Start the daemon'),
+          restoredBytes: Number(main.result.outputs['cache-size']),
+          downloadedBytes: afterMain.downloadedBytes - before.downloadedBytes,
+          rangedDownloads: afterMain.rangedDownloads - before.rangedDownloads,
+          ...phaseDetail(post, 'post '),
+          postSeconds: post.seconds,
+          postUploadedBytes: after.uploadedBytes - afterMain.uploadedBytes,
+          postReservations: after.creates - afterMain.creates,
+          postDecision: post.facts.Cache ?? ''
+        }
+      };
+    },
+    under
+  );
+}
+
+/** The action's cold start, then docker load of the warm level's docker save archive. */
+async function coldLoad(w: Warm, name: string, under = tempDir): Promise<Measured> {
+  return withJob(
+    name,
+    {},
+    async job => {
+      const main = await job.main(COLD_INPUTS());
+      const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', { BENCH_TAR: w.saveTar! });
+      const post = await job.post();
+      return {
+        seconds: main.seconds + load.seconds,
+        detail: { mainSeconds: main.seconds, loadSeconds: load.seconds, postSeconds: post.seconds }
+      };
+    },
+    under
+  );
+}
+
+/** A job restores the warm level, changes something (`change`), and its post saves: what it uploaded. */
+async function incrementalSave(
   w: Warm,
-  rep: number
-): Promise<{ seconds: number; detail?: Sample['detail'] }> {
+  level: LevelInfo,
+  name: string,
+  change: string,
+  env: Record<string, string>
+): Promise<{ seconds: number; detail: Sample['detail'] }> {
+  const { server } = w;
+  const entries = new Set(server.entries().map(e => e.key));
+  try {
+    return await withJob(name, server.env, async job => {
+      const main = await job.main(WARM_INPUTS(level));
+      if (main.result.outputs['cache-hit'] !== 'true')
+        throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
+      const step = await job.step(change, env);
+      const before = server.stats();
+      const post = await job.post();
+      const saved = post.facts.Cache ?? '';
+      if (!saved.startsWith('saved')) throw new Error(`post did not save: ${saved}`);
+      return {
+        seconds: phase(post, 'Save the cache'),
+        detail: {
+          uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes,
+          changeSeconds: step.seconds,
+          postSeconds: post.seconds,
+          saved,
+          ...phaseDetail(post, 'post ')
+        }
+      };
+    });
+  } finally {
+    await dropNewEntries(server, entries);
+  }
+}
+
+async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number): Promise<Measured> {
   const { server } = w;
   const files = w.artifacts.get(level.targetMB)!;
+  const fresh = (prefix: string) => fs.mkdtempSync(path.join(tempDir, prefix));
   switch (method) {
     case 'action-warm':
-      return withJob(`warm-${level.targetMB}`, server.env, async job => {
-        const main = await job.main(WARM_INPUTS(level));
-        if (main.result.outputs['cache-hit'] !== 'true')
-          throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
-        const restored = /in ([\d.]+) s/.exec(main.facts['Cache restored'] ?? '');
-        const before = server.stats();
-        const post = await job.post();
+      return actionWarm(w, level, `warm-${level.targetMB}`);
+    case 'raw':
+    case 'single-stream':
+    case 'download': {
+      // Untimed: the manifest and fresh signed URLs of its parts (the action's lookups are in its time).
+      const { manifest, urls } = await levelState(server, level);
+      const groups = splitSpans(manifest, method === 'single-stream' ? 1 : cfg.streams);
+      const lists = writeSpanLists(groups, urls, 'spans-');
+      const out = fresh(`${method}-`);
+      const before = server.stats();
+      try {
+        const sink = method === 'download' ? 'cat >/dev/null' : `zstd -d -q -c >"${out}/out.$g"`;
+        const result = await sh(streamsScript(lists, groups.length, sink));
         const after = server.stats();
-        const uploaded = after.uploadedBytes - before.uploadedBytes;
         return {
-          seconds: main.seconds,
+          seconds: result.seconds,
           detail: {
-            ...phaseDetail(main),
-            restoreSeconds: restored ? Number(restored[1]) : NaN,
-            daemonStartSeconds: phase(main, 'Start the daemon'),
-            restoredBytes: Number(main.result.outputs['cache-size']),
-            ...phaseDetail(post, 'post '),
-            postSeconds: post.seconds,
-            postUploadedBytes: uploaded,
-            postReservations: after.creates - before.creates,
-            postDecision: post.facts.Cache ?? ''
+            streams: groups.length,
+            downloadedBytes: after.downloadedBytes - before.downloadedBytes,
+            rangedDownloads: after.rangedDownloads - before.rangedDownloads,
+            writtenBytes: fs.readdirSync(out).reduce((sum, file) => sum + fs.statSync(path.join(out, file)).size, 0)
           }
         };
-      });
-    case 'raw-pipeline': {
-      const { url } = await lookup(server, level);
-      const dir = fs.mkdtempSync(path.join(tempDir, 'raw-'));
-      try {
-        const result = await sh(`${CURL} "$2" | ${extractScript(access)}`, { args: [dir, url] });
-        return { seconds: result.seconds };
       } finally {
-        await removeTree(dir);
+        fs.rmSync(lists, { recursive: true, force: true });
+        fs.rmSync(out, { recursive: true, force: true });
       }
     }
-    case 'download': {
-      const { url } = await lookup(server, level);
-      const result = await sh(`${CURL} -o /dev/null "$1"`, { args: [url] });
-      return { seconds: result.seconds };
-    }
     case 'zstd': {
-      await sh('cat -- "$1" >/dev/null', { args: [files.blob] });
-      const result = await sh(`zstd --decompress --quiet --stdout "$1" >/dev/null`, { args: [files.blob] });
-      return { seconds: result.seconds };
+      // The input from the page cache (untimed): this measures decompression, not reading the disk.
+      await sh('cat -- "$@" >/dev/null', { args: files.compressed });
+      const result = await sh(
+        [
+          'pids=()',
+          'for file in "$@"; do zstd -d -q -c -- "$file" >/dev/null & pids+=($!); done',
+          'for pid in "${pids[@]}"; do wait "$pid"; done'
+        ].join('\n'),
+        { args: files.compressed }
+      );
+      return { seconds: result.seconds, detail: { streams: files.compressed.length } };
     }
-    case 'tar': {
-      const dir = fs.mkdtempSync(path.join(tempDir, 'tar-'));
+    case 'write': {
+      const out = fresh('write-');
       try {
-        // The input from the page cache (untimed): this measures tar writing the tree, not reading the disk.
-        await sh('cat -- "$1" >/dev/null', { args: [files.tar] });
-        const result = await sh(`${tarExtractPart()} <"$2"`, { args: [dir, files.tar] });
-        if (level.treeBytes === undefined) {
-          const [bytes, files] = (
-            await sh(`${asRoot}du -sb -- "$1" | cut -f1; ${asRoot}find "$1" | wc -l`, { args: [dir] })
-          ).stdout
-            .trim()
-            .split('\n')
-            .map(Number);
-          level.treeBytes = bytes;
-          level.files = files;
-        }
-        return { seconds: result.seconds };
+        await sh('cat -- "${@:2}" >/dev/null', { args: [out, ...files.decompressed] });
+        const result = await sh(
+          [
+            'out=$1; shift; pids=(); g=0',
+            'for file in "$@"; do cat -- "$file" >"$out/out.$g" & pids+=($!); g=$((g + 1)); done',
+            'for pid in "${pids[@]}"; do wait "$pid"; done'
+          ].join('\n'),
+          { args: [out, ...files.decompressed] }
+        );
+        return { seconds: result.seconds, detail: { streams: files.decompressed.length } };
       } finally {
-        await removeTree(dir);
+        fs.rmSync(out, { recursive: true, force: true });
       }
     }
     case 'load':
-      return withJob('load', {}, async job => {
-        const main = await job.main(COLD_INPUTS());
-        const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', { BENCH_TAR: w.saveTar! });
-        await job.post();
-        return {
-          seconds: main.seconds + load.seconds,
-          detail: { mainSeconds: main.seconds, loadSeconds: load.seconds }
-        };
-      });
+      return coldLoad(w, 'load');
     case 'pull':
       return withJob('pull', {}, async job => {
         const registry = w.registry!;
@@ -606,9 +855,7 @@ async function dataMethod(
         // All at once, as `docker compose pull` does: the daemon fetches up to 3 layers in parallel per pull.
         const pull = await job.step(
           'pids=(); for ref in $BENCH_REFS; do docker pull --quiet "$ref" >/dev/null & pids+=($!); done; for pid in "${pids[@]}"; do wait "$pid"; done',
-          {
-            BENCH_REFS: registry.refs.join(' ')
-          }
+          { BENCH_REFS: registry.refs.join(' ') }
         );
         await job.post();
         return {
@@ -616,62 +863,262 @@ async function dataMethod(
           detail: { mainSeconds: main.seconds, pullSeconds: pull.seconds }
         };
       });
-    case 'save-action':
-      return withJob('save', server.env, async job => {
-        const main = await job.main(WARM_INPUTS(level));
+    case 'cache-dir':
+      return withJob('cache-dir', server.env, async job => {
+        const before = server.stats();
+        const main = await job.main({ ...WARM_INPUTS(level), 'cache-dir': w.cacheDir! });
         if (main.result.outputs['cache-hit'] !== 'true')
           throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
-        // A job that changed something (a new tag: no new data) makes post save.
-        await job.step(`docker tag "$BENCH_REF" "bench-save:r${rep}-${Math.random().toString(36).slice(2, 8)}"`, {
-          BENCH_REF: level.images[0]
-        });
-        const before = server.stats();
+        const afterMain = server.stats();
         const post = await job.post();
-        const saved = post.facts.Cache ?? '';
-        if (!saved.startsWith('saved')) throw new Error(`post did not save: ${saved}`);
-        const save = phase(post, 'Save the cache');
         return {
-          seconds: save,
+          seconds: main.seconds,
           detail: {
+            ...phaseDetail(main),
+            ...restoreFact(main),
+            daemonStartSeconds: phase(main, 'Start the daemon'),
+            downloadedBytes: afterMain.downloadedBytes - before.downloadedBytes,
+            downloads: afterMain.downloads - before.downloads,
+            rpcCalls: afterMain.twirpRequests - before.twirpRequests,
             postSeconds: post.seconds,
-            stopSeconds: phase(post, 'Stop the daemon'),
-            uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes,
-            restoreMainSeconds: main.seconds,
-            ...phaseDetail(post, 'post ')
+            postDecision: post.facts.Cache ?? ''
           }
         };
       });
+    case 'save-full': {
+      // A job whose key has no state and no fallback (its own tag of the dind image: another cache
+      // scope), that loads the level's images: its post saves the whole level.
+      const tag = `setup-dind-bench/dind:${runId}-full${rep}`;
+      await docker(['tag', image, tag]);
+      const entries = new Set(server.entries().map(e => e.key));
+      try {
+        return await withJob('save-full', server.env, async job => {
+          const main = await job.main({ image: tag, pull: 'never', cache: 'true', 'cache-key': 'full' });
+          if (main.facts['Cache restored'] !== 'nothing to restore')
+            throw new Error(`the full-save job restored something: ${main.facts['Cache restored']}`);
+          const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', {
+            BENCH_TAR: w.saveTar!
+          });
+          const before = server.stats();
+          const post = await job.post();
+          const saved = post.facts.Cache ?? '';
+          if (!saved.startsWith('saved')) throw new Error(`post did not save: ${saved}`);
+          return {
+            seconds: phase(post, 'Save the cache'),
+            detail: {
+              uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes,
+              loadSeconds: load.seconds,
+              postSeconds: post.seconds,
+              saved,
+              ...phaseDetail(post, 'post ')
+            }
+          };
+        });
+      } finally {
+        await dropNewEntries(server, entries);
+        await removeImage(tag);
+      }
+    }
     case 'save-raw': {
-      const result = await sh(`${archiveScript(access)} | wc -c`, { args: [w.tree!] });
+      // The image's data from the page cache (untimed), as post reads an image the daemon just wrote.
+      const dir = path.dirname(w.savedImage!);
+      const name = path.basename(w.savedImage!);
+      await sh('tar --sparse -cf - -C "$1" "$2" | cat >/dev/null', { args: [dir, name] });
+      const result = await sh('tar --sparse -cf - -C "$1" "$2" | zstd -T0 -3 -q -c | wc -c', { args: [dir, name] });
       return { seconds: result.seconds, detail: { compressedBytes: Number(result.stdout.trim()) } };
+    }
+    case 'save-layer': {
+      const result = await incrementalSave(
+        w,
+        level,
+        'save-layer',
+        'c=$(docker create "$BENCH_REF" true); docker cp --quiet "$BENCH_PAYLOAD" "$c:/bench-payload.bin"; docker commit "$c" "bench-layer:$BENCH_TAG" >/dev/null; docker rm "$c" >/dev/null',
+        { BENCH_REF: level.images[0], BENCH_PAYLOAD: w.payload!, BENCH_TAG: `r${rep}` }
+      );
+      result.detail.newDataBytes = LAYER_BYTES;
+      result.detail.newDataCompressedBytes = w.payloadCompressedBytes!;
+      return result;
+    }
+    case 'save-tag':
+      return incrementalSave(w, level, 'save-tag', 'docker tag "$BENCH_REF" "bench-save:$BENCH_TAG"', {
+        BENCH_REF: level.images[0],
+        BENCH_TAG: `r${rep}`
+      });
+    case 'host-warm':
+    case 'host-load': {
+      // Back to back, as two jobs of a runner: the second starts as soon as the first's post is done.
+      const first =
+        method === 'host-warm'
+          ? await actionWarm(w, level, 'host-warm-1', hostDir)
+          : await coldLoad(w, 'host-load-1', hostDir);
+      const second =
+        method === 'host-warm'
+          ? await actionWarm(w, level, 'host-warm-2', hostDir)
+          : await coldLoad(w, 'host-load-2', hostDir);
+      const detail: Sample['detail'] = { firstSeconds: first.seconds, secondSeconds: second.seconds };
+      for (const [prefix, result] of [
+        ['first ', first],
+        ['second ', second]
+      ] as const)
+        for (const key of ['restoreSeconds', 'daemonStartSeconds', 'postSeconds', 'mainSeconds', 'loadSeconds'])
+          if (result.detail?.[key] !== undefined) detail[`${prefix}${key}`] = result.detail[key];
+      return { seconds: second.seconds, detail };
     }
     default:
       throw new Error(`unknown method ${method}`);
   }
 }
 
-async function warmAndScaling(cfg: Config, w: Warm, levels: LevelInfo[]): Promise<void> {
-  const dataMethods = ['action-warm', 'raw-pipeline', 'download', 'zstd', 'tar'];
-  const warmOnly = ['load', 'pull', 'save-action', 'save-raw'];
+const SCENARIO: Record<string, Scenario> = {
+  'action-warm': 'S2',
+  raw: 'S2',
+  'single-stream': 'S2',
+  load: 'S2',
+  pull: 'S2',
+  'cache-dir': 'S2',
+  'save-full': 'S3',
+  'save-raw': 'S3',
+  'save-layer': 'S3',
+  'save-tag': 'S3',
+  download: 'S4',
+  zstd: 'S4',
+  write: 'S4',
+  'host-warm': 'S5',
+  'host-load': 'S5'
+};
+
+async function warmAndScaling(w: Warm, levels: LevelInfo[]): Promise<void> {
+  const dataMethods = ['action-warm', 'raw', 'download', 'zstd', 'write'].filter(wanted);
+  const warmOnly = [
+    'single-stream',
+    'load',
+    'pull',
+    'cache-dir',
+    'save-full',
+    'save-raw',
+    'save-layer',
+    'save-tag',
+    'host-warm',
+    'host-load'
+  ].filter(wanted);
   for (let rep = 0; rep < cfg.reps; rep++) {
+    await probe(`rep ${rep + 1} start`, rep);
     const order = rep % 2 === 0 ? levels : [...levels].reverse();
     for (const [li, level] of order.entries()) {
       const isWarm = level.targetMB === w.warm.targetMB;
       const methods = rotate(isWarm ? [...dataMethods, ...warmOnly] : dataMethods, rep + li);
+      if (methods.length === 0) continue;
       log(`rep ${rep + 1}/${cfg.reps}, ${level.targetMB} MB: ${methods.join(', ')}`);
       for (const [position, method] of methods.entries()) {
-        const scenario: Scenario =
-          method === 'load' || method === 'pull' ? 'S2' : method.startsWith('save') ? 'S3' : 'S4';
+        const scenario = method === 'action-warm' || method === 'raw' ? (isWarm ? 'S2' : 'S4') : SCENARIO[method];
         await measure(scenario, method, rep, position, level.targetMB, () => dataMethod(method, level, w, rep));
       }
     }
+    await probe(`rep ${rep + 1} end`, rep);
   }
 }
 
 // ---------------------------------------------------------------- main
 
+async function prepareWarmExtras(
+  w: Warm,
+  content: Content,
+  seeded: Promise<unknown>
+): Promise<Array<Promise<unknown>>> {
+  const { server, warm } = w;
+  const steps: Array<Promise<unknown>> = [];
+  // The jobs that restore the warm level run after the seeding, one at a time: two restores at once
+  // (16 connections to the emulation on 2 cores) had one of them reset (a warning: a failed set-up).
+  let queue: Promise<unknown> = seeded.catch(() => undefined);
+  const serial = <T>(step: () => Promise<T>): Promise<T> => {
+    const next = queue.then(async () => {
+      await seeded;
+      return step();
+    });
+    queue = next.catch(() => undefined);
+    return next;
+  };
+  if (['load', 'save-full', 'host-load'].some(wanted))
+    steps.push(
+      setupStep(`prepare 2c: docker save of the ${warm.targetMB} MB level`, async () => {
+        await levelImages(content, warm);
+        w.saveTar = path.join(tempDir, 'docker-save.tar');
+        await docker(['save', '--output', w.saveTar, ...warm.images], { timeoutMs: 30 * 60_000 });
+        record.setup['docker save archive bytes'] = fs.statSync(w.saveTar).size;
+      })
+    );
+  if (wanted('pull'))
+    steps.push(
+      setupStep(`prepare 2d: docker-registry with the ${warm.targetMB} MB level`, async () => {
+        await levelImages(content, warm);
+        try {
+          w.registry = await prepareRegistry(warm);
+        } catch (error) {
+          record.notes.push(`Scenario 2d could not be prepared: ${(error as Error).message}`);
+          skipped.set(`S2/pull/${warm.targetMB}`, MAX_FAILURES);
+          log(`  2d skipped: ${(error as Error).message}`);
+        }
+      })
+    );
+  if (wanted('cache-dir'))
+    steps.push(
+      serial(() =>
+        setupStep(`prepare 2e: a cache-dir seeded by a job restoring the ${warm.targetMB} MB level`, async () => {
+          const cacheDir = path.join(tempDir, 'cache-dir');
+          await withJob('seed-cache-dir', server.env, async job => {
+            const main = await job.main({ ...WARM_INPUTS(warm), 'cache-dir': cacheDir });
+            if (main.result.outputs['cache-hit'] !== 'true')
+              throw new Error(`seeding the cache-dir: no cache hit (${main.facts['Cache restored'] ?? 'no restore'})`);
+            await job.post();
+          });
+          w.cacheDir = cacheDir;
+          record.setup['cache-dir bytes'] = Number(
+            (await sh('du -sb -- "$1" | cut -f1', { args: [cacheDir] })).stdout.trim()
+          );
+        })
+      )
+    );
+  if (wanted('save-raw'))
+    steps.push(
+      serial(() =>
+        setupStep(`prepare 3: the ${warm.targetMB} MB level's image as a job leaves it`, async () => {
+          const target = path.join(tempDir, 'saved-image', 'docker.img');
+          fs.mkdirSync(path.dirname(target));
+          await withJob('capture', server.env, async job => {
+            const main = await job.main(WARM_INPUTS(warm));
+            const dataDir = (JSON.parse(main.result.state.instance) as { instance: { dataDir: string } }).instance
+              .dataDir;
+            // The entrypoint stops dockerd and unmounts the filesystem on SIGTERM: what post would save.
+            await docker(['stop', '--time', '30', main.result.outputs['container-id']]);
+            const events = fs.readFileSync(path.join(dataDir, 'events'), 'utf8');
+            if (!/^unmounted$/m.test(events)) throw new Error(`the daemon's filesystem was not unmounted: ${events}`);
+            await run('cp', ['--sparse=always', path.join(dataDir, 'docker.img'), target]);
+          });
+          w.savedImage = target;
+          record.setup['scenario 3 image: allocated bytes'] = Number(
+            (await sh('du -B1 -- "$1" | cut -f1', { args: [target] })).stdout.trim()
+          );
+        })
+      )
+    );
+  if (wanted('save-layer'))
+    steps.push(
+      setupStep('prepare 3: a ~20 MB layer of real binaries', async () => {
+        const payload = path.join(tempDir, 'payload.bin');
+        await sh(`{ cat /usr/bin/* 2>/dev/null || true; } | head -c ${LAYER_BYTES} >"$1"`, { args: [payload] });
+        if (fs.statSync(payload).size !== LAYER_BYTES) throw new Error(`/usr/bin holds less than ${LAYER_BYTES} bytes`);
+        w.payload = payload;
+        w.payloadCompressedBytes = Number(
+          (await sh('zstd -3 -q -c -- "$1" | wc -c', { args: [payload] })).stdout.trim()
+        );
+        record.setup['scenario 3 layer bytes, compressed (zstd -3)'] = w.payloadCompressedBytes;
+      })
+    );
+  return steps;
+}
+
 async function main(): Promise<void> {
-  const cfg = config();
+  cfg = config();
   record = {
     startedAt: new Date().toISOString(),
     config: cfg,
@@ -682,32 +1129,46 @@ async function main(): Promise<void> {
     notes: []
   };
   cleanup.onSignals();
-  tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-bench-'));
-  cleanup.add(`remove ${tempDir}`, () => removeTree(tempDir));
-  benchHome = path.join(tempDir, 'home');
-  fs.mkdirSync(benchHome);
   log(
-    `setup-dind benchmark ${runId}: ${cfg.quick ? 'QUICK smoke run, ' : ''}${cfg.reps} repetition(s), sizes ${cfg.sizesMB.join(', ')} MB; temp dir ${tempDir}`
+    `setup-dind benchmark ${runId}: ${cfg.quick ? 'QUICK smoke run, ' : ''}${cfg.reps} repetition(s), sizes ${cfg.sizesMB.join(', ')} MB${cfg.methods ? `, methods ${cfg.methods.join(', ')}` : ''}`
   );
 
   let failed: Error | undefined;
   try {
     await setupStep('check the engine and tools', async () => {
       await dockerOut(['version', '--format', '{{.Server.Version}}']);
-      for (const tool of ['zstd', 'tar', 'curl', 'openssl']) await run('bash', ['-c', `command -v ${tool}`]);
+      for (const tool of ['zstd', 'tar', 'curl', 'openssl', 'mke2fs', 'dumpe2fs', 'losetup', 'findmnt'])
+        await run('bash', ['-c', `command -v ${tool}`]);
+      if (process.getuid?.() !== 0) throw new Error('the benchmark runs as root (it mounts its own filesystem)');
       if (!fs.existsSync(path.join(REPO_ROOT, 'dist/main/index.js')))
         throw new Error('dist/ is missing: run `npm run build`');
       await docker(['image', 'inspect', BASE_IMAGE]).catch(() => {
         throw new Error(`${BASE_IMAGE} is not on the engine (nothing can be pulled here)`);
       });
-      if (access === 'sudo') await run('sudo', ['-n', 'true']);
     });
+    const scratch = await setupStep("make the run's filesystem", () =>
+      makeScratch(SCRATCH_PARENT, `setup-dind-bench-${runId}`, SCRATCH_BYTES, remove =>
+        cleanup.add("unmount and remove the run's filesystem", remove)
+      )
+    );
+    if (!scratch.info.journal) throw new Error(`the run's filesystem has no journal: ${JSON.stringify(scratch.info)}`);
+    scratchMount = scratch.mount;
+    tempDir = path.join(scratch.mount, 'run');
+    fs.mkdirSync(tempDir);
+    hostDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-bench-host-'));
+    cleanup.add(`remove ${hostDir}`, () => fs.rmSync(hostDir, { recursive: true, force: true }));
+    log(`  the run's filesystem: ${scratch.device} on ${scratch.mount} (${scratch.info.options}); host dir ${hostDir}`);
+    await setupStep("the action's node (scripts/node24.sh)", actionNode);
     await setupStep('dind image', prepareImage);
     await setupStep('snapshot the action (dist/, action.yml, runner emulation)', snapshotAction);
     record.machine = await machineInfo();
-    const server = await setupStep('start the cache service emulation', startCacheServer);
+    record.machine.scratch = { ...scratch.info, file: scratch.file, device: scratch.device, mkfs: scratch.mkfs };
+    record.machine.hostFs = await describeFs(hostDir);
+    const server = await setupStep('start the cache service emulation', () =>
+      startCacheServer({ rpcLatencyMs: cfg.rpcLatencyMs })
+    );
     cleanup.add('stop the cache service emulation', () => server.stop());
-    const content = await setupStep('plan content and start building it', () => startContent(cfg));
+    const content = await setupStep('plan content and start building it', startContent);
     const levels = record.levels;
     if (levels.length === 0) throw new Error('no content levels');
     const warm = levels.reduce(
@@ -715,61 +1176,35 @@ async function main(): Promise<void> {
       levels[0]
     );
     cfg.warmTargetMB = warm.targetMB;
-    const artifacts = new Map<number, { blob: string; tar: string }>();
-    const w: Warm = { server, artifacts, warm };
+    const w: Warm = { server, artifacts: new Map(), warm };
 
     // Set-up runs as one pipeline: each level is seeded once its images are built, while the next
-    // ones build; scenario 2c's archive and 2d's registry are made once the warm level's images exist.
-    let warmSeeded: () => void = () => undefined;
-    const warmReady = new Promise<void>(resolve => (warmSeeded = resolve));
+    // ones build; the docker save archive and the registry once the warm level's images exist, the jobs
+    // that restore the warm level (cache-dir, the scenario 3 image) once every level is seeded.
     const seeding = setupStep('build content and seed each level (in a row)', async () => {
-      try {
-        for (const level of levels) {
-          // Set-up, not a measurement: one retry, so that a flake does not end a long run.
-          await seed(server, content, level, artifacts).catch(error => {
-            log(`  seeding ${level.targetMB} MB failed, retrying once: ${(error as Error).message}`);
-            record.notes.push(`Seeding the ${level.targetMB} MB level failed once: ${(error as Error).message}`);
-            return seed(server, content, level, artifacts);
-          });
-          if (level === warm) warmSeeded();
-        }
-      } finally {
-        warmSeeded();
+      for (const level of levels) {
+        // Set-up, not a measurement: one retry, so that a flake does not end a long run.
+        await seed(server, content, level, w.artifacts).catch(error => {
+          if (cleanup.started) throw error;
+          log(`  seeding ${level.targetMB} MB failed, retrying once: ${(error as Error).message}`);
+          record.notes.push(`Seeding the ${level.targetMB} MB level failed once: ${(error as Error).message}`);
+          return seed(server, content, level, w.artifacts);
+        });
       }
     });
-    const prepare2c = setupStep(`prepare scenario 2c: docker save of the ${warm.targetMB} MB level`, async () => {
-      await levelImages(content, warm);
-      w.saveTar = path.join(tempDir, 'docker-save.tar');
-      await docker(['save', '--output', w.saveTar, ...warm.images], { timeoutMs: 30 * 60_000 });
-      record.setup['docker save archive bytes'] = fs.statSync(w.saveTar).size;
-    });
-    const prepare2d = setupStep(`prepare scenario 2d: docker-registry with the ${warm.targetMB} MB level`, async () => {
-      await levelImages(content, warm);
-      try {
-        w.registry = await prepareRegistry(warm);
-      } catch (error) {
-        record.notes.push(`Scenario 2d could not be prepared: ${(error as Error).message}`);
-        skipped.set(`S2/pull/${warm.targetMB}`, MAX_FAILURES);
-        log(`  2d skipped: ${(error as Error).message}`);
-      }
-    });
-    const prepare3 = setupStep(`prepare scenario 3: the ${warm.targetMB} MB level extracted`, async () => {
-      await warmReady;
-      const files = artifacts.get(warm.targetMB);
-      if (!files) return;
-      w.tree = path.join(tempDir, 'tree');
-      fs.mkdirSync(w.tree);
-      await sh(`${tarExtractPart()} <"$2"`, { args: [w.tree, files.tar] });
-    });
-    const outcomes = await Promise.allSettled([seeding, prepare2c, prepare2d, prepare3]);
+    const outcomes = await Promise.allSettled([seeding, ...(await prepareWarmExtras(w, content, seeding))]);
     const setupFailure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (setupFailure) throw setupFailure.reason;
     // Measurements start with every image built and nothing left to write back.
     await Promise.allSettled([...content.images.values()]);
     await settle();
+    // From here on, the cache service behaves as a blob store does: each download capped, each call a round trip away.
+    server.setDownloadCap(cfg.capBytesPerSecond);
 
-    await setupStep('scenario 1 (cold start)', () => scenario1(cfg));
-    await setupStep('scenarios 2, 3 and 4 (warm start, save, scaling)', () => warmAndScaling(cfg, w, levels));
+    await setupStep('scenario 1 (cold start)', scenario1);
+    await setupStep('scenarios 2 to 5 (warm start, post, scaling, back to back on the host)', () =>
+      warmAndScaling(w, levels)
+    );
   } catch (error) {
     failed = error as Error;
     log(`FAILED: ${failed.stack ?? failed.message}`);
@@ -793,7 +1228,8 @@ async function main(): Promise<void> {
     if (leftovers.stdout.trim())
       record.notes.push(`Containers left behind: ${leftovers.stdout.trim().split('\n').join(', ')}`);
   }
-  const written = writeReports(record, path.join(REPO_ROOT, 'bench'), cfg.quick ? '-quick' : '');
+  // Only a full run (every method) writes the committed results.
+  const written = writeReports(record, path.join(REPO_ROOT, 'bench'), cfg.quick || cfg.methods ? '-quick' : '');
   console.log(`\n${written.markdown}`);
   log(`wrote ${written.files.join(', ')}; total ${record.durationSeconds?.toFixed(0)} s`);
   if (failed || record.failures.length > 0) process.exitCode = 1;
@@ -803,7 +1239,8 @@ async function main(): Promise<void> {
 function reportOnly(file: string): void {
   const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as RunRecord & { computed?: unknown };
   delete saved.computed;
-  const written = writeReports(saved, path.dirname(path.resolve(file)), saved.config.quick ? '-quick' : '');
+  const suffix = saved.config.quick || saved.config.methods ? '-quick' : '';
+  const written = writeReports(saved, path.dirname(path.resolve(file)), suffix);
   console.log(`wrote ${written.files.join(', ')}`);
 }
 

@@ -29,6 +29,11 @@ export class Cleanup {
     };
   }
 
+  /** Whether the unwinding has begun (a signal, or the end): nothing new should start then. */
+  get started(): boolean {
+    return this.running !== undefined;
+  }
+
   /** Runs every registered removal, newest first; a failing one is reported and the rest still run. */
   runAll(): Promise<void> {
     this.running ??= (async () => {

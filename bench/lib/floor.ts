@@ -1,6 +1,8 @@
 // Scenario 1's floor: the same dind image running plain `dockerd` on a unix socket, no TLS, timed from
 // container create to the first answered ping. The socket sits in a host directory bind-mounted into
-// the container, so it is pinged directly, as often as every 10 ms, without `docker exec`.
+// the container, so it is pinged directly, as often as every 10 ms, without `docker exec`. Its
+// /var/lib/docker is a directory bind-mounted from `workDir` (the run's filesystem), not the outer
+// engine's anonymous volume: the floor writes where every other method writes.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -36,12 +38,14 @@ export async function floorStart(options: {
   const engine = new Docker({ socketPath: '/var/run/docker.sock' });
   const dir = fs.mkdtempSync(path.join(options.workDir, 'floor-'));
   const socket = path.join(dir, 'docker.sock');
+  const lib = path.join(dir, 'lib');
+  fs.mkdirSync(lib);
   const started = now();
   const container = await engine.createContainer({
     Image: options.image,
     Cmd: ['dockerd', '--host=unix:///bench-socket/docker.sock'],
     Labels: { [options.label]: options.runId },
-    HostConfig: { Privileged: true, Binds: [`${dir}:/bench-socket`] }
+    HostConfig: { Privileged: true, Binds: [`${dir}:/bench-socket`, `${lib}:/var/lib/docker`] }
   });
   options.onCreated(container.id);
   try {

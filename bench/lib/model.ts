@@ -1,7 +1,10 @@
 // What a run records: every sample with its repetition and position, the levels of content, the
 // machine. results.json is exactly this; results.md and the SVG are computed from it.
 
-export type Scenario = 'S1' | 'S2' | 'S3' | 'S4' | 'seed';
+import type { FsInfo } from './scratch';
+
+/** S1 cold start, S2 warm start, S3 post, S4 scaling, S5 back to back on the host's filesystem. */
+export type Scenario = 'S1' | 'S2' | 'S3' | 'S4' | 'S5' | 'probe' | 'seed';
 
 export interface Sample {
   scenario: Scenario;
@@ -34,12 +37,19 @@ export interface LevelInfo {
   key?: string;
   prefix?: string;
   version?: string;
+  /** Its manifest entry's size. */
+  manifestBytes?: number;
+  /** Parts the state spreads over. */
+  parts?: number;
+  /** Distinct frames its chunks use, and their compressed bytes: what a restore downloads. */
+  frames?: number;
   compressedBytes?: number;
-  /** Uncompressed size of the archive: what tar carries. */
+  /** Those frames decompressed (frames × 1 MiB): what the raw pipeline writes. */
+  uniqueBytes?: number;
+  /** Chunks × 1 MiB: what a restore writes into the image (the level's data size). */
   dataBytes?: number;
-  /** `du -sb` of the extracted tree (apparent sizes). */
-  treeBytes?: number;
-  files?: number;
+  /** The filesystem image's size as saved. */
+  filesystemBytes?: number;
 }
 
 export interface Machine {
@@ -47,9 +57,12 @@ export interface Machine {
   cpuModel: string;
   memoryBytes: number;
   kernel: string;
-  disk: string;
-  filesystem: string;
+  /** The run's own filesystem, where every method but scenario 5's writes. */
+  scratch?: FsInfo & { file: string; device: string; mkfs: string };
+  /** The host's filesystem (scenario 5's job roots, the cache service emulation's files). */
+  hostFs?: FsInfo;
   tempDir: string;
+  hostDir?: string;
   engine: string;
   dindImage: string;
   dindImageId: string;
@@ -60,6 +73,13 @@ export interface Machine {
 }
 
 export interface Config {
+  /** BENCH_METHODS: only these methods (development); undefined: all. */
+  methods?: string[];
+  /** The cache service emulation during measurements: download cap per response, latency per RPC. */
+  capBytesPerSecond: number;
+  rpcLatencyMs: number;
+  /** Parallel streams of the raw pipeline (the action's RESTORE_CONNECTIONS). */
+  streams: number;
   reps: number;
   s1Reps: number;
   sizesMB: number[];
