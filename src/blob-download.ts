@@ -72,12 +72,14 @@ export function download(url: string, options: { range?: [number, number]; maxBy
           reject(new DownloadError(`the download ended after ${size} of ${expected} bytes`, 0));
         else resolve(Buffer.concat(chunks, size));
       });
-      response.on('error', reject);
+      response.on('error', error =>
+        reject(error instanceof DownloadError ? error : new DownloadError(error.message, 0))
+      );
       response.on('aborted', () => reject(new DownloadError(`the download ended after ${size} bytes`, 0)));
     });
     request.setTimeout(STALL_MS, () =>
       request.destroy(new DownloadError(`the download stalled for ${STALL_MS / 1000} s`, 0))
     );
-    request.on('error', reject);
+    request.on('error', error => reject(error instanceof DownloadError ? error : new DownloadError(error.message, 0)));
   });
 }

@@ -3,7 +3,7 @@
 // each decompressed, checked against its hash and written at its chunks' offsets while the others
 // still arrive. The first failure stops everything; the caller then throws the image away.
 import type { FileHandle } from 'node:fs/promises';
-import { download } from './blob-download';
+import { download, DownloadError } from './blob-download';
 import { sha256 } from './data-image';
 import { CHUNK_BYTES, LOCAL_ONLY, type Frame, type Manifest } from './manifest';
 import { decompressFrame } from './zstd';
@@ -124,9 +124,11 @@ export async function writeState(
     }
   };
   const fetch = async (range: FrameRange) => {
-    const body = await download(urlOf(range.part), {
-      range: [range.start, range.end - 1],
-      maxBytes: range.end - range.start
+    const options = { range: [range.start, range.end - 1] as [number, number], maxBytes: range.end - range.start };
+    // A connection the store closed under a reused socket, or a server error: one more try.
+    const body = await download(urlOf(range.part), options).catch((error: unknown) => {
+      if (!(error instanceof DownloadError) || !(error.status === 0 || error.status >= 500)) throw error;
+      return download(urlOf(range.part), options);
     });
     progress.downloadedBytes += body.length;
     for (const index of range.frames) {

@@ -28,12 +28,22 @@ export async function zstdAvailable(): Promise<boolean> {
   );
 }
 
+/**
+ * zlib's output buffer for one frame: the whole chunk at once. zlib's default (16 KiB) makes a 1 MiB
+ * chunk take 64 round trips through the thread pool, twice the time (measured on Node 24).
+ */
+function bufferBytes(bytes: number): number {
+  return Math.max(64 * 1024, Math.min(bytes, 4 * 1024 * 1024));
+}
+
 export function compressFrame(data: Buffer): Promise<Buffer> {
   if (!builtIn) return cli([`-${ZSTD_LEVEL}`, '--quiet', '--stdout', '--no-check'], data, data.length + 65536);
   const zstd = builtIn;
   return new Promise((resolve, reject) =>
-    zstd.zstdCompress(data, { params: { [zstd.constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }, (error, result) =>
-      error ? reject(error) : resolve(result)
+    zstd.zstdCompress(
+      data,
+      { chunkSize: bufferBytes(data.length), params: { [zstd.constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } },
+      (error, result) => (error ? reject(error) : resolve(result))
     )
   );
 }
@@ -43,7 +53,7 @@ export function decompressFrame(frame: Buffer, maxBytes: number): Promise<Buffer
   if (!builtIn) return cli(['--decompress', '--quiet', '--stdout'], frame, maxBytes);
   const zstd = builtIn;
   return new Promise((resolve, reject) =>
-    zstd.zstdDecompress(frame, { maxOutputLength: maxBytes }, (error, result) => {
+    zstd.zstdDecompress(frame, { maxOutputLength: maxBytes, chunkSize: bufferBytes(maxBytes) }, (error, result) => {
       if (!error) resolve(result);
       else if ((error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE')
         reject(new FrameTooLargeError(`a frame decompresses to more than ${maxBytes} bytes`));
