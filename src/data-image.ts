@@ -33,6 +33,8 @@ export type DataMode = 'new' | 'restored';
  */
 export interface DataEvents {
   mounted: boolean;
+  /** How long checking, growing or making the filesystem and mounting it took, as the entrypoint says. */
+  mountedIn?: string;
   plain?: string;
   discarded?: string;
   unmounted: boolean;
@@ -43,8 +45,10 @@ export function parseDataEvents(text: string): DataEvents {
   for (const line of text.split('\n')) {
     const [word, ...rest] = line.trim().split(' ');
     const reason = rest.join(' ');
-    if (word === 'mounted') events.mounted = true;
-    else if (word === 'unmounted') events.unmounted = true;
+    if (word === 'mounted') {
+      events.mounted = true;
+      events.mountedIn = reason.replace(/^in /, '') || undefined;
+    } else if (word === 'unmounted') events.unmounted = true;
     else if (word === 'plain') events.plain = reason;
     else if (word === 'discarded') events.discarded = reason;
   }

@@ -291,6 +291,7 @@ function lateServerCertificate(placement: Placement): boolean {
 async function checkData(state: InstanceState, prepared: Prepared, timeline: Timeline): Promise<void> {
   if (prepared.dataDir === undefined) return;
   const events = await readDataEvents(state.instance.dataDir);
+  if (events.mountedIn) core.info(`The daemon's filesystem was ready in ${events.mountedIn}.`);
   const cache = prepared.cache;
   if (events.plain) {
     if (cache) core.warning(`Cache off: the daemon's data could not be kept in a filesystem image (${events.plain}).`);

@@ -80,7 +80,8 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
 
   for (const summary of containers) {
     const container = docker.getContainer(summary.Id);
-    if (summary.State === 'running') {
+    // Only a save needs the filesystem unmounted cleanly; otherwise the removal below ends it all at once.
+    if (summary.State === 'running' && decision?.save) {
       await timeline.phase('Stop the daemon', () =>
         attempt('stop the daemon', () => container.stop({ t: STOP_GRACE_SECONDS }), undefined)
       );

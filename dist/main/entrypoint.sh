@@ -172,6 +172,11 @@ mount_image() {
 	return 1
 }
 
+# Seconds since boot, to a hundredth (busybox's date has no sub-second format): the steps' times go
+# into the events, for main's log.
+now() { read -r up _ </proc/uptime && echo "$up"; }
+began="$(now)"
+
 mode="$(cat "$data/mode" 2>/dev/null || echo new)"
 if [ ! -e /dev/loop-control ] || ! command -v mke2fs >/dev/null 2>&1; then
 	note "plain no loop device or mke2fs in the dind container"
@@ -199,7 +204,7 @@ if ! mount_image; then
 	run "$@"
 fi
 prune
-note mounted
+note "mounted in $(awk -v a="$began" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }') s ($mode)"
 unmount() {
 	prune
 	if umount "$lib"; then note unmounted; fi

@@ -32,8 +32,13 @@ test.each<[string, string, object]>([
   ['a fresh filesystem, mounted and unmounted', 'mounted\nunmounted\n', { mounted: true, unmounted: true }],
   [
     'a restored one that failed its check',
-    "discarded the restored filesystem failed e2fsck's check: bad inode\nmounted\n",
-    { mounted: true, unmounted: false, discarded: "the restored filesystem failed e2fsck's check: bad inode" }
+    "discarded the restored filesystem failed e2fsck's check: bad inode\nmounted in 0.21 s (new)\n",
+    {
+      mounted: true,
+      mountedIn: '0.21 s (new)',
+      unmounted: false,
+      discarded: "the restored filesystem failed e2fsck's check: bad inode"
+    }
   ],
   [
     'no loop device',
