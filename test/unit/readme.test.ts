@@ -149,8 +149,11 @@ function referenceProblems(markdown: string): string[] {
 }
 
 /** The README's YAML blocks: step lists, jobs and `jobs:` maps, as they appear. */
+/** The README's workflow snippets: YAML blocks, but for Helm values (first line `# values.yaml …`). */
 function yamlBlocks(markdown: string): string[] {
-  return [...markdown.matchAll(/^```yaml\n([\s\S]*?)^```$/gm)].map(match => match[1]);
+  return [...markdown.matchAll(/^```yaml\n([\s\S]*?)^```$/gm)]
+    .map(match => match[1])
+    .filter(block => !block.startsWith('# values.yaml'));
 }
 
 /** A README block as a whole workflow: steps go into a job, jobs under `jobs:`, `on:` on top. */
