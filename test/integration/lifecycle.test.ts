@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { INSTANCE_LABEL } from '../../src/constants';
 import { Job, type StepResult } from '../support/runner';
 import { commands, expectCleanPosts, expectExit } from '../support/steps';
 import {
@@ -12,7 +13,6 @@ import {
   containerVolumes,
   danglingVolumes,
   inspectContainer,
-  INSTANCE_LABEL,
   labelled,
   namedLike,
   NESTED_BASE_IMAGE,
