@@ -11,7 +11,6 @@ import {
   danglingVolumes,
   inspectContainer,
   labelled,
-  namedLike,
   NESTED_BASE_IMAGE,
   outerOk,
   run,
@@ -351,20 +350,9 @@ ${NO_DOCKER_ENV} docker --context ${context} info --format 'name={{.Name}} image
     test('an invalid input names the input and creates nothing', async () => {
       const name = `invalid${unique()}`;
       await withJob({}, async job => {
-        const main = await job.runMain({ name, pull: 'sometimes' });
-        expectExit(main.result, 1, 'main');
-        expect(main.errors).toHaveLength(1);
-        expect(main.errors[0]).toContain("'pull'");
-        expect(main.errors[0]).toContain('sometimes');
-        expect(main.started).toBeUndefined();
-        expect(main.result.exported).toEqual({});
-        expect(main.outputs).toEqual({});
-        expect(await namedLike(`setup-dind-${name}-`)).toEqual({ containers: [], networks: [] });
-        expect(fs.readdirSync(job.temp)).toEqual([]);
-        expect(await contextNames(job)).toEqual(['default']);
-
-        const [post] = await job.post({ count: 1 });
-        expect(post.stdout).toMatch(/Nothing to clean up/);
+        const error = await job.expectRefused(await job.runMain({ name, pull: 'sometimes' }), name);
+        expect(error).toContain("'pull'");
+        expect(error).toContain('sometimes');
       });
     });
   });

@@ -1,32 +1,17 @@
 // What the cache suites share: the images they put into daemons, commands in a dind container, and
 // readings of a daemon's disk and of post's summary.
-import { execFile } from 'node:child_process';
-import { buildImage, NESTED_BASE_IMAGE, OUTER_SOCKET, outerEnv } from './engine';
+import { buildImage, NESTED_BASE_IMAGE, OUTER_SOCKET, run, type Exec } from './engine';
 import { buildTinyImage, TINY_IMAGE } from './images';
 import { loadFromOuter, summaryRows, type MainStep, type TestJob } from './job';
 
 /** Built on the outer engine in beforeAll: the tools the test images need (setcap, setfattr). */
 export const TOOLS_IMAGE = 'setup-dind-test/tools:trixie';
 
-export function sh(
-  script: string,
-  args: string[] = [],
-  timeoutMs = 120_000
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise(resolve => {
-    execFile(
-      'bash',
-      ['-c', `set -euo pipefail\nexport LC_ALL=C\n${script}`, 'bash', ...args],
-      { timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024, env: outerEnv() },
-      (error, stdout, stderr) => {
-        const code = error
-          ? typeof (error as { code?: unknown }).code === 'number'
-            ? (error as { code: number }).code
-            : 1
-          : 0;
-        resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() });
-      }
-    );
+/** A bash script (set -euo pipefail, the C locale) against the outer engine; never throws for its exit code. */
+export function sh(script: string, args: string[] = [], timeoutMs = 120_000): Promise<Exec> {
+  return run('bash', ['-c', `set -euo pipefail\nexport LC_ALL=C\n${script}`, 'bash', ...args], {
+    timeoutMs,
+    maxBuffer: 256 * 1024 * 1024
   });
 }
 

@@ -29,13 +29,17 @@ export function outerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 export function run(
   command: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; maxBuffer?: number } = {}
 ): Promise<Exec> {
   return new Promise(resolve => {
     execFile(
       command,
       args,
-      { env: options.env ?? outerEnv(), timeout: options.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 },
+      {
+        env: options.env ?? outerEnv(),
+        timeout: options.timeoutMs ?? 60_000,
+        maxBuffer: options.maxBuffer ?? 64 * 1024 * 1024
+      },
       (error, stdout, stderr) => {
         const code = error
           ? typeof (error as { code?: unknown }).code === 'number'

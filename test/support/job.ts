@@ -4,8 +4,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { CacheServer, CacheServerStats } from './cache-server';
-import { labelled, OUTER_SOCKET, Sweeper, TEST_IMAGE, type Started } from './engine';
+import { labelled, namedLike, OUTER_SOCKET, Sweeper, TEST_IMAGE, type Started } from './engine';
 import { account, Job, type StepResult } from './runner';
 import { commands, expectExit } from './steps';
 
@@ -225,6 +226,28 @@ export class TestJob {
   /** A post step with this state, outside of the job's queue (the runner runs none such: a test's own). */
   runPost(state: Record<string, string>, inputs: Record<string, string> = {}): Promise<StepResult> {
     return this.job.runPost(state, inputs);
+  }
+
+  /**
+   * Main refused before making anything: it exited 1 with one error, saved no state and set no output
+   * or variable; no container or network is named after it (`setup-dind-<name>-`), RUNNER_TEMP is empty
+   * and the job's HOME has no Docker CLI contexts; its post has nothing to clean up. Returns the error.
+   */
+  async expectRefused(main: MainRun, name: string): Promise<string> {
+    expectExit(main.result, 1, 'main');
+    expect(main.errors).toHaveLength(1);
+    expect(main.started).toBeUndefined();
+    expect({ state: main.result.state, outputs: main.outputs, exported: main.result.exported }).toEqual({
+      state: {},
+      outputs: {},
+      exported: {}
+    });
+    expect(await namedLike(`setup-dind-${name}-`)).toEqual({ containers: [], networks: [] });
+    expect(fs.readdirSync(this.job.temp)).toEqual([]);
+    expect(fs.existsSync(path.join(this.home, '.docker', 'contexts'))).toBe(false);
+    const [post] = await this.post({ warnings: 0, count: 1 });
+    expect(post.stdout).toMatch(/Nothing to clean up/);
+    return main.errors[0];
   }
 
   /** Every instance the job's mains started is gone (`expectInstanceGone`), and RUNNER_TEMP is empty. */
