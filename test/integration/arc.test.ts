@@ -17,18 +17,27 @@
 // The pods have no network but loopback: nothing can be pulled (images are `docker save | docker load`ed
 // into the sidecar's engine), and the cache service emulation, which listens on this machine's
 // 127.0.0.1, is relayed onto the pod's 127.0.0.1 through a unix socket in a mounted directory.
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { actionMounts, ContainerSteps } from '../support/container-job';
-import { buildImage, labelled, outer, OUTER_SOCKET, outerEnv, outerOk, run, TEST_IMAGE } from '../support/engine';
+import {
+  buildImage,
+  labelled,
+  outer,
+  OUTER_SOCKET,
+  outerEnv,
+  outerOk,
+  run,
+  savedInstance,
+  TEST_IMAGE
+} from '../support/engine';
 import { buildHttpdImage, buildJobImage, HTTPD_IMAGE, JOB_IMAGE } from '../support/images';
-import { BASE_INPUTS, NO_DOCKER_ENV, summaryRows } from '../support/job';
+import { BASE_INPUTS, loadFromOuter, summaryRows, unique } from '../support/job';
 import type { StepResult } from '../support/runner';
-import { commands, expectExit } from '../support/steps';
+import { commands, expectCleanMain, expectCleanPosts, expectExit } from '../support/steps';
 
 jest.setTimeout(20 * 60_000);
 
@@ -54,8 +63,6 @@ const DOCKER_GROUP_GID = 123;
 const JOB_POD_WORK = '/__w';
 /** The runner's layout under the work directory: _temp, and <repository>/<repository>. */
 const REPOSITORY = 'repo';
-
-const unique = () => randomBytes(3).toString('hex');
 
 let server: CacheServer;
 const pods = new Set<Pod>();
@@ -282,23 +289,9 @@ class Pod {
 
 /** The instance main saved in its state: its id and certificate directory (a pod path). */
 function instanceOf(main: StepResult): { id: string; certDir: string } {
-  if (!main.state.instance) throw new Error(`main saved no instance state:\n${main.stdout}\n${main.stderr}`);
-  return (JSON.parse(main.state.instance) as { instance: { id: string; certDir: string } }).instance;
-}
-
-/** Main succeeded without a warning. */
-function expectCleanMain(main: StepResult): void {
-  expectExit(main, 0, 'main');
-  expect(commands(main.stdout, 'warning')).toEqual([]);
-}
-
-/** Post succeeded without a warning or an error. */
-function expectCleanPost(post: StepResult): void {
-  expectExit(post, 0, 'post');
-  expect({ warnings: commands(post.stdout, 'warning'), errors: commands(post.stdout, 'error') }).toEqual({
-    warnings: [],
-    errors: []
-  });
+  const saved = savedInstance(main.state);
+  if (!saved) throw new Error(`main saved no instance state:\n${main.stdout}\n${main.stderr}`);
+  return saved.instance;
 }
 
 const lines = (text: string) => text.split('\n').filter(Boolean);
@@ -375,12 +368,13 @@ describe("actions-runner-controller's dind mode", () => {
     );
 
     // A later step: the job's file, a nested container through the exported DOCKER_HOST that reads it
-    // through a relative bind mount and writes back. The image comes from the sidecar's engine (as a
-    // pull would: nothing can be pulled here) and is what the cache will carry.
+    // through a relative bind mount and writes back. The image comes from the sidecar's engine, the
+    // runner's own at ${SOCKET_DIR}/docker.sock, which is loadFromOuter's (as a pull would: nothing can be
+    // pulled here), and is what the cache will carry.
     const step = await job1.run(
       `echo "user=$(id -un) groups=$(id -Gn) socket=$(stat -c '%U:%G %a' ${SOCKET_DIR}/docker.sock)"
 echo "workspace ${token}" > marker
-${NO_DOCKER_ENV} docker -H unix://${SOCKET_DIR}/docker.sock save ${HTTPD_IMAGE} | docker load --quiet
+${loadFromOuter(HTTPD_IMAGE)}
 docker info --format 'daemon={{.Name}}'
 docker run --rm -v ./:/src ${HTTPD_IMAGE} sh -c 'cat /src/marker; echo "nested ${token}" > /src/from-nested'`
     );
@@ -392,7 +386,7 @@ docker run --rm -v ./:/src ${HTTPD_IMAGE} sh -c 'cat /src/marker; echo "nested $
     expect(fs.readFileSync(path.join(first.onHost(first.workspace), 'from-nested'), 'utf8')).toBe(`nested ${token}\n`);
 
     const post1 = await job1.runPost(main1.state, inputs);
-    expectCleanPost(post1);
+    expectCleanPosts([post1], 1);
     expect(summaryRows(post1.summary).Cache).toMatch(/^saved /);
     const saved = server.entries().find(entry => entry.key.includes(`-arc-${token}+`));
     expect(saved).toBeDefined();
@@ -417,7 +411,7 @@ docker run --rm ${HTTPD_IMAGE} echo "restored ${token}"`
     expect(restored.stdout).toContain(`restored ${token}\n`);
 
     const post2 = await job2.runPost(main2.state, inputs);
-    expectCleanPost(post2);
+    expectCleanPosts([post2], 1);
     await expectNothingLeft(second, instance2);
     await second.remove();
   });

@@ -14,11 +14,11 @@ import {
   diskManifest,
   expectLoadAndRun,
   imageTags,
-  savedKeyOf,
-  TINY_IMAGE
+  savedKeyOf
 } from '../support/cache-helpers';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { labelled, outerOk } from '../support/engine';
+import { TINY_IMAGE } from '../support/images';
 import { BUILD, delta, loadFromOuter, summaryRows, sweepAll, TestJob, withJob } from '../support/job';
 import { commands, expectExit } from '../support/steps';
 

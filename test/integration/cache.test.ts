@@ -16,7 +16,6 @@ import { startCacheServer, type CacheFault, type CacheServer } from '../support/
 import { saveImageAs, writeEntry, writeForeignEntry } from '../support/craft';
 import { inspectContainer, OUTER_SOCKET, TEST_IMAGE } from '../support/engine';
 import {
-  account,
   BUILD,
   delta,
   loadFromOuter,
@@ -27,6 +26,7 @@ import {
   withJob,
   type MainStep
 } from '../support/job';
+import { account } from '../support/runner';
 import { commands } from '../support/steps';
 import {
   buildOuterImages,
@@ -38,10 +38,10 @@ import {
   inDind,
   savedKeyOf,
   shOk,
-  TINY_IMAGE,
   TOOLS_IMAGE,
   uploadSummary
 } from '../support/cache-helpers';
+import { TINY_IMAGE } from '../support/images';
 
 /** Built inside the inner daemon by the round trip: the file-system features overlay2 must keep. */
 const LAYERS_IMAGE = 'setup-dind-test/cached:layers';

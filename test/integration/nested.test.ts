@@ -4,80 +4,37 @@
 // daemon, MTU / registry settings / swarm, and a server certificate that names the container's address.
 // Nothing can be pulled here: images are built on the outer engine from debian:trixie-slim and
 // `docker save | docker load`ed into each daemon.
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ContainerSteps, actionMounts } from '../support/container-job';
+import { inspectContainer, labelled, NESTED_BASE_IMAGE, outer, outerOk, run } from '../support/engine';
 import { buildHttpdImage, buildJobImage, HTTPD_IMAGE, JOB_IMAGE } from '../support/images';
-import { Job, REPO_ROOT, type StepResult } from '../support/runner';
-import { commands, expectCleanPosts, expectExit } from '../support/steps';
 import {
-  inspectContainer,
-  labelled,
-  NESTED_BASE_IMAGE,
-  OUTER_SOCKET,
-  outer,
-  outerOk,
-  run,
-  Sweeper,
-  TEST_IMAGE,
-  type Started
-} from '../support/engine';
+  BASE_INPUTS,
+  contextNames,
+  expectInstanceGone,
+  loadFromOuter,
+  NO_DOCKER_ENV,
+  recordInstance,
+  sweepAll,
+  unique,
+  withJob
+} from '../support/job';
+import { REPO_ROOT } from '../support/runner';
+import { expectCleanMain, expectCleanPosts, expectExit } from '../support/steps';
 
 jest.setTimeout(150_000);
 
-/** What every test passes to main: the local image, no registry, no cache service. */
-const BASE_INPUTS = { image: TEST_IMAGE, pull: 'never', cache: 'false' };
-/** Hides the exported variables, which override any context. */
-const NO_DOCKER_ENV = 'env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT';
-
-/** A `run:` step's way to get images into the daemon, since nothing can be pulled. */
-const load = (...images: string[]) =>
-  `${NO_DOCKER_ENV} docker -H ${OUTER_SOCKET} save ${images.join(' ')} | docker load`;
-const LOAD_HTTPD = load(HTTPD_IMAGE);
-
-const sweeper = new Sweeper();
-const homes = new WeakMap<Job, string>();
+const LOAD_HTTPD = loadFromOuter(HTTPD_IMAGE);
 
 beforeAll(async () => {
   await Promise.all([buildHttpdImage(), buildJobImage()]);
 }, 10 * 60_000);
 
-afterAll(async () => {
-  // Only after each test has asserted that nothing was left: this is for a test that failed halfway.
-  const removed = await sweeper.sweep();
-  if (removed.length > 0) console.warn(`Swept what failed tests left behind:\n  ${removed.join('\n  ')}`);
-});
-
-/** A job whose steps have a HOME of their own, so their Docker CLI contexts are theirs alone. */
-function newJob(): Job {
-  const job = new Job();
-  homes.set(job, job.ownHome());
-  return job;
-}
-
-/** Main with the test defaults; records the instance for the afterAll sweep. */
-async function runMain(
-  job: Job,
-  inputs: Record<string, string> = {}
-): Promise<{ result: StepResult; started?: Started }> {
-  const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
-  return { result, started: sweeper.record(result.state, homes.get(job)!) };
-}
-
-/** Main succeeded without a warning. */
-function expectCleanMain(main: StepResult): void {
-  expectExit(main, 0, 'main');
-  expect(commands(main.stdout, 'warning')).toEqual([]);
-}
-
-/** Nothing of the instance is left on the outer engine, nor its certificates at `certDir` (a runner path). */
-async function expectInstanceGone(started: Started, certDir = started.certDir): Promise<void> {
-  expect(await labelled(started.id)).toEqual({ containers: [], networks: [], volumes: [] });
-  expect(fs.existsSync(certDir)).toBe(false);
-}
+// Only after each test has asserted that nothing was left: this is for a test that failed halfway.
+afterAll(sweepAll);
 
 /** A TCP port nothing listens on now on 127.0.0.1. */
 function freePort(): Promise<number> {
@@ -94,16 +51,12 @@ function freePort(): Promise<number> {
 /** curl in a step: retries while a just-started nested server (or the port proxies before it) is not up yet. */
 const CURL = 'curl --silent --show-error --fail --max-time 5 --retry 10 --retry-delay 1 --retry-all-errors';
 
-const unique = () => randomBytes(3).toString('hex');
-
 describe('nested Docker as on a host', () => {
   test('default mounts: the workspace and RUNNER_TEMP are the same paths in nested containers, both ways, also for compose (v1) relative binds', async () => {
-    const job = newJob();
     const token = unique();
-    try {
-      const { result: main, started } = await runMain(job);
-      expectCleanMain(main);
-      expect(started).toBeDefined();
+    await withJob({}, async job => {
+      const main = await job.main();
+      expect(main.warnings).toEqual([]);
 
       // The dind container bind-mounts both runner paths at the same path (cache off: nothing else).
       const container = await inspectContainer(main.outputs['container-id']);
@@ -111,21 +64,20 @@ describe('nested Docker as on a host', () => {
       expect(binds.sort()).toEqual([`${job.temp}:${job.temp}`, `${job.workspace}:${job.workspace}`].sort());
 
       // A file the runner writes is seen by a nested container through `-v "$PWD":/src`; RUNNER_TEMP too.
-      const step = await job.run(
-        `${load(NESTED_BASE_IMAGE)}
+      const step = await job.step(
+        `${loadFromOuter(NESTED_BASE_IMAGE)}
 echo "runner wrote ${token}" > file
 echo "temp ${token}" > "$RUNNER_TEMP/in-temp"
 docker run --rm -v "$PWD":/src ${NESTED_BASE_IMAGE} cat /src/file
 docker run --rm -v "$RUNNER_TEMP":/t ${NESTED_BASE_IMAGE} cat /t/in-temp
-docker run --rm -v "$PWD":/src ${NESTED_BASE_IMAGE} sh -c 'echo "nested wrote ${token}" > /src/from-nested'`
+docker run --rm -v "$PWD":/src ${NESTED_BASE_IMAGE} sh -c 'echo "nested wrote ${token}" > /src/from-nested'`,
+        'step with nested bind mounts'
       );
-      expectExit(step, 0, 'step with nested bind mounts');
       expect(step.stdout).toContain(`runner wrote ${token}\n`);
       expect(step.stdout).toContain(`temp ${token}\n`);
 
       // What the nested container wrote is on the runner, for a later step.
-      const later = await job.run('cat from-nested');
-      expectExit(later, 0, 'later step reading the nested file');
+      const later = await job.step('cat from-nested', 'later step reading the nested file');
       expect(later.stdout).toBe(`nested wrote ${token}\n`);
 
       // Debian's docker-compose (v1, python) through the exported DOCKER_HOST / DOCKER_TLS_VERIFY /
@@ -146,60 +98,50 @@ services:
       // This machine exports REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (the system bundle), and python
       // requests lets them override the CA that docker-py passes (psf/requests#4726): unset here, as on
       // a GitHub runner, which does not set them.
-      const compose = await job.run(
+      const compose = await job.step(
         `unset REQUESTS_CA_BUNDLE CURL_CA_BUNDLE
 cd app
 docker-compose version --short
 docker-compose -p nested${token} run --rm app
-docker-compose -p nested${token} down`
+docker-compose -p nested${token} down`,
+        'docker-compose (v1) with a relative bind mount'
       );
-      expectExit(compose, 0, 'docker-compose (v1) with a relative bind mount');
       expect(compose.stdout).toMatch(/^1\.29\./);
       expect(compose.stdout).toContain(`compose input ${token}\n`);
       expect(fs.readFileSync(path.join(job.workspace, 'app', 'data', 'out.txt'), 'utf8')).toBe(
         `compose wrote ${token}\n`
       );
 
-      expectCleanPosts(await job.finish(), 1);
-      await expectInstanceGone(started!);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+      await job.post({ warnings: 0, count: 1 });
+    });
   });
 
   test('mounts: none bind-mounts nothing: a nested `-v "$PWD":/src` sees an empty directory of the daemon', async () => {
-    const job = newJob();
-    try {
-      const { result: main, started } = await runMain(job, { mounts: 'none' });
-      expectCleanMain(main);
+    await withJob({}, async job => {
+      const main = await job.main({ mounts: 'none' });
+      expect(main.warnings).toEqual([]);
       const container = await inspectContainer(main.outputs['container-id']);
       expect((container.HostConfig as unknown as { Binds: string[] | null }).Binds ?? []).toEqual([]);
       expect(container.Mounts.filter(mount => mount.Type === 'bind')).toEqual([]);
 
-      const step = await job.run(
+      const step = await job.step(
         `${LOAD_HTTPD}
 echo runner > file
-docker run --rm -v "$PWD":/src ${HTTPD_IMAGE} sh -c 'echo "entries=$(ls -A /src | wc -l)"; test ! -e /src/file && echo absent'`
+docker run --rm -v "$PWD":/src ${HTTPD_IMAGE} sh -c 'echo "entries=$(ls -A /src | wc -l)"; test ! -e /src/file && echo absent'`,
+        'step with mounts: none'
       );
-      expectExit(step, 0, 'step with mounts: none');
       expect(step.stdout).toContain('entries=0\nabsent\n');
 
-      expectCleanPosts(await job.finish(), 1);
-      await expectInstanceGone(started!);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+      await job.post({ warnings: 0, count: 1 });
+    });
   });
 
   test('ports and ip: nested published ports are reached on 127.0.0.1 through `ports`, and at the `ip` output without it; the server certificate names that ip', async () => {
-    const job = newJob();
     const [same, runnerPort] = [await freePort(), await freePort()];
-    try {
+    await withJob({}, async job => {
       // Both forms: PORT (the same on both sides) and RUNNER_PORT:DIND_PORT.
-      const { result: main, started } = await runMain(job, { ports: `${same}\n${runnerPort}:8080` });
-      expectCleanMain(main);
+      const main = await job.main({ ports: `${same}\n${runnerPort}:8080` });
+      expect(main.warnings).toEqual([]);
 
       const container = await inspectContainer(main.outputs['container-id']);
       expect(container.HostConfig.PortBindings).toEqual({
@@ -212,25 +154,25 @@ docker run --rm -v "$PWD":/src ${HTTPD_IMAGE} sh -c 'echo "entries=$(ls -A /src 
       const ip = main.outputs.ip;
       expect(ip).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
       const networks = container.NetworkSettings.Networks as Record<string, { IPAddress: string }>;
-      expect(Object.keys(networks)).toEqual([`setup-dind-dind-${started!.id}`]);
-      expect(networks[`setup-dind-dind-${started!.id}`].IPAddress).toBe(ip);
-      expect(main.exported.TESTCONTAINERS_HOST_OVERRIDE).toBe(ip);
+      expect(Object.keys(networks)).toEqual([`setup-dind-dind-${main.started.id}`]);
+      expect(networks[`setup-dind-dind-${main.started.id}`].IPAddress).toBe(ip);
+      expect(main.result.exported.TESTCONTAINERS_HOST_OVERRIDE).toBe(ip);
 
-      const start = await job.run(
+      await job.step(
         `${LOAD_HTTPD}
 docker run -d -p ${same}:80 -e MESSAGE=same-port ${HTTPD_IMAGE} >/dev/null
 docker run -d -p 8080:80 -e MESSAGE=mapped-port ${HTTPD_IMAGE} >/dev/null
 docker run -d -p 8081:80 -e MESSAGE=at-ip ${HTTPD_IMAGE} >/dev/null
-docker ps --format '{{.Ports}}' | sort`
+docker ps --format '{{.Ports}}' | sort`,
+        'step starting nested servers'
       );
-      expectExit(start, 0, 'step starting nested servers');
 
-      const reach = await job.run(
+      const reach = await job.step(
         `echo "1: $(${CURL} http://127.0.0.1:${same}/)"
 echo "2: $(${CURL} http://127.0.0.1:${runnerPort}/)"
-echo "3: $(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8081/")"`
+echo "3: $(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8081/")"`,
+        'later step reaching the nested servers'
       );
-      expectExit(reach, 0, 'later step reaching the nested servers');
       expect(reach.stdout).toBe('1: same-port\n2: mapped-port\n3: at-ip\n');
 
       // The daemon's TLS port at the ip (by address, and by the container's name resolved to it):
@@ -242,7 +184,7 @@ echo "3: $(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8081/")"`
         run('curl', ['--silent', '--show-error', '--fail', '--max-time', '10', ...certs, ...args]);
       const byIp = await curl(`https://${ip}:2376/_ping`);
       expect({ code: byIp.code, body: byIp.stdout, stderr: byIp.stderr }).toEqual({ code: 0, body: 'OK', stderr: '' });
-      const name = `setup-dind-dind-${started!.id}`;
+      const name = `setup-dind-dind-${main.started.id}`;
       const byName = await curl('--resolve', `${name}:2376:${ip}`, `https://${name}:2376/_ping`);
       expect({ code: byName.code, body: byName.stdout, stderr: byName.stderr }).toEqual({
         code: 0,
@@ -250,27 +192,22 @@ echo "3: $(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8081/")"`
         stderr: ''
       });
 
-      expectCleanPosts(await job.finish(), 1);
-      await expectInstanceGone(started!);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+      await job.post({ warnings: 0, count: 1 });
+    });
   });
 
   test('Testcontainers (the npm client) runs a container and reaches its mapped port through the exported environment alone', async () => {
-    const job = newJob();
     const token = unique();
     const scriptDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-nested-tc-'));
     try {
-      const { result: main, started } = await runMain(job);
-      expectCleanMain(main);
-      const loaded = await job.run(LOAD_HTTPD);
-      expectExit(loaded, 0, 'loading the images');
+      await withJob({}, async job => {
+        const main = await job.main();
+        expect(main.warnings).toEqual([]);
+        await job.step(LOAD_HTTPD, 'loading the images');
 
-      fs.writeFileSync(
-        path.join(scriptDir, 'tc.js'),
-        `const { GenericContainer, Wait } = require('testcontainers');
+        fs.writeFileSync(
+          path.join(scriptDir, 'tc.js'),
+          `const { GenericContainer, Wait } = require('testcontainers');
 (async () => {
   const container = await new GenericContainer(${JSON.stringify(HTTPD_IMAGE)})
     .withEnvironment({ MESSAGE: ${JSON.stringify(`testcontainers ${token}`)} })
@@ -287,50 +224,47 @@ echo "3: $(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8081/")"`
   }
 })().catch(error => { console.error(error); process.exit(1); });
 `
-      );
-      // Nothing but the job's environment (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
-      // TESTCONTAINERS_HOST_OVERRIDE), except TESTCONTAINERS_RYUK_DISABLED: the reaper's image
-      // (testcontainers/ryuk) cannot be pulled here, as no registry is reachable.
-      const step = await job.run(`cd ${scriptDir} && node tc.js`, {
-        NODE_PATH: path.join(REPO_ROOT, 'node_modules'),
-        TESTCONTAINERS_RYUK_DISABLED: 'true'
+        );
+        // Nothing but the job's environment (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
+        // TESTCONTAINERS_HOST_OVERRIDE), except TESTCONTAINERS_RYUK_DISABLED: the reaper's image
+        // (testcontainers/ryuk) cannot be pulled here, as no registry is reachable.
+        const step = await job.run(`cd ${scriptDir} && node tc.js`, {
+          NODE_PATH: path.join(REPO_ROOT, 'node_modules'),
+          TESTCONTAINERS_RYUK_DISABLED: 'true'
+        });
+        expectExit(step, 0, 'step running Testcontainers');
+        expect(step.stdout).toContain(`host=${main.outputs.ip}\n`);
+        expect(step.stdout).toContain(`status=200 body=testcontainers ${token}\n`);
+
+        // Testcontainers removed its container itself.
+        const left = await job.run('docker ps --all --quiet | wc -l');
+        expect(left.stdout.trim()).toBe('0');
+
+        await job.post({ warnings: 0, count: 1 });
       });
-      expectExit(step, 0, 'step running Testcontainers');
-      expect(step.stdout).toContain(`host=${main.outputs.ip}\n`);
-      expect(step.stdout).toContain(`status=200 body=testcontainers ${token}\n`);
-
-      // Testcontainers removed its container itself.
-      const left = await job.run('docker ps --all --quiet | wc -l');
-      expect(left.stdout.trim()).toBe('0');
-
-      expectCleanPosts(await job.finish(), 1);
-      await expectInstanceGone(started!);
     } finally {
-      await job.finish();
-      job.cleanup();
       fs.rmSync(scriptDir, { recursive: true, force: true });
     }
   });
 
   test('mtu, registry-mirrors and insecure-registries reach the daemon: nested default and user networks get the MTU', async () => {
-    const job = newJob();
-    try {
-      const { result: main, started } = await runMain(job, {
+    await withJob({}, async job => {
+      const main = await job.main({
         mtu: '1400',
         'registry-mirrors': 'http://mirror.invalid:5000',
         'insecure-registries': '10.0.0.0/8'
       });
-      expectCleanMain(main);
+      expect(main.warnings).toEqual([]);
 
-      const step = await job.run(
+      const step = await job.step(
         `${LOAD_HTTPD}
 docker info --format 'mirrors={{json .RegistryConfig.Mirrors}} cidrs={{json .RegistryConfig.InsecureRegistryCIDRs}}'
 echo "default=$(docker run --rm ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"
 docker network create user-net >/dev/null
 echo "user-net option=$(docker network inspect user-net --format '{{index .Options "com.docker.network.driver.mtu"}}')"
-echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"`
+echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"`,
+        'step reading the daemon settings'
       );
-      expectExit(step, 0, 'step reading the daemon settings');
       const mirrors = JSON.parse(/mirrors=(\S+)/.exec(step.stdout)![1]) as string[];
       const cidrs = JSON.parse(/cidrs=(\S+)/.exec(step.stdout)![1]) as string[];
       expect(mirrors.map(mirror => mirror.replace(/\/$/, ''))).toEqual(['http://mirror.invalid:5000']);
@@ -339,19 +273,14 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
       expect(step.stdout).toContain('user-net option=1400\n');
       expect(step.stdout).toContain('user-net=1400\n');
 
-      expectCleanPosts(await job.finish(), 1);
-      await expectInstanceGone(started!);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+      await job.post({ warnings: 0, count: 1 });
+    });
   });
 
   test('swarm: true makes an active single-node swarm where a stack of a locally loaded image gets a running task', async () => {
-    const job = newJob();
-    try {
-      const { result: main, started } = await runMain(job, { swarm: 'true' });
-      expectCleanMain(main);
+    await withJob({}, async job => {
+      const main = await job.main({ swarm: 'true' });
+      expect(main.warnings).toEqual([]);
 
       fs.writeFileSync(
         path.join(job.workspace, 'stack.yml'),
@@ -387,12 +316,8 @@ echo "reply=$(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8082/")"`
       // Published by the task, at the ip output.
       expect(step.stdout).toContain('reply=from-swarm\n');
 
-      expectCleanPosts(await job.finish(), 1);
-      await expectInstanceGone(started!);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+      await job.post({ warnings: 0, count: 1 });
+    });
   });
 });
 
@@ -470,11 +395,11 @@ describe('a job running in a container', () => {
     try {
       await job.start();
       const main = await job.runMain({ ...BASE_INPUTS, context: '', 'wait-timeout': '20' });
-      const started = sweeper.record(main.state, ContainerJob.HOME);
+      const started = recordInstance(main, ContainerJob.HOME);
       expectCleanMain(main);
       const step = await job.run(
         `echo "runner=$(cat /sys/class/net/eth0/mtu)"
-${NO_DOCKER_ENV} docker -H unix:///var/run/docker.sock save ${HTTPD_IMAGE} | docker load >/dev/null
+${LOAD_HTTPD}
 echo "default=$(docker run --rm ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"
 docker network create user-net >/dev/null
 echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"`
@@ -488,7 +413,7 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
       expectCleanPosts([post], 1);
       await expectInstanceGone(started!, path.join(job.hostTemp, `setup-dind-dind-${started!.id}`));
     } finally {
-      if (!posted) await sweeper.sweep();
+      if (!posted) await sweepAll();
       await job.remove();
     }
   }, 180_000);
@@ -501,7 +426,7 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
       await job.start();
       // A shorter wait than the default 60 s: the daemon answers in seconds, and a main that cannot reach it fails sooner.
       const main = await job.runMain({ ...BASE_INPUTS, 'wait-timeout': '20' });
-      const started = sweeper.record(main.state, ContainerJob.HOME);
+      const started = recordInstance(main, ContainerJob.HOME);
       expect(started).toBeDefined();
       const containerName = `setup-dind-dind-${started!.id}`;
       const expected = {
@@ -533,7 +458,7 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
       const step = await job.run(
         `getent hosts ${containerName} | awk '{print "resolves=" $1}'
 ls "$DOCKER_CERT_PATH" | xargs echo certs:
-${NO_DOCKER_ENV} docker -H unix:///var/run/docker.sock save ${HTTPD_IMAGE} | docker load
+${LOAD_HTTPD}
 docker info --format 'name={{.Name}}'
 docker run --rm -v ${ContainerJob.WORKSPACE}:/src ${HTTPD_IMAGE} sh -c 'cat /src/marker; echo "nested ${token}" > /src/from-nested'
 docker run -d -p 8080:80 -e MESSAGE=from-job-container ${HTTPD_IMAGE} >/dev/null
@@ -594,13 +519,7 @@ cd app && docker compose -p nested${token} run --rm app && docker compose -p nes
         Containers: Record<string, { Name: string }>;
       }>;
       expect(Object.values(jobNetwork[0].Containers).map(c => c.Name)).toEqual([job.name]);
-      const contexts = await job.run(`${NO_DOCKER_ENV} docker context ls --format '{{.Name}}'`);
-      expect(
-        contexts.stdout
-          .split('\n')
-          .map(line => line.replace(/\s*\*$/, '').trim())
-          .filter(Boolean)
-      ).toEqual(['default']);
+      expect(await contextNames(job)).toEqual(['default']);
 
       // Main itself: succeeded, exported the daemon by name, and its outputs say where it is.
       expectCleanMain(main);
@@ -612,7 +531,7 @@ cd app && docker compose -p nested${token} run --rm app && docker compose -p nes
         context: 'dind'
       });
     } finally {
-      if (!posted) await sweeper.sweep();
+      if (!posted) await sweepAll();
       await job.remove();
     }
   }, 180_000);

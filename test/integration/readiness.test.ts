@@ -2,9 +2,9 @@
 // daemon that answers once and then goes away for a while (the port proxy resets every connection
 // meanwhile), main must not hand that daemon over after its first answer (src/daemon.ts waitForDaemon).
 import * as fs from 'node:fs';
-import { Job } from '../support/runner';
+import { buildImage, outer, TEST_IMAGE } from '../support/engine';
+import { sweepAll, withJob } from '../support/job';
 import { expectExit } from '../support/steps';
-import { buildImage, outer, Sweeper, TEST_IMAGE } from '../support/engine';
 
 jest.setTimeout(180_000);
 
@@ -37,8 +37,6 @@ sleep 5
 exec /usr/sbin/dockerd "$@"
 `;
 
-const sweeper = new Sweeper();
-
 beforeAll(async () => {
   const encoded = Buffer.from(FLAP_SCRIPT).toString('base64');
   await buildImage(
@@ -47,18 +45,11 @@ beforeAll(async () => {
   );
 }, 600_000);
 
-afterAll(async () => {
-  const removed = await sweeper.sweep();
-  if (removed.length > 0) console.warn(`Swept what failed tests left behind:\n  ${removed.join('\n  ')}`);
-});
+afterAll(sweepAll);
 
 test('a daemon that answers once and then drops connections is not handed to later steps until it answers steadily', async () => {
-  const job = new Job();
-  job.ownHome();
-  try {
-    const main = await job.runMain({ image: FLAP_IMAGE, pull: 'never', cache: 'false', context: 'dind' });
-    sweeper.record(main.state, job.env.HOME);
-    expectExit(main, 0, 'main');
+  const root = await withJob({}, async job => {
+    const main = await job.main({ image: FLAP_IMAGE, context: 'dind' });
     // Right after main, as a workflow's next step would: every call must succeed.
     const step = await job.run(
       `fails=0
@@ -74,10 +65,8 @@ echo "failed calls: $fails"
     expect(log.stdout + log.stderr).toContain(STOPPING);
     expectExit(step, 0, 'step right after main');
     expect(step.stdout).toContain('failed calls: 0');
-  } finally {
-    const posts = await job.finish();
-    for (const post of posts) expectExit(post, 0, 'post');
-    job.cleanup();
-    expect(fs.existsSync(job.root)).toBe(false);
-  }
+    await job.post();
+    return job.root;
+  });
+  expect(fs.existsSync(root)).toBe(false);
 });

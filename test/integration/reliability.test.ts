@@ -2,75 +2,61 @@
 // emulation: inputs that must be refused before anything is made, faults during and between the steps,
 // and what an attacker on the runner could find (listeners, keys, logs, certificate lifetimes).
 // What lifecycle.test.ts and cache.test.ts already prove is not repeated here (see docs/reliability.md).
-import { spawn } from 'node:child_process';
-import { randomBytes, X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { actionNode, Job, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from '../support/runner';
-import { commands, expectExit } from '../support/steps';
-import { startCacheServer, type CacheServer, type CacheServerStats } from '../support/cache-server';
+import { startCacheServer, type CacheServer } from '../support/cache-server';
 import {
+  buildImage,
   labelled,
-  namedLike,
   NESTED_BASE_IMAGE,
-  OUTER_SOCKET,
-  outerEnv,
   outerOk,
   run,
-  Sweeper,
+  savedInstance,
   tcpConnect,
-  TEST_IMAGE,
   type Started
 } from '../support/engine';
+import { buildTinyImage, TINY_IMAGE } from '../support/images';
+import {
+  contextNames,
+  delta,
+  loadFromOuter,
+  NO_DOCKER_ENV,
+  OUTER_DOCKER,
+  portOf,
+  sweepAll,
+  TestJob,
+  unique,
+  withJob,
+  type MainStep
+} from '../support/job';
+import type { StepResult } from '../support/runner';
+import { commands, expectExit } from '../support/steps';
 
 jest.setTimeout(180_000);
 
-const BASE_INPUTS = { image: TEST_IMAGE, pull: 'never', cache: 'false' };
 /** Built in beforeAll: `dockerd` is a script that prints a line and sleeps forever. */
 const HANG_IMAGE = 'setup-dind-test/reliability-hang:trixie';
-/** Built in beforeAll: one static binary, small enough to load into a daemon on a 40 MiB tmpfs. */
-const TINY_IMAGE = 'setup-dind-test/reliability-tiny:latest';
 const HANG_LINE = 'fake dockerd: sleeping forever';
-const NO_DOCKER_ENV = 'env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT';
-const OUTER_DOCKER = `${NO_DOCKER_ENV} docker -H ${OUTER_SOCKET}`;
 
 let server: CacheServer;
-const sweeper = new Sweeper();
 /** Real messages, printed at the end for docs/reliability.md. */
 const messages: string[] = [];
 
 beforeAll(async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-reliability-images-'));
-  try {
-    const build = async (tag: string, dockerfile: string) => {
-      const context = path.join(dir, tag.replace(/[^a-z0-9]/g, '-'));
-      fs.mkdirSync(context);
-      fs.writeFileSync(path.join(context, 'Dockerfile'), dockerfile);
-      const built = await run('docker', ['-H', OUTER_SOCKET, 'build', '--pull=false', '--quiet', '-t', tag, context], {
-        env: outerEnv({ DOCKER_BUILDKIT: '0' }),
-        timeoutMs: 300_000
-      });
-      if (built.code !== 0) throw new Error(`building ${tag} failed: ${built.stderr}`);
-    };
-    await build(
-      HANG_IMAGE,
-      `FROM ${NESTED_BASE_IMAGE}\nRUN printf '#!/bin/sh\\necho "${HANG_LINE}"\\nexec sleep infinity\\n' > /usr/local/bin/dockerd && chmod 755 /usr/local/bin/dockerd\n`
-    );
-    await build(
-      TINY_IMAGE,
-      `FROM ${NESTED_BASE_IMAGE} AS src\nFROM scratch\nCOPY --from=src /sbin/ldconfig /ldconfig\n`
-    );
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  await buildImage(
+    HANG_IMAGE,
+    `FROM ${NESTED_BASE_IMAGE}\nRUN printf '#!/bin/sh\\necho "${HANG_LINE}"\\nexec sleep infinity\\n' > /usr/local/bin/dockerd && chmod 755 /usr/local/bin/dockerd\n`
+  );
+  // Small enough to load into a daemon on a 40 MiB tmpfs.
+  await buildTinyImage();
   server = await startCacheServer();
 }, 600_000);
 
 afterAll(async () => {
-  const removed = await sweeper.sweep();
-  if (removed.length > 0) console.warn(`Swept what failed tests left behind:\n  ${removed.join('\n  ')}`);
+  await sweepAll();
   await server?.stop();
   if (messages.length > 0) console.log(`Messages seen:\n${messages.join('\n')}`);
 });
@@ -78,112 +64,30 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------------------------------
 // Helpers
 
-const unique = () => randomBytes(3).toString('hex');
-
-/** A job whose steps get a HOME of their own (or the given one), with the cache server's environment. */
-function newJob(options: { env?: Record<string, string>; home?: string } = {}): Job {
-  // The bad-input cases run concurrently, possibly before beforeAll has started the server: they need none.
-  const job = new Job({ env: { ...(server?.env ?? {}), ...(options.env ?? {}) } });
-  job.ownHome(options.home);
-  return job;
-}
-
-async function runMain(
-  job: Job,
-  inputs: Record<string, string> = {}
-): Promise<{ result: StepResult; started?: Started }> {
-  const result = await job.runMain({ ...BASE_INPUTS, ...inputs });
-  return { result, started: sweeper.record(result.state, job.env.HOME) };
-}
-
 function note(what: string, message: string | undefined): void {
   messages.push(`- ${what}: ${message ?? '(none)'}`);
 }
 
-async function contextNames(job: Job): Promise<string[]> {
-  const listed = await job.run(`${NO_DOCKER_ENV} docker context ls --format '{{.Name}}'`);
-  expectExit(listed, 0, 'docker context ls');
-  return listed.stdout
-    .split('\n')
-    .map(line => line.replace(/\s*\*$/, '').trim())
-    .filter(Boolean);
-}
-
-/** The job's posts: exit 0, no error; returns them. */
-async function finishClean(job: Job, options: { warnings?: number } = {}): Promise<StepResult[]> {
-  const posts = await job.finish();
-  for (const post of posts) {
-    expectExit(post, 0, 'post');
-    expect(commands(post.stdout, 'error')).toEqual([]);
-    if (options.warnings !== undefined) expect(commands(post.stdout, 'warning')).toHaveLength(options.warnings);
-  }
-  return posts;
-}
-
-/** Nothing of the instance: labelled containers, networks, volumes, its directories, RUNNER_TEMP empty. */
-async function expectNothingLeft(job: Job, started: Started): Promise<void> {
-  expect(await labelled(started.id)).toEqual({ containers: [], networks: [], volumes: [] });
-  expect(fs.existsSync(started.certDir)).toBe(false);
-  expect(fs.existsSync(`${started.certDir}-data`)).toBe(false);
-  expect(fs.readdirSync(job.temp)).toEqual([]);
-}
-
-function delta(before: CacheServerStats, after: CacheServerStats): Partial<CacheServerStats> {
-  return Object.fromEntries(
-    Object.entries(after).map(([name, value]) => [name, value - before[name as keyof CacheServerStats]])
-  ) as Partial<CacheServerStats>;
-}
-
-/**
- * Main started as the runner would (`node dist/main/index.js` with INPUT_* and the file commands), but
- * by hand: with extra node arguments, and with the child process handed back so a test can kill it.
- */
-function spawnMain(job: Job, inputs: Record<string, string>, nodeArgs: string[] = []) {
-  const files = fs.mkdtempSync(path.join(job.root, 'raw-step-'));
-  const fileEnv: Record<string, string> = {};
-  for (const [name, file] of Object.entries({
-    GITHUB_ENV: 'env',
-    GITHUB_OUTPUT: 'output',
-    GITHUB_STATE: 'state',
-    GITHUB_STEP_SUMMARY: 'summary',
-    GITHUB_PATH: 'path'
-  })) {
-    fileEnv[name] = path.join(files, file);
-    fs.writeFileSync(fileEnv[name], '');
-  }
-  const manifest = readManifest();
-  const inputEnv: Record<string, string> = {};
-  for (const [name, spec] of Object.entries(manifest.inputs))
-    inputEnv[`INPUT_${name.toUpperCase()}`] = spec.default ?? '';
-  for (const [name, value] of Object.entries({ ...BASE_INPUTS, ...inputs }))
-    inputEnv[`INPUT_${name.toUpperCase()}`] = value;
-  const child = spawn(actionNode(), [...nodeArgs, path.join(REPO_ROOT, manifest.runs.main)], {
-    cwd: job.workspace,
-    env: { ...job.env, ...fileEnv, ...inputEnv }
+/** The daemon's server certificate, from a TLS handshake with the client certificate of `certDir`. */
+function serverCertificate(certDir: string, host: string): Promise<tls.PeerCertificate> {
+  const read = (name: string) => fs.readFileSync(path.join(certDir, name), 'utf8');
+  return new Promise<tls.PeerCertificate>((resolve, reject) => {
+    const socket = tls.connect(
+      {
+        host: '127.0.0.1',
+        port: portOf(host),
+        ca: read('ca.pem'),
+        cert: read('cert.pem'),
+        key: read('key.pem'),
+        servername: 'localhost'
+      },
+      () => {
+        resolve(socket.getPeerCertificate());
+        socket.end();
+      }
+    );
+    socket.once('error', reject);
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', chunk => (stdout += chunk));
-  child.stderr.on('data', chunk => (stderr += chunk));
-  const exited = new Promise<{ exitCode: number; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
-    resolve => child.on('close', (code, signal) => resolve({ exitCode: code ?? 1, signal, stdout, stderr }))
-  );
-  const state = () => parseFileCommands(fs.readFileSync(fileEnv.GITHUB_STATE, 'utf8'));
-  const done = async () => {
-    const result = await exited;
-    const outputs = parseFileCommands(fs.readFileSync(fileEnv.GITHUB_OUTPUT, 'utf8'));
-    const exported = parseFileCommands(fs.readFileSync(fileEnv.GITHUB_ENV, 'utf8'));
-    const finalState = state();
-    fs.rmSync(files, { recursive: true, force: true });
-    return { ...result, outputs, exported, state: finalState };
-  };
-  return { child, state, done };
-}
-
-function portOf(host: string): number {
-  const match = /^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(host);
-  if (!match) throw new Error(`host output '${host}' is not tcp://127.0.0.1:<port>`);
-  return Number(match[1]);
 }
 
 async function sleep(ms: number): Promise<void> {
@@ -315,216 +219,146 @@ describe('bad input: a clear error naming the input and what is allowed; nothing
 
   // Concurrently: each case is a main and a post of a second or so, and nothing is started.
   test.concurrent.each(cases)('%s', async (what, inputs, input, allowed) => {
-    const job = newJob();
     // A unique name (unless the case is about the name) finds anything made under it.
     const name = `bad${unique()}`;
-    try {
-      const { result: main, started } = await runMain(job, { name, ...inputs });
-      expectExit(main, 1, 'main');
-      const errors = commands(main.stdout, 'error');
-      expect(errors).toHaveLength(1);
-      note(what, errors[0]);
-      expect(errors[0]).toContain(`'${input}'`);
-      expect(errors[0]).toMatch(allowed);
-      expect(started).toBeUndefined();
-      expect(main.state).toEqual({});
-      expect(main.outputs).toEqual({});
-      expect(main.exported).toEqual({});
-      expect(await namedLike(`setup-dind-${inputs.name ?? name}-`)).toEqual({ containers: [], networks: [] });
-      expect(fs.readdirSync(job.temp)).toEqual([]);
-      expect(fs.existsSync(path.join(job.env.HOME, '.docker', 'contexts'))).toBe(false);
-      const [post] = await finishClean(job, { warnings: 0 });
-      expect(post.stdout).toMatch(/Nothing to clean up/);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+    await withJob({}, async job => {
+      const main = await job.runMain({ name, ...inputs });
+      note(what, main.errors[0]);
+      const error = await job.expectRefused(main, inputs.name ?? name);
+      expect(error).toContain(`'${input}'`);
+      expect(error).toMatch(allowed);
+    });
   });
 
   test('several bad inputs at once: one error lists each of them', async () => {
-    const job = newJob();
-    try {
-      const { result: main, started } = await runMain(job, {
+    await withJob({}, async job => {
+      const main = await job.runMain({
         'cache-save': 'maybe',
         'wait-timeout': 'x',
         'dockerd-args': '-H tcp://0.0.0.0:2375',
         name: 'no good'
       });
-      expectExit(main, 1, 'main');
-      const [error] = commands(main.stdout, 'error');
+      expectExit(main.result, 1, 'main');
+      const [error] = main.errors;
       note('four bad inputs at once', error.split('\n')[0] + ' …');
       expect(error).toMatch(/^Invalid inputs:/);
       for (const input of ['cache-save', 'wait-timeout', 'dockerd-args', 'name']) expect(error).toContain(`'${input}'`);
-      expect(started).toBeUndefined();
+      expect(main.started).toBeUndefined();
       expect(fs.readdirSync(job.temp)).toEqual([]);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+    });
   });
 
   test('a non-Linux runner (process.platform darwin, preloaded into the bundle): refused before anything', async () => {
-    const job = newJob({ env: { RUNNER_OS: 'macOS' } });
-    const preload = path.join(job.root, 'darwin.js');
-    fs.writeFileSync(preload, "Object.defineProperty(process, 'platform', { value: 'darwin' });\n");
-    try {
+    await withJob({ env: { RUNNER_OS: 'macOS' } }, async job => {
+      const preload = path.join(job.root, 'darwin.js');
+      fs.writeFileSync(preload, "Object.defineProperty(process, 'platform', { value: 'darwin' });\n");
       const name = `mac${unique()}`;
-      const main = await spawnMain(job, { name }, ['-r', preload]).done();
-      expectExit(main, 1, 'main on darwin');
-      const errors = commands(main.stdout, 'error');
-      expect(errors).toHaveLength(1);
-      note('process.platform darwin', errors[0]);
-      expect(errors[0]).toMatch(/Linux runner/);
-      expect(errors[0]).toContain('darwin');
-      expect(main.state).toEqual({});
-      expect(main.outputs).toEqual({});
-      expect(await namedLike(`setup-dind-${name}-`)).toEqual({ containers: [], networks: [] });
-      expect(fs.readdirSync(job.temp)).toEqual([]);
-      expect(await contextNames(job)).toEqual(['default']);
-      const post = await job.runPost(main.state);
-      expectExit(post, 0, 'post');
-      expect(post.stdout).toMatch(/Nothing to clean up/);
-    } finally {
-      job.cleanup();
-    }
+      const main = await job.startMain({ name }, ['-r', preload]).done;
+      note('process.platform darwin', main.errors[0]);
+      const error = await job.expectRefused(main, name);
+      expect(error).toMatch(/Linux runner/);
+      expect(error).toContain('darwin');
+    });
   });
 });
 
 describe('faults: the right outcome, a useful message, a clean post', () => {
   test('outer engine unreachable (DOCKER_HOST=unix:///nonexistent.sock): main fails naming the address; post exits 0', async () => {
-    const job = newJob({ env: { DOCKER_HOST: 'unix:///nonexistent.sock' } });
-    try {
-      const { result: main, started } = await runMain(job);
-      expectExit(main, 1, 'main');
-      const errors = commands(main.stdout, 'error');
-      expect(errors).toHaveLength(1);
-      note('engine unreachable (main)', errors[0]);
-      expect(errors[0]).toContain('unix:///nonexistent.sock');
-      expect(errors[0]).toMatch(/Cannot reach the Docker engine/);
-      expect(main.exported).toEqual({});
-      const [post] = await job.finish();
-      expectExit(post, 0, 'post');
-      expect(commands(post.stdout, 'error')).toEqual([]);
+    await withJob({ env: { DOCKER_HOST: 'unix:///nonexistent.sock' } }, async job => {
+      const main = await job.runMain();
+      expectExit(main.result, 1, 'main');
+      expect(main.errors).toHaveLength(1);
+      note('engine unreachable (main)', main.errors[0]);
+      expect(main.errors[0]).toContain('unix:///nonexistent.sock');
+      expect(main.errors[0]).toMatch(/Cannot reach the Docker engine/);
+      expect(main.result.exported).toEqual({});
+      // Whatever main had saved of an instance is gone too.
+      const [post] = await job.post({ count: 1 });
       note('engine unreachable (post warnings)', commands(post.stdout, 'warning').join(' | ') || '(none)');
-      if (started) {
-        expect(fs.existsSync(started.certDir)).toBe(false);
-        expect(await labelled(started.id)).toEqual({ containers: [], networks: [], volumes: [] });
-      }
-      expect(fs.readdirSync(job.temp)).toEqual([]);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+    });
   });
 
   test('image cannot be pulled (pull: always, registry.invalid): main fails naming the image; post cleans', async () => {
-    const job = newJob();
     const image = `registry.invalid/setup-dind-test/none-${unique()}:1`;
-    try {
-      const { result: main, started } = await runMain(job, { image, pull: 'always' });
-      expectExit(main, 1, 'main');
-      const errors = commands(main.stdout, 'error');
-      expect(errors).toHaveLength(1);
-      note('pull fails', errors[0]);
-      expect(errors[0]).toContain(image);
-      expect(errors[0]).toMatch(/Could not pull/);
-      expect(started).toBeDefined();
-      await finishClean(job, { warnings: 0 });
-      await expectNothingLeft(job, started!);
+    await withJob({}, async job => {
+      const main = await job.main({ image, pull: 'always' }, 1);
+      expect(main.errors).toHaveLength(1);
+      note('pull fails', main.errors[0]);
+      expect(main.errors[0]).toContain(image);
+      expect(main.errors[0]).toMatch(/Could not pull/);
+      await job.post({ warnings: 0 });
       expect(await contextNames(job)).toEqual(['default']);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+    });
   });
 
   test('daemon never answers (dockerd sleeps forever, wait-timeout 5, cache on): main fails naming the time and shows the log; post cleans', async () => {
-    const job = newJob();
-    try {
+    await withJob({ cache: server }, async job => {
       const began = Date.now();
-      const { result: main, started } = await runMain(job, {
-        image: HANG_IMAGE,
-        'wait-timeout': '5',
-        cache: 'true',
-        'cache-key': `hang-${unique()}`
-      });
+      const main = await job.main(
+        { image: HANG_IMAGE, 'wait-timeout': '5', cache: 'true', 'cache-key': `hang-${unique()}` },
+        1
+      );
       const seconds = (Date.now() - began) / 1000;
-      expectExit(main, 1, 'main');
-      const errors = commands(main.stdout, 'error');
-      expect(errors).toHaveLength(1);
-      note('daemon never answers', errors[0]);
-      expect(errors[0]).toMatch(/did not answer within 5 s/);
-      expect(errors[0]).toMatch(/log is above/);
+      expect(main.errors).toHaveLength(1);
+      note('daemon never answers', main.errors[0]);
+      expect(main.errors[0]).toMatch(/did not answer within 5 s/);
+      expect(main.errors[0]).toMatch(/log is above/);
       // The container's log, in main's output.
-      expect(main.stdout).toContain(HANG_LINE);
-      expect(main.stdout).toMatch(/Container state: running\. Last 50 log lines:/);
+      expect(main.result.stdout).toContain(HANG_LINE);
+      expect(main.result.stdout).toMatch(/Container state: running\. Last 50 log lines:/);
       expect(seconds).toBeLessThan(60);
-      expect(main.exported).toEqual({});
-      expect(started).toBeDefined();
-      expect((await labelled(started!.id)).containers).toHaveLength(1);
+      expect(main.result.exported).toEqual({});
+      expect((await labelled(main.started.id)).containers).toHaveLength(1);
       const before = server.stats();
-      const [post] = await finishClean(job);
+      const [post] = await job.post();
       note('daemon never answers (post)', /Not saving the cache: [^\n]*/.exec(post.stdout)?.[0]);
       expect(delta(before, server.stats())).toMatchObject({ creates: 0, uploadedBytes: 0 });
-      await expectNothingLeft(job, started!);
       expect(await contextNames(job)).toEqual(['default']);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+    });
   });
 
   test('main killed (SIGKILL) once its container exists: post with the state written so far removes container, network, certificates and data', async () => {
-    const job = newJob();
-    try {
-      const main = spawnMain(job, { cache: 'true', 'cache-key': `killed-${unique()}`, 'cache-save': 'never' });
+    await withJob({ cache: server }, async job => {
+      const main = job.startMain({ cache: 'true', 'cache-key': `killed-${unique()}`, 'cache-save': 'never' });
       let id: string | undefined;
       let containers: string[] = [];
       const deadline = Date.now() + 60_000;
       while (Date.now() < deadline && containers.length === 0) {
-        const raw = main.state().instance;
-        if (raw) id = (JSON.parse(raw) as { instance: { id: string } }).instance.id;
+        id = savedInstance(main.state())?.instance.id;
         if (id) containers = (await labelled(id)).containers;
         if (containers.length === 0) await sleep(50);
       }
       main.child.kill('SIGKILL');
-      const killed = await main.done();
-      expect(killed.signal).toBe('SIGKILL');
+      const killed = await main.done;
+      expect(killed.result.signal).toBe('SIGKILL');
       expect(containers).toHaveLength(1);
-      const started = sweeper.record(killed.state, job.env.HOME)!;
+      const started = killed.started!;
       expect(started.id).toBe(id);
       // What main had made when it was killed.
       const made = await labelled(id!);
       expect(made.networks).toHaveLength(1);
       expect(fs.existsSync(started.certDir)).toBe(true);
       expect(fs.existsSync(`${started.certDir}-data`)).toBe(true);
-      note('main killed', `state written so far: ${Object.keys(JSON.parse(killed.state.instance)).join(', ')}`);
+      note('main killed', `state written so far: ${Object.keys(JSON.parse(killed.result.state.instance)).join(', ')}`);
 
-      const post = await job.runPost(killed.state);
-      expectExit(post, 0, 'post');
-      expect(commands(post.stdout, 'error')).toEqual([]);
-      expect(commands(post.stdout, 'warning')).toEqual([]);
+      // The runner runs post with the state written so far.
+      const [post] = await job.post({ warnings: 0, count: 1 });
       note('main killed (post)', /Removed \d+ container\(s\) and \d+ network\(s\)[^\n]*/.exec(post.stdout)?.[0]);
-      await expectNothingLeft(job, started);
       expect(await contextNames(job)).toEqual(['default']);
-    } finally {
-      job.cleanup();
-    }
+    });
   });
 
   test('the dind container is removed (docker rm -f) during the job, cache on: post does not hang, saves nothing, cleans the rest', async () => {
-    const job = newJob();
-    try {
-      const { result: main, started } = await runMain(job, { cache: 'true', 'cache-key': `removed-${unique()}` });
-      expectExit(main, 0, 'main');
-      expect(fs.existsSync(`${started!.certDir}-data`)).toBe(true);
-      const changed = await job.run(
-        `docker volume create something >/dev/null && ${OUTER_DOCKER} rm -f ${main.outputs['container-id']} >/dev/null`
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ cache: 'true', 'cache-key': `removed-${unique()}` });
+      expect(fs.existsSync(main.dataDir)).toBe(true);
+      await job.step(
+        `docker volume create something >/dev/null && ${OUTER_DOCKER} rm -f ${main.outputs['container-id']} >/dev/null`,
+        'change the daemon, then remove its container'
       );
-      expectExit(changed, 0, 'change the daemon, then remove its container');
       const before = server.stats();
       const began = Date.now();
-      const [post] = await finishClean(job, { warnings: 0 });
+      const [post] = await job.post({ warnings: 0 });
       expect(Date.now() - began).toBeLessThan(30_000);
       const reason = /Not saving the cache: [^\n]*/.exec(post.stdout)?.[0];
       note('container removed during the job (post)', reason);
@@ -535,137 +369,104 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
         uploadedBytes: 0,
         uploadRequests: 0
       });
-      await expectNothingLeft(job, started!);
       expect(await contextNames(job)).toEqual(['default']);
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+    });
   });
 
   test('a state larger than the free space (RUNNER_TEMP a 40 MiB tmpfs, cache ~110 MB): main warns and exits 0 without writing it; the daemon starts empty and works', async () => {
     const cacheKey = `diskfull-${unique()}`;
     // Seed: a daemon holding ~110 MB of incompressible data, saved.
-    const seed = newJob();
-    try {
-      const { result: main } = await runMain(seed, { cache: 'true', 'cache-key': cacheKey, context: '' });
-      expectExit(main, 0, 'seed main');
-      const filled = await seed.run(
-        'mkdir blob && head -c 110000000 /dev/urandom > blob/random && tar -C blob -c . | docker import - setup-dind-test/random:110m >/dev/null && rm -rf blob'
+    await withJob({ cache: server }, async seed => {
+      await seed.main({ cache: 'true', 'cache-key': cacheKey, context: '' });
+      await seed.step(
+        'mkdir blob && head -c 110000000 /dev/urandom > blob/random && tar -C blob -c . | docker import - setup-dind-test/random:110m >/dev/null && rm -rf blob',
+        'fill the daemon'
       );
-      expectExit(filled, 0, 'fill the daemon');
       const before = server.stats();
-      const [post] = await finishClean(seed, { warnings: 0 });
+      const [post] = await seed.post({ warnings: 0 });
       expect(post.stdout).toMatch(/Saving the cache as /);
       // A manifest and one part with the data.
       expect(server.entries().filter(entry => entry.key.includes(cacheKey))).toHaveLength(1);
       expect(delta(before, server.stats()).uploadedBytes).toBeGreaterThan(100_000_000);
-    } finally {
-      await seed.finish();
-      seed.cleanup();
-    }
+    });
 
-    const job = newJob();
+    const job = new TestJob({ cache: server });
     const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', job.temp]);
     expect(mounted).toMatchObject({ code: 0 });
     try {
-      const { result: main, started } = await runMain(job, {
-        cache: 'true',
-        'cache-key': cacheKey,
-        'cache-save': 'never'
-      });
-      expectExit(main, 0, 'main on a small RUNNER_TEMP');
-      const warnings = commands(main.stdout, 'warning');
-      expect(warnings).toHaveLength(1);
-      note('disk full during restore', warnings[0]);
-      expect(warnings[0]).toMatch(
+      const main = await job.main({ cache: 'true', 'cache-key': cacheKey, 'cache-save': 'never' });
+      expect(main.warnings).toHaveLength(1);
+      note('disk full during restore', main.warnings[0]);
+      expect(main.warnings[0]).toMatch(
         /^Cache restore failed, the daemon starts empty: \d+ bytes to write, more than the \d+ free$/
       );
       expect(main.outputs['cache-hit']).toBe('false');
       expect(main.outputs['cache-size']).toBe('0');
       // Nothing of the state was written: the tmpfs holds only what a fresh daemon writes.
-      const dataDir = `${started!.certDir}-data`;
-      const used = await run('bash', ['-c', 'du -s --block-size=1 "$1" | cut -f1; ls -A "$1"', 'bash', dataDir]);
+      const used = await run('bash', ['-c', 'du -s --block-size=1 "$1" | cut -f1; ls -A "$1"', 'bash', main.dataDir]);
       const [bytes, ...files] = used.stdout.trim().split('\n');
       expect(Number(bytes)).toBeLessThan(16_000_000);
       expect(files).not.toContain('manifest.json');
       const works = await job.run(
-        `docker info --format '{{.Images}} {{.Containers}}'\n${OUTER_DOCKER} save ${TINY_IMAGE} | docker load >/dev/null\ndocker run --rm ${TINY_IMAGE} /ldconfig --version | head -1`
+        `docker info --format '{{.Images}} {{.Containers}}'\n${loadFromOuter(TINY_IMAGE)}\ndocker run --rm ${TINY_IMAGE} /ldconfig --version | head -1`
       );
       expectExit(works, 0, 'use the empty daemon');
       expect(works.stdout).toMatch(/^0 0\n/);
       expect(works.stdout).toMatch(/ldconfig \(Debian GLIBC/);
-      await finishClean(job, { warnings: 0 });
-      await expectNothingLeft(job, started!);
+      await job.post({ warnings: 0 });
     } finally {
-      await job.finish();
-      await run('umount', [job.temp]);
-      job.cleanup();
+      await job.dispose(() => run('umount', [job.temp]));
     }
   }, 300_000);
 
   test("docker context create refused (~/.docker/contexts is a file): main fails with the CLI's own message, not as a name taken; post cleans", async () => {
-    const job = newJob();
-    const contexts = path.join(job.env.HOME, '.docker', 'contexts');
-    fs.mkdirSync(path.dirname(contexts));
-    fs.writeFileSync(contexts, '');
-    try {
-      const { result: main, started } = await runMain(job);
-      expectExit(main, 1, 'main');
-      expect(commands(main.stdout, 'warning')).toEqual([]);
-      const errors = commands(main.stdout, 'error');
-      expect(errors).toHaveLength(1);
-      note('docker context create refused', errors[0]);
-      expect(errors[0]).toMatch(/^docker context create failed: .*context "dind".*not a directory/);
+    await withJob({}, async job => {
+      const contexts = path.join(job.home, '.docker', 'contexts');
+      fs.mkdirSync(path.dirname(contexts));
+      fs.writeFileSync(contexts, '');
+      const main = await job.main({}, 1);
+      expect(main.warnings).toEqual([]);
+      expect(main.errors).toHaveLength(1);
+      note('docker context create refused', main.errors[0]);
+      expect(main.errors[0]).toMatch(/^docker context create failed: .*context "dind".*not a directory/);
       expect(main.outputs).toEqual({});
-      expect(started).toBeDefined();
-      await finishClean(job, { warnings: 0 });
-      await expectNothingLeft(job, started!);
+      await job.post({ warnings: 0 });
       expect(fs.readFileSync(contexts, 'utf8')).toBe('');
-    } finally {
-      await job.finish();
-      job.cleanup();
-    }
+    });
   });
 
   test('two jobs at once on one host, same HOME, default name and context: both work on their own daemons; one context is dind, the other unique with a warning', async () => {
     const home = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-shared-home-'));
-    const jobs = [newJob({ home }), newJob({ home })];
+    const jobs = [new TestJob({ home }), new TestJob({ home })];
     try {
-      const mains = await Promise.all(jobs.map(job => runMain(job)));
-      mains.forEach(({ result }, i) => expectExit(result, 0, `main ${i}`));
-      const [a, b] = mains.map(main => main.result);
+      const mains = await Promise.all(jobs.map(job => job.main()));
+      const [a, b] = mains;
       expect(a.outputs['container-id']).not.toBe(b.outputs['container-id']);
       expect(portOf(a.outputs.host)).not.toBe(portOf(b.outputs.host));
-      expect(mains[0].started!.id).not.toBe(mains[1].started!.id);
+      expect(a.started.id).not.toBe(b.started.id);
       const contexts = [a.outputs.context, b.outputs.context];
       const plain = contexts.indexOf('dind');
       expect(plain).toBeGreaterThanOrEqual(0);
       const other = 1 - plain;
-      expect(contexts[other]).toBe(`dind-${mains[other].started!.id}`);
-      expect(commands(mains[plain].result.stdout, 'warning')).toEqual([]);
-      const warnings = commands(mains[other].result.stdout, 'warning');
-      expect(warnings).toHaveLength(1);
-      note('second concurrent job', warnings[0]);
-      expect(warnings[0]).toContain(`'${contexts[other]}'`);
+      expect(contexts[other]).toBe(`dind-${mains[other].started.id}`);
+      expect(mains[plain].warnings).toEqual([]);
+      expect(mains[other].warnings).toHaveLength(1);
+      note('second concurrent job', mains[other].warnings[0]);
+      expect(mains[other].warnings[0]).toContain(`'${contexts[other]}'`);
 
       // Each job reaches its own daemon, by the environment and by its context: a marker in one is not in the other.
       for (const [i, job] of jobs.entries()) {
-        const marked = await job.run(
-          `docker volume create marker-${i} >/dev/null && ${NO_DOCKER_ENV} docker --context ${contexts[i]} volume ls -q`
+        const marked = await job.step(
+          `docker volume create marker-${i} >/dev/null && ${NO_DOCKER_ENV} docker --context ${contexts[i]} volume ls -q`,
+          `marker ${i}`
         );
-        expectExit(marked, 0, `marker ${i}`);
         expect(marked.stdout.trim()).toBe(`marker-${i}`);
       }
-      const posts = await Promise.all(jobs.map(job => finishClean(job, { warnings: 0 })));
+      const posts = await Promise.all(jobs.map(job => job.post({ warnings: 0 })));
       expect(posts.flat()).toHaveLength(2);
-      for (const [i, job] of jobs.entries()) await expectNothingLeft(job, mains[i].started!);
       expect(await contextNames(jobs[0])).toEqual(['default']);
     } finally {
-      for (const job of jobs) {
-        await job.finish();
-        job.cleanup();
-      }
+      for (const job of jobs) await job.dispose();
       fs.rmSync(home, { recursive: true, force: true });
     }
   });
@@ -673,23 +474,20 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
 
 describe('security', () => {
   /** One daemon, as on a GitHub-hosted runner; the tests read it in turn, the last one runs post. */
-  let job: Job;
-  let main: StepResult;
+  let job: TestJob;
+  let main: MainStep;
   let started: Started;
   const steps: StepResult[] = [];
 
   beforeAll(async () => {
-    job = newJob({ env: { RUNNER_ENVIRONMENT: 'github-hosted' } });
-    const ran = await runMain(job);
-    main = ran.result;
-    expectExit(main, 0, 'main');
-    started = ran.started!;
-    steps.push(main);
+    job = new TestJob({ env: { RUNNER_ENVIRONMENT: 'github-hosted' } });
+    main = await job.main();
+    started = main.started;
+    steps.push(main.result);
   });
 
   afterAll(async () => {
-    await job?.finish();
-    job?.cleanup();
+    await job?.dispose();
   });
 
   test('nothing listens on 2375: the container IP and 127.0.0.1 refuse it; inside, TCP listeners are 2376 only', async () => {
@@ -729,7 +527,7 @@ describe('security', () => {
 
     // On the runner: RUNNER_TEMP and ~/.docker.
     const found: Array<{ where: string; pem: string }> = [];
-    const grep = await run('grep', ['-rlI', '--', 'PRIVATE KEY-----', job.temp, path.join(job.env.HOME, '.docker')]);
+    const grep = await run('grep', ['-rlI', '--', 'PRIVATE KEY-----', job.temp, path.join(job.home, '.docker')]);
     for (const file of grep.stdout.split('\n').filter(Boolean))
       found.push({ where: file, pem: fs.readFileSync(file, 'utf8') });
     // In the container: its whole file system (not /proc, /sys; RUNNER_TEMP is mounted, found above already).
@@ -744,7 +542,7 @@ describe('security', () => {
     for (const file of inContainer.split('\n').filter(Boolean))
       found.push({ where: `container:${file}`, pem: await outerOk(['exec', id, 'cat', file]) });
 
-    const contextKeys = found.filter(key => key.where.startsWith(path.join(job.env.HOME, '.docker', 'contexts')));
+    const contextKeys = found.filter(key => key.where.startsWith(path.join(job.home, '.docker', 'contexts')));
     note('private keys found', found.map(key => key.where.replace(job.root, '<job>')).join(', '));
     expect(found.map(key => key.where).sort()).toEqual(
       [
@@ -774,23 +572,7 @@ describe('security', () => {
   test('github-hosted: server (from the TLS handshake) and client certificates expire within 7 h + 1 min', async () => {
     const now = Date.now();
     const read = (name: string) => fs.readFileSync(path.join(started.certDir, name), 'utf8');
-    const peer = await new Promise<tls.PeerCertificate>((resolve, reject) => {
-      const socket = tls.connect(
-        {
-          host: '127.0.0.1',
-          port: portOf(main.outputs.host),
-          ca: read('ca.pem'),
-          cert: read('cert.pem'),
-          key: read('key.pem'),
-          servername: 'localhost'
-        },
-        () => {
-          resolve(socket.getPeerCertificate());
-          socket.end();
-        }
-      );
-      socket.once('error', reject);
-    });
+    const peer = await serverCertificate(started.certDir, main.outputs.host);
     const serverLeft = new Date(peer.valid_to).getTime() - now;
     const clientLeft = new Date(new X509Certificate(read('cert.pem')).validTo).getTime() - now;
     note('github-hosted expiry', `server ${peer.valid_to}, client ${new X509Certificate(read('cert.pem')).validTo}`);
@@ -805,9 +587,8 @@ describe('security', () => {
       fs.readFileSync(path.join(started.certDir, 'key.pem'), 'utf8'),
       await outerOk(['exec', main.outputs['container-id'], 'cat', '/setup-dind/certs/server-key.pem'])
     ];
-    const posts = await finishClean(job, { warnings: 0 });
+    const posts = await job.post({ warnings: 0 });
     steps.push(...posts);
-    await expectNothingLeft(job, started);
     const bodies = keys.flatMap(pem => pem.split('\n').filter(line => line && !line.startsWith('-----')));
     expect(bodies.length).toBeGreaterThan(2);
     for (const step of steps) {
@@ -821,41 +602,19 @@ describe('security', () => {
   });
 
   test('self-hosted: server and client certificates expire within 5 days + 1 h', async () => {
-    const selfHosted = newJob();
-    try {
-      const ran = await runMain(selfHosted);
-      expectExit(ran.result, 0, 'main (self-hosted)');
+    await withJob({}, async selfHosted => {
+      const main = await selfHosted.main();
       const now = Date.now();
-      const certDir = ran.result.outputs['cert-path'];
-      const read = (name: string) => fs.readFileSync(path.join(certDir, name), 'utf8');
-      const peer = await new Promise<tls.PeerCertificate>((resolve, reject) => {
-        const socket = tls.connect(
-          {
-            host: '127.0.0.1',
-            port: portOf(ran.result.outputs.host),
-            ca: read('ca.pem'),
-            cert: read('cert.pem'),
-            key: read('key.pem'),
-            servername: 'localhost'
-          },
-          () => {
-            resolve(socket.getPeerCertificate());
-            socket.end();
-          }
-        );
-        socket.once('error', reject);
-      });
+      const certDir = main.outputs['cert-path'];
+      const peer = await serverCertificate(certDir, main.outputs.host);
       note('self-hosted expiry', `server ${peer.valid_to}`);
-      for (const validTo of [peer.valid_to, new X509Certificate(read('cert.pem')).validTo]) {
+      const client = fs.readFileSync(path.join(certDir, 'cert.pem'), 'utf8');
+      for (const validTo of [peer.valid_to, new X509Certificate(client).validTo]) {
         const left = new Date(validTo).getTime() - now;
         expect(left).toBeLessThanOrEqual((5 * 24 + 1) * 3600_000 + 60_000);
         expect(left).toBeGreaterThan(5 * 24 * 3600_000);
       }
-      await finishClean(selfHosted, { warnings: 0 });
-      await expectNothingLeft(selfHosted, ran.started!);
-    } finally {
-      await selfHosted.finish();
-      selfHosted.cleanup();
-    }
+      await selfHosted.post({ warnings: 0 });
+    });
   });
 });

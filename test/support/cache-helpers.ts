@@ -1,36 +1,17 @@
 // What the cache suites share: the images they put into daemons, commands in a dind container, and
 // readings of a daemon's disk and of post's summary.
-import { execFile } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { NESTED_BASE_IMAGE, OUTER_SOCKET, outerEnv } from './engine';
+import { buildImage, NESTED_BASE_IMAGE, OUTER_SOCKET, run, type Exec } from './engine';
+import { buildTinyImage, TINY_IMAGE } from './images';
 import { loadFromOuter, summaryRows, type MainStep, type TestJob } from './job';
 
 /** Built on the outer engine in beforeAll: the tools the test images need (setcap, setfattr). */
 export const TOOLS_IMAGE = 'setup-dind-test/tools:trixie';
-/** Built on the outer engine in beforeAll: one static binary (/ldconfig), loaded in a second. */
-export const TINY_IMAGE = 'setup-dind-test/tiny:latest';
 
-export function sh(
-  script: string,
-  args: string[] = [],
-  timeoutMs = 120_000
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise(resolve => {
-    execFile(
-      'bash',
-      ['-c', `set -euo pipefail\nexport LC_ALL=C\n${script}`, 'bash', ...args],
-      { timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024, env: outerEnv() },
-      (error, stdout, stderr) => {
-        const code = error
-          ? typeof (error as { code?: unknown }).code === 'number'
-            ? (error as { code: number }).code
-            : 1
-          : 0;
-        resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() });
-      }
-    );
+/** A bash script (set -euo pipefail, the C locale) against the outer engine; never throws for its exit code. */
+export function sh(script: string, args: string[] = [], timeoutMs = 120_000): Promise<Exec> {
+  return run('bash', ['-c', `set -euo pipefail\nexport LC_ALL=C\n${script}`, 'bash', ...args], {
+    timeoutMs,
+    maxBuffer: 256 * 1024 * 1024
   });
 }
 
@@ -47,29 +28,11 @@ export function inDind(main: MainStep, script: string): Promise<string> {
 
 /** The tools image (apt from the Debian mirror: only the first build takes time) and the tiny image. */
 export async function buildOuterImages(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-cache-images-'));
-  try {
-    const build = async (tag: string, dockerfile: string) => {
-      const context = path.join(dir, tag.replace(/[^a-z0-9]/g, '-'));
-      fs.mkdirSync(context);
-      fs.writeFileSync(path.join(context, 'Dockerfile'), dockerfile);
-      await shOk(
-        `DOCKER_BUILDKIT=0 docker -H ${OUTER_SOCKET} build --pull=false --quiet -t "$1" "$2" >/dev/null`,
-        [tag, context],
-        600_000
-      );
-    };
-    await build(
-      TOOLS_IMAGE,
-      `FROM ${NESTED_BASE_IMAGE}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin attr && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin\n`
-    );
-    await build(
-      TINY_IMAGE,
-      `FROM ${NESTED_BASE_IMAGE} AS src\nFROM scratch\nCOPY --from=src /sbin/ldconfig /ldconfig\n`
-    );
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  await buildImage(
+    TOOLS_IMAGE,
+    `FROM ${NESTED_BASE_IMAGE}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcap2-bin attr && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin\n`
+  );
+  await buildTinyImage();
 }
 
 /** What the inner daemon holds: `repo:tag` of every image, sorted. */

@@ -6,7 +6,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { OUTER_SOCKET, outerEnv, run } from './engine';
-import { actionNode, parseFileCommands, readManifest, REPO_ROOT, type StepResult } from './runner';
+import {
+  actionNode,
+  FILE_COMMANDS,
+  inputEnv,
+  parseFileCommands,
+  readManifest,
+  REPO_ROOT,
+  runnerEnv,
+  stateEnv,
+  type StepResult
+} from './runner';
 
 /** `docker run` volumes for the action: the repository (dist/) read-only at its path, and node. */
 export function actionMounts(): string[] {
@@ -31,33 +41,13 @@ export interface ContainerJobOptions {
   stepTimeoutMs?: number;
 }
 
-const FILE_COMMANDS = {
-  GITHUB_ENV: 'env',
-  GITHUB_OUTPUT: 'output',
-  GITHUB_STATE: 'state',
-  GITHUB_STEP_SUMMARY: 'summary',
-  GITHUB_PATH: 'path'
-} as const;
-
 /** The steps of one job in a container; what they export (GITHUB_ENV) later steps get. */
 export class ContainerSteps {
   readonly env: Record<string, string>;
   private steps = 0;
 
   constructor(private readonly job: ContainerJobOptions) {
-    this.env = {
-      CI: 'true',
-      GITHUB_ACTIONS: 'true',
-      GITHUB_WORKSPACE: job.workspace,
-      GITHUB_RUN_ID: String(Date.now()),
-      GITHUB_JOB: 'test',
-      RUNNER_TEMP: job.temp,
-      RUNNER_OS: 'Linux',
-      RUNNER_ARCH: process.arch === 'arm64' ? 'ARM64' : 'X64',
-      RUNNER_ENVIRONMENT: 'self-hosted',
-      HOME: job.home,
-      ...(job.env ?? {})
-    };
+    this.env = { ...runnerEnv(job.workspace, job.temp), HOME: job.home, ...(job.env ?? {}) };
   }
 
   /** One step in the container; file commands through files in RUNNER_TEMP, as the runner does. */
@@ -110,23 +100,14 @@ export class ContainerSteps {
     return this.step(['bash', '-e', '-c', script], extraEnv);
   }
 
-  /** INPUT_* for every input of action.yml: the given value, else its default. */
-  private inputEnv(inputs: Record<string, string>): Record<string, string> {
-    const env: Record<string, string> = {};
-    for (const [name, spec] of Object.entries(readManifest().inputs))
-      env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? spec.default ?? '';
-    return env;
-  }
-
   runMain(inputs: Record<string, string>): Promise<StepResult> {
-    return this.step(['node', path.join(REPO_ROOT, readManifest().runs.main)], this.inputEnv(inputs));
+    return this.step(['node', path.join(REPO_ROOT, readManifest().runs.main)], inputEnv(inputs));
   }
 
   runPost(state: Record<string, string>, inputs: Record<string, string>): Promise<StepResult> {
-    const stateEnv = Object.fromEntries(Object.entries(state).map(([name, value]) => [`STATE_${name}`, value]));
     return this.step(['node', path.join(REPO_ROOT, readManifest().runs.post)], {
-      ...this.inputEnv(inputs),
-      ...stateEnv
+      ...inputEnv(inputs),
+      ...stateEnv(state)
     });
   }
 }

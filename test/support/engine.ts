@@ -5,14 +5,13 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { INSTANCE_LABEL } from '../../src/constants';
 
 export const OUTER_SOCKET = 'unix:///var/run/docker.sock';
 /** The stand-in for docker:dind built by test/dind-image/build.sh (no registry is reachable). */
 export const TEST_IMAGE = process.env.SETUP_DIND_TEST_IMAGE || 'setup-dind-test/dind:trixie';
 /** On the outer engine; a step `docker load`s it into a dind daemon to run nested containers. */
 export const NESTED_BASE_IMAGE = 'debian:trixie-slim';
-/** The label the action puts on everything it creates (src/constants.ts), value: the instance id. */
-export const INSTANCE_LABEL = 'io.github.setup-dind.instance';
 
 export interface Exec {
   code: number;
@@ -30,13 +29,17 @@ export function outerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 export function run(
   command: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; maxBuffer?: number } = {}
 ): Promise<Exec> {
   return new Promise(resolve => {
     execFile(
       command,
       args,
-      { env: options.env ?? outerEnv(), timeout: options.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 },
+      {
+        env: options.env ?? outerEnv(),
+        timeout: options.timeoutMs ?? 60_000,
+        maxBuffer: options.maxBuffer ?? 64 * 1024 * 1024
+      },
       (error, stdout, stderr) => {
         const code = error
           ? typeof (error as { code?: unknown }).code === 'number'
@@ -170,17 +173,24 @@ export interface Started {
   home: string;
 }
 
+/** What a main step saved in its state about its instance, if it got that far (its certDir is a path where main ran). */
+export interface SavedInstance {
+  instance: { id: string; certDir: string };
+  context?: string;
+  builder?: string;
+}
+
+export function savedInstance(state: Record<string, string>): SavedInstance | undefined {
+  return state.instance ? (JSON.parse(state.instance) as SavedInstance) : undefined;
+}
+
 export class Sweeper {
   private readonly started = new Map<string, Started>();
 
   /** Records the instance a main step saved in its state (if it got that far). */
   record(state: Record<string, string>, home: string): Started | undefined {
-    if (!state.instance) return undefined;
-    const parsed = JSON.parse(state.instance) as {
-      instance: { id: string; certDir: string };
-      context?: string;
-      builder?: string;
-    };
+    const parsed = savedInstance(state);
+    if (!parsed) return undefined;
     const started = {
       id: parsed.instance.id,
       certDir: parsed.instance.certDir,

@@ -27,6 +27,16 @@ export async function buildHttpdImage(): Promise<void> {
   await buildImage(HTTPD_IMAGE, HTTPD_DOCKERFILE);
 }
 
+/** One static binary (/ldconfig, a nested container that runs and exits), loaded into a daemon in a second. */
+export const TINY_IMAGE = 'setup-dind-test/tiny:latest';
+
+export function buildTinyImage(): Promise<void> {
+  return buildImage(
+    TINY_IMAGE,
+    `FROM ${NESTED_BASE_IMAGE} AS src\nFROM scratch\nCOPY --from=src /sbin/ldconfig /ldconfig\n`
+  );
+}
+
 /** A job container's image: Debian's docker CLI with the buildx and compose (v2) plugins; node comes from the runner. */
 export const JOB_IMAGE = 'setup-dind-test/job:trixie';
 const JOB_DOCKERFILE = `FROM ${NESTED_BASE_IMAGE}

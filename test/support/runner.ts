@@ -42,6 +42,15 @@ export interface StepResult {
   /** GITHUB_STATE, for post. */
   state: Record<string, string>;
   summary: string;
+  /** The signal that killed the step's process, if one did. */
+  signal?: NodeJS.Signals;
+}
+
+/** A step while it runs: its process, what it has written to GITHUB_STATE so far, and its result once it ends. */
+export interface RunningStep {
+  child: ChildProcess;
+  state(): Record<string, string>;
+  done: Promise<StepResult>;
 }
 
 export interface RunAs {
@@ -49,6 +58,45 @@ export interface RunAs {
 }
 
 /** Parses a file command file: `name=value` lines and `name<<DELIM` heredocs. */
+/** What the runner gives every step of a job whose workspace and RUNNER_TEMP are these paths. */
+export function runnerEnv(workspace: string, temp: string): Record<string, string> {
+  return {
+    CI: 'true',
+    GITHUB_ACTIONS: 'true',
+    GITHUB_WORKSPACE: workspace,
+    GITHUB_RUN_ID: String(Date.now()),
+    GITHUB_JOB: 'test',
+    RUNNER_TEMP: temp,
+    RUNNER_OS: 'Linux',
+    RUNNER_ARCH: process.arch === 'arm64' ? 'ARM64' : 'X64',
+    RUNNER_ENVIRONMENT: 'self-hosted'
+  };
+}
+
+/** The file commands: each a variable naming a file the step writes, and the file's name. */
+export const FILE_COMMANDS = {
+  GITHUB_ENV: 'env',
+  GITHUB_OUTPUT: 'output',
+  GITHUB_STATE: 'state',
+  GITHUB_STEP_SUMMARY: 'summary',
+  GITHUB_PATH: 'path'
+} as const;
+
+/** INPUT_* for every input of action.yml (the given value, else its default) and any other input given. */
+export function inputEnv(inputs: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, spec] of Object.entries(readManifest().inputs)) {
+    env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? spec.default ?? '';
+  }
+  for (const name of Object.keys(inputs)) env[`INPUT_${name.toUpperCase()}`] = inputs[name];
+  return env;
+}
+
+/** STATE_* for post, from what main wrote to GITHUB_STATE. */
+export function stateEnv(state: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(state).map(([name, value]) => [`STATE_${name}`, value]));
+}
+
 export function parseFileCommands(text: string): Record<string, string> {
   const values: Record<string, string> = {};
   const lines = text.split('\n');
@@ -84,22 +132,17 @@ export class Job {
     fs.mkdirSync(this.workspace, { recursive: true });
     fs.mkdirSync(this.temp, { recursive: true });
     this.runAs = options.runAs;
-    if (this.runAs) fs.chmodSync(this.root, 0o755);
-    if (this.runAs) for (const dir of [this.workspace, this.temp]) chown(dir, this.runAs.user);
+    if (this.runAs) {
+      fs.chmodSync(this.root, 0o755);
+      const { uid, gid } = account(this.runAs.user);
+      for (const dir of [this.workspace, this.temp]) fs.chownSync(dir, uid, gid);
+    }
     const inherited = Object.fromEntries(
       Object.entries(process.env).filter(([name]) => !/^(INPUT_|STATE_|GITHUB_|RUNNER_|DOCKER_|SETUP_DIND_)/.test(name))
     );
     this.env = {
       ...(inherited as Record<string, string>),
-      CI: 'true',
-      GITHUB_ACTIONS: 'true',
-      GITHUB_WORKSPACE: this.workspace,
-      GITHUB_RUN_ID: String(Date.now()),
-      GITHUB_JOB: 'test',
-      RUNNER_TEMP: this.temp,
-      RUNNER_OS: 'Linux',
-      RUNNER_ARCH: process.arch === 'arm64' ? 'ARM64' : 'X64',
-      RUNNER_ENVIRONMENT: 'self-hosted',
+      ...runnerEnv(this.workspace, this.temp),
       ...(options.env ?? {})
     };
   }
@@ -116,10 +159,21 @@ export class Job {
 
   /** The `uses: ./` main step with `with:` inputs; its post is queued for `finish()`. */
   async runMain(inputs: Record<string, string> = {}): Promise<StepResult> {
-    const manifest = readManifest();
-    const result = await this.node(manifest.runs.main, this.inputEnv(inputs));
-    this.posts.push({ state: result.state, inputs });
-    return result;
+    return this.startMain(inputs).done;
+  }
+
+  /**
+   * Main, handed back while it runs (a test that reads its state as it goes, or kills it, as a cancelled
+   * job would), with `nodeArgs` before the entry point (a `-r` preload). Its post is queued for
+   * `finish()` once it has ended, with the state written by then, as the runner does.
+   */
+  startMain(inputs: Record<string, string> = {}, nodeArgs: string[] = []): RunningStep {
+    const step = this.startNode(readManifest().runs.main, inputEnv(inputs), nodeArgs);
+    const done = step.done.then(result => {
+      this.posts.push({ state: result.state, inputs });
+      return result;
+    });
+    return { ...step, done };
   }
 
   /**
@@ -141,51 +195,28 @@ export class Job {
     inputs: Record<string, string> = {},
     onSpawn?: (child: ChildProcess) => void
   ): Promise<StepResult> {
-    const stateEnv = Object.fromEntries(Object.entries(state).map(([name, value]) => [`STATE_${name}`, value]));
-    return this.node(readManifest().runs.post, { ...this.inputEnv(inputs), ...stateEnv }, onSpawn);
+    const step = this.startNode(readManifest().runs.post, { ...inputEnv(inputs), ...stateEnv(state) });
+    onSpawn?.(step.child);
+    return step.done;
   }
 
   /** A `run:` step (bash), with the job's environment. */
   async run(script: string, extraEnv: Record<string, string> = {}): Promise<StepResult> {
-    return this.step('bash', ['-e', '-c', script], extraEnv);
+    return this.start('bash', ['-e', '-c', script], extraEnv).done;
   }
 
-  private inputEnv(inputs: Record<string, string>): Record<string, string> {
-    const env: Record<string, string> = {};
-    for (const [name, spec] of Object.entries(readManifest().inputs)) {
-      env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? spec.default ?? '';
-    }
-    for (const name of Object.keys(inputs)) env[`INPUT_${name.toUpperCase()}`] = inputs[name];
-    return env;
+  private startNode(entry: string, extraEnv: Record<string, string>, nodeArgs: string[] = []): RunningStep {
+    return this.start(actionNode(), [...nodeArgs, path.join(REPO_ROOT, entry)], extraEnv);
   }
 
-  private async node(
-    entry: string,
-    extraEnv: Record<string, string>,
-    onSpawn?: (child: ChildProcess) => void
-  ): Promise<StepResult> {
-    return this.step(actionNode(), [path.join(REPO_ROOT, entry)], extraEnv, onSpawn);
-  }
-
-  private async step(
-    command: string,
-    args: string[],
-    extraEnv: Record<string, string>,
-    onSpawn?: (child: ChildProcess) => void
-  ): Promise<StepResult> {
+  /** Starts a step: its file-command files, the job's environment, its process (as the job's user). */
+  private start(command: string, args: string[], extraEnv: Record<string, string>): RunningStep {
     const files = fs.mkdtempSync(path.join(this.root, 'step-'));
     if (this.runAs) {
       fs.chmodSync(files, 0o777);
     }
-    const fileCommands = {
-      GITHUB_ENV: 'env',
-      GITHUB_OUTPUT: 'output',
-      GITHUB_STATE: 'state',
-      GITHUB_STEP_SUMMARY: 'summary',
-      GITHUB_PATH: 'path'
-    };
     const fileEnv: Record<string, string> = {};
-    for (const [name, file] of Object.entries(fileCommands)) {
+    for (const [name, file] of Object.entries(FILE_COMMANDS)) {
       fileEnv[name] = path.join(files, file);
       fs.writeFileSync(fileEnv[name], '', { mode: 0o666 });
       fs.chmodSync(fileEnv[name], 0o666);
@@ -196,35 +227,38 @@ export class Job {
       : [command, args];
     const child = spawn(cmd, argv, {
       cwd: this.workspace,
-      env: { ...env, ...(this.runAs ? { HOME: homeOf(this.runAs.user) } : {}) }
+      env: { ...env, ...(this.runAs ? { HOME: account(this.runAs.user).home } : {}) }
     });
-    onSpawn?.(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', chunk => (stdout += chunk));
     child.stderr.on('data', chunk => (stderr += chunk));
-    // Killed by a signal: no code; say which, as a shell would (128 + number) and in stderr.
-    const exitCode = await new Promise<number>(resolve =>
-      child.on('close', (code, signal) => {
-        if (signal) stderr += `\n[killed by ${signal}]`;
-        resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0));
-      })
-    );
-    // A step whose process printed ::error:: and exited 1 is a failed step; the runner reads the files either way.
-    const read = (name: string) => fs.readFileSync(fileEnv[name], 'utf8');
-    const exported = parseFileCommands(read('GITHUB_ENV'));
-    Object.assign(this.env, exported);
-    const result: StepResult = {
-      exitCode,
-      stdout,
-      stderr,
-      outputs: parseFileCommands(read('GITHUB_OUTPUT')),
-      exported,
-      state: parseFileCommands(read('GITHUB_STATE')),
-      summary: read('GITHUB_STEP_SUMMARY')
-    };
-    fs.rmSync(files, { recursive: true, force: true });
-    return result;
+    const read = (name: keyof typeof FILE_COMMANDS) => fs.readFileSync(fileEnv[name], 'utf8');
+    const done = (async () => {
+      // Killed by a signal: no code; say which, as a shell would (128 + number) and in stderr.
+      const { exitCode, signal } = await new Promise<{ exitCode: number; signal?: NodeJS.Signals }>(resolve =>
+        child.on('close', (code, signal) => {
+          if (signal) stderr += `\n[killed by ${signal}]`;
+          resolve({ exitCode: code ?? 128 + (signal ? os.constants.signals[signal] : 0), signal: signal ?? undefined });
+        })
+      );
+      // A step whose process printed ::error:: and exited 1 is a failed step; the runner reads the files either way.
+      const exported = parseFileCommands(read('GITHUB_ENV'));
+      Object.assign(this.env, exported);
+      const result: StepResult = {
+        exitCode,
+        stdout,
+        stderr,
+        outputs: parseFileCommands(read('GITHUB_OUTPUT')),
+        exported,
+        state: parseFileCommands(read('GITHUB_STATE')),
+        summary: read('GITHUB_STEP_SUMMARY'),
+        ...(signal ? { signal } : {})
+      };
+      fs.rmSync(files, { recursive: true, force: true });
+      return result;
+    })();
+    return { child, state: () => parseFileCommands(read('GITHUB_STATE')), done };
   }
 
   /** Removes the job's directories (as the runner cleans its temp directory). */
@@ -233,22 +267,19 @@ export class Job {
   }
 }
 
-function homeOf(user: string): string {
-  return (
-    fs
-      .readFileSync('/etc/passwd', 'utf8')
-      .split('\n')
-      .find(line => line.startsWith(`${user}:`))
-      ?.split(':')[5] ?? '/tmp'
-  );
+export interface Account {
+  uid: number;
+  gid: number;
+  home: string;
 }
 
-function chown(dir: string, user: string): void {
+/** A user of this machine (../shared/docker-host/up makes `runner` and `runner-nosudo`). */
+export function account(user: string): Account {
   const entry = fs
     .readFileSync('/etc/passwd', 'utf8')
     .split('\n')
     .find(line => line.startsWith(`${user}:`));
-  if (!entry) throw new Error(`No user ${user}: run ../shared/docker-host/up first.`);
-  const [, , uid, gid] = entry.split(':');
-  fs.chownSync(dir, Number(uid), Number(gid));
+  if (!entry) throw new Error(`No user ${user} on this machine: run ../shared/docker-host/up first.`);
+  const fields = entry.split(':');
+  return { uid: Number(fields[2]), gid: Number(fields[3]), home: fields[5] };
 }

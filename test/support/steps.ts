@@ -26,6 +26,12 @@ export function expectExit(step: StepOutput, code: number, what: string): void {
   }
 }
 
+/** Main succeeded without a warning. */
+export function expectCleanMain(main: StepResult): void {
+  expectExit(main, 0, 'main');
+  expect(commands(main.stdout, 'warning')).toEqual([]);
+}
+
 /** Posts succeed, and say nothing went wrong while cleaning (post only ever warns). */
 export function expectCleanPosts(posts: StepResult[], count: number): void {
   expect(posts).toHaveLength(count);
