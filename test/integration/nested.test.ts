@@ -58,10 +58,12 @@ describe('nested Docker as on a host', () => {
       const main = await job.main();
       expect(main.warnings).toEqual([]);
 
-      // The dind container bind-mounts both runner paths at the same path (cache off: nothing else).
+      // The dind container bind-mounts both runner paths at the same path, and the daemon's data directory.
       const container = await inspectContainer(main.outputs['container-id']);
       const binds = (container.HostConfig as unknown as { Binds: string[] | null }).Binds ?? [];
-      expect(binds.sort()).toEqual([`${job.temp}:${job.temp}`, `${job.workspace}:${job.workspace}`].sort());
+      expect(binds.sort()).toEqual(
+        [`${job.temp}:${job.temp}`, `${job.workspace}:${job.workspace}`, `${main.dataDir}:/setup-dind/data`].sort()
+      );
 
       // A file the runner writes is seen by a nested container through `-v "$PWD":/src`; RUNNER_TEMP too.
       const step = await job.step(
@@ -112,6 +114,8 @@ docker-compose -p nested${token} down`,
         `compose wrote ${token}\n`
       );
 
+      // The step's own file: post checks that the action leaves nothing in RUNNER_TEMP.
+      fs.rmSync(path.join(job.temp, 'in-temp'));
       await job.post({ warnings: 0, count: 1 });
     });
   });
@@ -121,8 +125,13 @@ docker-compose -p nested${token} down`,
       const main = await job.main({ mounts: 'none' });
       expect(main.warnings).toEqual([]);
       const container = await inspectContainer(main.outputs['container-id']);
-      expect((container.HostConfig as unknown as { Binds: string[] | null }).Binds ?? []).toEqual([]);
-      expect(container.Mounts.filter(mount => mount.Type === 'bind')).toEqual([]);
+      // Only the daemon's own data directory.
+      expect((container.HostConfig as unknown as { Binds: string[] | null }).Binds ?? []).toEqual([
+        `${main.dataDir}:/setup-dind/data`
+      ]);
+      expect(container.Mounts.filter(mount => mount.Type === 'bind').map(mount => mount.Destination)).toEqual([
+        '/setup-dind/data'
+      ]);
 
       const step = await job.step(
         `${LOAD_HTTPD}
@@ -136,7 +145,7 @@ docker run --rm -v "$PWD":/src ${HTTPD_IMAGE} sh -c 'echo "entries=$(ls -A /src 
     });
   });
 
-  test('ports and ip: nested published ports are reached on 127.0.0.1 through `ports`, and at the `ip` output without it; the server certificate names that ip', async () => {
+  test('ports and ip: nested published ports are reached on 127.0.0.1 through `ports`, and at the `ip` output without it; the server certificate names the container by name', async () => {
     const [same, runnerPort] = [await freePort(), await freePort()];
     await withJob({}, async job => {
       // Both forms: PORT (the same on both sides) and RUNNER_PORT:DIND_PORT.
@@ -175,15 +184,17 @@ echo "3: $(${CURL} "http://$TESTCONTAINERS_HOST_OVERRIDE:8081/")"`,
       );
       expect(reach.stdout).toBe('1: same-port\n2: mapped-port\n3: at-ip\n');
 
-      // The daemon's TLS port at the ip (by address, and by the container's name resolved to it):
-      // the server certificate covers both, verified against the job's CA.
+      // The daemon's TLS port at the ip: by the container's name resolved to it, the server certificate
+      // checks out against the job's CA; by the bare address it does not, as the certificate is made
+      // before the container starts, with names only (the job reaches the daemon at `host`).
       const certs = ['--cacert', 'ca.pem', '--cert', 'cert.pem', '--key', 'key.pem'].map(word =>
         word.endsWith('.pem') ? path.join(main.outputs['cert-path'], word) : word
       );
       const curl = (...args: string[]) =>
         run('curl', ['--silent', '--show-error', '--fail', '--max-time', '10', ...certs, ...args]);
       const byIp = await curl(`https://${ip}:2376/_ping`);
-      expect({ code: byIp.code, body: byIp.stdout, stderr: byIp.stderr }).toEqual({ code: 0, body: 'OK', stderr: '' });
+      expect({ code: byIp.code, body: byIp.stdout }).toEqual({ code: 60, body: '' });
+      expect(byIp.stderr).toMatch(/certificate|SSL/i);
       const name = `setup-dind-dind-${main.started.id}`;
       const byName = await curl('--resolve', `${name}:2376:${ip}`, `https://${name}:2376/_ping`);
       expect({ code: byName.code, body: byName.stdout, stderr: byName.stderr }).toEqual({
@@ -451,7 +462,12 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
       const ip = dindNetworks[job.network].IPAddress;
       const binds = (info.HostConfig as unknown as { Binds: string[] | null }).Binds ?? [];
       expect(binds.sort()).toEqual(
-        [`${job.hostTemp}:${ContainerJob.TEMP}`, `${job.hostWorkspace}:${ContainerJob.WORKSPACE}`].sort()
+        [
+          `${job.hostTemp}:${ContainerJob.TEMP}`,
+          `${job.hostWorkspace}:${ContainerJob.WORKSPACE}`,
+          // The daemon's data directory, by its path on the engine's host.
+          `${path.join(job.hostTemp, `${containerName}-data`)}:/setup-dind/data`
+        ].sort()
       );
 
       fs.writeFileSync(path.join(job.hostWorkspace, 'marker'), `workspace ${token}\n`);
