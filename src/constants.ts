@@ -55,6 +55,9 @@ export const DEFAULT_BUILDX_IMAGE = 'moby/buildkit:v0.32.2';
 /** The only port the daemon listens on: TLS, mutual. */
 export const DAEMON_TLS_PORT = 2376;
 
+/** Swarm's cluster-management port, inside the dind container (input `swarm`). */
+export const SWARM_PORT = 2377;
+
 /** Where the server material, daemon.json and entrypoint go inside the dind container. */
 export const CONTAINER_SETUP_DIR = '/setup-dind';
 
@@ -65,7 +68,9 @@ export const INSTANCE_LABEL = 'io.github.setup-dind.instance';
 export const DockerEnv = {
   Host: 'DOCKER_HOST',
   TlsVerify: 'DOCKER_TLS_VERIFY',
-  CertPath: 'DOCKER_CERT_PATH'
+  CertPath: 'DOCKER_CERT_PATH',
+  /** Read by the CLI only: a context to use instead of DOCKER_HOST. */
+  Context: 'DOCKER_CONTEXT'
 } as const;
 
 /**

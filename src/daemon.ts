@@ -11,6 +11,7 @@ import { connect, tlsClientOptions, type TlsEndpoint } from './engine';
 import type { Instance } from './instance';
 import { flagConfigNames, type PortMapping } from './inputs';
 import type { KeyPair, SubjectAltNames } from './tls';
+import { errorMessage } from './errors';
 
 const CERT_DIR = `${CONTAINER_SETUP_DIR}/certs`;
 const ENTRYPOINT = `${CONTAINER_SETUP_DIR}/entrypoint.sh`;
@@ -265,7 +266,7 @@ export async function waitForDaemon(
         firstAnswer ??= Date.now();
         if (Date.now() - firstAnswer >= steadiness.steadyMs) return version;
       } catch (error) {
-        lastError = (error as Error).message;
+        lastError = errorMessage(error);
         firstAnswer = undefined;
       }
       await new Promise(resolve =>

@@ -1,9 +1,10 @@
 // The runner's docker CLI for commands that name the daemon by context (`docker context`, `docker
 // buildx`): without the variables that select a daemon, which would override or contradict the context.
 import * as exec from '@actions/exec';
+import { DockerEnv } from './constants';
 
 /** Such commands need no DOCKER_HOST, and post may run after the certificates DOCKER_CERT_PATH names are gone. */
-const DAEMON_SELECTION = ['DOCKER_HOST', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH', 'DOCKER_CONTEXT'];
+const DAEMON_SELECTION: string[] = Object.values(DockerEnv);
 
 /** Runs `docker args…`; never throws for a non-zero exit (the caller reads exitCode). */
 export async function dockerCli(args: string[]): Promise<exec.ExecOutput> {

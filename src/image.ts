@@ -4,6 +4,7 @@ import type Docker from 'dockerode';
 import type { PullPolicy } from './inputs';
 import { Inputs } from './constants';
 import { formatBytes } from './units';
+import { errorMessage } from './errors';
 
 interface PullEvent {
   id?: string;
@@ -49,7 +50,7 @@ async function pull(docker: Docker, image: string): Promise<void> {
   try {
     stream = await docker.pull(image);
   } catch (error) {
-    throw new Error(`Could not pull ${image}: ${(error as Error).message}`);
+    throw new Error(`Could not pull ${image}: ${errorMessage(error)}`);
   }
   const layers = new Map<string, { current: number; total: number }>();
   let lastReport = Date.now();

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import { DAEMON_TLS_PORT, Inputs } from './constants';
 import { parseDuration } from './units';
+import { errorMessage } from './errors';
 
 export const PULL_POLICIES = ['missing', 'always', 'never'] as const;
 export type PullPolicy = (typeof PULL_POLICIES)[number];
@@ -109,7 +110,7 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
     try {
       return parse();
     } catch (error) {
-      problems.push((error as Error).message);
+      problems.push(errorMessage(error));
       return fallback;
     }
   };
@@ -392,7 +393,7 @@ export function parseDaemonConfig(raw: string): Record<string, unknown> {
     parsed = JSON.parse(text);
   } catch (error) {
     throw new Error(
-      `Input '${Inputs.DaemonConfig}' is not valid JSON (${(error as Error).message}); it must be a JSON object such as {"features":{"containerd-snapshotter":true}}.`
+      `Input '${Inputs.DaemonConfig}' is not valid JSON (${errorMessage(error)}); it must be a JSON object such as {"features":{"containerd-snapshotter":true}}.`
     );
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {

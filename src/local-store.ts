@@ -8,11 +8,12 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { decodeManifest, encodeManifest, type Manifest, type ManifestLimits } from './manifest';
 import type { LocalFrames } from './restore';
+import { HOUR_MS } from './units';
 
 /** Bump with the manifest format: a store of another format is left alone. */
 const LAYOUT = 'setup-dind-v2';
 /** A temporary file this old belongs to no running job. */
-const STALE_TEMPORARY_MS = 60 * 60 * 1000;
+const STALE_TEMPORARY_MS = HOUR_MS;
 /** Manifests are small; these many of the newest are kept. */
 const MANIFESTS_KEPT = 64;
 

@@ -6,6 +6,7 @@
 import { gunzip, gzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import type { LastUsed } from './usage';
+import { errorMessage } from './errors';
 
 export const MANIFEST_FORMAT = 'setup-dind/2';
 /** The unit of deduplication: what changed is uploaded in chunks of this size. Measured in the issue note. */
@@ -89,7 +90,7 @@ export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Prom
     const text = await promisify(gunzip)(blob, { maxOutputLength: MAX_MANIFEST_BYTES });
     json = JSON.parse(text.toString('utf8')) as Record<string, unknown>;
   } catch (error) {
-    throw new ManifestError(`not a manifest (${(error as Error).message})`);
+    throw new ManifestError(`not a manifest (${errorMessage(error)})`);
   }
   check(json && typeof json === 'object', 'not a JSON object');
   check(json.format === MANIFEST_FORMAT, `format ${JSON.stringify(json.format)}`);

@@ -1,6 +1,7 @@
 // Logs that read as the action's story: one collapsible group per phase with its duration, and the
 // same phases as a table in the job summary.
 import * as core from '@actions/core';
+import { errorMessage } from './errors';
 
 interface PhaseRecord {
   title: string;
@@ -57,7 +58,7 @@ export class Timeline {
       if (this.facts.length > 0) summary.addTable(this.facts.map(([name, value]) => [name, value]));
       await summary.write();
     } catch (error) {
-      core.warning(`Could not write the job summary: ${(error as Error).message}`);
+      core.warning(`Could not write the job summary: ${errorMessage(error)}`);
     }
   }
 }

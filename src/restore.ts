@@ -7,6 +7,7 @@ import { download, DownloadError } from './blob-download';
 import { sha256 } from './data-image';
 import { CHUNK_BYTES, LOCAL_ONLY, type Frame, type Manifest } from './manifest';
 import { decompressFrame } from './zstd';
+import { shortId } from './units';
 
 /** Parallel ranged GETs: a blob store serves each connection well below what several reach together. */
 export const RESTORE_CONNECTIONS = 8;
@@ -75,10 +76,10 @@ export class FrameCheckError extends Error {}
 /** Decompresses a frame and checks it is the chunk the manifest says. */
 export async function openFrame(frame: Frame, compressed: Buffer): Promise<Buffer> {
   if (compressed.length !== frame.length)
-    throw new FrameCheckError(`frame ${frame.hash.slice(0, 12)} is ${compressed.length} bytes, not ${frame.length}`);
+    throw new FrameCheckError(`frame ${shortId(frame.hash)} is ${compressed.length} bytes, not ${frame.length}`);
   const data = await decompressFrame(compressed, CHUNK_BYTES);
   if (data.length !== CHUNK_BYTES || sha256(data) !== frame.hash)
-    throw new FrameCheckError(`frame ${frame.hash.slice(0, 12)} does not hold the content its hash names`);
+    throw new FrameCheckError(`frame ${shortId(frame.hash)} does not hold the content its hash names`);
   return data;
 }
 
@@ -144,7 +145,7 @@ export async function writeState(
       // Gone since `has` (another job's bound): from the cache service, if it holds it.
       if (!compressed) {
         const frame = manifest.frames[index];
-        if (frame.part === LOCAL_ONLY) throw new Error(`frame ${frame.hash.slice(0, 12)} left the runner's store`);
+        if (frame.part === LOCAL_ONLY) throw new Error(`frame ${shortId(frame.hash)} left the runner's store`);
         const [range] = planRanges(manifest.frames, [index]);
         partUrls[range.part] ??= (await locate([range.part]))[range.part];
         return fetch(range);

@@ -5,6 +5,7 @@
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { HOUR_MS } from './units';
 
 // @peculiar/x509 is typed against the DOM's WebCrypto; Node's is the same API.
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
@@ -48,7 +49,7 @@ export function certificateLifetimeHours(runnerEnvironment: string | undefined):
 
 export async function createAuthority(lifetimeHours: number, now = new Date()): Promise<CertificateAuthority> {
   const notBefore = new Date(now.getTime() - CLOCK_SKEW_MS);
-  const notAfter = new Date(now.getTime() + lifetimeHours * 3600 * 1000);
+  const notAfter = new Date(now.getTime() + lifetimeHours * HOUR_MS);
   const caKeys = (await webcrypto.subtle.generateKey(KEY_ALGORITHM, false, ['sign', 'verify'])) as CryptoKeyPair;
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
     name: 'CN=setup-dind CA',

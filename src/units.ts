@@ -1,4 +1,4 @@
-// Human-readable sizes in binary units, the way Docker prints them, and durations.
+// Human-readable sizes in binary units, the way Docker prints them, durations and ids.
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 
 export function formatBytes(bytes: number): string {
@@ -11,11 +11,13 @@ export function formatBytes(bytes: number): string {
   return `${unit === 0 ? value : value.toFixed(value < 10 ? 2 : 1)} ${UNITS[unit]}`;
 }
 
+export const HOUR_MS = 3_600_000;
+
 /** Milliseconds per duration unit, largest first. */
 const DURATION_UNITS: Array<[string, number]> = [
-  ['w', 604_800_000],
-  ['d', 86_400_000],
-  ['h', 3_600_000],
+  ['w', 168 * HOUR_MS],
+  ['d', 24 * HOUR_MS],
+  ['h', HOUR_MS],
   ['m', 60_000],
   ['s', 1000]
 ];
@@ -31,4 +33,9 @@ export function parseDuration(text: string): number {
 export function formatDuration(ms: number): string {
   const [name, size] = DURATION_UNITS.find(([, size]) => ms >= size) ?? ['s', 1000];
   return `${Number((ms / size).toFixed(1))}${name}`;
+}
+
+/** The 12-character form Docker prints of a container id or a content hash. */
+export function shortId(id: string): string {
+  return id.slice(0, 12);
 }
