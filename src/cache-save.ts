@@ -106,6 +106,20 @@ export function decideSave(setup: CacheSetup, key: string): SaveDecision {
   return { save: true, key };
 }
 
+/**
+ * Pure: whether post stops this container before removing it. Only a save needs the daemon's filesystem
+ * unmounted cleanly; otherwise the removal ends it all at once, without waiting for dockerd.
+ */
+export function stopsGracefully(containerState: string, decision: SaveDecision | undefined): boolean {
+  return containerState === 'running' && decision?.save === true;
+}
+
+/** Pure: the decision once the daemon has stopped; a filesystem not unmounted cleanly is never saved. */
+export function decideAfterStop(decision: SaveDecision, unmounted: boolean): SaveDecision & { warn?: boolean } {
+  if (!decision.save || unmounted) return decision;
+  return { save: false, reason: "the daemon's filesystem was not unmounted cleanly", warn: true };
+}
+
 export function contentKey(setup: CacheSetup, content: DaemonContent): string {
   return saveKey(setup.exactPrefix, contentFingerprint(content));
 }

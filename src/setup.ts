@@ -5,7 +5,7 @@ import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { builderName, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './buildx';
 import { prepareCache, prepareEmptyData, restoreDaemonData, type CacheSetup, type RestoreResult } from './cache';
-import { DAEMON_TLS_PORT, INSTANCE_LABEL, Outputs } from './constants';
+import { INSTANCE_LABEL, Outputs, SWARM_PORT } from './constants';
 import { createContext } from './context';
 import {
   containerCreateOptions,
@@ -31,7 +31,6 @@ import {
   type TlsEndpoint
 } from './engine';
 import {
-  daemonHost,
   exportBuildxBuilder,
   exportDockerEnvironment,
   exportTestcontainersHost,
@@ -42,30 +41,30 @@ import { DataFiles, readDataEvents } from './data-image';
 import { errorMessage } from './errors';
 import { ensureImage } from './image';
 import { getInputs, type ActionInputs } from './inputs';
-import { newInstance, type Instance } from './instance';
+import { newInstance } from './instance';
 import { formatSeconds, Timeline } from './report';
 import {
-  defaultRouteMtu,
-  detectRunnerContainer,
-  engineHostPath,
-  engineUnreachableMessage,
-  type RunnerContainer
-} from './runner-host';
+  bindMountPlan,
+  dataOutcome,
+  lateServerCertificate,
+  placementOf,
+  reachability,
+  type Placement
+} from './placement';
+import { defaultRouteMtu, detectRunnerContainer, engineHostPath, engineUnreachableMessage } from './runner-host';
 import { saveInstanceState, type DaemonAddress, type InstanceState } from './state';
 import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './tls';
-import { formatBytes } from './units';
+import { formatBytes, shortId } from './units';
 import { startUsageRecorder } from './usage';
 
 const FAILURE_LOG_LINES = 50;
-/** Networks a container cannot be connected to: a runner on them shares the host's loopback or none. */
-const UNSHARED_NETWORKS = ['host', 'none'];
 
 export async function runMain(): Promise<void> {
   const timeline = new Timeline();
   try {
     await setUp(timeline);
   } catch (error) {
-    core.setFailed((error as Error).message);
+    core.setFailed(errorMessage(error));
   } finally {
     await timeline.writeSummary('setup-dind: daemon');
   }
@@ -79,21 +78,6 @@ interface Prepared {
   /** The data directory as the engine's host has it; undefined: the image's own /var/lib/docker volume. */
   dataDir?: string;
   cache?: { setup: CacheSetup; restored: RestoreResult; seconds: number };
-}
-
-/** How this job, and the steps after it, reach the daemon. */
-interface Reach {
-  address: DaemonAddress;
-  /** DOCKER_HOST. */
-  host: string;
-  ip?: string;
-}
-
-/** Where the job's steps run, as far as reaching the daemon is concerned. */
-interface Placement {
-  runner?: RunnerContainer;
-  /** The runner container's networks the daemon joins; empty on a bare host. */
-  sharedNetworks: string[];
 }
 
 async function setUp(timeline: Timeline): Promise<void> {
@@ -116,12 +100,9 @@ async function setUp(timeline: Timeline): Promise<void> {
     async () => {
       await reachEngine(docker, engine);
       const runner = await detectRunnerContainer(docker);
-      const placement: Placement = {
-        runner,
-        sharedNetworks: runner ? runner.networks.filter(name => !UNSHARED_NETWORKS.includes(name)) : []
-      };
+      const placement = placementOf(runner);
       if (runner)
-        core.info(`The job runs in container ${runner.id.slice(0, 12)} (networks: ${runner.networks.join(', ')}).`);
+        core.info(`The job runs in container ${shortId(runner.id)} (networks: ${runner.networks.join(', ')}).`);
       return { prepared: await prepare(docker, inputs, state, placement), placement };
     }
   );
@@ -133,9 +114,9 @@ async function setUp(timeline: Timeline): Promise<void> {
     await checkData(state, prepared, timeline);
     await recordUsage(state, container);
     if (inputs.setEnv) {
-      exportDockerEnvironment(reach.host, instance.certDir, engine);
+      exportDockerEnvironment(reach.dockerHost, instance.certDir, engine);
       if (reach.ip) exportTestcontainersHost(reach.ip);
-      core.info(`Exported DOCKER_HOST=${reach.host}, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=${instance.certDir}`);
+      core.info(`Exported DOCKER_HOST=${reach.dockerHost}, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=${instance.certDir}`);
     }
     if (inputs.swarm)
       await initSwarm(connect(tlsClientOptions(endpointOf(reach.address, prepared))), addresses[instance.networkName]);
@@ -144,7 +125,7 @@ async function setUp(timeline: Timeline): Promise<void> {
         {
           name: inputs.context,
           instanceId: instance.id,
-          host: reach.host,
+          host: reach.dockerHost,
           certDir: instance.certDir,
           isLive: id => hasInstance(docker, id)
         },
@@ -155,7 +136,7 @@ async function setUp(timeline: Timeline): Promise<void> {
     }
     const cache = prepared.cache;
     setDaemonOutputs({
-      host: reach.host,
+      host: reach.dockerHost,
       certPath: instance.certDir,
       containerId: container.id,
       context: state.context ?? '',
@@ -165,7 +146,10 @@ async function setUp(timeline: Timeline): Promise<void> {
     core.setOutput(Outputs.CacheHit, String(cache?.restored.hit ?? false));
     core.setOutput(Outputs.CacheKey, cache?.restored.key ?? cache?.setup.exactPrefix ?? '');
     core.setOutput(Outputs.CacheSize, String(cache?.restored.bytes ?? 0));
-    timeline.fact('Daemon', `Docker ${version} at ${reach.host}${reach.ip ? ` (container address ${reach.ip})` : ''}`);
+    timeline.fact(
+      'Daemon',
+      `Docker ${version} at ${reach.dockerHost}${reach.ip ? ` (container address ${reach.ip})` : ''}`
+    );
   });
   if (state.context) timeline.fact('Context', state.context);
   if (buildx) {
@@ -201,31 +185,8 @@ async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void
   try {
     await docker.ping();
   } catch (error) {
-    throw new Error(engineUnreachableMessage(describeEngine(engine), (error as Error).message));
+    throw new Error(engineUnreachableMessage(describeEngine(engine), errorMessage(error)));
   }
-}
-
-/**
- * How later steps reach the daemon: on a bare host through the port published on 127.0.0.1; from a
- * container, by the daemon's name on a network they share (its address on the default bridge, which
- * has no DNS). `ip` is where nested containers' published ports are reachable.
- */
-function reachability(
-  instance: Instance,
-  port: number,
-  addresses: Record<string, string>,
-  placement: Placement
-): Reach {
-  const network = placement.sharedNetworks.find(name => addresses[name]);
-  if (!network)
-    return {
-      address: { host: '127.0.0.1', port },
-      host: daemonHost('127.0.0.1', port),
-      ip: addresses[instance.networkName]
-    };
-  const ip = addresses[network];
-  const address = { host: network === 'bridge' ? ip : instance.containerName, port: DAEMON_TLS_PORT };
-  return { address, host: daemonHost(address.host, address.port), ip };
 }
 
 /**
@@ -279,25 +240,19 @@ async function prepare(
   return { ...tls, dataDir, cache };
 }
 
-/**
- * A job in a container on the default bridge reaches the daemon by its address there (that network
- * has no DNS), which the engine assigns only when the container starts: the certificate must wait.
- */
-function lateServerCertificate(placement: Placement): boolean {
-  return placement.sharedNetworks[0] === 'bridge';
-}
-
 /** What the entrypoint did with the data: a restored state that failed its check is not the cache's any more. */
 async function checkData(state: InstanceState, prepared: Prepared, timeline: Timeline): Promise<void> {
   if (prepared.dataDir === undefined) return;
   const events = await readDataEvents(state.instance.dataDir);
   if (events.mountedIn) core.info(`The daemon's filesystem was ready in ${events.mountedIn}.`);
   const cache = prepared.cache;
-  if (events.plain) {
-    if (cache) core.warning(`Cache off: the daemon's data could not be kept in a filesystem image (${events.plain}).`);
+  const outcome = dataOutcome(events, cache?.restored.key);
+  if (outcome.kind === 'plain') {
+    if (cache)
+      core.warning(`Cache off: the daemon's data could not be kept in a filesystem image (${outcome.reason}).`);
     state.cache = undefined;
-  } else if (events.discarded && cache?.restored.key) {
-    core.warning(`The cache ${cache.restored.key} was not used: ${events.discarded}. The daemon started empty.`);
+  } else if (outcome.kind === 'discarded' && cache) {
+    core.warning(`The cache ${cache.restored.key} was not used: ${outcome.reason}. The daemon started empty.`);
     cache.restored = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
     if (state.cache) state.cache.restoredKey = undefined;
     await fs.rm(path.join(state.instance.dataDir, DataFiles.manifest), { force: true });
@@ -314,18 +269,16 @@ async function checkData(state: InstanceState, prepared: Prepared, timeline: Tim
   }
 }
 
-/** The runner paths to mount at the same path in the daemon, as the engine's host has them. */
+/** The runner paths to mount at the same path in the daemon: the workspace and RUNNER_TEMP unless `mounts` says. */
 function bindMounts(inputs: ActionInputs, placement: Placement): Array<{ source: string; target: string }> {
   const paths =
     inputs.mounts ?? [process.env.GITHUB_WORKSPACE, process.env.RUNNER_TEMP].filter((p): p is string => Boolean(p));
-  return paths.flatMap(target => {
-    const source = engineHostPath(placement.runner, target);
-    if (source === undefined)
-      core.warning(
-        `Not mounting ${target} into the daemon: it is not a bind mount of this job's container, so the engine cannot see it.`
-      );
-    return source === undefined ? [] : [{ source, target }];
-  });
+  const { mounts, unreachable } = bindMountPlan(paths, placement.runner);
+  for (const target of unreachable)
+    core.warning(
+      `Not mounting ${target} into the daemon: it is not a bind mount of this job's container, so the engine cannot see it.`
+    );
+  return mounts;
 }
 
 function endpointOf(address: DaemonAddress, prepared: Prepared): TlsEndpoint {
@@ -378,7 +331,7 @@ async function startDaemon(
       container,
       inputs.waitTimeoutSeconds * 1000
     );
-    core.info(`Docker ${version} answers over mutual TLS at ${reach.host}.`);
+    core.info(`Docker ${version} answers over mutual TLS at ${reach.dockerHost}.`);
     return { container, reach, addresses, version };
   } catch (error) {
     if (!(error instanceof DaemonNotReadyError)) throw error;
@@ -409,7 +362,7 @@ async function recordUsage(state: InstanceState, container: Docker.Container): P
 
 /** A single-node swarm, so `docker stack deploy` works. */
 async function initSwarm(dind: Docker, address: string | undefined): Promise<void> {
-  await dind.swarmInit({ ListenAddr: '0.0.0.0:2377', AdvertiseAddr: address ?? '127.0.0.1' });
+  await dind.swarmInit({ ListenAddr: `0.0.0.0:${SWARM_PORT}`, AdvertiseAddr: address ?? '127.0.0.1' });
   core.info('Initialised a single-node swarm.');
 }
 

@@ -7,11 +7,13 @@ import type Docker from 'dockerode';
 import { removeBuilder } from './buildx';
 import {
   contentKey,
+  decideAfterStop,
   decideSave,
   evictUnusedImages,
   pruneForCache,
   saveBlocker,
   saveDaemonData,
+  stopsGracefully,
   type Eviction,
   type SaveDecision
 } from './cache-save';
@@ -28,7 +30,7 @@ import type { Manifest } from './manifest';
 import type { SaveResult } from './save';
 import { Timeline } from './report';
 import { loadInstanceState, type DaemonAddress, type InstanceState } from './state';
-import { formatBytes, formatDuration } from './units';
+import { formatBytes, formatDuration, shortId } from './units';
 
 /** dockerd stops its own containers on SIGTERM; give it the time the Docker CLI would. */
 const STOP_GRACE_SECONDS = 30;
@@ -57,10 +59,10 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   const builder = state.builder;
   if (builder)
     await timeline.phase('Remove the buildx builder', () =>
-      attempt(`remove buildx builder ${builder}`, () => removeBuilder(builder), undefined)
+      bestEffort(`remove buildx builder ${builder}`, () => removeBuilder(builder), undefined)
     );
 
-  const containers = await attempt(
+  const containers = await bestEffort(
     'list the dind containers',
     () => docker.listContainers({ all: true, filters: label }),
     []
@@ -80,24 +82,23 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
 
   for (const summary of containers) {
     const container = docker.getContainer(summary.Id);
-    // Only a save needs the filesystem unmounted cleanly; otherwise the removal below ends it all at once.
-    if (summary.State === 'running' && decision?.save) {
+    if (stopsGracefully(summary.State, decision)) {
       await timeline.phase('Stop the daemon', () =>
-        attempt('stop the daemon', () => container.stop({ t: STOP_GRACE_SECONDS }), undefined)
+        bestEffort('stop the daemon', () => container.stop({ t: STOP_GRACE_SECONDS }), undefined)
       );
     }
     await core.group(`Daemon log (${instance.containerName})`, async () => {
-      core.info(await attempt('read the daemon log', () => containerLog(container), ''));
+      core.info(await bestEffort('read the daemon log', () => containerLog(container), ''));
     });
   }
 
   if (state.cache && decision) {
     const cache = state.cache;
-    const unmounted = decision.save && (await readDataEvents(instance.dataDir)).unmounted;
-    if (decision.save && unmounted) {
+    const final = decideAfterStop(decision, decision.save && (await readDataEvents(instance.dataDir)).unmounted);
+    if (final.save) {
       const remote = availability().writable;
       const outcome = await timeline.phase('Save the cache', () =>
-        saveDaemonData(cache, decision.key, state.imageId ?? '', plan.eviction?.lastUsed ?? {}, plan.restored, remote)
+        saveDaemonData(cache, final.key, state.imageId ?? '', plan.eviction?.lastUsed ?? {}, plan.restored, remote)
       );
       timeline.fact(
         'Cache',
@@ -111,39 +112,38 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
         );
       }
     } else {
-      const reason = decision.save ? "the daemon's filesystem was not unmounted cleanly" : decision.reason;
-      if (decision.save) core.warning(`Not saving the cache: ${reason}.`);
-      timeline.fact('Cache', `not saved: ${reason}`);
+      if (final.warn) core.warning(`Not saving the cache: ${final.reason}.`);
+      timeline.fact('Cache', `not saved: ${final.reason}`);
     }
   }
 
   await timeline.phase('Remove the container, network, data, certificates and context', async () => {
     for (const summary of containers) {
       // The image declares VOLUME /var/lib/docker: without v the data would stay behind as a volume.
-      await attempt(
-        `remove container ${summary.Id.slice(0, 12)}`,
+      await bestEffort(
+        `remove container ${shortId(summary.Id)}`,
         () => docker.getContainer(summary.Id).remove({ force: true, v: true }),
         undefined
       );
     }
-    const networks = await attempt('list networks', () => docker.listNetworks({ filters: label }), []);
+    const networks = await bestEffort('list networks', () => docker.listNetworks({ filters: label }), []);
     for (const network of networks) {
-      await attempt(`remove network ${network.Name}`, () => docker.getNetwork(network.Id).remove(), undefined);
+      await bestEffort(`remove network ${network.Name}`, () => docker.getNetwork(network.Id).remove(), undefined);
     }
     // One file however much the daemon held (data-image.ts), and the entrypoint's notes.
-    await attempt(
+    await bestEffort(
       `remove the daemon's data in ${instance.dataDir}`,
       () => fs.rm(instance.dataDir, { recursive: true, force: true }),
       undefined
     );
-    await attempt(
+    await bestEffort(
       'remove the client certificates',
       () => fs.rm(instance.certDir, { recursive: true, force: true }),
       undefined
     );
     if (state.context) {
       const context = state.context;
-      await attempt(`remove context ${context}`, () => removeContext(context, instance.id), false);
+      await bestEffort(`remove context ${context}`, () => removeContext(context, instance.id), false);
     }
     core.info(
       `Removed ${containers.length} container(s) and ${networks.length} network(s) of ${instance.containerName}.`
@@ -209,11 +209,11 @@ async function daemonClient(certDir: string, address: DaemonAddress): Promise<Do
 }
 
 /** Runs one cleanup step; on failure warns and goes on with `fallback`. */
-async function attempt<T>(what: string, run: () => Promise<T>, fallback: T): Promise<T> {
+async function bestEffort<T>(what: string, run: () => Promise<T>, fallback: T): Promise<T> {
   try {
     return await run();
   } catch (error) {
-    core.warning(`Could not ${what}: ${(error as Error).message}`);
+    core.warning(`Could not ${what}: ${errorMessage(error)}`);
     return fallback;
   }
 }

@@ -8,7 +8,7 @@ import {
   storageSettings,
   type DaemonContent
 } from '../../src/cache-key';
-import { decideSave, saveBlocker } from '../../src/cache-save';
+import { decideAfterStop, decideSave, saveBlocker, stopsGracefully } from '../../src/cache-save';
 import type { CacheSetup } from '../../src/cache';
 
 const base = {
@@ -146,5 +146,28 @@ describe('saving decisions', () => {
 
   test('a daemon restored from nothing always has something to save', () => {
     expect(decideSave({ ...setup, restoredKey: undefined }, 'p+aaaa')).toEqual({ save: true, key: 'p+aaaa' });
+  });
+});
+
+describe("post's decisions around the daemon's stop", () => {
+  const save = { save: true, key: 'p+aaaa' } as const;
+  const skip = { save: false, reason: 'nothing changed' } as const;
+
+  test.each([
+    ['running', save, true],
+    ['running', skip, false],
+    ['running', undefined, false],
+    ['exited', save, false]
+  ] as const)('a %s container with decision %p is stopped gracefully: %p', (state, decision, expected) => {
+    expect(stopsGracefully(state, decision)).toBe(expected);
+  });
+
+  test.each([
+    [save, true, save],
+    [save, false, { save: false, reason: "the daemon's filesystem was not unmounted cleanly", warn: true }],
+    [skip, false, skip],
+    [skip, true, skip]
+  ] as const)('decision %p, unmounted %p → %p', (decision, unmounted, expected) => {
+    expect(decideAfterStop(decision, unmounted)).toEqual(expected);
   });
 });
