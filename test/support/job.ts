@@ -179,6 +179,8 @@ export class TestJob {
   async main(inputs: Record<string, string> = {}, exitCode = 0): Promise<MainStep> {
     const main = await this.runMain(inputs);
     expectExit(main.result, exitCode, 'main');
+    // Node's warnings land in the user's log (docker-modem's url.parse deprecation did, on Node 24).
+    expect(main.result.stderr).not.toMatch(/Warning:/);
     if (!main.started) throw new Error(`main saved no instance state:\n${main.result.stdout}\n${main.result.stderr}`);
     return { ...main, started: main.started, dataDir: `${main.started.certDir}-data` };
   }
@@ -217,6 +219,7 @@ export class TestJob {
     for (const post of posts) {
       expectExit(post, 0, 'post');
       expect(commands(post.stdout, 'error')).toEqual([]);
+      expect(post.stderr).not.toMatch(/Warning:/);
       if (options.warnings !== undefined) expect(commands(post.stdout, 'warning')).toHaveLength(options.warnings);
     }
     await this.expectNothingLeft();
