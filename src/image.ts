@@ -49,7 +49,7 @@ async function pull(docker: Docker, image: string): Promise<void> {
   try {
     stream = await docker.pull(image);
   } catch (error) {
-    throw new Error(`Could not pull ${image}: ${(error as Error).message}`);
+    throw new Error(`Could not pull ${image}: ${(error as Error).message}`, { cause: error });
   }
   const layers = new Map<string, { current: number; total: number }>();
   let lastReport = Date.now();

@@ -392,7 +392,8 @@ export function parseDaemonConfig(raw: string): Record<string, unknown> {
     parsed = JSON.parse(text);
   } catch (error) {
     throw new Error(
-      `Input '${Inputs.DaemonConfig}' is not valid JSON (${(error as Error).message}); it must be a JSON object such as {"features":{"containerd-snapshotter":true}}.`
+      `Input '${Inputs.DaemonConfig}' is not valid JSON (${(error as Error).message}); it must be a JSON object such as {"features":{"containerd-snapshotter":true}}.`,
+      { cause: error }
     );
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
