@@ -55,12 +55,12 @@ export function run(command: string, argv: string[], options: ProcOptions = {}):
     options.onSpawn?.(child);
     let stdout = '';
     let stderr = '';
-    child.stdout!.on('data', chunk => {
-      stdout = keepTail(stdout + chunk);
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout = keepTail(stdout + chunk.toString());
       if (options.echo) process.stdout.write(chunk);
     });
-    child.stderr!.on('data', chunk => {
-      stderr = keepTail(stderr + chunk);
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr = keepTail(stderr + chunk.toString());
       if (options.echo) process.stderr.write(chunk);
     });
     const timeoutMs = options.timeoutMs ?? 20 * 60_000;
