@@ -158,8 +158,3 @@ export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Prom
     chunks: chunks as Array<[number, number]>
   };
 }
-
-/** Bytes of frames stored for this state: what a restore downloads. */
-export function storedBytes(manifest: Pick<Manifest, 'frames'>): number {
-  return manifest.frames.reduce((sum, frame) => sum + frame.length, 0);
-}

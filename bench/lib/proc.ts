@@ -4,7 +4,7 @@
 // can end exactly what it started (and nothing else).
 import { spawn, type ChildProcess } from 'node:child_process';
 
-export const OUTER_SOCKET = 'unix:///var/run/docker.sock';
+const OUTER_SOCKET = 'unix:///var/run/docker.sock';
 
 /** This process's environment without DOCKER_*: the docker CLI then talks to the local socket. */
 export function outerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {

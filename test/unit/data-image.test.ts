@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { restoredImageBytes } from '../../src/cache';
 import {
   MAX_IMAGE_BYTES,
   MIN_IMAGE_BYTES,
@@ -144,9 +145,6 @@ describe('scanImage on a real filesystem', () => {
 });
 
 describe('restoredImageBytes: a restored filesystem keeps its size unless this runner has much more room', () => {
-  // Imported here: cache.ts is main's module, this is its one pure sizing rule.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by this describe only, as said above
-  const { restoredImageBytes } = require('../../src/cache') as typeof import('../../src/cache');
   test.each<[string, number, number, number]>([
     ['as much room: the same size', 20 * GIB, 20 * GIB, 20 * GIB],
     ['less room: the same size (a filesystem does not shrink)', 20 * GIB, 5 * GIB, 20 * GIB],
