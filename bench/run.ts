@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { RESTORE_CONNECTIONS } from '../src/restore';
 import * as tls from '../src/tls';
 import { startCacheServer, type CacheServer } from '../test/support/cache-server';
+import { defined } from '../test/support/defined';
 import { BenchJob, crashes, jobRoot, phase, useRunner, type TimedStep } from './lib/action';
 import { Cleanup } from './lib/cleanup';
 import {
@@ -229,13 +230,14 @@ const CURL = `curl --silent --show-error --fail --noproxy '*'`;
 
 /** A level's newest state as the action would restore it: its manifest and fresh URLs of its parts. */
 async function levelState(server: CacheServer, level: LevelInfo): Promise<{ manifest: Manifest; urls: string[] }> {
-  const entry = await lookupUrl(server, level.prefix!, level.version!);
+  // A level's key prefix and version are known once the seeding job has saved it.
+  const prefix = defined(level.prefix, `key prefix of the ${level.targetMB} MB level`);
+  const version = defined(level.version, `cache version of the ${level.targetMB} MB level`);
+  const entry = await lookupUrl(server, prefix, version);
   const response = await fetch(entry.url);
   if (!response.ok) throw new Error(`manifest ${entry.key}: HTTP ${response.status}`);
   const manifest = await readManifest(Buffer.from(await response.arrayBuffer()));
-  const urls = await Promise.all(
-    manifest.parts.map(async part => (await lookupUrl(server, part.key, level.version!)).url)
-  );
+  const urls = await Promise.all(manifest.parts.map(async part => (await lookupUrl(server, part.key, version)).url));
   return { manifest, urls };
 }
 
@@ -321,6 +323,8 @@ async function snapshotAction(): Promise<void> {
   fs.copyFileSync(path.join(REPO_ROOT, 'action.yml'), path.join(root, 'action.yml'));
   fs.copyFileSync(path.join(REPO_ROOT, 'test/support/runner.ts'), path.join(root, 'test/support/runner.ts'));
   fs.symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(root, 'node_modules'));
+  // The copy, loaded at run time from where it resolves its root (no import can name that path).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const runner = require(path.join(root, 'test/support/runner.ts')) as typeof import('../test/support/runner');
   if (runner.REPO_ROOT !== root)
     throw new Error(`the runner copy resolves its root to ${runner.REPO_ROOT}, not ${root}`);
@@ -413,7 +417,7 @@ async function levelImages(
   level: LevelInfo,
   which: 'images' | 'added' = 'images'
 ): Promise<BuiltImage[]> {
-  const built = await Promise.all(level[which].map(ref => content.images.get(ref)!));
+  const built = await Promise.all(level[which].map(ref => defined(content.images.get(ref), `built image ${ref}`)));
   if (which === 'images')
     level.estimatedBytes = (await imageSize(BASE_IMAGE)) + built.reduce((sum, b) => sum + b.addedBytes, 0);
   return built;
@@ -732,7 +736,9 @@ async function coldLoad(w: Warm, name: string, under = tempDir): Promise<Measure
     {},
     async job => {
       const main = await job.main(COLD_INPUTS());
-      const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', { BENCH_TAR: w.saveTar! });
+      const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', {
+        BENCH_TAR: defined(w.saveTar, 'docker save archive (set-up 2c)')
+      });
       const post = await job.post();
       return {
         seconds: main.seconds + load.seconds,
@@ -781,7 +787,7 @@ async function incrementalSave(
 
 async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number): Promise<Measured> {
   const { server } = w;
-  const files = w.artifacts.get(level.targetMB)!;
+  const files = defined(w.artifacts.get(level.targetMB), `artifacts of the ${level.targetMB} MB level`);
   const fresh = (prefix: string) => fs.mkdtempSync(path.join(tempDir, prefix));
   switch (method) {
     case 'action-warm':
@@ -847,7 +853,7 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
       return coldLoad(w, 'load');
     case 'pull':
       return withJob('pull', {}, async job => {
-        const registry = w.registry!;
+        const registry = defined(w.registry, 'registry (set-up 2d)');
         // Inside the dind container the inner daemon's own docker0 takes 172.17.0.1 (its eth0 is on the
         // action's network), which would hide the host's docker0 address: move the inner bridge away.
         const daemonConfig = { 'insecure-registries': [registry.registry.addr], bip: INNER_BRIDGE };
@@ -866,7 +872,10 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
     case 'cache-dir':
       return withJob('cache-dir', server.env, async job => {
         const before = server.stats();
-        const main = await job.main({ ...WARM_INPUTS(level), 'cache-dir': w.cacheDir! });
+        const main = await job.main({
+          ...WARM_INPUTS(level),
+          'cache-dir': defined(w.cacheDir, 'seeded cache-dir (set-up 2e)')
+        });
         if (main.result.outputs['cache-hit'] !== 'true')
           throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
         const afterMain = server.stats();
@@ -897,7 +906,7 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
           if (main.facts['Cache restored'] !== 'nothing to restore')
             throw new Error(`the full-save job restored something: ${main.facts['Cache restored']}`);
           const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', {
-            BENCH_TAR: w.saveTar!
+            BENCH_TAR: defined(w.saveTar, 'docker save archive (set-up 2c)')
           });
           const before = server.stats();
           const post = await job.post();
@@ -921,8 +930,9 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
     }
     case 'save-raw': {
       // The image's data from the page cache (untimed), as post reads an image the daemon just wrote.
-      const dir = path.dirname(w.savedImage!);
-      const name = path.basename(w.savedImage!);
+      const savedImage = defined(w.savedImage, 'image of the warm level as a job leaves it (set-up 3)');
+      const dir = path.dirname(savedImage);
+      const name = path.basename(savedImage);
       await sh('tar --sparse -cf - -C "$1" "$2" | cat >/dev/null', { args: [dir, name] });
       const result = await sh('tar --sparse -cf - -C "$1" "$2" | zstd -T0 -3 -q -c | wc -c', { args: [dir, name] });
       return { seconds: result.seconds, detail: { compressedBytes: Number(result.stdout.trim()) } };
@@ -933,10 +943,14 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
         level,
         'save-layer',
         'c=$(docker create "$BENCH_REF" true); docker cp --quiet "$BENCH_PAYLOAD" "$c:/bench-payload.bin"; docker commit "$c" "bench-layer:$BENCH_TAG" >/dev/null; docker rm "$c" >/dev/null',
-        { BENCH_REF: level.images[0], BENCH_PAYLOAD: w.payload!, BENCH_TAG: `r${rep}` }
+        {
+          BENCH_REF: level.images[0],
+          BENCH_PAYLOAD: defined(w.payload, 'layer payload (set-up 3)'),
+          BENCH_TAG: `r${rep}`
+        }
       );
       result.detail.newDataBytes = LAYER_BYTES;
-      result.detail.newDataCompressedBytes = w.payloadCompressedBytes!;
+      result.detail.newDataCompressedBytes = defined(w.payloadCompressedBytes, 'compressed payload size (set-up 3)');
       return result;
     }
     case 'save-tag':
@@ -1020,11 +1034,8 @@ async function warmAndScaling(w: Warm, levels: LevelInfo[]): Promise<void> {
 
 // ---------------------------------------------------------------- main
 
-async function prepareWarmExtras(
-  w: Warm,
-  content: Content,
-  seeded: Promise<unknown>
-): Promise<Array<Promise<unknown>>> {
+/** The set-up steps of the warm level's other scenarios, started: each a promise of its own. */
+function prepareWarmExtras(w: Warm, content: Content, seeded: Promise<unknown>): Array<Promise<unknown>> {
   const { server, warm } = w;
   const steps: Array<Promise<unknown>> = [];
   // The jobs that restore the warm level run after the seeding, one at a time: two restores at once
@@ -1192,7 +1203,7 @@ async function main(): Promise<void> {
         });
       }
     });
-    const outcomes = await Promise.allSettled([seeding, ...(await prepareWarmExtras(w, content, seeding))]);
+    const outcomes = await Promise.allSettled([seeding, ...prepareWarmExtras(w, content, seeding)]);
     const setupFailure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (setupFailure) throw setupFailure.reason;
     // Measurements start with every image built and nothing left to write back.

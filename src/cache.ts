@@ -185,9 +185,12 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
   }
   for (let tried = 1; candidate; tried++) {
     try {
-      const manifest =
-        candidate.manifest ??
-        (await decodeManifest(await download(candidate.url!, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits));
+      let manifest = candidate.manifest;
+      if (!manifest) {
+        // Only the cache service's entries come without a manifest, and each has its URL.
+        if (!candidate.url) throw new Error(`the entry ${candidate.key} has neither a manifest nor a URL`);
+        manifest = await decodeManifest(await download(candidate.url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits);
+      }
       if (manifest.key !== candidate.key)
         throw new Error(`the entry ${candidate.key} holds the manifest of ${manifest.key}`);
       const restored = await restoreState(setup, manifest, store, service.readable, limits);
@@ -206,12 +209,12 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
       return restored;
     } catch (error) {
       if (isRateLimit(error))
-        throw new Error(`the cache service limits this repository's requests now (${error.message})`);
+        throw new Error(`the cache service limits this repository's requests now (${error.message})`, { cause: error });
       if (!(error instanceof StateUnavailableError) || tried >= STATES_TRIED || !error.parent) throw error;
       core.warning(`${error.message}; trying the state it was made from, ${error.parent}.`);
       const parent = error.parent;
       candidate = await find(parent, []);
-      if (candidate?.key !== parent) throw new Error(`${parent} is gone too`);
+      if (candidate?.key !== parent) throw new Error(`${parent} is gone too`, { cause: error });
     }
   }
   return MISS;

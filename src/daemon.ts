@@ -316,12 +316,12 @@ export function diagnose(logTail: string, privileged: boolean): string | undefin
 
 /** The container's log (stdout and stderr interleaved) as text, at most `tail` lines. */
 export async function containerLog(container: Docker.Container, tail?: number): Promise<string> {
-  const raw = (await container.logs({
+  const raw = await container.logs({
     stdout: true,
     stderr: true,
     follow: false,
     ...(tail ? { tail } : {})
-  })) as unknown as Buffer;
+  });
   return demultiplex(raw);
 }
 

@@ -50,7 +50,7 @@ async function pull(docker: Docker, image: string): Promise<void> {
   try {
     stream = await docker.pull(image);
   } catch (error) {
-    throw new Error(`Could not pull ${image}: ${errorMessage(error)}`);
+    throw new Error(`Could not pull ${image}: ${errorMessage(error)}`, { cause: error });
   }
   const layers = new Map<string, { current: number; total: number }>();
   let lastReport = Date.now();

@@ -5,13 +5,13 @@ import { DAEMON_TLS_PORT, Inputs } from './constants';
 import { parseDuration } from './units';
 import { errorMessage } from './errors';
 
-export const PULL_POLICIES = ['missing', 'always', 'never'] as const;
+const PULL_POLICIES = ['missing', 'always', 'never'] as const;
 export type PullPolicy = (typeof PULL_POLICIES)[number];
 
-export const CACHE_SAVE_POLICIES = ['on-change', 'always', 'never'] as const;
+const CACHE_SAVE_POLICIES = ['on-change', 'always', 'never'] as const;
 export type CacheSavePolicy = (typeof CACHE_SAVE_POLICIES)[number];
 
-export const BUILDX_DRIVERS = ['docker-container', 'docker'] as const;
+const BUILDX_DRIVERS = ['docker-container', 'docker'] as const;
 export type BuildxDriver = (typeof BUILDX_DRIVERS)[number];
 
 export interface ActionInputs {
@@ -167,7 +167,7 @@ function required(name: string, raw: string): string {
   return value;
 }
 
-export function parseChoice<T extends string>(name: string, raw: string, allowed: readonly T[]): T {
+function parseChoice<T extends string>(name: string, raw: string, allowed: readonly T[]): T {
   const value = required(name, raw);
   if (!(allowed as readonly string[]).includes(value)) {
     throw new Error(`Input '${name}' must be one of ${allowed.join(', ')}; got '${value}'.`);
@@ -175,7 +175,7 @@ export function parseChoice<T extends string>(name: string, raw: string, allowed
   return value as T;
 }
 
-export function parseBoolean(name: string, raw: string): boolean {
+function parseBoolean(name: string, raw: string): boolean {
   const value = required(name, raw);
   if (/^(true|True|TRUE)$/.test(value)) return true;
   if (/^(false|False|FALSE)$/.test(value)) return false;
@@ -188,7 +188,7 @@ function parseMatching(name: string, raw: string, pattern: RegExp, allowed: stri
   return value;
 }
 
-export function parseImage(raw: string, name: string = Inputs.Image): string {
+function parseImage(raw: string, name: string = Inputs.Image): string {
   const value = required(name, raw);
   if (!IMAGE_REFERENCE.test(value)) {
     throw new Error(
@@ -211,7 +211,7 @@ function parseContext(raw: string): string {
   );
 }
 
-export function parseSeconds(name: string, raw: string): number {
+function parseSeconds(name: string, raw: string): number {
   const value = required(name, raw);
   const seconds = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN;
   if (!(seconds > 0)) throw new Error(`Input '${name}' must be a positive number of seconds; got '${value}'.`);
@@ -219,7 +219,7 @@ export function parseSeconds(name: string, raw: string): number {
 }
 
 /** `4g`, `500M`, `1.5GiB`, `1073741824`: binary units, as Docker prints sizes. */
-export function parseSize(name: string, raw: string): number {
+function parseSize(name: string, raw: string): number {
   const value = required(name, raw);
   const match = SIZE.exec(value);
   const bytes = match ? Math.floor(Number(match[1]) * SIZE_UNITS[(match[2] ?? '').toLowerCase()]) : NaN;
@@ -229,7 +229,7 @@ export function parseSize(name: string, raw: string): number {
 }
 
 /** A duration such as 7d, 12h or 30m; `0`: at once; `never`: undefined. */
-export function parseEvictAfter(raw: string): number | undefined {
+function parseEvictAfter(raw: string): number | undefined {
   const value = required(Inputs.CacheEvictAfter, raw).toLowerCase();
   if (value === 'never') return undefined;
   if (value === '0') return 0;
@@ -371,7 +371,7 @@ function configNames(word: string): string[] {
   return [...shorts].map(letter => CONFIG_NAME_OF_FLAG[letter]).filter((name): name is string => name !== undefined);
 }
 
-export function parseDockerdArgs(raw: string): string[] {
+function parseDockerdArgs(raw: string): string[] {
   const args = splitShellWords(raw);
   for (const word of args) {
     const short = SHORT_HOST_FLAG.test(word) ? '-H' : undefined;
@@ -385,7 +385,7 @@ export function parseDockerdArgs(raw: string): string[] {
   return args;
 }
 
-export function parseDaemonConfig(raw: string): Record<string, unknown> {
+function parseDaemonConfig(raw: string): Record<string, unknown> {
   const text = raw.trim();
   if (text === '') return {};
   let parsed: unknown;
@@ -393,7 +393,8 @@ export function parseDaemonConfig(raw: string): Record<string, unknown> {
     parsed = JSON.parse(text);
   } catch (error) {
     throw new Error(
-      `Input '${Inputs.DaemonConfig}' is not valid JSON (${errorMessage(error)}); it must be a JSON object such as {"features":{"containerd-snapshotter":true}}.`
+      `Input '${Inputs.DaemonConfig}' is not valid JSON (${errorMessage(error)}); it must be a JSON object such as {"features":{"containerd-snapshotter":true}}.`,
+      { cause: error }
     );
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {

@@ -101,7 +101,7 @@ export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Prom
   check(json.chunkBytes === CHUNK_BYTES, `chunks of ${String(json.chunkBytes)} bytes`);
   const lastUsed = json.lastUsed ?? {};
   check(
-    typeof lastUsed === 'object' && Object.values(lastUsed as object).every(time => typeof time === 'string'),
+    typeof lastUsed === 'object' && Object.values(lastUsed).every(time => typeof time === 'string'),
     'a malformed usage record'
   );
   const filesystem = json.filesystem as { type?: unknown; bytes?: unknown } | undefined;
@@ -158,9 +158,4 @@ export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Prom
     frames,
     chunks: chunks as Array<[number, number]>
   };
-}
-
-/** Bytes of frames stored for this state: what a restore downloads. */
-export function storedBytes(manifest: Pick<Manifest, 'frames'>): number {
-  return manifest.frames.reduce((sum, frame) => sum + frame.length, 0);
 }

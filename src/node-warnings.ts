@@ -13,7 +13,7 @@ function warningCode(rest: unknown[]): unknown {
 
 export function silenceUrlParseDeprecation(target: Pick<NodeJS.Process, 'emitWarning'> = process): void {
   const emit = target.emitWarning.bind(target) as (...args: unknown[]) => void;
-  target.emitWarning = ((...args: unknown[]) => {
+  target.emitWarning = (...args: unknown[]) => {
     if (warningCode(args.slice(1)) !== URL_PARSE_DEPRECATION) emit(...args);
-  }) as NodeJS.Process['emitWarning'];
+  };
 }

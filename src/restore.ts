@@ -97,8 +97,11 @@ export async function writeState(
 ): Promise<WriteProgress> {
   const progress: WriteProgress = { downloadedBytes: 0, localBytes: 0, writtenBytes: 0 };
   const positions = new Map<number, number[]>();
-  for (const [position, frame] of manifest.chunks)
-    (positions.get(frame) ?? positions.set(frame, []).get(frame)!).push(position);
+  for (const [position, frame] of manifest.chunks) {
+    const list = positions.get(frame);
+    if (list) list.push(position);
+    else positions.set(frame, [position]);
+  }
   const wanted = [...positions.keys()];
   const kept = local
     ? await Promise.all(wanted.map(async index => ((await local.has(manifest.frames[index].hash)) ? index : -1)))
@@ -119,7 +122,10 @@ export async function writeState(
 
   const put = async (index: number, compressed: Buffer) => {
     const data = await openFrame(manifest.frames[index], compressed);
-    for (const position of positions.get(index)!) {
+    // Every frame written is one of `wanted`, the keys of `positions`.
+    const at = positions.get(index);
+    if (!at) throw new Error(`frame ${index} is at no position of the image`);
+    for (const position of at) {
       await image.write(data, 0, CHUNK_BYTES, position * CHUNK_BYTES);
       progress.writtenBytes += CHUNK_BYTES;
     }
@@ -140,8 +146,10 @@ export async function writeState(
     }
   };
   const jobs: Array<() => Promise<void>> = [
+    // localIndexes is empty without a local store.
     ...[...localIndexes].map(index => async () => {
-      const compressed = await local!.read(manifest.frames[index].hash);
+      if (!local) throw new Error(`frame ${index} is read from the runner's store, but there is none`);
+      const compressed = await local.read(manifest.frames[index].hash);
       // Gone since `has` (another job's bound): from the cache service, if it holds it.
       if (!compressed) {
         const frame = manifest.frames[index];

@@ -163,8 +163,10 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
     for (const frame of restored?.frames ?? []) if (frame.part < 0 || present[frame.part]) known.set(frame.hash, frame);
     // What each old part holds of the restored state: a part mostly dead there is left behind.
     const liveBytes = new Map<number, number>();
+    const restoredFrames = restored?.frames ?? [];
+    const restoredParts = restored?.parts ?? [];
     for (const index of new Set(restored?.chunks.map(([, frame]) => frame))) {
-      const frame = restored!.frames[index];
+      const frame = restoredFrames[index];
       if (frame.part >= 0 && present[frame.part])
         liveBytes.set(frame.part, (liveBytes.get(frame.part) ?? 0) + frame.length);
     }
@@ -180,6 +182,15 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
     let storedBytes = 0;
     let reusedBytes = 0;
     let localBytes = 0;
+    /** The index of an old part in the new manifest's parts, added on its first frame. */
+    const partAt = (part: PartRef) => {
+      let at = partIndex.get(part.key);
+      if (at === undefined) {
+        at = parts.push(part) - 1;
+        partIndex.set(part.key, at);
+      }
+      return at;
+    };
     const count = (length: number) => {
       storedBytes += length;
       if (storedBytes > input.maxBytes) throw new SizeLimitError();
@@ -201,13 +212,12 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
         index = frames.length;
         frameOf.set(hash, index);
         const old = known.get(hash);
-        const oldPart = old && old.part >= 0 ? restored!.parts[old.part] : undefined;
+        const oldPart = old && old.part >= 0 ? restoredParts[old.part] : undefined;
         const reuse = old && (old.part < 0 ? !remote : oldPart !== undefined && keep.has(oldPart.key));
         if (reuse && old) {
-          if (oldPart && !partIndex.has(oldPart.key)) partIndex.set(oldPart.key, parts.push(oldPart) - 1);
           frames.push({
             hash,
-            part: oldPart ? partIndex.get(oldPart.key)! : LOCAL_ONLY,
+            part: oldPart ? partAt(oldPart) : LOCAL_ONLY,
             offset: old.offset,
             length: old.length
           });

@@ -167,7 +167,9 @@ async function setUpBuilder(inputs: ActionInputs, state: InstanceState): Promise
     state.builder = builder;
     saveInstanceState(state);
     // getInputs refuses this driver without a context, so main has made one.
-    await createBuilder({ name: builder, context: state.context!, image: inputs.buildxImage });
+    if (!state.context)
+      throw new Error('The docker-container driver of buildx needs a Docker CLI context, and none was made.');
+    await createBuilder({ name: builder, context: state.context, image: inputs.buildxImage });
   }
   exportBuildxBuilder(builder);
   core.setOutput(Outputs.Builder, builder);
@@ -185,7 +187,7 @@ async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void
   try {
     await docker.ping();
   } catch (error) {
-    throw new Error(engineUnreachableMessage(describeEngine(engine), errorMessage(error)));
+    throw new Error(engineUnreachableMessage(describeEngine(engine), errorMessage(error)), { cause: error });
   }
 }
 
@@ -343,7 +345,8 @@ async function startDaemon(
     core.info(`Container state: ${status}. Last ${FAILURE_LOG_LINES} log lines:\n${log}`);
     const hint = diagnose(log, inputs.privileged);
     throw new Error(
-      `${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`
+      `${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`,
+      { cause: error }
     );
   }
 }

@@ -17,7 +17,7 @@ import {
   type Eviction,
   type SaveDecision
 } from './cache-save';
-import { readRestoredManifest } from './cache';
+import { readRestoredManifest, type CacheSetup } from './cache';
 import { availability } from './cache-service';
 import { INSTANCE_LABEL } from './constants';
 import { removeContext } from './context';
@@ -68,8 +68,9 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     []
   );
   const daemon = containers.find(summary => summary.State === 'running');
-  const plan = state.cache
-    ? await timeline.phase('Decide whether to save the cache', () => planSave(state, docker, daemon?.Id))
+  const cacheSetup = state.cache;
+  const plan = cacheSetup
+    ? await timeline.phase('Decide whether to save the cache', () => planSave(state, cacheSetup, docker, daemon?.Id))
     : undefined;
   const decision = plan?.decision;
   if (decision)
@@ -158,10 +159,10 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
  */
 async function planSave(
   state: InstanceState,
+  cache: CacheSetup,
   docker: Docker,
   daemonContainerId: string | undefined
 ): Promise<{ decision: SaveDecision; eviction?: Eviction; restored?: Manifest }> {
-  const cache = state.cache!;
   const service = availability();
   const blocker = saveBlocker(cache, service.writable, service.reason);
   if (blocker) return { decision: { save: false, reason: blocker } };

@@ -50,7 +50,7 @@ export function certificateLifetimeHours(runnerEnvironment: string | undefined):
 export async function createAuthority(lifetimeHours: number, now = new Date()): Promise<CertificateAuthority> {
   const notBefore = new Date(now.getTime() - CLOCK_SKEW_MS);
   const notAfter = new Date(now.getTime() + lifetimeHours * HOUR_MS);
-  const caKeys = (await webcrypto.subtle.generateKey(KEY_ALGORITHM, false, ['sign', 'verify'])) as CryptoKeyPair;
+  const caKeys = await webcrypto.subtle.generateKey(KEY_ALGORITHM, false, ['sign', 'verify']);
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
     name: 'CN=setup-dind CA',
     notBefore,
@@ -64,7 +64,7 @@ export async function createAuthority(lifetimeHours: number, now = new Date()): 
     ]
   });
   const issue = async (subject: string, usage: x509.ExtendedKeyUsage, extra: x509.Extension[]): Promise<KeyPair> => {
-    const keys = (await webcrypto.subtle.generateKey(KEY_ALGORITHM, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const keys = await webcrypto.subtle.generateKey(KEY_ALGORITHM, true, ['sign', 'verify']);
     const cert = await x509.X509CertificateGenerator.create({
       subject,
       issuer: ca.subject,
@@ -98,7 +98,7 @@ export async function createAuthority(lifetimeHours: number, now = new Date()): 
 }
 
 async function privateKeyPem(key: CryptoKey): Promise<string> {
-  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key as webcrypto.CryptoKey));
+  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
   const body = der
     .toString('base64')
     .replace(/(.{64})/g, '$1\n')

@@ -233,8 +233,8 @@ async function streamText(stream: NodeJS.ReadableStream): Promise<string> {
 }
 
 /** A file of a container (running or not), read through the engine's archive API. */
-export async function readContainerFile(container: Docker.Container, file: string): Promise<string> {
-  const archive = (await container.getArchive({ path: file })) as NodeJS.ReadableStream;
+async function readContainerFile(container: Docker.Container, file: string): Promise<string> {
+  const archive = await container.getArchive({ path: file });
   const extract = tar.extract();
   const chunks: Buffer[] = [];
   const done = new Promise<void>((resolve, reject) => {

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import * as zlib from 'node:zlib';
 
 /** zstd's default level: ratio within a few percent of level 9, several times its speed. */
-export const ZSTD_LEVEL = 3;
+const ZSTD_LEVEL = 3;
 
 type Callback = (error: Error | null, result: Buffer) => void;
 interface ZstdZlib {

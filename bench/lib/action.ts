@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { Job, StepResult } from '../../test/support/runner';
 import { docker, now, tail } from './proc';
 
-export const INSTANCE_LABEL = 'io.github.setup-dind.instance';
+const INSTANCE_LABEL = 'io.github.setup-dind.instance';
 
 let JobClass: typeof Job | undefined;
 
@@ -27,7 +27,7 @@ export interface TimedStep {
 }
 
 /** Reads the summary's tables: phase rows have a time cell ("1.23 s"), fact rows anything else. */
-export function parseSummary(html: string): { phases: Record<string, number>; facts: Record<string, string> } {
+function parseSummary(html: string): { phases: Record<string, number>; facts: Record<string, string> } {
   const phases: Record<string, number> = {};
   const facts: Record<string, string> = {};
   for (const row of html.match(/<tr>[\s\S]*?<\/tr>/g) ?? []) {

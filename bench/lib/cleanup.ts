@@ -44,8 +44,7 @@ export class Cleanup {
           console.warn(`  cleanup: could not ${hook.what}: ${(error as Error).message}`);
         }
       }
-      while (this.tasks.length > 0) {
-        const task = this.tasks.pop()!;
+      for (let task = this.tasks.pop(); task; task = this.tasks.pop()) {
         try {
           await task.run();
         } catch (error) {

@@ -78,9 +78,9 @@ export interface BuiltImage {
 }
 
 /** In every RUN line, so that what an interrupted build leaves (containers, dangling layers) can be found. */
-export const BUILD_MARKER = ': setup-dind-bench-content';
+const BUILD_MARKER = ': setup-dind-bench-content';
 
-export function dockerfile(def: ImageDef): string {
+function dockerfile(def: ImageDef): string {
   const lines = [`FROM ${BASE_IMAGE}`];
   for (const packages of def.layers) {
     lines.push(
@@ -92,7 +92,7 @@ export function dockerfile(def: ImageDef): string {
 }
 
 /** Picks the catalog prefix each level needs, from per-image sizes (MB on top of the base). */
-export function planLevels(targetsMB: number[], sizesMB: number[], baseMB: number): number[] {
+function planLevels(targetsMB: number[], sizesMB: number[], baseMB: number): number[] {
   const counts: number[] = [];
   let previous = 0;
   for (const target of [...targetsMB].sort((a, b) => a - b)) {
@@ -211,7 +211,7 @@ export function startBuilds(
  * The classic builder goes on with a RUN step whose client is gone, and commits it: remove the
  * containers of our RUN steps, then the untagged layers they made, from this run (by the marker).
  */
-export async function sweepBuildLeftovers(since: Date): Promise<void> {
+async function sweepBuildLeftovers(since: Date): Promise<void> {
   for (let attempt = 0; attempt < 30; attempt++) {
     const containers = (
       await docker(['ps', '--all', '--no-trunc', '--format', '{{.ID}}\t{{.Command}}'], { allowFail: true })

@@ -6,8 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { now, sh } from './proc';
 
-export const PROBE_WRITE_MIB = 64;
-export const PROBE_FILES = 5000;
+const PROBE_WRITE_MIB = 64;
+const PROBE_FILES = 5000;
 
 export interface ProbeResult {
   /** Seconds for dd of PROBE_WRITE_MIB MiB with conv=fsync. */

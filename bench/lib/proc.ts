@@ -4,7 +4,7 @@
 // can end exactly what it started (and nothing else).
 import { spawn, type ChildProcess } from 'node:child_process';
 
-export const OUTER_SOCKET = 'unix:///var/run/docker.sock';
+const OUTER_SOCKET = 'unix:///var/run/docker.sock';
 
 /** This process's environment without DOCKER_*: the docker CLI then talks to the local socket. */
 export function outerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -55,12 +55,12 @@ export function run(command: string, argv: string[], options: ProcOptions = {}):
     options.onSpawn?.(child);
     let stdout = '';
     let stderr = '';
-    child.stdout!.on('data', chunk => {
-      stdout = keepTail(stdout + chunk);
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout = keepTail(stdout + chunk.toString());
       if (options.echo) process.stdout.write(chunk);
     });
-    child.stderr!.on('data', chunk => {
-      stderr = keepTail(stderr + chunk);
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr = keepTail(stderr + chunk.toString());
       if (options.echo) process.stderr.write(chunk);
     });
     const timeoutMs = options.timeoutMs ?? 20 * 60_000;

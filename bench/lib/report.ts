@@ -140,7 +140,7 @@ function findPhase(phases: Record<string, number>, prefix: string): number {
   return key ? phases[key] : NaN;
 }
 
-export function compute(record: RunRecord): Computed {
+function compute(record: RunRecord): Computed {
   const warm = record.config.warmTargetMB;
   const targets: Target[] = [];
   const med = (method: string, size?: number, key?: string) =>
@@ -442,7 +442,7 @@ function fsRow(name: string, info: FsInfo | undefined, usedBy: string): string {
   ]);
 }
 
-export function renderMarkdown(record: RunRecord, c: Computed, svgName: string): string {
+function renderMarkdown(record: RunRecord, c: Computed, svgName: string): string {
   const cfg = record.config;
   const m = record.machine;
   const warm = cfg.warmTargetMB;
@@ -799,7 +799,7 @@ export function renderMarkdown(record: RunRecord, c: Computed, svgName: string):
   return lines.join('\n') + '\n';
 }
 
-export function renderSvg(record: RunRecord, c: Computed): string {
+function renderSvg(record: RunRecord, c: Computed): string {
   const rows = c.rows;
   const pts = (pick: (r: LevelRow) => number) => rows.map(r => ({ x: r.dataMB, y: pick(r) }));
   const series: Series[] = [

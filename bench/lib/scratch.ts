@@ -46,7 +46,7 @@ export async function describeFs(dir: string, device?: string): Promise<FsInfo> 
 }
 
 /** Features and layout from dumpe2fs -h (of an unmounted device, or its "needs_recovery" shows). */
-export async function ext4Header(device: string): Promise<Pick<FsInfo, 'features' | 'layout'>> {
+async function ext4Header(device: string): Promise<Pick<FsInfo, 'features' | 'layout'>> {
   const dump = await run('dumpe2fs', ['-h', device], { allowFail: true });
   if (dump.code !== 0)
     return { features: `unknown (dumpe2fs: ${dump.stderr.trim().split('\n').slice(-2).join(' ').slice(0, 120)})` };

@@ -53,7 +53,3 @@ export function rotate<T>(items: T[], by: number): T[] {
   const k = ((by % items.length) + items.length) % items.length;
   return [...items.slice(k), ...items.slice(0, k)];
 }
-
-export function round(value: number, digits = 2): number {
-  return Number.isFinite(value) ? Number(value.toFixed(digits)) : value;
-}

@@ -23,6 +23,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { actionMounts, ContainerSteps } from '../support/container-job';
+import { defined } from '../support/defined';
 import {
   buildImage,
   labelled,
@@ -400,7 +401,7 @@ docker run --rm -v ./:/src ${HTTPD_IMAGE} sh -c 'cat /src/marker; echo "nested $
     const instance2 = instanceOf(main2);
     expectCleanMain(main2);
     expect(main2.outputs['cache-hit']).toBe('true');
-    expect(main2.outputs['cache-key']).toBe(saved!.key);
+    expect(main2.outputs['cache-key']).toBe(defined(saved, 'entry saved by job 1').key);
     const sidecarImage = await second.inner(['image', 'inspect', '--format', '{{.Id}}', HTTPD_IMAGE]);
     const restored = await job2.run(
       `echo "image=$(docker image inspect --format '{{.Id}}' ${HTTPD_IMAGE})"
@@ -455,7 +456,7 @@ describe("actions-runner-controller's kubernetes mode", () => {
       expect(errors).toHaveLength(1);
       expect(errors[0]).toMatch(/actions-runner-controller's kubernetes mode/);
       expect(errors[0]).toContain(
-        options.env!.ACTIONS_RUNNER_CONTAINER_HOOKS
+        defined(options.env, 'env of the case').ACTIONS_RUNNER_CONTAINER_HOOKS
           ? 'ACTIONS_RUNNER_CONTAINER_HOOKS is set'
           : 'KUBERNETES_SERVICE_HOST is set'
       );

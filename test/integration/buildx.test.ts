@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { extractBuildxPlugin, installBuildxPlugin } from '../support/buildx';
+import { defined } from '../support/defined';
 import { labelled, outer } from '../support/engine';
 import { contextNames, sweepAll, unique, withJob, type MainStep, type TestJob } from '../support/job';
 import { expectExit } from '../support/steps';
@@ -42,7 +43,7 @@ async function mainWithUnstartableBuilder(job: TestJob): Promise<{ main: MainSte
   const builder = main.started.builder;
   expect(builder).toBe(`setup-dind-dind-${main.started.id}`);
   expect(buildxFiles(job)).toEqual(expect.arrayContaining([`instances/${builder}`, `activity/${builder}`]));
-  return { main, builder: builder! };
+  return { main, builder: defined(builder, 'builder') };
 }
 
 /** After post (which leaves nothing of the instance): nothing of the builder in ~/.docker/buildx, no context. */

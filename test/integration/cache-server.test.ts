@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CacheServer, startCacheServer } from '../support/cache-server';
+import { defined } from '../support/defined';
 
 // The client hashes the path strings into the cache version, so every save and restore uses this one,
 // relative to the workspace (which is also the cwd: the client globs from cwd, archives from the workspace).
@@ -193,7 +194,12 @@ test('an archive over 128 MiB goes up in parallel blocks and comes back intact',
   const stats = server.stats();
   // 64 MiB blocks (the client's v2 chunk size), then Put Block List, which is not counted.
   expect(stats.uploadRequests - before.uploadRequests).toBe(3);
-  expect(stats.uploadedBytes - before.uploadedBytes).toBe(server.entries().find(e => e.key === 'large')!.size);
+  expect(stats.uploadedBytes - before.uploadedBytes).toBe(
+    defined(
+      server.entries().find(e => e.key === 'large'),
+      'entry large'
+    ).size
+  );
 
   expect(await cache.restoreCache([CACHE_PATH], 'large')).toBe('large');
   expectRestored(files);
@@ -255,7 +261,7 @@ test('the protocol as the service speaks it: errors, auth, finalize size check, 
   const miss = await call('GetCacheEntryDownloadURL', { ...request, restore_keys: ['ra'] });
   expect(await miss.json()).toEqual({ ok: false, signed_download_url: '', matched_key: '' });
 
-  const created = await (await call('CreateCacheEntry', request)).json();
+  const created = (await (await call('CreateCacheEntry', request)).json()) as { signed_upload_url: string };
   expect(created).toMatchObject({ ok: true, signed_upload_url: expect.stringMatching(/[?&]sig=/) });
   const uploadUrl = new URL(created.signed_upload_url);
   expect(uploadUrl.searchParams.get('sp')).toBe('cw');
@@ -277,10 +283,12 @@ test('the protocol as the service speaks it: errors, auth, finalize size check, 
   expect(await wrongSize.json()).toMatchObject({ code: 'invalid_argument' });
   expect(server.entries().some(e => e.key === 'raw')).toBe(false);
 
-  const finalized = await (await call('FinalizeCacheEntryUpload', { ...request, size_bytes: '3' })).json();
+  const finalized: unknown = await (await call('FinalizeCacheEntryUpload', { ...request, size_bytes: '3' })).json();
   expect(finalized).toMatchObject({ ok: true, entry_id: expect.stringMatching(/^\d+$/) });
 
-  const hit = await (await call('GetCacheEntryDownloadURL', { ...request, key: 'r', restore_keys: ['ra'] })).json();
+  const hit = (await (
+    await call('GetCacheEntryDownloadURL', { ...request, key: 'r', restore_keys: ['ra'] })
+  ).json()) as { signed_download_url: string };
   expect(hit).toMatchObject({ ok: true, matched_key: 'raw' });
   const download = new URL(hit.signed_download_url);
   expect(download.searchParams.get('sp')).toBe('r');
@@ -371,7 +379,10 @@ describe('faults', () => {
   ] as const)('%s: the restore fails, reports no hit and leaves %s', async (fault, left, message) => {
     const key = `${fault}-key`;
     const files = await saveTree(key, [200_000, 150_000]);
-    const entry = server.entries().find(e => e.key === key)!;
+    const entry = defined(
+      server.entries().find(e => e.key === key),
+      `entry ${key}`
+    );
     server.setFault(fault);
     const before = server.stats();
 
@@ -496,7 +507,7 @@ describe('ranged GETs', () => {
 
   beforeAll(async () => {
     await putEntry(server, 'ranged', content);
-    url = (await lookupUrl(server, 'ranged'))!;
+    url = defined(await lookupUrl(server, 'ranged'), 'URL of ranged');
   });
 
   test('pass through the proxy as 206 with Content-Range, and are counted', async () => {
@@ -561,7 +572,7 @@ describe('download cap and RPC latency', () => {
   beforeAll(async () => {
     capped = await startCacheServer({ downloadBytesPerSecond: CAP, rpcLatencyMs: 200 });
     await putEntry(capped, 'capped', content);
-    url = (await lookupUrl(capped, 'capped'))!;
+    url = defined(await lookupUrl(capped, 'capped'), 'URL of capped');
   });
 
   afterAll(() => capped?.stop());
@@ -592,7 +603,10 @@ describe('download cap and RPC latency', () => {
     useServer(capped);
     try {
       const files = await saveTree('capped-client', [300_000]);
-      const entry = capped.entries().find(e => e.key === 'capped-client')!;
+      const entry = defined(
+        capped.entries().find(e => e.key === 'capped-client'),
+        'entry capped-client'
+      );
       const before = capped.stats();
       const [restored, ms] = await timed(() => cache.restoreCache([CACHE_PATH], 'capped-client'));
       expect(restored).toBe('capped-client');
@@ -651,7 +665,7 @@ describe('repository quota', () => {
 
   test('past the quota, finalizing evicts the least recently accessed entry, blob and all', async () => {
     await putEntry(quota, 'first', randomBytes(SIZE));
-    const firstUrl = (await lookupUrl(quota, 'first'))!;
+    const firstUrl = defined(await lookupUrl(quota, 'first'), 'URL of first');
     await putEntry(quota, 'second', randomBytes(SIZE));
     expect(quota.stats().evictions).toBe(0);
 

@@ -9,11 +9,13 @@
 // about that layer; job 3 restores both. Then the faults: a corrupt part, a part gone, a rate limit.
 // The rest works on a small cache (the tiny image) under a key base of its own: policies, inputs,
 // faults, cleanup, crafted entries.
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startCacheServer, type CacheFault, type CacheServer } from '../support/cache-server';
 import { saveImageAs, writeEntry, writeForeignEntry } from '../support/craft';
+import { defined } from '../support/defined';
 import { inspectContainer, OUTER_SOCKET, TEST_IMAGE } from '../support/engine';
 import {
   BUILD,
@@ -196,7 +198,8 @@ getfattr -d -m - sparse | sed 1d`
 
 /** The data directory on the runner: the job's user's, and nothing in it but regular files. */
 async function expectDataDirOfUser(main: MainStep, user: string | undefined): Promise<void> {
-  const uid = user ? account(user).uid : process.getuid!();
+  // process.getuid is missing only on Windows, where these tests do not run.
+  const uid = user ? account(user).uid : defined(process.getuid, 'process.getuid')();
   const image = path.join(main.dataDir, 'docker.img');
   expect(fs.statSync(main.dataDir).uid).toBe(uid);
   expect(fs.statSync(image).uid).toBe(uid);
@@ -285,7 +288,7 @@ describe('setup-dind cache (cache service emulation, real engine)', () => {
         expect(disk).toContain('user.bin=0sAAEC/w==');
         probe = await writeProbe(main);
         expect(probe).toMatch(/^size=1073741824 blocks=(\d+)\ndata\n/);
-        expect(Number(/blocks=(\d+)/.exec(probe)![1])).toBeLessThan(64);
+        expect(Number(defined(/blocks=(\d+)/.exec(probe), 'blocks= in the probe')[1])).toBeLessThan(64);
         disk = await diskManifest(main);
 
         await leaveLeftovers(job);
@@ -311,11 +314,16 @@ describe('setup-dind cache (cache service emulation, real engine)', () => {
         const main = await job.main(inputs);
         expect(main.warnings).toEqual([]);
         expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
-        const manifest1 = server.entries().find(entry => entry.key === key1)!;
+        const manifest1 = defined(
+          server.entries().find(entry => entry.key === key1),
+          `entry ${key1}`
+        );
         // The manifest, then ranges of its one part over several connections at once.
         const restore = delta(before, server.stats());
         expect(restore.lookups).toBe(2);
-        expect(Number(main.outputs['cache-size'])).toBe(restore.downloadedBytes! - manifest1.size);
+        expect(Number(main.outputs['cache-size'])).toBe(
+          defined(restore.downloadedBytes, 'downloaded bytes') - manifest1.size
+        );
         expect(restore.downloads).toBeGreaterThanOrEqual(4);
         expect(server.stats().maxConcurrentDownloads).toBeGreaterThanOrEqual(3);
         await expectDataDirOfUser(main, user);
@@ -661,12 +669,13 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
     );
 
     test('restore with fault hang (on a cache server of its own, run alongside the tests above)', async () => {
-      const { main, seconds } = await hangMain!;
+      const { main, seconds } = await defined(hangMain, 'main of the hang job');
       expect(seconds).toBeGreaterThanOrEqual(30);
       expect(main.warnings.join('\n')).toMatch(/no answer in 30 s/);
-      expect(hangServer!.stats().twirpRequests).toBe(1);
-      expect(hangServer!.stats().downloads).toBe(0);
-      await expectColdStart(hangJob!, main, 'hang', seconds);
+      const stats = defined(hangServer, 'cache server of the hang job').stats();
+      expect(stats.twirpRequests).toBe(1);
+      expect(stats.downloads).toBe(0);
+      await expectColdStart(defined(hangJob, 'hang job'), main, 'hang', seconds);
     }, 180_000);
 
     test('upload-error in post: post warns, exits 0 and commits nothing; a later job with the same content saves it', async () => {
@@ -992,7 +1001,7 @@ describe('crafted entries', () => {
       expect(main.warnings).toHaveLength(1);
       expect(main.warnings[0]).toMatch(
         new RegExp(
-          `^The cache ${saved.key!.replace(/[+.]/g, '\\$&')} was not used: the restored filesystem failed e2fsck's check: .+\\. The daemon started empty\\.$`
+          `^The cache ${defined(saved.key, 'saved key').replace(/[+.]/g, '\\$&')} was not used: the restored filesystem failed e2fsck's check: .+\\. The daemon started empty\\.$`
         )
       );
       expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
@@ -1005,10 +1014,7 @@ describe('crafted entries', () => {
     await withJob({ cache: server }, async job => {
       const cold = await job.main(crafted('old-format'));
       const v1Key = cold.outputs['cache-key'].replace('setup-dind-v2-', 'setup-dind-v1-') + 'f'.repeat(16);
-      const v1Version = require('node:crypto')
-        .createHash('sha256')
-        .update('setup-dind daemon data, tar+zstd, v1')
-        .digest('hex') as string;
+      const v1Version = createHash('sha256').update('setup-dind daemon data, tar+zstd, v1').digest('hex');
       await writeForeignEntry(server, v1Key, v1Version, Buffer.from('an old archive'));
       await job.post({ warnings: 0 });
     });

@@ -240,7 +240,7 @@ echo "env: name=$(docker info --format '{{.Name}}')"`,
         .flat()
         .filter(
           (address): address is os.NetworkInterfaceInfo =>
-            Boolean(address) && !address!.internal && address!.family === 'IPv4'
+            address !== undefined && !address.internal && address.family === 'IPv4'
         )
         .map(address => address.address);
       for (const address of external) {

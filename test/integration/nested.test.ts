@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ContainerSteps, actionMounts } from '../support/container-job';
+import { defined } from '../support/defined';
 import { inspectContainer, labelled, NESTED_BASE_IMAGE, outer, outerOk, run } from '../support/engine';
 import { buildHttpdImage, buildJobImage, HTTPD_IMAGE, JOB_IMAGE } from '../support/images';
 import {
@@ -276,8 +277,8 @@ echo "user-net option=$(docker network inspect user-net --format '{{index .Optio
 echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/class/net/eth0/mtu)"`,
         'step reading the daemon settings'
       );
-      const mirrors = JSON.parse(/mirrors=(\S+)/.exec(step.stdout)![1]) as string[];
-      const cidrs = JSON.parse(/cidrs=(\S+)/.exec(step.stdout)![1]) as string[];
+      const mirrors = JSON.parse(defined(/mirrors=(\S+)/.exec(step.stdout), 'mirrors=')[1]) as string[];
+      const cidrs = JSON.parse(defined(/cidrs=(\S+)/.exec(step.stdout), 'cidrs=')[1]) as string[];
       expect(mirrors.map(mirror => mirror.replace(/\/$/, ''))).toEqual(['http://mirror.invalid:5000']);
       expect(cidrs).toContain('10.0.0.0/8');
       expect(step.stdout).toContain('default=1400\n');
@@ -422,7 +423,8 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
       const post = await job.runPost(main.state, { ...BASE_INPUTS, context: '' });
       posted = true;
       expectCleanPosts([post], 1);
-      await expectInstanceGone(started!, path.join(job.hostTemp, `setup-dind-dind-${started!.id}`));
+      const instance = defined(started, "main's instance");
+      await expectInstanceGone(instance, path.join(job.hostTemp, `setup-dind-dind-${instance.id}`));
     } finally {
       if (!posted) await sweepAll();
       await job.remove();
@@ -437,9 +439,8 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
       await job.start();
       // A shorter wait than the default 60 s: the daemon answers in seconds, and a main that cannot reach it fails sooner.
       const main = await job.runMain({ ...BASE_INPUTS, 'wait-timeout': '20' });
-      const started = recordInstance(main, ContainerJob.HOME);
-      expect(started).toBeDefined();
-      const containerName = `setup-dind-dind-${started!.id}`;
+      const started = defined(recordInstance(main, ContainerJob.HOME), "main's instance");
+      const containerName = `setup-dind-dind-${started.id}`;
       const expected = {
         DOCKER_HOST: `tcp://${containerName}:2376`,
         DOCKER_TLS_VERIFY: '1',
@@ -451,7 +452,7 @@ echo "user-net=$(docker run --rm --network user-net ${HTTPD_IMAGE} cat /sys/clas
 
       // On the job container's network (and its own), with the workspace and RUNNER_TEMP mounted at the
       // job container's paths from where the engine's host has them.
-      const dind = (await labelled(started!.id)).containers;
+      const dind = (await labelled(started.id)).containers;
       expect(dind).toHaveLength(1);
       const info = await inspectContainer(dind[0]);
       const dindNetworks = info.NetworkSettings.Networks as Record<
@@ -530,7 +531,7 @@ cd app && docker compose -p nested${token} run --rm app && docker compose -p nes
       const post = await job.runPost(main.state, BASE_INPUTS);
       posted = true;
       expectCleanPosts([post], 1);
-      await expectInstanceGone(started!, path.join(job.hostTemp, containerName));
+      await expectInstanceGone(started, path.join(job.hostTemp, containerName));
       const jobNetwork = JSON.parse(await outerOk(['network', 'inspect', job.network])) as Array<{
         Containers: Record<string, { Name: string }>;
       }>;

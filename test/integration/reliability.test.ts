@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
+import { defined } from '../support/defined';
 import {
   buildImage,
   labelled,
@@ -332,14 +333,17 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
       const killed = await main.done;
       expect(killed.result.signal).toBe('SIGKILL');
       expect(containers).toHaveLength(1);
-      const started = killed.started!;
+      const started = defined(killed.started, 'instance of the killed main');
       expect(started.id).toBe(id);
       // What main had made when it was killed.
-      const made = await labelled(id!);
+      const made = await labelled(started.id);
       expect(made.networks).toHaveLength(1);
       expect(fs.existsSync(started.certDir)).toBe(true);
       expect(fs.existsSync(`${started.certDir}-data`)).toBe(true);
-      note('main killed', `state written so far: ${Object.keys(JSON.parse(killed.result.state.instance)).join(', ')}`);
+      note(
+        'main killed',
+        `state written so far: ${Object.keys(JSON.parse(killed.result.state.instance) as object).join(', ')}`
+      );
 
       // The runner runs post with the state written so far.
       const [post] = await job.post({ warnings: 0, count: 1 });
@@ -559,13 +563,21 @@ describe('security', () => {
     const serverCert = await outerOk(['exec', id, 'cat', '/setup-dind/certs/server-cert.pem']);
     expect(
       publicOf(
-        found.find(key => key.where.endsWith(`${path.sep}key.pem`) && key.where.startsWith(started.certDir))!.pem
+        defined(
+          found.find(key => key.where.endsWith(`${path.sep}key.pem`) && key.where.startsWith(started.certDir)),
+          'client key in the cert directory'
+        ).pem
       )
     ).toBe(certPublic(clientCert));
     expect(publicOf(contextKeys[0].pem)).toBe(certPublic(clientCert));
-    expect(publicOf(found.find(key => key.where === 'container:/setup-dind/certs/server-key.pem')!.pem)).toBe(
-      certPublic(serverCert)
-    );
+    expect(
+      publicOf(
+        defined(
+          found.find(key => key.where === 'container:/setup-dind/certs/server-key.pem'),
+          'server key in the container'
+        ).pem
+      )
+    ).toBe(certPublic(serverCert));
     expect(certPublic(clientCert)).not.toBe(caPublic);
   });
 

@@ -8,7 +8,7 @@ import { loadFromOuter, summaryRows, type MainStep, type TestJob } from './job';
 export const TOOLS_IMAGE = 'setup-dind-test/tools:trixie';
 
 /** A bash script (set -euo pipefail, the C locale) against the outer engine; never throws for its exit code. */
-export function sh(script: string, args: string[] = [], timeoutMs = 120_000): Promise<Exec> {
+function sh(script: string, args: string[] = [], timeoutMs = 120_000): Promise<Exec> {
   return run('bash', ['-c', `set -euo pipefail\nexport LC_ALL=C\n${script}`, 'bash', ...args], {
     timeoutMs,
     maxBuffer: 256 * 1024 * 1024

@@ -28,6 +28,7 @@ import {
   generateAccountSASQueryParameters,
   generateBlobSASQueryParameters
 } from '@azure/storage-blob';
+import { defined } from './defined';
 
 export type CacheFault =
   | 'none'
@@ -220,10 +221,11 @@ export async function startCacheServer(opts: CacheServerOptions = {}): Promise<C
     const credential = new StorageSharedKeyCredential(ACCOUNT, ACCOUNT_KEY);
     await createContainer(azurite, credential);
     const service = new CacheService(azurite, credential, opts);
-    server = http.createServer((req, res) => service.handle(req, res));
+    const listening = http.createServer((req, res) => service.handle(req, res));
+    server = listening;
     await new Promise<void>((resolve, reject) => {
-      server!.once('error', reject);
-      server!.listen(0, '127.0.0.1', resolve);
+      listening.once('error', reject);
+      listening.listen(0, '127.0.0.1', resolve);
     });
     const { port } = server.address() as AddressInfo;
     service.baseUrl = `http://127.0.0.1:${port}/`;
@@ -563,7 +565,7 @@ class CacheService {
       operation === 'GetBlob' && entry?.data
         ? fromMemory(req, url, entry.data, entry.blobHeaders ?? {}, this.credential)
         : await this.azurite.forward(req);
-    const status = upstream.statusCode!;
+    const status = defined(upstream.statusCode, 'status of the upstream response');
     const ok = status >= 200 && status < 300;
     if (isUpload && ok) {
       this.stats.uploadedBytes += received;
@@ -729,12 +731,13 @@ function fromMemory(
     return Object.assign(Readable.from(pieces()), { statusCode, headers }) as unknown as http.IncomingMessage;
   };
   const query = url.searchParams;
+  const startsOn = query.get('st');
   const expected = generateBlobSASQueryParameters(
     {
       containerName: CONTAINER,
       blobName: decodeURIComponent(url.pathname.slice(BLOB_PREFIX.length)),
       permissions: BlobSASPermissions.parse(query.get('sp') ?? ''),
-      startsOn: query.get('st') ? new Date(query.get('st')!) : undefined,
+      startsOn: startsOn ? new Date(startsOn) : undefined,
       expiresOn: new Date(query.get('se') ?? 0),
       version: query.get('sv') ?? SAS_VERSION
     },
@@ -885,7 +888,7 @@ async function startAzurite(cwd: string): Promise<Azurite> {
     },
     forward: incoming => {
       const headers = { ...withoutHopByHop(incoming.headers), host: `${hostname}:${port}` };
-      const req = send(incoming.method!, incoming.url!, headers);
+      const req = send(defined(incoming.method, 'request method'), defined(incoming.url, 'request URL'), headers);
       pipeline(incoming, req, () => undefined);
       return response(req);
     },
@@ -898,6 +901,9 @@ async function startAzurite(cwd: string): Promise<Azurite> {
 
 function azuriteOrigin(child: ChildProcess): Promise<string> {
   return new Promise((resolve, reject) => {
+    // Spawned with piped stdout and stderr.
+    const stdout = defined(child.stdout, "azurite's stdout");
+    const stderr = defined(child.stderr, "azurite's stderr");
     let output = '';
     const timer = setTimeout(() => reject(new Error(`azurite did not start:\n${output}`)), AZURITE_START_TIMEOUT_MS);
     const onData = (chunk: Buffer) => {
@@ -906,13 +912,13 @@ function azuriteOrigin(child: ChildProcess): Promise<string> {
       if (match) {
         clearTimeout(timer);
         // Stop collecting, but keep the pipes flowing so that azurite never blocks on them.
-        child.stdout!.off('data', onData);
-        child.stderr!.off('data', onData);
+        stdout.off('data', onData);
+        stderr.off('data', onData);
         resolve(match[1]);
       }
     };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
+    stdout.on('data', onData);
+    stderr.on('data', onData);
     child.once('error', error => {
       clearTimeout(timer);
       reject(error);

@@ -141,8 +141,8 @@ export async function inspectContainer(id: string): Promise<ContainerInfo> {
 
 /** Names of the volumes a container mounts (the image's VOLUME /var/lib/docker is one). */
 export async function containerVolumes(id: string): Promise<string[]> {
-  return (await inspectContainer(id)).Mounts.filter(mount => mount.Type === 'volume' && mount.Name).map(
-    mount => mount.Name!
+  return (await inspectContainer(id)).Mounts.flatMap(mount =>
+    mount.Type === 'volume' && mount.Name ? [mount.Name] : []
   );
 }
 
@@ -209,7 +209,7 @@ export class Sweeper {
       // First, while the daemon may still run: buildx then also removes its BuildKit container and reports success.
       if (builder && (await run('docker', ['buildx', 'rm', builder], { env: outerEnv({ HOME: home }) })).code === 0)
         removed.push(`builder ${builder}`);
-      const left = await labelled(id).catch(() => ({ containers: [], networks: [], volumes: [] }) as Labelled);
+      const left = await labelled(id).catch(() => ({ containers: [], networks: [], volumes: [] }));
       for (const container of left.containers) {
         await outer(['rm', '--force', '--volumes', container]);
         removed.push(`container ${container.slice(0, 12)}`);

@@ -126,7 +126,8 @@ export interface MainStep extends MainRun {
 /** A main step while it runs: its process, its state so far, and the main step once it has ended. */
 export interface RunningMain {
   child: ChildProcess;
-  state(): Record<string, string>;
+  /** A plain function (no `this`): it is handed on detached from the step. */
+  state: () => Record<string, string>;
   done: Promise<MainRun>;
 }
 

@@ -49,7 +49,8 @@ export interface StepResult {
 /** A step while it runs: its process, what it has written to GITHUB_STATE so far, and its result once it ends. */
 export interface RunningStep {
   child: ChildProcess;
-  state(): Record<string, string>;
+  /** A plain function (no `this`): it is handed on detached from the step. */
+  state: () => Record<string, string>;
   done: Promise<StepResult>;
 }
 
@@ -182,8 +183,7 @@ export class Job {
    */
   async finish(onSpawn?: (child: ChildProcess) => void): Promise<StepResult[]> {
     const results: StepResult[] = [];
-    while (this.posts.length > 0) {
-      const post = this.posts.pop()!;
+    for (let post = this.posts.pop(); post; post = this.posts.pop()) {
       results.push(await this.runPost(post.state, post.inputs, onSpawn));
     }
     return results;

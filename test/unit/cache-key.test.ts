@@ -98,7 +98,7 @@ describe('contentFingerprint: decided from content, never from timestamps', () =
     ['a retag', { ...content, images: [{ id: 'sha256:1', tags: ['a:2'] }, content.images[1]] }],
     ['new build cache', { ...content, buildCache: [...content.buildCache, 'r3'] }]
   ])('changes with %s', (_name, changed) => {
-    expect(contentFingerprint(changed as DaemonContent)).not.toBe(contentFingerprint(content));
+    expect(contentFingerprint(changed)).not.toBe(contentFingerprint(content));
   });
 });
 

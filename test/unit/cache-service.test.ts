@@ -12,6 +12,7 @@ import {
   lookup,
   reserve
 } from '../../src/cache-service';
+import { defined } from '../support/defined';
 
 interface Call {
   method: string;
@@ -31,8 +32,8 @@ beforeAll(async () => {
     req.on('data', chunk => (text += chunk));
     req.on('end', () => {
       const call = {
-        method: req.method!,
-        path: req.url!,
+        method: defined(req.method, 'request method'),
+        path: defined(req.url, 'request URL'),
         authorization: req.headers.authorization,
         body: JSON.parse(text) as Record<string, unknown>
       };

@@ -29,6 +29,7 @@ import {
 } from '../../src/daemon';
 import { newInstance } from '../../src/instance';
 import { createAuthority, type KeyPair } from '../../src/tls';
+import { defined } from '../support/defined';
 
 // A fixed id: a random one could contain "2375" and break the "no 2375 anywhere" checks.
 const instance = newInstance('dind', '/runner/temp', 'abcdef01');
@@ -690,7 +691,14 @@ describe('setupArchive', () => {
 
   test('an empty config gives an empty daemon.json object', async () => {
     const empty = await entriesOf(await setupArchive(CA_CERT, {}));
-    expect(JSON.parse(empty.find(e => e.name === 'setup-dind/daemon.json')!.content)).toEqual({});
+    expect(
+      JSON.parse(
+        defined(
+          empty.find(e => e.name === 'setup-dind/daemon.json'),
+          'daemon.json'
+        ).content
+      )
+    ).toEqual({});
   });
 
   test('the entrypoint script and the CA certificate are the ones given', () => {

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { restoredImageBytes } from '../../src/cache';
 import {
   MAX_IMAGE_BYTES,
   MIN_IMAGE_BYTES,
@@ -15,6 +16,7 @@ import {
 } from '../../src/data-image';
 import { readLayout, type Ext4Layout } from '../../src/ext4';
 import { CHUNK_BYTES } from '../../src/manifest';
+import { defined } from '../support/defined';
 
 const GIB = 2 ** 30;
 
@@ -130,7 +132,10 @@ describe('scanImage on a real filesystem', () => {
     fs.writeSync(fd, Buffer.alloc(CHUNK_BYTES, 0xee), 0, CHUNK_BYTES, 3 * GIB);
     // Garbage in a free block of a used chunk is zeroed.
     const handle = await fs.promises.open(image, 'r');
-    const partly = usedChunks(await readLayout(handle)).find(chunk => chunk.used[0][1] < CHUNK_BYTES / 4096)!;
+    const partly = defined(
+      usedChunks(await readLayout(handle)).find(chunk => chunk.used[0][1] < CHUNK_BYTES / 4096),
+      'chunk used in part'
+    );
     await handle.close();
     const freeBlock = partly.used[0][1];
     fs.writeSync(fd, Buffer.alloc(4096, 0xee), 0, 4096, partly.position * CHUNK_BYTES + freeBlock * 4096);
@@ -140,8 +145,6 @@ describe('scanImage on a real filesystem', () => {
 });
 
 describe('restoredImageBytes: a restored filesystem keeps its size unless this runner has much more room', () => {
-  // Imported here: cache.ts is main's module, this is its one pure sizing rule.
-  const { restoredImageBytes } = require('../../src/cache') as typeof import('../../src/cache');
   test.each<[string, number, number, number]>([
     ['as much room: the same size', 20 * GIB, 20 * GIB, 20 * GIB],
     ['less room: the same size (a filesystem does not shrink)', 20 * GIB, 5 * GIB, 20 * GIB],

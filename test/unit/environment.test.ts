@@ -14,6 +14,7 @@ import {
   type DaemonOutputs
 } from '../../src/environment';
 import type { KeyPair } from '../../src/tls';
+import { defined } from '../support/defined';
 import { parseFileCommands } from '../support/runner';
 
 const CA_CERT = '-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n';
@@ -90,7 +91,8 @@ describe('as the runner reads them back', () => {
     }
   });
 
-  const read = (name: 'GITHUB_OUTPUT' | 'GITHUB_ENV') => parseFileCommands(fs.readFileSync(process.env[name]!, 'utf8'));
+  const read = (name: 'GITHUB_OUTPUT' | 'GITHUB_ENV') =>
+    parseFileCommands(fs.readFileSync(defined(process.env[name], name), 'utf8'));
 
   test.each<[string, DaemonOutputs]>([
     [

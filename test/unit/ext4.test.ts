@@ -13,6 +13,7 @@ import {
   UnsupportedFilesystemError,
   type BlockRange
 } from '../../src/ext4';
+import { defined } from '../support/defined';
 
 /** As entrypoint.sh's make_filesystem, minus the features an older mke2fs may not know. */
 const ENTRYPOINT_OPTIONS = [
@@ -51,18 +52,18 @@ function makeImage(name: string, bytes: number, options: string[], populate?: st
 /** Used blocks per dumpe2fs: everything not free, minus the inode tables' never-used tails. */
 function dumpe2fsUsed(file: string): BlockRange[] {
   const dump = execFileSync('dumpe2fs', [file], { stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 1 << 28 }).toString();
-  const blockCount = Number(/^Block count:\s+(\d+)/m.exec(dump)![1]);
-  const inodeBytes = Number(/^Inode size:\s+(\d+)/m.exec(dump)![1]);
-  const blockBytes = Number(/^Block size:\s+(\d+)/m.exec(dump)![1]);
+  const blockCount = Number(defined(/^Block count:\s+(\d+)/m.exec(dump), 'block count')[1]);
+  const inodeBytes = Number(defined(/^Inode size:\s+(\d+)/m.exec(dump), 'inode size')[1]);
+  const blockBytes = Number(defined(/^Block size:\s+(\d+)/m.exec(dump), 'block size')[1]);
   const free: BlockRange[] = [];
   const tails: BlockRange[] = [];
   for (const group of dump.split(/^Group \d+:/m).slice(1)) {
-    const list = /^\s+Free blocks: (.*)$/m.exec(group)![1].trim();
+    const list = defined(/^\s+Free blocks: (.*)$/m.exec(group), 'free blocks of a group')[1].trim();
     for (const item of list ? list.split(', ') : []) {
       const [from, to = from] = item.split('-').map(Number);
       free.push([from, to + 1]);
     }
-    const table = /Inode table at (\d+)-(\d+)/.exec(group)!;
+    const table = defined(/Inode table at (\d+)-(\d+)/.exec(group), 'inode table of a group');
     const unused = Number(/(\d+) unused inodes/.exec(group)?.[1] ?? 0);
     const [start, end] = [Number(table[1]), Number(table[2]) + 1];
     const inodes = ((end - start) * blockBytes) / inodeBytes;

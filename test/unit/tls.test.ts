@@ -74,11 +74,11 @@ describe('the authority', () => {
     const generateKey = jest.spyOn(webcrypto.subtle, 'generateKey');
     try {
       const authority = await createAuthority(1);
-      const caKeys = (await Promise.all(generateKey.mock.results.map(result => result.value))) as CryptoKeyPair[];
+      const caKeys = await Promise.all(generateKey.mock.results.map(result => result.value as Promise<CryptoKeyPair>));
       expect(caKeys.map(keys => keys.privateKey.extractable)).toEqual([false]);
-      await expect(webcrypto.subtle.exportKey('pkcs8', caKeys[0].privateKey as webcrypto.CryptoKey)).rejects.toThrow();
+      await expect(webcrypto.subtle.exportKey('pkcs8', caKeys[0].privateKey)).rejects.toThrow();
       // That key is the CA's: its public half is the CA certificate's.
-      const spki = Buffer.from(await webcrypto.subtle.exportKey('spki', caKeys[0].publicKey as webcrypto.CryptoKey));
+      const spki = Buffer.from(await webcrypto.subtle.exportKey('spki', caKeys[0].publicKey));
       expect(spki.equals(new X509Certificate(authority.caCert).publicKey.export({ type: 'spki', format: 'der' }))).toBe(
         true
       );
@@ -86,7 +86,9 @@ describe('the authority', () => {
       generateKey.mockClear();
       await authority.issueServer(SANS);
       await authority.issueClient();
-      const issuedKeys = (await Promise.all(generateKey.mock.results.map(result => result.value))) as CryptoKeyPair[];
+      const issuedKeys = await Promise.all(
+        generateKey.mock.results.map(result => result.value as Promise<CryptoKeyPair>)
+      );
       expect(issuedKeys.map(keys => keys.privateKey.extractable)).toEqual([true, true]);
     } finally {
       generateKey.mockRestore();
@@ -342,7 +344,7 @@ describe('a mutual-TLS handshake on 127.0.0.1', () => {
       { key: pair.key, cert: pair.cert, ca: caCert, requestCert: true, rejectUnauthorized: true },
       (request, response) => {
         const peer = (request.socket as import('node:tls').TLSSocket).getPeerCertificate();
-        response.end(`hello ${peer.subject.CN}`);
+        response.end(`hello ${String(peer.subject.CN)}`);
       }
     );
     await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));

