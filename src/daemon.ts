@@ -5,7 +5,7 @@ import * as https from 'node:https';
 import * as path from 'node:path';
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
-import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, INSTANCE_LABEL } from './constants';
+import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, DEFAULT_IMAGE, INSTANCE_LABEL } from './constants';
 import { CONTAINER_DATA_DIR } from './data-image';
 import { connect, tlsClientOptions, type TlsEndpoint } from './engine';
 import type { Instance } from './instance';
@@ -289,7 +289,7 @@ export function diagnose(logTail: string, privileged: boolean): string | undefin
   const missing: Array<[RegExp, string]> = [
     [
       /exec: "dockerd": executable file not found|dockerd: not found|exec[^\n]*dockerd[^\n]*no such file/i,
-      "The image has no 'dockerd' on its PATH: use a dind image such as docker:28-dind."
+      `The image has no 'dockerd' on its PATH: use a dind image such as ${DEFAULT_IMAGE}.`
     ],
     [
       /exec: "\/bin\/sh"|\/bin\/sh: not found|exec[^\n]*\/bin\/sh[^\n]*no such file/i,

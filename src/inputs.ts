@@ -1,7 +1,7 @@
 // Every input is read, parsed and validated here, once. Everything else gets typed values.
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { DAEMON_TLS_PORT, Inputs } from './constants';
+import { DAEMON_TLS_PORT, DEFAULT_IMAGE, Inputs } from './constants';
 import { parseDuration } from './units';
 import { errorMessage } from './errors';
 
@@ -192,7 +192,7 @@ function parseImage(raw: string, name: string = Inputs.Image): string {
   const value = required(name, raw);
   if (!IMAGE_REFERENCE.test(value)) {
     throw new Error(
-      `Input '${name}' is not a valid image reference (like docker:28-dind or registry.example.com/team/dind:1.2); got '${value}'.`
+      `Input '${name}' is not a valid image reference (like ${DEFAULT_IMAGE} or registry.example.com/team/dind:1.2); got '${value}'.`
     );
   }
   return value;
