@@ -4,9 +4,8 @@
 // still arrive. The first failure stops everything; the caller then throws the image away.
 import type { FileHandle } from 'node:fs/promises';
 import { download, DownloadError } from './blob-download';
-import { sha256 } from './data-image';
 import { CHUNK_BYTES, LOCAL_ONLY, type Frame, type Manifest } from './manifest';
-import { decompressFrame } from './zstd';
+import { openFrameData } from './zstd';
 import { shortId } from './units';
 
 /** Parallel ranged GETs: a blob store serves each connection well below what several reach together. */
@@ -77,8 +76,8 @@ export class FrameCheckError extends Error {}
 export async function openFrame(frame: Frame, compressed: Buffer): Promise<Buffer> {
   if (compressed.length !== frame.length)
     throw new FrameCheckError(`frame ${shortId(frame.hash)} is ${compressed.length} bytes, not ${frame.length}`);
-  const data = await decompressFrame(compressed, CHUNK_BYTES);
-  if (data.length !== CHUNK_BYTES || sha256(data) !== frame.hash)
+  const { data, hash } = await openFrameData(compressed, CHUNK_BYTES);
+  if (data.length !== CHUNK_BYTES || hash !== frame.hash)
     throw new FrameCheckError(`frame ${shortId(frame.hash)} does not hold the content its hash names`);
   return data;
 }

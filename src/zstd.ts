@@ -3,6 +3,8 @@
 // per frame, which is slower but makes the same frames.
 import { spawn } from 'node:child_process';
 import * as zlib from 'node:zlib';
+import { sha256 } from './data-image';
+import { FrameWorkerError, openOnWorker, type OpenedFrame } from './frame-workers';
 
 /** zstd's default level: ratio within a few percent of level 9, several times its speed. */
 const ZSTD_LEVEL = 3;
@@ -60,6 +62,24 @@ export function decompressFrame(frame: Buffer, maxBytes: number): Promise<Buffer
       else reject(error);
     })
   );
+}
+
+/**
+ * Decompresses one frame and hashes the chunk it holds (sha256, hex): on worker threads where zstd is
+ * built in, else with the CLI and on this thread.
+ */
+export async function openFrameData(frame: Buffer, maxBytes: number): Promise<OpenedFrame> {
+  if (!builtIn) {
+    const data = await decompressFrame(frame, maxBytes);
+    return { data, hash: sha256(data) };
+  }
+  try {
+    return await openOnWorker(frame, maxBytes);
+  } catch (error) {
+    if (error instanceof FrameWorkerError && error.tooLarge)
+      throw new FrameTooLargeError(`a frame decompresses to more than ${maxBytes} bytes`, { cause: error });
+    throw error;
+  }
 }
 
 /** The zstd CLI on `input`, its output capped at `maxBytes`. */
