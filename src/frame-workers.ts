@@ -78,7 +78,14 @@ class FrameWorker {
     if (this.pending.size === 0) this.worker.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, frame, maxBytes });
+      // A view into a larger buffer (a frame of a downloaded range) would be cloned whole, every
+      // time: post a copy of just the frame instead, moved rather than cloned again.
+      if (frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength)
+        this.worker.postMessage({ id, frame, maxBytes });
+      else {
+        const own = new Uint8Array(frame);
+        this.worker.postMessage({ id, frame: own, maxBytes }, [own.buffer]);
+      }
     });
   }
 
