@@ -137,12 +137,18 @@ export async function writeState(
       return download(urlOf(range.part), options);
     });
     progress.downloadedBytes += body.length;
-    for (const index of range.frames) {
-      const frame = manifest.frames[index];
-      const compressed = body.subarray(frame.offset - range.start, frame.offset - range.start + frame.length);
-      await put(index, compressed);
-      if (local) await local.write(frame.hash, compressed);
-    }
+    // A range's frames all at once: one at a time, a connection left the workers idle while it waited.
+    // Every one settles before the range does, so nothing writes after a failed restore has moved on.
+    const outcomes = await Promise.allSettled(
+      range.frames.map(async index => {
+        const frame = manifest.frames[index];
+        const compressed = body.subarray(frame.offset - range.start, frame.offset - range.start + frame.length);
+        await put(index, compressed);
+        if (local) await local.write(frame.hash, compressed);
+      })
+    );
+    const failed = outcomes.find(outcome => outcome.status === 'rejected');
+    if (failed) throw failed.reason;
   };
   const jobs: Array<() => Promise<void>> = [
     // localIndexes is empty without a local store.
