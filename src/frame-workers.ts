@@ -27,9 +27,9 @@ const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const zlib = require('node:zlib');
-parentPort.on('message', ({ id, frame, maxBytes }) => {
+parentPort.on('message', ({ id, frame, maxBytes, chunkSize }) => {
   try {
-    const data = zlib.zstdDecompressSync(frame, { maxOutputLength: maxBytes, chunkSize: Math.max(65536, maxBytes) });
+    const data = zlib.zstdDecompressSync(frame, { maxOutputLength: maxBytes, chunkSize });
     const hash = createHash('sha256').update(data).digest('hex');
     const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.byteLength >= 65536;
     parentPort.postMessage({ id, data, hash }, own ? [data.buffer] : []);
@@ -72,7 +72,7 @@ class FrameWorker {
     return this.pending.size;
   }
 
-  open(frame: Buffer, maxBytes: number): Promise<OpenedFrame> {
+  open(frame: Buffer, maxBytes: number, chunkSize: number): Promise<OpenedFrame> {
     const id = this.nextId++;
     // Only a worker with work keeps the process alive.
     if (this.pending.size === 0) this.worker.ref();
@@ -81,10 +81,10 @@ class FrameWorker {
       // A view into a larger buffer (a frame of a downloaded range) would be cloned whole, every
       // time: post a copy of just the frame instead, moved rather than cloned again.
       if (frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength)
-        this.worker.postMessage({ id, frame, maxBytes });
+        this.worker.postMessage({ id, frame, maxBytes, chunkSize });
       else {
         const own = new Uint8Array(frame);
-        this.worker.postMessage({ id, frame: own, maxBytes }, [own.buffer]);
+        this.worker.postMessage({ id, frame: own, maxBytes, chunkSize }, [own.buffer]);
       }
     });
   }
@@ -110,10 +110,13 @@ class FrameWorker {
 
 let workers: FrameWorker[] | undefined;
 
-/** Decompresses a zstd frame (at most `maxBytes` of output) and hashes the result, on the least busy worker. */
-export function openOnWorker(frame: Buffer, maxBytes: number): Promise<OpenedFrame> {
+/**
+ * Decompresses a zstd frame (at most `maxBytes` of output, zlib's output buffer `chunkSize`) and hashes
+ * the result, on the least busy worker.
+ */
+export function openOnWorker(frame: Buffer, maxBytes: number, chunkSize: number): Promise<OpenedFrame> {
   if (!workers?.length)
     workers = Array.from({ length: Math.max(1, os.availableParallelism()) }, () => new FrameWorker());
   const idlest = workers.reduce((best, worker) => (worker.load < best.load ? worker : best));
-  return idlest.open(frame, maxBytes);
+  return idlest.open(frame, maxBytes, chunkSize);
 }

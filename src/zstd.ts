@@ -1,6 +1,7 @@
 // zstd frames, one per chunk of the daemon's data. Node 24 (the action's runtime: runs.using node24)
-// has zstd in zlib, run on libuv's thread pool; older Nodes (development machines) spawn the zstd CLI
-// per frame, which is slower but makes the same frames.
+// has zstd in zlib: a save compresses on libuv's thread pool, a restore opens frames on worker threads
+// (frame-workers.ts); older Nodes (development machines) spawn the zstd CLI per frame, which is slower
+// but makes the same frames.
 import { spawn } from 'node:child_process';
 import * as zlib from 'node:zlib';
 import { sha256 } from './data-image';
@@ -74,7 +75,7 @@ export async function openFrameData(frame: Buffer, maxBytes: number): Promise<Op
     return { data, hash: sha256(data) };
   }
   try {
-    return await openOnWorker(frame, maxBytes);
+    return await openOnWorker(frame, maxBytes, bufferBytes(maxBytes));
   } catch (error) {
     if (error instanceof FrameWorkerError && error.tooLarge)
       throw new FrameTooLargeError(`a frame decompresses to more than ${maxBytes} bytes`, { cause: error });

@@ -16,7 +16,7 @@ const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown })
 
   test('many frames at once: each comes back as its chunk, with its hash', async () => {
     const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
-    const opened = await Promise.all(frames.map(frame => openOnWorker(frame, CHUNK_BYTES)));
+    const opened = await Promise.all(frames.map(frame => openOnWorker(frame, CHUNK_BYTES, CHUNK_BYTES)));
     opened.forEach(({ data, hash }, i) => {
       expect(data.equals(chunks[i])).toBe(true);
       expect(hash).toBe(sha256(chunks[i]));
@@ -28,7 +28,7 @@ const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown })
     const range = Buffer.concat(frames);
     let offset = 0;
     const views = frames.map(frame => range.subarray(offset, (offset += frame.length)));
-    const opened = await Promise.all(views.map(view => openOnWorker(view, CHUNK_BYTES)));
+    const opened = await Promise.all(views.map(view => openOnWorker(view, CHUNK_BYTES, CHUNK_BYTES)));
     opened.forEach(({ data }, i) => expect(data.equals(chunks[i])).toBe(true));
     // The range itself is left as it was: the restore may still keep its frames in the runner's store.
     expect(range.equals(Buffer.concat(frames))).toBe(true);
@@ -36,14 +36,14 @@ const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown })
 
   test('a frame larger than allowed and a frame that is not zstd are refused, and the workers go on', async () => {
     const frame = await compressFrame(chunks[0]);
-    await expect(openOnWorker(frame, CHUNK_BYTES - 1)).rejects.toMatchObject({ tooLarge: true });
-    await expect(openOnWorker(Buffer.from('not a frame'), CHUNK_BYTES)).rejects.toThrow(FrameWorkerError);
-    expect((await openOnWorker(frame, CHUNK_BYTES)).hash).toBe(sha256(chunks[0]));
+    await expect(openOnWorker(frame, CHUNK_BYTES - 1, CHUNK_BYTES)).rejects.toMatchObject({ tooLarge: true });
+    await expect(openOnWorker(Buffer.from('not a frame'), CHUNK_BYTES, CHUNK_BYTES)).rejects.toThrow(FrameWorkerError);
+    expect((await openOnWorker(frame, CHUNK_BYTES, CHUNK_BYTES)).hash).toBe(sha256(chunks[0]));
   });
 
   test('a process whose workers are idle exits by itself', () => {
     const script = `const { openOnWorker } = require(${JSON.stringify(path.resolve('src/frame-workers.ts'))});
-      openOnWorker(require('node:zlib').zstdCompressSync(Buffer.alloc(1000)), 1000).then(o => console.log(o.data.length));`;
+      openOnWorker(require('node:zlib').zstdCompressSync(Buffer.alloc(1000)), 1000, 65536).then(o => console.log(o.data.length));`;
     const output = execFileSync(process.execPath, ['--require', require.resolve('tsx/cjs'), '-e', script], {
       encoding: 'utf8',
       timeout: 20_000
