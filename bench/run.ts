@@ -1083,8 +1083,9 @@ function prepareWarmExtras(w: Warm, content: Content, seeded: Promise<unknown>):
             await job.post();
           });
           w.cacheDir = cacheDir;
+          // Disk space, not apparent size: the kept filesystem image is sparse.
           record.setup['cache-dir bytes'] = Number(
-            (await sh('du -sb -- "$1" | cut -f1', { args: [cacheDir] })).stdout.trim()
+            (await sh('du -s --block-size=1 -- "$1" | cut -f1', { args: [cacheDir] })).stdout.trim()
           );
         })
       )

@@ -88,7 +88,10 @@ export async function evictUnusedImages(
   return { evicted, lastUsed: plan.lastUsed, skipped };
 }
 
-export type SaveDecision = { save: true; key: string } | { save: false; reason: string };
+export type SaveDecision =
+  | { save: true; key: string }
+  /** `unchanged`: the daemon holds the state main restored. */
+  | { save: false; reason: string; unchanged?: boolean };
 
 /** Pure: why post will not save whatever the daemon holds, if it will not. The runner's store takes a save the service cannot. */
 export function saveBlocker(setup: CacheSetup, writable: boolean, writableReason?: string): string | undefined {
@@ -102,16 +105,42 @@ export function decideSave(setup: CacheSetup, key: string): SaveDecision {
   const unchanged =
     setup.restoredKey !== undefined && (setup.restoredKey === key || setup.restoredKey.startsWith(`${key}.`));
   if (setup.savePolicy === 'on-change' && unchanged)
-    return { save: false, reason: 'the daemon holds what was restored: nothing changed' };
+    return { save: false, reason: 'the daemon holds what was restored: nothing changed', unchanged: true };
   return { save: true, key };
 }
 
 /**
- * Pure: whether post stops this container before removing it. Only a save needs the daemon's filesystem
- * unmounted cleanly; otherwise the removal ends it all at once, without waiting for dockerd.
+ * Pure: whether post stops this container before removing it. A save, and an image the runner's store
+ * keeps whole, need the daemon's filesystem unmounted cleanly; otherwise the removal ends it all at
+ * once, without waiting for dockerd.
  */
-export function stopsGracefully(containerState: string, decision: SaveDecision | undefined): boolean {
-  return containerState === 'running' && decision?.save === true;
+export function stopsGracefully(
+  containerState: string,
+  decision: SaveDecision | undefined,
+  keepsImage: boolean
+): boolean {
+  return containerState === 'running' && (decision?.save === true || keepsImage);
+}
+
+/** Pure: whether the runner's store can keep the daemon's image whole once it stops (see keptImageKey). */
+export function mayKeepImage(decision: SaveDecision | undefined, storeOnSameFilesystem: boolean): boolean {
+  return storeOnSameFilesystem && decision !== undefined && (decision.save || decision.unchanged === true);
+}
+
+/**
+ * Pure: the state the stopped daemon's image holds, for the runner's store to keep whole; undefined
+ * when the filesystem was not unmounted cleanly, or the image is no saved state (nothing saved, or
+ * the save failed).
+ */
+export function keptImageKey(
+  decision: SaveDecision,
+  unmounted: boolean,
+  restoredKey: string | undefined,
+  saved: { saved: boolean; key?: string } | undefined
+): string | undefined {
+  if (!unmounted) return undefined;
+  if (decision.save) return saved?.saved ? saved.key : undefined;
+  return decision.unchanged ? restoredKey : undefined;
 }
 
 /** Pure: the decision once the daemon has stopped; a filesystem not unmounted cleanly is never saved. */

@@ -10,7 +10,7 @@ import { download } from './blob-download';
 import { availability, isRateLimit, lookup } from './cache-service';
 import { cacheKeys, keyBase } from './cache-key';
 import { Inputs } from './constants';
-import { DataFiles, freeBytes, MAX_IMAGE_BYTES, newImageBytes, prepareDataDir } from './data-image';
+import { adoptImage, DataFiles, freeBytes, MAX_IMAGE_BYTES, newImageBytes, prepareDataDir } from './data-image';
 import { errorMessage } from './errors';
 import type { ActionInputs, CacheSavePolicy } from './inputs';
 import type { Instance } from './instance';
@@ -48,6 +48,8 @@ export interface RestoreResult {
   downloadedBytes: number;
   /** Bytes read from the runner's store (cache-dir). */
   localBytes: number;
+  /** The runner's store had the state's image whole: it was taken as it is, nothing was written. */
+  wholeImage?: boolean;
   /** The state restored, also written to the data directory for post. */
   manifest?: Manifest;
 }
@@ -248,11 +250,16 @@ async function restoreState(
     }
     return urls;
   };
-  const image = await prepareDataDir(
-    setup.dataDir,
-    restoredImageBytes(manifest.filesystem.bytes, limits.maxWriteBytes),
-    'restored'
-  );
+  const imageBytes = restoredImageBytes(manifest.filesystem.bytes, limits.maxWriteBytes);
+  if (store && (await adoptImage(setup.dataDir, imageBytes, image => store.takeImage(key, image)))) {
+    const bytes = storedBytes(manifest);
+    core.info(
+      `Took the state's filesystem image whole from the runner's store in ${((performance.now() - started) / 1000).toFixed(2)} s: nothing to fetch or write.`
+    );
+    const hit = key.startsWith(setup.exactPrefix);
+    return { key, hit, bytes, downloadedBytes: 0, localBytes: bytes, wholeImage: true, manifest };
+  }
+  const image = await prepareDataDir(setup.dataDir, imageBytes, 'restored');
   const handle = await fs.open(image, 'r+');
   let progress: WriteProgress;
   try {
@@ -276,6 +283,14 @@ async function restoreState(
     localBytes: progress.localBytes,
     manifest
   };
+}
+
+/** The bytes of the frames a state's chunks use, each counted once. */
+function storedBytes(manifest: Manifest): number {
+  return [...new Set(manifest.chunks.map(([, frame]) => frame))].reduce(
+    (sum, frame) => sum + manifest.frames[frame].length,
+    0
+  );
 }
 
 /** The manifest main restored, from the data directory; undefined when none was. */

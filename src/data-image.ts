@@ -93,8 +93,30 @@ export async function prepareDataDir(dataDir: string, bytes: number, mode: DataM
   } finally {
     await handle.close();
   }
-  await fs.writeFile(path.join(dataDir, DataFiles.mode), `${mode}\n`);
+  await writeMode(dataDir, mode);
   return image;
+}
+
+/**
+ * The data directory around an image `take` moves into place whole (a state the runner's store kept),
+ * grown to `bytes` if smaller; false when there was none to take.
+ */
+export async function adoptImage(
+  dataDir: string,
+  bytes: number,
+  take: (image: string) => Promise<boolean>
+): Promise<boolean> {
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o755 });
+  const image = path.join(dataDir, DataFiles.image);
+  if (!(await take(image))) return false;
+  // Another runner user's image may not be writable by this one: it keeps its size then.
+  if ((await fs.stat(image)).size < bytes) await fs.truncate(image, bytes).catch(() => undefined);
+  await writeMode(dataDir, 'restored');
+  return true;
+}
+
+function writeMode(dataDir: string, mode: DataMode): Promise<void> {
+  return fs.writeFile(path.join(dataDir, DataFiles.mode), `${mode}\n`);
 }
 
 /** Chunk positions that hold used blocks, ascending, with the used block ranges inside each. */

@@ -3,7 +3,17 @@
 // instead of it. Parallel jobs share it without locks: a file appears whole, by a rename of a
 // temporary one, so no job reads half of one, and one a killed job left half-written is only ever a
 // temporary file, which a later job clears. It is bounded: the least recently used frames go first.
+//
+// Beside the frames it keeps whole filesystem images, each the state of one manifest as a job left
+// it (stopped cleanly): the next job on this disk takes one by a rename, with nothing to decompress
+// or write, and no dirty pages for the loop device to flush before the daemon starts. A rename is
+// atomic, so of two jobs only one gets it (the other restores from the frames), and an image appears
+// here only whole. Nothing syncs them to the disk (that would cost post the seconds a restore saves),
+// so they are kept per boot of the machine: after a crash or a reboot an image may have lost writes the
+// kernel had not made yet, and the next job does not take it. They are the first to go when the store
+// is over its bound: the frames hold the same states.
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { decodeManifest, encodeManifest, type Manifest, type ManifestLimits } from './manifest';
@@ -16,19 +26,35 @@ const LAYOUT = 'setup-dind-v2';
 const STALE_TEMPORARY_MS = HOUR_MS;
 /** Manifests are small; these many of the newest are kept. */
 const MANIFESTS_KEPT = 64;
+/** Whole images are large: these many of the newest at most, within the bound. */
+const IMAGES_KEPT = 4;
 
 export interface StoreUsage {
   frames: number;
+  images: number;
+  /** Frames' bytes plus the disk space the images take (they are sparse). */
   bytes: number;
 }
 
 export interface Eviction {
   removedFrames: number;
+  removedImages: number;
   removedBytes: number;
   left: StoreUsage;
 }
 
+/** This boot of the machine (the same in every container on it). */
+const bootId = (() => {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
 const isMissing = (error: unknown) => (error as NodeJS.ErrnoException).code === 'ENOENT';
+/** The store on another filesystem than the job's data: a rename cannot move an image across. */
+const isOtherFilesystem = (error: unknown) => (error as NodeJS.ErrnoException).code === 'EXDEV';
 
 export class LocalStore implements LocalFrames {
   private readonly root: string;
@@ -43,6 +69,61 @@ export class LocalStore implements LocalFrames {
 
   private manifestPath(key: string): string {
     return path.join(this.root, 'manifests', `${encodeURIComponent(key)}.gz`);
+  }
+
+  /** Images kept since this boot of the machine; undefined where the kernel does not say which boot it is. */
+  private imagesDir(): string | undefined {
+    return bootId && path.join(this.root, 'images', bootId);
+  }
+
+  private imagePath(key: string): string | undefined {
+    const dir = this.imagesDir();
+    return dir && path.join(dir, `${encodeURIComponent(key)}.img`);
+  }
+
+  /**
+   * Moves the kept image of the state `key` to `target`; false when there is none (never kept, another
+   * job took it, or the store is on another filesystem than `target`).
+   */
+  async takeImage(key: string, target: string): Promise<boolean> {
+    const kept = this.imagePath(key);
+    if (!kept) return false;
+    try {
+      await fs.rename(kept, target);
+      return true;
+    } catch (error) {
+      if (isMissing(error) || isOtherFilesystem(error)) return false;
+      throw error;
+    }
+  }
+
+  /** Whether images can move between `dataDir` and the store by a rename: the same filesystem. */
+  async holdsImagesOf(dataDir: string): Promise<boolean> {
+    const images = this.imagesDir();
+    if (!images) return false;
+    await fs.mkdir(images, { recursive: true });
+    const [store, data] = await Promise.all([fs.stat(images), fs.stat(dataDir)]);
+    return store.dev === data.dev;
+  }
+
+  /**
+   * Moves `image`, the cleanly stopped state `key`, into the store for the next job; false when the
+   * store is on another filesystem. Replaces an image of the same state another job kept.
+   */
+  async keepImage(key: string, image: string): Promise<boolean> {
+    const kept = this.imagePath(key);
+    if (!kept) return false;
+    await fs.mkdir(path.dirname(kept), { recursive: true });
+    // The bound removes the least recently kept first.
+    const now = new Date();
+    await fs.utimes(image, now, now);
+    try {
+      await fs.rename(image, kept);
+      return true;
+    } catch (error) {
+      if (isOtherFilesystem(error)) return false;
+      throw error;
+    }
   }
 
   /** Writes a file whole: to a temporary name first, then a rename, so that no reader sees it half-written. */
@@ -119,8 +200,9 @@ export class LocalStore implements LocalFrames {
   }
 
   /**
-   * Keeps the store within `maxBytes`: removes the least recently used frames, the manifests beyond the
-   * newest few, and temporary files no running job can still be writing.
+   * Keeps the store within `maxBytes`: removes kept images beyond the newest few, then the oldest images
+   * and the least recently used frames while it is over, the manifests beyond the newest few, and
+   * temporary files no running job can still be writing.
    */
   async enforceLimit(maxBytes: number): Promise<Eviction> {
     const now = Date.now();
@@ -136,32 +218,60 @@ export class LocalStore implements LocalFrames {
       await fs.rm(old.file, { force: true });
 
     const framesDir = path.join(this.root, 'frames');
-    const frames: Array<{ file: string; size: number; mtimeMs: number }> = [];
+    const frames: StoredFile[] = [];
     for (const shard of await fs.readdir(framesDir).catch(() => [] as string[])) {
       const dir = path.join(framesDir, shard);
       frames.push(...(await statAll(dir, await fs.readdir(dir).catch(() => [] as string[]))));
     }
-    let bytes = frames.reduce((sum, frame) => sum + frame.size, 0);
+    const allImages = path.join(this.root, 'images');
+    for (const boot of await fs.readdir(allImages).catch(() => [] as string[]))
+      if (boot !== bootId) await fs.rm(path.join(allImages, boot), { recursive: true, force: true });
+    const imagesDir = this.imagesDir();
+    const imageNames = imagesDir ? await fs.readdir(imagesDir).catch(() => [] as string[]) : [];
+    const images = (imagesDir ? await statAll(imagesDir, imageNames) : []).sort((a, b) => b.mtimeMs - a.mtimeMs);
+    let bytes = [...frames, ...images].reduce((sum, file) => sum + file.size, 0);
     let removedFrames = 0;
+    let removedImages = 0;
     let removedBytes = 0;
+    const remove = async (file: StoredFile) => {
+      await fs.rm(file.file, { force: true });
+      bytes -= file.size;
+      removedBytes += file.size;
+    };
+    // Newest first: the ones past the count, then from the oldest while over the bound.
+    for (const [i, image] of [...images.entries()].reverse()) {
+      if (i < IMAGES_KEPT && bytes <= maxBytes) break;
+      await remove(image);
+      removedImages++;
+    }
     for (const frame of frames.sort((a, b) => a.mtimeMs - b.mtimeMs)) {
       if (bytes <= maxBytes) break;
-      await fs.rm(frame.file, { force: true });
-      bytes -= frame.size;
-      removedBytes += frame.size;
+      await remove(frame);
       removedFrames++;
     }
-    return { removedFrames, removedBytes, left: { frames: frames.length - removedFrames, bytes } };
+    return {
+      removedFrames,
+      removedImages,
+      removedBytes,
+      left: { frames: frames.length - removedFrames, images: images.length - removedImages, bytes }
+    };
   }
 }
 
-async function statAll(dir: string, names: string[]): Promise<Array<{ file: string; size: number; mtimeMs: number }>> {
+interface StoredFile {
+  file: string;
+  /** The disk space it takes: an image is sparse. */
+  size: number;
+  mtimeMs: number;
+}
+
+async function statAll(dir: string, names: string[]): Promise<StoredFile[]> {
   const stats = await Promise.all(
     names.map(async name => {
       const file = path.join(dir, name);
       const stat = await fs.stat(file).catch(() => undefined);
-      return stat?.isFile() ? { file, size: stat.size, mtimeMs: stat.mtimeMs } : undefined;
+      return stat?.isFile() ? { file, size: Math.min(stat.size, stat.blocks * 512), mtimeMs: stat.mtimeMs } : undefined;
     })
   );
-  return stats.filter((entry): entry is { file: string; size: number; mtimeMs: number } => entry !== undefined);
+  return stats.filter((entry): entry is StoredFile => entry !== undefined);
 }

@@ -265,7 +265,7 @@ async function checkData(state: InstanceState, prepared: Prepared, timeline: Tim
     timeline.fact(
       'Cache restored',
       restored.key
-        ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded, ${formatBytes(restored.localBytes)} from the cache directory): ${restored.key}`
+        ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded, ${formatBytes(restored.localBytes)} from the cache directory${restored.wholeImage ? ', as its kept filesystem image' : ''}): ${restored.key}`
         : 'nothing to restore'
     );
   }

@@ -10,6 +10,8 @@ import {
   decideAfterStop,
   decideSave,
   evictUnusedImages,
+  keptImageKey,
+  mayKeepImage,
   pruneForCache,
   saveBlocker,
   saveDaemonData,
@@ -23,9 +25,10 @@ import { INSTANCE_LABEL } from './constants';
 import { removeContext } from './context';
 import { containerLog } from './daemon';
 import { connect, connectOuterEngine, tlsClientOptions } from './engine';
-import { readDataEvents } from './data-image';
+import { DataFiles, readDataEvents } from './data-image';
 import { CLIENT_FILES } from './environment';
 import { errorMessage } from './errors';
+import { LocalStore, type Eviction as StoreEviction } from './local-store';
 import type { Manifest } from './manifest';
 import type { SaveResult } from './save';
 import { Timeline } from './report';
@@ -80,10 +83,17 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
         : `Not saving the cache: ${decision.reason}.`
     );
   if (plan?.eviction) reportEviction(plan.eviction, state.cache?.keepUnusedMs, timeline);
+  const store = cacheSetup?.cacheDir ? new LocalStore(cacheSetup.cacheDir) : undefined;
+  const keepsImage =
+    store !== undefined &&
+    mayKeepImage(
+      decision,
+      await bestEffort('check the cache directory', () => store.holdsImagesOf(instance.dataDir), false)
+    );
 
   for (const summary of containers) {
     const container = docker.getContainer(summary.Id);
-    if (stopsGracefully(summary.State, decision)) {
+    if (stopsGracefully(summary.State, decision, keepsImage)) {
       await timeline.phase('Stop the daemon', () =>
         bestEffort('stop the daemon', () => container.stop({ t: STOP_GRACE_SECONDS }), undefined)
       );
@@ -93,29 +103,31 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     });
   }
 
+  /** The state the daemon's image holds, once stopped cleanly, for the runner's store to keep whole. */
+  let keptKey: string | undefined;
+  /** The runner's store after post's writes to it, once bounded. */
+  let directory: StoreEviction | undefined;
   if (state.cache && decision) {
     const cache = state.cache;
-    const final = decideAfterStop(decision, decision.save && (await readDataEvents(instance.dataDir)).unmounted);
+    const unmounted = (decision.save || keepsImage) && (await readDataEvents(instance.dataDir)).unmounted;
+    const final = decideAfterStop(decision, unmounted);
+    let saved: SaveResult | undefined;
     if (final.save) {
       const remote = availability().writable;
       const outcome = await timeline.phase('Save the cache', () =>
         saveDaemonData(cache, final.key, state.imageId ?? '', plan.eviction?.lastUsed ?? {}, plan.restored, remote)
       );
+      saved = outcome?.result;
       timeline.fact(
         'Cache',
         outcome ? describeSave(outcome.result, remote) : 'not saved: the save failed (see the warning)'
       );
-      if (outcome?.eviction && cache.cacheDir) {
-        const { removedBytes, removedFrames, left } = outcome.eviction;
-        timeline.fact(
-          'Cache directory',
-          `${cache.cacheDir}: ${formatBytes(left.bytes)} in ${left.frames} chunks${removedFrames > 0 ? `; removed the ${removedFrames} least recently used (${formatBytes(removedBytes)})` : ''}`
-        );
-      }
+      directory = outcome?.eviction;
     } else {
       if (final.warn) core.warning(`Not saving the cache: ${final.reason}.`);
       timeline.fact('Cache', `not saved: ${final.reason}`);
     }
+    if (keepsImage) keptKey = keptImageKey(final, unmounted, cache.restoredKey, saved);
   }
 
   await timeline.phase('Remove the container, network, data, certificates and context', async () => {
@@ -126,6 +138,21 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
         () => docker.getContainer(summary.Id).remove({ force: true, v: true }),
         undefined
       );
+    }
+    // Once the container is gone, nothing has the image open any more.
+    if (store && keptKey !== undefined) {
+      const key = keptKey;
+      const maxBytes = cacheSetup?.cacheDirMaxBytes ?? Infinity;
+      const image = path.join(instance.dataDir, DataFiles.image);
+      if (
+        await bestEffort('keep the filesystem image in the cache directory', () => store.keepImage(key, image), false)
+      ) {
+        core.info(
+          `Kept the daemon's filesystem image in the cache directory as ${key}: the next job here takes it whole.`
+        );
+        const bounded = await bestEffort('bound the cache directory', () => store.enforceLimit(maxBytes), undefined);
+        directory = bounded && directory ? mergeEvictions(directory, bounded) : (bounded ?? directory);
+      }
     }
     const networks = await bestEffort('list networks', () => docker.listNetworks({ filters: label }), []);
     for (const network of networks) {
@@ -150,6 +177,29 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
       `Removed ${containers.length} container(s) and ${networks.length} network(s) of ${instance.containerName}.`
     );
   });
+  if (cacheSetup?.cacheDir && directory)
+    timeline.fact('Cache directory', describeDirectory(cacheSetup.cacheDir, directory));
+}
+
+/** Two passes of the store's bound, as one. */
+function mergeEvictions(first: StoreEviction, second: StoreEviction): StoreEviction {
+  return {
+    removedFrames: first.removedFrames + second.removedFrames,
+    removedImages: first.removedImages + second.removedImages,
+    removedBytes: first.removedBytes + second.removedBytes,
+    left: second.left
+  };
+}
+
+function describeDirectory(
+  cacheDir: string,
+  { left, removedFrames, removedImages, removedBytes }: StoreEviction
+): string {
+  const removed = [
+    removedFrames > 0 ? `${removedFrames} chunks` : '',
+    removedImages > 0 ? `${removedImages} kept images` : ''
+  ].filter(Boolean);
+  return `${cacheDir}: ${formatBytes(left.bytes)} in ${left.frames} chunks and ${left.images} kept images${removed.length > 0 ? `; removed the least recently used ${removed.join(' and ')} (${formatBytes(removedBytes)})` : ''}`;
 }
 
 /**

@@ -234,13 +234,13 @@ function compute(record: RunRecord): Computed {
   const je = judge(e - floor, '<=', 2, 's');
   targets.push({
     id: '2 e',
-    what: `warm start from cache-dir (all frames local, ${warm} MB level) minus the floor`,
+    what: `warm start from cache-dir (the previous job's kept image, or every frame local; ${warm} MB level) minus the floor`,
     value: `${sec(e)} − ${sec(floor)} = ${signed(e - floor)}`,
     target: '≤ floor + 2 s',
     ...je,
     why:
       je.met === false
-        ? `Its restore (frames read from cache-dir, decompressed, checked, written) took ${sec(med('cache-dir', warm, 'restoreSeconds'))}, the daemon's start on the restored data ${sec(med('cache-dir', warm, 'daemonStartSeconds'))} (e2fsck -fn, mount, dockerd), ` +
+        ? `Its restore (the kept image taken, or frames read from cache-dir, decompressed, checked, written) took ${sec(med('cache-dir', warm, 'restoreSeconds'))}, the daemon's start on the restored data ${sec(med('cache-dir', warm, 'daemonStartSeconds'))} (e2fsck -fn, mount, dockerd), ` +
           `against the floor's ${sec(floor)} for a daemon with no data.`
         : undefined
   });
@@ -675,7 +675,12 @@ function renderMarkdown(record: RunRecord, c: Computed, svgName: string): string
       'downloaded from the cache service (blob GETs; calls)',
       `${statOf(record, 'cache-dir', warm, detail('downloadedBytes')).max} B, largest (${med('cache-dir', warm, 'downloads').median}; ${med('cache-dir', warm, 'rpcCalls').median})`
     ]),
-    tr(['2e', `cache-dir on the run's fs (${mb(record.setup['cache-dir bytes'])})`, '']),
+    tr([
+      '2e',
+      'its post (stops the daemon cleanly to keep its image)',
+      sec(med('cache-dir', warm, 'postSeconds').median)
+    ]),
+    tr(['2e', `cache-dir on the run's fs (${mb(record.setup['cache-dir bytes'])} on disk)`, '']),
     tr(['2e', 'its "Cache restored"', String(samples(record, 'cache-dir', warm)[0]?.detail.restoreFact ?? 'n/a')])
   );
 
@@ -779,7 +784,7 @@ function renderMarkdown(record: RunRecord, c: Computed, svgName: string): string
     "- 1a: `docker create` + `start` of the same image with `dockerd --host=unix://…` on a bind-mounted socket and /var/lib/docker bind-mounted from the run's fs, pinged every 10 ms. 1b: the official entrypoint's `_tls_generate_certs` steps (bench/official-tls.sh).",
     `- 2b: the frames the level's chunks use, in part order, cut at frame boundaries into ${cfg.streams ?? 8} streams of about equal bytes; each stream is a run of \`curl -r\` (one ranged GET per contiguous span, one at a time) piped into \`zstd -d\` and a file on the run's fs; the ${cfg.streams ?? 8} streams at once. The manifest and the parts' signed URLs are fetched before the clock starts. It writes each distinct frame once, where the action writes each chunk at its place in a sparse image. Single stream: the same with one stream.`,
     `- Stages alone (scenario 4), the same ${cfg.streams ?? 8} streams: download to /dev/null; \`zstd -d\` of the streams' bytes kept on the run's fs (read into the page cache first) to /dev/null; writing their decompressed bytes (from the page cache) with \`cat\` into ${cfg.streams ?? 8} files on the run's fs. None syncs, as none of the methods does; \`sync\` runs, untimed, after every measurement.`,
-    "- 2c: `docker load --input` of a `docker save` archive of the level's images on the run's fs, in a job after the action's cold start. 2d: Debian's docker-registry on the host (storage on the run's fs), pushed once, pulled by the action's daemon at the host's docker0 address (`daemon-config`: `insecure-registries`, and `bip` elsewhere), all images at once. 2e: `cache-dir` on the run's fs, seeded by one job that restored the level with it; the cache service stays available.",
+    "- 2c: `docker load --input` of a `docker save` archive of the level's images on the run's fs, in a job after the action's cold start. 2d: Debian's docker-registry on the host (storage on the run's fs), pushed once, pulled by the action's daemon at the host's docker0 address (`daemon-config`: `insecure-registries`, and `bip` elsewhere), all images at once. 2e: `cache-dir` on the run's fs, seeded by one job that restored the level with it (its post kept the filesystem image there; each measured job takes it, and its post gives it back); the cache service stays available.",
     "- 3: whole level: a job with the dind image under a tag of its own (a cache scope with no state and no fallback) loads the level's docker save archive, and its post saves; the raw side is `tar --sparse -cf - docker.img | zstd -T0 -3 | wc -c` of a copy of the level's image as a warm job leaves it (restored, daemon started and stopped, unmounted), read into the page cache first. Incremental: a job restores the level and adds a layer of 20,000,000 bytes of the host's /usr/bin binaries (`docker create`, `docker cp`, `docker commit`), or a tag; what post uploaded. Every save of a measurement is removed from the cache service afterwards, so the level's newest state stays the seeded one. 'Nothing changed' is the post of every warm job.",
     "- 5: the action's warm start (main, then post) twice in a row, and the cold start + docker load (main, load, post) twice in a row, with the job roots under the host's /tmp; no sync between the two jobs."
   );

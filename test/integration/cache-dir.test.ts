@@ -27,6 +27,8 @@ jest.setTimeout(300_000);
 let server: CacheServer;
 let dir: string;
 const FRAMES = () => path.join(dir, 'setup-dind-v2', 'frames');
+const IMAGES = () =>
+  path.join(dir, 'setup-dind-v2', 'images', fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
 
 /** Under a key base of its own (a made-up feature is a storage setting of the key). */
 const INPUTS = () => ({
@@ -86,8 +88,30 @@ describe('cache-dir', () => {
     const stored = await storeFrames();
     expect(stored.count).toBeGreaterThan(3);
     expect(fs.readdirSync(path.join(dir, 'setup-dind-v2', 'manifests'))).toEqual([`${encodeURIComponent(key1)}.gz`]);
+    // The stopped daemon's image, whole, for the next job on this disk.
+    expect(fs.readdirSync(IMAGES())).toEqual([`${encodeURIComponent(key1)}.img`]);
 
-    // No cache service at all (GitHub Enterprise Server, or a runner without one).
+    // No cache service at all (GitHub Enterprise Server, or a runner without one): the kept image is
+    // taken as it is, and given back by a post with nothing to save.
+    await withJob({}, async job => {
+      const main = await job.main(INPUTS());
+      expect(main.warnings).toEqual([]);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
+      expect(summaryRows(main.result.summary)['Cache restored']).toMatch(
+        /\(hit; 0 B downloaded, .+ from the cache directory, as its kept filesystem image\)/
+      );
+      expect(fs.readdirSync(IMAGES())).toEqual([]);
+      expect(await diskManifest(main)).toBe(disk);
+      expect(await imageTags(job)).toEqual(['setup-dind-test/dir:one', TINY_IMAGE]);
+      await expectLoadAndRun(job);
+      const [post] = await job.post({ warnings: 0 });
+      expect(cacheFact(post)).toBe('not saved: the daemon holds what was restored: nothing changed');
+      expect(summaryRows(post.summary)['Cache directory']).toMatch(/ in \d+ chunks and 1 kept images$/);
+    });
+    expect(fs.readdirSync(IMAGES())).toEqual([`${encodeURIComponent(key1)}.img`]);
+
+    // Without the image (another job has it): from the frames alone, byte for byte.
+    fs.rmSync(IMAGES(), { recursive: true });
     await withJob({}, async job => {
       const main = await job.main(INPUTS());
       expect(main.warnings).toEqual([]);
@@ -96,11 +120,27 @@ describe('cache-dir', () => {
         /\(hit; 0 B downloaded, .+ from the cache directory\)/
       );
       expect(await diskManifest(main)).toBe(disk);
-      expect(await imageTags(job)).toEqual(['setup-dind-test/dir:one', TINY_IMAGE]);
       await expectLoadAndRun(job);
-      const [post] = await job.post({ warnings: 0 });
-      expect(cacheFact(post)).toBe('not saved: the daemon holds what was restored: nothing changed');
+      await job.post({ warnings: 0 });
     });
+  });
+
+  test('a kept image that does not check out is not used: the daemon starts empty, with a warning', async () => {
+    const kept = path.join(IMAGES(), `${encodeURIComponent(key1)}.img`);
+    // Garbage over the group descriptors, as a disk error or anyone who can write the directory could leave.
+    const fd = fs.openSync(kept, 'r+');
+    fs.writeSync(fd, Buffer.alloc(4096, 0xa5), 0, 4096, 4096);
+    fs.closeSync(fd);
+    await withJob({}, async job => {
+      // Saving nothing: the empty daemon would be the newest state for the tests after this one.
+      const main = await job.main({ ...INPUTS(), 'cache-save': 'never' });
+      expect(main.warnings).toHaveLength(1);
+      expect(main.warnings[0]).toMatch(/was not used: .*e2fsck/);
+      expect(main.outputs['cache-hit']).toBe('false');
+      expect(await imageTags(job)).toEqual([]);
+      await job.post({ warnings: 0 });
+    });
+    expect(fs.existsSync(kept)).toBe(false);
   });
 
   test('with the cache service on and everything in the directory, nothing is downloaded', async () => {
@@ -120,6 +160,11 @@ describe('cache-dir', () => {
     try {
       const mains = await Promise.all(jobs.map(job => job.main(INPUTS())));
       for (const main of mains) expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
+      // One takes the kept image, the other restores from the frames.
+      const whole = mains.filter(main =>
+        /kept filesystem image/.test(summaryRows(main.result.summary)['Cache restored'])
+      );
+      expect(whole).toHaveLength(1);
       await Promise.all(jobs.map((job, i) => job.step(addImage(`setup-dind-test/dir:parallel-${i}`, 2 + i), 'build')));
       for (const [i, job] of jobs.entries()) {
         expect(await imageTags(job)).toEqual(
@@ -188,7 +233,7 @@ describe('cache-dir', () => {
       await job.main({ ...INPUTS(), 'cache-dir-max-size': '6m' });
       await job.step(addImage('setup-dind-test/dir:bound', 4), 'build 4 MB');
       const [post] = await job.post({ warnings: 0 });
-      expect(summaryRows(post.summary)['Cache directory']).toMatch(/; removed the \d+ least recently used/);
+      expect(summaryRows(post.summary)['Cache directory']).toMatch(/; removed the least recently used \d+ chunks/);
     });
     const left = await storeFrames();
     expect(left.bytes).toBeLessThanOrEqual(6 * 1024 * 1024);

@@ -8,7 +8,14 @@ import {
   storageSettings,
   type DaemonContent
 } from '../../src/cache-key';
-import { decideAfterStop, decideSave, saveBlocker, stopsGracefully } from '../../src/cache-save';
+import {
+  decideAfterStop,
+  decideSave,
+  keptImageKey,
+  mayKeepImage,
+  saveBlocker,
+  stopsGracefully
+} from '../../src/cache-save';
 import type { CacheSetup } from '../../src/cache';
 
 const base = {
@@ -129,7 +136,11 @@ describe('saving decisions', () => {
   });
 
   test.each([
-    ['on-change', 'p+aaaa', { save: false, reason: 'the daemon holds what was restored: nothing changed' }],
+    [
+      'on-change',
+      'p+aaaa',
+      { save: false, reason: 'the daemon holds what was restored: nothing changed', unchanged: true }
+    ],
     ['on-change', 'p+bbbb', { save: true, key: 'p+bbbb' }],
     ['on-change', 'p+aaa', { save: true, key: 'p+aaa' }],
     ['always', 'p+aaaa', { save: true, key: 'p+aaaa' }]
@@ -140,7 +151,8 @@ describe('saving decisions', () => {
   test('a variant of the content key (saved while the key itself was stuck) is the same content', () => {
     expect(decideSave({ ...setup, restoredKey: 'p+aaaa.2' }, 'p+aaaa')).toEqual({
       save: false,
-      reason: 'the daemon holds what was restored: nothing changed'
+      reason: 'the daemon holds what was restored: nothing changed',
+      unchanged: true
     });
   });
 
@@ -151,15 +163,44 @@ describe('saving decisions', () => {
 
 describe("post's decisions around the daemon's stop", () => {
   const save = { save: true, key: 'p+aaaa' } as const;
-  const skip = { save: false, reason: 'nothing changed' } as const;
+  const skip = { save: false, reason: 'the cache is read-only' } as const;
+  const unchanged = { save: false, reason: 'nothing changed', unchanged: true } as const;
 
   test.each([
-    ['running', save, true],
-    ['running', skip, false],
-    ['running', undefined, false],
-    ['exited', save, false]
-  ] as const)('a %s container with decision %p is stopped gracefully: %p', (state, decision, expected) => {
-    expect(stopsGracefully(state, decision)).toBe(expected);
+    ['running', save, false, true],
+    ['running', skip, false, false],
+    ['running', unchanged, false, false],
+    ['running', unchanged, true, true],
+    ['running', undefined, false, false],
+    ['exited', save, false, false],
+    ['exited', unchanged, true, false]
+  ] as const)(
+    'a %s container with decision %p (image kept: %p) is stopped gracefully: %p',
+    (state, decision, keepsImage, expected) => {
+      expect(stopsGracefully(state, decision, keepsImage)).toBe(expected);
+    }
+  );
+
+  test.each([
+    [save, true, true],
+    [unchanged, true, true],
+    [skip, true, false],
+    [undefined, true, false],
+    [save, false, false],
+    [unchanged, false, false]
+  ] as const)('decision %p, store on the same filesystem %p: may keep the image %p', (decision, same, expected) => {
+    expect(mayKeepImage(decision, same)).toBe(expected);
+  });
+
+  test.each([
+    ['a save that landed', save, true, { saved: true, key: 'p+aaaa.2' }, 'p+aaaa.2'],
+    ['a save that failed', save, true, undefined, undefined],
+    ['a save refused (the content exists)', save, true, { saved: false }, undefined],
+    ['nothing changed', unchanged, true, undefined, 'p+rest'],
+    ['nothing changed, not unmounted cleanly', unchanged, false, undefined, undefined],
+    ['not saved for another reason', skip, true, undefined, undefined]
+  ] as const)('the kept image after %s', (_, decision, unmounted, saved, expected) => {
+    expect(keptImageKey(decision, unmounted, 'p+rest', saved)).toBe(expected);
   });
 
   test.each([
