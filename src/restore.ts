@@ -5,7 +5,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { download, DownloadError } from './blob-download';
 import { CHUNK_BYTES, LOCAL_ONLY, type Frame, type Manifest } from './manifest';
-import { openFrameData } from './zstd';
+import { writeFrameData } from './zstd';
 import { shortId } from './units';
 
 /** Parallel ranged GETs: a blob store serves each connection well below what several reach together. */
@@ -72,14 +72,18 @@ export interface WriteProgress {
 
 export class FrameCheckError extends Error {}
 
-/** Decompresses a frame and checks it is the chunk the manifest says. */
-export async function openFrame(frame: Frame, compressed: Buffer): Promise<Buffer> {
+/** Decompresses a frame, checks it is the chunk the manifest says, and writes that at each of `offsets`. */
+export async function writeFrame(
+  frame: Frame,
+  compressed: Buffer,
+  image: FileHandle,
+  offsets: number[]
+): Promise<void> {
   if (compressed.length !== frame.length)
     throw new FrameCheckError(`frame ${shortId(frame.hash)} is ${compressed.length} bytes, not ${frame.length}`);
-  const { data, hash } = await openFrameData(compressed, CHUNK_BYTES);
-  if (data.length !== CHUNK_BYTES || hash !== frame.hash)
+  const outcome = await writeFrameData(compressed, { hash: frame.hash, bytes: CHUNK_BYTES }, image, offsets);
+  if (outcome === 'mismatch')
     throw new FrameCheckError(`frame ${shortId(frame.hash)} does not hold the content its hash names`);
-  return data;
 }
 
 /**
@@ -120,14 +124,16 @@ export async function writeState(
   };
 
   const put = async (index: number, compressed: Buffer) => {
-    const data = await openFrame(manifest.frames[index], compressed);
     // Every frame written is one of `wanted`, the keys of `positions`.
     const at = positions.get(index);
     if (!at) throw new Error(`frame ${index} is at no position of the image`);
-    for (const position of at) {
-      await image.write(data, 0, CHUNK_BYTES, position * CHUNK_BYTES);
-      progress.writtenBytes += CHUNK_BYTES;
-    }
+    await writeFrame(
+      manifest.frames[index],
+      compressed,
+      image,
+      at.map(position => position * CHUNK_BYTES)
+    );
+    progress.writtenBytes += at.length * CHUNK_BYTES;
   };
   const fetch = async (range: FrameRange) => {
     const options = { range: [range.start, range.end - 1] as [number, number], maxBytes: range.end - range.start };

@@ -1,11 +1,12 @@
 // zstd frames, one per chunk of the daemon's data. Node 24 (the action's runtime: runs.using node24)
-// has zstd in zlib: a save compresses on libuv's thread pool, a restore opens frames on worker threads
-// (frame-workers.ts); older Nodes (development machines) spawn the zstd CLI per frame, which is slower
-// but makes the same frames.
+// has zstd in zlib: a save compresses on libuv's thread pool, a restore opens and writes frames on
+// worker threads (frame-workers.ts); older Nodes (development machines) spawn the zstd CLI per frame,
+// which is slower but makes the same frames.
 import { spawn } from 'node:child_process';
+import type { FileHandle } from 'node:fs/promises';
 import * as zlib from 'node:zlib';
 import { sha256 } from './data-image';
-import { FrameWorkerError, openOnWorker, type OpenedFrame } from './frame-workers';
+import { FrameWorkerError, writeOnWorker, type FrameOutcome } from './frame-workers';
 
 /** zstd's default level: ratio within a few percent of level 9, several times its speed. */
 const ZSTD_LEVEL = 3;
@@ -66,19 +67,27 @@ export function decompressFrame(frame: Buffer, maxBytes: number): Promise<Buffer
 }
 
 /**
- * Decompresses one frame and hashes the chunk it holds (sha256, hex): on worker threads where zstd is
- * built in, else with the CLI and on this thread.
+ * Decompresses one frame and, when it holds the chunk named (`bytes` long, sha256 `hash`), writes that
+ * at each of `offsets` of `file`: on worker threads where zstd is built in, else with the CLI and on
+ * this thread. 'mismatch': it holds something else, and nothing was written.
  */
-export async function openFrameData(frame: Buffer, maxBytes: number): Promise<OpenedFrame> {
+export async function writeFrameData(
+  frame: Buffer,
+  chunk: { hash: string; bytes: number },
+  file: FileHandle,
+  offsets: number[]
+): Promise<FrameOutcome> {
   if (!builtIn) {
-    const data = await decompressFrame(frame, maxBytes);
-    return { data, hash: sha256(data) };
+    const data = await decompressFrame(frame, chunk.bytes);
+    if (data.length !== chunk.bytes || sha256(data) !== chunk.hash) return 'mismatch';
+    for (const offset of offsets) await file.write(data, 0, data.length, offset);
+    return 'written';
   }
   try {
-    return await openOnWorker(frame, maxBytes, bufferBytes(maxBytes));
+    return await writeOnWorker(frame, chunk.bytes, bufferBytes(chunk.bytes), { fd: file.fd, offsets, ...chunk });
   } catch (error) {
     if (error instanceof FrameWorkerError && error.tooLarge)
-      throw new FrameTooLargeError(`a frame decompresses to more than ${maxBytes} bytes`, { cause: error });
+      throw new FrameTooLargeError(`a frame decompresses to more than ${chunk.bytes} bytes`, { cause: error });
     throw error;
   }
 }

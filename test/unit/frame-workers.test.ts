@@ -1,25 +1,59 @@
-// Frames opened on worker threads (Node 24, where zstd is in zlib): the chunk and its sha256 come back
-// intact, many at once; errors reach the caller; idle workers do not keep a process alive.
+// Frames written by worker threads (Node 24, where zstd is in zlib): each chunk lands at its offsets
+// intact, many at once; a frame of other content is not written; errors reach the caller; idle
+// workers do not keep a process alive.
 import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { sha256 } from '../../src/data-image';
-import { FrameWorkerError, openOnWorker } from '../../src/frame-workers';
+import { FrameWorkerError, writeOnWorker } from '../../src/frame-workers';
 import { CHUNK_BYTES } from '../../src/manifest';
 import { compressFrame } from '../../src/zstd';
 
-// Node 20 has no zstd in zlib: there the CLI opens frames (restore.test.ts covers both through openFrame).
+// Node 20 has no zstd in zlib: there the CLI opens frames (restore.test.ts covers both through writeFrame).
 const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown }).zstdDecompressSync === 'function';
 
-(zstdBuiltIn ? describe : describe.skip)('openOnWorker (Node 24)', () => {
+(zstdBuiltIn ? describe : describe.skip)('writeOnWorker (Node 24)', () => {
   const chunks = Array.from({ length: 24 }, (_, i) => Buffer.alloc(CHUNK_BYTES, `chunk ${i} `));
+  let dir: string;
+  let file: string;
+  let fd: number;
 
-  test('many frames at once: each comes back as its chunk, with its hash', async () => {
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-workers-'));
+    file = path.join(dir, 'image');
+    fd = fs.openSync(file, 'w+');
+  });
+  afterEach(() => {
+    fs.closeSync(fd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const target = (i: number, offsets: number[]) => ({ fd, offsets, hash: sha256(chunks[i]), bytes: CHUNK_BYTES });
+  const at = (offset: number) => {
+    const data = Buffer.alloc(CHUNK_BYTES);
+    fs.readSync(fd, data, 0, CHUNK_BYTES, offset);
+    return data;
+  };
+
+  test('many frames at once: each chunk lands at its offsets', async () => {
     const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
-    const opened = await Promise.all(frames.map(frame => openOnWorker(frame, CHUNK_BYTES, CHUNK_BYTES)));
-    opened.forEach(({ data, hash }, i) => {
-      expect(data.equals(chunks[i])).toBe(true);
-      expect(hash).toBe(sha256(chunks[i]));
+    // Chunk i at i and, for the even ones, again past the end of the others (a chunk used twice).
+    const outcomes = await Promise.all(
+      frames.map((frame, i) =>
+        writeOnWorker(
+          frame,
+          CHUNK_BYTES,
+          CHUNK_BYTES,
+          target(i, i % 2 === 0 ? [i * CHUNK_BYTES, (24 + i) * CHUNK_BYTES] : [i * CHUNK_BYTES])
+        )
+      )
+    );
+    expect(outcomes).toEqual(frames.map(() => 'written'));
+    chunks.forEach((chunk, i) => {
+      expect(at(i * CHUNK_BYTES).equals(chunk)).toBe(true);
+      if (i % 2 === 0) expect(at((24 + i) * CHUNK_BYTES).equals(chunk)).toBe(true);
     });
   });
 
@@ -28,26 +62,58 @@ const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown })
     const range = Buffer.concat(frames);
     let offset = 0;
     const views = frames.map(frame => range.subarray(offset, (offset += frame.length)));
-    const opened = await Promise.all(views.map(view => openOnWorker(view, CHUNK_BYTES, CHUNK_BYTES)));
-    opened.forEach(({ data }, i) => expect(data.equals(chunks[i])).toBe(true));
+    await Promise.all(
+      views.map((view, i) => writeOnWorker(view, CHUNK_BYTES, CHUNK_BYTES, target(i, [i * CHUNK_BYTES])))
+    );
+    chunks.slice(0, 4).forEach((chunk, i) => expect(at(i * CHUNK_BYTES).equals(chunk)).toBe(true));
     // The range itself is left as it was: the restore may still keep its frames in the runner's store.
     expect(range.equals(Buffer.concat(frames))).toBe(true);
   });
 
+  test('a frame of other content than named, or of another length, is not written', async () => {
+    const other = await compressFrame(chunks[1]);
+    expect(await writeOnWorker(other, CHUNK_BYTES, CHUNK_BYTES, target(0, [0]))).toBe('mismatch');
+    const short = await compressFrame(chunks[0].subarray(1));
+    expect(await writeOnWorker(short, CHUNK_BYTES, CHUNK_BYTES, target(0, [0]))).toBe('mismatch');
+    expect(fs.statSync(file).size).toBe(0);
+  });
+
   test('a frame larger than allowed and a frame that is not zstd are refused, and the workers go on', async () => {
     const frame = await compressFrame(chunks[0]);
-    await expect(openOnWorker(frame, CHUNK_BYTES - 1, CHUNK_BYTES)).rejects.toMatchObject({ tooLarge: true });
-    await expect(openOnWorker(Buffer.from('not a frame'), CHUNK_BYTES, CHUNK_BYTES)).rejects.toThrow(FrameWorkerError);
-    expect((await openOnWorker(frame, CHUNK_BYTES, CHUNK_BYTES)).hash).toBe(sha256(chunks[0]));
+    await expect(writeOnWorker(frame, CHUNK_BYTES - 1, CHUNK_BYTES, target(0, [0]))).rejects.toMatchObject({
+      tooLarge: true
+    });
+    await expect(writeOnWorker(Buffer.from('not a frame'), CHUNK_BYTES, CHUNK_BYTES, target(0, [0]))).rejects.toThrow(
+      FrameWorkerError
+    );
+    expect(await writeOnWorker(frame, CHUNK_BYTES, CHUNK_BYTES, target(0, [0]))).toBe('written');
+  });
+
+  test('a write that fails (a descriptor not open for writing) reaches the caller', async () => {
+    const readOnly = fs.openSync(file, 'r');
+    try {
+      const frame = await compressFrame(chunks[0]);
+      await expect(writeOnWorker(frame, CHUNK_BYTES, CHUNK_BYTES, { ...target(0, [0]), fd: readOnly })).rejects.toThrow(
+        FrameWorkerError
+      );
+    } finally {
+      fs.closeSync(readOnly);
+    }
   });
 
   test('a process whose workers are idle exits by itself', () => {
-    const script = `const { openOnWorker } = require(${JSON.stringify(path.resolve('src/frame-workers.ts'))});
-      openOnWorker(require('node:zlib').zstdCompressSync(Buffer.alloc(1000)), 1000, 65536).then(o => console.log(o.data.length));`;
+    const script = `const { writeOnWorker } = require(${JSON.stringify(path.resolve('src/frame-workers.ts'))});
+      const fs = require('node:fs');
+      const file = require('node:path').join(${JSON.stringify(os.tmpdir())}, 'setup-dind-idle-' + process.pid);
+      const fd = fs.openSync(file, 'w+');
+      const data = Buffer.alloc(1000, 'x');
+      const hash = require('node:crypto').createHash('sha256').update(data).digest('hex');
+      writeOnWorker(require('node:zlib').zstdCompressSync(data), 1000, 65536, { fd, offsets: [0], hash, bytes: 1000 })
+        .then(o => { console.log(o, fs.statSync(file).size); fs.rmSync(file); });`;
     const output = execFileSync(process.execPath, ['--require', require.resolve('tsx/cjs'), '-e', script], {
       encoding: 'utf8',
       timeout: 20_000
     });
-    expect(output.trim()).toBe('1000');
+    expect(output.trim()).toBe('written 1000');
   });
 });

@@ -1,7 +1,10 @@
 // The pure parts of a restore: how frames become ranged GETs, how jobs run side by side and stop at the
-// first failure, and the check every frame passes before it is written.
+// first failure, and the check every frame passes before it is written (into a temporary file).
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { CHUNK_BYTES, type Frame } from '../../src/manifest';
-import { FrameCheckError, openFrame, planRanges, runAll } from '../../src/restore';
+import { FrameCheckError, planRanges, runAll, writeFrame } from '../../src/restore';
 import { sha256 } from '../../src/data-image';
 import { compressFrame, FrameTooLargeError } from '../../src/zstd';
 
@@ -86,30 +89,44 @@ describe('runAll', () => {
   });
 });
 
-describe('openFrame', () => {
+describe('writeFrame', () => {
   const chunk = Buffer.alloc(CHUNK_BYTES, 'setup-dind');
   const hash = sha256(chunk);
+  let dir: string;
+  let image: fs.FileHandle;
 
-  test('a good frame opens to its chunk', async () => {
-    const compressed = await compressFrame(chunk);
-    expect(await openFrame({ hash, part: 0, offset: 0, length: compressed.length }, compressed)).toEqual(chunk);
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'setup-dind-frame-'));
+    image = await fs.open(path.join(dir, 'image'), 'w+');
+  });
+  afterEach(async () => {
+    await image.close();
+    await fs.rm(dir, { recursive: true, force: true });
   });
 
-  test('the wrong length, the wrong content, a short chunk, a bomb: refused', async () => {
+  test('a good frame lands as its chunk at each offset', async () => {
     const compressed = await compressFrame(chunk);
-    await expect(openFrame({ hash, part: 0, offset: 0, length: compressed.length + 1 }, compressed)).rejects.toThrow(
-      FrameCheckError
-    );
+    const frame = { hash, part: 0, offset: 0, length: compressed.length };
+    await writeFrame(frame, compressed, image, [0, 3 * CHUNK_BYTES]);
+    const read = Buffer.alloc(CHUNK_BYTES);
+    for (const offset of [0, 3 * CHUNK_BYTES]) {
+      await image.read(read, 0, CHUNK_BYTES, offset);
+      expect(read.equals(chunk)).toBe(true);
+    }
+  });
+
+  test('the wrong length, the wrong content, a short chunk, a bomb: refused, nothing written', async () => {
+    const write = (length: number, compressed: Buffer) =>
+      writeFrame({ hash, part: 0, offset: 0, length }, compressed, image, [0]);
+    const compressed = await compressFrame(chunk);
+    await expect(write(compressed.length + 1, compressed)).rejects.toThrow(FrameCheckError);
     const other = await compressFrame(Buffer.alloc(CHUNK_BYTES, 'other'));
-    await expect(openFrame({ hash, part: 0, offset: 0, length: other.length }, other)).rejects.toThrow(
-      /does not hold the content/
-    );
+    await expect(write(other.length, other)).rejects.toThrow(/does not hold the content/);
     const short = await compressFrame(chunk.subarray(1));
-    await expect(openFrame({ hash, part: 0, offset: 0, length: short.length }, short)).rejects.toThrow(FrameCheckError);
+    await expect(write(short.length, short)).rejects.toThrow(FrameCheckError);
     const bomb = await compressFrame(Buffer.alloc(4 * CHUNK_BYTES));
-    await expect(openFrame({ hash, part: 0, offset: 0, length: bomb.length }, bomb)).rejects.toThrow(
-      FrameTooLargeError
-    );
-    await expect(openFrame({ hash, part: 0, offset: 0, length: 4 }, Buffer.from('junk'))).rejects.toThrow();
+    await expect(write(bomb.length, bomb)).rejects.toThrow(FrameTooLargeError);
+    await expect(write(4, Buffer.from('junk'))).rejects.toThrow();
+    expect((await image.stat()).size).toBe(0);
   });
 });
