@@ -251,7 +251,9 @@ async function restoreState(
     return urls;
   };
   const imageBytes = restoredImageBytes(manifest.filesystem.bytes, limits.maxWriteBytes);
-  if (store && (await adoptImage(setup.dataDir, imageBytes, image => store.takeImage(key, image)))) {
+  // A job that never saves would not give the image back: the next job would restore from the frames.
+  const takesImage = store !== undefined && setup.savePolicy !== 'never';
+  if (takesImage && (await adoptImage(setup.dataDir, imageBytes, image => store.takeImage(key, image)))) {
     const bytes = storedBytes(manifest);
     core.info(
       `Took the state's filesystem image whole from the runner's store in ${((performance.now() - started) / 1000).toFixed(2)} s: nothing to fetch or write.`

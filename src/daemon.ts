@@ -239,7 +239,9 @@ export async function waitForDaemon(
   endpoint: TlsEndpoint,
   container: Docker.Container,
   timeoutMs: number,
-  steadiness: Steadiness = READY_STEADINESS
+  steadiness: Steadiness = READY_STEADINESS,
+  /** Called once, at the daemon's first answer: work that needs it can overlap the steady period. */
+  onFirstAnswer?: () => void
 ): Promise<string> {
   // keepAlive off: every request opens, and closes, its own connection (through the port proxy too).
   const agent = new https.Agent({ keepAlive: false });
@@ -247,6 +249,7 @@ export async function waitForDaemon(
   const deadline = Date.now() + timeoutMs;
   let lastError = 'no answer';
   let firstAnswer: number | undefined;
+  let answered = false;
   let version: string | undefined;
   try {
     for (;;) {
@@ -263,6 +266,10 @@ export async function waitForDaemon(
         await (client as unknown as AbortablePing).ping({ abortSignal: AbortSignal.timeout(left) });
         // The version right at the first answer: the rest of the period is plain pings.
         version ??= ((await client.version()) as { Version: string }).Version;
+        if (!answered) {
+          answered = true;
+          onFirstAnswer?.();
+        }
         firstAnswer ??= Date.now();
         if (Date.now() - firstAnswer >= steadiness.steadyMs) return version;
       } catch (error) {

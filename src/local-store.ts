@@ -83,18 +83,16 @@ export class LocalStore implements LocalFrames {
 
   /**
    * Moves the kept image of the state `key` to `target`; false when there is none (never kept, another
-   * job took it, or the store is on another filesystem than `target`).
+   * job took it) or it cannot be moved (the store on another filesystem, or another runner user's):
+   * the frames hold the same state.
    */
   async takeImage(key: string, target: string): Promise<boolean> {
     const kept = this.imagePath(key);
     if (!kept) return false;
-    try {
-      await fs.rename(kept, target);
-      return true;
-    } catch (error) {
-      if (isMissing(error) || isOtherFilesystem(error)) return false;
-      throw error;
-    }
+    return fs.rename(kept, target).then(
+      () => true,
+      () => false
+    );
   }
 
   /** Whether images can move between `dataDir` and the store by a rename: the same filesystem. */

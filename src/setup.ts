@@ -16,6 +16,7 @@ import {
   networkAddresses,
   networkCreateOptions,
   publishedPort,
+  READY_STEADINESS,
   serverArchive,
   serverSubjectAltNames,
   setupArchive,
@@ -106,13 +107,13 @@ async function setUp(timeline: Timeline): Promise<void> {
       return { prepared: await prepare(docker, inputs, state, placement), placement };
     }
   );
-  const { container, reach, addresses, version } = await timeline.phase('Start the daemon', () =>
+  const { container, reach, addresses, version, recorder } = await timeline.phase('Start the daemon', () =>
     startDaemon(docker, inputs, state, prepared, placement)
   );
 
   await timeline.phase('Hand the daemon to later steps', async () => {
     await checkData(state, prepared, timeline);
-    await recordUsage(state, container);
+    await recorder;
     if (inputs.setEnv) {
       exportDockerEnvironment(reach.dockerHost, instance.certDir, engine);
       if (reach.ip) exportTestcontainersHost(reach.ip);
@@ -327,14 +328,20 @@ async function startDaemon(
     .map(([network, ip]) => `${ip} on ${network}`)
     .join(', ');
   core.info(`Container ${instance.containerName} started (${where}); daemon port published on 127.0.0.1:${port}`);
+  // The image usage recorder starts at the daemon's first answer, during the readiness period.
+  let recorder: Promise<void> | undefined;
   try {
     const version = await waitForDaemon(
       endpointOf(reach.address, prepared),
       container,
-      inputs.waitTimeoutSeconds * 1000
+      inputs.waitTimeoutSeconds * 1000,
+      READY_STEADINESS,
+      () => {
+        recorder = recordUsage(state, container);
+      }
     );
     core.info(`Docker ${version} answers over mutual TLS at ${reach.dockerHost}.`);
-    return { container, reach, addresses, version };
+    return { container, reach, addresses, version, recorder: recorder ?? recordUsage(state, container) };
   } catch (error) {
     if (!(error instanceof DaemonNotReadyError)) throw error;
     const log = await containerLog(container, FAILURE_LOG_LINES).catch(() => '(the log could not be read)');

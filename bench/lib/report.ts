@@ -591,7 +591,11 @@ function renderMarkdown(record: RunRecord, c: Computed, svgName: string): string
   );
   row('2c', 'action main, cold + docker load of a docker save archive', med('load', warm));
   row('2d', 'action main, cold + docker pull (all images at once) from docker-registry on the host', med('pull', warm));
-  row('2e', 'action main, warm from cache-dir (every frame local), until ready', med('cache-dir', warm));
+  row(
+    '2e',
+    "action main, warm from cache-dir (the previous job's kept image; every frame local too), until ready",
+    med('cache-dir', warm)
+  );
   row('3', `post, whole step, nothing changed (${warm} MB level)`, med('action-warm', warm, 'postSeconds'));
   row('3', `post: "Save the cache" phase saving the whole ${warm} MB level`, med('save-full', warm));
   row('3', 'raw: tar --sparse of such an image | zstd -T0 -3 | wc -c', med('save-raw', warm));

@@ -125,22 +125,15 @@ describe('cache-dir', () => {
     });
   });
 
-  test('a kept image that does not check out is not used: the daemon starts empty, with a warning', async () => {
-    const kept = path.join(IMAGES(), `${encodeURIComponent(key1)}.img`);
-    // Garbage over the group descriptors, as a disk error or anyone who can write the directory could leave.
-    const fd = fs.openSync(kept, 'r+');
-    fs.writeSync(fd, Buffer.alloc(4096, 0xa5), 0, 4096, 4096);
-    fs.closeSync(fd);
+  test('a job that never saves leaves the kept image for the next job, and restores from the frames', async () => {
     await withJob({}, async job => {
-      // Saving nothing: the empty daemon would be the newest state for the tests after this one.
       const main = await job.main({ ...INPUTS(), 'cache-save': 'never' });
-      expect(main.warnings).toHaveLength(1);
-      expect(main.warnings[0]).toMatch(/was not used: .*e2fsck/);
-      expect(main.outputs['cache-hit']).toBe('false');
-      expect(await imageTags(job)).toEqual([]);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });
+      expect(summaryRows(main.result.summary)['Cache restored']).not.toMatch(/kept filesystem image/);
+      expect(fs.readdirSync(IMAGES())).toEqual([`${encodeURIComponent(key1)}.img`]);
       await job.post({ warnings: 0 });
     });
-    expect(fs.existsSync(kept)).toBe(false);
+    expect(fs.readdirSync(IMAGES())).toEqual([`${encodeURIComponent(key1)}.img`]);
   });
 
   test('with the cache service on and everything in the directory, nothing is downloaded', async () => {
@@ -256,5 +249,25 @@ describe('cache-dir', () => {
       expect(result.exitCode).toBe(1);
       expect(commands(result.stdout, 'error').join('\n')).toContain("Input 'cache-dir' takes an absolute directory");
     });
+  });
+
+  test('a kept image that does not check out is not used: the daemon starts empty, with a warning', async () => {
+    // The last test: the empty daemon it saves is the newest state from here on.
+    const [name] = fs.readdirSync(IMAGES());
+    const kept = path.join(IMAGES(), name);
+    // Garbage over the group descriptors, as a disk error or anyone who can write the directory could leave.
+    const fd = fs.openSync(kept, 'r+');
+    fs.writeSync(fd, Buffer.alloc(4096, 0xa5), 0, 4096, 4096);
+    fs.closeSync(fd);
+    await withJob({}, async job => {
+      const main = await job.main(INPUTS());
+      expect(main.warnings).toHaveLength(1);
+      expect(main.warnings[0]).toMatch(/was not used: .*e2fsck/);
+      expect(main.outputs['cache-hit']).toBe('false');
+      expect(await imageTags(job)).toEqual([]);
+      await job.post({ warnings: 0 });
+    });
+    // Taken and discarded; post kept the new (empty) state's image instead.
+    expect(fs.readdirSync(IMAGES())).not.toContain(name);
   });
 });
