@@ -7,7 +7,7 @@ import type { CacheSetup } from './cache';
 import { contentFingerprint, saveKey, type DaemonContent } from './cache-key';
 import { Inputs } from './constants';
 import { errorMessage } from './errors';
-import { LocalStore, type Eviction as StoreEviction } from './local-store';
+import { LocalStore } from './local-store';
 import type { Manifest } from './manifest';
 import { saveState, SizeLimitError, type SaveResult } from './save';
 import { formatBytes } from './units';
@@ -153,15 +153,9 @@ export function contentKey(setup: CacheSetup, content: DaemonContent): string {
   return saveKey(setup.exactPrefix, contentFingerprint(content));
 }
 
-export interface SaveOutcome {
-  result: SaveResult;
-  /** What the bound of the runner's store removed, when there is one. */
-  eviction?: StoreEviction;
-}
-
 /**
  * Saves the stopped daemon's image under `key`: to the cache service when `remote`, and to the runner's
- * store when there is one (which is then kept within its bound). Never throws: a failure is a warning.
+ * store when there is one (post bounds it once it is done with it). Never throws: a failure is a warning.
  */
 export async function saveDaemonData(
   setup: CacheSetup,
@@ -170,10 +164,10 @@ export async function saveDaemonData(
   lastUsed: LastUsed,
   restored: Manifest | undefined,
   remote: boolean
-): Promise<SaveOutcome | undefined> {
+): Promise<SaveResult | undefined> {
   const store = setup.cacheDir ? new LocalStore(setup.cacheDir) : undefined;
   try {
-    const result = await saveState({
+    return await saveState({
       dataDir: setup.dataDir,
       key,
       imageId,
@@ -183,8 +177,6 @@ export async function saveDaemonData(
       remote,
       store
     });
-    const eviction = store ? await store.enforceLimit(setup.cacheDirMaxBytes) : undefined;
-    return { result, eviction };
   } catch (error) {
     if (error instanceof SizeLimitError) {
       core.warning(

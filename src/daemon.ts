@@ -249,7 +249,6 @@ export async function waitForDaemon(
   const deadline = Date.now() + timeoutMs;
   let lastError = 'no answer';
   let firstAnswer: number | undefined;
-  let answered = false;
   let version: string | undefined;
   try {
     for (;;) {
@@ -265,9 +264,8 @@ export async function waitForDaemon(
         // dockerode supports abortSignal on ping; its type declarations predate it.
         await (client as unknown as AbortablePing).ping({ abortSignal: AbortSignal.timeout(left) });
         // The version right at the first answer: the rest of the period is plain pings.
-        version ??= ((await client.version()) as { Version: string }).Version;
-        if (!answered) {
-          answered = true;
+        if (version === undefined) {
+          version = ((await client.version()) as { Version: string }).Version;
           onFirstAnswer?.();
         }
         firstAnswer ??= Date.now();

@@ -105,8 +105,8 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
 
   /** The state the daemon's image holds, once stopped cleanly, for the runner's store to keep whole. */
   let keptKey: string | undefined;
-  /** The runner's store after post's writes to it, once bounded. */
-  let directory: StoreEviction | undefined;
+  /** Whether post wrote to the runner's store (a save, or a kept image): it then bounds it, once. */
+  let storeWritten = false;
   if (state.cache && decision) {
     const cache = state.cache;
     const unmounted = (decision.save || keepsImage) && (await readDataEvents(instance.dataDir)).unmounted;
@@ -114,15 +114,11 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     let saved: SaveResult | undefined;
     if (final.save) {
       const remote = availability().writable;
-      const outcome = await timeline.phase('Save the cache', () =>
+      saved = await timeline.phase('Save the cache', () =>
         saveDaemonData(cache, final.key, state.imageId ?? '', plan.eviction?.lastUsed ?? {}, plan.restored, remote)
       );
-      saved = outcome?.result;
-      timeline.fact(
-        'Cache',
-        outcome ? describeSave(outcome.result, remote) : 'not saved: the save failed (see the warning)'
-      );
-      directory = outcome?.eviction;
+      storeWritten = store !== undefined;
+      timeline.fact('Cache', saved ? describeSave(saved, remote) : 'not saved: the save failed (see the warning)');
     } else {
       if (final.warn) core.warning(`Not saving the cache: ${final.reason}.`);
       timeline.fact('Cache', `not saved: ${final.reason}`);
@@ -142,16 +138,14 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     // Once the container is gone, nothing has the image open any more.
     if (store && keptKey !== undefined) {
       const key = keptKey;
-      const maxBytes = cacheSetup?.cacheDirMaxBytes ?? Infinity;
       const image = path.join(instance.dataDir, DataFiles.image);
       if (
         await bestEffort('keep the filesystem image in the cache directory', () => store.keepImage(key, image), false)
       ) {
+        storeWritten = true;
         core.info(
           `Kept the daemon's filesystem image in the cache directory as ${key}: the next job here takes it whole.`
         );
-        const bounded = await bestEffort('bound the cache directory', () => store.enforceLimit(maxBytes), undefined);
-        directory = bounded && directory ? mergeEvictions(directory, bounded) : (bounded ?? directory);
       }
     }
     const networks = await bestEffort('list networks', () => docker.listNetworks({ filters: label }), []);
@@ -177,18 +171,15 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
       `Removed ${containers.length} container(s) and ${networks.length} network(s) of ${instance.containerName}.`
     );
   });
-  if (cacheSetup?.cacheDir && directory)
-    timeline.fact('Cache directory', describeDirectory(cacheSetup.cacheDir, directory));
-}
-
-/** Two passes of the store's bound, as one. */
-function mergeEvictions(first: StoreEviction, second: StoreEviction): StoreEviction {
-  return {
-    removedFrames: first.removedFrames + second.removedFrames,
-    removedImages: first.removedImages + second.removedImages,
-    removedBytes: first.removedBytes + second.removedBytes,
-    left: second.left
-  };
+  if (store && cacheSetup?.cacheDir && storeWritten) {
+    const { cacheDir, cacheDirMaxBytes } = cacheSetup;
+    const bounded = await bestEffort(
+      'bound the cache directory',
+      () => store.enforceLimit(cacheDirMaxBytes),
+      undefined
+    );
+    if (bounded) timeline.fact('Cache directory', describeDirectory(cacheDir, bounded));
+  }
 }
 
 function describeDirectory(

@@ -251,6 +251,40 @@ describe('cache-dir', () => {
     });
   });
 
+  test('a cache directory on another filesystem than RUNNER_TEMP keeps no image: the frames alone, and no graceful stop for nothing', async () => {
+    // tmpfs: another device than the jobs' temporary directories.
+    const other = fs.mkdtempSync('/dev/shm/setup-dind-cache-dir-');
+    expect(fs.statSync(other).dev).not.toBe(fs.statSync(os.tmpdir()).dev);
+    const inputs = { ...INPUTS(), 'cache-dir': other };
+    const images = () => {
+      const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      const dir = path.join(other, 'setup-dind-v2', 'images', boot);
+      return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+    };
+    try {
+      await withJob({}, async job => {
+        await job.main(inputs);
+        await job.step(`${loadFromOuter(TINY_IMAGE)}\n${addImage('setup-dind-test/dir:shm', 1)}`, 'load and build');
+        const [post] = await job.post({ warnings: 0 });
+        expect(cacheFact(post)).toMatch(/^saved /);
+        expect(summaryRows(post.summary)['Cache directory']).toMatch(/ and 0 kept images$/);
+      });
+      expect(images()).toEqual([]);
+      await withJob({}, async job => {
+        const main = await job.main(inputs);
+        expect(main.outputs['cache-hit']).toBe('true');
+        expect(summaryRows(main.result.summary)['Cache restored']).not.toMatch(/kept filesystem image/);
+        expect(await imageTags(job)).toContain('setup-dind-test/dir:shm');
+        const [post] = await job.post({ warnings: 0 });
+        expect(cacheFact(post)).toBe('not saved: the daemon holds what was restored: nothing changed');
+        expect(summaryRows(post.summary)['Stop the daemon']).toBeUndefined();
+      });
+      expect(images()).toEqual([]);
+    } finally {
+      fs.rmSync(other, { recursive: true, force: true });
+    }
+  });
+
   test('a kept image that does not check out is not used: the daemon starts empty, with a warning', async () => {
     // The last test: the empty daemon it saves is the newest state from here on.
     const [name] = fs.readdirSync(IMAGES());
