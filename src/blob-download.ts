@@ -23,13 +23,18 @@ export class DownloadError extends Error {
 }
 
 /**
- * GETs `url` (bytes `range[0]` to `range[1]` inclusive when given) into memory. Refuses a body larger
- * than asked for or `maxBytes`, and one that ends short.
+ * GETs `url` (bytes `range[0]` to `range[1]` inclusive when given) into memory: into the start of
+ * `into` when given (the result is a view of it), else a new buffer. Refuses a body larger than asked
+ * for, than `maxBytes` or than `into`, and one that ends short.
  */
-export function download(url: string, options: { range?: [number, number]; maxBytes: number }): Promise<Buffer> {
+export function download(
+  url: string,
+  options: { range?: [number, number]; maxBytes: number; into?: Buffer }
+): Promise<Buffer> {
   const target = new URL(url);
   const get = target.protocol === 'https:' ? https.get : http.get;
-  const { range, maxBytes } = options;
+  const { range, into } = options;
+  const maxBytes = into ? Math.min(options.maxBytes, into.length) : options.maxBytes;
   const headers = range ? { range: `bytes=${range[0]}-${range[1]}` } : undefined;
   return new Promise((resolve, reject) => {
     const request = get(target, { agent: agents[target.protocol as 'http:' | 'https:'], headers }, response => {
@@ -65,12 +70,13 @@ export function download(url: string, options: { range?: [number, number]; maxBy
         size += chunk.length;
         if (size > maxBytes || size > expected)
           response.destroy(new DownloadError(`the download went on past ${Math.min(maxBytes, expected)} bytes`, 0));
+        else if (into) chunk.copy(into, size - chunk.length);
         else chunks.push(chunk);
       });
       response.on('end', () => {
         if (Number.isFinite(expected) && size !== expected)
           reject(new DownloadError(`the download ended after ${size} of ${expected} bytes`, 0));
-        else resolve(Buffer.concat(chunks, size));
+        else resolve(into ? into.subarray(0, size) : Buffer.concat(chunks, size));
       });
       response.on('error', error =>
         reject(error instanceof DownloadError ? error : new DownloadError(error.message, 0))

@@ -3,7 +3,7 @@
 // so any thread can write through it). On the main thread sha256 and zlib capped a restore at ~2.8 ms
 // a chunk (measured on Node 24, 2 cores); handing each 1 MiB chunk back to be written there then cost
 // the main thread ~0.8 s of garbage collection per GB (external memory) and a write on libuv's pool,
-// time the workers on the same 2 cores lacked. A worker does it all in ~2.6 ms of its own core.
+// time the workers on the same 2 cores lacked. Frames arrive as views of shared memory (restore.ts).
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 
@@ -28,15 +28,50 @@ export class FrameWorkerError extends Error {
   }
 }
 
-// Only built-in modules, so that the bundle need not ship a file for it.
+// Only built-in modules, so that the bundle need not ship a file for it. A frame is decompressed into
+// the worker's one output buffer, through the decoder's handle as zlib's own synchronous path does:
+// zstdDecompressSync makes a fresh 1 MiB buffer per frame, which the kernel must fault in and the CPU
+// fetch from memory again for the hash and the write (a third of a restore's CPU here). Where the
+// handle is not as expected (another Node), zstdDecompressSync does the same job.
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const { writeSync } = require('node:fs');
 const zlib = require('node:zlib');
+let decoder;
+let output = Buffer.alloc(0);
+function tooLarge(maxBytes) {
+  return Object.assign(new Error('a frame decompresses to more than ' + maxBytes + ' bytes'), { code: 'ERR_BUFFER_TOO_LARGE' });
+}
+function decompress(frame, maxBytes, chunkSize) {
+  if (decoder === undefined) {
+    decoder = zlib.createZstdDecompress();
+    // Its failure is read from 'errored' right away; the event that follows is no news.
+    decoder.on('error', () => undefined);
+  } else if (decoder !== null) decoder.reset();
+  const handle = decoder && decoder._handle;
+  const state = decoder && decoder._writeState;
+  if (!handle || typeof handle.writeSync !== 'function' || !(state instanceof Uint32Array)) {
+    decoder = null;
+    return zlib.zstdDecompressSync(frame, { maxOutputLength: maxBytes, chunkSize });
+  }
+  // One byte more than allowed: a frame that fills it is too large.
+  if (output.length !== maxBytes + 1) output = Buffer.allocUnsafe(maxBytes + 1);
+  handle.writeSync(zlib.constants.ZSTD_e_end, frame, 0, frame.length, output, 0, output.length);
+  const failed = decoder.errored;
+  const produced = output.length - state[0];
+  const left = state[1];
+  if (failed) {
+    decoder = undefined;
+    throw failed;
+  }
+  if (produced > maxBytes) throw tooLarge(maxBytes);
+  if (left > 0) throw new Error(left + ' bytes follow the frame');
+  return output.subarray(0, produced);
+}
 parentPort.on('message', ({ id, frame, maxBytes, chunkSize, target }) => {
   try {
-    const data = zlib.zstdDecompressSync(frame, { maxOutputLength: maxBytes, chunkSize });
+    const data = decompress(frame, maxBytes, chunkSize);
     if (data.length !== target.bytes || createHash('sha256').update(data).digest('hex') !== target.hash) {
       parentPort.postMessage({ id, mismatch: true });
       return;
@@ -91,9 +126,13 @@ class FrameWorker {
     if (this.pending.size === 0) this.worker.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      // A view into a larger buffer (a frame of a downloaded range) would be cloned whole, every
-      // time: post a copy of just the frame instead, moved rather than cloned again.
-      if (frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength)
+      // Shared memory (a downloaded range, see restore.ts) goes as it is; any other view into a
+      // larger buffer would be cloned whole, every time: post a copy of just the frame instead, moved
+      // rather than cloned again.
+      if (
+        frame.buffer instanceof SharedArrayBuffer ||
+        (frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength)
+      )
         this.worker.postMessage({ id, frame, maxBytes, chunkSize, target });
       else {
         const own = new Uint8Array(frame);

@@ -72,6 +72,28 @@ export interface WriteProgress {
 
 export class FrameCheckError extends Error {}
 
+/**
+ * Buffers for the ranges in flight, used again and again: each is written by its download and read by
+ * the workers in place, being shared memory. A new buffer per range, copied into the message of each of
+ * its frames, cost the main thread more than the HTTP parsing did (the copies, page faults and
+ * garbage collection of ~1.5 GB of buffers per GB of data), time the workers on 2 cores lacked.
+ */
+class RangeBuffers {
+  private readonly idle: Buffer[] = [];
+
+  /** A buffer of at least `bytes`: an idle one, or a new one. */
+  take(bytes: number): Buffer {
+    const index = this.idle.findIndex(buffer => buffer.length >= bytes);
+    if (index >= 0) return this.idle.splice(index, 1)[0];
+    return Buffer.from(new SharedArrayBuffer(Math.max(bytes, RANGE_BYTES)));
+  }
+
+  /** Only once nothing reads it any more. */
+  give(buffer: Buffer): void {
+    this.idle.push(buffer);
+  }
+}
+
 /** Decompresses a frame, checks it is the chunk the manifest says, and writes that at each of `offsets`. */
 export async function writeFrame(
   frame: Frame,
@@ -135,8 +157,11 @@ export async function writeState(
     );
     progress.writtenBytes += at.length * CHUNK_BYTES;
   };
+  const buffers = new RangeBuffers();
   const fetch = async (range: FrameRange) => {
-    const options = { range: [range.start, range.end - 1] as [number, number], maxBytes: range.end - range.start };
+    const bytes = range.end - range.start;
+    const into = buffers.take(bytes);
+    const options = { range: [range.start, range.end - 1] as [number, number], maxBytes: bytes, into };
     // A connection the store closed under a reused socket, or a server error: one more try.
     const body = await download(urlOf(range.part), options).catch((error: unknown) => {
       if (!(error instanceof DownloadError) || !(error.status === 0 || error.status >= 500)) throw error;
@@ -144,7 +169,8 @@ export async function writeState(
     });
     progress.downloadedBytes += body.length;
     // A range's frames all at once: one at a time, a connection left the workers idle while it waited.
-    // Every one settles before the range does, so nothing writes after a failed restore has moved on.
+    // Every one settles before the range does, so nothing writes after a failed restore has moved on,
+    // and nothing reads the buffer once it is given back.
     const outcomes = await Promise.allSettled(
       range.frames.map(async index => {
         const frame = manifest.frames[index];
@@ -153,6 +179,7 @@ export async function writeState(
         if (local) await local.write(frame.hash, compressed);
       })
     );
+    buffers.give(into);
     const failed = outcomes.find(outcome => outcome.status === 'rejected');
     if (failed) throw failed.reason;
   };

@@ -89,6 +89,25 @@ const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown })
     expect(await writeOnWorker(frame, CHUNK_BYTES, CHUNK_BYTES, target(0, [0]))).toBe('written');
   });
 
+  test('a truncated frame and bytes after a frame are refused; every worker then opens good frames again', async () => {
+    const frames = await Promise.all(chunks.slice(0, 8).map(chunk => compressFrame(chunk)));
+    const truncated = frames[0].subarray(0, frames[0].length - 4);
+    const trailing = Buffer.concat([frames[0], Buffer.from('more')]);
+    const twoFrames = Buffer.concat([frames[0], frames[1]]);
+    // As many bad frames as workers and more, all at once, so that every worker gets some.
+    const bad = [truncated, trailing, twoFrames].flatMap(frame => Array.from({ length: 4 }, () => frame));
+    const refused = await Promise.allSettled(
+      bad.map(frame => writeOnWorker(frame, CHUNK_BYTES, CHUNK_BYTES, target(0, [0])))
+    );
+    expect(refused.map(outcome => outcome.status)).toEqual(bad.map(() => 'rejected'));
+    expect(fs.statSync(file).size).toBe(0);
+    const outcomes = await Promise.all(
+      frames.map((frame, i) => writeOnWorker(frame, CHUNK_BYTES, CHUNK_BYTES, target(i, [i * CHUNK_BYTES])))
+    );
+    expect(outcomes).toEqual(frames.map(() => 'written'));
+    chunks.slice(0, 8).forEach((chunk, i) => expect(at(i * CHUNK_BYTES).equals(chunk)).toBe(true));
+  });
+
   test('a write that fails (a descriptor not open for writing) reaches the caller', async () => {
     const readOnly = fs.openSync(file, 'r');
     try {

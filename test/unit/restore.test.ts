@@ -1,10 +1,14 @@
-// The pure parts of a restore: how frames become ranged GETs, how jobs run side by side and stop at the
-// first failure, and the check every frame passes before it is written (into a temporary file).
+// The parts of a restore: how frames become ranged GETs, how jobs run side by side and stop at the
+// first failure, the check every frame passes before it is written (into a temporary file), and a
+// whole state fetched from a ranged HTTP server over fewer connections than ranges.
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CHUNK_BYTES, type Frame } from '../../src/manifest';
-import { FrameCheckError, planRanges, runAll, writeFrame } from '../../src/restore';
+import { CHUNK_BYTES, MANIFEST_FORMAT, type Frame, type Manifest } from '../../src/manifest';
+import { FrameCheckError, planRanges, runAll, writeFrame, writeState } from '../../src/restore';
 import { sha256 } from '../../src/data-image';
 import { compressFrame, FrameTooLargeError } from '../../src/zstd';
 
@@ -128,5 +132,73 @@ describe('writeFrame', () => {
     await expect(write(bomb.length, bomb)).rejects.toThrow(FrameTooLargeError);
     await expect(write(4, Buffer.from('junk'))).rejects.toThrow();
     expect((await image.stat()).size).toBe(0);
+  });
+});
+
+describe('writeState', () => {
+  // Incompressible chunks: 40 MiB of frames make several 8 MiB ranges for 2 connections, so range
+  // buffers are used again; chunk 0 also fills position 60, past a hole.
+  const chunks = Array.from({ length: 40 }, () => randomBytes(CHUNK_BYTES));
+  let dir: string;
+  let image: fs.FileHandle;
+  let server: http.Server;
+  let part: Buffer;
+  let manifest: Manifest;
+
+  beforeAll(async () => {
+    const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
+    part = Buffer.concat(frames);
+    let offset = 0;
+    manifest = {
+      format: MANIFEST_FORMAT,
+      key: 'state',
+      savedAt: new Date(0).toISOString(),
+      imageId: 'sha256:' + '1'.repeat(64),
+      lastUsed: {},
+      filesystem: { type: 'ext4', bytes: 64 * CHUNK_BYTES },
+      chunkBytes: CHUNK_BYTES,
+      parts: [{ key: 'part', bytes: part.length }],
+      frames: frames.map((frame, i) => ({
+        hash: sha256(chunks[i]),
+        part: 0,
+        offset: (offset += frame.length) - frame.length,
+        length: frame.length
+      })),
+      chunks: [...chunks.map((_, i): [number, number] => [i, i]), [60, 0]]
+    };
+    server = http.createServer((req, res) => {
+      const [, start, end] = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '') ?? [];
+      const body = part.subarray(Number(start), Number(end) + 1);
+      res.writeHead(206, { 'content-length': body.length, 'content-range': `bytes ${start}-${end}/${part.length}` });
+      res.end(body);
+    });
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+  });
+  afterAll(() => new Promise(resolve => server.close(resolve)));
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'setup-dind-state-'));
+    image = await fs.open(path.join(dir, 'image'), 'w+');
+  });
+  afterEach(async () => {
+    await image.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  const url = () => `http://127.0.0.1:${(server.address() as AddressInfo).port}/part`;
+
+  test('every chunk lands at its positions, fetched in ranges over 2 connections', async () => {
+    const progress = await writeState(image, manifest, async () => [url()], undefined, 2);
+    expect(progress).toEqual({ downloadedBytes: part.length, localBytes: 0, writtenBytes: 41 * CHUNK_BYTES });
+    const read = Buffer.alloc(CHUNK_BYTES);
+    for (const [position, frame] of manifest.chunks) {
+      await image.read(read, 0, CHUNK_BYTES, position * CHUNK_BYTES);
+      expect(read.equals(chunks[frame])).toBe(true);
+    }
+  });
+
+  test('a frame whose bytes changed on the way fails the restore', async () => {
+    const changed = structuredClone(manifest);
+    changed.frames[25].hash = sha256(chunks[24]);
+    await expect(writeState(image, changed, async () => [url()], undefined, 2)).rejects.toThrow(FrameCheckError);
   });
 });
