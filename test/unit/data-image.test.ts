@@ -92,6 +92,8 @@ describe('scanImage on a real filesystem', () => {
       const count = await scanImage(handle, layout, async (position, data, hash) => {
         expect(sha256(data)).toBe(hash);
         expect(data.length).toBe(CHUNK_BYTES);
+        // In the image's order, though chunks are read and hashed ahead.
+        expect(position).toBeGreaterThan(Math.max(-1, ...chunks.keys()));
         chunks.set(position, hash);
       });
       expect(count).toBe(chunks.size);
