@@ -119,10 +119,16 @@ function writeMode(dataDir: string, mode: DataMode): Promise<void> {
   return fs.writeFile(path.join(dataDir, DataFiles.mode), `${mode}\n`);
 }
 
+/** A chunk position that holds used blocks, with the used block ranges inside it. */
+interface UsedChunk {
+  position: number;
+  used: BlockRange[];
+}
+
 /** Chunk positions that hold used blocks, ascending, with the used block ranges inside each. */
-export function usedChunks(layout: Ext4Layout): Array<{ position: number; used: BlockRange[] }> {
+export function usedChunks(layout: Ext4Layout): UsedChunk[] {
   const blocksPerChunk = CHUNK_BYTES / layout.blockBytes;
-  const chunks: Array<{ position: number; used: BlockRange[] }> = [];
+  const chunks: UsedChunk[] = [];
   for (const [start, end] of layout.used) {
     for (let block = start; block < end;) {
       const position = Math.floor(block / blocksPerChunk);
@@ -166,7 +172,7 @@ export async function scanImage(
   layout: Ext4Layout,
   visit: (position: number, data: Buffer, hash: string) => Promise<void>
 ): Promise<number> {
-  const read = async ({ position, used }: { position: number; used: BlockRange[] }) => {
+  const read = async ({ position, used }: UsedChunk) => {
     const data = Buffer.allocUnsafe(CHUNK_BYTES);
     const { bytesRead } = await image.read(data, 0, CHUNK_BYTES, position * CHUNK_BYTES);
     let from = 0;

@@ -196,7 +196,7 @@ describe('writeState', () => {
     }
   });
 
-  test('a frame whose bytes changed on the way fails the restore', async () => {
+  test('a frame that is not the chunk its hash names fails the restore', async () => {
     const changed = structuredClone(manifest);
     changed.frames[25].hash = sha256(chunks[24]);
     await expect(writeState(image, changed, async () => [url()], undefined, 2)).rejects.toThrow(FrameCheckError);
