@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local dind test image (stand-in for docker:dind) against the
 # local engine and print its tag. Idempotent; a cached rebuild takes about
-# a second. Needs the base image debian:trixie-slim (../shared/docker-host/up).
+# a second. Needs the base image debian:trixie-slim (scripts/engine-up.sh).
 #
 #   test/dind-image/build.sh            -> prints setup-dind-test/dind:trixie
 #   SETUP_DIND_TEST_IMAGE=name:tag test/dind-image/build.sh

@@ -273,13 +273,13 @@ export interface Account {
   home: string;
 }
 
-/** A user of this machine (../shared/docker-host/up makes `runner` and `runner-nosudo`). */
+/** A user of this machine (scripts/engine-up.sh makes `runner` and `runner-nosudo`). */
 export function account(user: string): Account {
   const entry = fs
     .readFileSync('/etc/passwd', 'utf8')
     .split('\n')
     .find(line => line.startsWith(`${user}:`));
-  if (!entry) throw new Error(`No user ${user} on this machine: run ../shared/docker-host/up first.`);
+  if (!entry) throw new Error(`No user ${user} on this machine: run scripts/engine-up.sh first.`);
   const fields = entry.split(':');
   return { uid: Number(fields[2]), gid: Number(fields[3]), home: fields[5] };
 }
