@@ -23,6 +23,8 @@ interface CallInput {
 }
 
 const readme = read('README.md');
+/** User documentation beside the README, with examples of its own. */
+const selfHosted = read('docs/self-hosted.md');
 const manifest = parse(read('action.yml')) as Manifest;
 const callInputs = (
   parse(read('.github/workflows/dind.yml')) as { on: { workflow_call: { inputs: Record<string, CallInput> } } }
@@ -144,10 +146,15 @@ function referenceProblems(markdown: string): string[] {
     if (!badges.includes(wanted)) problems.push(`no badge for ${wanted}`);
   for (const badge of badges)
     if (!workflows.includes(badge)) problems.push(`badge for ${badge}, which is not in .github/workflows`);
-  for (const [, ref] of markdown.matchAll(/setup-dind\/setup-dind(?:\/\.github\/workflows\/[\w.-]+)?@(v\d[\w.]*)/g)) {
-    if (ref !== `v${packageMajor}`) problems.push(`'@${ref}' is not the current major v${packageMajor}`);
-  }
-  return problems;
+  return [...problems, ...majorProblems(markdown)];
+}
+
+/** `uses:` lines name the current major. */
+function majorProblems(markdown: string): string[] {
+  return [...markdown.matchAll(/setup-dind\/setup-dind(?:\/\.github\/workflows\/[\w.-]+)?@(v\d[\w.]*)/g)]
+    .map(([, ref]) => ref)
+    .filter(ref => ref !== `v${packageMajor}`)
+    .map(ref => `'@${ref}' is not the current major v${packageMajor}`);
 }
 
 /** The README's YAML blocks: step lists, jobs and `jobs:` maps, as they appear. */
@@ -168,6 +175,15 @@ function asWorkflow(block: string): string {
   if (/^- /.test(dedented[0]))
     return `on: push\njobs:\n  example:\n    runs-on: ubuntu-latest\n    steps:\n${indented(6)}\n`;
   return `on: push\njobs:\n${indented(2)}\n`;
+}
+
+/** Relative links of `file` (its text `markdown`) whose target is not a file or directory of the repository. */
+function linkProblems(file: string, markdown: string): string[] {
+  return [...markdown.matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)]
+    .map(match => match[1])
+    .filter(target => !/^[a-z]+:/.test(target))
+    .filter(target => !fs.existsSync(path.join(ROOT, path.dirname(file), target)))
+    .map(target => `${file}: ${target}`);
 }
 
 let lint: RunActionlint;
@@ -223,15 +239,24 @@ describe('README tables and action.yml', () => {
 
   test('badges point at existing workflows; examples use the current major', () => {
     expect(referenceProblems(readme)).toEqual([]);
+    expect(majorProblems(selfHosted)).toEqual([]);
   });
 
   test('every YAML example passes actionlint as a workflow', () => {
     expect(yamlBlocks(readme).length).toBeGreaterThanOrEqual(7);
     expect(exampleProblems(readme)).toEqual([]);
+    expect(yamlBlocks(selfHosted).length).toBeGreaterThanOrEqual(1);
+    expect(exampleProblems(selfHosted)).toEqual([]);
   });
 
   test('the examples give the action only its inputs and read only its outputs', () => {
     expect(exampleActionProblems(readme)).toEqual([]);
+    expect(exampleActionProblems(selfHosted)).toEqual([]);
+  });
+
+  test('relative links of the README and the docs point at files that exist', () => {
+    const files = ['README.md', 'CONTRIBUTING.md', ...fs.readdirSync(path.join(ROOT, 'docs')).map(f => `docs/${f}`)];
+    expect(files.flatMap(file => linkProblems(file, read(file)))).toEqual([]);
   });
 
   test('the sections users look for are there', () => {
@@ -248,15 +273,25 @@ describe('README tables and action.yml', () => {
         'How the cache works and what it costs',
         'Security model',
         'Troubleshooting',
+        'Self-hosted runners',
         'Benchmark',
         'Versioning',
-        'Development'
+        'Develop'
       ])
     );
   });
 });
 
 describe('the checks can fail', () => {
+  test('a link to a file that is not there, one that leaves the docs folder wrongly', () => {
+    expect(linkProblems('README.md', readme.replace('(docs/security.md)', '(docs/secrity.md)'))).toEqual([
+      'README.md: docs/secrity.md'
+    ]);
+    expect(linkProblems('docs/benchmark.md', '[x](bench/results.md) [y](../bench/results.md)')).toEqual([
+      'docs/benchmark.md: bench/results.md'
+    ]);
+  });
+
   const row = (name: string) => new RegExp(`^\\| \`${name}\` \\|.*\\n`, 'm');
 
   test('a missing input, an extra one, a changed default, another order', () => {

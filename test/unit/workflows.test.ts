@@ -429,9 +429,9 @@ function ciProblems(doc: Workflow): string[] {
     const [name, job] = integration;
     if (job['runs-on'] !== 'ubuntu-latest') problems.push(`${name} does not run on ubuntu-latest`);
     const list = runs(job);
-    const pull = list.findIndex(run => /docker pull debian:trixie-slim/.test(run));
+    const setup = list.findIndex(run => /scripts\/engine-up\.sh/.test(run));
     const tests = list.findIndex(run => /jest --selectProjects integration/.test(run));
-    if (pull < 0 || pull > tests) problems.push(`${name} does not pull debian:trixie-slim before the tests`);
+    if (setup < 0 || setup > tests) problems.push(`${name} does not run scripts/engine-up.sh before the tests`);
   }
   for (const [name, job] of Object.entries(doc.jobs))
     if (!runs(job).some(run => /^npm ci\b/.test(run))) problems.push(`${name} does not run npm ci`);
@@ -458,7 +458,7 @@ describe('ci.yml and check-dist.yml', () => {
     expect(nodeProblems(file, workflow(file))).toEqual([]);
   });
 
-  test('ci.yml: lint (typecheck), unit and integration tests on ubuntu-latest with the base image pulled', () => {
+  test('ci.yml: lint (typecheck), unit and integration tests on ubuntu-latest after the test machine set-up', () => {
     expect(ciProblems(workflow('ci.yml'))).toEqual([]);
   });
 
@@ -466,13 +466,13 @@ describe('ci.yml and check-dist.yml', () => {
     expect(checkDistProblems(workflow('check-dist.yml'))).toEqual([]);
   });
 
-  test('catches another Node, a missing pull, a comparison that cannot fail', () => {
+  test('catches another Node, a missing set-up, a comparison that cannot fail', () => {
     const otherNode = parse(workflowSource('ci.yml').replace(/node-version: 24/, 'node-version: 20')) as Workflow;
     expect(nodeProblems('ci.yml', otherNode)).toEqual(['ci.yml: node-version 20, but action.yml runs node24']);
 
-    const noPull = clone(workflow('ci.yml'));
-    noPull.jobs.integration.steps = steps(noPull.jobs.integration).filter(step => !/docker pull/.test(step.run ?? ''));
-    expect(ciProblems(noPull)).toContain('integration does not pull debian:trixie-slim before the tests');
+    const noSetup = clone(workflow('ci.yml'));
+    noSetup.jobs.integration.steps = steps(noSetup.jobs.integration).filter(step => !/engine-up/.test(step.run ?? ''));
+    expect(ciProblems(noSetup)).toContain('integration does not run scripts/engine-up.sh before the tests');
 
     const lenient = parse(workflowSource('check-dist.yml').replace(/\n\s+exit 1\n/, '\n')) as Workflow;
     expect(checkDistProblems(lenient)).toEqual(['a stale dist/ does not print the diff and fail']);
