@@ -266,11 +266,14 @@ async function checkData(state: InstanceState, prepared: Prepared, timeline: Tim
   saveInstanceState(state);
   if (cache && state.cache) {
     const { restored, seconds } = cache;
+    const { refusedKey } = state.cache;
     timeline.fact(
       'Cache restored',
       restored.key
         ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded, ${formatBytes(restored.localBytes)} from the cache directory${restored.wholeImage ? ', as its kept filesystem image' : ''}): ${restored.key}`
-        : 'nothing to restore'
+        : refusedKey
+          ? `not used: ${refusedKey}; the daemon started empty`
+          : 'nothing to restore'
     );
   }
 }

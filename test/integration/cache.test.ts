@@ -1050,6 +1050,9 @@ describe('crafted entries', () => {
           )
         );
         expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': prefix, 'cache-size': '0' });
+        expect(summaryRows(main.result.summary)['Cache restored']).toBe(
+          `not used: ${contentKey}; the daemon started empty`
+        );
         // The daemon's last log lines are in main's log.
         expect(main.result.stdout).toMatch(
           /Last 50 log lines:[\s\S]*failed to start daemon: Couldn't create reference store/
