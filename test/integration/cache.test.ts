@@ -18,7 +18,7 @@ import { INSTANCE_LABEL } from '../../src/constants';
 import { startCacheServer, type CacheFault, type CacheServer } from '../support/cache-server';
 import { saveImageAs, writeEntry, writeForeignEntry } from '../support/craft';
 import { defined } from '../support/defined';
-import { inspectContainer, OUTER_SOCKET, run, TEST_IMAGE } from '../support/engine';
+import { buildImage, inspectContainer, OUTER_SOCKET, run, TEST_IMAGE } from '../support/engine';
 import {
   BUILD,
   delta,
@@ -866,11 +866,12 @@ describe('crafted entries', () => {
   async function stateOfJob(
     cacheKey: string,
     body: (job: TestJob, main: MainStep) => Promise<void>,
-    copy: string
+    copy: string,
+    inputs: Record<string, string> = crafted(cacheKey)
   ): Promise<string> {
     let prefix = '';
     await withJob({ cache: server }, async job => {
-      const main = await job.main(crafted(cacheKey));
+      const main = await job.main(inputs);
       prefix = main.outputs['cache-key'];
       await body(job, main);
       await shOk(`docker -H ${OUTER_SOCKET} stop "$1" >/dev/null`, [main.outputs['container-id']]);
@@ -1096,6 +1097,39 @@ describe('crafted entries', () => {
         const [post] = await job.post({ warnings: 0 });
         expect(cacheFact(post)).toBe('not saved: the daemon holds what was restored: nothing changed');
       });
+    });
+  });
+
+  test('a restored state the daemon does not answer on: it waits half the wait-timeout, a cold daemon the rest, with one warning; post saves over it', async () => {
+    // dockerd is held up on any restored data (a fresh filesystem has no image/ yet), as a state could hold it up.
+    const held = 'setup-dind-test/dind-held:trixie';
+    const holdLine = 'fake dockerd: held up by the restored data';
+    await buildImage(
+      held,
+      `FROM ${TEST_IMAGE}\nRUN printf '#!/bin/sh\\nif [ -d /var/lib/docker/image ]; then echo "${holdLine}"; exec sleep infinity; fi\\nexec /usr/sbin/dockerd "$@"\\n' > /usr/local/bin/dockerd && chmod 755 /usr/local/bin/dockerd\n`
+    );
+    const heldId = (await shOk(`docker -H ${OUTER_SOCKET} image inspect --format '{{.Id}}' "$1"`, [held])).trim();
+    const inputs = { ...crafted('crafted-held'), image: held, 'wait-timeout': '30' };
+    const prefix = await stateOfJob(
+      'crafted-held',
+      async job => void (await job.step(loadFromOuter(TINY_IMAGE))),
+      'held.img',
+      inputs
+    );
+    const saved = await saveImageAs(server, path.join(work, 'held.img'), `${prefix}${'b'.repeat(16)}`, heldId);
+    const key = defined(saved.key, 'saved key');
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...inputs, 'cache-save': 'on-change' });
+      expect(main.warnings).toHaveLength(1);
+      expect(main.warnings[0]).toMatch(
+        new RegExp(
+          `^The cache ${key.replace(/[+.]/g, '\\$&')} was not used: the daemon did not start on it\\. The daemon did not answer within 15 s \\(last error: .+\\)\\. Its last log line: "${holdLine}"\\. The daemon starts empty\\.$`
+        )
+      );
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': prefix });
+      await expectEmptyWorkingDaemon(job);
+      const [post] = await job.post({ warnings: 0 });
+      expect(savedKeyOf(post)).toMatch(new RegExp(`^${prefix.replace(/[+.]/g, '\\$&')}[0-9a-f]{16}\\.[0-9a-f]{8}$`));
     });
   });
 
