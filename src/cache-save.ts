@@ -110,8 +110,13 @@ export function saveBlocker(
   return undefined;
 }
 
-/** Pure: whether to upload the daemon's content under `key`. */
-export function decideSave(setup: CacheSetup, key: string): SaveDecision {
+/**
+ * Pure: whether to upload the daemon's content under `key`. Over a state main refused, always, and under
+ * `key.<unique>`: an entry named `key` may exist already (the refused one itself may bear the name an
+ * empty daemon's content has), and only a new entry becomes the newest of its keys.
+ */
+export function decideSave(setup: CacheSetup, key: string, unique: string): SaveDecision {
+  if (setup.refusedKey !== undefined) return { save: true, key: `${key}.${unique}` };
   const unchanged =
     setup.restoredKey !== undefined && (setup.restoredKey === key || setup.restoredKey.startsWith(`${key}.`));
   if (setup.savePolicy !== 'always' && unchanged)

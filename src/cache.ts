@@ -29,6 +29,11 @@ export interface CacheSetup {
   maxBytes: number;
   /** The key of the state restored, if any. */
   restoredKey?: string;
+  /**
+   * A state main restored and then did not use (it failed its check, or the daemon did not start on
+   * it): it stays the newest entry of its keys until post saves a state of this job's over it.
+   */
+  refusedKey?: string;
   /** Images unused for this long are dropped before saving; undefined: never. */
   keepUnusedMs?: number;
   /** The runner's own store of states (input cache-dir), and its bound. */

@@ -222,6 +222,30 @@ export interface Steadiness {
 
 export const READY_STEADINESS: Steadiness = { steadyMs: 250, intervalMs: 50 };
 
+/** Of the wait-timeout, what is kept for a cold start should the daemon not start on a restored state: half, at most this. */
+const COLD_START_RESERVE_MS = 20_000;
+
+function coldStartReserveMs(waitTimeoutMs: number): number {
+  return Math.min(waitTimeoutMs / 2, COLD_START_RESERVE_MS);
+}
+
+/**
+ * Pure: how long a daemon on a restored state may take to answer: the wait-timeout less the cold start's
+ * reserve. A state that stops dockerd is seen at once (the container exits); one that holds it up costs
+ * this much, not the whole wait.
+ */
+export function restoredWaitMs(waitTimeoutMs: number): number {
+  return waitTimeoutMs - coldStartReserveMs(waitTimeoutMs);
+}
+
+/**
+ * Pure: how long the cold start that replaces a restored state may take to answer, `elapsedMs` after the
+ * wait for the restored one began: what is left of the wait-timeout, and never less than the reserve.
+ */
+export function coldWaitMs(waitTimeoutMs: number, elapsedMs: number): number {
+  return Math.max(coldStartReserveMs(waitTimeoutMs), waitTimeoutMs - elapsedMs);
+}
+
 interface AbortablePing {
   ping(options: { abortSignal: AbortSignal }): Promise<unknown>;
 }
@@ -317,6 +341,14 @@ export function diagnose(logTail: string, privileged: boolean): string | undefin
   if (definite) return definite[1];
   if (!privileged) return "dind needs a privileged container: set 'privileged: true' (the default).";
   return others.find(([pattern]) => pattern.test(logTail))?.[1];
+}
+
+const LAST_LINE_CHARS = 300;
+
+/** Pure: the last line of a log, bounded (dockerd's last words: why it stopped). */
+export function lastLogLine(log: string): string {
+  const line = log.trimEnd().split('\n').pop()?.trim() ?? '';
+  return line.length > LAST_LINE_CHARS ? `${line.slice(0, LAST_LINE_CHARS)}…` : line;
 }
 
 /** The container's log (stdout and stderr interleaved) as text, at most `tail` lines. */

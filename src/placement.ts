@@ -86,3 +86,12 @@ export function dataOutcome(events: DataEvents, restoredKey: string | undefined)
   if (events.discarded && restoredKey) return { kind: 'discarded', reason: events.discarded };
   return { kind: 'image' };
 }
+
+/**
+ * Pure: whether a daemon that did not become ready may have failed on the state restored for it, and so
+ * starts again on a fresh filesystem; not when the entrypoint had already set the state aside (or kept
+ * no filesystem at all): a cold daemon that fails fails the job.
+ */
+export function startsAfresh(events: DataEvents, restoredKey: string | undefined): boolean {
+  return restoredKey !== undefined && dataOutcome(events, restoredKey).kind === 'image';
+}

@@ -10,13 +10,16 @@ import { createContext } from './context';
 import {
   containerCreateOptions,
   containerLog,
+  coldWaitMs,
   DaemonNotReadyError,
   daemonConfig,
   diagnose,
+  lastLogLine,
   networkAddresses,
   networkCreateOptions,
   publishedPort,
   READY_STEADINESS,
+  restoredWaitMs,
   serverArchive,
   serverSubjectAltNames,
   setupArchive,
@@ -50,7 +53,9 @@ import {
   lateServerCertificate,
   placementOf,
   reachability,
-  type Placement
+  startsAfresh,
+  type Placement,
+  type Reach
 } from './placement';
 import { defaultRouteMtu, detectRunnerContainer, engineHostPath, engineUnreachableMessage } from './runner-host';
 import { saveInstanceState, type DaemonAddress, type InstanceState } from './state';
@@ -256,18 +261,19 @@ async function checkData(state: InstanceState, prepared: Prepared, timeline: Tim
     state.cache = undefined;
   } else if (outcome.kind === 'discarded' && cache) {
     core.warning(`The cache ${cache.restored.key} was not used: ${outcome.reason}. The daemon started empty.`);
-    cache.restored = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
-    if (state.cache) state.cache.restoredKey = undefined;
-    await fs.rm(path.join(state.instance.dataDir, DataFiles.manifest), { force: true });
+    await refuseRestored(state, cache);
   }
   saveInstanceState(state);
   if (cache && state.cache) {
     const { restored, seconds } = cache;
+    const { refusedKey } = state.cache;
     timeline.fact(
       'Cache restored',
       restored.key
         ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded, ${formatBytes(restored.localBytes)} from the cache directory${restored.wholeImage ? ', as its kept filesystem image' : ''}): ${restored.key}`
-        : 'nothing to restore'
+        : refusedKey
+          ? `not used: ${refusedKey}; the daemon started empty`
+          : 'nothing to restore'
     );
   }
 }
@@ -288,6 +294,18 @@ function endpointOf(address: DaemonAddress, prepared: Prepared): TlsEndpoint {
   return { ...address, ca: prepared.authority.caCert, cert: prepared.client.cert, key: prepared.client.key };
 }
 
+/** A started dind container, and how this job reaches it. */
+interface Launched {
+  container: Docker.Container;
+  reach: Reach;
+  addresses: Record<string, string>;
+}
+
+/**
+ * Starts the daemon and waits for it, within the wait-timeout. A daemon that does not become ready on a
+ * restored state gets a fresh filesystem and starts again, with the rest of the time: whatever the state
+ * holds that stops dockerd, a cache writer cannot fail the job with it.
+ */
 async function startDaemon(
   docker: Docker,
   inputs: ActionInputs,
@@ -295,6 +313,42 @@ async function startDaemon(
   prepared: Prepared,
   placement: Placement
 ) {
+  const budgetMs = inputs.waitTimeoutSeconds * 1000;
+  const restoredKey = prepared.cache?.restored.key;
+  let launched = await launch(docker, inputs, state, prepared, placement);
+  const waitStarted = Date.now();
+  try {
+    return await becomeReady(launched, state, prepared, restoredKey ? restoredWaitMs(budgetMs) : budgetMs);
+  } catch (error) {
+    if (!(error instanceof DaemonNotReadyError)) throw error;
+    const log = await showFailure(launched.container);
+    if (!prepared.cache || !startsAfresh(await readDataEvents(state.instance.dataDir), restoredKey))
+      throw notReady(error, log, inputs);
+    const line = lastLogLine(log);
+    await startOver(
+      launched.container,
+      state,
+      prepared.cache,
+      `${error.message}${line ? ` Its last log line: "${line}".` : ''}`
+    );
+  }
+  launched = await launch(docker, inputs, state, prepared, placement);
+  try {
+    return await becomeReady(launched, state, prepared, coldWaitMs(budgetMs, Date.now() - waitStarted));
+  } catch (error) {
+    if (!(error instanceof DaemonNotReadyError)) throw error;
+    throw notReady(error, await showFailure(launched.container), inputs);
+  }
+}
+
+/** Creates and starts the dind container with its setup, and the server's certificate once its addresses are known. */
+async function launch(
+  docker: Docker,
+  inputs: ActionInputs,
+  state: InstanceState,
+  prepared: Prepared,
+  placement: Placement
+): Promise<Launched> {
   const { instance } = state;
   const container = await docker.createContainer(
     containerCreateOptions({
@@ -328,34 +382,81 @@ async function startDaemon(
     .map(([network, ip]) => `${ip} on ${network}`)
     .join(', ');
   core.info(`Container ${instance.containerName} started (${where}); daemon port published on 127.0.0.1:${port}`);
-  // The image usage recorder starts at the daemon's first answer, during the readiness period.
+  return { container, reach, addresses };
+}
+
+/** Waits for the daemon; the image usage recorder starts at its first answer, during the readiness period. */
+async function becomeReady(launched: Launched, state: InstanceState, prepared: Prepared, timeoutMs: number) {
+  const { container, reach } = launched;
   let recorder: Promise<void> | undefined;
   try {
     const version = await waitForDaemon(
       endpointOf(reach.address, prepared),
       container,
-      inputs.waitTimeoutSeconds * 1000,
+      timeoutMs,
       READY_STEADINESS,
       () => {
         recorder = recordUsage(state, container);
       }
     );
     core.info(`Docker ${version} answers over mutual TLS at ${reach.dockerHost}.`);
-    return { container, reach, addresses, version, recorder: recorder ?? recordUsage(state, container) };
+    return { ...launched, version, recorder: recorder ?? recordUsage(state, container) };
   } catch (error) {
-    if (!(error instanceof DaemonNotReadyError)) throw error;
-    const log = await containerLog(container, FAILURE_LOG_LINES).catch(() => '(the log could not be read)');
-    const status = await container.inspect().then(
-      inspected => inspected.State.Status,
-      () => 'unknown'
-    );
-    core.info(`Container state: ${status}. Last ${FAILURE_LOG_LINES} log lines:\n${log}`);
-    const hint = diagnose(log, inputs.privileged);
-    throw new Error(
-      `${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`,
-      { cause: error }
-    );
+    // Settled before the container goes: it records into state.cache.
+    await recorder;
+    throw error;
   }
+}
+
+/** The state and the last log lines of a container whose daemon did not become ready, in the log; returns the lines. */
+async function showFailure(container: Docker.Container): Promise<string> {
+  const log = await containerLog(container, FAILURE_LOG_LINES).catch(() => '(the log could not be read)');
+  const status = await container.inspect().then(
+    inspected => inspected.State.Status,
+    () => 'unknown'
+  );
+  core.info(`Container state: ${status}. Last ${FAILURE_LOG_LINES} log lines:\n${log}`);
+  return log;
+}
+
+function notReady(error: DaemonNotReadyError, log: string, inputs: ActionInputs): Error {
+  const hint = diagnose(log, inputs.privileged);
+  return new Error(
+    `${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`,
+    { cause: error }
+  );
+}
+
+/**
+ * The daemon did not become ready on the restored state: the container goes with its volumes, the
+ * data directory gets a fresh image for a cold start, and the state is refused (post saves over it).
+ */
+async function startOver(
+  container: Docker.Container,
+  state: InstanceState,
+  cache: NonNullable<Prepared['cache']>,
+  why: string
+): Promise<void> {
+  const key = cache.restored.key;
+  await container.remove({ force: true, v: true });
+  const { dataDir } = state.instance;
+  // The image may be another runner user's (kept whole in cache-dir): a new file, not a rewrite of it.
+  await Promise.all([DataFiles.image, DataFiles.events].map(name => fs.rm(path.join(dataDir, name), { force: true })));
+  await prepareEmptyData(dataDir);
+  if (state.cache) state.cache.usageRecorder = undefined;
+  await refuseRestored(state, cache);
+  core.warning(`The cache ${key} was not used: the daemon did not start on it. ${why} The daemon starts empty.`);
+}
+
+/** The restored state is not the job's: no cache hit, nothing of it reused by post, which saves over it. */
+async function refuseRestored(state: InstanceState, cache: NonNullable<Prepared['cache']>): Promise<void> {
+  if (state.cache) {
+    state.cache.refusedKey = cache.restored.key;
+    state.cache.restoredKey = undefined;
+  }
+  cache.restored = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
+  await fs.rm(path.join(state.instance.dataDir, DataFiles.manifest), { force: true });
+  saveInstanceState(state);
 }
 
 /** Records which images the job uses, for post to drop the ones no job uses any more. */

@@ -226,7 +226,7 @@ async function planSave(
     ]);
     const eviction = await evictUnusedImages(cache, restored, docker, docker.getContainer(daemonContainerId), dind);
     const content = await pruneForCache(dind);
-    return { decision: decideSave(cache, contentKey(cache, content)), eviction, restored };
+    return { decision: decideSave(cache, contentKey(cache, content), state.instance.id), eviction, restored };
   } catch (error) {
     return { decision: { save: false, reason: `the daemon could not be read (${errorMessage(error)})` } };
   }

@@ -13,10 +13,12 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { contentFingerprint } from '../../src/cache-key';
+import { INSTANCE_LABEL } from '../../src/constants';
 import { startCacheServer, type CacheFault, type CacheServer } from '../support/cache-server';
 import { saveImageAs, writeEntry, writeForeignEntry } from '../support/craft';
 import { defined } from '../support/defined';
-import { inspectContainer, OUTER_SOCKET, TEST_IMAGE } from '../support/engine';
+import { buildImage, inspectContainer, OUTER_SOCKET, run, TEST_IMAGE } from '../support/engine';
 import {
   BUILD,
   delta,
@@ -892,11 +894,12 @@ describe('crafted entries', () => {
   async function stateOfJob(
     cacheKey: string,
     body: (job: TestJob, main: MainStep) => Promise<void>,
-    copy: string
+    copy: string,
+    inputs: Record<string, string> = crafted(cacheKey)
   ): Promise<string> {
     let prefix = '';
     await withJob({ cache: server }, async job => {
-      const main = await job.main(crafted(cacheKey));
+      const main = await job.main(inputs);
       prefix = main.outputs['cache-key'];
       await body(job, main);
       await shOk(`docker -H ${OUTER_SOCKET} stop "$1" >/dev/null`, [main.outputs['container-id']]);
@@ -1035,6 +1038,126 @@ describe('crafted entries', () => {
       expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
       await expectEmptyWorkingDaemon(job);
       await job.post({ warnings: 0 });
+    });
+  });
+
+  describe.each<{ user?: string; label: string }>([
+    { user: undefined, label: 'root' },
+    { user: 'runner', label: 'runner' },
+    { user: 'runner-nosudo', label: 'runner-nosudo' }
+  ])('as $label', ({ user, label }) => {
+    test("a state the daemon cannot start on: a cold daemon with one warning, nothing of the first start left; post saves over it although an entry has the cold daemon's content key, and the next job restores that, with its image", async () => {
+      const name = `crafted-fatal-${label}`;
+      const image = `fatal-${label}.img`;
+      let tinyId = '';
+      const prefix = await stateOfJob(
+        name,
+        async job => {
+          await job.step(loadFromOuter(TINY_IMAGE));
+          tinyId = (await job.step(`docker image inspect --format '{{.Id}}' ${TINY_IMAGE}`)).stdout.trim();
+        },
+        image
+      );
+      // Well-formed in shape: the file dockerd's reference store reads, where it reads it, JSON cut short.
+      await helper(
+        `mkdir /m && mount -o loop /w/${image} /m && printf '{"Repositories":' > /m/image/overlay2/repositories.json && umount /m`
+      );
+      // Named for the content the cold daemon will hold: a plain save of it would find its key taken.
+      const contentKey = `${prefix}${contentFingerprint({ images: [{ id: tinyId, tags: [TINY_IMAGE] }], buildCache: [] })}`;
+      const saved = await saveImageAs(server, path.join(work, image), contentKey, imageId);
+      expect(saved).toMatchObject({ saved: true, key: contentKey });
+      const inputs = { ...crafted(name), 'cache-save': 'on-change' };
+      const escaped = contentKey.replace(/[+.]/g, '\\$&');
+      let replacement = '';
+      await withJob({ cache: server, user }, async job => {
+        const since = Math.floor(Date.now() / 1000) - 1;
+        const main = await job.main(inputs);
+        expect(main.warnings).toHaveLength(1);
+        expect(main.warnings[0]).toMatch(
+          new RegExp(
+            `^The cache ${escaped} was not used: the daemon did not start on it\\. The dind container stopped \\(exit code 1\\) before its daemon answered\\. Its last log line: "failed to start daemon: Couldn't create reference store repository: unexpected EOF"\\. The daemon starts empty\\.$`
+          )
+        );
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': prefix, 'cache-size': '0' });
+        expect(summaryRows(main.result.summary)['Cache restored']).toBe(
+          `not used: ${contentKey}; the daemon started empty`
+        );
+        // The daemon's last log lines are in main's log.
+        expect(main.result.stdout).toMatch(
+          /Last 50 log lines:[\s\S]*failed to start daemon: Couldn't create reference store/
+        );
+        // Two containers were made for the instance: the first is gone, and so are the volumes it mounted.
+        const events = (filters: string, format: string) =>
+          shOk(`docker -H ${OUTER_SOCKET} events --since "$1" --until "$(date +%s)" ${filters} --format "$2"`, [
+            String(since),
+            format
+          ]).then(out => out.split('\n').filter(Boolean));
+        const created = await events(
+          `--filter type=container --filter event=create --filter label=${INSTANCE_LABEL}=${main.started.id}`,
+          '{{.Actor.ID}}'
+        );
+        expect(created).toHaveLength(2);
+        expect(created[1]).toBe(main.outputs['container-id']);
+        const mounted = await events(
+          '--filter type=volume --filter event=mount',
+          '{{.Actor.ID}} {{index .Actor.Attributes "container"}}'
+        );
+        const volumes = mounted.filter(line => line.endsWith(` ${created[0]}`)).map(line => line.split(' ')[0]);
+        expect(volumes.length).toBeGreaterThan(0);
+        for (const id of [created[0], ...volumes]) {
+          const inspected = await run('docker', ['-H', OUTER_SOCKET, 'inspect', id]);
+          expect({ id, code: inspected.code }).toEqual({ id, code: 1 });
+        }
+        // A working daemon that started empty, left holding the image the refused entry held.
+        await expectEmptyWorkingDaemon(job);
+        const [post] = await job.post({ warnings: 0 });
+        replacement = savedKeyOf(post);
+      });
+      // A key of its own, with the content key before it: the newest entry of the prefix.
+      expect(replacement).toMatch(new RegExp(`^${escaped}\\.[0-9a-f]{8}$`));
+      await withJob({ cache: server, user }, async job => {
+        const main = await job.main(inputs);
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': replacement });
+        expect(await imageTags(job)).toEqual([TINY_IMAGE]);
+        const ran = await job.step(`docker run --rm ${TINY_IMAGE} /ldconfig --version`);
+        expect(ran.stdout).toMatch(/ldconfig \(Debian GLIBC/);
+        const [post] = await job.post({ warnings: 0 });
+        expect(cacheFact(post)).toBe('not saved: the daemon holds what was restored: nothing changed');
+      });
+    });
+  });
+
+  test('a restored state the daemon does not answer on: it waits half the wait-timeout, a cold daemon the rest, with one warning; post saves over it', async () => {
+    // dockerd is held up on any restored data (a fresh filesystem has no image/ yet), as a state could hold it up.
+    const held = 'setup-dind-test/dind-held:trixie';
+    const holdLine = 'fake dockerd: held up by the restored data';
+    await buildImage(
+      held,
+      `FROM ${TEST_IMAGE}\nRUN printf '#!/bin/sh\\nif [ -d /var/lib/docker/image ]; then echo "${holdLine}"; exec sleep infinity; fi\\nexec /usr/sbin/dockerd "$@"\\n' > /usr/local/bin/dockerd && chmod 755 /usr/local/bin/dockerd\n`
+    );
+    const heldId = (await shOk(`docker -H ${OUTER_SOCKET} image inspect --format '{{.Id}}' "$1"`, [held])).trim();
+    const inputs = { ...crafted('crafted-held'), image: held, 'wait-timeout': '30' };
+    const prefix = await stateOfJob(
+      'crafted-held',
+      async job => void (await job.step(loadFromOuter(TINY_IMAGE))),
+      'held.img',
+      inputs
+    );
+    const saved = await saveImageAs(server, path.join(work, 'held.img'), `${prefix}${'b'.repeat(16)}`, heldId);
+    const key = defined(saved.key, 'saved key');
+    await withJob({ cache: server }, async job => {
+      const main = await job.main({ ...inputs, 'cache-save': 'on-change' });
+      expect(main.warnings).toHaveLength(1);
+      expect(main.warnings[0]).toMatch(
+        new RegExp(
+          `^The cache ${key.replace(/[+.]/g, '\\$&')} was not used: the daemon did not start on it\\. The daemon did not answer within 15 s \\(last error: .+\\)\\. Its last log line: "${holdLine}"\\. The daemon starts empty\\.$`
+        )
+      );
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': prefix });
+      await expectEmptyWorkingDaemon(job);
+      const [post] = await job.post({ warnings: 0 });
+      expect(savedKeyOf(post)).toMatch(new RegExp(`^${prefix.replace(/[+.]/g, '\\$&')}[0-9a-f]{16}\\.[0-9a-f]{8}$`));
     });
   });
 

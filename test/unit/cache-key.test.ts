@@ -166,11 +166,11 @@ describe('saving decisions', () => {
     ['on-success', 'p+bbbb', { save: true, key: 'p+bbbb' }],
     ['always', 'p+aaaa', { save: true, key: 'p+aaaa' }]
   ] as const)('policy %p with content key %p', (savePolicy, key, expected) => {
-    expect(decideSave({ ...setup, savePolicy }, key)).toEqual(expected);
+    expect(decideSave({ ...setup, savePolicy }, key, 'u1')).toEqual(expected);
   });
 
   test('a variant of the content key (saved while the key itself was stuck) is the same content', () => {
-    expect(decideSave({ ...setup, restoredKey: 'p+aaaa.2' }, 'p+aaaa')).toEqual({
+    expect(decideSave({ ...setup, restoredKey: 'p+aaaa.2' }, 'p+aaaa', 'u1')).toEqual({
       save: false,
       reason: 'the daemon holds what was restored: nothing changed',
       unchanged: true
@@ -178,8 +178,23 @@ describe('saving decisions', () => {
   });
 
   test('a daemon restored from nothing always has something to save', () => {
-    expect(decideSave({ ...setup, restoredKey: undefined }, 'p+aaaa')).toEqual({ save: true, key: 'p+aaaa' });
+    expect(decideSave({ ...setup, restoredKey: undefined }, 'p+aaaa', 'u1')).toEqual({ save: true, key: 'p+aaaa' });
   });
+
+  test.each([
+    ['on-change', 'p+aaaa', 'p+aaaa'],
+    ['on-change', 'p+bbbb', 'p+aaaa'],
+    ['always', 'p+aaaa', 'p+aaaa'],
+    ['on-change', 'p+aaaa', 'p+aaaa.2']
+  ] as const)(
+    'over a refused state (policy %p, content key %p, refused %p): saved, under a key of its own',
+    (savePolicy, key, refusedKey) => {
+      // What main does on refusing: the state is no longer the restored one.
+      const refused = { ...setup, savePolicy, restoredKey: undefined, refusedKey };
+      expect(decideSave(refused, key, 'u1')).toEqual({ save: true, key: `${key}.u1` });
+      expect(decideSave(refused, key, 'u2')).toEqual({ save: true, key: `${key}.u2` });
+    }
+  );
 });
 
 describe("post's decisions around the daemon's stop", () => {

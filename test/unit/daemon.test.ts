@@ -9,6 +9,7 @@ import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
 import { INSTANCE_LABEL } from '../../src/constants';
 import {
+  coldWaitMs,
   containerCreateOptions,
   DaemonNotReadyError,
   daemonConfig,
@@ -16,10 +17,12 @@ import {
   diagnose,
   dockerdCommand,
   entrypointScript,
+  lastLogLine,
   networkAddresses,
   networkCreateOptions,
   publishedPort,
   READY_STEADINESS,
+  restoredWaitMs,
   serverArchive,
   serverSubjectAltNames,
   setupArchive,
@@ -932,5 +935,44 @@ describe('waitForDaemon', () => {
 
   test('the steady period by default: a quarter of a second, five fresh connections', () => {
     expect(READY_STEADINESS).toEqual({ steadyMs: 250, intervalMs: 50 });
+  });
+});
+
+describe('restoredWaitMs: what a daemon on a restored state may take of the wait-timeout', () => {
+  test.each([
+    [60_000, 40_000],
+    [120_000, 100_000],
+    [30_000, 15_000],
+    [10_000, 5_000],
+    [0, 0]
+  ])('of %p ms: %p ms, the rest kept for a cold start', (waitTimeoutMs, expected) => {
+    expect(restoredWaitMs(waitTimeoutMs)).toBe(expected);
+  });
+});
+
+describe('coldWaitMs: what the cold start that replaces a restored state may take of the wait-timeout', () => {
+  test.each([
+    ['the restored daemon exited at once: nearly all of it', 60_000, 2_000, 58_000],
+    ['the restored daemon took its whole share: the rest', 60_000, 40_000, 20_000],
+    ['replacing it took time too: never less than the reserve', 60_000, 45_000, 20_000],
+    ['a long wait-timeout: the reserve is at most 20 s', 300_000, 290_000, 20_000],
+    ['a short wait-timeout: half of it', 10_000, 9_000, 5_000]
+  ])('%s (of %p ms, %p ms gone): %p ms', (_, waitTimeoutMs, elapsedMs, expected) => {
+    expect(coldWaitMs(waitTimeoutMs, elapsedMs)).toBe(expected);
+  });
+});
+
+describe("lastLogLine: dockerd's last words", () => {
+  test.each([
+    [
+      'the last line, whatever came before',
+      'time="x" level=info msg="starting"\nfailed to start daemon: unexpected EOF\n',
+      'failed to start daemon: unexpected EOF'
+    ],
+    ['trailing blank lines and spaces skipped', 'first\n  second  \n\n\n', 'second'],
+    ['an empty log', '', ''],
+    ['a long line, bounded', 'x'.repeat(1000), `${'x'.repeat(300)}…`]
+  ])('%s', (_, log, expected) => {
+    expect(lastLogLine(log)).toBe(expected);
   });
 });

@@ -2,7 +2,14 @@
 // use, when the server's certificate can be issued, what is bind-mounted, what the entrypoint's report means.
 import { parseDataEvents } from '../../src/data-image';
 import { newInstance } from '../../src/instance';
-import { bindMountPlan, dataOutcome, lateServerCertificate, placementOf, reachability } from '../../src/placement';
+import {
+  bindMountPlan,
+  dataOutcome,
+  lateServerCertificate,
+  placementOf,
+  reachability,
+  startsAfresh
+} from '../../src/placement';
 import type { RunnerContainer } from '../../src/runner-host';
 
 const instance = newInstance('dind', '/runner/temp', 'abcd1234');
@@ -103,5 +110,22 @@ describe("dataOutcome: what the entrypoint's report means for the job's cache", 
     ['discarded, but nothing was restored', 'discarded e2fsck found errors', undefined, { kind: 'image' }]
   ])('%s', (_, report, restoredKey, expected) => {
     expect(dataOutcome(parseDataEvents(report), restoredKey)).toEqual(expected);
+  });
+});
+
+describe('startsAfresh: a daemon that did not become ready starts again on a fresh filesystem', () => {
+  test.each([
+    ['on a restored state it mounted', 'mounted in 0.4 s (restored)', 'setup-dind-v2-x', true],
+    ['before the entrypoint mounted a restored state (its check held it up)', '', 'setup-dind-v2-x', true],
+    ['on a fresh filesystem: nothing was restored', 'mounted in 0.4 s (new)', undefined, false],
+    [
+      'on the fresh filesystem that replaced a state that failed its check',
+      'discarded e2fsck found errors\nmounted in 1 s (new)',
+      'setup-dind-v2-x',
+      false
+    ],
+    ['without a filesystem image', 'plain no loop device', 'setup-dind-v2-x', false]
+  ])('%s: %p', (_, report, restoredKey, expected) => {
+    expect(startsAfresh(parseDataEvents(report), restoredKey)).toBe(expected);
   });
 });
