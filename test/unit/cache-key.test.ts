@@ -127,12 +127,20 @@ describe('saving decisions', () => {
     ['on-change', true, undefined, undefined],
     ['always', true, undefined, undefined]
   ] as const)('policy %p, writable %p → blocker %p', (savePolicy, writable, reason, expected) => {
-    expect(saveBlocker({ ...setup, savePolicy }, writable, reason)).toBe(expected);
+    expect(saveBlocker({ ...setup, savePolicy }, writable, false, reason)).toBe(expected);
   });
 
   test('with a cache directory, a read-only service blocks nothing; never still blocks', () => {
-    expect(saveBlocker({ ...setup, cacheDir: '/c' }, false, "ACTIONS_CACHE_MODE is 'read'")).toBeUndefined();
-    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'never' }, true)).toBe("input 'cache-save' is 'never'");
+    expect(saveBlocker({ ...setup, cacheDir: '/c' }, false, true, "ACTIONS_CACHE_MODE is 'read'")).toBeUndefined();
+    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'never' }, true, true)).toBe(
+      "input 'cache-save' is 'never'"
+    );
+  });
+
+  test('a cache directory the job may not use (refused) takes no save the service cannot', () => {
+    expect(saveBlocker({ ...setup, cacheDir: '/c' }, false, false, "ACTIONS_CACHE_MODE is 'read'")).toBe(
+      "ACTIONS_CACHE_MODE is 'read'"
+    );
   });
 
   test.each([
