@@ -17,6 +17,7 @@ import {
   type EntryStat
 } from '../../src/local-store';
 import { encodeManifest, MANIFEST_FORMAT, type Manifest } from '../../src/manifest';
+import { canary } from '../support/canary';
 import { defined } from '../support/defined';
 
 const { S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFCHR } = fs.constants;
@@ -159,26 +160,6 @@ async function take(key: string, name: string, bytes = 0): Promise<string | unde
   return taken ? path.join(dataDir, 'docker.img') : undefined;
 }
 
-/** A directory with files of its own, dated long ago: what must stay as it is, unread. */
-function victim(): { dir: string; state: () => string } {
-  const victimDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-victim-'));
-  const old = new Date('2000-01-01T00:00:00Z');
-  for (const name of ['passwd', 'notes', bootId]) {
-    fs.writeFileSync(path.join(victimDir, name), `${name}\n`);
-    fs.utimesSync(path.join(victimDir, name), old, old);
-  }
-  const state = () =>
-    fs
-      .readdirSync(victimDir)
-      .sort()
-      .map(name => {
-        const stat = fs.lstatSync(path.join(victimDir, name));
-        return `${name} ${stat.size} ${stat.mtimeMs} ${stat.atimeMs}`;
-      })
-      .join('\n');
-  return { dir: victimDir, state };
-}
-
 const manifest = (key: string): Manifest => ({
   format: MANIFEST_FORMAT,
   key,
@@ -265,18 +246,18 @@ describe('the directories of the store', () => {
     }
   });
 
-  test.each<[string, (victimDir: string) => void, RegExp]>([
+  test.each<[string, (canaryDir: string) => void, RegExp]>([
     [
       'images, a symbolic link to another directory',
-      victimDir => {
+      canaryDir => {
         fs.rmSync(path.join(root(), 'images'), { recursive: true });
-        fs.symlinkSync(victimDir, path.join(root(), 'images'));
+        fs.symlinkSync(canaryDir, path.join(root(), 'images'));
       },
       /setup-dind-v2\/images is a symbolic link, not a directory/
     ],
     [
       'a shard of frames/, a symbolic link to another directory',
-      victimDir => fs.symlinkSync(victimDir, path.join(root(), 'frames', 'ab')),
+      canaryDir => fs.symlinkSync(canaryDir, path.join(root(), 'frames', 'ab')),
       /setup-dind-v2\/frames\/ab is a symbolic link, not a directory/
     ],
     [
@@ -298,14 +279,14 @@ describe('the directories of the store', () => {
       /is writable by its group and others/
     ]
   ])('%s: the store is not used, with a warning naming it; nothing there is touched', async (_, plant, problem) => {
-    const target = victim();
+    const target = canary([bootId]);
     const before = target.state();
     plant(target.dir);
     expect(await LocalStore.open(dir)).toBeUndefined();
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(problem);
     expect(target.state()).toBe(before);
-    fs.rmSync(target.dir, { recursive: true });
+    target.remove();
   });
 });
 
@@ -313,14 +294,14 @@ describe('frames and manifests planted in the store', () => {
   const hash = `ab${'1'.repeat(62)}`;
   const frameFile = () => path.join(root(), 'frames', 'ab', `${hash}.zst`);
 
-  test.each<[string, (file: string, victimFile: string) => void]>([
-    ['a symbolic link to a file elsewhere', (file, victimFile) => fs.symlinkSync(victimFile, file)],
+  test.each<[string, (file: string, canaryFile: string) => void]>([
+    ['a symbolic link to a file elsewhere', (file, canaryFile) => fs.symlinkSync(canaryFile, file)],
     ['a symbolic link to /dev/zero', file => fs.symlinkSync('/dev/zero', file)],
     ['a FIFO (no writer: a blocking read would wait for ever)', file => execFileSync('mkfifo', [file])],
     ['a directory', file => fs.mkdirSync(file)]
   ])('a frame that is %s is not one: not read, not touched, not removed', async (_, plant) => {
     await store.write(`ab${'2'.repeat(62)}`, Buffer.alloc(10));
-    const target = victim();
+    const target = canary([bootId]);
     const before = target.state();
     plant(frameFile(), path.join(target.dir, 'passwd'));
     expect(await store.has(hash)).toBe(false);
@@ -330,7 +311,7 @@ describe('frames and manifests planted in the store', () => {
     expect({ removedFrames, frames: left.frames }).toEqual({ removedFrames: 1, frames: 0 });
     expect(fs.lstatSync(frameFile()).isFile()).toBe(false);
     expect(target.state()).toBe(before);
-    fs.rmSync(target.dir, { recursive: true });
+    target.remove();
   });
 
   test('a frame is read only up to its recorded length: a longer file is not the frame', async () => {
@@ -343,7 +324,7 @@ describe('frames and manifests planted in the store', () => {
   });
 
   test('a frame fetched for a name that holds something else replaces it (the link, not what it names)', async () => {
-    const target = victim();
+    const target = canary([bootId]);
     const before = target.state();
     fs.mkdirSync(path.dirname(frameFile()), { recursive: true });
     fs.symlinkSync(path.join(target.dir, 'passwd'), frameFile());
@@ -351,7 +332,7 @@ describe('frames and manifests planted in the store', () => {
     expect(fs.lstatSync(frameFile()).isFile()).toBe(true);
     expect(await store.read(hash, 10)).toEqual(Buffer.alloc(10, 3));
     expect(target.state()).toBe(before);
-    fs.rmSync(target.dir, { recursive: true });
+    target.remove();
   });
 
   test('a malformed name among the manifests is skipped: the newest well-formed one is found', async () => {
@@ -411,7 +392,7 @@ describe('the bound', () => {
   });
 
   test('an earlier boot that is a symbolic link, or holds one, is not followed: what it names stays', async () => {
-    const target = victim();
+    const target = canary([bootId]);
     const before = target.state();
     const allImages = path.join(root(), 'images');
     fs.symlinkSync(target.dir, path.join(allImages, '00000000-0000-0000-0000-000000000000'));
@@ -422,7 +403,7 @@ describe('the bound', () => {
     await store.enforceLimit(0);
     expect(target.state()).toBe(before);
     expect(fs.readdirSync(earlier).sort()).toEqual(['k%2B1.img', 'k%2B2.img']);
-    fs.rmSync(target.dir, { recursive: true });
+    target.remove();
   });
 
   test('stale temporary files go; anything else in tmp/ stays', async () => {
