@@ -328,9 +328,10 @@ describe.each<{ user?: string; label: string }>([
   const other = () => account(user === 'runner-nosudo' ? 'runner' : 'runner-nosudo');
 
   beforeAll(() => {
-    // A directory every job user may enter, in which the action makes the store as the job's user.
+    // The job user's directory, in which the action makes the store as that user.
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-planted-'));
     fs.chmodSync(base, 0o755);
+    if (user) fs.chownSync(base, account(user).uid, account(user).gid);
     cacheDir = path.join(base, 'store');
   });
   afterAll(() => fs.rmSync(base, { recursive: true, force: true }));
