@@ -368,8 +368,12 @@ describe.each<{ user?: string; label: string }>([
   test('malformed names among the manifests are skipped: the state is restored, post bounds the store', async () => {
     const names = ['%E0%A4%A.gz', 'k%2.gz', '%41.gz', 'k+1.gz'];
     for (const name of names) fs.writeFileSync(store('manifests', name), 'x');
-    await expectWarm([], true);
-    expect(fs.readdirSync(store('manifests')).sort()).toEqual([...names, `${encodeURIComponent(key)}.gz`].sort());
+    try {
+      await expectWarm([], true);
+      expect(fs.readdirSync(store('manifests')).sort()).toEqual([...names, `${encodeURIComponent(key)}.gz`].sort());
+    } finally {
+      for (const name of names) fs.rmSync(store('manifests', name), { force: true });
+    }
   });
 
   test.each<[string, (kept: string, canaryDir: string) => void, RegExp]>([
