@@ -7,7 +7,7 @@ import type { CacheSetup } from './cache';
 import { contentFingerprint, saveKey, type DaemonContent } from './cache-key';
 import { Inputs } from './constants';
 import { errorMessage } from './errors';
-import { LocalStore } from './local-store';
+import type { LocalStore } from './local-store';
 import type { Manifest } from './manifest';
 import { saveState, SizeLimitError, type SaveResult } from './save';
 import { formatBytes } from './units';
@@ -94,19 +94,21 @@ export type SaveDecision =
   | { save: false; reason: string; unchanged?: boolean };
 
 /**
- * Pure: why post will not save whatever the daemon holds, if it will not. The runner's store takes a
- * save the service cannot. `jobStatus`: input 'job-status' as post reads it.
+ * Pure: why post will not save whatever the daemon holds, if it will not. The runner's store (`store`:
+ * there is one this job may use) takes a save the service cannot. `jobStatus`: input 'job-status' as
+ * post reads it.
  */
 export function saveBlocker(
   setup: CacheSetup,
   jobStatus: string,
   writable: boolean,
+  store: boolean,
   writableReason?: string
 ): string | undefined {
   if (setup.savePolicy === 'never') return `input '${Inputs.CacheSave}' is 'never'`;
   if (setup.savePolicy === 'on-success' && jobStatus !== 'success')
     return `the job's status is '${jobStatus || 'unknown'}' and input '${Inputs.CacheSave}' is 'on-success'`;
-  if (!writable && !setup.cacheDir) return writableReason ?? 'the cache is read-only for this job';
+  if (!writable && !store) return writableReason ?? 'the cache is read-only for this job';
   return undefined;
 }
 
@@ -170,7 +172,7 @@ export function contentKey(setup: CacheSetup, content: DaemonContent): string {
 
 /**
  * Saves the stopped daemon's image under `key`: to the cache service when `remote`, and to the runner's
- * store when there is one (post bounds it once it is done with it). Never throws: a failure is a warning.
+ * `store` when there is one (post bounds it once it is done with it). Never throws: a failure is a warning.
  */
 export async function saveDaemonData(
   setup: CacheSetup,
@@ -178,9 +180,9 @@ export async function saveDaemonData(
   imageId: string,
   lastUsed: LastUsed,
   restored: Manifest | undefined,
-  remote: boolean
+  remote: boolean,
+  store: LocalStore | undefined
 ): Promise<SaveResult | undefined> {
-  const store = setup.cacheDir ? new LocalStore(setup.cacheDir) : undefined;
   try {
     return await saveState({
       dataDir: setup.dataDir,

@@ -15,7 +15,7 @@ import { errorMessage } from './errors';
 import type { ActionInputs, CacheSavePolicy } from './inputs';
 import type { Instance } from './instance';
 import { LocalStore } from './local-store';
-import { decodeManifest, type Manifest, type ManifestLimits } from './manifest';
+import { decodeManifest, MAX_MANIFEST_BLOB_BYTES, type Manifest, type ManifestLimits } from './manifest';
 import { runAll, writeState, type WriteProgress } from './restore';
 import { formatBytes } from './units';
 import { zstdAvailable } from './zstd';
@@ -64,7 +64,6 @@ const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0, localByt
 const STATES_TRIED = 3;
 /** Parts looked up at once. */
 const LOOKUP_CONCURRENCY = 4;
-const MAX_MANIFEST_BLOB_BYTES = 32 * 1024 * 1024;
 
 /** Decides whether this job can cache at all. Undefined: no cache. */
 export async function prepareCache(inputs: ActionInputs, instance: Instance): Promise<CacheSetup | undefined> {
@@ -154,7 +153,7 @@ interface Candidate {
 
 async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
   const service = availability();
-  const store = setup.cacheDir ? new LocalStore(setup.cacheDir) : undefined;
+  const store = setup.cacheDir ? await LocalStore.open(setup.cacheDir) : undefined;
   const limits = { maxImageBytes: MAX_IMAGE_BYTES, maxWriteBytes: await freeBytes(path.dirname(setup.dataDir)) };
   /**
    * The newest state for the first of the keys that matches, from the cache service and the runner's

@@ -98,19 +98,23 @@ export async function prepareDataDir(dataDir: string, bytes: number, mode: DataM
 }
 
 /**
- * The data directory around an image `take` moves into place whole (a state the runner's store kept),
- * grown to `bytes` if smaller; false when there was none to take.
+ * The data directory around an image `take` moves into place whole (a state the runner's store kept)
+ * and hands back open, grown to `bytes` if smaller; false when there was none to take.
  */
 export async function adoptImage(
   dataDir: string,
   bytes: number,
-  take: (image: string) => Promise<boolean>
+  take: (image: string) => Promise<fs.FileHandle | undefined>
 ): Promise<boolean> {
   await fs.mkdir(dataDir, { recursive: true, mode: 0o755 });
-  const image = path.join(dataDir, DataFiles.image);
-  if (!(await take(image))) return false;
-  // Another runner user's image may not be writable by this one: it keeps its size then.
-  if ((await fs.stat(image)).size < bytes) await fs.truncate(image, bytes).catch(() => undefined);
+  const handle = await take(path.join(dataDir, DataFiles.image));
+  if (!handle) return false;
+  try {
+    // Through the descriptor the store checked, not by its name.
+    if ((await handle.stat()).size < bytes) await handle.truncate(bytes);
+  } finally {
+    await handle.close();
+  }
   await writeMode(dataDir, 'restored');
   return true;
 }

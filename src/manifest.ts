@@ -16,6 +16,8 @@ export const MAX_FRAME_BYTES = CHUNK_BYTES + 64 * 1024;
 /** A restore looks up each part: the number of calls to the cache service stays in the tens. */
 export const MAX_PARTS = 24;
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+/** A manifest as stored (gzip): read no more than this of one, from the cache service or the runner's store. */
+export const MAX_MANIFEST_BLOB_BYTES = 32 * 1024 * 1024;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 export interface PartRef {

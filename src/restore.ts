@@ -55,8 +55,11 @@ export function planRanges(
 /** Where a frame can be read without the network: the runner's own store (see cache-dir). */
 export interface LocalFrames {
   has(hash: string): Promise<boolean>;
-  /** Undefined when it went missing (another job's cleanup) since `has` said it was there. */
-  read(hash: string): Promise<Buffer | undefined>;
+  /**
+   * Reads no more than `maxBytes` (the frame's recorded length). Undefined when it went missing
+   * (another job's cleanup) since `has` said it was there, or is not a frame that may be read.
+   */
+  read(hash: string, maxBytes: number): Promise<Buffer | undefined>;
   /** Keeps a frame fetched from the cache service for the next job. */
   write(hash: string, frame: Buffer): Promise<void>;
 }
@@ -187,10 +190,10 @@ export async function writeState(
     // localIndexes is empty without a local store.
     ...[...localIndexes].map(index => async () => {
       if (!local) throw new Error(`frame ${index} is read from the runner's store, but there is none`);
-      const compressed = await local.read(manifest.frames[index].hash);
-      // Gone since `has` (another job's bound): from the cache service, if it holds it.
+      const frame = manifest.frames[index];
+      const compressed = await local.read(frame.hash, frame.length);
+      // Gone since `has` (another job's bound), or not a frame to read: from the cache service, if it holds it.
       if (!compressed) {
-        const frame = manifest.frames[index];
         if (frame.part === LOCAL_ONLY) throw new Error(`frame ${shortId(frame.hash)} left the runner's store`);
         const [range] = planRanges(manifest.frames, [index]);
         partUrls[range.part] ??= (await locate([range.part]))[range.part];

@@ -73,8 +73,11 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
   );
   const daemon = containers.find(summary => summary.State === 'running');
   const cacheSetup = state.cache;
+  const store = cacheSetup?.cacheDir ? await LocalStore.open(cacheSetup.cacheDir) : undefined;
   const plan = cacheSetup
-    ? await timeline.phase('Decide whether to save the cache', () => planSave(state, cacheSetup, docker, daemon?.Id))
+    ? await timeline.phase('Decide whether to save the cache', () =>
+        planSave(state, cacheSetup, store !== undefined, docker, daemon?.Id)
+      )
     : undefined;
   const decision = plan?.decision;
   if (decision)
@@ -84,7 +87,6 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
         : `Not saving the cache: ${decision.reason}.`
     );
   if (plan?.eviction) reportEviction(plan.eviction, state.cache?.keepUnusedMs, timeline);
-  const store = cacheSetup?.cacheDir ? new LocalStore(cacheSetup.cacheDir) : undefined;
   const keepsImage =
     store !== undefined &&
     mayKeepImage(
@@ -116,7 +118,15 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     if (final.save) {
       const remote = availability().writable;
       saved = await timeline.phase('Save the cache', () =>
-        saveDaemonData(cache, final.key, state.imageId ?? '', plan.eviction?.lastUsed ?? {}, plan.restored, remote)
+        saveDaemonData(
+          cache,
+          final.key,
+          state.imageId ?? '',
+          plan.eviction?.lastUsed ?? {},
+          plan.restored,
+          remote,
+          store
+        )
       );
       storeWritten = store !== undefined;
       timeline.fact('Cache', saved ? describeSave(saved, remote) : 'not saved: the save failed (see the warning)');
@@ -202,15 +212,16 @@ function describeDirectory(
 async function planSave(
   state: InstanceState,
   cache: CacheSetup,
+  store: boolean,
   docker: Docker,
   daemonContainerId: string | undefined
 ): Promise<{ decision: SaveDecision; eviction?: Eviction; restored?: Manifest }> {
   const service = availability();
   const jobStatus = getJobStatus();
   core.debug(
-    `Save policy '${cache.savePolicy}', job status '${jobStatus}', cache service writable: ${service.writable}`
+    `Save policy '${cache.savePolicy}', job status '${jobStatus}', cache service writable: ${service.writable}, runner's store: ${store}`
   );
-  const blocker = saveBlocker(cache, jobStatus, service.writable, service.reason);
+  const blocker = saveBlocker(cache, jobStatus, service.writable, store, service.reason);
   if (blocker) return { decision: { save: false, reason: blocker } };
   if (!daemonContainerId || state.endpoint === undefined)
     return {

@@ -1,7 +1,8 @@
 // The runner's own store of the daemon's states (input cache-dir), end to end on the real engine: a job
 // saves to it beside the cache service; a job without the service restores from it alone; parallel
-// jobs share it; a job killed while it writes leaves nothing a later job mistakes for valid; its bound.
-import type { ChildProcess } from 'node:child_process';
+// jobs share it; a job killed while it writes leaves nothing a later job mistakes for valid; its bound;
+// what another user of the runner plants in it is neither followed nor fatal.
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,14 +13,17 @@ import {
   buildOuterImages,
   cacheFact,
   diskManifest,
+  expectEmptyWorkingDaemon,
   expectLoadAndRun,
   imageTags,
   savedKeyOf
 } from '../support/cache-helpers';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
+import { canary } from '../support/canary';
 import { labelled, outerOk } from '../support/engine';
 import { TINY_IMAGE } from '../support/images';
 import { BUILD, delta, loadFromOuter, summaryRows, sweepAll, TestJob, withJob } from '../support/job';
+import { account } from '../support/runner';
 import { commands, expectExit } from '../support/steps';
 
 jest.setTimeout(300_000);
@@ -304,4 +308,195 @@ describe('cache-dir', () => {
     // Taken and discarded; post kept the new (empty) state's image instead.
     expect(fs.readdirSync(IMAGES())).not.toContain(name);
   });
+});
+
+// Another user of the runner plants things in the store; each planting its own job, as each job user
+// (the store is theirs: the action makes it). Nothing the store names outside itself is followed.
+describe.each<{ user?: string; label: string }>([
+  { user: undefined, label: 'root' },
+  { user: 'runner', label: 'runner (passwordless sudo)' },
+  { user: 'runner-nosudo', label: 'runner-nosudo (docker group only)' }
+])('cache-dir planted by another user, as $label', ({ user }) => {
+  let base = '';
+  let cacheDir = '';
+  let key = '';
+  const store = (...names: string[]) => path.join(cacheDir, 'setup-dind-v2', ...names);
+  const bootId = () => fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  const kept = () => store('images', bootId(), `${encodeURIComponent(key)}.img`);
+  const inputs = () => ({ ...INPUTS(), 'cache-dir': cacheDir });
+  /** A runner user other than the job's. */
+  const other = () => account(user === 'runner-nosudo' ? 'runner' : 'runner-nosudo');
+
+  beforeAll(() => {
+    // The job user's directory, in which the action makes the store as that user.
+    base = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-planted-'));
+    fs.chmodSync(base, 0o755);
+    if (user) fs.chownSync(base, account(user).uid, account(user).gid);
+    cacheDir = path.join(base, 'store');
+  });
+  afterAll(() => fs.rmSync(base, { recursive: true, force: true }));
+
+  /** A job that restores the saved state warm (whole or from the frames) with the given warnings. */
+  async function expectWarm(warnings: RegExp[], whole: boolean): Promise<void> {
+    await withJob({ user }, async job => {
+      const main = await job.main(inputs());
+      expect(main.warnings).toHaveLength(warnings.length);
+      for (const [i, warning] of warnings.entries()) expect(main.warnings[i]).toMatch(warning);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key });
+      const restored = summaryRows(main.result.summary)['Cache restored'];
+      if (whole) expect(restored).toMatch(/kept filesystem image/);
+      else expect(restored).not.toMatch(/kept filesystem image/);
+      expect(await imageTags(job)).toEqual([TINY_IMAGE]);
+      await job.post({ warnings: 0 });
+    });
+  }
+
+  test('the store, made by the action, is the job user’s; a state saved to it', async () => {
+    await withJob({ user }, async job => {
+      const main = await job.main(inputs());
+      expect(main.outputs['cache-hit']).toBe('false');
+      await job.step(loadFromOuter(TINY_IMAGE), 'load');
+      const [post] = await job.post({ warnings: 0 });
+      key = savedKeyOf(post);
+    });
+    const uid = user ? account(user).uid : process.getuid?.();
+    for (const dir of [cacheDir, store(), store('frames'), store('manifests'), store('images', bootId())])
+      expect({ dir, uid: fs.lstatSync(dir).uid }).toEqual({ dir, uid });
+    expect(fs.lstatSync(kept()).isFile()).toBe(true);
+  });
+
+  test('malformed names among the manifests are skipped: the state is restored, post bounds the store', async () => {
+    const names = ['%E0%A4%A.gz', 'k%2.gz', '%41.gz', 'k+1.gz'];
+    for (const name of names) fs.writeFileSync(store('manifests', name), 'x');
+    try {
+      await expectWarm([], true);
+      expect(fs.readdirSync(store('manifests')).sort()).toEqual([...names, `${encodeURIComponent(key)}.gz`].sort());
+    } finally {
+      for (const name of names) fs.rmSync(store('manifests', name), { force: true });
+    }
+  });
+
+  test.each<[string, (kept: string, canaryDir: string) => void, RegExp]>([
+    [
+      'owned by another user',
+      kept => fs.chownSync(kept, other().uid, other().gid),
+      /belongs to uid \d+, not to the job's user/
+    ],
+    [
+      'hard-linked by another user',
+      (kept, canaryDir) => fs.linkSync(kept, path.join(canaryDir, 'linked.img')),
+      /has 2 links, not 1/
+    ],
+    [
+      'a symbolic link to another file',
+      (kept, canaryDir) => {
+        fs.unlinkSync(kept);
+        fs.symlinkSync(path.join(canaryDir, 'passwd'), kept);
+      },
+      /is a symbolic link, not a regular file/
+    ]
+  ])(
+    'a kept image %s is not taken (a warning): the state is restored from the frames; what it names is untouched',
+    async (_, plant, problem) => {
+      const outside = canary();
+      try {
+        plant(kept(), outside.dir);
+        const before = outside.state();
+        await expectWarm([new RegExp(`^Not using ${kept()} in the cache directory: it ${problem.source}`)], false);
+        expect(outside.state()).toBe(before);
+        // Post kept the job's own image in its place.
+        const now = fs.lstatSync(kept());
+        expect({ file: now.isFile(), uid: now.uid, links: now.nlink }).toEqual({
+          file: true,
+          uid: user ? account(user).uid : 0,
+          links: 1
+        });
+      } finally {
+        outside.remove();
+      }
+    }
+  );
+
+  test.each<[string, (frame: string) => void]>([
+    ['a FIFO (main does not wait for a writer)', frame => execFileSync('mkfifo', [frame])],
+    ['a symbolic link to /dev/zero (main does not read it)', frame => fs.symlinkSync('/dev/zero', frame)]
+  ])('a frame that is %s is not one: the daemon starts empty, with a warning', async (_, plant) => {
+    const [shard] = fs.readdirSync(store('frames'));
+    const [name] = fs.readdirSync(store('frames', shard));
+    const frame = store('frames', shard, name);
+    const aside = path.join(base, name);
+    fs.renameSync(frame, aside);
+    try {
+      plant(frame);
+      // Never saved: the kept image stays (the frames are what is tried), and the state stays the newest.
+      await withJob({ user }, async job => {
+        const main = await job.main({ ...inputs(), 'cache-save': 'never' });
+        expect(main.warnings).toEqual([
+          expect.stringMatching(/^Cache restore failed, the daemon starts empty: .*not in the runner's store/)
+        ]);
+        expect(main.outputs['cache-hit']).toBe('false');
+        await expectEmptyWorkingDaemon(job);
+        await job.post({ warnings: 0 });
+      });
+    } finally {
+      fs.rmSync(frame, { force: true });
+      fs.renameSync(aside, frame);
+    }
+  });
+
+  test.each<[string, (canaryDir: string) => () => void, RegExp]>([
+    [
+      'images, a symbolic link to another directory',
+      canaryDir => {
+        fs.renameSync(store('images'), store('images.real'));
+        fs.symlinkSync(canaryDir, store('images'));
+        return () => {
+          fs.unlinkSync(store('images'));
+          fs.renameSync(store('images.real'), store('images'));
+        };
+      },
+      /images is a symbolic link, not a directory/
+    ],
+    [
+      'a shard of frames/, a symbolic link to another directory',
+      canaryDir => {
+        const shard = ['00', '01'].find(name => !fs.existsSync(store('frames', name))) ?? '';
+        fs.symlinkSync(canaryDir, store('frames', shard));
+        return () => fs.unlinkSync(store('frames', shard));
+      },
+      /frames\/0[01] is a symbolic link, not a directory/
+    ],
+    [
+      'manifests, writable by others',
+      () => {
+        fs.chmodSync(store('manifests'), 0o777);
+        return () => fs.chmodSync(store('manifests'), 0o700);
+      },
+      /manifests is writable by its group and others \(mode 0777\)/
+    ]
+  ])(
+    '%s: the store is not used (a warning in main and in post), the daemon starts empty; nothing there is touched',
+    async (_, plant, problem) => {
+      const outside = canary();
+      const before = outside.state();
+      const undo = plant(outside.dir);
+      const refused = new RegExp(`^Not using the cache directory ${cacheDir}: ${store()}/${problem.source}`);
+      try {
+        await withJob({ user }, async job => {
+          const main = await job.main(inputs());
+          expect(main.warnings).toEqual([expect.stringMatching(refused)]);
+          expect(main.outputs['cache-hit']).toBe('false');
+          await expectEmptyWorkingDaemon(job);
+          const [post] = await job.post({ warnings: 1 });
+          expect(commands(post.stdout, 'warning')).toEqual([expect.stringMatching(refused)]);
+        });
+        expect(outside.state()).toBe(before);
+      } finally {
+        undo();
+        outside.remove();
+      }
+      // The store as it was: the state is still there, whole.
+      await expectWarm([], true);
+    }
+  );
 });

@@ -137,16 +137,24 @@ describe('saving decisions', () => {
     ['on-success', '', true, undefined, onSuccess('unknown')],
     ['on-success', 'success', false, undefined, 'the cache is read-only for this job']
   ] as const)('policy %p, job %p, writable %p → blocker %p', (savePolicy, jobStatus, writable, reason, expected) => {
-    expect(saveBlocker({ ...setup, savePolicy }, jobStatus, writable, reason)).toBe(expected);
+    expect(saveBlocker({ ...setup, savePolicy }, jobStatus, writable, false, reason)).toBe(expected);
   });
 
   test('with a cache directory, a read-only service blocks nothing; never and a failed job under on-success still block', () => {
-    expect(saveBlocker({ ...setup, cacheDir: '/c' }, 'success', false, "ACTIONS_CACHE_MODE is 'read'")).toBeUndefined();
-    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'never' }, 'success', true)).toBe(
+    expect(
+      saveBlocker({ ...setup, cacheDir: '/c' }, 'success', false, true, "ACTIONS_CACHE_MODE is 'read'")
+    ).toBeUndefined();
+    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'never' }, 'success', true, true)).toBe(
       "input 'cache-save' is 'never'"
     );
-    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'on-success' }, 'failure', true)).toBe(
+    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'on-success' }, 'failure', true, true)).toBe(
       onSuccess('failure')
+    );
+  });
+
+  test('a cache directory the job may not use (refused) takes no save the service cannot', () => {
+    expect(saveBlocker({ ...setup, cacheDir: '/c' }, 'success', false, false, "ACTIONS_CACHE_MODE is 'read'")).toBe(
+      "ACTIONS_CACHE_MODE is 'read'"
     );
   });
 
