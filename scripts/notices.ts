@@ -11,7 +11,7 @@ export interface StatsModule {
 }
 
 /** Texts for packages that ship none, named `<name with / as +>@<version>.txt`. */
-export const LICENSE_TEXTS_DIR = path.join(__dirname, 'license-texts');
+const LICENSE_TEXTS_DIR = path.join(__dirname, 'license-texts');
 export const NOTICES_FILE = 'licenses.txt';
 /** Separates the packages in the notices file. */
 export const SEPARATOR = '='.repeat(80);
