@@ -93,9 +93,19 @@ export type SaveDecision =
   /** `unchanged`: the daemon holds the state main restored. */
   | { save: false; reason: string; unchanged?: boolean };
 
-/** Pure: why post will not save whatever the daemon holds, if it will not. The runner's store takes a save the service cannot. */
-export function saveBlocker(setup: CacheSetup, writable: boolean, writableReason?: string): string | undefined {
+/**
+ * Pure: why post will not save whatever the daemon holds, if it will not. The runner's store takes a
+ * save the service cannot. `jobStatus`: input 'job-status' as post reads it.
+ */
+export function saveBlocker(
+  setup: CacheSetup,
+  jobStatus: string,
+  writable: boolean,
+  writableReason?: string
+): string | undefined {
   if (setup.savePolicy === 'never') return `input '${Inputs.CacheSave}' is 'never'`;
+  if (setup.savePolicy === 'on-success' && jobStatus !== 'success')
+    return `the job's status is '${jobStatus || 'unknown'}' and input '${Inputs.CacheSave}' is 'on-success'`;
   if (!writable && !setup.cacheDir) return writableReason ?? 'the cache is read-only for this job';
   return undefined;
 }
@@ -104,7 +114,7 @@ export function saveBlocker(setup: CacheSetup, writable: boolean, writableReason
 export function decideSave(setup: CacheSetup, key: string): SaveDecision {
   const unchanged =
     setup.restoredKey !== undefined && (setup.restoredKey === key || setup.restoredKey.startsWith(`${key}.`));
-  if (setup.savePolicy === 'on-change' && unchanged)
+  if (setup.savePolicy !== 'always' && unchanged)
     return { save: false, reason: 'the daemon holds what was restored: nothing changed', unchanged: true };
   return { save: true, key };
 }

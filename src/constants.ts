@@ -13,6 +13,7 @@ export const Inputs = {
   Cache: 'cache',
   CacheKey: 'cache-key',
   CacheSave: 'cache-save',
+  JobStatus: 'job-status',
   CacheMaxSize: 'cache-max-size',
   CacheEvictAfter: 'cache-evict-after',
   CacheDir: 'cache-dir',

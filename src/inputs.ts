@@ -8,7 +8,7 @@ import { errorMessage } from './errors';
 const PULL_POLICIES = ['missing', 'always', 'never'] as const;
 export type PullPolicy = (typeof PULL_POLICIES)[number];
 
-const CACHE_SAVE_POLICIES = ['on-change', 'always', 'never'] as const;
+const CACHE_SAVE_POLICIES = ['on-change', 'on-success', 'always', 'never'] as const;
 export type CacheSavePolicy = (typeof CACHE_SAVE_POLICIES)[number];
 
 const BUILDX_DRIVERS = ['docker-container', 'docker'] as const;
@@ -159,6 +159,15 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
   problems.push(...inputConflicts(inputs));
   if (problems.length > 0) throw new InputError(problems);
   return inputs;
+}
+
+/**
+ * Post's one input: the job's status when post runs (action.yml's default `${{ job.status }}` is
+ * evaluated for each step, post's included). Not validated: post never fails; `cache-save:
+ * on-success` saves only on exactly 'success'.
+ */
+export function getJobStatus(read: Reader = name => core.getInput(name)): string {
+  return read(Inputs.JobStatus).trim();
 }
 
 function required(name: string, raw: string): string {

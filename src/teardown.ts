@@ -28,6 +28,7 @@ import { connect, connectOuterEngine, tlsClientOptions } from './engine';
 import { DataFiles, readDataEvents } from './data-image';
 import { CLIENT_FILES } from './environment';
 import { errorMessage } from './errors';
+import { getJobStatus } from './inputs';
 import { LocalStore, type Eviction as StoreEviction } from './local-store';
 import type { Manifest } from './manifest';
 import type { SaveResult } from './save';
@@ -205,7 +206,11 @@ async function planSave(
   daemonContainerId: string | undefined
 ): Promise<{ decision: SaveDecision; eviction?: Eviction; restored?: Manifest }> {
   const service = availability();
-  const blocker = saveBlocker(cache, service.writable, service.reason);
+  const jobStatus = getJobStatus();
+  core.debug(
+    `Save policy '${cache.savePolicy}', job status '${jobStatus}', cache service writable: ${service.writable}`
+  );
+  const blocker = saveBlocker(cache, jobStatus, service.writable, service.reason);
   if (blocker) return { decision: { save: false, reason: blocker } };
   if (!daemonContainerId || state.endpoint === undefined)
     return {

@@ -29,7 +29,7 @@ import {
   type MainStep
 } from '../support/job';
 import { account } from '../support/runner';
-import { commands } from '../support/steps';
+import { commands, expectExit } from '../support/steps';
 import {
   buildOuterImages,
   cacheFact,
@@ -539,6 +539,34 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
         const [post] = await job.post({ warnings: 0 });
         expect(post.stdout).toContain("Not saving the cache: input 'cache-save' is 'never'.");
         expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
+      });
+    });
+
+    test("cache-save: on-success: a failed job's changed daemon is not saved, a successful job's is (job.status as post sees it)", async () => {
+      await withJob({ cache: server }, async job => {
+        const main = await job.main({ ...SMALL, 'cache-key': 'on-success', 'cache-save': 'on-success' });
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': smallKey });
+        await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/cached:failed-job`, 'change the daemon');
+        expectExit(await job.run('exit 3'), 3, 'a failing step');
+        const before = server.stats();
+        const [post] = await job.post({ warnings: 0 });
+        expect(post.stdout).toContain(
+          "Not saving the cache: the job's status is 'failure' and input 'cache-save' is 'on-success'."
+        );
+        expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
+      });
+
+      await withJob({ cache: server }, async job => {
+        // Still only the fallback: the failed job saved nothing under its key.
+        const main = await job.main({ ...SMALL, 'cache-key': 'on-success', 'cache-save': 'on-success' });
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': smallKey });
+        expect(await imageTags(job)).not.toContain('setup-dind-test/cached:failed-job');
+        await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/cached:succeeded-job`, 'change the daemon');
+        const [post] = await job.post({ warnings: 0 });
+        const saved = savedKeyOf(post);
+        expect(saved.startsWith(`${smallBase}-on-success+`)).toBe(true);
+        // Not the newest fallback of the tests below.
+        expect(await server.evict(entry => entry.key === saved)).toHaveLength(1);
       });
     });
 

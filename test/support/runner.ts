@@ -83,11 +83,27 @@ export const FILE_COMMANDS = {
   GITHUB_PATH: 'path'
 } as const;
 
-/** INPUT_* for every input of action.yml (the given value, else its default) and any other input given. */
-export function inputEnv(inputs: Record<string, string>): Record<string, string> {
+/** The job's status as the runner's `job.status` gives it: success until a step fails or is cancelled. */
+export type JobStatus = 'success' | 'failure' | 'cancelled';
+
+/**
+ * A default of action.yml as the runner evaluates it for one step: the expressions the action uses
+ * (`${{ job.status }}`); any other expression is an emulation gap, so it fails the test.
+ */
+export function evaluateDefault(value: string, jobStatus: JobStatus): string {
+  const evaluated = value.replace(/\$\{\{\s*job\.status\s*\}\}/g, jobStatus);
+  if (evaluated.includes('${{')) throw new Error(`the runner emulation cannot evaluate the default '${value}'`);
+  return evaluated;
+}
+
+/**
+ * INPUT_* for every input of action.yml (the given value, else its default, evaluated for this step)
+ * and any other input given.
+ */
+export function inputEnv(inputs: Record<string, string>, jobStatus: JobStatus = 'success'): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, spec] of Object.entries(readManifest().inputs)) {
-    env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? spec.default ?? '';
+    env[`INPUT_${name.toUpperCase()}`] = inputs[name] ?? evaluateDefault(spec.default ?? '', jobStatus);
   }
   for (const name of Object.keys(inputs)) env[`INPUT_${name.toUpperCase()}`] = inputs[name];
   return env;
@@ -125,6 +141,8 @@ export class Job {
   readonly env: Record<string, string>;
   private readonly posts: Array<{ state: Record<string, string>; inputs: Record<string, string> }> = [];
   private readonly runAs?: RunAs;
+  /** `job.status`: a step that fails makes it `failure`, one killed by a signal (a cancelled job) `cancelled`. */
+  status: JobStatus = 'success';
 
   constructor(options: { env?: Record<string, string>; runAs?: RunAs; root?: string } = {}) {
     this.root = options.root ?? fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-job-'));
@@ -138,8 +156,11 @@ export class Job {
       const { uid, gid } = account(this.runAs.user);
       for (const dir of [this.workspace, this.temp]) fs.chownSync(dir, uid, gid);
     }
+    // TMPDIR is the test run's own folder (scripts/test.sh), which job users cannot write: a runner sets none.
     const inherited = Object.fromEntries(
-      Object.entries(process.env).filter(([name]) => !/^(INPUT_|STATE_|GITHUB_|RUNNER_|DOCKER_|SETUP_DIND_)/.test(name))
+      Object.entries(process.env).filter(
+        ([name]) => !/^(INPUT_|STATE_|GITHUB_|RUNNER_|DOCKER_|SETUP_DIND_)/.test(name) && name !== 'TMPDIR'
+      )
     );
     this.env = {
       ...(inherited as Record<string, string>),
@@ -169,7 +190,7 @@ export class Job {
    * `finish()` once it has ended, with the state written by then, as the runner does.
    */
   startMain(inputs: Record<string, string> = {}, nodeArgs: string[] = []): RunningStep {
-    const step = this.startNode(readManifest().runs.main, inputEnv(inputs), nodeArgs);
+    const step = this.startNode(readManifest().runs.main, inputEnv(inputs, this.status), nodeArgs);
     const done = step.done.then(result => {
       this.posts.push({ state: result.state, inputs });
       return result;
@@ -195,7 +216,7 @@ export class Job {
     inputs: Record<string, string> = {},
     onSpawn?: (child: ChildProcess) => void
   ): Promise<StepResult> {
-    const step = this.startNode(readManifest().runs.post, { ...inputEnv(inputs), ...stateEnv(state) });
+    const step = this.startNode(readManifest().runs.post, { ...inputEnv(inputs, this.status), ...stateEnv(state) });
     onSpawn?.(step.child);
     return step.done;
   }
@@ -243,6 +264,8 @@ export class Job {
         })
       );
       // A step whose process printed ::error:: and exited 1 is a failed step; the runner reads the files either way.
+      if (signal) this.status = 'cancelled';
+      else if (exitCode !== 0 && this.status === 'success') this.status = 'failure';
       const exported = parseFileCommands(read('GITHUB_ENV'));
       Object.assign(this.env, exported);
       const result: StepResult = {

@@ -120,19 +120,34 @@ describe('saving decisions', () => {
     cacheDirMaxBytes: 1
   };
 
+  const onSuccess = (status: string) => `the job's status is '${status}' and input 'cache-save' is 'on-success'`;
   test.each([
-    ['never', true, undefined, "input 'cache-save' is 'never'"],
-    ['on-change', false, "ACTIONS_CACHE_MODE is 'read'", "ACTIONS_CACHE_MODE is 'read'"],
-    ['always', false, undefined, 'the cache is read-only for this job'],
-    ['on-change', true, undefined, undefined],
-    ['always', true, undefined, undefined]
-  ] as const)('policy %p, writable %p → blocker %p', (savePolicy, writable, reason, expected) => {
-    expect(saveBlocker({ ...setup, savePolicy }, writable, reason)).toBe(expected);
+    ['never', 'success', true, undefined, "input 'cache-save' is 'never'"],
+    ['on-change', 'success', false, "ACTIONS_CACHE_MODE is 'read'", "ACTIONS_CACHE_MODE is 'read'"],
+    ['always', 'success', false, undefined, 'the cache is read-only for this job'],
+    ['on-change', 'success', true, undefined, undefined],
+    ['always', 'success', true, undefined, undefined],
+    // A failed or cancelled job's state is saved unless the policy says on-success.
+    ['on-change', 'failure', true, undefined, undefined],
+    ['always', 'cancelled', true, undefined, undefined],
+    ['on-success', 'success', true, undefined, undefined],
+    ['on-success', 'failure', true, undefined, onSuccess('failure')],
+    ['on-success', 'cancelled', true, undefined, onSuccess('cancelled')],
+    ['on-success', 'Success', true, undefined, onSuccess('Success')],
+    ['on-success', '', true, undefined, onSuccess('unknown')],
+    ['on-success', 'success', false, undefined, 'the cache is read-only for this job']
+  ] as const)('policy %p, job %p, writable %p → blocker %p', (savePolicy, jobStatus, writable, reason, expected) => {
+    expect(saveBlocker({ ...setup, savePolicy }, jobStatus, writable, reason)).toBe(expected);
   });
 
-  test('with a cache directory, a read-only service blocks nothing; never still blocks', () => {
-    expect(saveBlocker({ ...setup, cacheDir: '/c' }, false, "ACTIONS_CACHE_MODE is 'read'")).toBeUndefined();
-    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'never' }, true)).toBe("input 'cache-save' is 'never'");
+  test('with a cache directory, a read-only service blocks nothing; never and a failed job under on-success still block', () => {
+    expect(saveBlocker({ ...setup, cacheDir: '/c' }, 'success', false, "ACTIONS_CACHE_MODE is 'read'")).toBeUndefined();
+    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'never' }, 'success', true)).toBe(
+      "input 'cache-save' is 'never'"
+    );
+    expect(saveBlocker({ ...setup, cacheDir: '/c', savePolicy: 'on-success' }, 'failure', true)).toBe(
+      onSuccess('failure')
+    );
   });
 
   test.each([
@@ -143,6 +158,12 @@ describe('saving decisions', () => {
     ],
     ['on-change', 'p+bbbb', { save: true, key: 'p+bbbb' }],
     ['on-change', 'p+aaa', { save: true, key: 'p+aaa' }],
+    [
+      'on-success',
+      'p+aaaa',
+      { save: false, reason: 'the daemon holds what was restored: nothing changed', unchanged: true }
+    ],
+    ['on-success', 'p+bbbb', { save: true, key: 'p+bbbb' }],
     ['always', 'p+aaaa', { save: true, key: 'p+aaaa' }]
   ] as const)('policy %p with content key %p', (savePolicy, key, expected) => {
     expect(decideSave({ ...setup, savePolicy }, key)).toEqual(expected);

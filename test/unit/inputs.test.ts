@@ -7,6 +7,7 @@ import { DEFAULT_BUILDX_IMAGE, DEFAULT_IMAGE, Outputs } from '../../src/constant
 import { daemonConfig } from '../../src/daemon';
 import {
   getInputs,
+  getJobStatus,
   InputError,
   parseCacheDir,
   parseList,
@@ -99,10 +100,21 @@ describe('defaults from action.yml', () => {
     expect(inputs.mtu).toBeUndefined();
   });
 
-  test('getInputs reads every input of action.yml, and only those', () => {
+  test("getInputs reads every input of action.yml but post's, and only those", () => {
     const seen: string[] = [];
     getInputs(reader({}, seen));
-    expect([...new Set(seen)].sort()).toEqual(Object.keys(manifest.inputs).sort());
+    expect([...new Set(seen)].sort()).toEqual(
+      Object.keys(manifest.inputs)
+        .filter(name => name !== 'job-status')
+        .sort()
+    );
+  });
+
+  test("post's job-status: the runner evaluates `${{ job.status }}` for post itself; read as given, trimmed", () => {
+    expect(DEFAULTS['job-status']).toBe('${{ job.status }}');
+    const seen: string[] = [];
+    expect(getJobStatus(reader({ 'job-status': ' failure\n' }, seen))).toBe('failure');
+    expect(seen).toEqual(['job-status']);
   });
 
   test("the image default is the code's DEFAULT_IMAGE", () => {
@@ -152,7 +164,7 @@ describe('outputs in action.yml', () => {
 
 describe.each([
   { input: 'pull', property: 'pull', allowed: ['missing', 'always', 'never'] },
-  { input: 'cache-save', property: 'cacheSave', allowed: ['on-change', 'always', 'never'] },
+  { input: 'cache-save', property: 'cacheSave', allowed: ['on-change', 'on-success', 'always', 'never'] },
   { input: 'buildx-driver', property: 'buildxDriver', allowed: ['docker-container', 'docker'] }
 ] as const)('enum input $input', ({ input, property, allowed }) => {
   test.each(allowed)('accepts %p', value => {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { actionNode, parseFileCommands } from '../support/runner';
+import { actionNode, evaluateDefault, parseFileCommands, type JobStatus } from '../support/runner';
 
 describe('parseFileCommands', () => {
   const delimiter = 'ghadelimiter_0b9e3c6a-6a4e-4a8f-9d43-2f1c1f0e7d55';
@@ -83,5 +83,21 @@ describe('actionNode: the node that runs dist/', () => {
     expect(() => actionNode({ SETUP_DIND_NODE: value })).toThrow(
       `SETUP_DIND_NODE must be the absolute path of a node binary, or unset; got '${value}'.`
     );
+  });
+});
+
+describe("evaluateDefault: action.yml's defaults as the runner evaluates them for a step", () => {
+  test.each<[string, JobStatus, string]>([
+    ['on-change', 'failure', 'on-change'],
+    ['${{ job.status }}', 'success', 'success'],
+    ['${{job.status}}', 'failure', 'failure'],
+    ['${{ job.status }}', 'cancelled', 'cancelled'],
+    ['', 'success', '']
+  ])('%p with the job %p → %p', (value, status, expected) => {
+    expect(evaluateDefault(value, status)).toBe(expected);
+  });
+
+  test('an expression the emulation does not know fails the test instead of reaching the action verbatim', () => {
+    expect(() => evaluateDefault('${{ github.token }}', 'success')).toThrow(/cannot evaluate/);
   });
 });
