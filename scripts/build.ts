@@ -1,0 +1,74 @@
+// Empties dist/, bundles main and post side by side (each ncc run type-checks and bundles on its own: in
+// parallel the build takes about half the time), puts the entrypoint next to main, drops the files
+// nothing loads (dist-files.ts) and writes the third-party notices of what ncc bundled (notices.ts).
+// The build fails when a bundled package has no license text.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { DROPPED } from './dist-files';
+import { collectNotices, NOTICES_FILE, packageDirs, renderNotices, type StatsModule } from './notices';
+
+const root = path.join(__dirname, '..');
+const dist = path.join(root, 'dist');
+const BUNDLES = { main: 'src/main.ts', post: 'src/post.ts' };
+
+function bundle(entry: string, out: string, stats: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [require.resolve('@vercel/ncc/dist/ncc/cli.js'), 'build', entry, '-o', out, '--stats-out', stats],
+      { cwd: root, stdio: 'inherit' }
+    );
+    child.on('error', reject);
+    child.on('exit', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`ncc build ${entry} failed (${signal ?? `exit code ${code}`})`))
+    );
+  });
+}
+
+/** Removes the dropped files under dir (paths relative to it), and the directories they leave empty. */
+function drop(dir: string, relative = ''): void {
+  for (const entry of fs.readdirSync(path.join(dir, relative), { withFileTypes: true })) {
+    const file = path.posix.join(relative, entry.name);
+    if (entry.isDirectory()) {
+      drop(dir, file);
+      if (fs.readdirSync(path.join(dir, file)).length === 0) fs.rmdirSync(path.join(dir, file));
+    } else if (DROPPED.some(({ path: pattern }) => pattern.test(file))) {
+      fs.rmSync(path.join(dir, file));
+    }
+  }
+}
+
+async function build(): Promise<void> {
+  // ncc deletes only the old .js files of its output: any other file a former build left (an asset, a
+  // license, a native addon) would survive and pass the check that dist/ is what a fresh build makes.
+  fs.rmSync(dist, { recursive: true, force: true });
+  const statsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-build-'));
+  try {
+    const names = Object.keys(BUNDLES) as Array<keyof typeof BUNDLES>;
+    await Promise.all(
+      names.map(name => bundle(BUNDLES[name], path.join('dist', name), path.join(statsDir, `${name}.json`)))
+    );
+    fs.copyFileSync(path.join(root, 'src/entrypoint.sh'), path.join(dist, 'main/entrypoint.sh'));
+    for (const name of names) drop(path.join(dist, name));
+    const packages = Object.fromEntries(
+      names.map(name => {
+        const stats = JSON.parse(fs.readFileSync(path.join(statsDir, `${name}.json`), 'utf8')) as {
+          modules: StatsModule[];
+        };
+        return [name, packageDirs(stats.modules)];
+      })
+    );
+    const { notices, problems } = collectNotices(packages);
+    if (problems.length > 0) throw new Error(`third-party notices:\n  ${problems.join('\n  ')}`);
+    fs.writeFileSync(path.join(dist, NOTICES_FILE), renderNotices(notices));
+  } finally {
+    fs.rmSync(statsDir, { recursive: true, force: true });
+  }
+}
+
+build().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
+});
