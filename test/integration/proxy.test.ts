@@ -5,6 +5,7 @@
 // firewall rule refuses every connection to it but the proxy's: a job that goes around the proxy gets
 // no cache, and still passes.
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createAuthority, type KeyPair } from '../../src/tls';
@@ -170,4 +171,34 @@ describe.each<{ scheme: 'http' | 'https'; variable: string; user?: string; label
       }
     });
   });
+});
+
+test('a proxy that accepts but never answers: the lookup gives up after its 30 s time limit, the job warns and passes', async () => {
+  const sockets = new Set<net.Socket>();
+  const silent = net.createServer(socket => {
+    sockets.add(socket);
+    socket.resume();
+  });
+  await new Promise<void>(resolve => silent.listen(0, '127.0.0.1', resolve));
+  try {
+    await withClosedService('https', async (server, route) => {
+      const { port } = silent.address() as net.AddressInfo;
+      const env = { ...NO_PROXY_VARS, ...trust, HTTPS_PROXY: `http://127.0.0.1:${port}` };
+      await withJob({ cache: server, env }, async job => {
+        const main = await job.main({ ...CACHE_INPUTS, 'cache-save': 'never' });
+        expect(main.warnings).toHaveLength(1);
+        expect(main.warnings[0]).toMatch(/^Cache restore failed, the daemon starts empty: .*no answer in 30 s/);
+        expect(main.outputs['cache-hit']).toBe('false');
+        await expectEmptyWorkingDaemon(job);
+        await job.post({ warnings: 0 });
+      });
+      // One tunnel asked for, never made; nothing reached the service, nothing went around the proxy.
+      expect(sockets.size).toBe(1);
+      expect(server.stats().twirpRequests).toBe(0);
+      expect(route.blocked()).toBe(0);
+    });
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    await new Promise(resolve => silent.close(resolve));
+  }
 });
