@@ -11,7 +11,8 @@ const UPLOAD_CONCURRENCY = 8;
  * A client whose every request goes through the agent the other requests of the cache use. The SDK's
  * pipeline takes an `agent` (core-rest-pipeline's option, passed through though the storage options do
  * not name it), and one given turns off the SDK's own reading of the proxy variables, which differs
- * from http-client's (no loopback exception, no '*' nor host:port in NO_PROXY).
+ * from http-client's: no loopback exception; in NO_PROXY no '*', no host:port, no parent domain
+ * without its leading dot, and case counts.
  */
 function client(uploadUrl: string): BlockBlobClient {
   const options: BlockBlobClientOptions & { agent: Agent } = { agent: agentFor(new URL(uploadUrl)) };
