@@ -4,7 +4,8 @@
 #   workstation), or Debian's docker.io started here;
 # - the base image the tests build FROM (debian:trixie-slim): pulled where a registry answers, made
 #   with debootstrap from Debian's package archive where none does;
-# - the host tools the tests drive: docker-compose (v1 command), e2fsprogs, zstd, attr, setpriv, sudo;
+# - the host tools the tests drive: docker-compose (v1 command), e2fsprogs, zstd, attr, setpriv, sudo,
+#   iptables and tinyproxy (a runner behind a proxy);
 # - two job users in the docker group: `runner` with passwordless sudo (as on GitHub-hosted runners)
 #   and `runner-nosudo` without it (as on some self-hosted runners).
 # Needs root (or passwordless sudo) and Debian's apt for what is missing. Usage: scripts/engine-up.sh
@@ -32,6 +33,7 @@ want getfattr attr
 want setpriv util-linux
 want sudo sudo
 want iptables iptables
+want tinyproxy tinyproxy
 want python3 python3-minimal
 if [ ${#need[@]} -gt 0 ]; then
 	log "installing ${need[*]}"

@@ -3,14 +3,10 @@
 // serves one connection well below what several parallel ranged GETs of the same object reach.
 import * as http from 'node:http';
 import * as https from 'node:https';
+import { agentFor, limitConnect } from './http-agents';
 
 /** A response that delivers nothing for this long has stalled. */
 const STALL_MS = 30_000;
-
-const agents = {
-  'http:': new http.Agent({ keepAlive: true }),
-  'https:': new https.Agent({ keepAlive: true })
-};
 
 export class DownloadError extends Error {
   constructor(
@@ -37,7 +33,7 @@ export function download(
   const maxBytes = into ? Math.min(options.maxBytes, into.length) : options.maxBytes;
   const headers = range ? { range: `bytes=${range[0]}-${range[1]}` } : undefined;
   return new Promise((resolve, reject) => {
-    const request = get(target, { agent: agents[target.protocol as 'http:' | 'https:'], headers }, response => {
+    const request = get(target, { agent: agentFor(target), headers }, response => {
       const expectedStatus = range ? 206 : 200;
       if (response.statusCode !== expectedStatus) {
         response.resume();
@@ -83,9 +79,9 @@ export function download(
       );
       response.on('aborted', () => reject(new DownloadError(`the download ended after ${size} bytes`, 0)));
     });
-    request.setTimeout(STALL_MS, () =>
-      request.destroy(new DownloadError(`the download stalled for ${STALL_MS / 1000} s`, 0))
-    );
+    const stalled = () => new DownloadError(`the download stalled for ${STALL_MS / 1000} s`, 0);
+    limitConnect(request, STALL_MS, stalled);
+    request.setTimeout(STALL_MS, () => request.destroy(stalled()));
     request.on('error', error => reject(error instanceof DownloadError ? error : new DownloadError(error.message, 0)));
   });
 }

@@ -15,6 +15,7 @@ import {
 } from '@actions/cache/lib/internal/config';
 import { CacheServiceClientJSON } from '@actions/cache/lib/generated/results/api/v1/cache.twirp-client';
 import { errorMessage } from './errors';
+import { agentFor, limitConnect } from './http-agents';
 
 /** Scopes our entries apart from other caches: the service matches keys only within one version. */
 export const CACHE_VERSION = createHash('sha256').update('setup-dind daemon data, ext4 image chunks, v2').digest('hex');
@@ -81,6 +82,7 @@ function post(url: URL, body: string): Promise<{ status: number; text: string; r
       url,
       {
         method: 'POST',
+        agent: agentFor(url),
         headers: {
           'content-type': 'application/json',
           authorization: `Bearer ${process.env.ACTIONS_RUNTIME_TOKEN ?? ''}`,
@@ -99,7 +101,9 @@ function post(url: URL, body: string): Promise<{ status: number; text: string; r
         response.on('error', reject);
       }
     );
-    request.on('timeout', () => request.destroy(new TimeoutError(`no answer in ${RPC_TIMEOUT_MS / 1000} s`)));
+    const noAnswer = () => new TimeoutError(`no answer in ${RPC_TIMEOUT_MS / 1000} s`);
+    limitConnect(request, RPC_TIMEOUT_MS, noAnswer);
+    request.on('timeout', () => request.destroy(noAnswer()));
     request.on('error', reject);
     request.end(body);
   });

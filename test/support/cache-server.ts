@@ -13,6 +13,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -82,6 +83,12 @@ export interface CacheServerOptions {
    * least recently accessed first (the real service's limit is 10 GB). Default: none.
    */
   quotaBytes?: number;
+  /** The IPv4 address the service listens on. Default: 127.0.0.1. */
+  host?: string;
+  /** The host its URLs name, which must resolve to `host`. Default: `host`. */
+  hostname?: string;
+  /** Serves https with this certificate and key (PEM) instead of http. */
+  tls?: { cert: string; key: string };
 }
 
 export interface CacheEntryInfo {
@@ -215,20 +222,22 @@ type Json = Record<string, unknown>;
 export async function startCacheServer(opts: CacheServerOptions = {}): Promise<CacheServer> {
   const tempDir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'cache-server-'));
   let azurite: Azurite | undefined;
-  let server: http.Server | undefined;
+  let server: http.Server | https.Server | undefined;
   try {
     azurite = await startAzurite(tempDir);
     const credential = new StorageSharedKeyCredential(ACCOUNT, ACCOUNT_KEY);
     await createContainer(azurite, credential);
     const service = new CacheService(azurite, credential, opts);
-    const listening = http.createServer((req, res) => service.handle(req, res));
+    const handler: http.RequestListener = (req, res) => service.handle(req, res);
+    const listening = opts.tls ? https.createServer(opts.tls, handler) : http.createServer(handler);
     server = listening;
+    const host = opts.host ?? '127.0.0.1';
     await new Promise<void>((resolve, reject) => {
       listening.once('error', reject);
-      listening.listen(0, '127.0.0.1', resolve);
+      listening.listen(0, host, resolve);
     });
     const { port } = server.address() as AddressInfo;
-    service.baseUrl = `http://127.0.0.1:${port}/`;
+    service.baseUrl = `${opts.tls ? 'https' : 'http'}://${opts.hostname ?? host}:${port}/`;
     return api(service, server, azurite, tempDir);
   } catch (error) {
     await shutdown(server, azurite, tempDir);
@@ -236,7 +245,12 @@ export async function startCacheServer(opts: CacheServerOptions = {}): Promise<C
   }
 }
 
-function api(service: CacheService, server: http.Server, azurite: Azurite, tempDir: string): CacheServer {
+function api(
+  service: CacheService,
+  server: http.Server | https.Server,
+  azurite: Azurite,
+  tempDir: string
+): CacheServer {
   let stopped: Promise<void> | undefined;
   return {
     url: service.baseUrl,
@@ -275,7 +289,11 @@ function positiveOrUndefined(value: number | undefined, what: string): number | 
   return value;
 }
 
-async function shutdown(server: http.Server | undefined, azurite: Azurite | undefined, tempDir: string): Promise<void> {
+async function shutdown(
+  server: http.Server | https.Server | undefined,
+  azurite: Azurite | undefined,
+  tempDir: string
+): Promise<void> {
   if (server?.listening) {
     const closed = new Promise<void>(resolve => server.close(() => resolve()));
     server.closeAllConnections();
