@@ -1,6 +1,7 @@
 // Uploads of cache entries' blobs through the Azure SDK the cache service hands out URLs for: blocks
 // in parallel. Only post loads this (the SDK is a third of a bundle).
 import type { Agent } from 'node:http';
+import * as core from '@actions/core';
 import { AnonymousCredential, BlockBlobClient, type BlockBlobClientOptions } from '@azure/storage-blob';
 import { agentFor } from './http-agents';
 
@@ -20,15 +21,19 @@ function client(uploadUrl: string): BlockBlobClient {
 }
 
 export async function uploadFile(uploadUrl: string, file: string): Promise<void> {
+  const started = Date.now();
   await client(uploadUrl).uploadFile(file, {
     blockSize: UPLOAD_BLOCK_BYTES,
     concurrency: UPLOAD_CONCURRENCY
   });
+  core.debug(`Uploaded ${file} to ${new URL(uploadUrl).host} in ${Date.now() - started} ms`);
 }
 
 export async function uploadData(uploadUrl: string, data: Buffer): Promise<void> {
+  const started = Date.now();
   await client(uploadUrl).uploadData(data, {
     blockSize: UPLOAD_BLOCK_BYTES,
     concurrency: UPLOAD_CONCURRENCY
   });
+  core.debug(`Uploaded ${data.length} bytes to ${new URL(uploadUrl).host} in ${Date.now() - started} ms`);
 }

@@ -7,6 +7,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { createHash } from 'node:crypto';
+import * as core from '@actions/core';
 import {
   getCacheMode,
   getCacheServiceVersion,
@@ -116,9 +117,12 @@ const rpc = {
     let lastError: CacheServiceError | undefined;
     for (let attempt = 1; attempt <= RPC_ATTEMPTS; attempt++) {
       let answer: Awaited<ReturnType<typeof post>>;
+      const started = Date.now();
       try {
         answer = await post(url, JSON.stringify(data));
+        core.debug(`${method} (attempt ${attempt}): HTTP ${answer.status} in ${Date.now() - started} ms`);
       } catch (error) {
+        core.debug(`${method} (attempt ${attempt}): ${errorMessage(error)} after ${Date.now() - started} ms`);
         lastError = new CacheServiceError(`${method}: ${errorMessage(error)}`, 0);
         if (error instanceof TimeoutError) break;
         if (attempt < RPC_ATTEMPTS) await new Promise(resolve => setTimeout(resolve, RPC_RETRY_DELAY_MS));
@@ -154,6 +158,9 @@ export interface CacheEntry {
 /** The newest entry for the first key that matches (exact for `key`, by prefix for `restoreKeys`). */
 export async function lookup(key: string, restoreKeys: string[] = []): Promise<CacheEntry | undefined> {
   const response = await client.GetCacheEntryDownloadURL({ key, restoreKeys, version: CACHE_VERSION });
+  core.debug(
+    `Lookup of ${key} (restore keys: ${restoreKeys.join(', ') || 'none'}): ${response.ok ? response.matchedKey : 'no entry'}`
+  );
   return response.ok ? { key: response.matchedKey, url: response.signedDownloadUrl } : undefined;
 }
 

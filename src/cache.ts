@@ -166,6 +166,9 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
       service.readable ? lookup(key, restoreKeys) : undefined,
       store?.findManifest(prefixes, limits)
     ]);
+    core.debug(
+      `Newest state for ${prefixes.join(' | ')}: the cache service ${entry?.key ?? (service.readable ? 'none' : 'not asked')}, the runner's store ${local?.key ?? (store ? 'none' : 'not used')}`
+    );
     if (!entry) return local && { key: local.key, manifest: local };
     const remote: Candidate = {
       key: entry.key,

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as path from 'node:path';
+import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
 import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, DEFAULT_IMAGE, INSTANCE_LABEL } from './constants';
@@ -292,9 +293,15 @@ export async function waitForDaemon(
           version = ((await client.version()) as { Version: string }).Version;
           onFirstAnswer?.();
         }
+        if (firstAnswer === undefined)
+          core.debug(
+            `The daemon answers (dockerd ${version}); ready after ${steadiness.steadyMs} ms without a failure`
+          );
         firstAnswer ??= Date.now();
         if (Date.now() - firstAnswer >= steadiness.steadyMs) return version;
       } catch (error) {
+        // Only changes: a daemon that is starting fails the same way many times a second.
+        if (errorMessage(error) !== lastError) core.debug(`The daemon does not answer yet: ${errorMessage(error)}`);
         lastError = errorMessage(error);
         firstAnswer = undefined;
       }

@@ -5,6 +5,7 @@
 // entries as it reads them. https goes through a CONNECT tunnel, http is forwarded in absolute form.
 import * as http from 'node:http';
 import * as https from 'node:https';
+import * as core from '@actions/core';
 import { getProxyUrl } from '@actions/http-client/lib/proxy';
 import { HttpProxyAgent } from 'http-proxy-agent';
 import { HttpsProxyAgent } from 'https-proxy-agent';
@@ -17,6 +18,8 @@ const direct: Record<Protocol, http.Agent> = {
 };
 /** Proxy agents by the target's protocol and the proxy's URL: one pool of connections for each. */
 const proxied = new Map<string, http.Agent>();
+/** Hosts whose route the debug log has told. */
+const told = new Set<string>();
 
 /** The proxy a request to `url` goes through; undefined: direct. */
 export function proxyFor(url: URL): URL | undefined {
@@ -28,6 +31,13 @@ export function proxyFor(url: URL): URL | undefined {
 export function agentFor(url: URL): http.Agent {
   const protocol: Protocol = url.protocol === 'https:' ? 'https:' : 'http:';
   const proxy = proxyFor(url);
+  if (!told.has(url.host)) {
+    told.add(url.host);
+    // The proxy without its credentials.
+    core.debug(
+      `Cache requests to ${url.host}: ${proxy ? `through the proxy ${proxy.protocol}//${proxy.host}` : 'direct'}`
+    );
+  }
   if (!proxy) return direct[protocol];
   const key = `${protocol} ${proxy.href}`;
   let agent = proxied.get(key);

@@ -3,6 +3,7 @@
 // each decompressed, checked against its hash and written at its chunks' offsets while the others
 // still arrive. The first failure stops everything; the caller then throws the image away.
 import type { FileHandle } from 'node:fs/promises';
+import * as core from '@actions/core';
 import { download, DownloadError } from './blob-download';
 import { CHUNK_BYTES, LOCAL_ONLY, type Frame, type Manifest } from './manifest';
 import { writeFrameData } from './zstd';
@@ -140,6 +141,9 @@ export async function writeState(
   if (nowhere.length > 0)
     throw new Error(`${nowhere.length} of its frames are in no part and not in the runner's store`);
   const ranges = planRanges(manifest.frames, remote);
+  core.debug(
+    `Restore plan: ${wanted.length} frames for ${manifest.chunks.length} chunks; ${localIndexes.size} from the runner's store, ${remote.length} in ${ranges.length} ranges from the cache service, ${connections} at a time`
+  );
   const partUrls: Array<string | undefined> =
     ranges.length > 0 ? await locate([...new Set(ranges.map(range => range.part))]) : [];
   const urlOf = (part: number) => {

@@ -107,6 +107,7 @@ async function setUp(timeline: Timeline): Promise<void> {
       await reachEngine(docker, engine);
       const runner = await detectRunnerContainer(docker);
       const placement = placementOf(runner);
+      core.debug(`Placement: ${JSON.stringify(placement)}`);
       if (runner)
         core.info(`The job runs in container ${shortId(runner.id)} (networks: ${runner.networks.join(', ')}).`);
       return { prepared: await prepare(docker, inputs, state, placement), placement };
@@ -372,6 +373,9 @@ async function launch(
   const port = publishedPort(info);
   const addresses = networkAddresses(info);
   const reach = reachability(instance, port, addresses, placement);
+  core.debug(
+    `Published port ${port}, addresses ${JSON.stringify(addresses)}: the job reaches the daemon at ${reach.address.host}:${reach.address.port}`
+  );
   state.endpoint = reach.address;
   saveInstanceState(state);
   if (!prepared.server) {

@@ -548,12 +548,29 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
       await withJob({ cache: server }, async job => {
         const main = await job.main({ ...SMALL, 'cache-key': 'on-success', 'cache-save': 'on-success' });
         expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': smallKey });
+        // What a re-run with debug logging shows: the lookup and its requests, the plan, the daemon's answer.
+        expect(commands(main.result.stdout, 'debug')).toEqual(
+          expect.arrayContaining([
+            expect.stringMatching(/^Cache requests to [^:]+:\d+: direct$/),
+            expect.stringMatching(/^GetCacheEntryDownloadURL \(attempt 1\): HTTP 200 in \d+ ms$/),
+            expect.stringMatching(
+              new RegExp(
+                `^Lookup of ${`${smallBase}-on-success+`.replace(/[+.]/g, '\\$&')} .*: ${smallKey.replace(/[+.]/g, '\\$&')}$`
+              )
+            ),
+            expect.stringMatching(/^Restore plan: \d+ frames for \d+ chunks; 0 from the runner's store, /),
+            expect.stringMatching(/^The daemon answers \(dockerd /)
+          ])
+        );
         await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/cached:failed-job`, 'change the daemon');
         expectExit(await job.run('exit 3'), 3, 'a failing step');
         const before = server.stats();
         const [post] = await job.post({ warnings: 0 });
         expect(post.stdout).toContain(
           "Not saving the cache: the job's status is 'failure' and input 'cache-save' is 'on-success'."
+        );
+        expect(commands(post.stdout, 'debug')).toContainEqual(
+          expect.stringMatching(/^Save policy 'on-success', job status 'failure', cache service writable: true/)
         );
         expect(delta(before, server.stats())).toMatchObject({ ...UNCHANGED, twirpRequests: 0 });
       });
