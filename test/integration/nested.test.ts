@@ -136,7 +136,9 @@ rm "$RUNNER_TEMP/probe"`,
         "nested containers that mount RUNNER_TEMP and the dind container's /"
       );
       // The runner's steps have the key; nested containers see RUNNER_TEMP, and the certificate directory empty.
-      expect(step.stdout).toBe('ca.pem\ncert.pem\nkey.pem\nprobe\n0\nprobe\n0\nno key\n');
+      expect(step.stdout.replace(/^Loaded image: .*\n/m, '')).toBe(
+        'ca.pem\ncert.pem\nkey.pem\nprobe\n0\nprobe\n0\nno key\n'
+      );
       expect(step.stderr).toMatch(/key\.pem: No such file or directory/);
       await job.post({ warnings: 0, count: 1 });
     });
