@@ -1115,6 +1115,30 @@ e2fsck -fn /w/orphans.img >/dev/null 2>&1 && echo e2fsck passes it`
     expect(delta(before, server.stats())).toMatchObject({ downloads: 1, rangedDownloads: 0 });
   });
 
+  test('a filesystem whose descriptors say every inode table is in use (e2fsck would read them all, holes it never stored): refused before the check', async () => {
+    const name = 'crafted-tables';
+    // Within what this runner takes: refused for what checking it would read, not for its size.
+    expect(16 * 1024 ** 3).toBeLessThanOrEqual(maxRestoredImageBytes(await freeBytes(os.tmpdir())));
+    await helper(
+      `truncate -s 16G /w/tables.img && ${MKFS} /w/tables.img
+for g in $(seq 0 127); do echo "set_bg $g flags 0"; echo "set_bg $g itable_unused 0"; echo "set_bg $g checksum calc"; done >/w/tables.cmd
+debugfs -w -f /w/tables.cmd /w/tables.img >/dev/null 2>&1 && ! dumpe2fs /w/tables.img 2>/dev/null | grep -q INODE_UNINIT`
+    );
+    const saved = await saveImageAs(
+      server,
+      path.join(work, 'tables.img'),
+      `${prefixOf(name)}${'4'.repeat(16)}`,
+      imageId
+    );
+    expect(saved.saved).toBe(true);
+    await expectRefusedBeforeCheck(
+      name,
+      new RegExp(
+        `^The cache ${defined(saved.key, 'saved key').replace(/[+.]/g, '\\$&')} was not used: the restored filesystem has \\d+ bytes of metadata to check for \\d+ bytes restored\\. The daemon starts empty\\.$`
+      )
+    );
+  });
+
   test('entries of the first format (tar+zstd) are not restored, and say nothing', async () => {
     await withJob({ cache: server }, async job => {
       const cold = await job.main(crafted('old-format'));
