@@ -40,11 +40,12 @@ const BG_BLOCK_UNINIT = 0x2;
 const SUPPORTED_BLOCK_BYTES = 4096;
 
 /**
- * The features entrypoint.sh's make_filesystem gives a filesystem with any mke2fs of a dind image:
- * a restored one with any other is refused, so the kernel never runs code for a feature we do not use
- * (no journal, no orphan file, no inline data, quota, MMP, encryption, casefolding...).
+ * The features make_filesystem (entrypoint.sh) gives a filesystem with upstream mke2fs.conf's ext4
+ * defaults, as Debian's and Alpine's e2fsprogs ship them: a restored one with any other is refused, so
+ * the kernel runs no code for a feature we do not use (journal, orphan file, inline data, quota, MMP,
+ * encryption, casefolding...).
  */
-export const RESTORABLE_FEATURES = {
+const RESTORABLE_FEATURES = {
   compat: COMPAT_EXT_ATTR | COMPAT_DIR_INDEX,
   incompat: INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG | INCOMPAT_CSUM_SEED,
   roCompat:
@@ -58,7 +59,7 @@ export const RESTORABLE_FEATURES = {
 };
 
 /** Bytes of filesystem per inode at most: make_filesystem's `-i 8192` (entrypoint.sh). */
-export const BYTES_PER_INODE = 8192;
+const BYTES_PER_INODE = 8192;
 
 /** [start, end) in blocks. */
 export type BlockRange = [number, number];
@@ -307,7 +308,7 @@ export async function readLayout(file: FileHandle): Promise<Ext4Layout> {
  * were initialised, and the inode table of every group up to its never-used tail (the whole table
  * where descriptors carry no checksums, or a group's inodes were initialised with no tail kept).
  */
-export function checkedMetadataBytes(sb: Superblock, descriptors: Buffer): number {
+function checkedMetadataBytes(sb: Superblock, descriptors: Buffer): number {
   let blocks = 0;
   for (let group = 0; group < sb.groups; group++) {
     const { flags, unusedInodes } = parseDescriptor(sb, descriptors, group);
