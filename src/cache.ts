@@ -3,6 +3,7 @@
 // before the daemon starts; post's side is cache-save.ts. Every failure here is a warning and a cold
 // daemon, never a failed job and never a half-restored image: a state whose parts are gone, or one
 // that does not check out, gives way to the state it was made from, and that to an empty daemon.
+import { constants as fsConstants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
@@ -10,12 +11,13 @@ import { download } from './blob-download';
 import { availability, isRateLimit, lookup } from './cache-service';
 import { cacheKeys, keyBase } from './cache-key';
 import { Inputs } from './constants';
-import { adoptImage, DataFiles, freeBytes, MAX_IMAGE_BYTES, newImageBytes, prepareDataDir } from './data-image';
+import { adoptImage, DataFiles, freeBytes, maxRestoredImageBytes, newImageBytes, prepareDataDir } from './data-image';
 import { errorMessage } from './errors';
+import { checkRestored } from './ext4';
 import type { ActionInputs, CacheSavePolicy } from './inputs';
 import type { Instance } from './instance';
 import { LocalStore } from './local-store';
-import { decodeManifest, MAX_MANIFEST_BLOB_BYTES, type Manifest, type ManifestLimits } from './manifest';
+import { CHUNK_BYTES, decodeManifest, MAX_MANIFEST_BLOB_BYTES, type Manifest, type ManifestLimits } from './manifest';
 import { runAll, writeState, type WriteProgress } from './restore';
 import { formatBytes } from './units';
 import { zstdAvailable } from './zstd';
@@ -57,6 +59,8 @@ export interface RestoreResult {
   wholeImage?: boolean;
   /** The state restored, also written to the data directory for post. */
   manifest?: Manifest;
+  /** A state restored but refused before the daemon saw it: post saves over it (see decideSave). */
+  refusedKey?: string;
 }
 
 const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
@@ -154,7 +158,8 @@ interface Candidate {
 async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
   const service = availability();
   const store = setup.cacheDir ? await LocalStore.open(setup.cacheDir) : undefined;
-  const limits = { maxImageBytes: MAX_IMAGE_BYTES, maxWriteBytes: await freeBytes(path.dirname(setup.dataDir)) };
+  const free = await freeBytes(path.dirname(setup.dataDir));
+  const limits = { maxImageBytes: maxRestoredImageBytes(free), maxWriteBytes: free };
   /**
    * The newest state for the first of the keys that matches, from the cache service and the runner's
    * store (where a job that could not upload saved a newer one); its manifest from the store if it has it.
@@ -209,6 +214,13 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
           `The cache was made by another dind image (${manifest.imageId}, this one is ${current}): the daemon starts empty and post saves a new cache.`
         );
         return MISS;
+      }
+      const refused = await checkRestoredImage(setup.dataDir, manifest);
+      if (refused) {
+        core.warning(
+          `The cache ${manifest.key} was not used: the restored filesystem ${refused}. The daemon starts empty.`
+        );
+        return { ...MISS, refusedKey: manifest.key };
       }
       await fs.writeFile(path.join(setup.dataDir, DataFiles.manifest), JSON.stringify(manifest));
       if (store) {
@@ -292,6 +304,27 @@ async function restoreState(
     localBytes: progress.localBytes,
     manifest
   };
+}
+
+/**
+ * Why the restored image must not reach the kernel (ext4.ts checkRestored), or undefined; a refused
+ * image is removed (a kept one need not be writable by this user), for a fresh one in its place.
+ */
+async function checkRestoredImage(dataDir: string, manifest: Manifest): Promise<string | undefined> {
+  const image = path.join(dataDir, DataFiles.image);
+  // Never blocks on a FIFO nor follows a link: a kept image came from a directory others may write.
+  const handle = await fs.open(image, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  let refused: string | undefined;
+  try {
+    const stats = await handle.stat();
+    refused = stats.isFile()
+      ? await checkRestored(handle, stats.size, manifest.chunks.length * CHUNK_BYTES)
+      : 'is not a regular file';
+  } finally {
+    await handle.close();
+  }
+  if (refused) await fs.rm(image, { force: true });
+  return refused;
 }
 
 /** The bytes of the frames a state's chunks use, each counted once. */

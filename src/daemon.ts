@@ -119,6 +119,20 @@ function publishedPorts(ports: PortMapping[]): Record<string, Array<{ HostIp: st
   return bindings;
 }
 
+/**
+ * Paths of the dind container to cover with an empty read-only tmpfs: the client's certificate
+ * directory, when a bind mount (RUNNER_TEMP's, by default) shows it there. A nested container that
+ * mounts that path, or the dind container's `/`, would otherwise read the client's key: the whole
+ * daemon's control, privileged containers included.
+ */
+export function hiddenPaths(certDir: string, targets: string[]): string[] {
+  const covered = targets.some(target => {
+    const inside = path.posix.relative(target, certDir);
+    return !inside.startsWith('..') && !path.posix.isAbsolute(inside);
+  });
+  return covered ? [certDir] : [];
+}
+
 /** Engine API fields @types/dockerode does not know yet. */
 type HostConfig = Docker.HostConfig & { CgroupnsMode?: 'private' | 'host' };
 
@@ -152,7 +166,14 @@ export function containerCreateOptions(
       Binds: [
         ...(spec.dataDir ? [`${spec.dataDir}:${CONTAINER_DATA_DIR}`] : []),
         ...spec.mounts.map(mount => `${mount.source}:${mount.target}`)
-      ]
+      ],
+      // The engine mounts these after the binds they lie in (it orders mounts by depth).
+      Tmpfs: Object.fromEntries(
+        hiddenPaths(
+          instance.certDir,
+          spec.mounts.map(mount => mount.target)
+        ).map(hidden => [hidden, 'ro,size=4k'])
+      )
     },
     NetworkingConfig: { EndpointsConfig: { [instance.networkName]: { Aliases: [instance.name] } } }
   };

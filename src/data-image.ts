@@ -78,6 +78,16 @@ export function newImageBytes(freeBytes: number): number {
   return Math.floor(bounded / CHUNK_BYTES) * CHUNK_BYTES;
 }
 
+/**
+ * The largest filesystem a restore takes on a runner with `freeBytes` free: twice the one it would
+ * make. Checking a filesystem costs with its size whatever it holds (e2fsck -fn of an empty 2 TiB
+ * one: 2.8 s of CPU, 4 TiB: twice that), so an entry cannot choose that cost beyond what this
+ * runner's own filesystem costs; a state saved on a runner of the same kind is always within it.
+ */
+export function maxRestoredImageBytes(freeBytes: number): number {
+  return Math.min(MAX_IMAGE_BYTES, 2 * newImageBytes(freeBytes));
+}
+
 export async function freeBytes(dir: string): Promise<number> {
   const stats = await fs.statfs(dir);
   return stats.bavail * stats.bsize;

@@ -150,12 +150,20 @@ prune() {
 }
 
 make_filesystem() {
-	# A 4 MiB journal (a larger one would be saved too), no reserved blocks, an inode per 8 KiB
-	# (layers of small files), nothing a kernel of the last ten years could not mount.
-	set -- -t ext4 -q -F -b 4096 -m 0 -i 8192 -J size=4 -E lazy_itable_init=1,nodiscard
-	mke2fs "$@" -O ^resize_inode,^orphan_file,^metadata_csum_seed "$image" 2>/dev/null ||
-		mke2fs "$@" -O ^resize_inode "$image"
+	# No journal: a filesystem lives for one job and is saved only once cleanly unmounted, so it has
+	# nothing to recover, and a restored one with a journal is refused (src/ext4.ts). No reserved
+	# blocks, an inode per 8 KiB (layers of small files; ext4.ts BYTES_PER_INODE), nothing a kernel of
+	# the last ten years could not mount.
+	set -- -t ext4 -q -F -b 4096 -m 0 -i 8192 -E lazy_itable_init=1,nodiscard
+	mke2fs "$@" -O ^has_journal,^resize_inode,^orphan_file,^metadata_csum_seed "$image" 2>/dev/null ||
+		mke2fs "$@" -O ^has_journal,^resize_inode "$image"
 }
+
+# nodev: a device node in the daemon's data (a layer's, a volume's) opens nothing in the dind container
+# nor in a container whose root is a plain directory of it (vfs); overlay2's whiteouts still work.
+# errors=remount-ro whatever the superblock says (panic would take the runner down). Not nosuid:
+# setuid programs of vfs layers and of volumes would stop working.
+mount_options=noatime,noinit_itable,nodev,errors=remount-ro
 
 # A free loop device: a privileged container sees only the device nodes that existed when it was
 # created, so make the node the kernel hands out if it is missing. Another container may take the
@@ -166,7 +174,7 @@ mount_image() {
 		tries=$((tries + 1))
 		dev="$(losetup -f 2>/dev/null)" || return 1
 		[ -b "$dev" ] || mknod "$dev" b 7 "${dev#/dev/loop}" 2>/dev/null || :
-		mount -o "loop=$dev,noatime,noinit_itable" "$image" "$lib" 2>"$data/mount.err" && return 0
+		mount -o "loop=$dev,$mount_options" "$image" "$lib" 2>"$data/mount.err" && return 0
 		sleep 0.1
 	done
 	return 1

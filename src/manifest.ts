@@ -109,7 +109,10 @@ export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Prom
   const filesystem = json.filesystem as { type?: unknown; bytes?: unknown } | undefined;
   check(filesystem?.type === 'ext4' && isCount(filesystem.bytes) && filesystem.bytes > 0, 'no filesystem size');
   check(filesystem.bytes % CHUNK_BYTES === 0, 'a filesystem size that is not a whole number of chunks');
-  check(filesystem.bytes <= limits.maxImageBytes, `a filesystem of ${filesystem.bytes} bytes, over the limit`);
+  check(
+    filesystem.bytes <= limits.maxImageBytes,
+    `a filesystem of ${filesystem.bytes} bytes, more than the ${limits.maxImageBytes} a restore takes here`
+  );
 
   check(Array.isArray(json.parts) && json.parts.length <= MAX_PARTS, 'a bad list of parts');
   const parts = (json.parts as unknown[]).map((part, i) => {

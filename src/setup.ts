@@ -244,7 +244,7 @@ async function prepare(
     })()
   ]);
   state.imageId = await imageId;
-  if (cache) state.cache = { ...cache.setup, restoredKey: cache.restored.key };
+  if (cache) state.cache = { ...cache.setup, restoredKey: cache.restored.key, refusedKey: cache.restored.refusedKey };
   saveInstanceState(state);
   return { ...tls, dataDir, cache };
 }

@@ -16,7 +16,9 @@ import * as path from 'node:path';
 import { contentFingerprint } from '../../src/cache-key';
 import { INSTANCE_LABEL } from '../../src/constants';
 import { startCacheServer, type CacheFault, type CacheServer } from '../support/cache-server';
-import { saveImageAs, writeEntry, writeForeignEntry } from '../support/craft';
+import { cacheKeys, keyBase } from '../../src/cache-key';
+import { freeBytes, maxRestoredImageBytes } from '../../src/data-image';
+import { saveImageAs, writeEntry, writeForeignEntry, writeImageEntry } from '../support/craft';
 import { defined } from '../support/defined';
 import { buildImage, inspectContainer, OUTER_SOCKET, run, TEST_IMAGE } from '../support/engine';
 import {
@@ -907,6 +909,42 @@ describe('crafted entries', () => {
       180_000
     );
 
+  /** The key prefix a job of `crafted(name)` restores from (its cache-key output when nothing is restored). */
+  const prefixOf = (name: string) =>
+    cacheKeys(
+      keyBase({
+        image: TEST_IMAGE,
+        arch: process.arch,
+        dockerdArgs: [],
+        daemonConfig: JSON.parse(crafted(name)['daemon-config']) as Record<string, unknown>
+      }),
+      name
+    ).exactPrefix;
+
+  /** mke2fs as entrypoint.sh's make_filesystem runs it. */
+  const MKFS =
+    'mke2fs -q -F -t ext4 -b 4096 -m 0 -i 8192 -O ^has_journal,^resize_inode,^orphan_file,^metadata_csum_seed -E lazy_itable_init=1,nodiscard';
+
+  /**
+   * A job of `crafted(name)` that restores `key`: refused before e2fsck runs (the entrypoint is handed
+   * a fresh filesystem to make, and writes no check log), the warning says why, the daemon starts empty.
+   */
+  async function expectRefusedBeforeCheck(name: string, warning: string | RegExp): Promise<void> {
+    await withJob({ cache: server }, async job => {
+      const main = await job.main(crafted(name));
+      expect(main.warnings).toEqual([typeof warning === 'string' ? warning : expect.stringMatching(warning)]);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': prefixOf(name), 'cache-size': '0' });
+      expect(fs.existsSync(path.join(main.dataDir, 'check.log'))).toBe(false);
+      expect(fs.readFileSync(path.join(main.dataDir, 'events'), 'utf8')).toMatch(/^mounted in .* s \(new\)$/m);
+      await expectEmptyWorkingDaemon(job);
+      // Saved over the refused state, under a key of its own, so that it stops being the newest.
+      const [post] = await job.post({ warnings: 0 });
+      expect(savedKeyOf(post)).toMatch(
+        new RegExp(`^${prefixOf(name).replace(/[+.]/g, '\\$&')}[0-9a-f]{16}\\.[0-9a-f]{8}$`)
+      );
+    });
+  }
+
   /** The key prefix of a cache-key, and a job's image file copied out once its daemon has stopped. */
   async function stateOfJob(
     cacheKey: string,
@@ -1021,6 +1059,10 @@ describe('crafted entries', () => {
       expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': saved.key });
       // It is in the daemon's filesystem, inside the dind container; on the runner there is one regular file.
       expect(await inDind(main, 'stat -c "%A %t:%T" /var/lib/docker/image/sda')).toBe('brw-rw-rw- 8:0\n');
+      // Mounted nodev: even the privileged dind container's root cannot open it there.
+      expect(await inDind(main, 'head -c 1 /var/lib/docker/image/sda 2>&1 >/dev/null || :')).toMatch(
+        /Permission denied/
+      );
       await expectDataDirOfUser(main, undefined);
       // A layer with such a node (as a crafted state could hold) gives a nested container nothing.
       const opened = await job.run(
@@ -1053,6 +1095,8 @@ describe('crafted entries', () => {
         )
       );
       expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
+      // e2fsck ran on it: what the tests of states refused before the check find absent.
+      expect(fs.existsSync(path.join(main.dataDir, 'check.log'))).toBe(true);
       await expectEmptyWorkingDaemon(job);
       await job.post({ warnings: 0 });
     });
@@ -1176,6 +1220,95 @@ describe('crafted entries', () => {
       const [post] = await job.post({ warnings: 0 });
       expect(savedKeyOf(post)).toMatch(new RegExp(`^${prefix.replace(/[+.]/g, '\\$&')}[0-9a-f]{16}\\.[0-9a-f]{8}$`));
     });
+  });
+
+  test('a filesystem whose journal holds a transaction (needs_recovery), which e2fsck -fn passes and the kernel would replay: refused before the check, the daemon starts empty', async () => {
+    const name = 'crafted-recovery';
+    // Files written and synced into the journal, the image copied before the kernel checkpoints them.
+    const control = await helper(
+      `truncate -s 2G /w/recovery.img && mke2fs -q -F -t ext4 -b 4096 /w/recovery.img && mkdir /m /r
+mount -o loop,commit=600 /w/recovery.img /m && mkdir /m/image && for i in $(seq 200); do echo $i > /m/image/f$i; done
+sync -f /m/image/f1 && cp --sparse=always /w/recovery.img /w/recovery-copy.img && umount /m && mv /w/recovery-copy.img /w/recovery.img
+dumpe2fs -h /w/recovery.img 2>/dev/null | grep -c needs_recovery
+e2fsck -fn /w/recovery.img >/dev/null 2>&1 && echo e2fsck passes it
+cp --sparse=always /w/recovery.img /w/replay.img && mount -o loop /w/replay.img /r && ls /r/image | wc -l && umount /r && rm /w/replay.img`
+    );
+    // The check passes it; mounted, the kernel replays 200 files into a directory the check never saw.
+    expect(control.split('\n')).toEqual(['1', 'e2fsck passes it', '200', '']);
+    const key = `${prefixOf(name)}${'1'.repeat(16)}`;
+    await writeImageEntry(server, path.join(work, 'recovery.img'), key, imageId);
+    await expectRefusedBeforeCheck(
+      name,
+      `The cache ${key} was not used: the restored filesystem needs journal recovery. The daemon starts empty.`
+    );
+  });
+
+  test('a filesystem with an orphan inode list, which e2fsck -fn passes and the kernel would process at mount: refused before the check, the daemon starts empty', async () => {
+    const name = 'crafted-orphans';
+    const control = await helper(
+      `truncate -s 2G /w/orphans.img && ${MKFS} /w/orphans.img && mkdir /m
+mount -o loop /w/orphans.img /m && mkdir /m/image && echo data > /m/image/victim && inode=$(stat -c %i /m/image/victim) && umount /m
+debugfs -w -R "ssv last_orphan $inode" /w/orphans.img 2>/dev/null
+dumpe2fs -h /w/orphans.img 2>/dev/null | grep -c "^First orphan inode:"
+e2fsck -fn /w/orphans.img >/dev/null 2>&1 && echo e2fsck passes it`
+    );
+    expect(control.split('\n')).toEqual(['1', 'e2fsck passes it', '']);
+    // Cleanly unmounted: the action's own save takes it.
+    const saved = await saveImageAs(
+      server,
+      path.join(work, 'orphans.img'),
+      `${prefixOf(name)}${'2'.repeat(16)}`,
+      imageId
+    );
+    expect(saved.saved).toBe(true);
+    await expectRefusedBeforeCheck(
+      name,
+      `The cache ${defined(saved.key, 'saved key')} was not used: the restored filesystem has orphan inodes or an orphan file. The daemon starts empty.`
+    );
+  });
+
+  test("a small entry claiming a 2 TiB filesystem (e2fsck's time grows with the size claimed): refused before anything is fetched or checked", async () => {
+    const name = 'crafted-huge';
+    const claimed = 2 * 1024 ** 4;
+    // More than this runner takes: twice the filesystem it would make.
+    expect(claimed).toBeGreaterThan(maxRestoredImageBytes(await freeBytes(os.tmpdir())));
+    await helper(`truncate -s 2T /w/huge.img && ${MKFS} /w/huge.img`);
+    const saved = await saveImageAs(server, path.join(work, 'huge.img'), `${prefixOf(name)}${'3'.repeat(16)}`, imageId);
+    expect(saved.saved).toBe(true);
+    expect(saved.storedBytes).toBeLessThan(32 * 1024 ** 2);
+    const before = server.stats();
+    await expectRefusedBeforeCheck(
+      name,
+      new RegExp(
+        `^Cache restore failed, the daemon starts empty: a filesystem of ${claimed} bytes, more than the \\d+ a restore takes here$`
+      )
+    );
+    // Only the manifest was fetched, no part of the state.
+    expect(delta(before, server.stats())).toMatchObject({ downloads: 1, rangedDownloads: 0 });
+  });
+
+  test('a filesystem whose descriptors say every inode table is in use (e2fsck would read them all, holes it never stored): refused before the check', async () => {
+    const name = 'crafted-tables';
+    // Within what this runner takes: refused for what checking it would read, not for its size.
+    expect(16 * 1024 ** 3).toBeLessThanOrEqual(maxRestoredImageBytes(await freeBytes(os.tmpdir())));
+    await helper(
+      `truncate -s 16G /w/tables.img && ${MKFS} /w/tables.img
+for g in $(seq 0 127); do echo "set_bg $g flags 0"; echo "set_bg $g itable_unused 0"; echo "set_bg $g checksum calc"; done >/w/tables.cmd
+debugfs -w -f /w/tables.cmd /w/tables.img >/dev/null 2>&1 && ! dumpe2fs /w/tables.img 2>/dev/null | grep -q INODE_UNINIT`
+    );
+    const saved = await saveImageAs(
+      server,
+      path.join(work, 'tables.img'),
+      `${prefixOf(name)}${'4'.repeat(16)}`,
+      imageId
+    );
+    expect(saved.saved).toBe(true);
+    await expectRefusedBeforeCheck(
+      name,
+      new RegExp(
+        `^The cache ${defined(saved.key, 'saved key').replace(/[+.]/g, '\\$&')} was not used: the restored filesystem has \\d+ bytes of metadata to check for \\d+ bytes restored\\. The daemon starts empty\\.$`
+      )
+    );
   });
 
   test('entries of the first format (tar+zstd) are not restored, and say nothing', async () => {

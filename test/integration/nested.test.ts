@@ -121,6 +121,29 @@ docker-compose -p nested${token} down`,
     });
   });
 
+  test("the client's key is nowhere a nested container can mount: RUNNER_TEMP's certificate directory is empty in the dind container, also through its `/`", async () => {
+    await withJob({}, async job => {
+      const main = await job.main();
+      expect(main.warnings).toEqual([]);
+      const step = await job.step(
+        `${loadFromOuter(NESTED_BASE_IMAGE)}
+set -e
+ls "$DOCKER_CERT_PATH"
+echo probe > "$RUNNER_TEMP/probe"
+docker run --rm -v "$RUNNER_TEMP":/t ${NESTED_BASE_IMAGE} sh -c 'cat /t/probe; ls -A "/t/$(basename "$1")" | wc -l' sh "$DOCKER_CERT_PATH"
+docker run --rm -v /:/host ${NESTED_BASE_IMAGE} sh -c 'cat "/host$1/../probe"; ls -A "/host$1" | wc -l; cat "/host$1/key.pem"' sh "$DOCKER_CERT_PATH" || echo "no key"
+rm "$RUNNER_TEMP/probe"`,
+        "nested containers that mount RUNNER_TEMP and the dind container's /"
+      );
+      // The runner's steps have the key; nested containers see RUNNER_TEMP, and the certificate directory empty.
+      expect(step.stdout.replace(/^Loaded image: .*\n/m, '')).toBe(
+        'ca.pem\ncert.pem\nkey.pem\nprobe\n0\nprobe\n0\nno key\n'
+      );
+      expect(step.stderr).toMatch(/key\.pem: No such file or directory/);
+      await job.post({ warnings: 0, count: 1 });
+    });
+  });
+
   test('mounts: none bind-mounts nothing: a nested `-v "$PWD":/src` sees an empty directory of the daemon', async () => {
     await withJob({}, async job => {
       const main = await job.main({ mounts: 'none' });

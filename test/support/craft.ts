@@ -6,8 +6,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { uploadData } from '../../src/blob-upload';
 import { finalize, reserve } from '../../src/cache-service';
-import { DataFiles } from '../../src/data-image';
+import { DataFiles, scanImage, sha256 } from '../../src/data-image';
+import { readLayout } from '../../src/ext4';
+import { CHUNK_BYTES, encodeManifest, MANIFEST_FORMAT, type Frame } from '../../src/manifest';
 import { saveState, type SaveResult } from '../../src/save';
+import { compressFrame } from '../../src/zstd';
 import type { CacheServer } from './cache-server';
 
 /** Runs `body` with this process's environment pointing the action's cache code at `server`. */
@@ -38,6 +41,45 @@ export async function saveImageAs(
   } finally {
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Writes a filesystem image as the state `key`, one part and its manifest, whatever state the
+ * filesystem is in (the action's own save takes only cleanly unmounted ones): its used chunks by its
+ * bitmaps, as the action's save picks them.
+ */
+export async function writeImageEntry(server: CacheServer, image: string, key: string, imageId: string): Promise<void> {
+  const handle = await fs.promises.open(image, 'r');
+  const frames: Frame[] = [];
+  const chunks: Array<[number, number]> = [];
+  const data: Buffer[] = [];
+  let offset = 0;
+  try {
+    await scanImage(handle, await readLayout(handle), async (position, chunk, hash) => {
+      const frame = await compressFrame(chunk);
+      chunks.push([position, frames.push({ hash, part: 0, offset, length: frame.length }) - 1]);
+      data.push(frame);
+      offset += frame.length;
+    });
+  } finally {
+    await handle.close();
+  }
+  const part = Buffer.concat(data);
+  const partKey = `setup-dind-v2-part-${sha256(part)}`;
+  await writeEntry(server, partKey, part);
+  const manifest = await encodeManifest({
+    format: MANIFEST_FORMAT,
+    key,
+    savedAt: new Date().toISOString(),
+    imageId,
+    lastUsed: {},
+    filesystem: { type: 'ext4', bytes: fs.statSync(image).size },
+    chunkBytes: CHUNK_BYTES,
+    parts: [{ key: partKey, bytes: part.length }],
+    frames,
+    chunks
+  });
+  await writeEntry(server, key, manifest);
 }
 
 /** Writes an entry of the action's cache version byte for byte. */

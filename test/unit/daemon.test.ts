@@ -11,6 +11,7 @@ import { INSTANCE_LABEL } from '../../src/constants';
 import {
   coldWaitMs,
   containerCreateOptions,
+  hiddenPaths,
   DaemonNotReadyError,
   daemonConfig,
   demultiplex,
@@ -412,6 +413,23 @@ describe('containerCreateOptions', () => {
     ]
   ])('binds: %s', (_name, dataDir, mounts, binds) => {
     expect(create({ dataDir, mounts }).HostConfig.Binds).toEqual(binds);
+  });
+
+  test.each<[string, string[], string[]]>([
+    ['no mounts', [], []],
+    ['RUNNER_TEMP, where it lies', ['/home/runner/work/repo/repo', '/runner/temp'], [instance.certDir]],
+    ['a parent of RUNNER_TEMP', ['/runner'], [instance.certDir]],
+    ['the directory itself', [instance.certDir], [instance.certDir]],
+    ['/', ['/'], [instance.certDir]],
+    ['a trailing slash', ['/runner/temp/'], [instance.certDir]],
+    ['a sibling whose name starts the same', ['/runner/tem', '/runner/temp2'], []],
+    ['a directory inside it', [`${instance.certDir}/sub`], []]
+  ])("the client's certificates are covered where a mount shows them: %s", (_name, targets, hidden) => {
+    expect(hiddenPaths(instance.certDir, targets)).toEqual(hidden);
+    const mounts = targets.map(target => ({ source: `/host${target}`, target }));
+    expect(create({ mounts }).HostConfig.Tmpfs).toEqual(
+      Object.fromEntries(hidden.map(hiddenPath => [hiddenPath, 'ro,size=4k']))
+    );
   });
 
   test("the daemon's unix socket stays inside the container: nothing binds or publishes it", () => {

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { restoredImageBytes } from '../../src/cache';
 import {
   MAX_IMAGE_BYTES,
+  maxRestoredImageBytes,
   MIN_IMAGE_BYTES,
   newImageBytes,
   parseDataEvents,
@@ -27,6 +28,16 @@ test.each<[number, number]>([
 ])('newImageBytes(%d) = %d, whole chunks', (free, bytes) => {
   expect(newImageBytes(free)).toBe(bytes);
   expect(newImageBytes(free) % CHUNK_BYTES).toBe(0);
+});
+
+test.each<[string, number, number]>([
+  ['a hosted runner (70 GiB free): twice what it makes', 70 * GIB, 140 * GIB],
+  ['a full disk: twice the smallest filesystem', 1, 2 * MIN_IMAGE_BYTES],
+  ['a large disk: the largest filesystem, no more', 3000 * GIB, MAX_IMAGE_BYTES]
+])('maxRestoredImageBytes: %s', (_name, free, bytes) => {
+  expect(maxRestoredImageBytes(free)).toBe(bytes);
+  // A state saved on a runner with this much free, or a little more, is within it.
+  expect(maxRestoredImageBytes(free)).toBeGreaterThanOrEqual(newImageBytes(free * 1.5));
 });
 
 test.each<[string, string, object]>([

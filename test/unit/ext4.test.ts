@@ -7,11 +7,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   bitmapRanges,
+  CHECK_ALLOWANCE_BYTES,
+  checkRestored,
   hasSuperblockCopy,
+  metadataRefusal,
   normalizeRanges,
+  parseSuperblock,
   readLayout,
+  superblockRefusal,
   UnsupportedFilesystemError,
-  type BlockRange
+  type BlockRange,
+  type Superblock
 } from '../../src/ext4';
 import { defined } from '../support/defined';
 
@@ -27,12 +33,10 @@ const ENTRYPOINT_OPTIONS = [
   '0',
   '-i',
   '8192',
-  '-J',
-  'size=4',
   '-E',
   'lazy_itable_init=1,nodiscard',
   '-O',
-  '^resize_inode'
+  '^has_journal,^resize_inode'
 ];
 
 let dir: string;
@@ -255,5 +259,166 @@ describe('helpers', () => {
     ]
   ])('normalizeRanges: %s', (_name, ranges, holes, expected) => {
     expect(normalizeRanges(ranges, holes)).toEqual(expected);
+  });
+});
+
+/** Runs a command on an image (debugfs, tune2fs), failing the test if it fails. */
+function onImage(command: string, args: string[], file: string): void {
+  execFileSync(command, [...args, file], { stdio: 'pipe' });
+}
+
+async function refusalOf(file: string, restoredBytes = 0): Promise<string | undefined> {
+  const handle = await fs.promises.open(file, 'r');
+  try {
+    return await checkRestored(handle, fs.statSync(file).size, restoredBytes);
+  } finally {
+    await handle.close();
+  }
+}
+
+const GIB = 2 ** 30;
+
+describe('superblockRefusal', () => {
+  let base: Superblock;
+  beforeAll(() => {
+    const file = makeImage('base.img', 4 * GIB, ENTRYPOINT_OPTIONS);
+    const fd = fs.openSync(file, 'r');
+    const superblock = Buffer.alloc(1024);
+    fs.readSync(fd, superblock, 0, 1024, 1024);
+    fs.closeSync(fd);
+    base = parseSuperblock(superblock);
+  });
+
+  test('a filesystem as the entrypoint makes it is taken', () => {
+    expect(superblockRefusal(base, 4 * GIB)).toBeUndefined();
+  });
+
+  test.each<[string, Partial<Superblock>, RegExp]>([
+    ['needs_recovery', { incompat: 0x4 }, /^needs journal recovery$/],
+    ['needs_recovery and a journal', { incompat: 0x4, compat: 0x4 | 0x8 | 0x20 }, /^needs journal recovery$/],
+    ['an orphan list', { lastOrphan: 12 }, /^has orphan inodes/],
+    ['orphan_present', { roCompat: 0x10000 }, /^has orphan inodes/],
+    ['an orphan file', { compat: 0x1000 | 0x8 | 0x20 }, /^has orphan inodes or an orphan file$/],
+    ['a clean journal', { compat: 0x4 | 0x8 | 0x20 }, /^has a journal/],
+    ['fast_commit', { compat: 0x400 | 0x8 | 0x20 }, /^has features .*\(compat 0x400\)$/],
+    ['MMP', { incompat: 0x100 | 0x2 | 0x40 }, /\(incompat 0x100\)$/],
+    ['inline_data', { incompat: 0x8000 | 0x2 | 0x40 }, /\(incompat 0x8000\)$/],
+    ['encrypt and casefold', { incompat: 0x30000 | 0x2 }, /\(incompat 0x30000\)$/],
+    ['quota', { roCompat: 0x100 | 0x1 }, /\(ro_compat 0x100\)$/],
+    ['state: mounted (VALID clear)', { state: 0 }, /^was not cleanly unmounted or has errors \(state 0, 0 errors/],
+    ['state: errors', { state: 0x1 | 0x2 }, /state 3/],
+    ['state: orphans being recovered', { state: 0x1 | 0x4 }, /state 5/],
+    ['errors recorded', { errorCount: 2 }, /2 errors recorded/],
+    ['mount options of its own', { mountOptions: 'errors=panic' }, /^sets mount options of its own \('errors=panic'/],
+    ['default mount options beyond xattrs and ACLs', { defaultMountOptions: 0x60 | 0xc }, /defaults 0x6c/],
+    ['more blocks than its image', { blockCount: (4 * GIB) / 4096 + 1 }, /^claims 4294971392 bytes in an image of/],
+    ['an inode per 4 KiB', { inodesPerGroup: 32768 }, /^has 32768 inodes per group, more than one per 8192 bytes$/]
+  ])('refused: %s', (_name, overrides, reason) => {
+    expect(superblockRefusal({ ...base, ...overrides }, 4 * GIB)).toMatch(reason);
+  });
+
+  test.each<[string, Partial<Superblock>]>([
+    ['gdt_csum instead of metadata_csum', { roCompat: 0x1 | 0x2 | 0x8 | 0x10 | 0x20 | 0x40 }],
+    ['user_xattr and acl by default', { defaultMountOptions: 0xc }],
+    ['smaller than its image', { blockCount: GIB / 4096 }],
+    ['without 64bit and flex_bg', { incompat: 0x2 | 0x40 }]
+  ])('taken: %s', (_name, overrides) => {
+    expect(superblockRefusal({ ...base, ...overrides }, 4 * GIB)).toBeUndefined();
+  });
+});
+
+describe('metadataRefusal', () => {
+  /** A superblock of `groups` full groups (checksummed descriptors or not) and their descriptors. */
+  const layout = (groups: number, checksummed: boolean, descriptor: { flags: number; unused: number }) => {
+    const sb = {
+      blockBytes: 4096,
+      blocksPerGroup: 32768,
+      inodesPerGroup: 16384,
+      inodeBytes: 256,
+      wide: true,
+      descriptorBytes: 64,
+      checksummedGroups: checksummed,
+      groups
+    } as Superblock;
+    const descriptors = Buffer.alloc(groups * 64);
+    for (let group = 0; group < groups; group++) {
+      descriptors.writeUInt16LE(descriptor.flags, group * 64 + 0x12);
+      descriptors.writeUInt16LE(descriptor.unused & 0xffff, group * 64 + 0x1c);
+    }
+    return { sb, descriptors };
+  };
+  // 16384 groups: a 2 TiB filesystem; each group's whole inode table is 1024 blocks (4 MiB).
+  const TIB2 = 16384;
+  test.each<[string, boolean, number, boolean, { flags: number; unused: number }, number]>([
+    ['2 TiB, every group unused (BLOCK_UNINIT, INODE_UNINIT)', false, TIB2, true, { flags: 0x3, unused: 16384 }, 0],
+    ['2 TiB, every inode table in use, 16 MiB restored', true, TIB2, true, { flags: 0, unused: 0 }, 16 * 2 ** 20],
+    ['2 TiB, the flags of descriptors without checksums', true, TIB2, false, { flags: 0x3, unused: 16384 }, 2 ** 24],
+    ['2 TiB, every bitmap initialised, no inode in use', false, TIB2, true, { flags: 0, unused: 16384 }, 0],
+    ['64 groups in use, whole tables restored', false, 64, true, { flags: 0, unused: 0 }, 64 * 1026 * 4096]
+  ])('%s: refused %s', (_name, refused, groups, checksummed, descriptor, restored) => {
+    const { sb, descriptors } = layout(groups, checksummed, descriptor);
+    const reason = metadataRefusal(sb, descriptors, restored);
+    if (refused) expect(reason).toMatch(/^has \d+ bytes of metadata to check for \d+ bytes restored$/);
+    else expect(reason).toBeUndefined();
+  });
+
+  test('the allowance covers the bitmaps of every group of the largest filesystem', () => {
+    const { sb, descriptors } = layout(32768, true, { flags: 0, unused: 16384 });
+    expect(metadataRefusal(sb, descriptors, 0)).toBeUndefined();
+    expect(CHECK_ALLOWANCE_BYTES).toBe(32768 * 2 * 4096);
+  });
+});
+
+describe('checkRestored, on images made and altered by e2fsprogs', () => {
+  test.each<[string, string[], Array<[string, string[]]>, RegExp | undefined]>([
+    ['the entrypoint options', ENTRYPOINT_OPTIONS, [], undefined],
+    [
+      'a journal (mke2fs defaults)',
+      ['-t', 'ext4', '-q', '-F', '-b', '4096', '-O', '^orphan_file'],
+      [],
+      /^has a journal/
+    ],
+    ['an orphan list', ENTRYPOINT_OPTIONS, [['debugfs', ['-w', '-R', 'ssv last_orphan 12']]], /^has orphan inodes/],
+    // mke2fs makes an orphan file only with a journal.
+    [
+      'an orphan file',
+      ['-t', 'ext4', '-q', '-F', '-b', '4096', '-O', 'orphan_file'],
+      [],
+      /^has orphan inodes or an orphan file$/
+    ],
+    [
+      'needs_recovery',
+      ['-t', 'ext4', '-q', '-F', '-b', '4096', '-O', '^orphan_file'],
+      [['debugfs', ['-w', '-R', 'feature needs_recovery']]],
+      /^needs journal recovery$/
+    ],
+    ['inline_data', [...ENTRYPOINT_OPTIONS, '-O', 'inline_data'], [], /\(incompat 0x8000\)$/],
+    [
+      'errors=panic in its mount options',
+      ENTRYPOINT_OPTIONS,
+      [['tune2fs', ['-E', 'mount_opts=errors=panic']]],
+      /^sets mount options/
+    ],
+    ['an inode per 4 KiB', [...ENTRYPOINT_OPTIONS, '-i', '4096'], [], /inodes per group/],
+    [
+      'meta_bg',
+      [...ENTRYPOINT_OPTIONS, '-O', 'meta_bg'],
+      [],
+      /^is not one the action makes \(meta_bg or journal_dev\)$/
+    ]
+  ])('%s', async (_name, options, alterations, reason) => {
+    const file = makeImage('altered.img', 2 * GIB, options);
+    for (const [command, args] of alterations) onImage(command, args, file);
+    if (reason) expect(await refusalOf(file)).toMatch(reason);
+    else expect(await refusalOf(file)).toBeUndefined();
+  });
+
+  test('an image cut short of what its superblock claims, and one that is not ext4', async () => {
+    const file = makeImage('claims.img', 2 * GIB, ENTRYPOINT_OPTIONS);
+    fs.truncateSync(file, GIB);
+    expect(await refusalOf(file)).toBe(`claims ${2 * GIB} bytes in an image of ${GIB}`);
+    const plain = path.join(dir, 'plain.img');
+    fs.writeFileSync(plain, Buffer.alloc(8192));
+    expect(await refusalOf(plain)).toBe('is not one the action makes (not an ext4 filesystem)');
   });
 });
