@@ -26,7 +26,8 @@ fs.rmSync(path.join(root, 'dist'), { recursive: true, force: true });
 
 Promise.all([bundle('src/main.ts', 'dist/main'), bundle('src/post.ts', 'dist/post')])
   .then(() => {
-    fs.copyFileSync(path.join(root, 'src/entrypoint.sh'), path.join(root, 'dist/main/entrypoint.sh'));
+    for (const script of ['entrypoint.sh', 'check-data.sh'])
+      fs.copyFileSync(path.join(root, 'src', script), path.join(root, 'dist/main', script));
     require('./drop-native-addons');
   })
   .catch(error => {
