@@ -157,10 +157,13 @@ prune() {
 		done
 	fi
 }
-# Containers' layer mounts and the layer store's temporary files: only once the path to them is known
-# to hold no link (check-data.sh, or dockerd's own data).
+# Containers' layer mounts and the layer store's temporary files, emptied (as dockerd left them, the
+# directories stay): only once the path to them is known to hold no link (check-data.sh, or dockerd's
+# own data).
 drop_mounts() {
-	rm -rf "$lib/image/overlay2/layerdb/mounts" "$lib/image/overlay2/layerdb/tmp"
+	for dir in "$lib/image/overlay2/layerdb/mounts" "$lib/image/overlay2/layerdb/tmp"; do
+		if [ -e "$dir" ] || [ -L "$dir" ]; then rm -rf "$dir" && mkdir -m 755 "$dir"; fi
+	done
 }
 
 make_filesystem() {
