@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { extractBuildxPlugin, installBuildxPlugin } from '../support/buildx';
 import { startCacheServer, type CacheFault, type CacheServer } from '../support/cache-server';
 import { saveImageAs, writeEntry, writeForeignEntry } from '../support/craft';
 import { defined } from '../support/defined';
@@ -831,6 +832,59 @@ test -z "$(docker events --since 0 --until "$(date +%s)" --filter type=container
       expect(delta(before, server.stats())).toMatchObject(UNCHANGED);
     });
   }, 300_000);
+});
+
+describe('images BuildKit built (a key base of its own)', () => {
+  test('restore warm: their layers (BuildKit ids) pass the check; the build cache is not carried, and no layer is left that no image names', async () => {
+    const plugin = await extractBuildxPlugin();
+    const inputs = {
+      ...CACHE_INPUTS,
+      buildx: 'true',
+      'buildx-driver': 'docker',
+      'daemon-config': JSON.stringify({ features: { 'setup-dind-test-buildkit': true } })
+    };
+    const tag = 'setup-dind-test/cached:buildkit';
+    try {
+      await withJob({ cache: server }, async job => {
+        installBuildxPlugin(job.home, plugin);
+        await job.main(inputs);
+        fs.writeFileSync(
+          path.join(job.workspace, 'Dockerfile'),
+          `FROM ${TINY_IMAGE}\nRUN ["/ldconfig", "--version"]\nCOPY Dockerfile /Dockerfile\n`
+        );
+        const built = await job.step(
+          `${loadFromOuter(TINY_IMAGE)}\ndocker buildx build --progress plain --tag ${tag} . >/dev/null 2>&1\ndocker system df --format '{{.Type}} {{.TotalCount}}'`,
+          'build with BuildKit'
+        );
+        expect(built.stdout).toMatch(/^Build Cache [1-9]/m);
+        const [post] = await job.post({ warnings: 0 });
+        expect(savedKeyOf(post)).toMatch(KEY_PATTERN);
+      });
+      await withJob({ cache: server }, async job => {
+        installBuildxPlugin(job.home, plugin);
+        const main = await job.main(inputs);
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs['cache-hit']).toBe('true');
+        expect(await imageTags(job)).toEqual([tag, TINY_IMAGE].sort());
+        const used = await job.step(
+          `docker run --rm ${tag} /ldconfig --version | head -1\ndocker system df --format '{{.Type}} {{.TotalCount}}'`,
+          'run the built image'
+        );
+        expect(used.stdout).toMatch(/^ldconfig \(Debian GLIBC/);
+        expect(used.stdout).toMatch(/^Build Cache 0$/m);
+        const layers = await inDind(
+          main,
+          `cd /var/lib/docker && ls overlay2 | grep -vx l | sort && echo -- && for f in image/overlay2/layerdb/sha256/*/cache-id; do cat "$f"; echo; done | sort`
+        );
+        const [dirs, named] = layers.split('--\n').map(list => list.trim().split('\n'));
+        expect(dirs).toEqual(named);
+        expect(named.some(id => id.length === 25)).toBe(true);
+        await job.post({ warnings: 0 });
+      });
+    } finally {
+      fs.rmSync(path.dirname(plugin), { recursive: true, force: true });
+    }
+  });
 });
 
 // Any branch of a repository can write its cache. These entries are made as an attacker would make
