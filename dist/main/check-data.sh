@@ -15,7 +15,7 @@ export LC_ALL=C QUOTING_STYLE=shell-always
 # and GNU's stat both print as `'name' -> 'target'`. A name of other bytes than printable ASCII, or
 # with a quote, is refused unseen (a newline in it would make lines of its own). Not looked into:
 # layer contents, overlayfs's scratch directories (the kernel empties them at each mount), the
-# containers' layer mounts and the layer store's temporary files (the entrypoint removes both).
+# containers' layer mounts and the layer store's temporary files (the entrypoint empties both).
 entry='%F|%h|%s|%n'
 find . -xdev \( -name '*[! -~]*' -o -name "*'*" \) -prune -exec echo 'a name of odd bytes' \; -o \
 	\( -path './overlay2/*/diff' -o -path './overlay2/*/work' -o -path ./image/overlay2/layerdb/mounts -o -path ./image/overlay2/layerdb/tmp \) \
