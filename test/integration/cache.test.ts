@@ -994,7 +994,8 @@ describe('crafted entries', () => {
   // canary in the restoring job's workspace (which the dind container mounts at the same path).
   describe.each<{ user?: string; label: string }>([
     { user: undefined, label: 'root' },
-    { user: 'runner', label: 'runner' }
+    { user: 'runner', label: 'runner' },
+    { user: 'runner-nosudo', label: 'runner-nosudo' }
   ])('as $label', ({ user, label }) => {
     const forms = `crafted-forms-${label}`;
     const containerd = `crafted-containerd-${label}`;
