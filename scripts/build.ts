@@ -50,7 +50,8 @@ async function build(): Promise<void> {
     await Promise.all(
       names.map(name => bundle(BUNDLES[name], path.join('dist', name), path.join(statsDir, `${name}.json`)))
     );
-    fs.copyFileSync(path.join(root, 'src/entrypoint.sh'), path.join(dist, 'main/entrypoint.sh'));
+    for (const script of ['entrypoint.sh', 'check-data.sh'])
+      fs.copyFileSync(path.join(root, 'src', script), path.join(dist, 'main', script));
     for (const name of names) drop(path.join(dist, name));
     const packages = Object.fromEntries(
       names.map(name => {

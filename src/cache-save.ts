@@ -13,13 +13,11 @@ import { saveState, SizeLimitError, type SaveResult } from './save';
 import { formatBytes } from './units';
 import { collectUsage, planEviction, type LastUsed } from './usage';
 
-/** Build cache not used for this long is not carried on. */
-const BUILD_CACHE_MAX_AGE = '168h';
-
 /**
  * Clears what the next job should not inherit and returns what the daemon holds: containers and
- * volumes are the job's own state; dangling images and stale build cache are what would otherwise
- * pile up from job to job.
+ * volumes are the job's own state; dangling images are what would otherwise pile up from job to job.
+ * Build cache goes too: a restore keeps none of BuildKit's records (entrypoint.sh), and the layers
+ * they alone hold would stay in the state, named by nothing.
  */
 export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
   for (const container of await dind.listContainers({ all: true })) {
@@ -27,7 +25,7 @@ export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
   }
   await dind.pruneVolumes({ filters: { all: ['true'] } });
   await dind.pruneImages({ filters: { dangling: ['true'] } });
-  await dind.pruneBuilder({ filters: { until: [BUILD_CACHE_MAX_AGE] } } as Docker.PruneBuilderOptions);
+  await dind.pruneBuilder({ all: true } as Docker.PruneBuilderOptions);
   const images = await dind.listImages();
   const df = (await dind.df()) as { BuildCache?: Array<{ ID: string }> };
   return {

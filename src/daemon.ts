@@ -16,16 +16,19 @@ import { errorMessage } from './errors';
 
 const CERT_DIR = `${CONTAINER_SETUP_DIR}/certs`;
 const ENTRYPOINT = `${CONTAINER_SETUP_DIR}/entrypoint.sh`;
+/** Run by the entrypoint on restored data before dockerd starts. */
+const CHECK_DATA = `${CONTAINER_SETUP_DIR}/check-data.sh`;
 const DAEMON_JSON = `${CONTAINER_SETUP_DIR}/daemon.json`;
 const PORT_KEY = `${DAEMON_TLS_PORT}/tcp`;
 
 /**
- * The entrypoint put into the container in place of the image's own (see entrypoint.sh): it prepares
- * cgroups, mounts and stale state for a nested dockerd in any image that has `sh`, then runs dockerd.
- * The build copies it next to the main bundle, as it sits next to this module in src/.
+ * The scripts put into the container: the entrypoint, in place of the image's own (see entrypoint.sh),
+ * prepares cgroups, mounts and stale state for a nested dockerd in any image that has `sh`, checks
+ * restored data (check-data.sh), then runs dockerd. The build copies them next to the main bundle, as
+ * they sit next to this module in src/.
  */
-export function entrypointScript(): string {
-  return fs.readFileSync(path.join(__dirname, 'entrypoint.sh'), 'utf8');
+export function setupScript(name: 'entrypoint.sh' | 'check-data.sh'): string {
+  return fs.readFileSync(path.join(__dirname, name), 'utf8');
 }
 
 /** Written last into the container: the entrypoint waits for it before it starts dockerd. */
@@ -212,7 +215,8 @@ export function setupArchive(caCert: string, config: Record<string, unknown>, se
   return tarBuffer(pack => {
     pack.entry({ name: CONTAINER_SETUP_DIR.slice(1) + '/', type: 'directory', mode: 0o755 });
     pack.entry({ name: CERT_DIR.slice(1) + '/', type: 'directory', mode: 0o755 });
-    pack.entry({ name: ENTRYPOINT.slice(1), mode: 0o755 }, entrypointScript());
+    pack.entry({ name: ENTRYPOINT.slice(1), mode: 0o755 }, setupScript('entrypoint.sh'));
+    pack.entry({ name: CHECK_DATA.slice(1), mode: 0o755 }, setupScript('check-data.sh'));
     pack.entry({ name: DAEMON_JSON.slice(1), mode: 0o644 }, JSON.stringify(config, null, 2) + '\n');
     pack.entry({ name: `${CERT_DIR.slice(1)}/ca.pem`, mode: 0o644 }, caCert);
     if (server) serverEntries(pack, server);

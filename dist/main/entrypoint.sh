@@ -2,7 +2,8 @@
 # setup-dind: entrypoint put into the dind container (/setup-dind/entrypoint.sh)
 # before it starts, in place of the image's own. Prepares a privileged
 # container for a nested dockerd, then runs the command: `dockerd ...`.
-# POSIX sh; needs only mount, mkdir, rm, cat, ln and sleep (busybox is fine).
+# POSIX sh; needs only mount, mkdir, rm, cat, ln, sleep, and find, stat and awk to check restored
+# data (check-data.sh, beside it): busybox is fine.
 set -eu
 
 say() { echo "setup-dind: $*" >&2; }
@@ -133,12 +134,13 @@ lib=/var/lib/docker
 
 note() { echo "$*" >>"$data/events"; }
 
-# What a saved state may hold, and so what a restored one keeps: images, their layers, build cache
-# and containerd's content. Not the job's containers, volumes, networks, plugins or swarm: a state
-# restored with a container set to restart would run it at once.
+# What a saved state may hold, and so what a restored one keeps: what dockerd needs to find its images
+# again (the image store and overlay2's layers) and nothing else. Not containerd's state (its restart
+# monitor would start any container labelled to run), BuildKit's databases (which no shell can check),
+# the job's containers, volumes, networks, plugins or swarm, nor other storage drivers' stores.
 keep() {
 	case "$1" in
-	image | overlay2 | fuse-overlayfs | btrfs | zfs | vfs | buildkit | containerd | engine-id | lost+found) return 0 ;;
+	image | overlay2 | engine-id | lost+found) return 0 ;;
 	esac
 	return 1
 }
@@ -146,6 +148,21 @@ prune() {
 	for entry in "$lib"/* "$lib"/.[!.]* "$lib"/..?*; do
 		[ -e "$entry" ] || [ -L "$entry" ] || continue
 		keep "${entry##*/}" || rm -rf "$entry"
+	done
+	# Never through a link: rm -rf removes a link, not what it names.
+	if [ -d "$lib/image" ] && [ ! -L "$lib/image" ]; then
+		for entry in "$lib"/image/* "$lib"/image/.[!.]* "$lib"/image/..?*; do
+			[ -e "$entry" ] || [ -L "$entry" ] || continue
+			[ "${entry##*/}" = overlay2 ] || rm -rf "$entry"
+		done
+	fi
+}
+# Containers' layer mounts and the layer store's temporary files, emptied (as dockerd left them, the
+# directories stay): only once the path to them is known to hold no link (check-data.sh, or dockerd's
+# own data).
+drop_mounts() {
+	for dir in "$lib/image/overlay2/layerdb/mounts" "$lib/image/overlay2/layerdb/tmp"; do
+		if [ -e "$dir" ] || [ -L "$dir" ]; then rm -rf "$dir" && mkdir -m 755 "$dir"; fi
 	done
 }
 
@@ -180,9 +197,26 @@ mount_image() {
 	return 1
 }
 
+# A fresh filesystem, or one mounted and pruned; the daemon's data a plain directory if neither works.
+fresh_filesystem() {
+	if ! make_filesystem >"$data/mkfs.log" 2>&1; then
+		note "plain mke2fs failed: $(tail -n 3 "$data/mkfs.log" | tr '\n' ' ')"
+		run "$@"
+	fi
+	echo restored >"$data/mode"
+}
+mount_filesystem() {
+	if ! mount_image; then
+		note "plain the filesystem image could not be mounted: $(cat "$data/mount.err")"
+		run "$@"
+	fi
+	prune
+}
+
 # Seconds since boot, to a hundredth (busybox's date has no sub-second format): the steps' times go
 # into the events, for main's log.
 now() { read -r up _ </proc/uptime && echo "$up"; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 began="$(now)"
 
 mode="$(cat "$data/mode" 2>/dev/null || echo new)"
@@ -200,21 +234,28 @@ if [ "$mode" = restored ]; then
 	# Main made the file larger when this runner has more room than the filesystem was saved with.
 	resize2fs -f "$image" >"$data/resize.log" 2>&1 || note "not grown: $(tail -n 1 "$data/resize.log")"
 fi
-if [ "$mode" = new ]; then
-	if ! make_filesystem >"$data/mkfs.log" 2>&1; then
-		note "plain mke2fs failed: $(tail -n 3 "$data/mkfs.log" | tr '\n' ' ')"
-		run "$@"
+if [ "$mode" = new ]; then fresh_filesystem "$@"; fi
+mount_filesystem "$@"
+checked=
+if [ "$mode" = restored ]; then
+	# Anything of a form dockerd never writes could lead it outside its data: a fresh filesystem instead.
+	check_began="$(now)"
+	if why="$(sh /setup-dind/check-data.sh "$lib")"; then
+		drop_mounts
+		checked=", checked in $(since "$check_began") s"
+	else
+		note "discarded ${why:-the restored data could not be checked}"
+		mode=new
+		# dockerd never runs on what was refused.
+		umount "$lib" || exit 1
+		fresh_filesystem "$@"
+		mount_filesystem "$@"
 	fi
-	echo restored >"$data/mode"
 fi
-if ! mount_image; then
-	note "plain the filesystem image could not be mounted: $(cat "$data/mount.err")"
-	run "$@"
-fi
-prune
-note "mounted in $(awk -v a="$began" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }') s ($mode)"
+note "mounted in $(since "$began") s ($mode$checked)"
 unmount() {
 	prune
+	drop_mounts
 	if umount "$lib"; then note unmounted; fi
 }
 after=unmount

@@ -15,6 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { contentFingerprint } from '../../src/cache-key';
 import { INSTANCE_LABEL } from '../../src/constants';
+import { extractBuildxPlugin, installBuildxPlugin } from '../support/buildx';
 import { startCacheServer, type CacheFault, type CacheServer } from '../support/cache-server';
 import { cacheKeys, keyBase } from '../../src/cache-key';
 import { freeBytes, maxRestoredImageBytes } from '../../src/data-image';
@@ -47,7 +48,7 @@ import {
   TOOLS_IMAGE,
   uploadSummary
 } from '../support/cache-helpers';
-import { TINY_IMAGE } from '../support/images';
+import { HTTPD_IMAGE, TINY_IMAGE } from '../support/images';
 
 /** Built inside the inner daemon by the round trip: the file-system features overlay2 must keep. */
 const LAYERS_IMAGE = 'setup-dind-test/cached:layers';
@@ -56,8 +57,11 @@ const XATTRS_IMAGE = 'setup-dind-test/cached:xattrs';
 /** Built by job 2 of the round trip: one more layer, of incompressible data. */
 const LAYER2_IMAGE = 'setup-dind-test/cached:layer2';
 const LAYER2_BYTES = 8 * 1024 * 1024;
-/** Written into the daemon's data by job 1 (inside a directory the cache keeps): sparse, with xattrs. */
-const PROBE = '/var/lib/docker/image/setup-dind-test-probe';
+/**
+ * Written into the daemon's data by job 1: sparse, with xattrs. In the layer of the imported image (the
+ * restore checks the form of everything else, and keeps what a layer holds as it is).
+ */
+const PROBE = `"$(docker image inspect --format '{{.GraphDriver.Data.UpperDir}}' ${XATTRS_IMAGE})/setup-dind-test-probe"`;
 
 const CACHE_INPUTS = { cache: 'true', context: '' };
 const KEY_PATTERN = /^setup-dind-v2-[a-z0-9]+-[0-9a-f]{12}(-[A-Za-z0-9._/=-]+)?\+[0-9a-f]{16}$/;
@@ -879,6 +883,59 @@ test -z "$(docker events --since 0 --until "$(date +%s)" --filter type=container
   }, 300_000);
 });
 
+describe('images BuildKit built (a key base of its own)', () => {
+  test('restore warm: their layers (BuildKit ids) pass the check; the build cache is not carried, and no layer is left that no image names', async () => {
+    const plugin = await extractBuildxPlugin();
+    const inputs = {
+      ...CACHE_INPUTS,
+      buildx: 'true',
+      'buildx-driver': 'docker',
+      'daemon-config': JSON.stringify({ features: { 'setup-dind-test-buildkit': true } })
+    };
+    const tag = 'setup-dind-test/cached:buildkit';
+    try {
+      await withJob({ cache: server }, async job => {
+        installBuildxPlugin(job.home, plugin);
+        await job.main(inputs);
+        fs.writeFileSync(
+          path.join(job.workspace, 'Dockerfile'),
+          `FROM ${TINY_IMAGE}\nRUN ["/ldconfig", "--version"]\nCOPY Dockerfile /Dockerfile\n`
+        );
+        const built = await job.step(
+          `${loadFromOuter(TINY_IMAGE)}\ndocker buildx build --progress plain --tag ${tag} . >/dev/null 2>&1\ndocker system df --format '{{.Type}} {{.TotalCount}}'`,
+          'build with BuildKit'
+        );
+        expect(built.stdout).toMatch(/^Build Cache [1-9]/m);
+        const [post] = await job.post({ warnings: 0 });
+        expect(savedKeyOf(post)).toMatch(KEY_PATTERN);
+      });
+      await withJob({ cache: server }, async job => {
+        installBuildxPlugin(job.home, plugin);
+        const main = await job.main(inputs);
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs['cache-hit']).toBe('true');
+        expect(await imageTags(job)).toEqual([tag, TINY_IMAGE].sort());
+        const used = await job.step(
+          `docker run --rm ${tag} /ldconfig --version | head -1\ndocker system df --format '{{.Type}} {{.TotalCount}}'`,
+          'run the built image'
+        );
+        expect(used.stdout).toMatch(/^ldconfig \(Debian GLIBC/);
+        expect(used.stdout).toMatch(/^Build Cache 0$/m);
+        const layers = await inDind(
+          main,
+          `cd /var/lib/docker && ls overlay2 | grep -vx l | sort && echo -- && for f in image/overlay2/layerdb/sha256/*/cache-id; do cat "$f"; echo; done | sort`
+        );
+        const [dirs, named] = layers.split('--\n').map(list => list.trim().split('\n'));
+        expect(dirs).toEqual(named);
+        expect(named.some(id => id.length === 25)).toBe(true);
+        await job.post({ warnings: 0 });
+      });
+    } finally {
+      fs.rmSync(path.dirname(plugin), { recursive: true, force: true });
+    }
+  });
+});
+
 // Any branch of a repository can write its cache. These entries are made as an attacker would make
 // them, with the action's own save code or byte for byte; each must leave the job passing, the runner
 // untouched and the daemon clean.
@@ -900,6 +957,9 @@ describe('crafted entries', () => {
     'cache-save': 'never',
     'daemon-config': JSON.stringify({ features: { [`setup-dind-test-${name}`]: true } })
   });
+
+  /** containerd's client (the runner's), on the containerd dockerd runs in the dind container. */
+  const CTR = 'ctr --address /var/run/docker/containerd/containerd.sock';
 
   /** A privileged container of the runner's engine that works on an image file in `work` (mounted at /w). */
   const helper = (script: string) =>
@@ -964,6 +1024,17 @@ describe('crafted entries', () => {
     return prefix;
   }
 
+  /**
+   * Copies directories of the daemon's data (paths under /var/lib/docker) where a saved state keeps them
+   * as they are, in the layer of `image` (as `stash/<name>`), for a helper to move them back into place
+   * once the daemon has stopped.
+   */
+  const stash = (main: MainStep, image: string, ...dirs: string[]) =>
+    inDind(
+      main,
+      `stash="$(docker image inspect --format '{{.GraphDriver.Data.UpperDir}}' ${image})/stash" && mkdir "$stash" && ${dirs.map(dir => `cp -a /var/lib/docker/${dir} "$stash"`).join(' && ')}`
+    );
+
   test('a state holding a privileged container set to restart: the restored daemon has no container, and never ran it', async () => {
     const prefix = await stateOfJob(
       'crafted-containers',
@@ -972,13 +1043,13 @@ describe('crafted entries', () => {
           `${loadFromOuter(TINY_IMAGE)}\ndocker run --detach --name evil --privileged --restart=always ${TINY_IMAGE} /ldconfig --version >/dev/null`,
           'create the container'
         );
-        // Kept where the cache keeps things, to be moved back into place below.
-        await inDind(main, 'cp -a /var/lib/docker/containers /var/lib/docker/image/stash');
+        // The container and its layers' mounts in the layer store.
+        await stash(main, TINY_IMAGE, 'containers', 'image/overlay2/layerdb/mounts');
       },
       'containers.img'
     );
     await helper(
-      'mkdir /m && mount -o loop /w/containers.img /m && mv /m/image/stash /m/containers && ls /m/containers | wc -l && umount /m && cp --sparse=always /w/containers.img /w/control.img'
+      'mkdir /m && mount -o loop /w/containers.img /m && cd /m/overlay2/*/diff/stash && mv containers /m/containers && mv mounts /m/image/overlay2/layerdb/mounts && cd / && rmdir /m/overlay2/*/diff/stash && ls /m/containers | wc -l && umount /m && cp --sparse=always /w/containers.img /w/control.img'
     );
     // Without the action's restore, a daemon on this data starts the container by itself.
     const control = await helper(
@@ -1001,6 +1072,146 @@ describe('crafted entries', () => {
       expect(containers.stdout.trim().split('\n')).toEqual(['0', '0']);
       expect(await inDind(main, 'ls -A /var/lib/docker/containers 2>/dev/null | wc -l')).toBe('0\n');
       await job.post({ warnings: 0 });
+    });
+  });
+
+  // What a restore keeps is checked before dockerd starts: dockerd joins these names to its own paths
+  // and creates, chowns, mounts, reads and removes what they lead to. Each crafted entry points at a
+  // canary in the restoring job's workspace (which the dind container mounts at the same path).
+  describe.each<{ user?: string; label: string }>([
+    { user: undefined, label: 'root' },
+    { user: 'runner', label: 'runner' },
+    { user: 'runner-nosudo', label: 'runner-nosudo' }
+  ])('as $label', ({ user, label }) => {
+    const forms = `crafted-forms-${label}`;
+    const containerd = `crafted-containerd-${label}`;
+    let formsPrefix = '';
+
+    beforeAll(async () => {
+      formsPrefix = await stateOfJob(
+        forms,
+        async job => void (await job.step(loadFromOuter(TINY_IMAGE))),
+        `${forms}.img`
+      );
+    });
+
+    /** A directory and a 0600 file of the job's user in its workspace; then what they are, to compare. */
+    async function canaryIn(job: TestJob): Promise<{ dir: string; state: () => Promise<string> }> {
+      const dir = path.join(job.workspace, 'canary');
+      fs.mkdirSync(path.join(dir, 'sub'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'secret'), "the job user's\n", { mode: 0o600 });
+      if (user) await shOk(`chown -R "$1" "$2"`, [user, dir]);
+      const state = () => shOk(`cd "$1" && find . -printf '%p %y %m %U:%G %s %T@\n' | sort && cat secret`, [dir]);
+      return { dir, state };
+    }
+
+    /** `text` matched as it is in a regular expression. */
+    const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+    // Each case: how the state is crafted (a script in its root), and the reason the warning gives (a
+    // regular expression, the canary's path in it).
+    test.each<[string, (canary: string) => string, (canary: string) => string]>([
+      [
+        'a kept name that is a symbolic link (image, to the workspace)',
+        canary => `rm -rf image && ln -s ${canary} image`,
+        canary => literal(`a symbolic link dockerd does not make: ./image -> ${canary}`)
+      ],
+      [
+        'a kept name that is not a directory (overlay2, a fifo)',
+        () => 'rm -rf overlay2 && mkfifo overlay2',
+        () => literal('a fifo: ./overlay2')
+      ],
+      [
+        "an overlay2/l link to the workspace instead of a layer's diff",
+        canary => `cd overlay2/l && link=$(ls) && rm $link && ln -s ${canary} $link`,
+        canary => `\\./overlay2/l/[A-Z2-7]{26} does not link to a layer: ${literal(canary)}`
+      ],
+      [
+        'a lower file naming a path outside',
+        canary => `cd overlay2 && printf %s l/../../../..${canary} > $(ls -d [0-9a-f]*)/lower`,
+        canary => `overlay2/[0-9a-f]{64}/lower names what is not a layer: ${literal(`l/../../../..${canary}`)}`
+      ],
+      [
+        "a layer store's cache-id naming a path outside",
+        canary => `printf %s ../../../..${canary} > $(echo image/overlay2/layerdb/sha256/*/cache-id)`,
+        canary => `layer [0-9a-f]{64} names no layer of overlay2: ${literal(`../../../..${canary}`)}`
+      ]
+    ])(
+      '%s: the state is refused, the job passes with a warning and a cold daemon, the canary is untouched',
+      async (what, craft, why) => {
+        await withJob({ user, cache: server }, async job => {
+          const canary = await canaryIn(job);
+          const before = await canary.state();
+          const image = `${forms}-case.img`;
+          await helper(
+            `cp --sparse=always /w/${forms}.img /w/${image} && mkdir /m && mount -o loop /w/${image} /m && (cd /m && ${craft(canary.dir)}) && umount /m`
+          );
+          const suffix = createHash('sha256').update(what).digest('hex').slice(0, 16);
+          const saved = await saveImageAs(server, path.join(work, image), `${formsPrefix}${suffix}`, imageId);
+          fs.rmSync(path.join(work, image));
+          const main = await job.main(crafted(forms));
+          expect(main.warnings).toHaveLength(1);
+          expect(main.warnings[0]).toMatch(
+            new RegExp(
+              `^The cache ${literal(defined(saved.key, 'saved key'))} was not used: the restored data is not of the form dockerd writes: ${why(canary.dir)}\\. The daemon started empty\\.$`
+            )
+          );
+          expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
+          await expectEmptyWorkingDaemon(job);
+          expect(await canary.state()).toBe(before);
+          await job.post({ warnings: 0 });
+          expect(await canary.state()).toBe(before);
+        });
+      }
+    );
+
+    test("containerd's metadata with a container labelled to restart, bind-mounting the dind container's /: dropped, nothing runs", async () => {
+      const prefix = await stateOfJob(
+        containerd,
+        async (job, main) => {
+          await job.step(loadFromOuter(HTTPD_IMAGE));
+          await shOk(`docker -H ${OUTER_SOCKET} cp /usr/bin/ctr "$1":/usr/local/bin/ctr`, [
+            main.outputs['container-id']
+          ]);
+          // Made with containerd's own client, as dockerd never labels a container so.
+          await inDind(
+            main,
+            `docker save ${HTTPD_IMAGE} > /tmp/httpd.tar && ${CTR} -n evil images import /tmp/httpd.tar >/dev/null && rm /tmp/httpd.tar
+${CTR} -n evil containers create --label containerd.io/restart.status=running --mount type=bind,src=/,dst=/host,options=rbind:rw docker.io/${HTTPD_IMAGE} evil touch /host/tmp/ran /host/setup-dind/data/ran`
+          );
+          await stash(main, HTTPD_IMAGE, 'containerd');
+        },
+        `${containerd}.img`
+      );
+      await helper(
+        `mkdir /m && mount -o loop /w/${containerd}.img /m && mv /m/overlay2/*/diff/stash/containerd /m/containerd && rmdir /m/overlay2/*/diff/stash && umount /m && cp --sparse=always /w/${containerd}.img /w/${containerd}-control.img`
+      );
+      // Without the action's restore, a daemon on this data runs the container by itself.
+      const control = await helper(
+        `mkdir -p /var/lib/docker && mount -o loop /w/${containerd}-control.img /var/lib/docker && (dockerd >/dev/null 2>&1 &) && for i in $(seq 300); do [ -e /tmp/ran ] && break; sleep 0.2; done; ls /tmp/ran`
+      );
+      expect(control.trim()).toBe('/tmp/ran');
+
+      const saved = await saveImageAs(
+        server,
+        path.join(work, `${containerd}.img`),
+        `${prefix}${'a'.repeat(16)}`,
+        imageId
+      );
+      await withJob({ user, cache: server }, async job => {
+        const main = await job.main(crafted(containerd));
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': saved.key });
+        expect(await imageTags(job)).toEqual([HTTPD_IMAGE]);
+        // containerd starts on no metadata but what dockerd makes: nothing it could restart.
+        await shOk(`docker -H ${OUTER_SOCKET} cp /usr/bin/ctr "$1":/usr/local/bin/ctr`, [main.outputs['container-id']]);
+        expect((await inDind(main, `${CTR} namespaces list --quiet`)).split('\n')).not.toContain('evil');
+        expect(await inDind(main, `${CTR} -n evil containers list --quiet; [ ! -e /tmp/ran ] || echo ran`)).toBe('');
+        expect(fs.readdirSync(main.dataDir)).not.toContain('ran');
+        const containers = await job.step(`docker ps --all --quiet | wc -l`, 'list containers');
+        expect(containers.stdout.trim()).toBe('0');
+        await job.post({ warnings: 0 });
+      });
     });
   });
 
@@ -1049,18 +1260,23 @@ describe('crafted entries', () => {
   });
 
   test('a state with a device node anyone may open: it never reaches the runner, and nested containers cannot open such nodes', async () => {
-    const prefix = await stateOfJob('crafted-device', async () => undefined, 'device.img');
+    const prefix = await stateOfJob(
+      'crafted-device',
+      async job => void (await job.step(loadFromOuter(TINY_IMAGE))),
+      'device.img'
+    );
+    // In a layer: what the restore checks does not hold device nodes.
     await helper(
-      'mkdir /m && mount -o loop /w/device.img /m && mknod /m/image/sda b 8 0 && chmod 666 /m/image/sda && umount /m'
+      'mkdir /m && mount -o loop /w/device.img /m && cd /m/overlay2/*/diff && mknod sda b 8 0 && chmod 666 sda && cd / && umount /m'
     );
     const saved = await saveImageAs(server, path.join(work, 'device.img'), `${prefix}${'d'.repeat(16)}`, imageId);
     await withJob({ cache: server }, async job => {
       const main = await job.main(crafted('crafted-device'));
       expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': saved.key });
       // It is in the daemon's filesystem, inside the dind container; on the runner there is one regular file.
-      expect(await inDind(main, 'stat -c "%A %t:%T" /var/lib/docker/image/sda')).toBe('brw-rw-rw- 8:0\n');
+      expect(await inDind(main, 'stat -c "%A %t:%T" /var/lib/docker/overlay2/*/diff/sda')).toBe('brw-rw-rw- 8:0\n');
       // Mounted nodev: even the privileged dind container's root cannot open it there.
-      expect(await inDind(main, 'head -c 1 /var/lib/docker/image/sda 2>&1 >/dev/null || :')).toMatch(
+      expect(await inDind(main, 'head -c 1 /var/lib/docker/overlay2/*/diff/sda 2>&1 >/dev/null || :')).toMatch(
         /Permission denied/
       );
       await expectDataDirOfUser(main, undefined);

@@ -17,7 +17,6 @@ import {
   demultiplex,
   diagnose,
   dockerdCommand,
-  entrypointScript,
   lastLogLine,
   networkAddresses,
   networkCreateOptions,
@@ -27,6 +26,7 @@ import {
   serverArchive,
   serverSubjectAltNames,
   setupArchive,
+  setupScript,
   waitForDaemon,
   type ContainerSpec,
   type DaemonConfigInputs
@@ -674,11 +674,12 @@ describe('setupArchive', () => {
     entries = await entriesOf(await setupArchive(CA_CERT, CONFIG));
   });
 
-  test('holds exactly the setup directory, its certs directory and three files', () => {
+  test('holds exactly the setup directory, its certs directory and four files', () => {
     expect(entries.map(e => [e.name, e.type])).toEqual([
       ['setup-dind/', 'directory'],
       ['setup-dind/certs/', 'directory'],
       ['setup-dind/entrypoint.sh', 'file'],
+      ['setup-dind/check-data.sh', 'file'],
       ['setup-dind/daemon.json', 'file'],
       ['setup-dind/certs/ca.pem', 'file']
     ]);
@@ -698,6 +699,7 @@ describe('setupArchive', () => {
     ['setup-dind/', 0o755],
     ['setup-dind/certs/', 0o755],
     ['setup-dind/entrypoint.sh', 0o755],
+    ['setup-dind/check-data.sh', 0o755],
     ['setup-dind/daemon.json', 0o644],
     ['setup-dind/certs/ca.pem', 0o644]
   ])('%s has mode %o', (name, mode) => {
@@ -722,12 +724,19 @@ describe('setupArchive', () => {
     ).toEqual({});
   });
 
-  test('the entrypoint script and the CA certificate are the ones given', () => {
-    const script = fs.readFileSync(path.join(__dirname, '..', '..', 'src', 'entrypoint.sh'), 'utf8');
-    expect(entrypointScript()).toBe(script);
-    expect(entry('setup-dind/entrypoint.sh').content).toBe(script);
+  test.each(['entrypoint.sh', 'check-data.sh'] as const)('the script %s is the one in src/', name => {
+    const script = fs.readFileSync(path.join(__dirname, '..', '..', 'src', name), 'utf8');
+    expect(setupScript(name)).toBe(script);
+    expect(entry(`setup-dind/${name}`).content).toBe(script);
     expect(script.startsWith('#!/bin/sh\n')).toBe(true);
+  });
+
+  test('the CA certificate is the one given', () => {
     expect(entry('setup-dind/certs/ca.pem').content).toBe(CA_CERT);
+  });
+
+  test('the entrypoint runs the data check where the archive puts it', () => {
+    expect(setupScript('entrypoint.sh')).toContain('sh /setup-dind/check-data.sh "$lib"');
   });
 
   test('no private key goes in before the container starts: no server key, no ready marker', () => {
@@ -777,7 +786,7 @@ describe('serverArchive', () => {
   });
 
   test('the entrypoint waits for exactly this marker before it runs dockerd', () => {
-    const script = entrypointScript();
+    const script = setupScript('entrypoint.sh');
     const marker = '/' + entries[entries.length - 1].name;
     const wait = script.indexOf(`while [ ! -e ${marker} ]`);
     expect(wait).toBeGreaterThan(0);

@@ -28,7 +28,7 @@ const readDist = (file: string) => fs.readFileSync(path.join(DIST, file), 'utf8'
 // ---- the files of dist/ ------------------------------------------------------------------------
 
 /** What the runner loads: each bundle, main's entrypoint (src/daemon.ts reads it), and the notices. */
-const REQUIRED = ['main/index.js', 'main/entrypoint.sh', 'post/index.js', NOTICES_FILE];
+const REQUIRED = ['main/index.js', 'main/entrypoint.sh', 'main/check-data.sh', 'post/index.js', NOTICES_FILE];
 /** A chunk a bundle loads on demand: `__nccwpck_require__.e(/* import() *\/ 577)`. */
 const CHUNK = /^(main|post)\/(\d+)\.index\.js$/;
 const CHUNK_LOAD = /__nccwpck_require__\.e\((?:\/\*[^*]*\*\/\s*)?(\d+)\)/g;
