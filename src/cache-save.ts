@@ -27,7 +27,7 @@ export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
   }
   await dind.pruneVolumes({ filters: { all: ['true'] } });
   await dind.pruneImages({ filters: { dangling: ['true'] } });
-  await dind.pruneBuilder({ filters: { until: [BUILD_CACHE_MAX_AGE] } } as Docker.PruneBuilderOptions);
+  await pruneBuildCache(dind, BUILD_CACHE_MAX_AGE);
   const images = await dind.listImages();
   const df = (await dind.df()) as { BuildCache?: Array<{ ID: string }> };
   return {
@@ -37,6 +37,25 @@ export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
     })),
     buildCache: (df.BuildCache ?? []).map(record => record.ID)
   };
+}
+
+/**
+ * `POST /build/prune` with an `until` filter: BuildKit's records used within `keep` stay (layers, cache
+ * mounts). dockerode's pruneBuilder sends no query at all, which prunes every record the daemon's
+ * BuildKit made: the build cache would never reach the next job.
+ */
+export function pruneBuildCache(dind: Docker, keep: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    dind.modem.dial(
+      {
+        path: '/build/prune?',
+        method: 'POST',
+        options: { filters: { until: [keep] } },
+        statusCodes: { 200: true, 400: 'bad parameter', 500: 'server error' }
+      },
+      error => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve())
+    );
+  });
 }
 
 export interface Eviction {

@@ -3,12 +3,16 @@
 // docker-container builder that cannot start fails main, and post still removes everything, also when
 // the daemon died first; a runner without the plugin fails main before anything starts. Nothing can be
 // pulled here and no BuildKit image exists: a docker-container builder that starts is covered by e2e.yml.
+// With the cache on, the docker driver's BuildKit state (cache mounts, layers) comes back in the next job.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { extractBuildxPlugin, installBuildxPlugin } from '../support/buildx';
+import { savedKeyOf } from '../support/cache-helpers';
+import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { defined } from '../support/defined';
 import { labelled, outer } from '../support/engine';
-import { contextNames, sweepAll, unique, withJob, type MainStep, type TestJob } from '../support/job';
+import { buildHttpdImage, HTTPD_IMAGE } from '../support/images';
+import { contextNames, loadFromOuter, sweepAll, unique, withJob, type MainStep, type TestJob } from '../support/job';
 import { expectExit } from '../support/steps';
 
 jest.setTimeout(150_000);
@@ -163,6 +167,69 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`,
       const [post] = await job.post({ warnings: 0, count: 1 });
       expect(post.stdout).toContain('Nothing to clean up');
       expect(await contextNames(job)).toEqual(['default']);
+    });
+  });
+});
+
+describe('buildx: true with the cache: BuildKit state across jobs', () => {
+  let server: CacheServer;
+
+  beforeAll(async () => {
+    [server] = await Promise.all([startCacheServer(), buildHttpdImage()]);
+  }, 10 * 60_000);
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  /**
+   * A layer of random bytes (reused only from BuildKit's cache: nothing else could give the same bytes
+   * back) and, after the build argument, a step that appends the argument to a cache mount and copies
+   * the mount out. Exported to a directory, not an image: what comes back is BuildKit's alone.
+   */
+  const DOCKERFILE = `FROM ${HTTPD_IMAGE}
+RUN head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /layer
+ARG RUN_ID
+RUN --mount=type=cache,target=/cache,id=setup-dind-probe echo "$RUN_ID" >> /cache/runs && cp /cache/runs /runs
+`;
+
+  async function build(job: TestJob, runId: string): Promise<{ layer: string; runs: string[]; log: string }> {
+    fs.mkdirSync(path.join(job.workspace, 'probe'), { recursive: true });
+    fs.writeFileSync(path.join(job.workspace, 'probe', 'Dockerfile'), DOCKERFILE);
+    const out = `out-${runId}`;
+    const built = await job.step(
+      `docker buildx build --progress plain --build-arg RUN_ID=${runId} --output type=local,dest=${out} probe 2>&1`,
+      `docker buildx build (run ${runId})`
+    );
+    const read = (name: string) => fs.readFileSync(path.join(job.workspace, out, name), 'utf8');
+    return { layer: read('layer'), runs: read('runs').split('\n').filter(Boolean), log: built.stdout };
+  }
+
+  test("docker driver: the second job's build reuses the first's layer and finds its cache mount's content", async () => {
+    const inputs = { buildx: 'true', 'buildx-driver': 'docker', cache: 'true', 'cache-key': `buildkit-${unique()}` };
+    let first = { layer: '', runs: [] as string[], log: '' };
+    let savedKey = '';
+    await withJob({ cache: server }, async job => {
+      installBuildxPlugin(job.home, plugin);
+      const main = await job.main(inputs);
+      expect(main.outputs['cache-hit']).toBe('false');
+      await job.step(loadFromOuter(HTTPD_IMAGE), 'load the base image');
+      first = await build(job, 'one');
+      expect(first.layer).toMatch(/^[0-9a-f]{32}$/);
+      expect(first.runs).toEqual(['one']);
+      const [post] = await job.post({ warnings: 0 });
+      savedKey = savedKeyOf(post);
+    });
+
+    await withJob({ cache: server }, async job => {
+      installBuildxPlugin(job.home, plugin);
+      const main = await job.main(inputs);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': savedKey });
+      const second = await build(job, 'two');
+      expect(second.layer).toBe(first.layer);
+      expect(second.log).toMatch(/#\d+ \[stage-0 2\/3\] RUN head -c 16 \/dev\/urandom[^\n]*\n#\d+ CACHED/);
+      expect(second.runs).toEqual(['one', 'two']);
+      await job.post({ warnings: 0 });
     });
   });
 });
