@@ -44,7 +44,7 @@ export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
  * mounts). dockerode's pruneBuilder sends no query at all, which prunes every record the daemon's
  * BuildKit made: the build cache would never reach the next job.
  */
-export function pruneBuildCache(dind: Docker, keep: string): Promise<void> {
+function pruneBuildCache(dind: Docker, keep: string): Promise<void> {
   return new Promise((resolve, reject) => {
     dind.modem.dial(
       {

@@ -6,6 +6,7 @@
 // With the cache on, the docker driver's BuildKit state (cache mounts, layers) comes back in the next job.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
 import { extractBuildxPlugin, installBuildxPlugin } from '../support/buildx';
 import { savedKeyOf } from '../support/cache-helpers';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
@@ -13,7 +14,7 @@ import { defined } from '../support/defined';
 import { labelled, outer } from '../support/engine';
 import { buildHttpdImage, HTTPD_IMAGE } from '../support/images';
 import { contextNames, loadFromOuter, sweepAll, unique, withJob, type MainStep, type TestJob } from '../support/job';
-import { expectExit } from '../support/steps';
+import { commands, expectExit } from '../support/steps';
 
 jest.setTimeout(150_000);
 
@@ -42,8 +43,11 @@ function buildxFiles(job: TestJob): string[] {
 }
 
 /** Main with a docker-container builder whose image the daemon cannot pull: it fails, and buildx keeps the builder (post is what removes it). */
-async function mainWithUnstartableBuilder(job: TestJob): Promise<{ main: MainStep; builder: string }> {
-  const main = await job.main({ buildx: 'true', 'buildx-image': UNPULLABLE_IMAGE }, 1);
+async function mainWithUnstartableBuilder(
+  job: TestJob,
+  inputs: Record<string, string> = {}
+): Promise<{ main: MainStep; builder: string }> {
+  const main = await job.main({ ...inputs, buildx: 'true', 'buildx-image': UNPULLABLE_IMAGE }, 1);
   const builder = main.started.builder;
   expect(builder).toBe(`setup-dind-dind-${main.started.id}`);
   expect(buildxFiles(job)).toEqual(expect.arrayContaining([`instances/${builder}`, `activity/${builder}`]));
@@ -67,6 +71,9 @@ describe('buildx: true', () => {
       expect(main.outputs.builder).toBe('default');
       expect(main.result.exported.BUILDX_BUILDER).toBe('default');
       expect(main.result.summary).toContain('Buildx builder');
+      expect(commands(main.result.stdout, 'debug')).toContain(
+        "docker driver: builder default is the daemon's own BuildKit, reached through DOCKER_HOST; it reads daemon.json"
+      );
 
       // FROM scratch: nothing to pull. The label says the image is this build's.
       fs.mkdirSync(path.join(job.workspace, 'app'));
@@ -136,6 +143,62 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`,
       const posts = await job.post({ warnings: 0, count: 1 });
       await expectBuilderGone(job, builder);
       expect(posts[0].stdout).toContain('::group::Remove the buildx builder');
+    });
+  });
+
+  test("docker-container builder: the daemon's mirrors and insecure registries, merged with buildkitd-config-inline, are in buildx's record of the builder", async () => {
+    await withJob({}, async job => {
+      installBuildxPlugin(job.home, plugin);
+      const { main, builder } = await mainWithUnstartableBuilder(job, {
+        'registry-mirrors': 'https://mirror.gcr.io, http://10.0.0.5:5000',
+        'insecure-registries': 'registry.local:5000\n10.1.0.0/16',
+        'daemon-config': '{"insecure-registries":["other.local"]}',
+        'buildkitd-config-inline': 'debug = true\n[registry."other.local"]\nhttp = true\n'
+      });
+      expect(main.errors).toHaveLength(1);
+      // What buildx keeps and starts the builder with: its record holds the file's content (base64).
+      const record = JSON.parse(
+        fs.readFileSync(path.join(job.home, '.docker', 'buildx', 'instances', builder), 'utf8')
+      ) as { Nodes: Array<{ Files?: Record<string, string> }> };
+      expect(record.Nodes).toHaveLength(1);
+      const files = defined(record.Nodes[0].Files, 'Files of the builder node');
+      expect(Object.keys(files)).toEqual(['buildkitd.toml']);
+      expect(parseToml(Buffer.from(files['buildkitd.toml'], 'base64').toString('utf8'))).toEqual({
+        debug: true,
+        registry: {
+          'docker.io': { mirrors: ['mirror.gcr.io', '10.0.0.5:5000'] },
+          '10.0.0.5:5000': { http: true },
+          'registry.local:5000': { http: true, insecure: true },
+          // The user's table, whole: the action's would have said insecure = true too.
+          'other.local': { http: true }
+        }
+      });
+      expect(main.result.stdout).toContain(
+        "The builder's BuildKit names registries by host: it does not take '10.1.0.0/16' (the daemon does)."
+      );
+      // With debug logging on, the user sees the decision, the file and the command.
+      const debug = commands(main.result.stdout, 'debug');
+      expect(debug).toEqual(
+        expect.arrayContaining([
+          `docker-container builder ${builder} on context dind, image ${UNPULLABLE_IMAGE}, with a buildkitd.toml`,
+          expect.stringMatching(
+            new RegExp(`^buildkitd\\.toml of builder ${builder}:\n(.*\n)*\\[registry\\."docker\\.io"\\]\n`)
+          ),
+          expect.stringMatching(
+            new RegExp(
+              `^docker buildx create --name ${builder} .*--buildkitd-config \\S+/buildkitd\\.toml --bootstrap dind$`
+            )
+          ),
+          expect.stringMatching(/^docker buildx create exited 1: /)
+        ])
+      );
+      // The file main wrote for buildx (in RUNNER_TEMP) is gone; the daemon has the mirrors too.
+      expect(fs.readdirSync(job.temp).filter(name => name.startsWith('setup-dind-buildkitd-'))).toEqual([]);
+      const mirrors = await job.step(`docker info --format '{{json .RegistryConfig.Mirrors}}'`, 'docker info');
+      expect(JSON.parse(mirrors.stdout)).toEqual(['https://mirror.gcr.io/', 'http://10.0.0.5:5000/']);
+
+      await job.post({ warnings: 0, count: 1 });
+      await expectBuilderGone(job, builder);
     });
   });
 

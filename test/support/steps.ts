@@ -4,7 +4,7 @@ import type { StepResult } from './runner';
 type StepOutput = Pick<StepResult, 'exitCode' | 'stdout' | 'stderr'>;
 
 /** Workflow commands are %-escaped; this reads their messages back. */
-export function commands(stdout: string, kind: 'error' | 'warning'): string[] {
+export function commands(stdout: string, kind: 'error' | 'warning' | 'debug'): string[] {
   return stdout
     .split('\n')
     .filter(line => line.startsWith(`::${kind}`))
