@@ -3,7 +3,8 @@
 // docker-container builder that cannot start fails main, and post still removes everything, also when
 // the daemon died first; a runner without the plugin fails main before anything starts. Nothing can be
 // pulled here and no BuildKit image exists: a docker-container builder that starts is covered by e2e.yml.
-// With the cache on, the docker driver's BuildKit state (cache mounts, layers) comes back in the next job.
+// The docker-container builder's record holds the buildkitd.toml with the daemon's mirrors. With the cache
+// on, the docker driver's BuildKit state (cache mounts, layers) comes back in the next job.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
