@@ -25,7 +25,7 @@ export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
   }
   await dind.pruneVolumes({ filters: { all: ['true'] } });
   await dind.pruneImages({ filters: { dangling: ['true'] } });
-  await dind.pruneBuilder({ all: true } as Docker.PruneBuilderOptions);
+  await pruneBuildCache(dind);
   const images = await dind.listImages();
   const df = (await dind.df()) as { BuildCache?: Array<{ ID: string }> };
   return {
@@ -35,6 +35,25 @@ export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
     })),
     buildCache: (df.BuildCache ?? []).map(record => record.ID)
   };
+}
+
+/**
+ * `POST /build/prune?all=true`: every record of the daemon's BuildKit goes, since a restore does not
+ * carry BuildKit's databases (their contents name paths that cannot be checked), and layers only they
+ * held would stay in every state. dockerode's pruneBuilder sends no query at all, whatever it is given.
+ */
+function pruneBuildCache(dind: Docker): Promise<void> {
+  return new Promise((resolve, reject) => {
+    dind.modem.dial(
+      {
+        path: '/build/prune?',
+        method: 'POST',
+        options: { all: true },
+        statusCodes: { 200: true, 400: 'bad parameter', 500: 'server error' }
+      },
+      error => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve())
+    );
+  });
 }
 
 export interface Eviction {

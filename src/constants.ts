@@ -26,7 +26,8 @@ export const Inputs = {
   Swarm: 'swarm',
   Buildx: 'buildx',
   BuildxDriver: 'buildx-driver',
-  BuildxImage: 'buildx-image'
+  BuildxImage: 'buildx-image',
+  BuildkitdConfigInline: 'buildkitd-config-inline'
 } as const;
 
 export const Outputs = {

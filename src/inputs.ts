@@ -1,6 +1,7 @@
 // Every input is read, parsed and validated here, once. Everything else gets typed values.
 import * as path from 'node:path';
 import * as core from '@actions/core';
+import { parse as parseToml } from 'smol-toml';
 import { DAEMON_TLS_PORT, DEFAULT_IMAGE, Inputs } from './constants';
 import { parseDuration } from './units';
 import { errorMessage } from './errors';
@@ -47,6 +48,8 @@ export interface ActionInputs {
   buildxDriver: BuildxDriver;
   /** BuildKit for the docker-container driver. */
   buildxImage: string;
+  /** The user's buildkitd.toml for the docker-container builder, parsed; empty: none. */
+  buildkitdConfig: Record<string, unknown>;
 }
 
 /** A port of the dind container published on the runner's 127.0.0.1. */
@@ -154,7 +157,8 @@ export function getInputs(read: Reader = name => core.getInput(name)): ActionInp
       () => parseChoice(Inputs.BuildxDriver, read(Inputs.BuildxDriver), BUILDX_DRIVERS),
       'docker-container'
     ),
-    buildxImage: attempt(() => parseImage(read(Inputs.BuildxImage), Inputs.BuildxImage), '')
+    buildxImage: attempt(() => parseImage(read(Inputs.BuildxImage), Inputs.BuildxImage), ''),
+    buildkitdConfig: attempt(() => parseBuildkitdConfig(read(Inputs.BuildkitdConfigInline)), {})
   };
   problems.push(...inputConflicts(inputs));
   if (problems.length > 0) throw new InputError(problems);
@@ -421,6 +425,33 @@ function parseDaemonConfig(raw: string): Record<string, unknown> {
   return config;
 }
 
+/** A buildkitd.toml: valid TOML, and its `registry` a table of tables (the shape main merges the mirrors into). */
+function parseBuildkitdConfig(raw: string): Record<string, unknown> {
+  if (raw.trim() === '') return {};
+  let config: Record<string, unknown>;
+  try {
+    config = parseToml(raw);
+  } catch (error) {
+    throw new Error(
+      `Input '${Inputs.BuildkitdConfigInline}' is not valid TOML: ${errorMessage(error).split('\n')[0]}. It takes the text of a buildkitd.toml, such as [registry."docker.io"] with mirrors = ["mirror.gcr.io"].`,
+      { cause: error }
+    );
+  }
+  const registries = config.registry;
+  if (registries === undefined) return config;
+  const isTable = (value: unknown) => value !== null && typeof value === 'object' && !Array.isArray(value);
+  const bad = isTable(registries)
+    ? Object.entries(registries as Record<string, unknown>)
+        .filter(([, value]) => !isTable(value))
+        .map(([name]) => name)
+    : ['registry'];
+  if (bad.length > 0)
+    throw new Error(
+      `Input '${Inputs.BuildkitdConfigInline}': 'registry' must hold one table per registry ([registry."docker.io"] …); got ${bad.map(name => `'${name}'`).join(', ')}.`
+    );
+  return config;
+}
+
 /** dockerd refuses to start when a setting is given both as a flag and in daemon.json: say so up front. */
 function conflictsBetween(args: string[], config: Record<string, unknown>): string[] {
   const names = [...flagConfigNames(args)].filter(name => name in config);
@@ -450,10 +481,20 @@ function inputConflicts(inputs: ActionInputs): string[] {
 
 /** What each buildx driver needs to reach the daemon. */
 function buildxConflicts(inputs: ActionInputs): string[] {
-  if (!inputs.buildx) return [];
+  if (!inputs.buildx)
+    return Object.keys(inputs.buildkitdConfig).length > 0
+      ? [
+          `Input '${Inputs.BuildkitdConfigInline}' is set but '${Inputs.Buildx}' is false: only the buildx builder the action makes reads it. Remove it, or set '${Inputs.Buildx}' to true.`
+        ]
+      : [];
   if (inputs.buildxDriver === 'docker-container' && !inputs.context) {
     return [
       `Input '${Inputs.Buildx}' is true but '${Inputs.Context}' is empty: the docker-container builder is made on the daemon's context. Give '${Inputs.Context}' a name (the default is dind), or set '${Inputs.BuildxDriver}' to docker.`
+    ];
+  }
+  if (inputs.buildxDriver === 'docker' && Object.keys(inputs.buildkitdConfig).length > 0) {
+    return [
+      `Input '${Inputs.BuildkitdConfigInline}' is for the docker-container builder, and '${Inputs.BuildxDriver}' is docker: the daemon's own BuildKit reads daemon.json (the '${Inputs.RegistryMirrors}', '${Inputs.InsecureRegistries}' and '${Inputs.DaemonConfig}' inputs). Remove it, or set '${Inputs.BuildxDriver}' to docker-container.`
     ];
   }
   // buildx refuses a docker-driver builder whose context is not the current one, and DOCKER_HOST is what makes the daemon current.

@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import { builderName, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './buildx';
+import { builderName, buildkitdConfig, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './buildx';
 import { prepareCache, prepareEmptyData, restoreDaemonData, type CacheSetup, type RestoreResult } from './cache';
 import { INSTANCE_LABEL, Outputs, SWARM_PORT } from './constants';
 import { createContext } from './context';
@@ -176,7 +176,20 @@ async function setUpBuilder(inputs: ActionInputs, state: InstanceState): Promise
     // getInputs refuses this driver without a context, so main has made one.
     if (!state.context)
       throw new Error('The docker-container driver of buildx needs a Docker CLI context, and none was made.');
-    await createBuilder({ name: builder, context: state.context, image: inputs.buildxImage });
+    // The MTU plays no part in pulling: the daemon's registry settings are those of daemon.json whatever it is.
+    const config = buildkitdConfig(daemonConfig(inputs, undefined), inputs.buildkitdConfig);
+    if (config.skipped.length > 0)
+      core.info(
+        `The builder's BuildKit names registries by host: it does not take ${config.skipped.map(entry => `'${entry}'`).join(', ')} (the daemon does).`
+      );
+    core.debug(
+      `docker-container builder ${builder} on context ${state.context}, image ${inputs.buildxImage}, ${config.toml ? 'with a buildkitd.toml' : "BuildKit's default configuration"}`
+    );
+    await createBuilder({ name: builder, context: state.context, image: inputs.buildxImage, config: config.toml });
+  } else {
+    core.debug(
+      `docker driver: builder ${builder} is the daemon's own BuildKit, reached through DOCKER_HOST; it reads daemon.json`
+    );
   }
   exportBuildxBuilder(builder);
   core.setOutput(Outputs.Builder, builder);

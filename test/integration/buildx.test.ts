@@ -3,13 +3,20 @@
 // docker-container builder that cannot start fails main, and post still removes everything, also when
 // the daemon died first; a runner without the plugin fails main before anything starts. Nothing can be
 // pulled here and no BuildKit image exists: a docker-container builder that starts is covered by e2e.yml.
+// The docker-container builder's record holds the buildkitd.toml with the daemon's mirrors. With the cache
+// on, BuildKit's own state (cache mounts, build cache) does not come back in the next job: a restore keeps
+// only images (BuildKit's databases name paths that cannot be checked); the images it built do.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
 import { extractBuildxPlugin, installBuildxPlugin } from '../support/buildx';
+import { savedKeyOf } from '../support/cache-helpers';
+import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { defined } from '../support/defined';
 import { labelled, outer } from '../support/engine';
-import { contextNames, sweepAll, unique, withJob, type MainStep, type TestJob } from '../support/job';
-import { expectExit } from '../support/steps';
+import { buildHttpdImage, HTTPD_IMAGE } from '../support/images';
+import { contextNames, loadFromOuter, sweepAll, unique, withJob, type MainStep, type TestJob } from '../support/job';
+import { commands, expectExit } from '../support/steps';
 
 jest.setTimeout(150_000);
 
@@ -38,8 +45,11 @@ function buildxFiles(job: TestJob): string[] {
 }
 
 /** Main with a docker-container builder whose image the daemon cannot pull: it fails, and buildx keeps the builder (post is what removes it). */
-async function mainWithUnstartableBuilder(job: TestJob): Promise<{ main: MainStep; builder: string }> {
-  const main = await job.main({ buildx: 'true', 'buildx-image': UNPULLABLE_IMAGE }, 1);
+async function mainWithUnstartableBuilder(
+  job: TestJob,
+  inputs: Record<string, string> = {}
+): Promise<{ main: MainStep; builder: string }> {
+  const main = await job.main({ ...inputs, buildx: 'true', 'buildx-image': UNPULLABLE_IMAGE }, 1);
   const builder = main.started.builder;
   expect(builder).toBe(`setup-dind-dind-${main.started.id}`);
   expect(buildxFiles(job)).toEqual(expect.arrayContaining([`instances/${builder}`, `activity/${builder}`]));
@@ -63,6 +73,9 @@ describe('buildx: true', () => {
       expect(main.outputs.builder).toBe('default');
       expect(main.result.exported.BUILDX_BUILDER).toBe('default');
       expect(main.result.summary).toContain('Buildx builder');
+      expect(commands(main.result.stdout, 'debug')).toContain(
+        "docker driver: builder default is the daemon's own BuildKit, reached through DOCKER_HOST; it reads daemon.json"
+      );
 
       // FROM scratch: nothing to pull. The label says the image is this build's.
       fs.mkdirSync(path.join(job.workspace, 'app'));
@@ -135,6 +148,62 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`,
     });
   });
 
+  test("docker-container builder: the daemon's mirrors and insecure registries, merged with buildkitd-config-inline, are in buildx's record of the builder", async () => {
+    await withJob({}, async job => {
+      installBuildxPlugin(job.home, plugin);
+      const { main, builder } = await mainWithUnstartableBuilder(job, {
+        'registry-mirrors': 'https://mirror.gcr.io, http://10.0.0.5:5000',
+        'insecure-registries': 'registry.local:5000\n10.1.0.0/16',
+        'daemon-config': '{"insecure-registries":["other.local"]}',
+        'buildkitd-config-inline': 'debug = true\n[registry."other.local"]\nhttp = true\n'
+      });
+      expect(main.errors).toHaveLength(1);
+      // What buildx keeps and starts the builder with: its record holds the file's content (base64).
+      const record = JSON.parse(
+        fs.readFileSync(path.join(job.home, '.docker', 'buildx', 'instances', builder), 'utf8')
+      ) as { Nodes: Array<{ Files?: Record<string, string> }> };
+      expect(record.Nodes).toHaveLength(1);
+      const files = defined(record.Nodes[0].Files, 'Files of the builder node');
+      expect(Object.keys(files)).toEqual(['buildkitd.toml']);
+      expect(parseToml(Buffer.from(files['buildkitd.toml'], 'base64').toString('utf8'))).toEqual({
+        debug: true,
+        registry: {
+          'docker.io': { mirrors: ['mirror.gcr.io', '10.0.0.5:5000'] },
+          '10.0.0.5:5000': { http: true },
+          'registry.local:5000': { http: true, insecure: true },
+          // The user's table, whole: the action's would have said insecure = true too.
+          'other.local': { http: true }
+        }
+      });
+      expect(main.result.stdout).toContain(
+        "The builder's BuildKit names registries by host: it does not take '10.1.0.0/16' (the daemon does)."
+      );
+      // With debug logging on, the user sees the decision, the file and the command.
+      const debug = commands(main.result.stdout, 'debug');
+      expect(debug).toEqual(
+        expect.arrayContaining([
+          `docker-container builder ${builder} on context dind, image ${UNPULLABLE_IMAGE}, with a buildkitd.toml`,
+          expect.stringMatching(
+            new RegExp(`^buildkitd\\.toml of builder ${builder}:\n(.*\n)*\\[registry\\."docker\\.io"\\]\n`)
+          ),
+          expect.stringMatching(
+            new RegExp(
+              `^docker buildx create --name ${builder} .*--buildkitd-config \\S+/buildkitd\\.toml --bootstrap dind$`
+            )
+          ),
+          expect.stringMatching(/^docker buildx create exited 1: /)
+        ])
+      );
+      // The file main wrote for buildx (in RUNNER_TEMP) is gone; the daemon has the mirrors too.
+      expect(fs.readdirSync(job.temp).filter(name => name.startsWith('setup-dind-buildkitd-'))).toEqual([]);
+      const mirrors = await job.step(`docker info --format '{{json .RegistryConfig.Mirrors}}'`, 'docker info');
+      expect(JSON.parse(mirrors.stdout)).toEqual(['https://mirror.gcr.io/', 'http://10.0.0.5:5000/']);
+
+      await job.post({ warnings: 0, count: 1 });
+      await expectBuilderGone(job, builder);
+    });
+  });
+
   test("docker-container builder of a daemon that died before post: post still removes buildx's records of it, without a warning", async () => {
     await withJob({}, async job => {
       installBuildxPlugin(job.home, plugin);
@@ -163,6 +232,71 @@ echo "builder=$(docker buildx inspect | sed -n 's/^Driver: *//p')"`,
       const [post] = await job.post({ warnings: 0, count: 1 });
       expect(post.stdout).toContain('Nothing to clean up');
       expect(await contextNames(job)).toEqual(['default']);
+    });
+  });
+});
+
+describe('buildx: true with the cache: BuildKit state across jobs', () => {
+  let server: CacheServer;
+
+  beforeAll(async () => {
+    [server] = await Promise.all([startCacheServer(), buildHttpdImage()]);
+  }, 10 * 60_000);
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  /**
+   * A layer of random bytes (reused only from BuildKit's cache: nothing else could give the same bytes
+   * back) and, after the build argument, a step that appends the argument to a cache mount and copies
+   * the mount out. Exported to a directory, not an image: what comes back is BuildKit's alone.
+   */
+  const DOCKERFILE = `FROM ${HTTPD_IMAGE}
+RUN head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /layer
+ARG RUN_ID
+RUN --mount=type=cache,target=/cache,id=setup-dind-probe echo "$RUN_ID" >> /cache/runs && cp /cache/runs /runs
+`;
+
+  async function build(job: TestJob, runId: string): Promise<{ layer: string; runs: string[]; log: string }> {
+    fs.mkdirSync(path.join(job.workspace, 'probe'), { recursive: true });
+    fs.writeFileSync(path.join(job.workspace, 'probe', 'Dockerfile'), DOCKERFILE);
+    const out = `out-${runId}`;
+    const built = await job.step(
+      `docker buildx build --progress plain --build-arg RUN_ID=${runId} --output type=local,dest=${out} probe 2>&1`,
+      `docker buildx build (run ${runId})`
+    );
+    const read = (name: string) => fs.readFileSync(path.join(job.workspace, out, name), 'utf8');
+    return { layer: read('layer'), runs: read('runs').split('\n').filter(Boolean), log: built.stdout };
+  }
+
+  test("docker driver: the second job's build runs its steps again and its cache mount starts empty (BuildKit's state is not carried); the image store is", async () => {
+    const inputs = { buildx: 'true', 'buildx-driver': 'docker', cache: 'true', 'cache-key': `buildkit-${unique()}` };
+    let first = { layer: '', runs: [] as string[], log: '' };
+    let savedKey = '';
+    await withJob({ cache: server }, async job => {
+      installBuildxPlugin(job.home, plugin);
+      const main = await job.main(inputs);
+      expect(main.outputs['cache-hit']).toBe('false');
+      await job.step(loadFromOuter(HTTPD_IMAGE), 'load the base image');
+      first = await build(job, 'one');
+      expect(first.layer).toMatch(/^[0-9a-f]{32}$/);
+      expect(first.runs).toEqual(['one']);
+      const [post] = await job.post({ warnings: 0 });
+      savedKey = savedKeyOf(post);
+    });
+
+    await withJob({ cache: server }, async job => {
+      installBuildxPlugin(job.home, plugin);
+      const main = await job.main(inputs);
+      expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': savedKey });
+      // The base image loaded in the first job is restored: the build needs no load.
+      const second = await build(job, 'two');
+      expect(second.layer).toMatch(/^[0-9a-f]{32}$/);
+      expect(second.layer).not.toBe(first.layer);
+      expect(second.log).not.toMatch(/#\d+ \[stage-0 2\/3\] RUN head -c 16 \/dev\/urandom[^\n]*\n#\d+ CACHED/);
+      expect(second.runs).toEqual(['two']);
+      await job.post({ warnings: 0 });
     });
   });
 });

@@ -89,7 +89,8 @@ describe('defaults from action.yml', () => {
       swarm: false,
       buildx: false,
       buildxDriver: 'docker-container',
-      buildxImage: 'moby/buildkit:v0.32.2'
+      buildxImage: 'moby/buildkit:v0.32.2',
+      buildkitdConfig: {}
     });
   });
 
@@ -135,7 +136,8 @@ describe('defaults from action.yml', () => {
     'swarm',
     'buildx',
     'buildx-driver',
-    'buildx-image'
+    'buildx-image',
+    'buildkitd-config-inline'
   ])('action.yml declares the input %p, with a description', name => {
     expect(manifest.inputs[name]?.description).toEqual(expect.any(String));
   });
@@ -394,6 +396,60 @@ describe('buildx with the other inputs', () => {
     expect(problems).toHaveLength(1);
     for (const input of named) expect(problems[0]).toContain(`'${input}'`);
     expect(problems[0]).toMatch(/Set '|Give '/);
+  });
+});
+
+describe('buildkitd-config-inline', () => {
+  test.each<[string, string, Record<string, unknown>]>([
+    ['empty', '  \n', {}],
+    [
+      'registries and other settings',
+      'debug = true\n[registry."docker.io"]\nmirrors = ["mirror.gcr.io"]\n[registry."r.local:5000"]\nhttp = true\n',
+      { debug: true, registry: { 'docker.io': { mirrors: ['mirror.gcr.io'] }, 'r.local:5000': { http: true } } }
+    ],
+    [
+      'dotted keys',
+      'registry."docker.io".mirrors = ["m.example"]',
+      { registry: { 'docker.io': { mirrors: ['m.example'] } } }
+    ],
+    ['no registry', '[worker.oci]\nmax-parallelism = 4\n', { worker: { oci: { 'max-parallelism': 4 } } }]
+  ])('accepts %s, parsed', (_name, text, config) => {
+    expect(inputsWith({ buildx: 'true', 'buildkitd-config-inline': text }).buildkitdConfig).toEqual(config);
+  });
+
+  test.each<[string, string, RegExp]>([
+    [
+      'not TOML',
+      '[registry."docker.io"\nmirrors = 1',
+      /^Input 'buildkitd-config-inline' is not valid TOML: .+\. It takes the text of a buildkitd\.toml/
+    ],
+    ['a key given twice', 'debug = true\ndebug = false', /^Input 'buildkitd-config-inline' is not valid TOML: /],
+    [
+      'registry not a table',
+      'registry = "docker.io"',
+      /^Input 'buildkitd-config-inline': 'registry' must hold one table per registry .*got 'registry'\.$/
+    ],
+    [
+      'a registry not a table',
+      'registry = { "docker.io" = ["m"] }',
+      /^Input 'buildkitd-config-inline': 'registry' must hold one table per registry .*got 'docker\.io'\.$/
+    ]
+  ])('refuses %s, naming the input', (_name, text, message) => {
+    expect(problemsWith({ buildx: 'true', 'buildkitd-config-inline': text })).toEqual([expect.stringMatching(message)]);
+  });
+
+  test.each<[string, Record<string, string>, string[]]>([
+    ['without buildx', {}, ['buildkitd-config-inline', 'buildx']],
+    [
+      'with the docker driver',
+      { buildx: 'true', 'buildx-driver': 'docker' },
+      ['buildkitd-config-inline', 'buildx-driver']
+    ]
+  ])('refuses it %s: nothing would read it', (_name, overrides, named) => {
+    const problems = problemsWith({ ...overrides, 'buildkitd-config-inline': 'debug = true' });
+    expect(problems).toHaveLength(1);
+    for (const input of named) expect(problems[0]).toContain(`'${input}'`);
+    expect(problems[0]).toMatch(/Remove it, or set '/);
   });
 });
 
