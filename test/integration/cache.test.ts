@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { startCacheServer, type CacheFault, type CacheServer } from '../support/cache-server';
 import { saveImageAs, writeEntry, writeForeignEntry } from '../support/craft';
 import { defined } from '../support/defined';
@@ -961,6 +962,50 @@ describe('crafted entries', () => {
       await job.post({ warnings: 0 });
     });
   });
+
+  /** Main's heap, well below the 2.2 GiB a 64 MiB manifest of tiny objects took once parsed. */
+  const SMALL_HEAP = 128;
+  test.each<{ user?: string; label: string; bomb: 'bytes' | 'values' }>([
+    { user: undefined, label: 'root', bomb: 'bytes' },
+    { user: undefined, label: 'root', bomb: 'values' },
+    { user: 'runner', label: 'runner', bomb: 'bytes' },
+    { user: 'runner', label: 'runner', bomb: 'values' }
+  ])(
+    `a manifest that is a shape bomb over the $bomb of the largest state: refused before it is parsed, by main on a ${SMALL_HEAP} MiB heap (as $label)`,
+    async ({ user, label, bomb }) => {
+      const name = `crafted-shape-${bomb}-${label}`;
+      const { MAX_IMAGE_BYTES, freeBytes } = await import('../../src/data-image');
+      const { manifestBounds } = await import('../../src/manifest');
+      let prefix = '';
+      let bounds = manifestBounds({ maxImageBytes: 0, maxWriteBytes: 0 });
+      await withJob({ cache: server, user }, async job => {
+        prefix = (await job.main(crafted(name))).outputs['cache-key'];
+        bounds = manifestBounds({ maxImageBytes: MAX_IMAGE_BYTES, maxWriteBytes: await freeBytes(job.temp) });
+        await job.post({ warnings: 0 });
+      });
+      // Tiny objects: just under 64 MiB, as in the issue; or twice the values allowed, in a quarter of the bytes allowed.
+      const tiny = bomb === 'bytes' ? '{},' : '[],';
+      const count = bomb === 'bytes' ? Math.floor((64 * 1024 * 1024 - 4) / tiny.length) : 2 * bounds.values;
+      const json = Buffer.concat([Buffer.from('['), Buffer.alloc(count * tiny.length, tiny), Buffer.from('{}]')]);
+      expect(json.length > bounds.bytes).toBe(bomb === 'bytes');
+      const blob = gzipSync(json, { level: 9 });
+      expect(blob.length).toBeLessThan(100 * 1024);
+      await writeEntry(server, `${prefix}${'a'.repeat(16)}`, blob);
+      await withJob({ cache: server, user, env: { NODE_OPTIONS: `--max-old-space-size=${SMALL_HEAP}` } }, async job => {
+        const main = await job.main(crafted(name));
+        expect(main.warnings).toEqual([
+          expect.stringMatching(
+            new RegExp(
+              `^Cache restore failed, the daemon starts empty: a manifest of more than \\d+ ${bomb}: more than that of any state this runner can restore$`
+            )
+          )
+        ]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
+        await expectEmptyWorkingDaemon(job);
+        await job.post({ warnings: 0 });
+      });
+    }
+  );
 
   test('a state with a device node anyone may open: it never reaches the runner, and nested containers cannot open such nodes', async () => {
     const prefix = await stateOfJob('crafted-device', async () => undefined, 'device.img');
