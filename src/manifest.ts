@@ -153,6 +153,29 @@ export function checkShape(json: Buffer, bounds: ShapeBounds): void {
   }
 }
 
+/**
+ * Pure: what a save may take of a restored state: the chunks whose frames the restore checked, each
+ * frame at the reference it was checked at (`checked`, by index in `manifest.frames`). A frame no chunk
+ * needed, or one never checked, names content at a place nobody looked: a save that referenced it
+ * again could point at junk.
+ */
+export function checkedPart(manifest: Manifest, checked: ReadonlyMap<number, Frame>): Manifest {
+  const frames: Frame[] = [];
+  const indexOf = new Map<number, number>();
+  const chunks: Array<[number, number]> = [];
+  for (const [position, index] of manifest.chunks) {
+    const frame = checked.get(index);
+    if (!frame) continue;
+    let at = indexOf.get(index);
+    if (at === undefined) {
+      at = frames.push(frame) - 1;
+      indexOf.set(index, at);
+    }
+    chunks.push([position, at]);
+  }
+  return { ...manifest, frames, chunks };
+}
+
 export async function encodeManifest(manifest: Manifest): Promise<Buffer> {
   const json = {
     ...manifest,

@@ -68,6 +68,11 @@ export interface WriteProgress {
   localBytes: number;
   /** Bytes written into the image. */
   writtenBytes: number;
+  /**
+   * The frames checked against their hash, by index, each with the reference it was checked at: the
+   * frame itself when fetched from its part, LOCAL_ONLY when the runner's store gave it.
+   */
+  checked: Map<number, Frame>;
 }
 
 export class FrameCheckError extends Error {}
@@ -120,7 +125,7 @@ export async function writeState(
   local: LocalFrames | undefined,
   connections = RESTORE_CONNECTIONS
 ): Promise<WriteProgress> {
-  const progress: WriteProgress = { downloadedBytes: 0, localBytes: 0, writtenBytes: 0 };
+  const progress: WriteProgress = { downloadedBytes: 0, localBytes: 0, writtenBytes: 0, checked: new Map() };
   const positions = new Map<number, number[]>();
   for (const [position, frame] of manifest.chunks) {
     const list = positions.get(frame);
@@ -176,6 +181,7 @@ export async function writeState(
         const frame = manifest.frames[index];
         const compressed = body.subarray(frame.offset - range.start, frame.offset - range.start + frame.length);
         await put(index, compressed);
+        progress.checked.set(index, frame);
         if (local) await local.write(frame.hash, compressed);
       })
     );
@@ -187,10 +193,10 @@ export async function writeState(
     // localIndexes is empty without a local store.
     ...[...localIndexes].map(index => async () => {
       if (!local) throw new Error(`frame ${index} is read from the runner's store, but there is none`);
-      const compressed = await local.read(manifest.frames[index].hash);
+      const frame = manifest.frames[index];
+      const compressed = await local.read(frame.hash);
       // Gone since `has` (another job's bound): from the cache service, if it holds it.
       if (!compressed) {
-        const frame = manifest.frames[index];
         if (frame.part === LOCAL_ONLY) throw new Error(`frame ${shortId(frame.hash)} left the runner's store`);
         const [range] = planRanges(manifest.frames, [index]);
         partUrls[range.part] ??= (await locate([range.part]))[range.part];
@@ -198,6 +204,7 @@ export async function writeState(
       }
       progress.localBytes += compressed.length;
       await put(index, compressed);
+      progress.checked.set(index, { hash: frame.hash, part: LOCAL_ONLY, offset: 0, length: frame.length });
     }),
     ...ranges.map(range => () => fetch(range))
   ];

@@ -13,6 +13,9 @@ import {
   ManifestError,
   manifestBounds,
   checkShape,
+  checkedPart,
+  LOCAL_ONLY,
+  type Frame,
   MAX_STRING_BYTES,
   type Manifest,
   type ManifestLimits,
@@ -219,6 +222,90 @@ describe('the shape of a manifest, bounded before it is parsed', () => {
     );
     expect(parse).not.toHaveBeenCalled();
     parse.mockRestore();
+  });
+});
+
+describe('what a save may reuse of a restored state: what the restore checked', () => {
+  const state = manifest();
+  const [f0, f1, f2] = state.frames;
+  const local = (frame: Frame): Frame => ({ ...frame, part: LOCAL_ONLY, offset: 0 });
+  /** A frame of the same content at another place, that no chunk uses: what the restore never looked at. */
+  const junk: Frame = { ...f1, offset: 0 };
+  test.each<[string, Manifest, Array<[number, Frame]>, Pick<Manifest, 'frames' | 'chunks'>]>([
+    [
+      'every frame fetched',
+      state,
+      [
+        [0, f0],
+        [1, f1],
+        [2, f2]
+      ],
+      { frames: [f0, f1, f2], chunks: state.chunks }
+    ],
+    [
+      "one from the runner's store: its reference names no part",
+      state,
+      [
+        [0, f0],
+        [1, local(f1)],
+        [2, f2]
+      ],
+      { frames: [f0, local(f1), f2], chunks: state.chunks }
+    ],
+    [
+      'a frame never checked: its chunks are not reused',
+      state,
+      [
+        [0, f0],
+        [2, f2]
+      ],
+      {
+        frames: [f0, f2],
+        chunks: [
+          [0, 0],
+          [7, 1],
+          [1023, 0]
+        ]
+      }
+    ],
+    [
+      'a junk frame of the same content that no chunk uses: left out',
+      { ...state, frames: [f0, f1, f2, junk] },
+      [
+        [0, f0],
+        [1, f1],
+        [2, f2]
+      ],
+      { frames: [f0, f1, f2], chunks: state.chunks }
+    ],
+    [
+      'frames numbered again, in the order the chunks use them',
+      {
+        ...state,
+        frames: [junk, f2, f1, f0],
+        chunks: [
+          [0, 3],
+          [1, 2],
+          [7, 1]
+        ]
+      },
+      [
+        [1, f2],
+        [2, f1],
+        [3, f0]
+      ],
+      {
+        frames: [f0, f1, f2],
+        chunks: [
+          [0, 0],
+          [1, 1],
+          [7, 2]
+        ]
+      }
+    ],
+    ['nothing checked (an image taken whole)', state, [], { frames: [], chunks: [] }]
+  ])('%s', (_name, restored, checked, expected) => {
+    expect(checkedPart(restored, new Map(checked))).toEqual({ ...restored, ...expected });
   });
 });
 
