@@ -17,7 +17,15 @@ import { checkRestored } from './ext4';
 import type { ActionInputs, CacheSavePolicy } from './inputs';
 import type { Instance } from './instance';
 import { LocalStore } from './local-store';
-import { CHUNK_BYTES, decodeManifest, MAX_MANIFEST_BLOB_BYTES, type Manifest, type ManifestLimits } from './manifest';
+import {
+  CHUNK_BYTES,
+  checkedPart,
+  decodeManifest,
+  LOCAL_ONLY,
+  MAX_MANIFEST_BLOB_BYTES,
+  type Manifest,
+  type ManifestLimits
+} from './manifest';
 import { runAll, writeState, type WriteProgress } from './restore';
 import { formatBytes } from './units';
 import { zstdAvailable } from './zstd';
@@ -57,10 +65,12 @@ export interface RestoreResult {
   localBytes: number;
   /** The runner's store had the state's image whole: it was taken as it is, nothing was written. */
   wholeImage?: boolean;
-  /** The state restored, also written to the data directory for post. */
+  /** The state restored. */
   manifest?: Manifest;
   /** A state restored but refused before the daemon saw it: post saves over it (see decideSave). */
   refusedKey?: string;
+  /** What post's save may reuse of it (checkedPart), written to the data directory for post. */
+  reusable?: Manifest;
 }
 
 const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
@@ -148,11 +158,13 @@ export function restoredImageBytes(savedBytes: number, freeBytes: number): numbe
   return room > savedBytes * GROW_SHARE ? room : savedBytes;
 }
 
-/** A state to try: its key, and its manifest when the runner's store has it. */
+/** A state to try: its key, and its manifest when the runner's store has it (or it was fetched to compare). */
 interface Candidate {
   key: string;
   url?: string;
   manifest?: Manifest;
+  /** The manifest is the runner's store's. */
+  stored: boolean;
 }
 
 async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
@@ -174,18 +186,15 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
     core.debug(
       `Newest state for ${prefixes.join(' | ')}: the cache service ${entry?.key ?? (service.readable ? 'none' : 'not asked')}, the runner's store ${local?.key ?? (store ? 'none' : 'not used')}`
     );
-    if (!entry) return local && { key: local.key, manifest: local };
-    const remote: Candidate = {
-      key: entry.key,
-      url: entry.url,
-      manifest: await store?.readManifest(entry.key, limits)
-    };
+    if (!entry) return local && { key: local.key, manifest: local, stored: true };
+    const manifest = await store?.readManifest(entry.key, limits);
+    const remote: Candidate = { key: entry.key, url: entry.url, manifest, stored: manifest !== undefined };
     if (!local || local.key === entry.key || level(local.key) > level(entry.key)) return remote;
-    if (level(local.key) < level(entry.key)) return { key: local.key, manifest: local };
+    if (level(local.key) < level(entry.key)) return { key: local.key, manifest: local, stored: true };
     // The same key level: the newer, by when each was saved (the service's needs its manifest).
     remote.manifest ??= await decodeManifest(await download(entry.url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits);
     return Date.parse(local.savedAt) > Date.parse(remote.manifest.savedAt)
-      ? { key: local.key, manifest: local }
+      ? { key: local.key, manifest: local, stored: true }
       : remote;
   };
   if (!service.readable && !store) {
@@ -207,7 +216,7 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
       }
       if (manifest.key !== candidate.key)
         throw new Error(`the entry ${candidate.key} holds the manifest of ${manifest.key}`);
-      const restored = await restoreState(setup, manifest, store, service.readable, limits);
+      const restored = await restoreState(setup, manifest, store, service.readable, limits, candidate.stored);
       const current = await imageId;
       if (manifest.imageId !== current) {
         core.warning(
@@ -222,10 +231,15 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
         );
         return { ...MISS, refusedKey: manifest.key };
       }
-      await fs.writeFile(path.join(setup.dataDir, DataFiles.manifest), JSON.stringify(manifest));
+      const { reusable } = restored;
+      await fs.writeFile(path.join(setup.dataDir, DataFiles.manifest), JSON.stringify(reusable));
       if (store) {
         await store.touch(manifest.frames.map(frame => frame.hash));
-        if (!candidate.manifest) await store.writeManifest(manifest);
+        // A copy for the store only when the restore checked every reference its chunks use (see fromStore).
+        const checkedAll =
+          reusable.chunks.length === manifest.chunks.length &&
+          reusable.frames.every(frame => frame.part !== LOCAL_ONLY);
+        if (!candidate.stored && checkedAll) await store.writeManifest(manifest);
       }
       return restored;
     } catch (error) {
@@ -247,8 +261,14 @@ async function restoreState(
   manifest: Manifest,
   store: LocalStore | undefined,
   remote: boolean,
-  limits: ManifestLimits
-): Promise<RestoreResult> {
+  limits: ManifestLimits,
+  /**
+   * Read from the runner's store, which holds only manifests whose references were checked (see
+   * checkedPart): their frames' references hold whether this restore fetched them or not.
+   */
+  fromStore: boolean
+): Promise<RestoreResult & { reusable: Manifest }> {
+  const used = new Map(manifest.chunks.map(([, frame]) => [frame, manifest.frames[frame]]));
   const started = performance.now();
   const { key } = manifest;
   core.info(`Restoring ${key}`);
@@ -278,7 +298,8 @@ async function restoreState(
       `Took the state's filesystem image whole from the runner's store in ${((performance.now() - started) / 1000).toFixed(2)} s: nothing to fetch or write.`
     );
     const hit = key.startsWith(setup.exactPrefix);
-    return { key, hit, bytes, downloadedBytes: 0, localBytes: bytes, wholeImage: true, manifest };
+    const reusable = checkedPart(manifest, fromStore ? used : new Map());
+    return { key, hit, bytes, downloadedBytes: 0, localBytes: bytes, wholeImage: true, manifest, reusable };
   }
   const image = await prepareDataDir(setup.dataDir, imageBytes, 'restored');
   const handle = await fs.open(image, 'r+');
@@ -302,7 +323,8 @@ async function restoreState(
     bytes,
     downloadedBytes: progress.downloadedBytes,
     localBytes: progress.localBytes,
-    manifest
+    manifest,
+    reusable: checkedPart(manifest, fromStore ? used : progress.checked)
   };
 }
 

@@ -15,7 +15,6 @@ export const CHUNK_BYTES = 1024 * 1024;
 export const MAX_FRAME_BYTES = CHUNK_BYTES + 64 * 1024;
 /** A restore looks up each part: the number of calls to the cache service stays in the tens. */
 export const MAX_PARTS = 24;
-const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 /** A manifest as stored (gzip): read no more than this of one, from the cache service or the runner's store. */
 export const MAX_MANIFEST_BLOB_BYTES = 32 * 1024 * 1024;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -71,6 +70,114 @@ export interface ManifestLimits {
 export const MAX_EXPANSION = 64;
 export const EXPANSION_ALLOWANCE_BYTES = 256 * 1024 * 1024;
 
+/**
+ * The JSON of a manifest per chunk a restore may write, at its longest: the chunk's pair (18 bytes,
+ * 3 values), one frame (97 bytes, 5 values) and one image's usage record (101 bytes, 2 values).
+ */
+const BYTES_PER_CHUNK = 256;
+const VALUES_PER_CHUNK = 10;
+/**
+ * And beyond that: its other fields, MAX_PARTS parts and the usage records of a thousand images more
+ * (a state of few chunks may hold many small images), keys as long as MAX_STRING_BYTES.
+ */
+const BASE_BYTES = 256 * 1024;
+const BASE_VALUES = 4096;
+/** The object, its lists (and `filesystem`, `lastUsed`), and in those a chunk's pair, a frame or a part. */
+const MAX_DEPTH = 3;
+/** A cache key is the longest string: the cache service takes keys of up to 512 characters. */
+export const MAX_STRING_BYTES = 1024;
+
+const BEYOND_STATES = 'more than that of any state this runner can restore';
+
+/** What a manifest's JSON may hold, checked before it is parsed: see manifestBounds and checkShape. */
+export interface ShapeBounds {
+  bytes: number;
+  /** Objects, arrays, strings (keys among them), numbers and literals. */
+  values: number;
+  depth: number;
+  stringBytes: number;
+}
+
+/**
+ * Pure: the bounds of the manifest of a state with the most chunks a restore may write (each is
+ * written, and none beyond the filesystem). Parsed, that takes a few hundred bytes of memory per
+ * chunk: a manifest cannot take more memory than the largest state this runner could restore.
+ */
+export function manifestBounds(limits: ManifestLimits): ShapeBounds {
+  const chunks = Math.floor(Math.min(limits.maxImageBytes, limits.maxWriteBytes) / CHUNK_BYTES);
+  return {
+    bytes: BASE_BYTES + chunks * BYTES_PER_CHUNK,
+    values: BASE_VALUES + chunks * VALUES_PER_CHUNK,
+    depth: MAX_DEPTH,
+    stringBytes: MAX_STRING_BYTES
+  };
+}
+
+/** A table of which bytes are among `chars`. */
+function byteSet(chars: string): Uint8Array {
+  const set = new Uint8Array(256);
+  for (const char of chars) set[char.charCodeAt(0)] = 1;
+  return set;
+}
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPENING = byteSet('[{');
+const CLOSING = byteSet(']}');
+const DIGITS = '0123456789';
+/** The first bytes of a number, `true`, `false` and `null`; and what may follow in one. */
+const SCALAR_START = byteSet(`-${DIGITS}tfn`);
+const SCALAR_PART = byteSet(`-+.${DIGITS}abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ`);
+
+/**
+ * Throws ManifestError unless `json` is within `bounds`, reading its bytes once and allocating nothing:
+ * every value JSON.parse would make begins with a byte counted here (outside a string: a quote, a
+ * bracket, a brace, or a number's or literal's first), so a shape bomb is refused before it is parsed.
+ * What is not JSON passes on to JSON.parse, which refuses it.
+ */
+export function checkShape(json: Buffer, bounds: ShapeBounds): void {
+  let depth = 0;
+  let values = 0;
+  for (let i = 0; i < json.length; i++) {
+    const byte = json[i];
+    if (byte === QUOTE) {
+      const start = i;
+      for (i++; i < json.length && json[i] !== QUOTE; i++) if (json[i] === BACKSLASH) i++;
+      check(i - start - 1 <= bounds.stringBytes, `a manifest with a string of more than ${bounds.stringBytes} bytes`);
+    } else if (OPENING[byte]) {
+      check(++depth <= bounds.depth, `a manifest nested more than ${bounds.depth} deep`);
+    } else if (CLOSING[byte]) {
+      depth--;
+      continue;
+    } else if (SCALAR_START[byte]) {
+      while (i + 1 < json.length && SCALAR_PART[json[i + 1]]) i++;
+    } else continue;
+    check(++values <= bounds.values, `a manifest of more than ${bounds.values} values: ${BEYOND_STATES}`);
+  }
+}
+
+/**
+ * Pure: what a save may take of a restored state: the chunks whose frames the restore checked, each
+ * frame at the reference it was checked at (`checked`, by index in `manifest.frames`). A frame no chunk
+ * needed, or one never checked, names content at a place nobody looked: a save that referenced it
+ * again could point at junk.
+ */
+export function checkedPart(manifest: Manifest, checked: ReadonlyMap<number, Frame>): Manifest {
+  const frames: Frame[] = [];
+  const indexOf = new Map<number, number>();
+  const chunks: Array<[number, number]> = [];
+  for (const [position, index] of manifest.chunks) {
+    const frame = checked.get(index);
+    if (!frame) continue;
+    let at = indexOf.get(index);
+    if (at === undefined) {
+      at = frames.push(frame) - 1;
+      indexOf.set(index, at);
+    }
+    chunks.push([position, at]);
+  }
+  return { ...manifest, frames, chunks };
+}
+
 export async function encodeManifest(manifest: Manifest): Promise<Buffer> {
   const json = {
     ...manifest,
@@ -87,9 +194,15 @@ function check(condition: unknown, what: string): asserts condition {
 
 /** Parses and checks a manifest blob; throws ManifestError saying what is wrong. */
 export async function decodeManifest(blob: Buffer, limits: ManifestLimits): Promise<Manifest> {
+  const bounds = manifestBounds(limits);
+  const text = await promisify(gunzip)(blob, { maxOutputLength: bounds.bytes }).catch((error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE')
+      throw new ManifestError(`a manifest of more than ${bounds.bytes} bytes: ${BEYOND_STATES}`);
+    throw new ManifestError(`not a manifest (${errorMessage(error)})`);
+  });
+  checkShape(text, bounds);
   let json: Record<string, unknown>;
   try {
-    const text = await promisify(gunzip)(blob, { maxOutputLength: MAX_MANIFEST_BYTES });
     json = JSON.parse(text.toString('utf8')) as Record<string, unknown>;
   } catch (error) {
     throw new ManifestError(`not a manifest (${errorMessage(error)})`);

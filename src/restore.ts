@@ -72,6 +72,11 @@ export interface WriteProgress {
   localBytes: number;
   /** Bytes written into the image. */
   writtenBytes: number;
+  /**
+   * The frames checked against their hash, by index, each with the reference it was checked at: the
+   * frame itself when fetched from its part, LOCAL_ONLY when the runner's store gave it.
+   */
+  checked: Map<number, Frame>;
 }
 
 export class FrameCheckError extends Error {}
@@ -124,7 +129,7 @@ export async function writeState(
   local: LocalFrames | undefined,
   connections = RESTORE_CONNECTIONS
 ): Promise<WriteProgress> {
-  const progress: WriteProgress = { downloadedBytes: 0, localBytes: 0, writtenBytes: 0 };
+  const progress: WriteProgress = { downloadedBytes: 0, localBytes: 0, writtenBytes: 0, checked: new Map() };
   const positions = new Map<number, number[]>();
   for (const [position, frame] of manifest.chunks) {
     const list = positions.get(frame);
@@ -183,6 +188,7 @@ export async function writeState(
         const frame = manifest.frames[index];
         const compressed = body.subarray(frame.offset - range.start, frame.offset - range.start + frame.length);
         await put(index, compressed);
+        progress.checked.set(index, frame);
         if (local) await local.write(frame.hash, compressed);
       })
     );
@@ -205,6 +211,7 @@ export async function writeState(
       }
       progress.localBytes += compressed.length;
       await put(index, compressed);
+      progress.checked.set(index, { hash: frame.hash, part: LOCAL_ONLY, offset: 0, length: frame.length });
     }),
     ...ranges.map(range => () => fetch(range))
   ];

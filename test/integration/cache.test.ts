@@ -13,13 +13,14 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { contentFingerprint } from '../../src/cache-key';
 import { INSTANCE_LABEL } from '../../src/constants';
 import { extractBuildxPlugin, installBuildxPlugin } from '../support/buildx';
 import { startCacheServer, type CacheFault, type CacheServer } from '../support/cache-server';
 import { cacheKeys, keyBase } from '../../src/cache-key';
 import { freeBytes, maxRestoredImageBytes } from '../../src/data-image';
-import { saveImageAs, writeEntry, writeForeignEntry, writeImageEntry } from '../support/craft';
+import { readEntry, saveImageAs, writeEntry, writeForeignEntry, writeImageEntry } from '../support/craft';
 import { defined } from '../support/defined';
 import { buildImage, inspectContainer, OUTER_SOCKET, run, TEST_IMAGE } from '../support/engine';
 import {
@@ -945,7 +946,12 @@ describe('crafted entries', () => {
   beforeAll(async () => {
     imageId = (await shOk(`docker -H ${OUTER_SOCKET} image inspect --format '{{.Id}}' "$1"`, [TEST_IMAGE])).trim();
   });
-  afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+  /** What a test made outside `work`, removed once all have run. */
+  const cleanups: Array<() => void> = [];
+  afterAll(() => {
+    fs.rmSync(work, { recursive: true, force: true });
+    for (const cleanup of cleanups) cleanup();
+  });
 
   /**
    * Each test's entries under a key base of its own (a made-up feature is a storage setting of the key),
@@ -1258,6 +1264,204 @@ ${CTR} -n evil containers create --label containerd.io/restart.status=running --
       await job.post({ warnings: 0 });
     });
   });
+
+  /** Main's heap, well below the 2.2 GiB a 64 MiB manifest of tiny objects took once parsed. */
+  const SMALL_HEAP = 128;
+  test.each<{ user?: string; label: string; bomb: 'bytes' | 'values' }>([
+    { user: undefined, label: 'root', bomb: 'bytes' },
+    { user: undefined, label: 'root', bomb: 'values' },
+    { user: 'runner', label: 'runner', bomb: 'bytes' },
+    { user: 'runner', label: 'runner', bomb: 'values' }
+  ])(
+    `a manifest that is a shape bomb over the $bomb of the largest state: refused before it is parsed, by main on a ${SMALL_HEAP} MiB heap (as $label)`,
+    async ({ user, label, bomb }) => {
+      const name = `crafted-shape-${bomb}-${label}`;
+      const { MAX_IMAGE_BYTES, freeBytes } = await import('../../src/data-image');
+      const { manifestBounds } = await import('../../src/manifest');
+      let prefix = '';
+      let bounds = manifestBounds({ maxImageBytes: 0, maxWriteBytes: 0 });
+      await withJob({ cache: server, user }, async job => {
+        prefix = (await job.main(crafted(name))).outputs['cache-key'];
+        bounds = manifestBounds({ maxImageBytes: MAX_IMAGE_BYTES, maxWriteBytes: await freeBytes(job.temp) });
+        await job.post({ warnings: 0 });
+      });
+      // Tiny objects: just under 64 MiB, as in the issue; or twice the values allowed, in a quarter of the bytes allowed.
+      const tiny = bomb === 'bytes' ? '{},' : '[],';
+      const count = bomb === 'bytes' ? Math.floor((64 * 1024 * 1024 - 4) / tiny.length) : 2 * bounds.values;
+      const json = Buffer.concat([Buffer.from('['), Buffer.alloc(count * tiny.length, tiny), Buffer.from('{}]')]);
+      expect(json.length > bounds.bytes).toBe(bomb === 'bytes');
+      const blob = gzipSync(json, { level: 9 });
+      expect(blob.length).toBeLessThan(100 * 1024);
+      await writeEntry(server, `${prefix}${'a'.repeat(16)}`, blob);
+      await withJob({ cache: server, user, env: { NODE_OPTIONS: `--max-old-space-size=${SMALL_HEAP}` } }, async job => {
+        const main = await job.main(crafted(name));
+        expect(main.warnings).toEqual([
+          expect.stringMatching(
+            new RegExp(
+              `^Cache restore failed, the daemon starts empty: a manifest of more than \\d+ ${bomb}: more than that of any state this runner can restore$`
+            )
+          )
+        ]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-size': '0' });
+        await expectEmptyWorkingDaemon(job);
+        await job.post({ warnings: 0 });
+      });
+    }
+  );
+
+  type FrameJson = [hash: string, part: number, offset: number, length: number];
+  /** A manifest as stored: its frames as lists. */
+  interface ManifestJson {
+    key: string;
+    parent?: string;
+    savedAt: string;
+    parts: Array<{ key: string }>;
+    frames: FrameJson[];
+    chunks: Array<[number, number]>;
+  }
+  const readManifestJson = async (key: string) =>
+    JSON.parse(gunzipSync(await readEntry(server, key)).toString()) as ManifestJson;
+  const keyPattern = (key: string) => key.replace(/[+.]/g, '\\$&');
+  /**
+   * The references of `resaved` in the part of `saved` (the state a crafted one was made from): each one
+   * of `saved`'s own, never one of the crafted entry's; and how many.
+   */
+  const referencesInPartOf = (saved: ManifestJson, resaved: ManifestJson) => {
+    const checked = new Set(saved.frames.map(([hash, , offset, length]) => `${hash} ${offset} ${length}`));
+    const inPart = resaved.frames.filter(([, part]) => resaved.parts[part]?.key === saved.parts[0].key);
+    return {
+      count: inPart.length,
+      junk: inPart.filter(([hash, , offset, length]) => !checked.has(`${hash} ${offset} ${length}`))
+    };
+  };
+
+  test.each<{ user?: string; label: string }>([
+    { user: undefined, label: 'root' },
+    { user: 'runner', label: 'runner' }
+  ])(
+    'frames that are not the content their hash names: a restore that needs one gives way to the parent, and a save references only frames the restore checked (as $label)',
+    async ({ user, label }) => {
+      const inputs = { ...crafted(`crafted-reuse-${label}`), 'cache-save': 'on-change' };
+      let prefix = '';
+      let key1 = '';
+      await withJob({ cache: server, user }, async job => {
+        const main = await job.main(inputs);
+        prefix = main.outputs['cache-key'];
+        await job.step(loadFromOuter(TINY_IMAGE));
+        key1 = savedKeyOf((await job.post({ warnings: 0 }))[0]);
+      });
+      const saved = await readManifestJson(key1);
+      expect(saved.parts).toHaveLength(1);
+      // Each frame's hash with the place of the next frame of the part: a frame in junk.
+      const junk = saved.frames.map(([hash], i): FrameJson => {
+        const [, part, offset, length] = saved.frames[(i + 1) % saved.frames.length];
+        return [hash, part, offset, length];
+      });
+      // The same chunks, with a junk frame of each hash beside it that no chunk uses.
+      const unused: ManifestJson = {
+        ...saved,
+        key: `${prefix}${'a'.repeat(16)}`,
+        parent: key1,
+        savedAt: new Date().toISOString(),
+        frames: [...saved.frames, ...junk]
+      };
+      await writeEntry(server, unused.key, gzipSync(JSON.stringify(unused)));
+      // Made from that one, and a chunk of it needs a junk frame.
+      const used = saved.chunks[0][1];
+      const needed: ManifestJson = {
+        ...saved,
+        key: `${prefix}${'b'.repeat(16)}`,
+        parent: unused.key,
+        savedAt: new Date().toISOString(),
+        frames: saved.frames.map((frame, i) => (i === used ? junk[i] : frame))
+      };
+      await writeEntry(server, needed.key, gzipSync(JSON.stringify(needed)));
+
+      let key2 = '';
+      await withJob({ cache: server, user }, async job => {
+        const main = await job.main(inputs);
+        expect(main.warnings).toEqual([
+          expect.stringMatching(
+            new RegExp(
+              `^${keyPattern(needed.key)} could not be restored \\(frame [0-9a-f]{12} does not hold the content its hash names\\); trying the state it was made from, ${keyPattern(unused.key)}\\.$`
+            )
+          )
+        ]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': unused.key });
+        await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/reuse:tagged`, 'tag an image');
+        key2 = savedKeyOf((await job.post({ warnings: 0 }))[0]);
+      });
+      // What the save references in the old part: frames the restore fetched there, and never a junk one.
+      const reused = referencesInPartOf(saved, await readManifestJson(key2));
+      expect(reused.count).toBeGreaterThan(saved.frames.length / 2);
+      expect(reused.junk).toEqual([]);
+      await withJob({ cache: server, user }, async job => {
+        const main = await job.main({ ...inputs, 'cache-save': 'never' });
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key2 });
+        expect(await imageTags(job)).toEqual([TINY_IMAGE, 'setup-dind-test/reuse:tagged'].sort());
+        await job.post({ warnings: 0 });
+      });
+    }
+  );
+
+  test.each<{ user?: string; label: string }>([
+    { user: undefined, label: 'root' },
+    { user: 'runner', label: 'runner' }
+  ])(
+    "an entry whose frames are in the runner's store but its references point at junk: it restores from the store, and the save references none of them (as $label)",
+    async ({ user, label }) => {
+      // The job's user's own, as a runner's cache-dir is.
+      const store = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-crafted-store-'));
+      if (user) fs.chownSync(store, account(user).uid, account(user).gid);
+      cleanups.push(() => fs.rmSync(store, { recursive: true, force: true }));
+      const inputs = { ...crafted(`crafted-store-${label}`), 'cache-save': 'on-change', 'cache-dir': store };
+      let prefix = '';
+      let key1 = '';
+      await withJob({ cache: server, user }, async job => {
+        const main = await job.main(inputs);
+        prefix = main.outputs['cache-key'];
+        await job.step(loadFromOuter(TINY_IMAGE));
+        key1 = savedKeyOf((await job.post({ warnings: 0 }))[0]);
+      });
+      const saved = await readManifestJson(key1);
+      expect(saved.parts).toHaveLength(1);
+      // The same state, every frame said to be at the start of the part: what the store holds is the
+      // content, so the restore never looks there.
+      const forged: ManifestJson = {
+        ...saved,
+        key: `${prefix}${'f'.repeat(16)}`,
+        parent: key1,
+        savedAt: new Date().toISOString(),
+        frames: saved.frames.map(([hash, part, , length]): FrameJson => [hash, part, 0, length])
+      };
+      await writeEntry(server, forged.key, gzipSync(JSON.stringify(forged)));
+
+      let key2 = '';
+      await withJob({ cache: server, user }, async job => {
+        const main = await job.main(inputs);
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': forged.key });
+        expect(main.result.stdout).toMatch(/Restored .* 0 B downloaded\./);
+        await job.step(`docker tag ${TINY_IMAGE} setup-dind-test/reuse:tagged`, 'tag an image');
+        key2 = savedKeyOf((await job.post({ warnings: 0 }))[0]);
+      });
+      // The store keeps no copy of the forged manifest: its references were never checked.
+      expect(fs.readdirSync(path.join(store, 'setup-dind-v2', 'manifests')).sort()).toEqual(
+        [key1, key2].map(key => `${encodeURIComponent(key)}.gz`).sort()
+      );
+      const reused = referencesInPartOf(saved, await readManifestJson(key2));
+      expect(reused.junk).toEqual([]);
+      // A runner without the store restores the new state from the cache service alone.
+      await withJob({ cache: server, user }, async job => {
+        const main = await job.main({ ...inputs, 'cache-dir': '', 'cache-save': 'never' });
+        expect(main.warnings).toEqual([]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key2 });
+        expect(await imageTags(job)).toEqual([TINY_IMAGE, 'setup-dind-test/reuse:tagged'].sort());
+        await job.post({ warnings: 0 });
+      });
+    }
+  );
 
   test('a state with a device node anyone may open: it never reaches the runner, and nested containers cannot open such nodes', async () => {
     const prefix = await stateOfJob(

@@ -4,8 +4,9 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { download } from '../../src/blob-download';
 import { uploadData } from '../../src/blob-upload';
-import { finalize, reserve } from '../../src/cache-service';
+import { finalize, lookup, reserve } from '../../src/cache-service';
 import { DataFiles, scanImage, sha256 } from '../../src/data-image';
 import { readLayout } from '../../src/ext4';
 import { CHUNK_BYTES, encodeManifest, MANIFEST_FORMAT, type Frame } from '../../src/manifest';
@@ -89,6 +90,15 @@ export async function writeEntry(server: CacheServer, key: string, blob: Buffer)
     if (!url) throw new Error(`${key} exists already`);
     await uploadData(url, blob);
     await finalize(key, blob.length);
+  });
+}
+
+/** The blob of the action's entry `key`, byte for byte (a manifest, to read what a save wrote). */
+export async function readEntry(server: CacheServer, key: string): Promise<Buffer> {
+  return against(server, async () => {
+    const entry = await lookup(key);
+    if (entry?.key !== key) throw new Error(`no entry ${key}`);
+    return download(entry.url, { maxBytes: 64 * 1024 * 1024 });
   });
 }
 

@@ -11,7 +11,15 @@ import {
   MAX_FRAME_BYTES,
   MAX_PARTS,
   ManifestError,
-  type Manifest
+  manifestBounds,
+  checkShape,
+  checkedPart,
+  LOCAL_ONLY,
+  type Frame,
+  MAX_STRING_BYTES,
+  type Manifest,
+  type ManifestLimits,
+  type ShapeBounds
 } from '../../src/manifest';
 
 const HASH = (n: number) => n.toString(16).padStart(64, '0');
@@ -133,7 +141,176 @@ test.each<[string, (json: Record<string, unknown>) => void, RegExp]>([
 test('refuses what is not a gzipped JSON object, and a gzip bomb, before parsing it', async () => {
   await expect(decodeManifest(Buffer.from('not gzip'), LIMITS)).rejects.toThrow(/not a manifest/);
   await expect(decodeManifest(gzipSync('[1,2'), LIMITS)).rejects.toThrow(/not a manifest/);
-  await expect(decodeManifest(gzipSync(Buffer.alloc(65 * 2 ** 20, 32)), LIMITS)).rejects.toThrow(/not a manifest/);
+  const { bytes } = manifestBounds(LIMITS);
+  await expect(decodeManifest(gzipSync(Buffer.alloc(bytes + 1, 32)), LIMITS)).rejects.toThrow(
+    `a manifest of more than ${bytes} bytes`
+  );
+  await expect(decodeManifest(gzipSync(Buffer.alloc(bytes, 32)), LIMITS)).rejects.toThrow(/not a manifest/);
+});
+
+describe('the shape of a manifest, bounded before it is parsed', () => {
+  const BOUNDS: ShapeBounds = { bytes: 1000, values: 10, depth: 3, stringBytes: 8 };
+
+  const GIB = 2 ** 30;
+  test.each<[string, ManifestLimits, number]>([
+    ['a runner with 14 GiB free', { maxImageBytes: 4096 * GIB, maxWriteBytes: 14 * GIB }, 14 * 1024],
+    ['a filesystem limit below the free space', { maxImageBytes: 14 * GIB, maxWriteBytes: 4096 * GIB }, 14 * 1024],
+    ['part of a chunk free', { maxImageBytes: 4096 * GIB, maxWriteBytes: CHUNK_BYTES - 1 }, 0],
+    ['nothing free', { maxImageBytes: 4096 * GIB, maxWriteBytes: 0 }, 0]
+  ])('the bounds follow the most chunks a restore may write: %s', (_name, limits, chunks) => {
+    expect(manifestBounds(limits)).toEqual({
+      bytes: 256 * 1024 + chunks * 256,
+      values: 4096 + chunks * 10,
+      depth: 3,
+      stringBytes: MAX_STRING_BYTES
+    });
+  });
+
+  test.each<[string, string]>([
+    ['a manifest-like object', '{"a":[[1,2]],"b":{"c":"d"}}'],
+    ['whitespace and escapes', ' { "k" : "a\\"b\\\\" ,\n "n" : -1.5e+3 } '],
+    ['brackets in a string are not nesting', '["[[[[[[["]'],
+    ['a number or literal is one value', '[123456789,true,false,null]'],
+    ['a string of the longest', '["12345678"]'],
+    ['ten values', '[1,2,3,4,5,6,7,8,9]']
+  ])('within the bounds: %s', (_name, json) => {
+    expect(() => checkShape(Buffer.from(json), BOUNDS)).not.toThrow();
+    expect(() => JSON.parse(json) as unknown).not.toThrow();
+  });
+
+  test.each<[string, string, string]>([
+    ['eleven values', '[1,2,3,4,5,6,7,8,9,0]', 'a manifest of more than 10 values'],
+    ['tiny objects', '[{},{},{},{},{},{},{},{},{},{}]', 'a manifest of more than 10 values'],
+    ['keys are values', '{"a":1,"b":2,"c":3,"d":4,"e":5}', 'a manifest of more than 10 values'],
+    ['nested too deep', '[[[[]]]]', 'a manifest nested more than 3 deep'],
+    ['a long string', '["123456789"]', 'a manifest with a string of more than 8 bytes'],
+    ['a long key', '{"123456789":1}', 'a manifest with a string of more than 8 bytes'],
+    ['an escaped quote does not end a string', '["1234\\"56789"]', 'a manifest with a string of more than 8 bytes'],
+    ['a string never closed', '["123456789', 'a manifest with a string of more than 8 bytes']
+  ])('refused: %s', (_name, json, message) => {
+    expect(() => checkShape(Buffer.from(json), BOUNDS)).toThrow(message);
+    expect(() => checkShape(Buffer.from(json), BOUNDS)).toThrow(ManifestError);
+  });
+
+  test('the manifest of the largest state a restore may write passes, with the longest fields', async () => {
+    const limits = { maxImageBytes: 2 ** 40, maxWriteBytes: 2 ** 32 };
+    const count = limits.maxWriteBytes / CHUNK_BYTES;
+    const longKey = 'k'.repeat(512);
+    const partBytes = count * MAX_FRAME_BYTES;
+    const largest = manifest({
+      key: longKey,
+      parent: longKey,
+      lastUsed: Object.fromEntries(
+        Array.from({ length: count + 1000 }, (_, i) => [`sha256:${HASH(i)}`, '2026-11-29T12:00:00.000Z'])
+      ),
+      filesystem: { type: 'ext4', bytes: limits.maxImageBytes },
+      parts: Array.from({ length: MAX_PARTS }, (_, i) => ({ key: `${longKey}${i}`, bytes: partBytes })),
+      frames: Array.from({ length: count }, (_, i) => ({
+        hash: HASH(2 ** 52 + i),
+        part: MAX_PARTS - 1,
+        offset: partBytes - (i + 1) * MAX_FRAME_BYTES,
+        length: MAX_FRAME_BYTES
+      })),
+      chunks: Array.from({ length: count }, (_, i): [number, number] => [2 ** 20 - count + i, i])
+    });
+    await expect(decodeManifest(await encodeManifest(largest), limits)).resolves.toEqual(largest);
+  });
+
+  test('a shape bomb within the bytes is refused before it is parsed', async () => {
+    const { values } = manifestBounds(LIMITS);
+    const bomb = `[${'{},'.repeat(values)}{}]`;
+    expect(bomb.length).toBeLessThan(manifestBounds(LIMITS).bytes);
+    const parse = jest.spyOn(JSON, 'parse');
+    await expect(decodeManifest(gzipSync(bomb), LIMITS)).rejects.toThrow(
+      `a manifest of more than ${values} values: more than that of any state this runner can restore`
+    );
+    expect(parse).not.toHaveBeenCalled();
+    parse.mockRestore();
+  });
+});
+
+describe('what a save may reuse of a restored state: what the restore checked', () => {
+  const state = manifest();
+  const [f0, f1, f2] = state.frames;
+  const local = (frame: Frame): Frame => ({ ...frame, part: LOCAL_ONLY, offset: 0 });
+  /** A frame of the same content at another place, that no chunk uses: what the restore never looked at. */
+  const junk: Frame = { ...f1, offset: 0 };
+  test.each<[string, Manifest, Array<[number, Frame]>, Pick<Manifest, 'frames' | 'chunks'>]>([
+    [
+      'every frame fetched',
+      state,
+      [
+        [0, f0],
+        [1, f1],
+        [2, f2]
+      ],
+      { frames: [f0, f1, f2], chunks: state.chunks }
+    ],
+    [
+      "one from the runner's store: its reference names no part",
+      state,
+      [
+        [0, f0],
+        [1, local(f1)],
+        [2, f2]
+      ],
+      { frames: [f0, local(f1), f2], chunks: state.chunks }
+    ],
+    [
+      'a frame never checked: its chunks are not reused',
+      state,
+      [
+        [0, f0],
+        [2, f2]
+      ],
+      {
+        frames: [f0, f2],
+        chunks: [
+          [0, 0],
+          [7, 1],
+          [1023, 0]
+        ]
+      }
+    ],
+    [
+      'a junk frame of the same content that no chunk uses: left out',
+      { ...state, frames: [f0, f1, f2, junk] },
+      [
+        [0, f0],
+        [1, f1],
+        [2, f2]
+      ],
+      { frames: [f0, f1, f2], chunks: state.chunks }
+    ],
+    [
+      'frames numbered again, in the order the chunks use them',
+      {
+        ...state,
+        frames: [junk, f2, f1, f0],
+        chunks: [
+          [0, 3],
+          [1, 2],
+          [7, 1]
+        ]
+      },
+      [
+        [1, f2],
+        [2, f1],
+        [3, f0]
+      ],
+      {
+        frames: [f0, f1, f2],
+        chunks: [
+          [0, 0],
+          [1, 1],
+          [7, 2]
+        ]
+      }
+    ],
+    ['nothing checked (an image taken whole)', state, [], { frames: [], chunks: [] }]
+  ])('%s', (_name, restored, checked, expected) => {
+    expect(checkedPart(restored, new Map(checked))).toEqual({ ...restored, ...expected });
+  });
 });
 
 describe('what a restore may write', () => {

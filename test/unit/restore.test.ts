@@ -7,8 +7,8 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CHUNK_BYTES, MANIFEST_FORMAT, type Frame, type Manifest } from '../../src/manifest';
-import { FrameCheckError, planRanges, runAll, writeFrame, writeState } from '../../src/restore';
+import { CHUNK_BYTES, LOCAL_ONLY, MANIFEST_FORMAT, type Frame, type Manifest } from '../../src/manifest';
+import { FrameCheckError, planRanges, runAll, writeFrame, writeState, type LocalFrames } from '../../src/restore';
 import { sha256 } from '../../src/data-image';
 import { compressFrame, FrameTooLargeError } from '../../src/zstd';
 
@@ -188,12 +188,36 @@ describe('writeState', () => {
 
   test('every chunk lands at its positions, fetched in ranges over 2 connections', async () => {
     const progress = await writeState(image, manifest, async () => [url()], undefined, 2);
-    expect(progress).toEqual({ downloadedBytes: part.length, localBytes: 0, writtenBytes: 41 * CHUNK_BYTES });
+    expect(progress).toEqual({
+      downloadedBytes: part.length,
+      localBytes: 0,
+      writtenBytes: 41 * CHUNK_BYTES,
+      checked: new Map(manifest.frames.map((frame, i) => [i, frame]))
+    });
     const read = Buffer.alloc(CHUNK_BYTES);
     for (const [position, frame] of manifest.chunks) {
       await image.read(read, 0, CHUNK_BYTES, position * CHUNK_BYTES);
       expect(read.equals(chunks[frame])).toBe(true);
     }
+  });
+
+  test("each frame checked at its place: in its part when fetched, in no part when the runner's store gave it; frames no chunk needs are not checked", async () => {
+    const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
+    const stored = new Map([0, 7].map(i => [manifest.frames[i].hash, frames[i]]));
+    const local: LocalFrames = {
+      has: async hash => stored.has(hash),
+      read: async hash => stored.get(hash),
+      write: async () => undefined
+    };
+    // Chunks 30 to 39 gone: their frames are in the manifest still, unused.
+    const fewer = { ...manifest, chunks: manifest.chunks.filter(([position]) => position < 30 || position === 60) };
+    const progress = await writeState(image, fewer, async () => [url()], local, 2);
+    expect([...progress.checked.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 30 }, (_, i) => i));
+    for (const [i, reference] of progress.checked)
+      expect(reference).toEqual(
+        i === 0 || i === 7 ? { ...manifest.frames[i], part: LOCAL_ONLY, offset: 0 } : manifest.frames[i]
+      );
+    expect(progress.localBytes).toBe(frames[0].length + frames[7].length);
   });
 
   test('a frame that is not the chunk its hash names fails the restore', async () => {
