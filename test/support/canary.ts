@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 /** Named as an earlier boot's kept images would be: what a prune of the store's images/ would remove. */
-export const CANARY_BOOT = '00000000-0000-0000-0000-000000000000';
+const CANARY_BOOT = '00000000-0000-0000-0000-000000000000';
 
 export interface Canary {
   dir: string;
