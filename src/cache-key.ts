@@ -38,6 +38,24 @@ export function storageSettings(dockerdArgs: string[], daemonConfig: Record<stri
   return [...fromArgs, ...values, ...fromConfig].sort();
 }
 
+/**
+ * Pure: why a restore would carry nothing for these settings, if it would not. A restore keeps only
+ * overlay2's image store (the one layout whose every path-bearing entry is checked), so another storage
+ * driver, or the containerd image store, starts empty in every job.
+ */
+export function uncarriedStorage(dockerdArgs: string[], daemonConfig: Record<string, unknown>): string | undefined {
+  const flagged = dockerdArgs.flatMap((word, i) => {
+    const inline = /^(?:--storage-driver|-s)=(.*)$/.exec(word);
+    if (inline) return [inline[1]];
+    return (word === '--storage-driver' || word === '-s') && dockerdArgs[i + 1] ? [dockerdArgs[i + 1]] : [];
+  });
+  const driver = flagged[0] ?? daemonConfig['storage-driver'];
+  if (driver !== undefined && driver !== 'overlay2') return `the storage driver is '${String(driver)}'`;
+  const features = daemonConfig.features as Record<string, unknown> | undefined;
+  if (features?.['containerd-snapshotter'] === true) return 'the containerd image store is on (containerd-snapshotter)';
+  return undefined;
+}
+
 export function keyBase(inputs: CompatibilityInputs): string {
   const compat = sha256(
     JSON.stringify({ image: inputs.image, storage: storageSettings(inputs.dockerdArgs, inputs.daemonConfig) })

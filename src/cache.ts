@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import { download } from './blob-download';
 import { availability, isRateLimit, lookup } from './cache-service';
-import { cacheKeys, keyBase } from './cache-key';
+import { cacheKeys, keyBase, uncarriedStorage } from './cache-key';
 import { Inputs } from './constants';
 import { adoptImage, DataFiles, freeBytes, maxRestoredImageBytes, newImageBytes, prepareDataDir } from './data-image';
 import { errorMessage } from './errors';
@@ -88,6 +88,13 @@ export async function prepareCache(inputs: ActionInputs, instance: Instance): Pr
   const service = availability();
   if (!service.readable && !service.writable && !inputs.cacheDir) {
     core.info(`Cache off: ${service.reason}.`);
+    return undefined;
+  }
+  const uncarried = uncarriedStorage(inputs.dockerdArgs, inputs.daemonConfig);
+  if (uncarried) {
+    core.warning(
+      `Cache off: ${uncarried}, and the cache carries only the overlay2 storage driver's images (set '${Inputs.Cache}: false' to say so).`
+    );
     return undefined;
   }
   if (!(await zstdAvailable())) {

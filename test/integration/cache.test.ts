@@ -611,6 +611,20 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
       expect(server.stats()).toEqual(before);
     });
 
+    test('a storage driver the cache does not carry (vfs): cache off with a warning, the service never asked, the daemon works', async () => {
+      const before = server.stats();
+      await withJob({ cache: server }, async job => {
+        const main = await job.main({ ...CACHE_INPUTS, 'daemon-config': '{"storage-driver":"vfs"}' });
+        expect(main.warnings).toEqual([
+          "Cache off: the storage driver is 'vfs', and the cache carries only the overlay2 storage driver's images (set 'cache: false' to say so)."
+        ]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': '' });
+        await expectLoadAndRun(job);
+        await job.post({ warnings: 0 });
+      });
+      expect(server.stats()).toEqual(before);
+    });
+
     test('ACTIONS_CACHE_MODE=read restores but never saves', async () => {
       await withJob({ cache: server, env: { ACTIONS_CACHE_MODE: 'read' } }, async job => {
         const main = await job.main(SMALL);

@@ -6,6 +6,7 @@ import {
   sanitizeUserKey,
   saveKey,
   storageSettings,
+  uncarriedStorage,
   type DaemonContent
 } from '../../src/cache-key';
 import {
@@ -54,6 +55,29 @@ describe('keyBase: what a cache is valid for', () => {
     expect(storageSettings(['--storage-opt=a', '--storage-driver=overlay2'], {})).toEqual(
       storageSettings(['--storage-driver=overlay2', '--storage-opt=a'], {})
     );
+  });
+});
+
+describe('uncarriedStorage: settings a restore carries nothing for', () => {
+  test.each<[string, string[], Record<string, unknown>, string | undefined]>([
+    ['the defaults', [], {}, undefined],
+    ['overlay2 named', ['--storage-driver=overlay2'], {}, undefined],
+    ['overlay2 in daemon.json', [], { 'storage-driver': 'overlay2' }, undefined],
+    ['vfs as a flag', ['--storage-driver=vfs'], {}, "the storage driver is 'vfs'"],
+    ['vfs as a flag and its word', ['--storage-driver', 'vfs'], {}, "the storage driver is 'vfs'"],
+    ['the short flag', ['-s', 'fuse-overlayfs'], {}, "the storage driver is 'fuse-overlayfs'"],
+    ['the short flag inline', ['-s=btrfs'], {}, "the storage driver is 'btrfs'"],
+    ['vfs in daemon.json', [], { 'storage-driver': 'vfs' }, "the storage driver is 'vfs'"],
+    ['other flags only', ['--mtu=1400', '--debug'], {}, undefined],
+    [
+      'the containerd image store',
+      [],
+      { features: { 'containerd-snapshotter': true } },
+      'the containerd image store is on (containerd-snapshotter)'
+    ],
+    ['the containerd image store off', [], { features: { 'containerd-snapshotter': false } }, undefined]
+  ])('%s', (_what, args, config, expected) => {
+    expect(uncarriedStorage(args, config)).toBe(expected);
   });
 });
 
