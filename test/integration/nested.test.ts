@@ -5,7 +5,6 @@
 // Nothing can be pulled here: images are built on the outer engine from debian:trixie-slim and
 // `docker save | docker load`ed into each daemon.
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ContainerSteps, actionMounts } from '../support/container-job';
@@ -25,6 +24,7 @@ import {
 } from '../support/job';
 import { REPO_ROOT } from '../support/runner';
 import { expectCleanMain, expectCleanPosts, expectExit } from '../support/steps';
+import { freePort } from '../support/net';
 
 jest.setTimeout(150_000);
 
@@ -36,18 +36,6 @@ beforeAll(async () => {
 
 // Only after each test has asserted that nothing was left: this is for a test that failed halfway.
 afterAll(sweepAll);
-
-/** A TCP port nothing listens on now on 127.0.0.1. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** curl in a step: retries while a just-started nested server (or the port proxies before it) is not up yet. */
 const CURL = 'curl --silent --show-error --fail --max-time 5 --retry 10 --retry-delay 1 --retry-all-errors';

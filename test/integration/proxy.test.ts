@@ -5,7 +5,6 @@
 // firewall rule refuses every connection to it but the proxy's: a job that goes around the proxy gets
 // no cache, and still passes.
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createAuthority, type KeyPair } from '../../src/tls';
@@ -15,6 +14,7 @@ import { buildTinyImage, TINY_IMAGE } from '../support/images';
 import { delta, loadFromOuter, sweepAll, withJob } from '../support/job';
 import { closeDirectRoute, serviceHost, startProxy, type ClosedRoute, type Proxy } from '../support/proxy';
 import { commands } from '../support/steps';
+import { silentServer } from '../support/net';
 
 jest.setTimeout(600_000);
 
@@ -174,16 +174,10 @@ describe.each<{ scheme: 'http' | 'https'; variable: string; user?: string; label
 });
 
 test('a proxy that accepts but never answers: the lookup gives up after its 30 s time limit, the job warns and passes', async () => {
-  const sockets = new Set<net.Socket>();
-  const silent = net.createServer(socket => {
-    sockets.add(socket);
-    socket.resume();
-  });
-  await new Promise<void>(resolve => silent.listen(0, '127.0.0.1', resolve));
+  const silent = await silentServer();
   try {
     await withClosedService('https', async (server, route) => {
-      const { port } = silent.address() as net.AddressInfo;
-      const env = { ...NO_PROXY_VARS, ...trust, HTTPS_PROXY: `http://127.0.0.1:${port}` };
+      const env = { ...NO_PROXY_VARS, ...trust, HTTPS_PROXY: `http://127.0.0.1:${silent.port}` };
       await withJob({ cache: server, env }, async job => {
         const main = await job.main({ ...CACHE_INPUTS, 'cache-save': 'never' });
         expect(main.warnings).toHaveLength(1);
@@ -193,12 +187,11 @@ test('a proxy that accepts but never answers: the lookup gives up after its 30 s
         await job.post({ warnings: 0 });
       });
       // One tunnel asked for, never made; nothing reached the service, nothing went around the proxy.
-      expect(sockets.size).toBe(1);
+      expect(silent.connections()).toBe(1);
       expect(server.stats().twirpRequests).toBe(0);
       expect(route.blocked()).toBe(0);
     });
   } finally {
-    for (const socket of sockets) socket.destroy();
-    await new Promise(resolve => silent.close(resolve));
+    await silent.close();
   }
 });

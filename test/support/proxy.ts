@@ -9,6 +9,7 @@ import * as dns from 'node:dns/promises';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { freePort } from './net';
 
 /** The user tinyproxy drops to (Debian's package makes it): the one user the rule lets through. */
 const PROXY_USER = 'tinyproxy';
@@ -119,17 +120,6 @@ async function listening(port: number, exited: Promise<void>, log: () => string)
     await new Promise(resolve => setTimeout(resolve, 100));
   }
   throw new Error(`tinyproxy did not listen on port ${port}:\n${log()}`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 export interface ClosedRoute {

@@ -1,9 +1,9 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
-import * as net from 'node:net';
 import { HttpProxyAgent } from 'http-proxy-agent';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import { agentFor, limitConnect, proxyFor } from '../../src/http-agents';
+import { silentServer } from '../support/net';
 
 const PROXY_VARS = ['HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'NO_PROXY', 'no_proxy'] as const;
 type ProxyEnv = Partial<Record<(typeof PROXY_VARS)[number], string>>;
@@ -224,15 +224,9 @@ describe('agentFor: one keep-alive agent per route', () => {
 
 describe('limitConnect', () => {
   test('a proxy that accepts but never answers the CONNECT: the request ends with the given error', async () => {
-    const sockets = new Set<net.Socket>();
-    const silent = net.createServer(socket => {
-      sockets.add(socket);
-      socket.resume();
-    });
-    await new Promise<void>(resolve => silent.listen(0, '127.0.0.1', resolve));
+    const silent = await silentServer();
     try {
-      const { port } = silent.address() as net.AddressInfo;
-      setEnv({ HTTPS_PROXY: `http://127.0.0.1:${port}` });
+      setEnv({ HTTPS_PROXY: `http://127.0.0.1:${silent.port}` });
       const url = new URL('https://results.example/twirp/x');
       const outcome = new Promise<unknown>((resolve, reject) => {
         const request = https.get(url, { agent: agentFor(url) }, () => reject(new Error('an answer')));
@@ -240,10 +234,9 @@ describe('limitConnect', () => {
         limitConnect(request, 200, () => new Error('no tunnel in time'));
       });
       await expect(outcome).resolves.toEqual(new Error('no tunnel in time'));
-      expect(sockets.size).toBe(1);
+      expect(silent.connections()).toBe(1);
     } finally {
-      for (const socket of sockets) socket.destroy();
-      await new Promise(resolve => silent.close(resolve));
+      await silent.close();
     }
   });
 });
