@@ -1006,23 +1006,28 @@ describe('crafted entries', () => {
     'mke2fs -q -F -t ext4 -b 4096 -m 0 -i 8192 -O ^has_journal,^resize_inode,^orphan_file,^metadata_csum_seed -E lazy_itable_init=1,nodiscard';
 
   /**
-   * A job of `crafted(name)` that restores `key`: refused before e2fsck runs (the entrypoint is handed
-   * a fresh filesystem to make, and writes no check log), the warning says why, the daemon starts empty.
+   * A job of `crafted(name)` that restores the newest state, as root, runner and runner-nosudo in turn:
+   * refused before e2fsck runs (the entrypoint is handed a fresh filesystem to make, and writes no check
+   * log), the warning says why, the daemon starts empty. Post saves over a state that was restored
+   * (`savedOver`: under a key of its own), which is evicted again for the next user's job.
    */
-  async function expectRefusedBeforeCheck(name: string, warning: string | RegExp): Promise<void> {
-    await withJob({ cache: server }, async job => {
-      const main = await job.main(crafted(name));
-      expect(main.warnings).toEqual([typeof warning === 'string' ? warning : expect.stringMatching(warning)]);
-      expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': prefixOf(name), 'cache-size': '0' });
-      expect(fs.existsSync(path.join(main.dataDir, 'check.log'))).toBe(false);
-      expect(fs.readFileSync(path.join(main.dataDir, 'events'), 'utf8')).toMatch(/^mounted in .* s \(new\)$/m);
-      await expectEmptyWorkingDaemon(job);
-      // Saved over the refused state, under a key of its own, so that it stops being the newest.
-      const [post] = await job.post({ warnings: 0 });
-      expect(savedKeyOf(post)).toMatch(
-        new RegExp(`^${prefixOf(name).replace(/[+.]/g, '\\$&')}[0-9a-f]{16}\\.[0-9a-f]{8}$`)
-      );
-    });
+  async function expectRefusedBeforeCheck(name: string, warning: string | RegExp, savedOver = true): Promise<void> {
+    for (const user of [undefined, 'runner', 'runner-nosudo']) {
+      await withJob({ cache: server, user }, async job => {
+        const main = await job.main({ ...crafted(name), 'cache-save': 'on-change' });
+        expect(main.warnings).toEqual([typeof warning === 'string' ? warning : expect.stringMatching(warning)]);
+        expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': prefixOf(name), 'cache-size': '0' });
+        expect(fs.existsSync(path.join(main.dataDir, 'check.log'))).toBe(false);
+        expect(fs.readFileSync(path.join(main.dataDir, 'events'), 'utf8')).toMatch(/^mounted in .* s \(new\)$/m);
+        await expectEmptyWorkingDaemon(job);
+        const [post] = await job.post({ warnings: 0 });
+        const saved = savedKeyOf(post);
+        expect(saved).toMatch(
+          new RegExp(`^${prefixOf(name).replace(/[+.]/g, '\\$&')}[0-9a-f]{16}${savedOver ? '\\.[0-9a-f]{8}' : ''}$`)
+        );
+        expect(await server.evict(entry => entry.key === saved)).toHaveLength(1);
+      });
+    }
   }
 
   /** The key prefix of a cache-key, and a job's image file copied out once its daemon has stopped. */
@@ -1715,10 +1720,11 @@ e2fsck -fn /w/orphans.img >/dev/null 2>&1 && echo e2fsck passes it`
       name,
       new RegExp(
         `^Cache restore failed, the daemon starts empty: a filesystem of ${claimed} bytes, more than the \\d+ a restore takes here$`
-      )
+      ),
+      false
     );
-    // Only the manifest was fetched, no part of the state.
-    expect(delta(before, server.stats())).toMatchObject({ downloads: 1, rangedDownloads: 0 });
+    // Only the manifest was fetched (by each of the three jobs), no part of the state.
+    expect(delta(before, server.stats())).toMatchObject({ downloads: 3, rangedDownloads: 0 });
   });
 
   test('a filesystem whose descriptors say every inode table is in use (e2fsck would read them all, holes it never stored): refused before the check', async () => {
