@@ -60,6 +60,12 @@ const RESTORABLE_FEATURES = {
 
 /** Bytes of filesystem per inode at most: make_filesystem's `-i 8192` (entrypoint.sh). */
 const BYTES_PER_INODE = 8192;
+/**
+ * mke2fs counts inodes from the size asked for, then drops a last group too small to hold its own
+ * metadata: the groups left share those inodes (16400 per group seen for 16384). An eighth more
+ * covers that, and bounds what the check reads all the same.
+ */
+const INODE_SLACK = 1.125;
 
 /** [start, end) in blocks. */
 export type BlockRange = [number, number];
@@ -360,7 +366,7 @@ export function superblockRefusal(sb: Superblock, imageBytes: number): string | 
     return `sets mount options of its own ('${sb.mountOptions}', defaults 0x${sb.defaultMountOptions.toString(16)})`;
   const claimed = sb.blockCount * sb.blockBytes;
   if (claimed > imageBytes) return `claims ${claimed} bytes in an image of ${imageBytes}`;
-  if (sb.inodesPerGroup * BYTES_PER_INODE > sb.blocksPerGroup * sb.blockBytes)
+  if (sb.inodesPerGroup * BYTES_PER_INODE > sb.blocksPerGroup * sb.blockBytes * INODE_SLACK)
     return `has ${sb.inodesPerGroup} inodes per group, more than one per ${BYTES_PER_INODE} bytes`;
   return undefined;
 }

@@ -1074,7 +1074,7 @@ describe('crafted entries', () => {
       'containers.img'
     );
     await helper(
-      'mkdir /m && mount -o loop /w/containers.img /m && cd /m/overlay2/*/diff/stash && mv containers /m/containers && mv mounts /m/image/overlay2/layerdb/mounts && cd / && rmdir /m/overlay2/*/diff/stash && ls /m/containers | wc -l && umount /m && cp --sparse=always /w/containers.img /w/control.img'
+      'mkdir /m && mount -o loop /w/containers.img /m && cd /m/overlay2/*/diff/stash && mv containers /m/containers && mkdir -p /m/image/overlay2/layerdb/mounts && mv mounts/* /m/image/overlay2/layerdb/mounts/ && rmdir mounts && cd / && rmdir /m/overlay2/*/diff/stash && ls /m/containers | wc -l && umount /m && cp --sparse=always /w/containers.img /w/control.img'
     );
     // Without the action's restore, a daemon on this data starts the container by itself.
     const control = await helper(
@@ -1159,7 +1159,10 @@ describe('crafted entries', () => {
       [
         "a layer store's cache-id naming a path outside",
         canary => `printf %s ../../../..${canary} > $(echo image/overlay2/layerdb/sha256/*/cache-id)`,
-        canary => `layer [0-9a-f]{64} names no layer of overlay2: ${literal(`../../../..${canary}`)}`
+        // A canary under a long TMPDIR is refused by the length of what names it first (check-data's unit
+        // tests show each check alone).
+        canary =>
+          `(layer [0-9a-f]{64} names no layer of overlay2: ${literal(`../../../..${canary}`)}|\\./image/overlay2/layerdb/sha256/[0-9a-f]{64}/cache-id is longer than dockerd writes it)`
       ]
     ])(
       '%s: the state is refused, the job passes with a warning and a cold daemon, the canary is untouched',
