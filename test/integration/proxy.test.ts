@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createAuthority, type KeyPair } from '../../src/tls';
-import { expectEmptyWorkingDaemon, imageTags, savedKeyOf } from '../support/cache-helpers';
+import { expectEmptyWorkingDaemon, imageTags, savedKeyOf, CACHE_INPUTS } from '../support/cache-helpers';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { buildTinyImage, TINY_IMAGE } from '../support/images';
 import { delta, loadFromOuter, sweepAll, withJob } from '../support/job';
@@ -18,7 +18,6 @@ import { silentServer } from '../support/net';
 
 jest.setTimeout(600_000);
 
-const CACHE_INPUTS = { cache: 'true', context: '' };
 /** The proxy variables of this machine do not reach the jobs: each job's own say where it goes. */
 const NO_PROXY_VARS = { HTTPS_PROXY: '', https_proxy: '', HTTP_PROXY: '', http_proxy: '', NO_PROXY: '', no_proxy: '' };
 

@@ -1,8 +1,12 @@
 // What the cache suites share: the images they put into daemons, commands in a dind container, and
 // readings of a daemon's disk and of post's summary.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { defined } from './defined';
 import { buildImage, NESTED_BASE_IMAGE, OUTER_SOCKET, run, type Exec } from './engine';
 import { buildTinyImage, TINY_IMAGE } from './images';
 import { loadFromOuter, summaryRows, type MainStep, type TestJob } from './job';
+import { account } from './runner';
 
 /** Built on the outer engine in beforeAll: the tools the test images need (setcap, setfattr). */
 export const TOOLS_IMAGE = 'setup-dind-test/tools:trixie';
@@ -89,4 +93,19 @@ echo '## other entries'; walk ! -type d | xargs -0 stat -c '%n|%a|%u:%g|%h|%s|%F
 echo '## sha256'; walk -type f | xargs -0 sha256sum
 echo '## xattrs'; walk | xargs -0 getfattr -h -d -m - 2>/dev/null || true`
   );
+}
+
+/** What a cache test's main gets on top of the job's defaults: the cache on, no context. */
+export const CACHE_INPUTS = { cache: 'true', context: '' };
+
+/** The data directory on the runner: the job's user's, and nothing in it but regular files. */
+export async function expectDataDirOfUser(main: MainStep, user: string | undefined): Promise<void> {
+  // process.getuid is missing only on Windows, where these tests do not run.
+  const uid = user ? account(user).uid : defined(process.getuid, 'process.getuid')();
+  const image = path.join(main.dataDir, 'docker.img');
+  expect(fs.statSync(main.dataDir).uid).toBe(uid);
+  expect(fs.statSync(image).uid).toBe(uid);
+  expect(fs.statSync(image).isFile()).toBe(true);
+  const special = await shOk(`find "$1" ! -type f ! -type d | wc -l`, [main.dataDir]);
+  expect(special.trim()).toBe('0');
 }
