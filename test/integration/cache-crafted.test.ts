@@ -385,7 +385,9 @@ ${CTR} -n evil containers create --label containerd.io/restart.status=running --
     { user: undefined, label: 'root', bomb: 'bytes' },
     { user: undefined, label: 'root', bomb: 'values' },
     { user: 'runner', label: 'runner', bomb: 'bytes' },
-    { user: 'runner', label: 'runner', bomb: 'values' }
+    { user: 'runner', label: 'runner', bomb: 'values' },
+    { user: 'runner-nosudo', label: 'runner-nosudo', bomb: 'bytes' },
+    { user: 'runner-nosudo', label: 'runner-nosudo', bomb: 'values' }
   ])(
     `a manifest that is a shape bomb over the $bomb of the largest state: refused before it is parsed, by main on a ${SMALL_HEAP} MiB heap (as $label)`,
     async ({ user, label, bomb }) => {
@@ -451,7 +453,8 @@ ${CTR} -n evil containers create --label containerd.io/restart.status=running --
 
   test.each<{ user?: string; label: string }>([
     { user: undefined, label: 'root' },
-    { user: 'runner', label: 'runner' }
+    { user: 'runner', label: 'runner' },
+    { user: 'runner-nosudo', label: 'runner-nosudo' }
   ])(
     'frames that are not the content their hash names: a restore that needs one gives way to the parent, and a save references only frames the restore checked (as $label)',
     async ({ user, label }) => {
@@ -521,7 +524,8 @@ ${CTR} -n evil containers create --label containerd.io/restart.status=running --
 
   test.each<{ user?: string; label: string }>([
     { user: undefined, label: 'root' },
-    { user: 'runner', label: 'runner' }
+    { user: 'runner', label: 'runner' },
+    { user: 'runner-nosudo', label: 'runner-nosudo' }
   ])(
     "an entry whose frames are in the runner's store but its references point at junk: it restores from the store, and the save references none of them (as $label)",
     async ({ user, label }) => {
