@@ -8,7 +8,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { download } from './stores/blob-download';
-import { availability, isRateLimit, lookup } from './stores/service';
+import { availability, isRateLimit, lookup, LOOKUP_CONCURRENCY } from './stores/service';
 import { cacheKeys, keyBase, uncarriedStorage } from './key';
 import { Inputs } from '../runner/contract';
 import {
@@ -17,7 +17,8 @@ import {
   freeBytes,
   maxRestoredImageBytes,
   newImageBytes,
-  prepareDataDir
+  prepareDataDir,
+  CHUNK_BYTES
 } from '../daemon/data-image';
 import { errorMessage } from '../util/errors';
 import { checkRestored } from './image/ext4';
@@ -25,7 +26,6 @@ import type { ActionInputs, CacheSavePolicy } from '../inputs';
 import type { Instance } from '../daemon/instance';
 import { LocalStore } from './stores/local';
 import {
-  CHUNK_BYTES,
   checkedPart,
   decodeManifest,
   LOCAL_ONLY,
@@ -33,7 +33,8 @@ import {
   type Manifest,
   type ManifestLimits
 } from './manifest';
-import { runAll, writeState, type WriteProgress } from './image/write';
+import { writeState, type WriteProgress } from './image/write';
+import { runAll } from '../util/run-all';
 import { formatBytes } from '../util/units';
 import { zstdAvailable } from './image/zstd';
 
@@ -83,8 +84,6 @@ export interface RestoreResult {
 const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
 /** States tried when the newest one cannot be restored: it, its parent, the parent's parent. */
 const STATES_TRIED = 3;
-/** Parts looked up at once. */
-const LOOKUP_CONCURRENCY = 4;
 
 /** Decides whether this job can cache at all. Undefined: no cache. */
 export async function prepareCache(inputs: ActionInputs, instance: Instance): Promise<CacheSetup | undefined> {

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import type { FileHandle } from 'node:fs/promises';
 import * as zlib from 'node:zlib';
-import { sha256 } from '../../daemon/data-image';
+import { sha256 } from './scan';
 import { FrameWorkerError, writeOnWorker, type FrameOutcome } from './workers';
 
 /** zstd's default level: ratio within a few percent of level 9, several times its speed. */

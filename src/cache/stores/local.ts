@@ -35,11 +35,10 @@ import {
   type Manifest,
   type ManifestLimits
 } from '../manifest';
-import type { LocalFrames } from '../image/write';
+import type { FrameStore } from './frame-store';
 import { HOUR_MS } from '../../util/units';
+import { FORMAT_NAME } from '../format';
 
-/** Bump with the manifest format: a store of another format is left alone. */
-const LAYOUT = 'setup-dind-v2';
 /** A temporary file this old belongs to no running job. */
 const STALE_TEMPORARY_MS = HOUR_MS;
 /** Manifests are small; these many of the newest are kept. */
@@ -242,7 +241,7 @@ function jobUid(): number {
   return process.getuid?.() ?? -1;
 }
 
-export class LocalStore implements LocalFrames {
+export class LocalStore implements FrameStore {
   /** Shard directories of frames/ checked (or made) by this job. */
   private readonly shards = new Set<string>();
 
@@ -282,7 +281,7 @@ export class LocalStore implements LocalFrames {
       if (problem) return `${dir} ${problem}`;
       if (dir === path.dirname(dir)) break;
     }
-    const store = new LocalStore(path.join(real, LAYOUT), uid);
+    const store = new LocalStore(path.join(real, FORMAT_NAME), uid);
     const dirs = [store.root, ...['frames', 'manifests', 'tmp', 'images'].map(name => path.join(store.root, name))];
     const images = store.imagesDir();
     if (images) dirs.push(images);
