@@ -2,15 +2,14 @@
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { parse as parseToml } from 'smol-toml';
-import { DAEMON_TLS_PORT, DEFAULT_IMAGE, Inputs } from './runner/contract';
+import { Inputs } from './runner/contract';
 import { parseDuration } from './util/units';
+import { CACHE_SAVE_POLICIES, type CacheSavePolicy } from './cache/setup';
+import type { PortMapping } from './daemon/container';
+import { flagConfigNames, optionName } from './daemon/flags';
+import { PULL_POLICIES, type PullPolicy } from './daemon/image';
 import { errorMessage } from './util/errors';
-
-const PULL_POLICIES = ['missing', 'always', 'never'] as const;
-export type PullPolicy = (typeof PULL_POLICIES)[number];
-
-const CACHE_SAVE_POLICIES = ['on-change', 'on-success', 'always', 'never'] as const;
-export type CacheSavePolicy = (typeof CACHE_SAVE_POLICIES)[number];
+import { DAEMON_TLS_PORT, DEFAULT_IMAGE } from './daemon/facts';
 
 const BUILDX_DRIVERS = ['docker-container', 'docker'] as const;
 export type BuildxDriver = (typeof BUILDX_DRIVERS)[number];
@@ -52,12 +51,6 @@ export interface ActionInputs {
   buildkitdConfig: Record<string, unknown>;
 }
 
-/** A port of the dind container published on the runner's 127.0.0.1. */
-export interface PortMapping {
-  host: number;
-  container: number;
-}
-
 /** Thrown with every invalid input listed, so a user fixes them all in one go. */
 export class InputError extends Error {
   constructor(readonly problems: string[]) {
@@ -70,28 +63,6 @@ export class InputError extends Error {
 const RESERVED_DAEMON_OPTIONS = ['host', 'hosts', 'tls', 'tlsverify', 'tlscacert', 'tlscert', 'tlskey', 'config-file'];
 /** `-H`, alone, with its value attached (`-Htcp://…`) or among combined short flags (`-DH`). */
 const SHORT_HOST_FLAG = /^-[A-Za-z]*H/;
-/** dockerd's flags whose daemon.json name differs (lists take a plural; short flags). */
-const CONFIG_NAME_OF_FLAG: Record<string, string> = {
-  'registry-mirror': 'registry-mirrors',
-  'insecure-registry': 'insecure-registries',
-  label: 'labels',
-  'dns-opt': 'dns-opts',
-  'storage-opt': 'storage-opts',
-  'log-opt': 'log-opts',
-  'exec-opt': 'exec-opts',
-  'default-ulimit': 'default-ulimits',
-  'authorization-plugin': 'authorization-plugins',
-  'add-runtime': 'runtimes',
-  feature: 'features',
-  'default-network-opt': 'default-network-opts',
-  'default-address-pool': 'default-address-pools',
-  'cdi-spec-dir': 'cdi-spec-dirs',
-  D: 'debug',
-  G: 'group',
-  l: 'log-level',
-  p: 'pidfile'
-};
-
 const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 // The Docker CLI's own rule (docker context create refuses any other name, a single character too).
 const CONTEXT_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.+-]+$/;
@@ -363,25 +334,6 @@ export function splitShellWords(line: string): string[] {
   if (quote) throw new Error(`Input '${Inputs.DockerdArgs}' has an unclosed ${quote} quote.`);
   if (inWord) words.push(word);
   return words;
-}
-
-/** The long option name of a flag word (`--mtu=1400` → `mtu`), or undefined for a value word. */
-function optionName(word: string): string | undefined {
-  if (!word.startsWith('--')) return undefined;
-  return word.slice(2).split('=')[0];
-}
-
-/** The daemon.json keys the flags set: dockerd refuses daemon.json to set them too. */
-export function flagConfigNames(args: string[]): Set<string> {
-  return new Set(args.flatMap(configNames));
-}
-
-/** The daemon.json keys a flag word sets: long flags by name, combined short flags letter by letter. */
-function configNames(word: string): string[] {
-  const option = optionName(word);
-  if (option) return [CONFIG_NAME_OF_FLAG[option] ?? option];
-  const shorts = /^-([A-Za-z]+)/.exec(word)?.[1] ?? '';
-  return [...shorts].map(letter => CONFIG_NAME_OF_FLAG[letter]).filter((name): name is string => name !== undefined);
 }
 
 function parseDockerdArgs(raw: string): string[] {

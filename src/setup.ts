@@ -4,14 +4,8 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { builderName, buildkitdConfig, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './handover/buildx';
-import {
-  prepareCache,
-  prepareEmptyData,
-  restoreDaemonData,
-  type CacheSetup,
-  type RestoreResult
-} from './cache/restore';
-import { INSTANCE_LABEL, Outputs, SWARM_PORT } from './runner/contract';
+import { prepareEmptyData, restoreDaemonData, type RestoreResult } from './cache/restore';
+import { INSTANCE_LABEL, Outputs } from './runner/contract';
 import { createContext } from './handover/context';
 import {
   containerCreateOptions,
@@ -61,13 +55,16 @@ import {
   reachability,
   startsAfresh,
   type Placement,
-  type Reach
+  type Reach,
+  type DaemonAddress
 } from './daemon/placement';
 import { defaultRouteMtu, detectRunnerContainer, engineHostPath, engineUnreachableMessage } from './runner/host';
-import { saveInstanceState, type DaemonAddress, type InstanceState } from './state';
+import { saveInstanceState, type InstanceState } from './state';
 import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './daemon/tls';
 import { formatBytes, shortId } from './util/units';
 import { startUsageRecorder } from './cache/usage';
+import { prepareCache, type CacheSetup } from './cache/setup';
+import { SWARM_PORT } from './daemon/facts';
 
 const FAILURE_LOG_LINES = 50;
 

@@ -3,14 +3,10 @@
 // failed or was killed halfway still knows what to clean up.
 import * as core from '@actions/core';
 import { StateKeys } from './runner/contract';
-import type { CacheSetup } from './cache/restore';
 import type { EngineSettings } from './runner/engine';
 import type { Instance } from './daemon/instance';
-
-export interface DaemonAddress {
-  host: string;
-  port: number;
-}
+import type { DaemonAddress } from './daemon/placement';
+import type { CacheSetup } from './cache/setup';
 
 export interface InstanceState {
   instance: Instance;

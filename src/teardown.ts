@@ -19,7 +19,7 @@ import {
   type Eviction,
   type SaveDecision
 } from './cache/save';
-import { readRestoredManifest, type CacheSetup } from './cache/restore';
+import { readRestoredManifest } from './cache/restore';
 import { availability } from './cache/stores/service';
 import { INSTANCE_LABEL } from './runner/contract';
 import { removeContext } from './handover/context';
@@ -33,8 +33,10 @@ import { LocalStore, type Eviction as StoreEviction } from './cache/stores/local
 import type { Manifest } from './cache/manifest';
 import type { SaveResult } from './cache/image/pack';
 import { Timeline } from './util/report';
-import { loadInstanceState, type DaemonAddress, type InstanceState } from './state';
+import { loadInstanceState, type InstanceState } from './state';
 import { formatBytes, formatDuration, shortId } from './util/units';
+import type { DaemonAddress } from './daemon/placement';
+import type { CacheSetup } from './cache/setup';
 
 /** dockerd stops its own containers on SIGTERM; give it the time the Docker CLI would. */
 const STOP_GRACE_SECONDS = 30;

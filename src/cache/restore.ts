@@ -9,8 +9,6 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import { download } from './stores/blob-download';
 import { availability, isRateLimit, lookup, LOOKUP_CONCURRENCY } from './stores/service';
-import { cacheKeys, keyBase, uncarriedStorage } from './key';
-import { Inputs } from '../runner/contract';
 import {
   adoptImage,
   DataFiles,
@@ -22,8 +20,7 @@ import {
 } from '../daemon/data-image';
 import { errorMessage } from '../util/errors';
 import { checkRestored } from './image/ext4';
-import type { ActionInputs, CacheSavePolicy } from '../inputs';
-import type { Instance } from '../daemon/instance';
+import type { CacheSetup } from './setup';
 import { LocalStore } from './stores/local';
 import {
   checkedPart,
@@ -36,32 +33,6 @@ import {
 import { writeState, type WriteProgress } from './image/write';
 import { runAll } from '../util/run-all';
 import { formatBytes } from '../util/units';
-import { zstdAvailable } from './image/zstd';
-
-/** What post needs to save the cache; kept in the step state. */
-export interface CacheSetup {
-  dataDir: string;
-  exactPrefix: string;
-  restoreKeys: string[];
-  savePolicy: CacheSavePolicy;
-  maxBytes: number;
-  /** The key of the state restored, if any. */
-  restoredKey?: string;
-  /**
-   * A state main restored and then did not use (it failed its check, or the daemon did not start on
-   * it): it stays the newest entry of its keys until post saves a state of this job's over it.
-   */
-  refusedKey?: string;
-  /** Images unused for this long are dropped before saving; undefined: never. */
-  keepUnusedMs?: number;
-  /** The runner's own store of states (input cache-dir), and its bound. */
-  cacheDir?: string;
-  cacheDirMaxBytes: number;
-  /** When the daemon started (ms since the epoch): what happened after is the job's use of its images. */
-  usageSince?: number;
-  /** The exec that records the daemon's image events (see usage.ts). */
-  usageRecorder?: string;
-}
 
 export interface RestoreResult {
   key?: string;
@@ -84,47 +55,6 @@ export interface RestoreResult {
 const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
 /** States tried when the newest one cannot be restored: it, its parent, the parent's parent. */
 const STATES_TRIED = 3;
-
-/** Decides whether this job can cache at all. Undefined: no cache. */
-export async function prepareCache(inputs: ActionInputs, instance: Instance): Promise<CacheSetup | undefined> {
-  if (!inputs.cache) {
-    core.info(`Cache off (input '${Inputs.Cache}').`);
-    return undefined;
-  }
-  const service = availability();
-  if (!service.readable && !service.writable && !inputs.cacheDir) {
-    core.info(`Cache off: ${service.reason}.`);
-    return undefined;
-  }
-  const uncarried = uncarriedStorage(inputs.dockerdArgs, inputs.daemonConfig);
-  if (uncarried) {
-    core.warning(
-      `Cache off: ${uncarried}, and the cache carries only the overlay2 storage driver's images (set '${Inputs.Cache}: false' to say so).`
-    );
-    return undefined;
-  }
-  if (!(await zstdAvailable())) {
-    core.warning(
-      "Cache off: this Node has no zstd and the runner has no 'zstd' command (install it, for example apt-get install zstd)."
-    );
-    return undefined;
-  }
-  const base = keyBase({
-    image: inputs.image,
-    arch: process.arch,
-    dockerdArgs: inputs.dockerdArgs,
-    daemonConfig: inputs.daemonConfig
-  });
-  return {
-    dataDir: instance.dataDir,
-    ...cacheKeys(base, inputs.cacheKey),
-    savePolicy: inputs.cacheSave,
-    maxBytes: inputs.cacheMaxSizeBytes,
-    keepUnusedMs: inputs.cacheEvictAfterMs,
-    cacheDir: inputs.cacheDir,
-    cacheDirMaxBytes: inputs.cacheDirMaxSizeBytes
-  };
-}
 
 /** A fresh, empty data directory (no cache, or nothing to restore): the entrypoint makes the filesystem. */
 export async function prepareEmptyData(dataDir: string): Promise<void> {

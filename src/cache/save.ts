@@ -3,7 +3,6 @@
 // unmounted, save its image as a new state (image/pack.ts). Never a failed job: warnings.
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import type { CacheSetup } from './restore';
 import { contentFingerprint, saveKey, type DaemonContent } from './key';
 import { Inputs } from '../runner/contract';
 import { errorMessage } from '../util/errors';
@@ -12,6 +11,7 @@ import type { Manifest } from './manifest';
 import { saveState, SizeLimitError, type SaveResult } from './image/pack';
 import { formatBytes } from '../util/units';
 import { collectUsage, planEviction, type LastUsed } from './usage';
+import type { CacheSetup } from './setup';
 
 /**
  * Clears what the next job should not inherit and returns what the daemon holds: containers and

@@ -5,7 +5,7 @@
 // removing it is one unlink whatever it holds.
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { CONTAINER_SETUP_DIR } from '../runner/contract';
+import { CONTAINER_SETUP_DIR } from './facts';
 
 /**
  * The image is read and written in chunks of this size: a new one is a whole number of them, and they
