@@ -299,14 +299,3 @@ function storedBytes(manifest: Manifest): number {
     0
   );
 }
-
-/** The manifest main restored, from the data directory; undefined when none was. */
-export async function readRestoredManifest(dataDir: string): Promise<Manifest | undefined> {
-  const text = await fs
-    .readFile(path.join(dataDir, DataFiles.manifest), 'utf8')
-    .catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') return undefined;
-      throw error;
-    });
-  return text === undefined ? undefined : (JSON.parse(text) as Manifest);
-}

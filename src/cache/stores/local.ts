@@ -80,7 +80,8 @@ export interface StoreUsage {
   bytes: number;
 }
 
-export interface Eviction {
+/** What bounding the store removed, and what it left. */
+export interface StoreBound {
   removedFrames: number;
   removedImages: number;
   removedBytes: number;
@@ -527,7 +528,7 @@ export class LocalStore implements FrameStore {
    * and the least recently used frames while it is over, the manifests beyond the newest few, and
    * temporary files no running job can still be writing.
    */
-  async enforceLimit(maxBytes: number): Promise<Eviction> {
+  async enforceLimit(maxBytes: number): Promise<StoreBound> {
     const now = Date.now();
     const temporaries = await this.listFiles(path.join(this.root, 'tmp'), name =>
       TEMPORARY_NAME.test(name) ? name : undefined
