@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { builderName, buildkitdConfig, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './handover/buildx';
-import { prepareEmptyData, restoreDaemonData, type RestoreResult } from './cache/restore';
+import { MainCache } from './cache/restore';
 import { INSTANCE_LABEL, Outputs } from './runner/contract';
 import { createContext } from './handover/context';
 import {
@@ -41,12 +41,12 @@ import {
   setDaemonOutputs,
   writeClientCertificates
 } from './handover/environment';
-import { DataFiles, readDataEvents } from './daemon/data-image';
+import { DataFiles, prepareEmptyData, readDataEvents } from './daemon/data-image';
 import { errorMessage } from './util/errors';
 import { ensureImage } from './daemon/image';
 import { getInputs, type ActionInputs } from './inputs';
 import { newInstance } from './daemon/instance';
-import { formatSeconds, Timeline } from './util/report';
+import { Timeline } from './util/report';
 import {
   bindMountPlan,
   dataOutcome,
@@ -59,11 +59,9 @@ import {
   type DaemonAddress
 } from './daemon/placement';
 import { defaultRouteMtu, detectRunnerContainer, engineHostPath, engineUnreachableMessage } from './runner/host';
-import { saveInstanceState, type InstanceState } from './state';
+import { SavedState } from './state';
 import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './daemon/tls';
-import { formatBytes, shortId } from './util/units';
-import { startUsageRecorder } from './cache/usage';
-import { prepareCache, type CacheSetup } from './cache/setup';
+import { shortId } from './util/units';
 import { SWARM_PORT } from './daemon/facts';
 
 const FAILURE_LOG_LINES = 50;
@@ -86,7 +84,7 @@ interface Prepared {
   server?: KeyPair;
   /** The data directory as the engine's host has it; undefined: the image's own /var/lib/docker volume. */
   dataDir?: string;
-  cache?: { setup: CacheSetup; restored: RestoreResult; seconds: number };
+  cache?: MainCache;
 }
 
 async function setUp(timeline: Timeline): Promise<void> {
@@ -100,8 +98,7 @@ async function setUp(timeline: Timeline): Promise<void> {
   const buildx = inputs.buildx ? await buildxVersion() : undefined;
   const instance = newInstance(inputs.name);
   const engine = outerEngineSettings();
-  const state: InstanceState = { instance, engine };
-  saveInstanceState(state);
+  const state = new SavedState({ instance, engine });
   const docker = connectOuterEngine(engine);
 
   const { prepared, placement } = await timeline.phase(
@@ -131,7 +128,7 @@ async function setUp(timeline: Timeline): Promise<void> {
     if (inputs.swarm)
       await initSwarm(connect(tlsClientOptions(endpointOf(reach.address, prepared))), addresses[instance.networkName]);
     if (inputs.context) {
-      state.context = await createContext(
+      const context = await createContext(
         {
           name: inputs.context,
           instanceId: instance.id,
@@ -141,27 +138,28 @@ async function setUp(timeline: Timeline): Promise<void> {
         },
         core.warning
       );
-      saveInstanceState(state);
-      core.info(`Docker context '${state.context}' points at the daemon.`);
+      state.set({ context });
+      core.info(`Docker context '${context}' points at the daemon.`);
     }
     const cache = prepared.cache;
     setDaemonOutputs({
       host: reach.dockerHost,
       certPath: instance.certDir,
       containerId: container.id,
-      context: state.context ?? '',
+      context: state.current.context ?? '',
       version,
       ip: reach.ip ?? ''
     });
-    core.setOutput(Outputs.CacheHit, String(cache?.restored.hit ?? false));
-    core.setOutput(Outputs.CacheKey, cache?.restored.key ?? cache?.setup.exactPrefix ?? '');
-    core.setOutput(Outputs.CacheSize, String(cache?.restored.bytes ?? 0));
+    core.setOutput(Outputs.CacheHit, String(cache?.outputs.hit ?? false));
+    core.setOutput(Outputs.CacheKey, cache?.outputs.key ?? '');
+    core.setOutput(Outputs.CacheSize, String(cache?.outputs.bytes ?? 0));
     timeline.fact(
       'Daemon',
       `Docker ${version} at ${reach.dockerHost}${reach.ip ? ` (container address ${reach.ip})` : ''}`
     );
   });
-  if (state.context) timeline.fact('Context', state.context);
+  const context = state.current.context;
+  if (context) timeline.fact('Context', context);
   if (buildx) {
     const builder = await timeline.phase('Set up the buildx builder', () => setUpBuilder(inputs, state));
     timeline.fact('Buildx builder', `${builder}: ${describeBuilder(inputs, state)}; ${buildx}`);
@@ -169,15 +167,15 @@ async function setUp(timeline: Timeline): Promise<void> {
 }
 
 /** The builder of later steps' buildx, made on the context for the docker-container driver. */
-async function setUpBuilder(inputs: ActionInputs, state: InstanceState): Promise<string> {
+async function setUpBuilder(inputs: ActionInputs, state: SavedState): Promise<string> {
   let builder = DOCKER_DRIVER_BUILDER;
+  const { instance, context } = state.current;
   if (inputs.buildxDriver === 'docker-container') {
-    builder = builderName(state.instance);
+    builder = builderName(instance);
     // Saved first: buildx records a builder whose bootstrap fails, and post must remove it.
-    state.builder = builder;
-    saveInstanceState(state);
+    state.set({ builder });
     // getInputs refuses this driver without a context, so main has made one.
-    if (!state.context)
+    if (!context)
       throw new Error('The docker-container driver of buildx needs a Docker CLI context, and none was made.');
     // The MTU plays no part in pulling: the daemon's registry settings are those of daemon.json whatever it is.
     const config = buildkitdConfig(daemonConfig(inputs, undefined), inputs.buildkitdConfig);
@@ -186,9 +184,9 @@ async function setUpBuilder(inputs: ActionInputs, state: InstanceState): Promise
         `The builder's BuildKit names registries by host: it does not take ${config.skipped.map(entry => `'${entry}'`).join(', ')} (the daemon does).`
       );
     core.debug(
-      `docker-container builder ${builder} on context ${state.context}, image ${inputs.buildxImage}, ${config.toml ? 'with a buildkitd.toml' : "BuildKit's default configuration"}`
+      `docker-container builder ${builder} on context ${context}, image ${inputs.buildxImage}, ${config.toml ? 'with a buildkitd.toml' : "BuildKit's default configuration"}`
     );
-    await createBuilder({ name: builder, context: state.context, image: inputs.buildxImage, config: config.toml });
+    await createBuilder({ name: builder, context, image: inputs.buildxImage, config: config.toml });
   } else {
     core.debug(
       `docker driver: builder ${builder} is the daemon's own BuildKit, reached through DOCKER_HOST; it reads daemon.json`
@@ -200,10 +198,10 @@ async function setUpBuilder(inputs: ActionInputs, state: InstanceState): Promise
   return builder;
 }
 
-function describeBuilder(inputs: ActionInputs, state: InstanceState): string {
+function describeBuilder(inputs: ActionInputs, state: SavedState): string {
   return inputs.buildxDriver === 'docker'
     ? "docker driver, the daemon's own BuildKit through DOCKER_HOST"
-    : `docker-container driver, ${inputs.buildxImage} on context ${state.context}`;
+    : `docker-container driver, ${inputs.buildxImage} on context ${state.current.context}`;
 }
 
 async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void> {
@@ -221,10 +219,10 @@ async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void
 async function prepare(
   docker: Docker,
   inputs: ActionInputs,
-  state: InstanceState,
+  state: SavedState,
   placement: Placement
 ): Promise<Prepared> {
-  const { instance } = state;
+  const { instance } = state.current;
   const dataDir = engineHostPath(placement.runner, instance.dataDir);
   if (dataDir === undefined && inputs.cache) {
     core.warning(
@@ -245,54 +243,29 @@ async function prepare(
     })(),
     imageId,
     docker.createNetwork(networkCreateOptions(instance)),
-    (async () => {
-      if (dataDir === undefined) return undefined;
-      const setup = await prepareCache(inputs, instance);
-      if (!setup) {
-        await prepareEmptyData(instance.dataDir);
-        return undefined;
-      }
-      state.cache = setup;
-      saveInstanceState(state);
-      const started = performance.now();
-      const restored = await restoreDaemonData(setup, imageId);
-      return { setup, restored, seconds: (performance.now() - started) / 1000 };
-    })()
+    dataDir === undefined ? undefined : MainCache.restore(inputs, instance, imageId, state)
   ]);
-  state.imageId = await imageId;
-  if (cache) state.cache = { ...cache.setup, restoredKey: cache.restored.key, refusedKey: cache.restored.refusedKey };
-  saveInstanceState(state);
+  state.set({ imageId: await imageId });
   return { ...tls, dataDir, cache };
 }
 
 /** What the entrypoint did with the data: a restored state that failed its check is not the cache's any more. */
-async function checkData(state: InstanceState, prepared: Prepared, timeline: Timeline): Promise<void> {
+async function checkData(state: SavedState, prepared: Prepared, timeline: Timeline): Promise<void> {
   if (prepared.dataDir === undefined) return;
-  const events = await readDataEvents(state.instance.dataDir);
+  const events = await readDataEvents(state.current.instance.dataDir);
   if (events.mountedIn) core.info(`The daemon's filesystem was ready in ${events.mountedIn}.`);
   const cache = prepared.cache;
-  const outcome = dataOutcome(events, cache?.restored.key);
+  const outcome = dataOutcome(events, cache?.restoredKey);
   if (outcome.kind === 'plain') {
     if (cache)
       core.warning(`Cache off: the daemon's data could not be kept in a filesystem image (${outcome.reason}).`);
-    state.cache = undefined;
+    state.setCache(undefined);
   } else if (outcome.kind === 'discarded' && cache) {
-    core.warning(`The cache ${cache.restored.key} was not used: ${outcome.reason}. The daemon started empty.`);
-    await refuseRestored(state, cache);
+    core.warning(`The cache ${cache.restoredKey} was not used: ${outcome.reason}. The daemon started empty.`);
+    await cache.refuse();
   }
-  saveInstanceState(state);
-  if (cache && state.cache) {
-    const { restored, seconds } = cache;
-    const { refusedKey } = state.cache;
-    timeline.fact(
-      'Cache restored',
-      restored.key
-        ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded, ${formatBytes(restored.localBytes)} from the cache directory${restored.wholeImage ? ', as its kept filesystem image' : ''}): ${restored.key}`
-        : refusedKey
-          ? `not used: ${refusedKey}; the daemon started empty`
-          : 'nothing to restore'
-    );
-  }
+  const summary = cache?.summary();
+  if (summary) timeline.fact('Cache restored', summary);
 }
 
 /** The runner paths to mount at the same path in the daemon: the workspace and RUNNER_TEMP unless `mounts` says. */
@@ -326,20 +299,20 @@ interface Launched {
 async function startDaemon(
   docker: Docker,
   inputs: ActionInputs,
-  state: InstanceState,
+  state: SavedState,
   prepared: Prepared,
   placement: Placement
 ) {
   const budgetMs = inputs.waitTimeoutSeconds * 1000;
-  const restoredKey = prepared.cache?.restored.key;
+  const restoredKey = prepared.cache?.restoredKey;
   let launched = await launch(docker, inputs, state, prepared, placement);
   const waitStarted = Date.now();
   try {
-    return await becomeReady(launched, state, prepared, restoredKey ? restoredWaitMs(budgetMs) : budgetMs);
+    return await becomeReady(launched, prepared, restoredKey ? restoredWaitMs(budgetMs) : budgetMs);
   } catch (error) {
     if (!(error instanceof DaemonNotReadyError)) throw error;
     const log = await showFailure(launched.container);
-    if (!prepared.cache || !startsAfresh(await readDataEvents(state.instance.dataDir), restoredKey))
+    if (!prepared.cache || !startsAfresh(await readDataEvents(state.current.instance.dataDir), restoredKey))
       throw notReady(error, log, inputs);
     const line = lastLogLine(log);
     await startOver(
@@ -351,7 +324,7 @@ async function startDaemon(
   }
   launched = await launch(docker, inputs, state, prepared, placement);
   try {
-    return await becomeReady(launched, state, prepared, coldWaitMs(budgetMs, Date.now() - waitStarted));
+    return await becomeReady(launched, prepared, coldWaitMs(budgetMs, Date.now() - waitStarted));
   } catch (error) {
     if (!(error instanceof DaemonNotReadyError)) throw error;
     throw notReady(error, await showFailure(launched.container), inputs);
@@ -362,11 +335,11 @@ async function startDaemon(
 async function launch(
   docker: Docker,
   inputs: ActionInputs,
-  state: InstanceState,
+  state: SavedState,
   prepared: Prepared,
   placement: Placement
 ): Promise<Launched> {
-  const { instance } = state;
+  const { instance } = state.current;
   const container = await docker.createContainer(
     containerCreateOptions({
       instance,
@@ -383,7 +356,7 @@ async function launch(
   }
   const config = daemonConfig(inputs, defaultRouteMtu());
   await container.putArchive(await setupArchive(prepared.authority.caCert, config, prepared.server), { path: '/' });
-  if (state.cache) state.cache.usageSince = Date.now();
+  prepared.cache?.daemonStarts();
   await container.start();
   const info = await container.inspect();
   const port = publishedPort(info);
@@ -392,8 +365,7 @@ async function launch(
   core.debug(
     `Published port ${port}, addresses ${JSON.stringify(addresses)}: the job reaches the daemon at ${reach.address.host}:${reach.address.port}`
   );
-  state.endpoint = reach.address;
-  saveInstanceState(state);
+  state.set({ endpoint: reach.address });
   if (!prepared.server) {
     const sans = serverSubjectAltNames(instance, Object.values(addresses));
     await container.putArchive(await serverArchive(await prepared.authority.issueServer(sans)), { path: '/' });
@@ -406,7 +378,7 @@ async function launch(
 }
 
 /** Waits for the daemon; the image usage recorder starts at its first answer, during the readiness period. */
-async function becomeReady(launched: Launched, state: InstanceState, prepared: Prepared, timeoutMs: number) {
+async function becomeReady(launched: Launched, prepared: Prepared, timeoutMs: number) {
   const { container, reach } = launched;
   let recorder: Promise<void> | undefined;
   try {
@@ -416,13 +388,13 @@ async function becomeReady(launched: Launched, state: InstanceState, prepared: P
       timeoutMs,
       READY_STEADINESS,
       () => {
-        recorder = recordUsage(state, container);
+        recorder = prepared.cache?.recordUsage(container);
       }
     );
     core.info(`Docker ${version} answers over mutual TLS at ${reach.dockerHost}.`);
-    return { ...launched, version, recorder: recorder ?? recordUsage(state, container) };
+    return { ...launched, version, recorder: recorder ?? prepared.cache?.recordUsage(container) };
   } catch (error) {
-    // Settled before the container goes: it records into state.cache.
+    // Settled before the container goes: it records into the cache's setup.
     await recorder;
     throw error;
   }
@@ -451,44 +423,17 @@ function notReady(error: DaemonNotReadyError, log: string, inputs: ActionInputs)
  * The daemon did not become ready on the restored state: the container goes with its volumes, the
  * data directory gets a fresh image for a cold start, and the state is refused (post saves over it).
  */
-async function startOver(
-  container: Docker.Container,
-  state: InstanceState,
-  cache: NonNullable<Prepared['cache']>,
-  why: string
-): Promise<void> {
-  const key = cache.restored.key;
+async function startOver(container: Docker.Container, state: SavedState, cache: MainCache, why: string): Promise<void> {
+  const key = cache.restoredKey;
   await container.remove({ force: true, v: true });
-  const { dataDir } = state.instance;
+  const { dataDir } = state.current.instance;
   // The image may be another runner user's (kept whole in cache-dir): a new file, not a rewrite of it.
   await Promise.all([DataFiles.image, DataFiles.events].map(name => fs.rm(path.join(dataDir, name), { force: true })));
   await prepareEmptyData(dataDir);
-  if (state.cache) state.cache.usageRecorder = undefined;
-  await refuseRestored(state, cache);
+  // The usage recorder went with the container.
+  state.updateCache({ usageRecorder: undefined });
+  await cache.refuse();
   core.warning(`The cache ${key} was not used: the daemon did not start on it. ${why} The daemon starts empty.`);
-}
-
-/** The restored state is not the job's: no cache hit, nothing of it reused by post, which saves over it. */
-async function refuseRestored(state: InstanceState, cache: NonNullable<Prepared['cache']>): Promise<void> {
-  if (state.cache) {
-    state.cache.refusedKey = cache.restored.key;
-    state.cache.restoredKey = undefined;
-  }
-  cache.restored = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
-  await fs.rm(path.join(state.instance.dataDir, DataFiles.manifest), { force: true });
-  saveInstanceState(state);
-}
-
-/** Records which images the job uses, for post to drop the ones no job uses any more. */
-async function recordUsage(state: InstanceState, container: Docker.Container): Promise<void> {
-  if (state.cache?.usageSince === undefined || state.cache.keepUnusedMs === undefined) return;
-  state.cache.usageRecorder = await startUsageRecorder(container, state.cache.usageSince).catch(error => {
-    core.warning(
-      `Cannot record which images the job uses (${errorMessage(error)}): post will not drop unused images from the cache.`
-    );
-    return undefined;
-  });
-  saveInstanceState(state);
 }
 
 /** A single-node swarm, so `docker stack deploy` works. */

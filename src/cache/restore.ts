@@ -7,6 +7,8 @@ import { constants as fsConstants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
+import type Docker from 'dockerode';
+import { startUsageRecorder } from './usage';
 import { download } from './stores/blob-download';
 import { availability, isRateLimit, lookup, LOOKUP_CONCURRENCY } from './stores/service';
 import {
@@ -16,11 +18,13 @@ import {
   maxRestoredImageBytes,
   newImageBytes,
   prepareDataDir,
+  prepareEmptyData,
   CHUNK_BYTES
 } from '../daemon/data-image';
 import { errorMessage } from '../util/errors';
 import { checkRestored } from './image/ext4';
-import type { CacheSetup } from './setup';
+import { prepareCache, type CacheInputs, type CacheRecord, type CacheSetup } from './setup';
+import type { Instance } from '../daemon/instance';
 import { LocalStore } from './stores/local';
 import {
   checkedPart,
@@ -33,6 +37,7 @@ import {
 import { writeState, type WriteProgress } from './image/write';
 import { runAll } from '../util/run-all';
 import { formatBytes } from '../util/units';
+import { formatSeconds } from '../util/report';
 
 export interface RestoreResult {
   key?: string;
@@ -56,9 +61,90 @@ const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0, localByt
 /** States tried when the newest one cannot be restored: it, its parent, the parent's parent. */
 const STATES_TRIED = 3;
 
-/** A fresh, empty data directory (no cache, or nothing to restore): the entrypoint makes the filesystem. */
-export async function prepareEmptyData(dataDir: string): Promise<void> {
-  await prepareDataDir(dataDir, newImageBytes(await freeBytes(path.dirname(dataDir))), 'new');
+/**
+ * Main's side of the cache for one job: the restore, and what becomes of the state restored. The key of
+ * that state has one record, the cache's setup in the step state.
+ */
+export class MainCache {
+  private constructor(
+    private readonly record: CacheRecord,
+    /** The same object as the record's: it keeps the restored key when the cache goes off for the job. */
+    private readonly setup: Readonly<CacheSetup>,
+    private restored: RestoreResult,
+    /** How long the restore took. */
+    private readonly seconds: number
+  ) {}
+
+  /**
+   * Decides whether this job caches and, when it does, restores the newest state into the data
+   * directory; otherwise prepares an empty one. Never throws for the cache's sake: warnings.
+   */
+  static async restore(
+    inputs: CacheInputs,
+    instance: Instance,
+    imageId: Promise<string>,
+    record: CacheRecord
+  ): Promise<MainCache | undefined> {
+    const setup = await prepareCache(inputs, instance);
+    if (!setup) {
+      await prepareEmptyData(instance.dataDir);
+      return undefined;
+    }
+    record.setCache(setup);
+    const started = performance.now();
+    const restored = await restoreDaemonData(setup, imageId);
+    record.updateCache({ restoredKey: restored.key, refusedKey: restored.refusedKey });
+    return new MainCache(record, setup, restored, (performance.now() - started) / 1000);
+  }
+
+  /** The state the daemon starts on; undefined when none was restored, or once it is refused. */
+  get restoredKey(): string | undefined {
+    return this.setup.restoredKey;
+  }
+
+  /** The restored state is not the job's: no cache hit, nothing of it reused by post, which saves over it. */
+  async refuse(): Promise<void> {
+    this.record.updateCache({ refusedKey: this.setup.restoredKey, restoredKey: undefined });
+    this.restored = MISS;
+    await fs.rm(path.join(this.setup.dataDir, DataFiles.manifest), { force: true });
+  }
+
+  /** The daemon starts now: what happens after is the job's use of its images. */
+  daemonStarts(): void {
+    this.record.updateCache({ usageSince: Date.now() });
+  }
+
+  /** Records which images the job uses, for post to drop the ones no job uses any more. */
+  async recordUsage(container: Docker.Container): Promise<void> {
+    const { usageSince, keepUnusedMs } = this.record.cache ?? {};
+    if (usageSince === undefined || keepUnusedMs === undefined) return;
+    const usageRecorder = await startUsageRecorder(container, usageSince).catch(error => {
+      core.warning(
+        `Cannot record which images the job uses (${errorMessage(error)}): post will not drop unused images from the cache.`
+      );
+      return undefined;
+    });
+    this.record.updateCache({ usageRecorder });
+  }
+
+  /** The action's outputs: cache-hit, cache-key (the exact key's prefix when nothing was restored), cache-size. */
+  get outputs(): { hit: boolean; key: string; bytes: number } {
+    const { hit, bytes } = this.restored;
+    return { hit, key: this.restoredKey ?? this.setup.exactPrefix, bytes };
+  }
+
+  /** The summary's line; undefined once the cache is off for the job. */
+  summary(): string | undefined {
+    if (!this.record.cache) return undefined;
+    const { restored, seconds } = this;
+    const key = this.restoredKey;
+    const { refusedKey } = this.setup;
+    return key
+      ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded, ${formatBytes(restored.localBytes)} from the cache directory${restored.wholeImage ? ', as its kept filesystem image' : ''}): ${key}`
+      : refusedKey
+        ? `not used: ${refusedKey}; the daemon started empty`
+        : 'nothing to restore';
+  }
 }
 
 class StateUnavailableError extends Error {
@@ -75,7 +161,7 @@ class StateUnavailableError extends Error {
  * Restores the newest state saved for the keys into the data directory, or prepares an empty one.
  * `imageId` is the dind image's id once known: a state made by another image is not used. Never throws.
  */
-export async function restoreDaemonData(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
+async function restoreDaemonData(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
   let result = MISS;
   try {
     result = await restoreNewestState(setup, imageId);

@@ -89,3 +89,13 @@ export async function prepareCache(inputs: CacheInputs, instance: Instance): Pro
     cacheDirMaxBytes: inputs.cacheDirMaxSizeBytes
   };
 }
+
+/**
+ * Where main keeps the cache's setup for post (the step state, which saves itself at every change): the
+ * one record of the state restored, refused, and the job's image use.
+ */
+export interface CacheRecord {
+  readonly cache: Readonly<CacheSetup> | undefined;
+  setCache(cache: CacheSetup | undefined): void;
+  updateCache(patch: Partial<CacheSetup>): void;
+}

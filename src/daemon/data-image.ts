@@ -132,6 +132,11 @@ export async function adoptImage(
   return true;
 }
 
+/** A fresh, empty data directory (no cache, or nothing to restore): the entrypoint makes the filesystem. */
+export async function prepareEmptyData(dataDir: string): Promise<void> {
+  await prepareDataDir(dataDir, newImageBytes(await freeBytes(path.dirname(dataDir))), 'new');
+}
+
 function writeMode(dataDir: string, mode: DataMode): Promise<void> {
   return fs.writeFile(path.join(dataDir, DataFiles.mode), `${mode}\n`);
 }
