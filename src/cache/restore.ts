@@ -187,6 +187,29 @@ export function restoredImageBytes(savedBytes: number, freeBytes: number): numbe
   return room > savedBytes * GROW_SHARE ? room : savedBytes;
 }
 
+/**
+ * Pure: which of the newest states that the cache service (`remote`) and the runner's store (`local`)
+ * name for the same prefixes to restore: the one of the earlier prefix (the exact key before the
+ * restore keys); of the same prefix, the one saved last (`newer`: compare when each was saved); the
+ * service's when both name the same state. Undefined: neither names one.
+ */
+export function chooseState(
+  prefixes: string[],
+  remote: string | undefined,
+  local: string | undefined
+): 'remote' | 'local' | 'newer' | undefined {
+  if (remote === undefined) return local === undefined ? undefined : 'local';
+  if (local === undefined || local === remote) return 'remote';
+  const level = (key: string) => prefixes.findIndex(prefix => key.startsWith(prefix));
+  if (level(local) === level(remote)) return 'newer';
+  return level(local) > level(remote) ? 'remote' : 'local';
+}
+
+/** Pure: of two states of the same prefix, the one saved last; the service's when the times tie. */
+export function newerSaved(localSavedAt: string, remoteSavedAt: string): 'local' | 'remote' {
+  return Date.parse(localSavedAt) > Date.parse(remoteSavedAt) ? 'local' : 'remote';
+}
+
 /** A state to try: its key, and its manifest when the runner's store has it (or it was fetched to compare). */
 interface Candidate {
   key: string;
@@ -207,7 +230,6 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
    */
   const find = async (key: string, restoreKeys: string[]): Promise<Candidate | undefined> => {
     const prefixes = [key, ...restoreKeys];
-    const level = (found: string) => prefixes.findIndex(prefix => found.startsWith(prefix));
     const [entry, local] = await Promise.all([
       service.readable ? lookup(key, restoreKeys) : undefined,
       store?.findManifest(prefixes, limits)
@@ -215,14 +237,14 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
     core.debug(
       `Newest state for ${prefixes.join(' | ')}: the cache service ${entry?.key ?? (service.readable ? 'none' : 'not asked')}, the runner's store ${local?.key ?? (store ? 'none' : 'not used')}`
     );
-    if (!entry) return local && { key: local.key, manifest: local, stored: true };
+    const choice = chooseState(prefixes, entry?.key, local?.key);
+    if (!entry || choice === 'local') return local && { key: local.key, manifest: local, stored: true };
     const manifest = await store?.readManifest(entry.key, limits);
     const remote: Candidate = { key: entry.key, url: entry.url, manifest, stored: manifest !== undefined };
-    if (!local || local.key === entry.key || level(local.key) > level(entry.key)) return remote;
-    if (level(local.key) < level(entry.key)) return { key: local.key, manifest: local, stored: true };
-    // The same key level: the newer, by when each was saved (the service's needs its manifest).
+    if (choice === 'remote' || !local) return remote;
+    // The service's needs its manifest to say when it was saved.
     remote.manifest ??= await decodeManifest(await download(entry.url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits);
-    return Date.parse(local.savedAt) > Date.parse(remote.manifest.savedAt)
+    return newerSaved(local.savedAt, remote.manifest.savedAt) === 'local'
       ? { key: local.key, manifest: local, stored: true }
       : remote;
   };

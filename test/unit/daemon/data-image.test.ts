@@ -1,5 +1,4 @@
 // The data image on the runner: its size and what the entrypoint reports.
-import { restoredImageBytes } from '../../../src/cache/restore';
 import {
   CHUNK_BYTES,
   MAX_IMAGE_BYTES,
@@ -50,15 +49,4 @@ test.each<[string, string, object]>([
   ]
 ])('parseDataEvents: %s', (_name, text, events) => {
   expect(parseDataEvents(text)).toEqual(events);
-});
-
-describe('restoredImageBytes: a restored filesystem keeps its size unless this runner has much more room', () => {
-  test.each<[string, number, number, number]>([
-    ['as much room: the same size', 20 * GIB, 20 * GIB, 20 * GIB],
-    ['less room: the same size (a filesystem does not shrink)', 20 * GIB, 5 * GIB, 20 * GIB],
-    ['a little more room: the same size (growing is not free)', 20 * GIB, 24 * GIB, 20 * GIB],
-    ['much more room: grown to it', 20 * GIB, 80 * GIB, 80 * GIB]
-  ])('%s', (_name, saved, free, bytes) => {
-    expect(restoredImageBytes(saved, free)).toBe(bytes);
-  });
 });
