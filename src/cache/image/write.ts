@@ -74,9 +74,8 @@ export class FrameCheckError extends Error {}
 
 /**
  * Buffers for the ranges in flight, used again and again: each is written by its download and read by
- * the workers in place, being shared memory. A new buffer per range, copied into the message of each of
- * its frames, cost the main thread more than the HTTP parsing did (the copies, page faults and
- * garbage collection of ~1.5 GB of buffers per GB of data), time the workers on 2 cores lacked.
+ * the workers in place, being shared memory. No buffer per range, and no copy per frame: their copies,
+ * page faults and garbage collection would cost the main thread more than the HTTP parsing does.
  */
 class RangeBuffers {
   private readonly idle: Buffer[] = [];
