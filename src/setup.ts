@@ -1,38 +1,18 @@
 // Main: start the daemon, secure it, hand it to later steps.
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { builderName, buildkitdConfig, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './handover/buildx';
 import { MainCache } from './cache/restore';
 import { INSTANCE_LABEL, Outputs } from './runner/contract';
 import { createContext } from './handover/context';
-import {
-  containerCreateOptions,
-  containerLog,
-  coldWaitMs,
-  DaemonNotReadyError,
-  daemonConfig,
-  diagnose,
-  lastLogLine,
-  networkAddresses,
-  networkCreateOptions,
-  publishedPort,
-  READY_STEADINESS,
-  restoredWaitMs,
-  serverArchive,
-  serverSubjectAltNames,
-  setupArchive,
-  waitForDaemon
-} from './daemon/container';
+import { daemonConfig, networkCreateOptions, serverSubjectAltNames } from './daemon/container';
 import {
   connect,
   connectOuterEngine,
   describeEngine,
   outerEngineSettings,
   tlsClientOptions,
-  type EngineSettings,
-  type TlsEndpoint
+  type EngineSettings
 } from './runner/engine';
 import {
   exportBuildxBuilder,
@@ -41,30 +21,19 @@ import {
   setDaemonOutputs,
   writeClientCertificates
 } from './handover/environment';
-import { DataFiles, prepareEmptyData, readDataEvents } from './daemon/data-image';
+import { readDataEvents } from './daemon/data-image';
 import { errorMessage } from './util/errors';
 import { ensureImage } from './daemon/image';
 import { getInputs, type ActionInputs } from './inputs';
 import { newInstance } from './daemon/instance';
 import { Timeline } from './util/report';
-import {
-  bindMountPlan,
-  dataOutcome,
-  lateServerCertificate,
-  placementOf,
-  reachability,
-  startsAfresh,
-  type Placement,
-  type Reach,
-  type DaemonAddress
-} from './daemon/placement';
-import { defaultRouteMtu, detectRunnerContainer, engineHostPath, engineUnreachableMessage } from './runner/host';
+import { dataOutcome, lateServerCertificate, placementOf, type Placement } from './daemon/placement';
+import { detectRunnerContainer, engineHostPath, engineUnreachableMessage } from './runner/host';
 import { SavedState } from './state';
-import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './daemon/tls';
+import { certificateLifetimeHours, createAuthority } from './daemon/tls';
 import { shortId } from './util/units';
 import { SWARM_PORT } from './daemon/facts';
-
-const FAILURE_LOG_LINES = 50;
+import { endpointOf, startDaemon, type DaemonSetup } from './daemon/start';
 
 export async function runMain(): Promise<void> {
   const timeline = new Timeline();
@@ -77,13 +46,8 @@ export async function runMain(): Promise<void> {
   }
 }
 
-interface Prepared {
-  authority: CertificateAuthority;
-  client: KeyPair;
-  /** Issued before the container starts when it can be (see lateServerCertificate). */
-  server?: KeyPair;
-  /** The data directory as the engine's host has it; undefined: the image's own /var/lib/docker volume. */
-  dataDir?: string;
+/** What main made before the daemon starts; the cache is main's. */
+interface Prepared extends DaemonSetup {
   cache?: MainCache;
 }
 
@@ -114,7 +78,7 @@ async function setUp(timeline: Timeline): Promise<void> {
     }
   );
   const { container, reach, addresses, version, recorder } = await timeline.phase('Start the daemon', () =>
-    startDaemon(docker, inputs, state, prepared, placement)
+    startDaemon(docker, inputs, instance, state, prepared, placement)
   );
 
   await timeline.phase('Hand the daemon to later steps', async () => {
@@ -266,174 +230,6 @@ async function checkData(state: SavedState, prepared: Prepared, timeline: Timeli
   }
   const summary = cache?.summary();
   if (summary) timeline.fact('Cache restored', summary);
-}
-
-/** The runner paths to mount at the same path in the daemon: the workspace and RUNNER_TEMP unless `mounts` says. */
-function bindMounts(inputs: ActionInputs, placement: Placement): Array<{ source: string; target: string }> {
-  const paths =
-    inputs.mounts ?? [process.env.GITHUB_WORKSPACE, process.env.RUNNER_TEMP].filter((p): p is string => Boolean(p));
-  const { mounts, unreachable } = bindMountPlan(paths, placement.runner);
-  for (const target of unreachable)
-    core.warning(
-      `Not mounting ${target} into the daemon: it is not a bind mount of this job's container, so the engine cannot see it.`
-    );
-  return mounts;
-}
-
-function endpointOf(address: DaemonAddress, prepared: Prepared): TlsEndpoint {
-  return { ...address, ca: prepared.authority.caCert, cert: prepared.client.cert, key: prepared.client.key };
-}
-
-/** A started dind container, and how this job reaches it. */
-interface Launched {
-  container: Docker.Container;
-  reach: Reach;
-  addresses: Record<string, string>;
-}
-
-/**
- * Starts the daemon and waits for it, within the wait-timeout. A daemon that does not become ready on a
- * restored state gets a fresh filesystem and starts again, with the rest of the time: whatever the state
- * holds that stops dockerd, a cache writer cannot fail the job with it.
- */
-async function startDaemon(
-  docker: Docker,
-  inputs: ActionInputs,
-  state: SavedState,
-  prepared: Prepared,
-  placement: Placement
-) {
-  const budgetMs = inputs.waitTimeoutSeconds * 1000;
-  const restoredKey = prepared.cache?.restoredKey;
-  let launched = await launch(docker, inputs, state, prepared, placement);
-  const waitStarted = Date.now();
-  try {
-    return await becomeReady(launched, prepared, restoredKey ? restoredWaitMs(budgetMs) : budgetMs);
-  } catch (error) {
-    if (!(error instanceof DaemonNotReadyError)) throw error;
-    const log = await showFailure(launched.container);
-    if (!prepared.cache || !startsAfresh(await readDataEvents(state.current.instance.dataDir), restoredKey))
-      throw notReady(error, log, inputs);
-    const line = lastLogLine(log);
-    await startOver(
-      launched.container,
-      state,
-      prepared.cache,
-      `${error.message}${line ? ` Its last log line: "${line}".` : ''}`
-    );
-  }
-  launched = await launch(docker, inputs, state, prepared, placement);
-  try {
-    return await becomeReady(launched, prepared, coldWaitMs(budgetMs, Date.now() - waitStarted));
-  } catch (error) {
-    if (!(error instanceof DaemonNotReadyError)) throw error;
-    throw notReady(error, await showFailure(launched.container), inputs);
-  }
-}
-
-/** Creates and starts the dind container with its setup, and the server's certificate once its addresses are known. */
-async function launch(
-  docker: Docker,
-  inputs: ActionInputs,
-  state: SavedState,
-  prepared: Prepared,
-  placement: Placement
-): Promise<Launched> {
-  const { instance } = state.current;
-  const container = await docker.createContainer(
-    containerCreateOptions({
-      instance,
-      image: inputs.image,
-      privileged: inputs.privileged,
-      dockerdArgs: inputs.dockerdArgs,
-      dataDir: prepared.dataDir,
-      mounts: bindMounts(inputs, placement),
-      ports: inputs.ports
-    })
-  );
-  for (const network of placement.sharedNetworks) {
-    await docker.getNetwork(network).connect({ Container: container.id, EndpointConfig: { Aliases: [instance.name] } });
-  }
-  const config = daemonConfig(inputs, defaultRouteMtu());
-  await container.putArchive(await setupArchive(prepared.authority.caCert, config, prepared.server), { path: '/' });
-  prepared.cache?.daemonStarts();
-  await container.start();
-  const info = await container.inspect();
-  const port = publishedPort(info);
-  const addresses = networkAddresses(info);
-  const reach = reachability(instance, port, addresses, placement);
-  core.debug(
-    `Published port ${port}, addresses ${JSON.stringify(addresses)}: the job reaches the daemon at ${reach.address.host}:${reach.address.port}`
-  );
-  state.set({ endpoint: reach.address });
-  if (!prepared.server) {
-    const sans = serverSubjectAltNames(instance, Object.values(addresses));
-    await container.putArchive(await serverArchive(await prepared.authority.issueServer(sans)), { path: '/' });
-  }
-  const where = Object.entries(addresses)
-    .map(([network, ip]) => `${ip} on ${network}`)
-    .join(', ');
-  core.info(`Container ${instance.containerName} started (${where}); daemon port published on 127.0.0.1:${port}`);
-  return { container, reach, addresses };
-}
-
-/** Waits for the daemon; the image usage recorder starts at its first answer, during the readiness period. */
-async function becomeReady(launched: Launched, prepared: Prepared, timeoutMs: number) {
-  const { container, reach } = launched;
-  let recorder: Promise<void> | undefined;
-  try {
-    const version = await waitForDaemon(
-      endpointOf(reach.address, prepared),
-      container,
-      timeoutMs,
-      READY_STEADINESS,
-      () => {
-        recorder = prepared.cache?.recordUsage(container);
-      }
-    );
-    core.info(`Docker ${version} answers over mutual TLS at ${reach.dockerHost}.`);
-    return { ...launched, version, recorder: recorder ?? prepared.cache?.recordUsage(container) };
-  } catch (error) {
-    // Settled before the container goes: it records into the cache's setup.
-    await recorder;
-    throw error;
-  }
-}
-
-/** The state and the last log lines of a container whose daemon did not become ready, in the log; returns the lines. */
-async function showFailure(container: Docker.Container): Promise<string> {
-  const log = await containerLog(container, FAILURE_LOG_LINES).catch(() => '(the log could not be read)');
-  const status = await container.inspect().then(
-    inspected => inspected.State.Status,
-    () => 'unknown'
-  );
-  core.info(`Container state: ${status}. Last ${FAILURE_LOG_LINES} log lines:\n${log}`);
-  return log;
-}
-
-function notReady(error: DaemonNotReadyError, log: string, inputs: ActionInputs): Error {
-  const hint = diagnose(log, inputs.privileged);
-  return new Error(
-    `${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`,
-    { cause: error }
-  );
-}
-
-/**
- * The daemon did not become ready on the restored state: the container goes with its volumes, the
- * data directory gets a fresh image for a cold start, and the state is refused (post saves over it).
- */
-async function startOver(container: Docker.Container, state: SavedState, cache: MainCache, why: string): Promise<void> {
-  const key = cache.restoredKey;
-  await container.remove({ force: true, v: true });
-  const { dataDir } = state.current.instance;
-  // The image may be another runner user's (kept whole in cache-dir): a new file, not a rewrite of it.
-  await Promise.all([DataFiles.image, DataFiles.events].map(name => fs.rm(path.join(dataDir, name), { force: true })));
-  await prepareEmptyData(dataDir);
-  // The usage recorder went with the container.
-  state.updateCache({ usageRecorder: undefined });
-  await cache.refuse();
-  core.warning(`The cache ${key} was not used: the daemon did not start on it. ${why} The daemon starts empty.`);
 }
 
 /** A single-node swarm, so `docker stack deploy` works. */

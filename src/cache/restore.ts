@@ -102,9 +102,16 @@ export class MainCache {
     return this.setup.restoredKey;
   }
 
-  /** The restored state is not the job's: no cache hit, nothing of it reused by post, which saves over it. */
-  async refuse(): Promise<void> {
-    this.record.updateCache({ refusedKey: this.setup.restoredKey, restoredKey: undefined });
+  /**
+   * The restored state is not the job's: no cache hit, nothing of it reused by post, which saves over it.
+   * `containerGone`: the daemon's container went with it, and its usage recorder too.
+   */
+  async refuse(options: { containerGone?: boolean } = {}): Promise<void> {
+    this.record.updateCache({
+      refusedKey: this.setup.restoredKey,
+      restoredKey: undefined,
+      ...(options.containerGone ? { usageRecorder: undefined } : {})
+    });
     this.restored = MISS;
     await fs.rm(path.join(this.setup.dataDir, DataFiles.manifest), { force: true });
   }
