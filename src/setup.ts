@@ -1,26 +1,12 @@
 // Main: start the daemon, secure it, hand it to later steps.
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import { builderName, buildkitdConfig, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './handover/buildx';
-import { MainCache } from './cache/restore';
-import { INSTANCE_LABEL, Outputs } from './runner/contract';
-import { createContext } from './handover/context';
-import { daemonConfig, networkCreateOptions, serverSubjectAltNames } from './daemon/container';
-import {
-  connect,
-  connectOuterEngine,
-  describeEngine,
-  outerEngineSettings,
-  tlsClientOptions,
-  type EngineSettings
-} from './runner/engine';
-import {
-  exportBuildxBuilder,
-  exportDockerEnvironment,
-  exportTestcontainersHost,
-  setDaemonOutputs,
-  writeClientCertificates
-} from './handover/environment';
+import { buildxVersion } from './handover/buildx';
+import { describeBuilder, handOver, setUpBuilder } from './handover/hand-over';
+import { MainCache, setCacheOutputs } from './cache/restore';
+import { networkCreateOptions, serverSubjectAltNames } from './daemon/container';
+import { connectOuterEngine, describeEngine, outerEngineSettings, type EngineSettings } from './runner/engine';
+import { writeClientCertificates } from './handover/environment';
 import { readDataEvents } from './daemon/data-image';
 import { errorMessage } from './util/errors';
 import { ensureImage } from './daemon/image';
@@ -32,7 +18,6 @@ import { detectRunnerContainer, engineHostPath, engineUnreachableMessage } from 
 import { SavedState } from './state';
 import { certificateLifetimeHours, createAuthority } from './daemon/tls';
 import { shortId } from './util/units';
-import { SWARM_PORT } from './daemon/facts';
 import { endpointOf, startDaemon, type DaemonSetup } from './daemon/start';
 
 export async function runMain(): Promise<void> {
@@ -84,88 +69,19 @@ async function setUp(timeline: Timeline): Promise<void> {
   await timeline.phase('Hand the daemon to later steps', async () => {
     await checkData(state, prepared, timeline);
     await recorder;
-    if (inputs.setEnv) {
-      exportDockerEnvironment(reach.dockerHost, instance.certDir, engine);
-      if (reach.ip) exportTestcontainersHost(reach.ip);
-      core.info(`Exported DOCKER_HOST=${reach.dockerHost}, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=${instance.certDir}`);
-    }
-    if (inputs.swarm)
-      await initSwarm(connect(tlsClientOptions(endpointOf(reach.address, prepared))), addresses[instance.networkName]);
-    if (inputs.context) {
-      const context = await createContext(
-        {
-          name: inputs.context,
-          instanceId: instance.id,
-          host: reach.dockerHost,
-          certDir: instance.certDir,
-          isLive: id => hasInstance(docker, id)
-        },
-        core.warning
-      );
-      state.set({ context });
-      core.info(`Docker context '${context}' points at the daemon.`);
-    }
-    const cache = prepared.cache;
-    setDaemonOutputs({
-      host: reach.dockerHost,
-      certPath: instance.certDir,
-      containerId: container.id,
-      context: state.current.context ?? '',
-      version,
-      ip: reach.ip ?? ''
-    });
-    core.setOutput(Outputs.CacheHit, String(cache?.outputs.hit ?? false));
-    core.setOutput(Outputs.CacheKey, cache?.outputs.key ?? '');
-    core.setOutput(Outputs.CacheSize, String(cache?.outputs.bytes ?? 0));
-    timeline.fact(
-      'Daemon',
-      `Docker ${version} at ${reach.dockerHost}${reach.ip ? ` (container address ${reach.ip})` : ''}`
+    const endpoint = endpointOf(reach.address, prepared);
+    await handOver(
+      { docker, inputs, instance, engine, record: state, timeline },
+      { containerId: container.id, reach, addresses, version, endpoint }
     );
+    setCacheOutputs(prepared.cache);
   });
   const context = state.current.context;
   if (context) timeline.fact('Context', context);
   if (buildx) {
-    const builder = await timeline.phase('Set up the buildx builder', () => setUpBuilder(inputs, state));
+    const builder = await timeline.phase('Set up the buildx builder', () => setUpBuilder(inputs, instance, state));
     timeline.fact('Buildx builder', `${builder}: ${describeBuilder(inputs, state)}; ${buildx}`);
   }
-}
-
-/** The builder of later steps' buildx, made on the context for the docker-container driver. */
-async function setUpBuilder(inputs: ActionInputs, state: SavedState): Promise<string> {
-  let builder = DOCKER_DRIVER_BUILDER;
-  const { instance, context } = state.current;
-  if (inputs.buildxDriver === 'docker-container') {
-    builder = builderName(instance);
-    // Saved first: buildx records a builder whose bootstrap fails, and post must remove it.
-    state.set({ builder });
-    // getInputs refuses this driver without a context, so main has made one.
-    if (!context)
-      throw new Error('The docker-container driver of buildx needs a Docker CLI context, and none was made.');
-    // The MTU plays no part in pulling: the daemon's registry settings are those of daemon.json whatever it is.
-    const config = buildkitdConfig(daemonConfig(inputs, undefined), inputs.buildkitdConfig);
-    if (config.skipped.length > 0)
-      core.info(
-        `The builder's BuildKit names registries by host: it does not take ${config.skipped.map(entry => `'${entry}'`).join(', ')} (the daemon does).`
-      );
-    core.debug(
-      `docker-container builder ${builder} on context ${context}, image ${inputs.buildxImage}, ${config.toml ? 'with a buildkitd.toml' : "BuildKit's default configuration"}`
-    );
-    await createBuilder({ name: builder, context, image: inputs.buildxImage, config: config.toml });
-  } else {
-    core.debug(
-      `docker driver: builder ${builder} is the daemon's own BuildKit, reached through DOCKER_HOST; it reads daemon.json`
-    );
-  }
-  exportBuildxBuilder(builder);
-  core.setOutput(Outputs.Builder, builder);
-  core.info(`Exported BUILDX_BUILDER=${builder}: buildx in later steps builds in the daemon.`);
-  return builder;
-}
-
-function describeBuilder(inputs: ActionInputs, state: SavedState): string {
-  return inputs.buildxDriver === 'docker'
-    ? "docker driver, the daemon's own BuildKit through DOCKER_HOST"
-    : `docker-container driver, ${inputs.buildxImage} on context ${state.current.context}`;
 }
 
 async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void> {
@@ -230,17 +146,4 @@ async function checkData(state: SavedState, prepared: Prepared, timeline: Timeli
   }
   const summary = cache?.summary();
   if (summary) timeline.fact('Cache restored', summary);
-}
-
-/** A single-node swarm, so `docker stack deploy` works. */
-async function initSwarm(dind: Docker, address: string | undefined): Promise<void> {
-  await dind.swarmInit({ ListenAddr: `0.0.0.0:${SWARM_PORT}`, AdvertiseAddr: address ?? '127.0.0.1' });
-  core.info('Initialised a single-node swarm.');
-}
-
-async function hasInstance(docker: Docker, instanceId: string): Promise<boolean> {
-  const containers = await docker.listContainers({
-    filters: { label: [`${INSTANCE_LABEL}=${instanceId}`], status: ['running'] }
-  });
-  return containers.length > 0;
 }

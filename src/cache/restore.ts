@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { startUsageRecorder } from './usage';
+import { Outputs } from '../runner/contract';
 import { download } from './stores/blob-download';
 import { availability, isRateLimit, lookup, LOOKUP_CONCURRENCY } from './stores/service';
 import {
@@ -152,6 +153,13 @@ export class MainCache {
         ? `not used: ${refusedKey}; the daemon started empty`
         : 'nothing to restore';
   }
+}
+
+/** The action's cache outputs; without a cache: no hit, no key, no size. */
+export function setCacheOutputs(cache: MainCache | undefined): void {
+  core.setOutput(Outputs.CacheHit, String(cache?.outputs.hit ?? false));
+  core.setOutput(Outputs.CacheKey, cache?.outputs.key ?? '');
+  core.setOutput(Outputs.CacheSize, String(cache?.outputs.bytes ?? 0));
 }
 
 class StateUnavailableError extends Error {
