@@ -2,23 +2,20 @@
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { buildxVersion } from './handover/buildx';
-import { describeBuilder, handOver, setUpBuilder } from './handover/hand-over';
+import { describeBuilder, handOver, issueCertificates, setUpBuilder } from './handover/hand-over';
 import { MainCache, setCacheOutputs } from './cache/restore';
-import { networkCreateOptions, serverSubjectAltNames } from './daemon/container';
-import { connectOuterEngine, describeEngine, outerEngineSettings, type EngineSettings } from './runner/engine';
-import { writeClientCertificates } from './handover/environment';
+import { networkCreateOptions } from './daemon/container';
 import { readDataEvents } from './daemon/data-image';
-import { errorMessage } from './util/errors';
 import { ensureImage } from './daemon/image';
-import { getInputs, type ActionInputs } from './inputs';
 import { newInstance } from './daemon/instance';
-import { Timeline } from './util/report';
-import { dataOutcome, lateServerCertificate, placementOf, type Placement } from './daemon/placement';
-import { detectRunnerContainer, engineHostPath, engineUnreachableMessage } from './runner/host';
+import type { Placement } from './daemon/placement';
+import { endpointOf, findPlacement, startDaemon, type DaemonSetup } from './daemon/start';
+import { getInputs, type ActionInputs } from './inputs';
+import { connectOuterEngine, outerEngineSettings } from './runner/engine';
+import { engineHostPath } from './runner/host';
 import { SavedState } from './state';
-import { certificateLifetimeHours, createAuthority } from './daemon/tls';
-import { shortId } from './util/units';
-import { endpointOf, startDaemon, type DaemonSetup } from './daemon/start';
+import { errorMessage } from './util/errors';
+import { Timeline } from './util/report';
 
 export async function runMain(): Promise<void> {
   const timeline = new Timeline();
@@ -53,12 +50,7 @@ async function setUp(timeline: Timeline): Promise<void> {
   const { prepared, placement } = await timeline.phase(
     `Prepare ${inputs.image}, certificates, network and cache`,
     async () => {
-      await reachEngine(docker, engine);
-      const runner = await detectRunnerContainer(docker);
-      const placement = placementOf(runner);
-      core.debug(`Placement: ${JSON.stringify(placement)}`);
-      if (runner)
-        core.info(`The job runs in container ${shortId(runner.id)} (networks: ${runner.networks.join(', ')}).`);
+      const placement = await findPlacement(docker, engine);
       return { prepared: await prepare(docker, inputs, state, placement), placement };
     }
   );
@@ -67,7 +59,11 @@ async function setUp(timeline: Timeline): Promise<void> {
   );
 
   await timeline.phase('Hand the daemon to later steps', async () => {
-    await checkData(state, prepared, timeline);
+    if (prepared.dataDir !== undefined) {
+      const events = await readDataEvents(instance.dataDir);
+      if (events.mountedIn) core.info(`The daemon's filesystem was ready in ${events.mountedIn}.`);
+      await prepared.cache?.checkData(events, timeline);
+    }
     await recorder;
     const endpoint = endpointOf(reach.address, prepared);
     await handOver(
@@ -81,14 +77,6 @@ async function setUp(timeline: Timeline): Promise<void> {
   if (buildx) {
     const builder = await timeline.phase('Set up the buildx builder', () => setUpBuilder(inputs, instance, state));
     timeline.fact('Buildx builder', `${builder}: ${describeBuilder(inputs, state)}; ${buildx}`);
-  }
-}
-
-async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void> {
-  try {
-    await docker.ping();
-  } catch (error) {
-    throw new Error(engineUnreachableMessage(describeEngine(engine), errorMessage(error)), { cause: error });
   }
 }
 
@@ -111,39 +99,11 @@ async function prepare(
   }
   const imageId = ensureImage(docker, inputs.image, inputs.pull);
   const [tls, , , cache] = await Promise.all([
-    (async () => {
-      const authority = await createAuthority(certificateLifetimeHours(process.env.RUNNER_ENVIRONMENT));
-      const [client, server] = await Promise.all([
-        authority.issueClient(),
-        lateServerCertificate(placement) ? undefined : authority.issueServer(serverSubjectAltNames(instance, []))
-      ]);
-      await writeClientCertificates(instance.certDir, authority.caCert, client);
-      core.info(`Certificates valid until ${authority.notAfter.toISOString()}; client files in ${instance.certDir}`);
-      return { authority, client, server };
-    })(),
+    issueCertificates(instance, placement),
     imageId,
     docker.createNetwork(networkCreateOptions(instance)),
     dataDir === undefined ? undefined : MainCache.restore(inputs, instance, imageId, state)
   ]);
   state.set({ imageId: await imageId });
   return { ...tls, dataDir, cache };
-}
-
-/** What the entrypoint did with the data: a restored state that failed its check is not the cache's any more. */
-async function checkData(state: SavedState, prepared: Prepared, timeline: Timeline): Promise<void> {
-  if (prepared.dataDir === undefined) return;
-  const events = await readDataEvents(state.current.instance.dataDir);
-  if (events.mountedIn) core.info(`The daemon's filesystem was ready in ${events.mountedIn}.`);
-  const cache = prepared.cache;
-  const outcome = dataOutcome(events, cache?.restoredKey);
-  if (outcome.kind === 'plain') {
-    if (cache)
-      core.warning(`Cache off: the daemon's data could not be kept in a filesystem image (${outcome.reason}).`);
-    state.setCache(undefined);
-  } else if (outcome.kind === 'discarded' && cache) {
-    core.warning(`The cache ${cache.restoredKey} was not used: ${outcome.reason}. The daemon started empty.`);
-    await cache.refuse();
-  }
-  const summary = cache?.summary();
-  if (summary) timeline.fact('Cache restored', summary);
 }

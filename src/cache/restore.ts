@@ -20,7 +20,8 @@ import {
   newImageBytes,
   prepareDataDir,
   prepareEmptyData,
-  CHUNK_BYTES
+  CHUNK_BYTES,
+  type DataEvents
 } from '../daemon/data-image';
 import { errorMessage } from '../util/errors';
 import { checkRestored } from './image/ext4';
@@ -38,7 +39,8 @@ import {
 import { writeState, type WriteProgress } from './image/write';
 import { runAll } from '../util/run-all';
 import { formatBytes } from '../util/units';
-import { formatSeconds } from '../util/report';
+import { formatSeconds, type Timeline } from '../util/report';
+import { dataOutcome } from '../daemon/placement';
 
 export interface RestoreResult {
   key?: string;
@@ -141,8 +143,25 @@ export class MainCache {
     return { hit, key: this.restoredKey ?? this.setup.exactPrefix, bytes };
   }
 
+  /**
+   * What the entrypoint did with the data: without a filesystem image nothing is cached for the job, and
+   * a restored state that failed its check is not the cache's any more. Adds the summary's line.
+   */
+  async checkData(events: DataEvents, timeline: Timeline): Promise<void> {
+    const outcome = dataOutcome(events, this.restoredKey);
+    if (outcome.kind === 'plain') {
+      core.warning(`Cache off: the daemon's data could not be kept in a filesystem image (${outcome.reason}).`);
+      this.record.setCache(undefined);
+    } else if (outcome.kind === 'discarded') {
+      core.warning(`The cache ${this.restoredKey} was not used: ${outcome.reason}. The daemon started empty.`);
+      await this.refuse();
+    }
+    const summary = this.summary();
+    if (summary) timeline.fact('Cache restored', summary);
+  }
+
   /** The summary's line; undefined once the cache is off for the job. */
-  summary(): string | undefined {
+  private summary(): string | undefined {
     if (!this.record.cache) return undefined;
     const { restored, seconds } = this;
     const key = this.restoredKey;

@@ -25,10 +25,20 @@ import {
 } from './container';
 import { DataFiles, prepareEmptyData, readDataEvents } from './data-image';
 import type { Instance } from './instance';
-import { bindMountPlan, reachability, startsAfresh, type DaemonAddress, type Placement, type Reach } from './placement';
+import {
+  bindMountPlan,
+  placementOf,
+  reachability,
+  startsAfresh,
+  type DaemonAddress,
+  type Placement,
+  type Reach
+} from './placement';
 import type { CertificateAuthority, KeyPair } from './tls';
-import type { TlsEndpoint } from '../runner/engine';
-import { defaultRouteMtu } from '../runner/host';
+import { describeEngine, type EngineSettings, type TlsEndpoint } from '../runner/engine';
+import { defaultRouteMtu, detectRunnerContainer, engineUnreachableMessage } from '../runner/host';
+import { errorMessage } from '../util/errors';
+import { shortId } from '../util/units';
 
 const FAILURE_LOG_LINES = 50;
 
@@ -67,6 +77,20 @@ export interface DaemonSetup {
 /** Where main keeps the address at which the job reaches the daemon, once it runs. */
 export interface EndpointRecord {
   set(patch: { endpoint: DaemonAddress }): void;
+}
+
+/** Where the daemon will sit: on the runner's host, or beside the job's container. The engine must answer. */
+export async function findPlacement(docker: Docker, engine: EngineSettings): Promise<Placement> {
+  try {
+    await docker.ping();
+  } catch (error) {
+    throw new Error(engineUnreachableMessage(describeEngine(engine), errorMessage(error)), { cause: error });
+  }
+  const runner = await detectRunnerContainer(docker);
+  const placement = placementOf(runner);
+  core.debug(`Placement: ${JSON.stringify(placement)}`);
+  if (runner) core.info(`The job runs in container ${shortId(runner.id)} (networks: ${runner.networks.join(', ')}).`);
+  return placement;
 }
 
 /** The runner paths to mount at the same path in the daemon: the workspace and RUNNER_TEMP unless `mounts` says. */

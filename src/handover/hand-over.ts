@@ -1,4 +1,4 @@
-// The handover: what later steps get of the daemon. DOCKER_* and the client certificates' path, the
+// The handover: what later steps get of the daemon. Its certificates, DOCKER_* and their path, the
 // Testcontainers address, a single-node swarm, a Docker CLI context, the action's outputs, and a buildx
 // builder on the daemon.
 import * as core from '@actions/core';
@@ -9,12 +9,14 @@ import {
   exportBuildxBuilder,
   exportDockerEnvironment,
   exportTestcontainersHost,
-  setDaemonOutputs
+  setDaemonOutputs,
+  writeClientCertificates
 } from './environment';
-import { daemonConfig, type DaemonConfigInputs } from '../daemon/container';
+import { daemonConfig, serverSubjectAltNames, type DaemonConfigInputs } from '../daemon/container';
 import { SWARM_PORT } from '../daemon/facts';
 import type { Instance } from '../daemon/instance';
-import type { Reach } from '../daemon/placement';
+import { lateServerCertificate, type Placement, type Reach } from '../daemon/placement';
+import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from '../daemon/tls';
 import { INSTANCE_LABEL, Outputs } from '../runner/contract';
 import { connect, tlsClientOptions, type EngineSettings, type TlsEndpoint } from '../runner/engine';
 import type { Timeline } from '../util/report';
@@ -57,6 +59,24 @@ interface Handover {
   engine: EngineSettings;
   record: HandoverRecord;
   timeline: Timeline;
+}
+
+/**
+ * The daemon's TLS material: a CA, the client's certificate, written for later steps, and the server's,
+ * unless it must name an address the container gets only once it runs.
+ */
+export async function issueCertificates(
+  instance: Instance,
+  placement: Placement
+): Promise<{ authority: CertificateAuthority; client: KeyPair; server?: KeyPair }> {
+  const authority = await createAuthority(certificateLifetimeHours(process.env.RUNNER_ENVIRONMENT));
+  const [client, server] = await Promise.all([
+    authority.issueClient(),
+    lateServerCertificate(placement) ? undefined : authority.issueServer(serverSubjectAltNames(instance, []))
+  ]);
+  await writeClientCertificates(instance.certDir, authority.caCert, client);
+  core.info(`Certificates valid until ${authority.notAfter.toISOString()}; client files in ${instance.certDir}`);
+  return { authority, client, server };
 }
 
 /** Hands the running daemon to later steps, as the inputs ask. */
