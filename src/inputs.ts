@@ -4,51 +4,22 @@ import * as core from '@actions/core';
 import { parse as parseToml } from 'smol-toml';
 import { Inputs } from './runner/contract';
 import { parseDuration } from './util/units';
-import { CACHE_SAVE_POLICIES, type CacheSavePolicy } from './cache/setup';
+import { CACHE_SAVE_POLICIES, type CacheInputs } from './cache/setup';
 import type { PortMapping } from './daemon/container';
 import { flagConfigNames, optionName } from './daemon/flags';
 import { PULL_POLICIES, type PullPolicy } from './daemon/image';
+import type { DaemonInputs } from './daemon/start';
+import { BUILDX_DRIVERS } from './handover/buildx';
+import type { BuilderInputs, HandoverInputs } from './handover/hand-over';
 import { errorMessage } from './util/errors';
 import { DAEMON_TLS_PORT, DEFAULT_IMAGE } from './daemon/facts';
 
-const BUILDX_DRIVERS = ['docker-container', 'docker'] as const;
-export type BuildxDriver = (typeof BUILDX_DRIVERS)[number];
-
-export interface ActionInputs {
-  image: string;
+/** Every input, typed: the fields each part reads are that part's (CacheInputs, DaemonInputs, ...). */
+export interface ActionInputs extends CacheInputs, DaemonInputs, HandoverInputs, BuilderInputs {
   name: string;
   pull: PullPolicy;
-  dockerdArgs: string[];
-  daemonConfig: Record<string, unknown>;
-  waitTimeoutSeconds: number;
-  privileged: boolean;
-  setEnv: boolean;
-  /** Docker CLI context to create; empty: none. */
-  context: string;
-  cache: boolean;
-  cacheKey: string;
-  cacheSave: CacheSavePolicy;
-  cacheMaxSizeBytes: number;
-  /** Images no job used for this long are not saved again; undefined: never dropped. */
-  cacheEvictAfterMs?: number;
-  /** The runner's own store of states; undefined: none. */
-  cacheDir?: string;
-  cacheDirMaxSizeBytes: number;
-  /** Runner paths bind-mounted at the same path; undefined: the workspace and RUNNER_TEMP. */
-  mounts?: string[];
-  ports: PortMapping[];
-  /** undefined: the MTU of the runner's default route. */
-  mtu?: number;
-  registryMirrors: string[];
-  insecureRegistries: string[];
-  swarm: boolean;
   /** Whether later steps' buildx builds in the daemon (BUILDX_BUILDER). */
   buildx: boolean;
-  buildxDriver: BuildxDriver;
-  /** BuildKit for the docker-container driver. */
-  buildxImage: string;
-  /** The user's buildkitd.toml for the docker-container builder, parsed; empty: none. */
-  buildkitdConfig: Record<string, unknown>;
 }
 
 /** Thrown with every invalid input listed, so a user fixes them all in one go. */

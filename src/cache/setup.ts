@@ -44,7 +44,9 @@ export interface CacheInputs {
   cacheKey: string;
   cacheSave: CacheSavePolicy;
   cacheMaxSizeBytes: number;
+  /** Images no job used for this long are not saved again; undefined: never dropped. */
   cacheEvictAfterMs?: number;
+  /** The runner's own store of states; undefined: none. */
   cacheDir?: string;
   cacheDirMaxSizeBytes: number;
 }

@@ -71,6 +71,7 @@ export function networkAddresses(info: Docker.ContainerInspectInfo): Record<stri
 export interface DaemonConfigInputs {
   daemonConfig: Record<string, unknown>;
   dockerdArgs: string[];
+  /** undefined: the MTU of the runner's default route. */
   mtu?: number;
   registryMirrors: string[];
   insecureRegistries: string[];

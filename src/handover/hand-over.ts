@@ -3,7 +3,7 @@
 // builder on the daemon.
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import { builderName, buildkitdConfig, createBuilder, DOCKER_DRIVER_BUILDER } from './buildx';
+import { builderName, buildkitdConfig, createBuilder, DOCKER_DRIVER_BUILDER, type BuildxDriver } from './buildx';
 import { createContext } from './context';
 import {
   exportBuildxBuilder,
@@ -23,6 +23,7 @@ import type { Timeline } from '../util/report';
 
 /** The inputs the handover reads. */
 export interface HandoverInputs {
+  /** Export DOCKER_* for later steps. */
   setEnv: boolean;
   swarm: boolean;
   /** Docker CLI context to create; empty: none. */
@@ -31,8 +32,10 @@ export interface HandoverInputs {
 
 /** The inputs the buildx builder reads. */
 export interface BuilderInputs extends DaemonConfigInputs {
-  buildxDriver: 'docker-container' | 'docker';
+  buildxDriver: BuildxDriver;
+  /** BuildKit for the docker-container driver. */
   buildxImage: string;
+  /** The user's buildkitd.toml for the docker-container builder, parsed; empty: none. */
   buildkitdConfig: Record<string, unknown>;
 }
 
