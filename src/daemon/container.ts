@@ -6,13 +6,14 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
-import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, DEFAULT_IMAGE, INSTANCE_LABEL } from '../runner/contract';
+import { INSTANCE_LABEL } from '../runner/contract';
 import { CONTAINER_DATA_DIR } from './data-image';
 import { connect, tlsClientOptions, type TlsEndpoint } from '../runner/engine';
 import type { Instance } from './instance';
-import { flagConfigNames, type PortMapping } from '../inputs';
+import { flagConfigNames } from './flags';
 import type { KeyPair, SubjectAltNames } from './tls';
 import { errorMessage } from '../util/errors';
+import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, DEFAULT_IMAGE } from './facts';
 
 const CERT_DIR = `${CONTAINER_SETUP_DIR}/certs`;
 const ENTRYPOINT = `${CONTAINER_SETUP_DIR}/entrypoint.sh`;
@@ -70,6 +71,7 @@ export function networkAddresses(info: Docker.ContainerInspectInfo): Record<stri
 export interface DaemonConfigInputs {
   daemonConfig: Record<string, unknown>;
   dockerdArgs: string[];
+  /** undefined: the MTU of the runner's default route. */
   mtu?: number;
   registryMirrors: string[];
   insecureRegistries: string[];
@@ -100,6 +102,12 @@ export function daemonConfig(inputs: DaemonConfigInputs, runnerMtu: number | und
   merge('registry-mirrors', inputs.registryMirrors);
   merge('insecure-registries', inputs.insecureRegistries);
   return config;
+}
+
+/** A port of the dind container published on the runner's 127.0.0.1. */
+export interface PortMapping {
+  host: number;
+  container: number;
 }
 
 export interface ContainerSpec {

@@ -17,7 +17,7 @@ import {
   saveBlocker,
   stopsGracefully
 } from '../../../src/cache/save';
-import type { CacheSetup } from '../../../src/cache/restore';
+import type { CacheSetup } from '../../../src/cache/setup';
 
 const base = {
   image: 'docker:28-dind',
