@@ -50,7 +50,15 @@ export function uncarriedStorage(dockerdArgs: string[], daemonConfig: Record<str
   const driver = flagged[0] ?? daemonConfig['storage-driver'];
   if (driver !== undefined && driver !== 'overlay2') return `the storage driver is '${String(driver)}'`;
   const features = daemonConfig.features as Record<string, unknown> | undefined;
-  if (features?.['containerd-snapshotter'] === true) return 'the containerd image store is on (containerd-snapshotter)';
+  const featureFlags = dockerdArgs.flatMap((word, i) => {
+    const inline = /^--feature=(.*)$/.exec(word);
+    if (inline) return [inline[1]];
+    return word === '--feature' && dockerdArgs[i + 1] ? [dockerdArgs[i + 1]] : [];
+  });
+  // dockerd 28's --feature name[=bool]: the name alone turns it on.
+  const flaggedOn = featureFlags.some(feature => /^containerd-snapshotter(?:=(?:true|1))?$/.test(feature));
+  if (flaggedOn || features?.['containerd-snapshotter'] === true)
+    return 'the containerd image store is on (containerd-snapshotter)';
   return undefined;
 }
 
