@@ -14,8 +14,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RESTORE_CONNECTIONS } from '../src/restore';
-import * as tls from '../src/tls';
+import { RESTORE_CONNECTIONS } from '../src/cache/image/write';
+import * as tls from '../src/daemon/tls';
 import { startCacheServer, type CacheServer } from '../test/support/cache-server';
 import { defined } from '../test/support/defined';
 import { BenchJob, crashes, jobRoot, phase, useRunner, type TimedStep } from './lib/action';
@@ -42,7 +42,7 @@ import { bridgeGateway, ensureDockerRegistry, freePort, startRegistry, type Regi
 import { writeReports } from './lib/report';
 import { describeFs, makeScratch } from './lib/scratch';
 import { rotate } from './lib/stats';
-import type { Manifest } from '../src/manifest';
+import type { Manifest } from '../src/cache/manifest';
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const TEST_IMAGE = 'setup-dind-test/dind:trixie';
@@ -643,7 +643,7 @@ async function scenario1(): Promise<void> {
   await probe('scenario 1 end', -1);
 }
 
-/** The action's own certificate code (src/tls.ts), in process, whichever of its API generations is there. */
+/** The action's own certificate code (src/daemon/tls.ts), in process, whichever of its API generations is there. */
 async function actionCertificates(): Promise<{ seconds: number }> {
   const api = tls as unknown as {
     createAuthority?: (hours: number) => Promise<{
@@ -660,7 +660,7 @@ async function actionCertificates(): Promise<{ seconds: number }> {
   } else if (api.generateTlsMaterial) {
     await api.generateTlsMaterial(sans, 121);
   } else {
-    throw new Error('src/tls.ts exports neither createAuthority nor generateTlsMaterial');
+    throw new Error('src/daemon/tls.ts exports neither createAuthority nor generateTlsMaterial');
   }
   return { seconds: now() - started };
 }

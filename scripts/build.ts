@@ -51,7 +51,7 @@ async function build(): Promise<void> {
       names.map(name => bundle(BUNDLES[name], path.join('dist', name), path.join(statsDir, `${name}.json`)))
     );
     for (const script of ['entrypoint.sh', 'check-data.sh'])
-      fs.copyFileSync(path.join(root, 'src', script), path.join(dist, 'main', script));
+      fs.copyFileSync(path.join(root, 'src', 'daemon', script), path.join(dist, 'main', script));
     for (const name of names) drop(path.join(dist, name));
     const packages = Object.fromEntries(
       names.map(name => {

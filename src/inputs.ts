@@ -2,9 +2,9 @@
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { parse as parseToml } from 'smol-toml';
-import { DAEMON_TLS_PORT, DEFAULT_IMAGE, Inputs } from './constants';
-import { parseDuration } from './units';
-import { errorMessage } from './errors';
+import { DAEMON_TLS_PORT, DEFAULT_IMAGE, Inputs } from './runner/contract';
+import { parseDuration } from './util/units';
+import { errorMessage } from './util/errors';
 
 const PULL_POLICIES = ['missing', 'always', 'never'] as const;
 export type PullPolicy = (typeof PULL_POLICIES)[number];

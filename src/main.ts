@@ -1,4 +1,4 @@
-import { silenceUrlParseDeprecation } from './node-warnings';
+import { silenceUrlParseDeprecation } from './util/node-warnings';
 import { runMain } from './setup';
 
 silenceUrlParseDeprecation();

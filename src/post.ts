@@ -1,4 +1,4 @@
-import { silenceUrlParseDeprecation } from './node-warnings';
+import { silenceUrlParseDeprecation } from './util/node-warnings';
 import { runPost } from './teardown';
 
 silenceUrlParseDeprecation();

@@ -3,10 +3,16 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import { builderName, buildkitdConfig, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './buildx';
-import { prepareCache, prepareEmptyData, restoreDaemonData, type CacheSetup, type RestoreResult } from './cache';
-import { INSTANCE_LABEL, Outputs, SWARM_PORT } from './constants';
-import { createContext } from './context';
+import { builderName, buildkitdConfig, buildxVersion, createBuilder, DOCKER_DRIVER_BUILDER } from './handover/buildx';
+import {
+  prepareCache,
+  prepareEmptyData,
+  restoreDaemonData,
+  type CacheSetup,
+  type RestoreResult
+} from './cache/restore';
+import { INSTANCE_LABEL, Outputs, SWARM_PORT } from './runner/contract';
+import { createContext } from './handover/context';
 import {
   containerCreateOptions,
   containerLog,
@@ -24,7 +30,7 @@ import {
   serverSubjectAltNames,
   setupArchive,
   waitForDaemon
-} from './daemon';
+} from './daemon/container';
 import {
   connect,
   connectOuterEngine,
@@ -33,20 +39,20 @@ import {
   tlsClientOptions,
   type EngineSettings,
   type TlsEndpoint
-} from './engine';
+} from './runner/engine';
 import {
   exportBuildxBuilder,
   exportDockerEnvironment,
   exportTestcontainersHost,
   setDaemonOutputs,
   writeClientCertificates
-} from './environment';
-import { DataFiles, readDataEvents } from './data-image';
-import { errorMessage } from './errors';
-import { ensureImage } from './image';
+} from './handover/environment';
+import { DataFiles, readDataEvents } from './daemon/data-image';
+import { errorMessage } from './util/errors';
+import { ensureImage } from './daemon/image';
 import { getInputs, type ActionInputs } from './inputs';
-import { newInstance } from './instance';
-import { formatSeconds, Timeline } from './report';
+import { newInstance } from './daemon/instance';
+import { formatSeconds, Timeline } from './util/report';
 import {
   bindMountPlan,
   dataOutcome,
@@ -56,12 +62,12 @@ import {
   startsAfresh,
   type Placement,
   type Reach
-} from './placement';
-import { defaultRouteMtu, detectRunnerContainer, engineHostPath, engineUnreachableMessage } from './runner-host';
+} from './daemon/placement';
+import { defaultRouteMtu, detectRunnerContainer, engineHostPath, engineUnreachableMessage } from './runner/host';
 import { saveInstanceState, type DaemonAddress, type InstanceState } from './state';
-import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './tls';
-import { formatBytes, shortId } from './units';
-import { startUsageRecorder } from './usage';
+import { certificateLifetimeHours, createAuthority, type CertificateAuthority, type KeyPair } from './daemon/tls';
+import { formatBytes, shortId } from './util/units';
+import { startUsageRecorder } from './cache/usage';
 
 const FAILURE_LOG_LINES = 50;
 

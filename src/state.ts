@@ -2,10 +2,10 @@
 // Main saves it before creating anything and again as it learns more, so a post after a main that
 // failed or was killed halfway still knows what to clean up.
 import * as core from '@actions/core';
-import { StateKeys } from './constants';
-import type { CacheSetup } from './cache';
-import type { EngineSettings } from './engine';
-import type { Instance } from './instance';
+import { StateKeys } from './runner/contract';
+import type { CacheSetup } from './cache/restore';
+import type { EngineSettings } from './runner/engine';
+import type { Instance } from './daemon/instance';
 
 export interface DaemonAddress {
   host: string;

@@ -4,7 +4,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import { removeBuilder } from './buildx';
+import { removeBuilder } from './handover/buildx';
 import {
   contentKey,
   decideAfterStop,
@@ -18,23 +18,23 @@ import {
   stopsGracefully,
   type Eviction,
   type SaveDecision
-} from './cache-save';
-import { readRestoredManifest, type CacheSetup } from './cache';
-import { availability } from './cache-service';
-import { INSTANCE_LABEL } from './constants';
-import { removeContext } from './context';
-import { containerLog } from './daemon';
-import { connect, connectOuterEngine, tlsClientOptions } from './engine';
-import { DataFiles, readDataEvents } from './data-image';
-import { CLIENT_FILES } from './environment';
-import { errorMessage } from './errors';
+} from './cache/save';
+import { readRestoredManifest, type CacheSetup } from './cache/restore';
+import { availability } from './cache/stores/service';
+import { INSTANCE_LABEL } from './runner/contract';
+import { removeContext } from './handover/context';
+import { containerLog } from './daemon/container';
+import { connect, connectOuterEngine, tlsClientOptions } from './runner/engine';
+import { DataFiles, readDataEvents } from './daemon/data-image';
+import { CLIENT_FILES } from './handover/environment';
+import { errorMessage } from './util/errors';
 import { getJobStatus } from './inputs';
-import { LocalStore, type Eviction as StoreEviction } from './local-store';
-import type { Manifest } from './manifest';
-import type { SaveResult } from './save';
-import { Timeline } from './report';
+import { LocalStore, type Eviction as StoreEviction } from './cache/stores/local';
+import type { Manifest } from './cache/manifest';
+import type { SaveResult } from './cache/image/pack';
+import { Timeline } from './util/report';
 import { loadInstanceState, type DaemonAddress, type InstanceState } from './state';
-import { formatBytes, formatDuration, shortId } from './units';
+import { formatBytes, formatDuration, shortId } from './util/units';
 
 /** dockerd stops its own containers on SIGTERM; give it the time the Docker CLI would. */
 const STOP_GRACE_SECONDS = 30;
@@ -163,7 +163,7 @@ async function tearDown(state: InstanceState, timeline: Timeline): Promise<void>
     for (const network of networks) {
       await bestEffort(`remove network ${network.Name}`, () => docker.getNetwork(network.Id).remove(), undefined);
     }
-    // One file however much the daemon held (data-image.ts), and the entrypoint's notes.
+    // One file however much the daemon held (daemon/data-image.ts), and the entrypoint's notes.
     await bestEffort(
       `remove the daemon's data in ${instance.dataDir}`,
       () => fs.rm(instance.dataDir, { recursive: true, force: true }),

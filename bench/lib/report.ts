@@ -668,7 +668,11 @@ function renderMarkdown(record: RunRecord, c: Computed, svgName: string): string
     med('floor')
   );
   row('1b', "official entrypoint's TLS material: 3 × RSA-4096 with openssl", med('official-tls'));
-  row('1', "the action's certificates: ECDSA P-256 CA + server + client (src/tls.ts in process)", med('action-tls'));
+  row(
+    '1',
+    "the action's certificates: ECDSA P-256 CA + server + client (src/daemon/tls.ts in process)",
+    med('action-tls')
+  );
   row(
     '2a',
     `action main, warm: restore the ${warm} MB level from the cache service, until ready`,

@@ -104,7 +104,7 @@ await_certificate() {
 }
 
 # Runs the command (dockerd) as a child, and on TERM stops it: the image usage recorder first
-# (src/usage.ts), whose open event stream dockerd would otherwise wait 5 s for. Then, once dockerd
+# (src/cache/usage.ts), whose open event stream dockerd would otherwise wait 5 s for. Then, once dockerd
 # has exited, `after` (the data image's unmount).
 after=:
 run() {
@@ -125,7 +125,7 @@ stop_daemon() {
 	kill -TERM "$daemon" 2>/dev/null || :
 }
 
-# The daemon's data: an ext4 filesystem in a file of the job's (see src/data-image.ts), loop-mounted
+# The daemon's data: an ext4 filesystem in a file of the job's (see src/daemon/data-image.ts), loop-mounted
 # at /var/lib/docker. Without that file the image's own /var/lib/docker volume is used.
 data=/setup-dind/data
 image="$data/docker.img"
@@ -168,7 +168,7 @@ drop_mounts() {
 
 make_filesystem() {
 	# No journal: a filesystem lives for one job and is saved only once cleanly unmounted, so it has
-	# nothing to recover, and a restored one with a journal is refused (src/ext4.ts). No reserved
+	# nothing to recover, and a restored one with a journal is refused (src/cache/image/ext4.ts). No reserved
 	# blocks, an inode per 8 KiB (layers of small files; ext4.ts BYTES_PER_INODE), nothing a kernel of
 	# the last ten years could not mount.
 	set -- -t ext4 -q -F -b 4096 -m 0 -i 8192 -E lazy_itable_init=1,nodiscard

@@ -8,11 +8,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { contentFingerprint } from '../../src/cache-key';
-import { INSTANCE_LABEL } from '../../src/constants';
+import { contentFingerprint } from '../../src/cache/key';
+import { INSTANCE_LABEL } from '../../src/runner/contract';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
-import { cacheKeys, keyBase } from '../../src/cache-key';
-import { freeBytes, maxRestoredImageBytes } from '../../src/data-image';
+import { cacheKeys, keyBase } from '../../src/cache/key';
+import { freeBytes, maxRestoredImageBytes } from '../../src/daemon/data-image';
 import { readEntry, saveImageAs, writeEntry, writeForeignEntry, writeImageEntry } from '../support/craft';
 import { defined } from '../support/defined';
 import { buildImage, OUTER_SOCKET, run, TEST_IMAGE } from '../support/engine';
@@ -336,9 +336,9 @@ ${CTR} -n evil containers create --label containerd.io/restart.status=running --
   });
 
   test('a few kilobytes that claim a gigabyte: refused before anything is written', async () => {
-    const { compressFrame } = await import('../../src/zstd');
-    const { encodeManifest, MANIFEST_FORMAT, CHUNK_BYTES } = await import('../../src/manifest');
-    const { sha256 } = await import('../../src/data-image');
+    const { compressFrame } = await import('../../src/cache/image/zstd');
+    const { encodeManifest, MANIFEST_FORMAT, CHUNK_BYTES } = await import('../../src/cache/manifest');
+    const { sha256 } = await import('../../src/daemon/data-image');
     const chunk = Buffer.alloc(CHUNK_BYTES, 1);
     const frame = await compressFrame(chunk);
     const part = `setup-dind-v2-part-${sha256(frame)}`;
@@ -392,8 +392,8 @@ ${CTR} -n evil containers create --label containerd.io/restart.status=running --
     `a manifest that is a shape bomb over the $bomb of the largest state: refused before it is parsed, by main on a ${SMALL_HEAP} MiB heap (as $label)`,
     async ({ user, label, bomb }) => {
       const name = `crafted-shape-${bomb}-${label}`;
-      const { MAX_IMAGE_BYTES, freeBytes } = await import('../../src/data-image');
-      const { manifestBounds } = await import('../../src/manifest');
+      const { MAX_IMAGE_BYTES, freeBytes } = await import('../../src/daemon/data-image');
+      const { manifestBounds } = await import('../../src/cache/manifest');
       let prefix = '';
       let bounds = manifestBounds({ maxImageBytes: 0, maxWriteBytes: 0 });
       await withJob({ cache: server, user }, async job => {

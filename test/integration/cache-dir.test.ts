@@ -6,9 +6,9 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { sha256 } from '../../src/data-image';
-import { CHUNK_BYTES } from '../../src/manifest';
-import { decompressFrame } from '../../src/zstd';
+import { sha256 } from '../../src/daemon/data-image';
+import { CHUNK_BYTES } from '../../src/cache/manifest';
+import { decompressFrame } from '../../src/cache/image/zstd';
 import {
   buildOuterImages,
   cacheFact,

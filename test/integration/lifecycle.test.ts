@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { INSTANCE_LABEL } from '../../src/constants';
+import { INSTANCE_LABEL } from '../../src/runner/contract';
 import {
   allVolumes,
   containerVolumes,

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createAuthority, type KeyPair } from '../../src/tls';
+import { createAuthority, type KeyPair } from '../../src/daemon/tls';
 import { expectEmptyWorkingDaemon, imageTags, savedKeyOf, CACHE_INPUTS } from '../support/cache-helpers';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { buildTinyImage, TINY_IMAGE } from '../support/images';

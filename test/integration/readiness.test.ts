@@ -1,6 +1,6 @@
 // "Main reported ready" must mean that later steps' connections succeed. On the real engine, with a
 // daemon that answers once and then goes away for a while (the port proxy resets every connection
-// meanwhile), main must not hand that daemon over after its first answer (src/daemon.ts waitForDaemon).
+// meanwhile), main must not hand that daemon over after its first answer (src/daemon/container.ts waitForDaemon).
 import * as fs from 'node:fs';
 import { buildImage, outer, TEST_IMAGE } from '../support/engine';
 import { sweepAll, withJob } from '../support/job';

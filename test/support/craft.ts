@@ -4,14 +4,14 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { download } from '../../src/blob-download';
-import { uploadData } from '../../src/blob-upload';
-import { finalize, lookup, reserve } from '../../src/cache-service';
-import { DataFiles, scanImage, sha256 } from '../../src/data-image';
-import { readLayout } from '../../src/ext4';
-import { CHUNK_BYTES, encodeManifest, MANIFEST_FORMAT, type Frame } from '../../src/manifest';
-import { saveState, type SaveResult } from '../../src/save';
-import { compressFrame } from '../../src/zstd';
+import { download } from '../../src/cache/stores/blob-download';
+import { uploadData } from '../../src/cache/stores/blob-upload';
+import { finalize, lookup, reserve } from '../../src/cache/stores/service';
+import { DataFiles, scanImage, sha256 } from '../../src/daemon/data-image';
+import { readLayout } from '../../src/cache/image/ext4';
+import { CHUNK_BYTES, encodeManifest, MANIFEST_FORMAT, type Frame } from '../../src/cache/manifest';
+import { saveState, type SaveResult } from '../../src/cache/image/pack';
+import { compressFrame } from '../../src/cache/image/zstd';
 import type { CacheServer } from './cache-server';
 
 /** Runs `body` with this process's environment pointing the action's cache code at `server`. */

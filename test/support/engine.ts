@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { INSTANCE_LABEL } from '../../src/constants';
+import { INSTANCE_LABEL } from '../../src/runner/contract';
 
 export const OUTER_SOCKET = 'unix:///var/run/docker.sock';
 /** The stand-in for docker:dind built by test/dind-image/build.sh (no registry is reachable). */

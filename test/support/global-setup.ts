@@ -48,9 +48,10 @@ export default async function globalSetup(): Promise<void> {
   }
   // The tests run the bundle, as the runner does: say so when it is older than the sources.
   const built = fs.statSync(path.join(REPO_ROOT, 'dist/main/index.js')).mtimeMs;
-  const newer = fs
-    .readdirSync(path.join(REPO_ROOT, 'src'))
-    .filter(file => fs.statSync(path.join(REPO_ROOT, 'src', file)).mtimeMs > built);
+  const newer = fs.readdirSync(path.join(REPO_ROOT, 'src'), { recursive: true, encoding: 'utf8' }).filter(file => {
+    const stat = fs.statSync(path.join(REPO_ROOT, 'src', file));
+    return stat.isFile() && stat.mtimeMs > built;
+  });
   if (newer.length > 0)
     console.warn(
       `integration tests run dist/, which is older than src/${newer.join(', src/')}: run \`npm run build\` to test the current sources.`

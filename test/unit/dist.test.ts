@@ -27,7 +27,7 @@ const readDist = (file: string) => fs.readFileSync(path.join(DIST, file), 'utf8'
 
 // ---- the files of dist/ ------------------------------------------------------------------------
 
-/** What the runner loads: each bundle, main's entrypoint (src/daemon.ts reads it), and the notices. */
+/** What the runner loads: each bundle, main's entrypoint (src/daemon/container.ts reads it), and the notices. */
 const REQUIRED = ['main/index.js', 'main/entrypoint.sh', 'main/check-data.sh', 'post/index.js', NOTICES_FILE];
 /** A chunk a bundle loads on demand: `__nccwpck_require__.e(/* import() *\/ 577)`. */
 const CHUNK = /^(main|post)\/(\d+)\.index\.js$/;
@@ -91,7 +91,8 @@ function parseNotices(text: string): { listed: string[]; sections: Section[] } {
 /** The packages src/ imports for their values (a type-only import is not bundled). */
 function importedPackages(): string[] {
   const names = new Set<string>();
-  for (const file of fs.readdirSync(path.join(ROOT, 'src')).filter(name => name.endsWith('.ts'))) {
+  const files = fs.readdirSync(path.join(ROOT, 'src'), { recursive: true, encoding: 'utf8' });
+  for (const file of files.filter(name => name.endsWith('.ts'))) {
     const source = fs.readFileSync(path.join(ROOT, 'src', file), 'utf8');
     for (const [, specifier] of source.matchAll(/^import\s+(?!type\b)[^;]*?\bfrom\s+'([^.'][^']*)'/gm)) {
       if (specifier.startsWith('node:')) continue;

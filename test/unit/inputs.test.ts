@@ -3,8 +3,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
-import { DEFAULT_BUILDX_IMAGE, DEFAULT_IMAGE, Outputs } from '../../src/constants';
-import { daemonConfig } from '../../src/daemon';
+import { DEFAULT_BUILDX_IMAGE, DEFAULT_IMAGE, Outputs } from '../../src/runner/contract';
+import { daemonConfig } from '../../src/daemon/container';
 import {
   getInputs,
   getJobStatus,

@@ -1,0 +1,301 @@
+// Saves the stopped daemon's filesystem image as a new state: every used chunk is hashed, the ones the
+// cache holds already (in the parts of the state restored) are referenced, and only the others are
+// compressed into one new part, named by its hash. A small manifest lists it all. Parts that hold
+// little of what the new state needs are left behind (their chunks go into the new part), so a
+// state never spreads over more than MAX_LIVE_PARTS parts and old parts can age out of the cache.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { uploadData, uploadFile } from '../stores/blob-upload';
+import { finalize, lookup, reserve } from '../stores/service';
+import { DataFiles, scanImage } from '../../daemon/data-image';
+import { readLayout } from './ext4';
+import type { LocalStore } from '../stores/local';
+import {
+  CHUNK_BYTES,
+  encodeManifest,
+  LOCAL_ONLY,
+  MANIFEST_FORMAT,
+  type Frame,
+  type Manifest,
+  type PartRef
+} from '../manifest';
+import { runAll } from './write';
+import type { LastUsed } from '../usage';
+import { compressFrame } from './zstd';
+
+/** A state spreads over at most this many parts (the new one included): restores look each up. */
+export const MAX_LIVE_PARTS = 8;
+/** A part whose bytes are mostly chunks the state no longer uses is not referenced any more. */
+const MIN_LIVE_SHARE = 0.5;
+/** Chunks compressed at once (zlib runs them on libuv's thread pool). */
+const COMPRESS_CONCURRENCY = 4;
+/** The restored parts looked up at once. */
+const LOOKUP_CONCURRENCY = 4;
+/** Where a new frame goes until the new part has its place in the list. */
+const NEW_PART = -2;
+/** Variants of a key tried when an earlier save reserved it and never committed it. */
+const KEY_VARIANTS = 3;
+const PART_KEY_PREFIX = 'setup-dind-v2-part-';
+
+export function partKey(hash: string): string {
+  return `${PART_KEY_PREFIX}${hash}`;
+}
+
+/** A part of the restored state and what the new state would still use of it. */
+export interface PartUse {
+  part: PartRef;
+  liveBytes: number;
+}
+
+/**
+ * Pure: which of the restored state's parts the new state keeps referencing. Parts mostly dead are
+ * dropped, then the ones with the least live data until at most MAX_LIVE_PARTS - 1 remain, leaving
+ * room for the new part.
+ */
+export function partsToKeep(uses: PartUse[]): Set<string> {
+  const worth = uses.filter(use => use.liveBytes > 0 && use.liveBytes >= use.part.bytes * MIN_LIVE_SHARE);
+  const kept = [...worth].sort((a, b) => b.liveBytes - a.liveBytes).slice(0, MAX_LIVE_PARTS - 1);
+  return new Set(kept.map(use => use.part.key));
+}
+
+export class SizeLimitError extends Error {}
+
+export interface SaveInput {
+  dataDir: string;
+  /** Upload to the cache service; else save to the runner's store alone. */
+  remote: boolean;
+  /** The runner's own store (input cache-dir), which gets every frame of the state and its manifest. */
+  store?: LocalStore;
+  /** The manifest key: the content key, with variants tried if it is stuck. */
+  key: string;
+  imageId: string;
+  lastUsed: LastUsed;
+  /** The state main restored, whose parts may be referenced again. */
+  restored?: Manifest;
+  /** Refuse to save a state whose frames take more than this. */
+  maxBytes: number;
+}
+
+export interface SaveResult {
+  saved: boolean;
+  key?: string;
+  reason: string;
+  /** Bytes sent to the cache service: the new part and the manifest. */
+  uploadedBytes: number;
+  /** Bytes of the state stored in parts that were there already. */
+  reusedBytes: number;
+  /** Bytes of the state's frames in all. */
+  storedBytes: number;
+  /** Bytes of frames written to the runner's store. */
+  localBytes: number;
+  chunks: number;
+}
+
+/** Reserves `key` or one of its variants; `existing` when an entry with this name is committed. */
+async function reserveSlot(
+  key: string
+): Promise<{ key: string; uploadUrl: string } | { existing: string } | { stuck: string }> {
+  for (let variant = 1; variant <= KEY_VARIANTS; variant++) {
+    const candidate = variant === 1 ? key : `${key}.${variant}`;
+    // A lookup by key also matches by prefix: an entry `<key>.N` is the same thing.
+    const existing = await lookup(candidate);
+    if (existing) return { existing: existing.key };
+    const uploadUrl = await reserve(candidate);
+    if (uploadUrl) return { key: candidate, uploadUrl };
+  }
+  return { stuck: `${key} is reserved by earlier saves that did not finish` };
+}
+
+/** Writes the frames of new chunks into one part file, hashing it as it grows. */
+class PartWriter {
+  readonly file: string;
+  bytes = 0;
+  private readonly hash = createHash('sha256');
+  private handle?: fs.FileHandle;
+  private queue = Promise.resolve();
+
+  constructor(dir: string) {
+    this.file = path.join(dir, 'part.tmp');
+  }
+
+  /** Appends a frame; resolves with its offset. Appends happen in the order of the calls. */
+  append(frame: Buffer): Promise<number> {
+    const done = this.queue.then(async () => {
+      this.handle ??= await fs.open(this.file, 'w');
+      const offset = this.bytes;
+      await this.handle.write(frame, 0, frame.length, offset);
+      this.hash.update(frame);
+      this.bytes += frame.length;
+      return offset;
+    });
+    this.queue = done.then(() => undefined);
+    return done;
+  }
+
+  /** The part's sha256, once every append has landed. */
+  async close(): Promise<string> {
+    await this.queue;
+    const handle = this.handle;
+    this.handle = undefined;
+    await handle?.close();
+    return this.hash.copy().digest('hex');
+  }
+}
+
+/** Saves the image of the stopped daemon. Throws on failure (the caller warns). */
+export async function saveState(input: SaveInput): Promise<SaveResult> {
+  const image = await fs.open(path.join(input.dataDir, DataFiles.image), 'r');
+  const writer = new PartWriter(input.dataDir);
+  const { restored, store, remote } = input;
+  try {
+    const layout = await readLayout(image);
+    if (!layout.clean) throw new Error('the filesystem was not unmounted cleanly');
+    // The restored state's frames still in the cache service, by content; in the runner's store only, where it is off.
+    const present = new Array<boolean>(restored?.parts.length ?? 0).fill(!remote);
+    if (restored && remote) {
+      await runAll(
+        restored.parts.map((part, i) => async () => void (present[i] = (await lookup(part.key)) !== undefined)),
+        LOOKUP_CONCURRENCY
+      );
+    }
+    const known = new Map<string, Frame>();
+    for (const frame of restored?.frames ?? []) if (frame.part < 0 || present[frame.part]) known.set(frame.hash, frame);
+    // What each old part holds of the restored state: a part mostly dead there is left behind.
+    const liveBytes = new Map<number, number>();
+    const restoredFrames = restored?.frames ?? [];
+    const restoredParts = restored?.parts ?? [];
+    for (const index of new Set(restored?.chunks.map(([, frame]) => frame))) {
+      const frame = restoredFrames[index];
+      if (frame.part >= 0 && present[frame.part])
+        liveBytes.set(frame.part, (liveBytes.get(frame.part) ?? 0) + frame.length);
+    }
+    const keep = remote
+      ? partsToKeep((restored?.parts ?? []).map((part, i) => ({ part, liveBytes: liveBytes.get(i) ?? 0 })))
+      : new Set(restored?.parts.map(part => part.key));
+
+    const parts: PartRef[] = [];
+    const partIndex = new Map<string, number>();
+    const frames: Frame[] = [];
+    const frameOf = new Map<string, number>();
+    const chunks: Array<[number, number]> = [];
+    let storedBytes = 0;
+    let reusedBytes = 0;
+    let localBytes = 0;
+    /** The index of an old part in the new manifest's parts, added on its first frame. */
+    const partAt = (part: PartRef) => {
+      let at = partIndex.get(part.key);
+      if (at === undefined) {
+        at = parts.push(part) - 1;
+        partIndex.set(part.key, at);
+      }
+      return at;
+    };
+    const count = (length: number) => {
+      storedBytes += length;
+      if (storedBytes > input.maxBytes) throw new SizeLimitError();
+    };
+    const pending = new Set<Promise<void>>();
+    let failure: { error: unknown } | undefined;
+    /** Runs a chunk's compression and writes beside the scan, a few at a time. */
+    const background = async (job: Promise<void>) => {
+      const tracked: Promise<void> = job
+        .catch(error => void (failure ??= { error }))
+        .finally(() => pending.delete(tracked));
+      pending.add(tracked);
+      if (pending.size >= COMPRESS_CONCURRENCY) await Promise.race(pending);
+    };
+    await scanImage(image, layout, async (position, data, hash) => {
+      if (failure) throw failure.error;
+      let index = frameOf.get(hash);
+      if (index === undefined) {
+        index = frames.length;
+        frameOf.set(hash, index);
+        const old = known.get(hash);
+        const oldPart = old && old.part >= 0 ? restoredParts[old.part] : undefined;
+        const reuse = old && (old.part < 0 ? !remote : oldPart !== undefined && keep.has(oldPart.key));
+        if (reuse && old) {
+          frames.push({
+            hash,
+            part: oldPart ? partAt(oldPart) : LOCAL_ONLY,
+            offset: old.offset,
+            length: old.length
+          });
+          reusedBytes += old.length;
+          count(old.length);
+          // A frame of the state that the runner's store lost: written there again.
+          if (store && !(await store.has(hash)))
+            await background(compressFrame(data).then(frame => store.write(hash, frame)));
+        } else {
+          // Filled in once the frame is made; the same content later in the scan points here too.
+          frames.push({ hash, part: remote ? NEW_PART : LOCAL_ONLY, offset: 0, length: 0 });
+          const frameIndex = index;
+          await background(
+            (async () => {
+              const compressed = await compressFrame(data);
+              const offset = remote ? await writer.append(compressed) : 0;
+              frames[frameIndex] = { hash, part: remote ? NEW_PART : LOCAL_ONLY, offset, length: compressed.length };
+              count(compressed.length);
+              if (store) {
+                await store.write(hash, compressed);
+                localBytes += compressed.length;
+              }
+            })()
+          );
+        }
+      }
+      chunks.push([position, index]);
+    });
+    await Promise.all(pending);
+    if (failure) throw failure.error;
+
+    let uploadedBytes = 0;
+    const partHash = await writer.close();
+    if (writer.bytes > 0) {
+      const slot = await reserveSlot(partKey(partHash));
+      if ('stuck' in slot) throw new Error(`the new part cannot be stored: ${slot.stuck}`);
+      // The same bytes committed by another job hold the frames at the same offsets.
+      const key = 'existing' in slot ? slot.existing : slot.key;
+      if (!('existing' in slot)) {
+        await uploadFile(slot.uploadUrl, writer.file);
+        await finalize(slot.key, writer.bytes);
+        uploadedBytes += writer.bytes;
+      }
+      for (const frame of frames) if (frame.part === NEW_PART) frame.part = parts.length;
+      parts.push({ key, bytes: writer.bytes });
+    }
+
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      key: input.key,
+      parent: restored?.key,
+      savedAt: new Date().toISOString(),
+      imageId: input.imageId,
+      lastUsed: input.lastUsed,
+      filesystem: { type: 'ext4', bytes: layout.blockCount * layout.blockBytes },
+      chunkBytes: CHUNK_BYTES,
+      parts,
+      frames,
+      chunks
+    };
+    const sizes = { uploadedBytes, reusedBytes, storedBytes, localBytes, chunks: chunks.length };
+    if (remote) {
+      const slot = await reserveSlot(input.key);
+      if ('stuck' in slot) throw new Error(slot.stuck);
+      if ('existing' in slot) {
+        return { saved: false, reason: `a cache with this content exists already (${slot.existing})`, ...sizes };
+      }
+      manifest.key = slot.key;
+      const blob = await encodeManifest(manifest);
+      await uploadData(slot.uploadUrl, blob);
+      await finalize(slot.key, blob.length);
+      sizes.uploadedBytes += blob.length;
+    }
+    if (store) await store.writeManifest(manifest);
+    return { saved: true, key: manifest.key, reason: `saved as ${manifest.key}`, ...sizes };
+  } finally {
+    await image.close();
+    await writer.close().catch(() => undefined);
+    await fs.rm(writer.file, { force: true });
+  }
+}

@@ -1,0 +1,238 @@
+// Writes a saved state into a fresh filesystem image: the frames it needs are fetched over several
+// connections at once (byte ranges of the parts that hold them, or files of the runner's own store),
+// each decompressed, checked against its hash and written at its chunks' offsets while the others
+// still arrive. The first failure stops everything; the caller then throws the image away.
+import type { FileHandle } from 'node:fs/promises';
+import * as core from '@actions/core';
+import { download, DownloadError } from '../stores/blob-download';
+import { CHUNK_BYTES, LOCAL_ONLY, type Frame, type Manifest } from '../manifest';
+import { writeFrameData } from './zstd';
+import { shortId } from '../../util/units';
+
+/** Parallel ranged GETs: a blob store serves each connection well below what several reach together. */
+export const RESTORE_CONNECTIONS = 8;
+/** One ranged GET asks for about this much, so that the connections share the work evenly. */
+const RANGE_BYTES = 8 * 1024 * 1024;
+/** Frames of a part that no chunk needs are skipped over when the gap is larger than this. */
+const MAX_GAP_BYTES = 256 * 1024;
+
+export interface FrameRange {
+  part: number;
+  /** Byte offsets in the part, `end` exclusive. */
+  start: number;
+  end: number;
+  frames: number[];
+}
+
+/** Groups the frames to fetch into ranged GETs: neighbours in a part together, up to RANGE_BYTES each. */
+export function planRanges(
+  frames: Frame[],
+  wanted: number[],
+  rangeBytes = RANGE_BYTES,
+  maxGap = MAX_GAP_BYTES
+): FrameRange[] {
+  const sorted = [...wanted].sort((a, b) => frames[a].part - frames[b].part || frames[a].offset - frames[b].offset);
+  const ranges: FrameRange[] = [];
+  for (const index of sorted) {
+    const frame = frames[index];
+    const last = ranges[ranges.length - 1];
+    const end = frame.offset + frame.length;
+    if (
+      last &&
+      last.part === frame.part &&
+      frame.offset >= last.end &&
+      frame.offset - last.end <= maxGap &&
+      end - last.start <= rangeBytes
+    ) {
+      last.end = end;
+      last.frames.push(index);
+    } else {
+      ranges.push({ part: frame.part, start: frame.offset, end, frames: [index] });
+    }
+  }
+  return ranges;
+}
+
+/** Where a frame can be read without the network: the runner's own store (see cache-dir). */
+export interface LocalFrames {
+  has(hash: string): Promise<boolean>;
+  /**
+   * Reads no more than `maxBytes` (the frame's recorded length). Undefined when it went missing
+   * (another job's cleanup) since `has` said it was there, or is not a frame that may be read.
+   */
+  read(hash: string, maxBytes: number): Promise<Buffer | undefined>;
+  /** Keeps a frame fetched from the cache service for the next job. */
+  write(hash: string, frame: Buffer): Promise<void>;
+}
+
+export interface WriteProgress {
+  /** Bytes downloaded from the cache service. */
+  downloadedBytes: number;
+  /** Bytes of frames read from the runner's own store. */
+  localBytes: number;
+  /** Bytes written into the image. */
+  writtenBytes: number;
+  /**
+   * The frames checked against their hash, by index, each with the reference it was checked at: the
+   * frame itself when fetched from its part, LOCAL_ONLY when the runner's store gave it.
+   */
+  checked: Map<number, Frame>;
+}
+
+export class FrameCheckError extends Error {}
+
+/**
+ * Buffers for the ranges in flight, used again and again: each is written by its download and read by
+ * the workers in place, being shared memory. A new buffer per range, copied into the message of each of
+ * its frames, cost the main thread more than the HTTP parsing did (the copies, page faults and
+ * garbage collection of ~1.5 GB of buffers per GB of data), time the workers on 2 cores lacked.
+ */
+class RangeBuffers {
+  private readonly idle: Buffer[] = [];
+
+  /** A buffer of at least `bytes`: an idle one, or a new one. */
+  take(bytes: number): Buffer {
+    const index = this.idle.findIndex(buffer => buffer.length >= bytes);
+    if (index >= 0) return this.idle.splice(index, 1)[0];
+    return Buffer.from(new SharedArrayBuffer(Math.max(bytes, RANGE_BYTES)));
+  }
+
+  /** Only once nothing reads it any more. */
+  give(buffer: Buffer): void {
+    this.idle.push(buffer);
+  }
+}
+
+/** Decompresses a frame, checks it is the chunk the manifest says, and writes that at each of `offsets`. */
+export async function writeFrame(
+  frame: Frame,
+  compressed: Buffer,
+  image: FileHandle,
+  offsets: number[]
+): Promise<void> {
+  if (compressed.length !== frame.length)
+    throw new FrameCheckError(`frame ${shortId(frame.hash)} is ${compressed.length} bytes, not ${frame.length}`);
+  const outcome = await writeFrameData(compressed, { hash: frame.hash, bytes: CHUNK_BYTES }, image, offsets);
+  if (outcome === 'mismatch')
+    throw new FrameCheckError(`frame ${shortId(frame.hash)} does not hold the content its hash names`);
+}
+
+/**
+ * Fetches every frame the manifest's chunks need and writes each chunk into `image`. `locate` gives
+ * the signed download URLs of the parts that hold frames the runner's store does not (by index in
+ * the manifest's parts; it throws when one cannot be had).
+ */
+export async function writeState(
+  image: FileHandle,
+  manifest: Manifest,
+  locate: (parts: number[]) => Promise<Array<string | undefined>>,
+  local: LocalFrames | undefined,
+  connections = RESTORE_CONNECTIONS
+): Promise<WriteProgress> {
+  const progress: WriteProgress = { downloadedBytes: 0, localBytes: 0, writtenBytes: 0, checked: new Map() };
+  const positions = new Map<number, number[]>();
+  for (const [position, frame] of manifest.chunks) {
+    const list = positions.get(frame);
+    if (list) list.push(position);
+    else positions.set(frame, [position]);
+  }
+  const wanted = [...positions.keys()];
+  const kept = local
+    ? await Promise.all(wanted.map(async index => ((await local.has(manifest.frames[index].hash)) ? index : -1)))
+    : [];
+  const localIndexes = new Set(kept.filter(index => index >= 0));
+  const remote = wanted.filter(index => !localIndexes.has(index));
+  const nowhere = remote.filter(index => manifest.frames[index].part === LOCAL_ONLY);
+  if (nowhere.length > 0)
+    throw new Error(`${nowhere.length} of its frames are in no part and not in the runner's store`);
+  const ranges = planRanges(manifest.frames, remote);
+  core.debug(
+    `Restore plan: ${wanted.length} frames for ${manifest.chunks.length} chunks; ${localIndexes.size} from the runner's store, ${remote.length} in ${ranges.length} ranges from the cache service, ${connections} at a time`
+  );
+  const partUrls: Array<string | undefined> =
+    ranges.length > 0 ? await locate([...new Set(ranges.map(range => range.part))]) : [];
+  const urlOf = (part: number) => {
+    const url = partUrls[part];
+    if (!url) throw new Error(`part ${manifest.parts[part]?.key ?? part} cannot be downloaded`);
+    return url;
+  };
+
+  const put = async (index: number, compressed: Buffer) => {
+    // Every frame written is one of `wanted`, the keys of `positions`.
+    const at = positions.get(index);
+    if (!at) throw new Error(`frame ${index} is at no position of the image`);
+    await writeFrame(
+      manifest.frames[index],
+      compressed,
+      image,
+      at.map(position => position * CHUNK_BYTES)
+    );
+    progress.writtenBytes += at.length * CHUNK_BYTES;
+  };
+  const buffers = new RangeBuffers();
+  const fetch = async (range: FrameRange) => {
+    const bytes = range.end - range.start;
+    const into = buffers.take(bytes);
+    const options = { range: [range.start, range.end - 1] as [number, number], maxBytes: bytes, into };
+    // A connection the store closed under a reused socket, or a server error: one more try.
+    const body = await download(urlOf(range.part), options).catch((error: unknown) => {
+      if (!(error instanceof DownloadError) || !(error.status === 0 || error.status >= 500)) throw error;
+      return download(urlOf(range.part), options);
+    });
+    progress.downloadedBytes += body.length;
+    // A range's frames all at once: one at a time, a connection left the workers idle while it waited.
+    // Every one settles before the range does, so nothing writes after a failed restore has moved on,
+    // and nothing reads the buffer once it is given back.
+    const outcomes = await Promise.allSettled(
+      range.frames.map(async index => {
+        const frame = manifest.frames[index];
+        const compressed = body.subarray(frame.offset - range.start, frame.offset - range.start + frame.length);
+        await put(index, compressed);
+        progress.checked.set(index, frame);
+        if (local) await local.write(frame.hash, compressed);
+      })
+    );
+    buffers.give(into);
+    const failed = outcomes.find(outcome => outcome.status === 'rejected');
+    if (failed) throw failed.reason;
+  };
+  const jobs: Array<() => Promise<void>> = [
+    // localIndexes is empty without a local store.
+    ...[...localIndexes].map(index => async () => {
+      if (!local) throw new Error(`frame ${index} is read from the runner's store, but there is none`);
+      const frame = manifest.frames[index];
+      const compressed = await local.read(frame.hash, frame.length);
+      // Gone since `has` (another job's bound), or not a frame to read: from the cache service, if it holds it.
+      if (!compressed) {
+        if (frame.part === LOCAL_ONLY) throw new Error(`frame ${shortId(frame.hash)} left the runner's store`);
+        const [range] = planRanges(manifest.frames, [index]);
+        partUrls[range.part] ??= (await locate([range.part]))[range.part];
+        return fetch(range);
+      }
+      progress.localBytes += compressed.length;
+      await put(index, compressed);
+      progress.checked.set(index, { hash: frame.hash, part: LOCAL_ONLY, offset: 0, length: frame.length });
+    }),
+    ...ranges.map(range => () => fetch(range))
+  ];
+  await runAll(jobs, connections);
+  return progress;
+}
+
+/** Runs jobs `width` at a time; the first failure stops the rest from starting and is thrown. */
+export async function runAll(jobs: Array<() => Promise<void>>, width: number): Promise<void> {
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    while (!failure && next < jobs.length) {
+      const job = jobs[next++];
+      try {
+        await job();
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, jobs.length) }, worker));
+  if (failure) throw failure.error;
+}

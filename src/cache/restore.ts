@@ -1,0 +1,383 @@
+// The daemon's data across jobs, main's side and what both sides share. Main looks up the newest saved
+// state, fetches the chunks of its filesystem image in parallel and writes them into a fresh image
+// before the daemon starts; post's side is save.ts. Every failure here is a warning and a cold
+// daemon, never a failed job and never a half-restored image: a state whose parts are gone, or one
+// that does not check out, gives way to the state it was made from, and that to an empty daemon.
+import { constants as fsConstants } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import * as core from '@actions/core';
+import { download } from './stores/blob-download';
+import { availability, isRateLimit, lookup } from './stores/service';
+import { cacheKeys, keyBase, uncarriedStorage } from './key';
+import { Inputs } from '../runner/contract';
+import {
+  adoptImage,
+  DataFiles,
+  freeBytes,
+  maxRestoredImageBytes,
+  newImageBytes,
+  prepareDataDir
+} from '../daemon/data-image';
+import { errorMessage } from '../util/errors';
+import { checkRestored } from './image/ext4';
+import type { ActionInputs, CacheSavePolicy } from '../inputs';
+import type { Instance } from '../daemon/instance';
+import { LocalStore } from './stores/local';
+import {
+  CHUNK_BYTES,
+  checkedPart,
+  decodeManifest,
+  LOCAL_ONLY,
+  MAX_MANIFEST_BLOB_BYTES,
+  type Manifest,
+  type ManifestLimits
+} from './manifest';
+import { runAll, writeState, type WriteProgress } from './image/write';
+import { formatBytes } from '../util/units';
+import { zstdAvailable } from './image/zstd';
+
+/** What post needs to save the cache; kept in the step state. */
+export interface CacheSetup {
+  dataDir: string;
+  exactPrefix: string;
+  restoreKeys: string[];
+  savePolicy: CacheSavePolicy;
+  maxBytes: number;
+  /** The key of the state restored, if any. */
+  restoredKey?: string;
+  /**
+   * A state main restored and then did not use (it failed its check, or the daemon did not start on
+   * it): it stays the newest entry of its keys until post saves a state of this job's over it.
+   */
+  refusedKey?: string;
+  /** Images unused for this long are dropped before saving; undefined: never. */
+  keepUnusedMs?: number;
+  /** The runner's own store of states (input cache-dir), and its bound. */
+  cacheDir?: string;
+  cacheDirMaxBytes: number;
+  /** When the daemon started (ms since the epoch): what happened after is the job's use of its images. */
+  usageSince?: number;
+  /** The exec that records the daemon's image events (see usage.ts). */
+  usageRecorder?: string;
+}
+
+export interface RestoreResult {
+  key?: string;
+  hit: boolean;
+  /** Bytes of the state's frames, downloaded or read from the runner's store. */
+  bytes: number;
+  downloadedBytes: number;
+  /** Bytes read from the runner's store (cache-dir). */
+  localBytes: number;
+  /** The runner's store had the state's image whole: it was taken as it is, nothing was written. */
+  wholeImage?: boolean;
+  /** The state restored. */
+  manifest?: Manifest;
+  /** A state restored but refused before the daemon saw it: post saves over it (see decideSave). */
+  refusedKey?: string;
+  /** What post's save may reuse of it (checkedPart), written to the data directory for post. */
+  reusable?: Manifest;
+}
+
+const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
+/** States tried when the newest one cannot be restored: it, its parent, the parent's parent. */
+const STATES_TRIED = 3;
+/** Parts looked up at once. */
+const LOOKUP_CONCURRENCY = 4;
+
+/** Decides whether this job can cache at all. Undefined: no cache. */
+export async function prepareCache(inputs: ActionInputs, instance: Instance): Promise<CacheSetup | undefined> {
+  if (!inputs.cache) {
+    core.info(`Cache off (input '${Inputs.Cache}').`);
+    return undefined;
+  }
+  const service = availability();
+  if (!service.readable && !service.writable && !inputs.cacheDir) {
+    core.info(`Cache off: ${service.reason}.`);
+    return undefined;
+  }
+  const uncarried = uncarriedStorage(inputs.dockerdArgs, inputs.daemonConfig);
+  if (uncarried) {
+    core.warning(
+      `Cache off: ${uncarried}, and the cache carries only the overlay2 storage driver's images (set '${Inputs.Cache}: false' to say so).`
+    );
+    return undefined;
+  }
+  if (!(await zstdAvailable())) {
+    core.warning(
+      "Cache off: this Node has no zstd and the runner has no 'zstd' command (install it, for example apt-get install zstd)."
+    );
+    return undefined;
+  }
+  const base = keyBase({
+    image: inputs.image,
+    arch: process.arch,
+    dockerdArgs: inputs.dockerdArgs,
+    daemonConfig: inputs.daemonConfig
+  });
+  return {
+    dataDir: instance.dataDir,
+    ...cacheKeys(base, inputs.cacheKey),
+    savePolicy: inputs.cacheSave,
+    maxBytes: inputs.cacheMaxSizeBytes,
+    keepUnusedMs: inputs.cacheEvictAfterMs,
+    cacheDir: inputs.cacheDir,
+    cacheDirMaxBytes: inputs.cacheDirMaxSizeBytes
+  };
+}
+
+/** A fresh, empty data directory (no cache, or nothing to restore): the entrypoint makes the filesystem. */
+export async function prepareEmptyData(dataDir: string): Promise<void> {
+  await prepareDataDir(dataDir, newImageBytes(await freeBytes(path.dirname(dataDir))), 'new');
+}
+
+class StateUnavailableError extends Error {
+  constructor(
+    message: string,
+    /** The state this one was made from. */
+    readonly parent?: string
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Restores the newest state saved for the keys into the data directory, or prepares an empty one.
+ * `imageId` is the dind image's id once known: a state made by another image is not used. Never throws.
+ */
+export async function restoreDaemonData(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
+  let result = MISS;
+  try {
+    result = await restoreNewestState(setup, imageId);
+  } catch (error) {
+    const why = isRateLimit(error)
+      ? `the cache service limits this repository's requests now (${error.message})`
+      : errorMessage(error);
+    core.warning(`Cache restore failed, the daemon starts empty: ${why}`);
+  }
+  if (!result.key) await prepareEmptyData(setup.dataDir);
+  return result;
+}
+
+/** Grows a filesystem by more than this share only: growing makes new groups' metadata. */
+const GROW_SHARE = 1.25;
+
+/**
+ * Pure: the size of a restored image. The filesystem keeps the size it was saved with, unless this
+ * runner has much more room (the first job to save may have had little): then the entrypoint grows it.
+ */
+export function restoredImageBytes(savedBytes: number, freeBytes: number): number {
+  const room = newImageBytes(freeBytes);
+  return room > savedBytes * GROW_SHARE ? room : savedBytes;
+}
+
+/** A state to try: its key, and its manifest when the runner's store has it (or it was fetched to compare). */
+interface Candidate {
+  key: string;
+  url?: string;
+  manifest?: Manifest;
+  /** The manifest is the runner's store's. */
+  stored: boolean;
+}
+
+async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
+  const service = availability();
+  const store = setup.cacheDir ? await LocalStore.open(setup.cacheDir) : undefined;
+  const free = await freeBytes(path.dirname(setup.dataDir));
+  const limits = { maxImageBytes: maxRestoredImageBytes(free), maxWriteBytes: free };
+  /**
+   * The newest state for the first of the keys that matches, from the cache service and the runner's
+   * store (where a job that could not upload saved a newer one); its manifest from the store if it has it.
+   */
+  const find = async (key: string, restoreKeys: string[]): Promise<Candidate | undefined> => {
+    const prefixes = [key, ...restoreKeys];
+    const level = (found: string) => prefixes.findIndex(prefix => found.startsWith(prefix));
+    const [entry, local] = await Promise.all([
+      service.readable ? lookup(key, restoreKeys) : undefined,
+      store?.findManifest(prefixes, limits)
+    ]);
+    core.debug(
+      `Newest state for ${prefixes.join(' | ')}: the cache service ${entry?.key ?? (service.readable ? 'none' : 'not asked')}, the runner's store ${local?.key ?? (store ? 'none' : 'not used')}`
+    );
+    if (!entry) return local && { key: local.key, manifest: local, stored: true };
+    const manifest = await store?.readManifest(entry.key, limits);
+    const remote: Candidate = { key: entry.key, url: entry.url, manifest, stored: manifest !== undefined };
+    if (!local || local.key === entry.key || level(local.key) > level(entry.key)) return remote;
+    if (level(local.key) < level(entry.key)) return { key: local.key, manifest: local, stored: true };
+    // The same key level: the newer, by when each was saved (the service's needs its manifest).
+    remote.manifest ??= await decodeManifest(await download(entry.url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits);
+    return Date.parse(local.savedAt) > Date.parse(remote.manifest.savedAt)
+      ? { key: local.key, manifest: local, stored: true }
+      : remote;
+  };
+  if (!service.readable && !store) {
+    core.info(`Not restoring: ${service.reason}.`);
+    return MISS;
+  }
+  let candidate = await find(setup.exactPrefix, setup.restoreKeys);
+  if (!candidate) {
+    core.info(`No cache yet for ${setup.exactPrefix}…: the daemon starts empty.`);
+    return MISS;
+  }
+  for (let tried = 1; candidate; tried++) {
+    try {
+      let manifest = candidate.manifest;
+      if (!manifest) {
+        // Only the cache service's entries come without a manifest, and each has its URL.
+        if (!candidate.url) throw new Error(`the entry ${candidate.key} has neither a manifest nor a URL`);
+        manifest = await decodeManifest(await download(candidate.url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits);
+      }
+      if (manifest.key !== candidate.key)
+        throw new Error(`the entry ${candidate.key} holds the manifest of ${manifest.key}`);
+      const restored = await restoreState(setup, manifest, store, service.readable, limits, candidate.stored);
+      const current = await imageId;
+      if (manifest.imageId !== current) {
+        core.warning(
+          `The cache was made by another dind image (${manifest.imageId}, this one is ${current}): the daemon starts empty and post saves a new cache.`
+        );
+        return MISS;
+      }
+      const refused = await checkRestoredImage(setup.dataDir, manifest);
+      if (refused) {
+        core.warning(
+          `The cache ${manifest.key} was not used: the restored filesystem ${refused}. The daemon starts empty.`
+        );
+        return { ...MISS, refusedKey: manifest.key };
+      }
+      const { reusable } = restored;
+      await fs.writeFile(path.join(setup.dataDir, DataFiles.manifest), JSON.stringify(reusable));
+      if (store) {
+        await store.touch(manifest.frames.map(frame => frame.hash));
+        // A copy for the store only when the restore checked every reference its chunks use (see fromStore).
+        const checkedAll =
+          reusable.chunks.length === manifest.chunks.length &&
+          reusable.frames.every(frame => frame.part !== LOCAL_ONLY);
+        if (!candidate.stored && checkedAll) await store.writeManifest(manifest);
+      }
+      return restored;
+    } catch (error) {
+      if (isRateLimit(error))
+        throw new Error(`the cache service limits this repository's requests now (${error.message})`, { cause: error });
+      if (!(error instanceof StateUnavailableError) || tried >= STATES_TRIED || !error.parent) throw error;
+      core.warning(`${error.message}; trying the state it was made from, ${error.parent}.`);
+      const parent = error.parent;
+      candidate = await find(parent, []);
+      if (candidate?.key !== parent) throw new Error(`${parent} is gone too`, { cause: error });
+    }
+  }
+  return MISS;
+}
+
+/** Restores one state; a state that cannot be restored throws StateUnavailableError naming its parent. */
+async function restoreState(
+  setup: CacheSetup,
+  manifest: Manifest,
+  store: LocalStore | undefined,
+  remote: boolean,
+  limits: ManifestLimits,
+  /**
+   * Read from the runner's store, which holds only manifests whose references were checked (see
+   * checkedPart): their frames' references hold whether this restore fetched them or not.
+   */
+  fromStore: boolean
+): Promise<RestoreResult & { reusable: Manifest }> {
+  const used = new Map(manifest.chunks.map(([, frame]) => [frame, manifest.frames[frame]]));
+  const started = performance.now();
+  const { key } = manifest;
+  core.info(`Restoring ${key}`);
+  const locate = async (parts: number[]) => {
+    const urls = new Array<string | undefined>(manifest.parts.length);
+    if (remote)
+      await runAll(
+        parts.map(index => async () => void (urls[index] = (await lookup(manifest.parts[index].key))?.url)),
+        LOOKUP_CONCURRENCY
+      );
+    const missing = parts.filter(index => !urls[index]);
+    if (missing.length > 0) {
+      const where = remote ? 'are gone from the cache' : "are not in the runner's store, and the cache service is off";
+      throw new StateUnavailableError(
+        `${missing.length} of the ${manifest.parts.length} parts of ${key} ${where}`,
+        manifest.parent
+      );
+    }
+    return urls;
+  };
+  const imageBytes = restoredImageBytes(manifest.filesystem.bytes, limits.maxWriteBytes);
+  // A job that never saves would not give the image back: the next job would restore from the frames.
+  const takesImage = store !== undefined && setup.savePolicy !== 'never';
+  if (takesImage && (await adoptImage(setup.dataDir, imageBytes, image => store.takeImage(key, image)))) {
+    const bytes = storedBytes(manifest);
+    core.info(
+      `Took the state's filesystem image whole from the runner's store in ${((performance.now() - started) / 1000).toFixed(2)} s: nothing to fetch or write.`
+    );
+    const hit = key.startsWith(setup.exactPrefix);
+    const reusable = checkedPart(manifest, fromStore ? used : new Map());
+    return { key, hit, bytes, downloadedBytes: 0, localBytes: bytes, wholeImage: true, manifest, reusable };
+  }
+  const image = await prepareDataDir(setup.dataDir, imageBytes, 'restored');
+  const handle = await fs.open(image, 'r+');
+  let progress: WriteProgress;
+  try {
+    progress = await writeState(handle, manifest, locate, store);
+  } catch (error) {
+    if (error instanceof StateUnavailableError) throw error;
+    throw new StateUnavailableError(`${key} could not be restored (${errorMessage(error)})`, manifest.parent);
+  } finally {
+    await handle.close();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const bytes = progress.downloadedBytes + progress.localBytes;
+  core.info(
+    `Restored ${formatBytes(progress.writtenBytes)} of data from ${formatBytes(bytes)} in ${seconds.toFixed(1)} s: ${formatBytes(progress.localBytes)} from the runner's store, ${formatBytes(progress.downloadedBytes)} downloaded.`
+  );
+  return {
+    key,
+    hit: key.startsWith(setup.exactPrefix),
+    bytes,
+    downloadedBytes: progress.downloadedBytes,
+    localBytes: progress.localBytes,
+    manifest,
+    reusable: checkedPart(manifest, fromStore ? used : progress.checked)
+  };
+}
+
+/**
+ * Why the restored image must not reach the kernel (ext4.ts checkRestored), or undefined; a refused
+ * image is removed (a kept one need not be writable by this user), for a fresh one in its place.
+ */
+async function checkRestoredImage(dataDir: string, manifest: Manifest): Promise<string | undefined> {
+  const image = path.join(dataDir, DataFiles.image);
+  // Never blocks on a FIFO nor follows a link: a kept image came from a directory others may write.
+  const handle = await fs.open(image, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  let refused: string | undefined;
+  try {
+    const stats = await handle.stat();
+    refused = stats.isFile()
+      ? await checkRestored(handle, stats.size, manifest.chunks.length * CHUNK_BYTES)
+      : 'is not a regular file';
+  } finally {
+    await handle.close();
+  }
+  if (refused) await fs.rm(image, { force: true });
+  return refused;
+}
+
+/** The bytes of the frames a state's chunks use, each counted once. */
+function storedBytes(manifest: Manifest): number {
+  return [...new Set(manifest.chunks.map(([, frame]) => frame))].reduce(
+    (sum, frame) => sum + manifest.frames[frame].length,
+    0
+  );
+}
+
+/** The manifest main restored, from the data directory; undefined when none was. */
+export async function readRestoredManifest(dataDir: string): Promise<Manifest | undefined> {
+  const text = await fs
+    .readFile(path.join(dataDir, DataFiles.manifest), 'utf8')
+    .catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+  return text === undefined ? undefined : (JSON.parse(text) as Manifest);
+}

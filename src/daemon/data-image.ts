@@ -1,0 +1,221 @@
+// The daemon's /var/lib/docker lives in an ext4 filesystem inside one sparse file that the job's user
+// owns, in the instance's data directory on the runner. The privileged dind container loop-mounts it
+// (entrypoint.sh): no file of the daemon's ever appears on the runner's own filesystem, so caching it
+// needs no root or sudo, restoring it writes a few large chunks instead of creating every file, and
+// removing it is one unlink whatever it holds.
+import { createHash, webcrypto } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { CONTAINER_SETUP_DIR } from '../runner/contract';
+import type { BlockRange, Ext4Layout } from '../cache/image/ext4';
+import { CHUNK_BYTES } from '../cache/manifest';
+
+/** Where the data directory is mounted in the dind container. */
+export const CONTAINER_DATA_DIR = `${CONTAINER_SETUP_DIR}/data`;
+
+/** Files of the data directory: the image, what main asks of the entrypoint, what it reports back. */
+export const DataFiles = {
+  image: 'docker.img',
+  /** `new` (make a filesystem) or `restored` (check the one there); the entrypoint rewrites it once made. */
+  mode: 'mode',
+  /** One line per step the entrypoint took: see DataEvent. */
+  events: 'events',
+  /** The restored state's manifest, for post to know which chunks the cache has already. */
+  manifest: 'manifest.json'
+} as const;
+
+export type DataMode = 'new' | 'restored';
+
+/**
+ * What the entrypoint reports: `discarded <why>` (a restored image failed its check, a fresh one
+ * replaced it), `mounted`, `plain <why>` (no loop device: the daemon's data is a plain directory in
+ * the container and nothing is cached), `unmounted` (dockerd stopped and the filesystem is clean).
+ */
+export interface DataEvents {
+  mounted: boolean;
+  /** How long checking, growing or making the filesystem and mounting it took, as the entrypoint says. */
+  mountedIn?: string;
+  plain?: string;
+  discarded?: string;
+  unmounted: boolean;
+}
+
+export function parseDataEvents(text: string): DataEvents {
+  const events: DataEvents = { mounted: false, unmounted: false };
+  for (const line of text.split('\n')) {
+    const [word, ...rest] = line.trim().split(' ');
+    const reason = rest.join(' ');
+    if (word === 'mounted') {
+      events.mounted = true;
+      events.mountedIn = reason.replace(/^in /, '') || undefined;
+    } else if (word === 'unmounted') events.unmounted = true;
+    else if (word === 'plain') events.plain = reason;
+    else if (word === 'discarded') events.discarded = reason;
+  }
+  return events;
+}
+
+export async function readDataEvents(dataDir: string): Promise<DataEvents> {
+  const text = await fs.readFile(path.join(dataDir, DataFiles.events), 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return '';
+    throw error;
+  });
+  return parseDataEvents(text);
+}
+
+const GIB = 1024 ** 3;
+/** Below this a daemon can hardly pull an image; above it, inode tables and bitmaps only grow. */
+export const MIN_IMAGE_BYTES = 2 * GIB;
+export const MAX_IMAGE_BYTES = 4096 * GIB;
+
+/**
+ * The size of a new filesystem: as large as the free space of the runner's disk where it lives (the
+ * file is sparse, so the daemon can use what the runner has, as it could without the image), in whole
+ * chunks, within sane bounds.
+ */
+export function newImageBytes(freeBytes: number): number {
+  const bounded = Math.min(MAX_IMAGE_BYTES, Math.max(MIN_IMAGE_BYTES, freeBytes));
+  return Math.floor(bounded / CHUNK_BYTES) * CHUNK_BYTES;
+}
+
+/**
+ * The largest filesystem a restore takes on a runner with `freeBytes` free: twice the one it would
+ * make. Checking a filesystem costs with its size whatever it holds (e2fsck -fn of an empty 2 TiB
+ * one: 2.8 s of CPU, 4 TiB: twice that), so an entry cannot choose that cost beyond what this
+ * runner's own filesystem costs; a state saved on a runner of the same kind is always within it.
+ */
+export function maxRestoredImageBytes(freeBytes: number): number {
+  return Math.min(MAX_IMAGE_BYTES, 2 * newImageBytes(freeBytes));
+}
+
+export async function freeBytes(dir: string): Promise<number> {
+  const stats = await fs.statfs(dir);
+  return stats.bavail * stats.bsize;
+}
+
+/** The data directory with a sparse image of `bytes` and the mode for the entrypoint. */
+export async function prepareDataDir(dataDir: string, bytes: number, mode: DataMode): Promise<string> {
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o755 });
+  const image = path.join(dataDir, DataFiles.image);
+  const handle = await fs.open(image, 'w', 0o644);
+  try {
+    await handle.truncate(bytes);
+  } finally {
+    await handle.close();
+  }
+  await writeMode(dataDir, mode);
+  return image;
+}
+
+/**
+ * The data directory around an image `take` moves into place whole (a state the runner's store kept)
+ * and hands back open, grown to `bytes` if smaller; false when there was none to take.
+ */
+export async function adoptImage(
+  dataDir: string,
+  bytes: number,
+  take: (image: string) => Promise<fs.FileHandle | undefined>
+): Promise<boolean> {
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o755 });
+  const handle = await take(path.join(dataDir, DataFiles.image));
+  if (!handle) return false;
+  try {
+    // Through the descriptor the store checked, not by its name.
+    if ((await handle.stat()).size < bytes) await handle.truncate(bytes);
+  } finally {
+    await handle.close();
+  }
+  await writeMode(dataDir, 'restored');
+  return true;
+}
+
+function writeMode(dataDir: string, mode: DataMode): Promise<void> {
+  return fs.writeFile(path.join(dataDir, DataFiles.mode), `${mode}\n`);
+}
+
+/** A chunk position that holds used blocks, with the used block ranges inside it. */
+interface UsedChunk {
+  position: number;
+  used: BlockRange[];
+}
+
+/** Chunk positions that hold used blocks, ascending, with the used block ranges inside each. */
+export function usedChunks(layout: Ext4Layout): UsedChunk[] {
+  const blocksPerChunk = CHUNK_BYTES / layout.blockBytes;
+  const chunks: UsedChunk[] = [];
+  for (const [start, end] of layout.used) {
+    for (let block = start; block < end;) {
+      const position = Math.floor(block / blocksPerChunk);
+      const chunkEnd = Math.min(end, (position + 1) * blocksPerChunk);
+      const last = chunks[chunks.length - 1];
+      const range: BlockRange = [block - position * blocksPerChunk, chunkEnd - position * blocksPerChunk];
+      if (last?.position === position) last.used.push(range);
+      else chunks.push({ position, used: [range] });
+      block = chunkEnd;
+    }
+  }
+  return chunks;
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+const ZERO_CHUNK = Buffer.alloc(CHUNK_BYTES);
+/**
+ * Chunks read and hashed ahead of the one visited: reads and sha256 (WebCrypto's digest runs on libuv's
+ * pool) then overlap each other and the visits, where one chunk at a time left a core idle.
+ */
+const SCAN_AHEAD = 4;
+
+interface ScannedChunk {
+  position: number;
+  data: Buffer;
+  hash: string;
+}
+
+/**
+ * Reads each used chunk of the image, with its unused blocks zeroed (what a free block held is of no
+ * use to anyone, and zeroes make the same content hash the same), and hands it to `visit` with its
+ * hash, in the order of the image. Chunks of zeroes are skipped: a restore leaves a hole there, which
+ * reads the same. `visit` may keep the buffer: every chunk gets its own. Returns the number of chunks
+ * visited.
+ */
+export async function scanImage(
+  image: fs.FileHandle,
+  layout: Ext4Layout,
+  visit: (position: number, data: Buffer, hash: string) => Promise<void>
+): Promise<number> {
+  const read = async ({ position, used }: UsedChunk) => {
+    const data = Buffer.allocUnsafe(CHUNK_BYTES);
+    const { bytesRead } = await image.read(data, 0, CHUNK_BYTES, position * CHUNK_BYTES);
+    let from = 0;
+    for (const [start, end] of used) {
+      data.fill(0, from * layout.blockBytes, start * layout.blockBytes);
+      from = end;
+    }
+    data.fill(0, Math.min(from * layout.blockBytes, bytesRead));
+    if (data.equals(ZERO_CHUNK)) return undefined;
+    const hash = Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString('hex');
+    return { position, data, hash };
+  };
+  const chunks = usedChunks(layout);
+  const ahead: Array<Promise<ScannedChunk | undefined>> = [];
+  const readNext = (index: number) => {
+    if (index >= chunks.length) return;
+    const scanned = read(chunks[index]);
+    // Awaited in turn below; a failure ahead of a visit that throws first is not news.
+    scanned.catch(() => undefined);
+    ahead.push(scanned);
+  };
+  for (let index = 0; index < SCAN_AHEAD; index++) readNext(index);
+  let visited = 0;
+  for (let index = 0; index < chunks.length; index++) {
+    readNext(index + SCAN_AHEAD);
+    const chunk = await ahead.shift();
+    if (!chunk) continue;
+    await visit(chunk.position, chunk.data, chunk.hash);
+    visited++;
+  }
+  return visited;
+}

@@ -1,0 +1,235 @@
+// The parts of a restore: how frames become ranged GETs, how jobs run side by side and stop at the
+// first failure, the check every frame passes before it is written (into a temporary file), and a
+// whole state fetched from a ranged HTTP server over fewer connections than ranges.
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { CHUNK_BYTES, LOCAL_ONLY, MANIFEST_FORMAT, type Frame, type Manifest } from '../../../../src/cache/manifest';
+import {
+  FrameCheckError,
+  planRanges,
+  runAll,
+  writeFrame,
+  writeState,
+  type LocalFrames
+} from '../../../../src/cache/image/write';
+import { sha256 } from '../../../../src/daemon/data-image';
+import { compressFrame, FrameTooLargeError } from '../../../../src/cache/image/zstd';
+
+const frame = (part: number, offset: number, length: number): Frame => ({ hash: '0'.repeat(64), part, offset, length });
+
+describe('planRanges', () => {
+  const frames = [
+    frame(0, 0, 100),
+    frame(0, 100, 100),
+    frame(0, 1000, 50),
+    frame(1, 0, 10),
+    frame(0, 200, 100),
+    frame(0, 5000, 10)
+  ];
+
+  test.each<[string, number[], number, number, Array<[number, number, number, number[]]>]>([
+    [
+      'neighbours in one range, parts apart',
+      [0, 1, 3],
+      1 << 20,
+      0,
+      [
+        [0, 0, 200, [0, 1]],
+        [1, 0, 10, [3]]
+      ]
+    ],
+    ['in part order whatever the order asked', [4, 1, 0], 1 << 20, 0, [[0, 0, 300, [0, 1, 4]]]],
+    ['a small gap is fetched through', [0, 2], 1 << 20, 1000, [[0, 0, 1050, [0, 2]]]],
+    [
+      'a large gap splits',
+      [0, 2, 5],
+      1 << 20,
+      1000,
+      [
+        [0, 0, 1050, [0, 2]],
+        [0, 5000, 5010, [5]]
+      ]
+    ],
+    [
+      'a range stops growing at the range size',
+      [0, 1, 4],
+      200,
+      0,
+      [
+        [0, 0, 200, [0, 1]],
+        [0, 200, 300, [4]]
+      ]
+    ],
+    ['nothing', [], 1 << 20, 0, []]
+  ])('%s', (_name, wanted, rangeBytes, maxGap, expected) => {
+    expect(planRanges(frames, wanted, rangeBytes, maxGap)).toEqual(
+      expected.map(([part, start, end, list]) => ({ part, start, end, frames: list }))
+    );
+  });
+});
+
+describe('runAll', () => {
+  test('runs every job, at most `width` at once', async () => {
+    let running = 0;
+    let most = 0;
+    const done: number[] = [];
+    const jobs = Array.from({ length: 10 }, (_, i) => async () => {
+      most = Math.max(most, ++running);
+      await new Promise(resolve => setTimeout(resolve, 5));
+      running--;
+      done.push(i);
+    });
+    await runAll(jobs, 3);
+    expect(done.sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(most).toBe(3);
+  });
+
+  test('the first failure is thrown, and no job starts after it', async () => {
+    const started: number[] = [];
+    const jobs = Array.from({ length: 10 }, (_, i) => async () => {
+      started.push(i);
+      await new Promise(resolve => setTimeout(resolve, 1));
+      if (i === 2) throw new Error('job 2 failed');
+    });
+    await expect(runAll(jobs, 2)).rejects.toThrow('job 2 failed');
+    expect(Math.max(...started)).toBeLessThan(5);
+  });
+});
+
+describe('writeFrame', () => {
+  const chunk = Buffer.alloc(CHUNK_BYTES, 'setup-dind');
+  const hash = sha256(chunk);
+  let dir: string;
+  let image: fs.FileHandle;
+
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'setup-dind-frame-'));
+    image = await fs.open(path.join(dir, 'image'), 'w+');
+  });
+  afterEach(async () => {
+    await image.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('a good frame lands as its chunk at each offset', async () => {
+    const compressed = await compressFrame(chunk);
+    const frame = { hash, part: 0, offset: 0, length: compressed.length };
+    await writeFrame(frame, compressed, image, [0, 3 * CHUNK_BYTES]);
+    const read = Buffer.alloc(CHUNK_BYTES);
+    for (const offset of [0, 3 * CHUNK_BYTES]) {
+      await image.read(read, 0, CHUNK_BYTES, offset);
+      expect(read.equals(chunk)).toBe(true);
+    }
+  });
+
+  test('the wrong length, the wrong content, a short chunk, a bomb: refused, nothing written', async () => {
+    const write = (length: number, compressed: Buffer) =>
+      writeFrame({ hash, part: 0, offset: 0, length }, compressed, image, [0]);
+    const compressed = await compressFrame(chunk);
+    await expect(write(compressed.length + 1, compressed)).rejects.toThrow(FrameCheckError);
+    const other = await compressFrame(Buffer.alloc(CHUNK_BYTES, 'other'));
+    await expect(write(other.length, other)).rejects.toThrow(/does not hold the content/);
+    const short = await compressFrame(chunk.subarray(1));
+    await expect(write(short.length, short)).rejects.toThrow(FrameCheckError);
+    const bomb = await compressFrame(Buffer.alloc(4 * CHUNK_BYTES));
+    await expect(write(bomb.length, bomb)).rejects.toThrow(FrameTooLargeError);
+    await expect(write(4, Buffer.from('junk'))).rejects.toThrow();
+    expect((await image.stat()).size).toBe(0);
+  });
+});
+
+describe('writeState', () => {
+  // Incompressible chunks: 40 MiB of frames make several 8 MiB ranges for 2 connections, so range
+  // buffers are used again; chunk 0 also fills position 60, past a hole.
+  const chunks = Array.from({ length: 40 }, () => randomBytes(CHUNK_BYTES));
+  let dir: string;
+  let image: fs.FileHandle;
+  let server: http.Server;
+  let part: Buffer;
+  let manifest: Manifest;
+
+  beforeAll(async () => {
+    const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
+    part = Buffer.concat(frames);
+    let offset = 0;
+    manifest = {
+      format: MANIFEST_FORMAT,
+      key: 'state',
+      savedAt: new Date(0).toISOString(),
+      imageId: 'sha256:' + '1'.repeat(64),
+      lastUsed: {},
+      filesystem: { type: 'ext4', bytes: 64 * CHUNK_BYTES },
+      chunkBytes: CHUNK_BYTES,
+      parts: [{ key: 'part', bytes: part.length }],
+      frames: frames.map((frame, i) => ({
+        hash: sha256(chunks[i]),
+        part: 0,
+        offset: (offset += frame.length) - frame.length,
+        length: frame.length
+      })),
+      chunks: [...chunks.map((_, i): [number, number] => [i, i]), [60, 0]]
+    };
+    server = http.createServer((req, res) => {
+      const [, start, end] = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '') ?? [];
+      const body = part.subarray(Number(start), Number(end) + 1);
+      res.writeHead(206, { 'content-length': body.length, 'content-range': `bytes ${start}-${end}/${part.length}` });
+      res.end(body);
+    });
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+  });
+  afterAll(() => new Promise(resolve => server.close(resolve)));
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'setup-dind-state-'));
+    image = await fs.open(path.join(dir, 'image'), 'w+');
+  });
+  afterEach(async () => {
+    await image.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  const url = () => `http://127.0.0.1:${(server.address() as AddressInfo).port}/part`;
+
+  test('every chunk lands at its positions, fetched in ranges over 2 connections', async () => {
+    const progress = await writeState(image, manifest, async () => [url()], undefined, 2);
+    expect(progress).toEqual({
+      downloadedBytes: part.length,
+      localBytes: 0,
+      writtenBytes: 41 * CHUNK_BYTES,
+      checked: new Map(manifest.frames.map((frame, i) => [i, frame]))
+    });
+    const read = Buffer.alloc(CHUNK_BYTES);
+    for (const [position, frame] of manifest.chunks) {
+      await image.read(read, 0, CHUNK_BYTES, position * CHUNK_BYTES);
+      expect(read.equals(chunks[frame])).toBe(true);
+    }
+  });
+
+  test("each frame checked at its place: in its part when fetched, in no part when the runner's store gave it; frames no chunk needs are not checked", async () => {
+    const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
+    const stored = new Map([0, 7].map(i => [manifest.frames[i].hash, frames[i]]));
+    const local: LocalFrames = {
+      has: async hash => stored.has(hash),
+      read: async hash => stored.get(hash),
+      write: async () => undefined
+    };
+    // Chunks 30 to 39 gone: their frames are in the manifest still, unused.
+    const fewer = { ...manifest, chunks: manifest.chunks.filter(([position]) => position < 30 || position === 60) };
+    const progress = await writeState(image, fewer, async () => [url()], local, 2);
+    expect([...progress.checked.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 30 }, (_, i) => i));
+    for (const [i, reference] of progress.checked)
+      expect(reference).toEqual(
+        i === 0 || i === 7 ? { ...manifest.frames[i], part: LOCAL_ONLY, offset: 0 } : manifest.frames[i]
+      );
+    expect(progress.localBytes).toBe(frames[0].length + frames[7].length);
+  });
+
+  test('a frame that is not the chunk its hash names fails the restore', async () => {
+    const changed = structuredClone(manifest);
+    changed.frames[25].hash = sha256(chunks[24]);
+    await expect(writeState(image, changed, async () => [url()], undefined, 2)).rejects.toThrow(FrameCheckError);
+  });
+});
