@@ -107,7 +107,7 @@ async function setUp(timeline: Timeline): Promise<void> {
   saveInstanceState(state);
   const docker = connectOuterEngine(engine);
 
-  const { prepared, placement } = await timeline.phase(
+  const { prepared, restoring, placement } = await timeline.phase(
     `Prepare ${inputs.image}, certificates, network and cache`,
     async () => {
       await reachEngine(docker, engine);
@@ -116,11 +116,17 @@ async function setUp(timeline: Timeline): Promise<void> {
       core.debug(`Placement: ${JSON.stringify(placement)}`);
       if (runner)
         core.info(`The job runs in container ${shortId(runner.id)} (networks: ${runner.networks.join(', ')}).`);
-      return { prepared: await prepare(docker, inputs, state, placement), placement };
+      return { ...(await prepare(docker, inputs, state, placement)), placement };
     }
   );
+  // The container starts while the cache is restored: its entrypoint waits for the data (see entrypoint.sh).
+  const first = await timeline.phase('Start the container, and restore the cache meanwhile', async () => {
+    const launched = await launch(docker, inputs, state, prepared, placement);
+    await awaitData(state, prepared, restoring);
+    return launched;
+  });
   const { container, reach, addresses, version, recorder } = await timeline.phase('Start the daemon', () =>
-    startDaemon(docker, inputs, state, prepared, placement)
+    startDaemon(docker, inputs, state, prepared, placement, first)
   );
 
   await timeline.phase('Hand the daemon to later steps', async () => {
@@ -218,15 +224,16 @@ async function reachEngine(docker: Docker, engine: EngineSettings): Promise<void
 }
 
 /**
- * Everything that does not need the container, at once: the image pull overlaps the cache download.
- * The server's certificate too, unless it must name an address the container gets only once it runs.
+ * Everything the container needs, at once: the image pull, the certificates and the network; the server's
+ * certificate too, unless it must name an address the container gets only once it runs. The cache's
+ * restore starts with them and goes on while the container starts (`restoring`).
  */
 async function prepare(
   docker: Docker,
   inputs: ActionInputs,
   state: InstanceState,
   placement: Placement
-): Promise<Prepared> {
+): Promise<{ prepared: Prepared; restoring: Promise<Prepared['cache']> }> {
   const { instance } = state;
   const dataDir = engineHostPath(placement.runner, instance.dataDir);
   if (dataDir === undefined && inputs.cache) {
@@ -234,8 +241,25 @@ async function prepare(
       `Cache off: the engine cannot bind-mount ${instance.dataDir} from inside this job's container (RUNNER_TEMP is not a bind mount of the engine's host).`
     );
   }
+  // Before the container exists: the engine would make a missing bind-mount source itself, as root.
+  if (dataDir !== undefined) await fs.mkdir(instance.dataDir, { recursive: true, mode: 0o755 });
   const imageId = ensureImage(docker, inputs.image, inputs.pull);
-  const [tls, , , cache] = await Promise.all([
+  const restoring = (async () => {
+    if (dataDir === undefined) return undefined;
+    const setup = await prepareCache(inputs, instance);
+    if (!setup) {
+      await prepareEmptyData(instance.dataDir);
+      return undefined;
+    }
+    state.cache = setup;
+    saveInstanceState(state);
+    const started = performance.now();
+    const restored = await restoreDaemonData(setup, imageId);
+    return { setup, restored, seconds: (performance.now() - started) / 1000 };
+  })();
+  // Awaited once the container is started (awaitData); a failure meanwhile fails main there, or before.
+  restoring.catch(() => undefined);
+  const [tls] = await Promise.all([
     (async () => {
       const authority = await createAuthority(certificateLifetimeHours(process.env.RUNNER_ENVIRONMENT));
       const [client, server] = await Promise.all([
@@ -247,25 +271,27 @@ async function prepare(
       return { authority, client, server };
     })(),
     imageId,
-    docker.createNetwork(networkCreateOptions(instance)),
-    (async () => {
-      if (dataDir === undefined) return undefined;
-      const setup = await prepareCache(inputs, instance);
-      if (!setup) {
-        await prepareEmptyData(instance.dataDir);
-        return undefined;
-      }
-      state.cache = setup;
-      saveInstanceState(state);
-      const started = performance.now();
-      const restored = await restoreDaemonData(setup, imageId);
-      return { setup, restored, seconds: (performance.now() - started) / 1000 };
-    })()
+    docker.createNetwork(networkCreateOptions(instance))
   ]);
   state.imageId = await imageId;
-  if (cache) state.cache = { ...cache.setup, restoredKey: cache.restored.key, refusedKey: cache.restored.refusedKey };
   saveInstanceState(state);
-  return { ...tls, dataDir, cache };
+  return { prepared: { ...tls, dataDir }, restoring };
+}
+
+/** Waits for the restore (which leaves the data for the entrypoint), and records what it restored. */
+async function awaitData(state: InstanceState, prepared: Prepared, restoring: Promise<Prepared['cache']>) {
+  const cache = await restoring;
+  if (cache) {
+    prepared.cache = cache;
+    // The job's use of its images starts now, when the entrypoint may start the daemon.
+    state.cache = {
+      ...cache.setup,
+      restoredKey: cache.restored.key,
+      refusedKey: cache.restored.refusedKey,
+      usageSince: Date.now()
+    };
+  }
+  saveInstanceState(state);
 }
 
 /** What the entrypoint did with the data: a restored state that failed its check is not the cache's any more. */
@@ -322,7 +348,7 @@ interface Launched {
 }
 
 /**
- * Starts the daemon and waits for it, within the wait-timeout. A daemon that does not become ready on a
+ * Waits for the daemon of the container `first` (launched), within the wait-timeout. A daemon that does not become ready on a
  * restored state gets a fresh filesystem and starts again, with the rest of the time: whatever the state
  * holds that stops dockerd, a cache writer cannot fail the job with it.
  */
@@ -331,11 +357,12 @@ async function startDaemon(
   inputs: ActionInputs,
   state: InstanceState,
   prepared: Prepared,
-  placement: Placement
+  placement: Placement,
+  first: Launched
 ) {
   const budgetMs = inputs.waitTimeoutSeconds * 1000;
   const restoredKey = prepared.cache?.restored.key;
-  let launched = await launch(docker, inputs, state, prepared, placement);
+  let launched = first;
   const waitStarted = Date.now();
   try {
     return await becomeReady(launched, state, prepared, restoredKey ? restoredWaitMs(budgetMs) : budgetMs);

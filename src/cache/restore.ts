@@ -17,7 +17,8 @@ import {
   freeBytes,
   maxRestoredImageBytes,
   newImageBytes,
-  prepareDataDir
+  prepareDataDir,
+  writeMode
 } from '../daemon/data-image';
 import { errorMessage } from '../util/errors';
 import { checkRestored } from './image/ext4';
@@ -72,6 +73,8 @@ export interface RestoreResult {
   localBytes: number;
   /** The runner's store had the state's image whole: it was taken as it is, nothing was written. */
   wholeImage?: boolean;
+  /** The image is larger than the filesystem saved: the entrypoint grows the filesystem. */
+  grown?: boolean;
   /** The state restored. */
   manifest?: Manifest;
   /** A state restored but refused before the daemon saw it: post saves over it (see decideSave). */
@@ -156,7 +159,9 @@ export async function restoreDaemonData(setup: CacheSetup, imageId: Promise<stri
       : errorMessage(error);
     core.warning(`Cache restore failed, the daemon starts empty: ${why}`);
   }
-  if (!result.key) await prepareEmptyData(setup.dataDir);
+  // Only now may the entrypoint read the image: whatever was restored has passed every check of main's.
+  if (result.key) await writeMode(setup.dataDir, result.grown ? 'grown' : 'restored');
+  else await prepareEmptyData(setup.dataDir);
   return result;
 }
 
@@ -313,9 +318,10 @@ async function restoreState(
     );
     const hit = key.startsWith(setup.exactPrefix);
     const reusable = checkedPart(manifest, fromStore ? used : new Map());
-    return { key, hit, bytes, downloadedBytes: 0, localBytes: bytes, wholeImage: true, manifest, reusable };
+    const grown = imageBytes > manifest.filesystem.bytes;
+    return { key, hit, bytes, downloadedBytes: 0, localBytes: bytes, wholeImage: true, grown, manifest, reusable };
   }
-  const image = await prepareDataDir(setup.dataDir, imageBytes, 'restored');
+  const image = await prepareDataDir(setup.dataDir, imageBytes, 'filling');
   const handle = await fs.open(image, 'r+');
   let progress: WriteProgress;
   try {
@@ -338,6 +344,7 @@ async function restoreState(
     downloadedBytes: progress.downloadedBytes,
     localBytes: progress.localBytes,
     manifest,
+    grown: imageBytes > manifest.filesystem.bytes,
     reusable: checkedPart(manifest, fromStore ? used : progress.checked)
   };
 }
