@@ -618,10 +618,11 @@ async function scenario1(): Promise<void> {
           case 'action-cold':
             return withJob('cold', {}, async job => {
               const main = await job.main(COLD_INPUTS());
+              const phases = await startPhases(main);
               const post = await job.post();
               if (record.machine && !record.machine.innerDocker)
                 record.machine.innerDocker = main.result.outputs.version;
-              return { seconds: main.seconds, detail: { ...phaseDetail(main), postSeconds: post.seconds } };
+              return { seconds: main.seconds, detail: { ...phaseDetail(main), ...phases, postSeconds: post.seconds } };
             });
           case 'floor':
             return floor();

@@ -120,11 +120,15 @@ async function setUp(timeline: Timeline): Promise<void> {
     }
   );
   // The container starts while the cache is restored: its entrypoint waits for the data (see entrypoint.sh).
-  const first = await timeline.phase('Start the container, and restore the cache meanwhile', async () => {
-    const launched = await launch(docker, inputs, state, prepared, placement);
-    await awaitData(state, prepared, restoring);
-    return launched;
-  });
+  const restores = inputs.cache && prepared.dataDir !== undefined;
+  const first = await timeline.phase(
+    `Start the container${restores ? ', and restore the cache meanwhile' : ''}`,
+    async () => {
+      const launched = await launch(docker, inputs, state, prepared, placement);
+      await awaitData(state, prepared, restoring);
+      return launched;
+    }
+  );
   const { container, reach, addresses, version, recorder } = await timeline.phase('Start the daemon', () =>
     startDaemon(docker, inputs, state, prepared, placement, first)
   );

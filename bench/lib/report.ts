@@ -740,6 +740,14 @@ function renderMarkdown(record: RunRecord, c: Computed, svgName: string): string
   );
   for (const [name, value] of Object.entries(phaseMedians(samples(record, 'action-cold'))))
     lines.push(tr([name.replace(/^phase: /, ''), sec(value)]));
+  for (const [name, value] of Object.entries(startMedians(samples(record, 'action-cold'))))
+    lines.push(tr([`from the outside: ${name.replace(/^start: /, '')}`, sec(value)]));
+  lines.push(
+    tr([
+      "the entrypoint's events (first sample)",
+      String(samples(record, 'action-cold')[0]?.detail['start: events'] ?? 'n/a')
+    ])
+  );
   lines.push(tr(['(floor, whole: create → first ping)', sec(med('floor').median)]));
   lines.push(tr(['(its post, whole step)', sec(med('action-cold', undefined, 'postSeconds').median)]));
 

@@ -1,4 +1,4 @@
-// Where a warm start's time goes, phase by phase, from the outside: the engine's times of the dind
+// Where a start's time goes, phase by phase, from the outside: the engine's times of the dind
 // container (created, started), its log's timestamps (dockerd's "Starting up" and its TLS listener's
 // "API listen on"), and the entrypoint's own account of the data filesystem (the data directory's
 // events: e2fsck, resize, mount, check), read after main and before post.
@@ -33,7 +33,10 @@ export async function startPhases(main: TimedStep): Promise<Record<string, numbe
   const events = fs.readFileSync(path.join(dataDir, 'events'), 'utf8');
   const seconds = (from: number, to: number) => (to - from) / 1000;
   return {
-    'start: spawn → container created (node start-up, preparation, restore)': seconds(main.startedAt, created),
+    'start: spawn → container created (node start-up, preparation; a restore goes on)': seconds(
+      main.startedAt,
+      created
+    ),
     'start: created → started (setup files in, runc start)': seconds(created, started),
     'start: started → dockerd runs (entrypoint: cgroups, data filesystem)': seconds(started, startingUp),
     'start: dockerd runs → TLS listener up (dockerd on the data)': seconds(startingUp, listening),
