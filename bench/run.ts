@@ -34,20 +34,19 @@ import {
 } from './lib/content';
 import { floorStart, withPlainDaemon } from './lib/floor';
 import type { Config, Failure, LevelInfo, Machine, RunRecord, Sample, Scenario } from './lib/model';
-import { describeState, readManifest, spanLines, splitSpans, type Span } from './lib/parts';
+import { describeState, splitSpans } from './lib/parts';
 import { probeDisk } from './lib/probe';
+import { dropNewEntries, levelState, streamsScript, writeSpanLists } from './lib/raw';
 import { startPhases } from './lib/start-phases';
 import { docker, dockerOut, now, run, sh } from './lib/proc';
 import { bridgeGateway, ensureDockerRegistry, freePort, startRegistry, type Registry } from './lib/registry';
 import { writeReports } from './lib/report';
 import { describeFs, makeScratch } from './lib/scratch';
 import { rotate } from './lib/stats';
-import type { Manifest } from '../src/cache/manifest';
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const TEST_IMAGE = 'setup-dind-test/dind:trixie';
 const BENCH_LABEL = 'io.github.setup-dind.bench';
-const TWIRP = 'twirp/github.actions.results.api.v1.CacheService';
 /** Scenario 2d's inner daemon bridge: anywhere but the host's docker0 subnet, where the registry listens. */
 const INNER_BRIDGE = '10.254.254.1/24';
 /** Skip a method for the rest of the run after this many failures. */
@@ -215,64 +214,6 @@ function restoreFact(step: TimedStep): { restoreSeconds: number; restoreFact: st
   const fact = step.facts['Cache restored'] ?? '';
   const seconds = /in ([\d.]+) s/.exec(fact);
   return { restoreSeconds: seconds ? Number(seconds[1]) : NaN, restoreFact: fact };
-}
-
-// ---------------------------------------------------------------- cache service helpers
-
-/** The signed download URL of the entry `key` (or the newest under it, as a prefix). */
-async function lookupUrl(server: CacheServer, key: string, version: string): Promise<{ key: string; url: string }> {
-  const response = await fetch(`${server.url}${TWIRP}/GetCacheEntryDownloadURL`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${server.env.ACTIONS_RUNTIME_TOKEN}` },
-    body: JSON.stringify({ key, restore_keys: [key], version })
-  });
-  const body = (await response.json()) as { ok?: boolean; signed_download_url?: string; matched_key?: string };
-  if (!body.ok || !body.signed_download_url) throw new Error(`no cache entry under ${key}`);
-  return { key: body.matched_key ?? '', url: body.signed_download_url };
-}
-
-const CURL = `curl --silent --show-error --fail --noproxy '*'`;
-
-/** A level's newest state as the action would restore it: its manifest and fresh URLs of its parts. */
-async function levelState(server: CacheServer, level: LevelInfo): Promise<{ manifest: Manifest; urls: string[] }> {
-  // A level's key prefix and version are known once the seeding job has saved it.
-  const prefix = defined(level.prefix, `key prefix of the ${level.targetMB} MB level`);
-  const version = defined(level.version, `cache version of the ${level.targetMB} MB level`);
-  const entry = await lookupUrl(server, prefix, version);
-  const response = await fetch(entry.url);
-  if (!response.ok) throw new Error(`manifest ${entry.key}: HTTP ${response.status}`);
-  const manifest = await readManifest(Buffer.from(await response.arrayBuffer()));
-  const urls = await Promise.all(manifest.parts.map(async part => (await lookupUrl(server, part.key, version)).url));
-  return { manifest, urls };
-}
-
-/**
- * Bash for N streams at once, each a run of `curl -r` over its spans (one ranged GET at a time, in part
- * order) piped into `$sink` with "$g" the stream's number; fails if any stream fails.
- */
-function streamsScript(listDir: string, streams: number, sink: string): string {
-  return [
-    `fetch() { while read -r range url; do ${CURL} -r "$range" "$url"; done <"$1"; }`,
-    'pids=()',
-    `for ((g = 0; g < ${streams}; g++)); do`,
-    `  (fetch "${listDir}/spans.$g" | ${sink}) &`,
-    '  pids+=($!)',
-    'done',
-    'for pid in "${pids[@]}"; do wait "$pid"; done'
-  ].join('\n');
-}
-
-/** Writes one span list per stream into a fresh directory (URLs change: they are signed per lookup). */
-function writeSpanLists(groups: Span[][], urls: string[], prefix: string): string {
-  const dir = fs.mkdtempSync(path.join(tempDir, prefix));
-  groups.forEach((group, g) => fs.writeFileSync(path.join(dir, `spans.${g}`), spanLines(group, urls)));
-  return dir;
-}
-
-/** Everything the entries added since `before` (a save of a measurement): removed, so that the level's newest state stays the seeded one. */
-async function dropNewEntries(server: CacheServer, before: Set<string>): Promise<number> {
-  const removed = await server.evict(entry => !before.has(entry.key));
-  return removed.length;
 }
 
 // ---------------------------------------------------------------- preparation
@@ -498,7 +439,7 @@ async function seed(server: CacheServer, content: Content, level: LevelInfo, art
   });
   // The stages alone read these: the same streams as the raw pipeline, fetched once (no cap yet).
   const groups = splitSpans(manifest, cfg.streams);
-  const lists = writeSpanLists(groups, urls, `spans-${level.targetMB}-`);
+  const lists = writeSpanLists(tempDir, groups, urls, `spans-${level.targetMB}-`);
   const dir = path.join(tempDir, `level-${level.targetMB}`);
   fs.mkdirSync(dir);
   await sh(streamsScript(lists, groups.length, `tee "$1/compressed.$g" | zstd -d -q -c >"$1/decompressed.$g"`), {
@@ -856,7 +797,7 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
       // Untimed: the manifest and fresh signed URLs of its parts (the action's lookups are in its time).
       const { manifest, urls } = await levelState(server, level);
       const groups = splitSpans(manifest, method === 'single-stream' ? 1 : cfg.streams);
-      const lists = writeSpanLists(groups, urls, 'spans-');
+      const lists = writeSpanLists(tempDir, groups, urls, 'spans-');
       const out = fresh(`${method}-`);
       const before = server.stats();
       try {
