@@ -1,9 +1,10 @@
 #!/bin/sh
 # setup-dind: checks a restored /var/lib/docker (put into the dind container beside entrypoint.sh, run
 # by it before dockerd starts, after it dropped every top-level name it does not keep). The cache is
-# anyone's who can write it: the data must be exactly of the form dockerd 26 writes for the overlay2
-# graph driver, or dockerd would follow what it names (the layer store joins cache-id, link and lower
-# to its own paths and chowns, removes and mounts what they lead to). Prints why and exits 1 if not.
+# anyone's who can write it: the data must be exactly of the form dockerd 26 and 28 write (the same) for
+# the overlay2 graph driver, or dockerd would follow what it names (the layer store joins cache-id, link
+# and lower to its own paths and chowns, removes and mounts what they lead to). Prints why and exits 1
+# if not.
 # Layer contents (overlay2/<id>/diff) are container content, not looked into. One find, one stat per
 # batch of names, one awk: POSIX sh, busybox is fine.
 # Usage: check-data.sh DIR

@@ -5,10 +5,13 @@
 #
 #   test/dind-image/build.sh            -> prints setup-dind-test/dind:trixie
 #   SETUP_DIND_TEST_IMAGE=name:tag test/dind-image/build.sh
+#   SETUP_DIND_TEST_IMAGE=setup-dind-test/dind:sid SETUP_DIND_TEST_DOCKER_SUITE=sid test/dind-image/build.sh
+#                                       -> dockerd 28 from Debian sid (see the Dockerfile)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tag="${SETUP_DIND_TEST_IMAGE:-setup-dind-test/dind:trixie}"
+suite="${SETUP_DIND_TEST_DOCKER_SUITE:-}"
 
 # Always the local engine, whatever DOCKER_HOST/DOCKER_CONTEXT say.
 unset DOCKER_HOST DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
@@ -20,7 +23,7 @@ trap 'rm -f "$log"' EXIT
 # The classic builder: works with any engine and needs no buildx plugin.
 # Its layer cache makes a rebuild with unchanged inputs a no-op.
 if ! DOCKER_BUILDKIT=0 "${docker[@]}" build --pull=false --rm --force-rm \
-	--label org.opencontainers.image.title=setup-dind-test-dind \
+	--label org.opencontainers.image.title=setup-dind-test-dind --build-arg DOCKER_SUITE="$suite" \
 	-t "$tag" "$here" >"$log" 2>&1; then
 	cat "$log" >&2
 	echo "build.sh: building $tag failed" >&2

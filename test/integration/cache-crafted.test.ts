@@ -15,7 +15,7 @@ import { cacheKeys, keyBase } from '../../src/cache/key';
 import { freeBytes, maxRestoredImageBytes } from '../../src/daemon/data-image';
 import { readEntry, saveImageAs, writeEntry, writeForeignEntry, writeImageEntry } from '../support/craft';
 import { defined } from '../support/defined';
-import { buildImage, OUTER_SOCKET, run, TEST_IMAGE } from '../support/engine';
+import { buildImage, fromTestImage, OUTER_SOCKET, run, TEST_IMAGE } from '../support/engine';
 import { BUILD, delta, loadFromOuter, summaryRows, sweepAll, TestJob, withJob, type MainStep } from '../support/job';
 import { account } from '../support/runner';
 import {
@@ -729,7 +729,7 @@ ${CTR} -n evil containers create --label containerd.io/restart.status=running --
 
   test('a restored state the daemon does not answer on: it waits half the wait-timeout, a cold daemon the rest, with one warning; post saves over it', async () => {
     // dockerd is held up on any restored data (a fresh filesystem has no image/ yet), as a state could hold it up.
-    const held = 'setup-dind-test/dind-held:trixie';
+    const held = fromTestImage('dind-held');
     const holdLine = 'fake dockerd: held up by the restored data';
     await buildImage(
       held,

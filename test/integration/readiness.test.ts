@@ -2,7 +2,7 @@
 // daemon that answers once and then goes away for a while (the port proxy resets every connection
 // meanwhile), main must not hand that daemon over after its first answer (src/daemon/container.ts waitForDaemon).
 import * as fs from 'node:fs';
-import { buildImage, outer, TEST_IMAGE } from '../support/engine';
+import { buildImage, fromTestImage, outer, TEST_IMAGE } from '../support/engine';
 import { sweepAll, withJob } from '../support/job';
 import { expectExit } from '../support/steps';
 
@@ -10,11 +10,11 @@ jest.setTimeout(180_000);
 
 /**
  * The dind test image, with a `dockerd` in front of the real one on PATH: it runs the real dockerd
- * with --debug, and once that logs its first API request ("Calling GET /_ping": main's first answered
- * ping), it stops it 50 ms later (SIGTERM: listeners closed at once) and starts it again 5 s after it
- * has exited. Without a steady period main hands the daemon over during that gap.
+ * with --debug, and once that logs its first API request (main's first answered ping: dockerd 26 logs
+ * "Calling GET /_ping", dockerd 28 "handling GET request"), it stops it 50 ms later (SIGTERM: listeners
+ * closed at once) and starts it again 5 s after it has exited. Without a steady period main hands the daemon over during that gap.
  */
-const FLAP_IMAGE = 'setup-dind-test/readiness-flap:trixie';
+const FLAP_IMAGE = fromTestImage('readiness-flap');
 const STOPPING = 'flap-dockerd: stopping dockerd after its first API request';
 const FLAP_SCRIPT = `#!/bin/sh
 set -u
@@ -25,7 +25,7 @@ pid=$!
 exec 3<"$fifo"
 while IFS= read -r line <&3; do
 	printf '%s\\n' "$line" >&2
-	case "$line" in *'msg="Calling '*) break ;; esac
+	case "$line" in *'msg="Calling '* | *'msg="handling '*' request"'*) break ;; esac
 done
 cat <&3 >&2 &
 sleep 0.05

@@ -10,6 +10,14 @@ import { INSTANCE_LABEL } from '../../src/runner/contract';
 export const OUTER_SOCKET = 'unix:///var/run/docker.sock';
 /** The stand-in for docker:dind built by test/dind-image/build.sh (no registry is reachable). */
 export const TEST_IMAGE = process.env.SETUP_DIND_TEST_IMAGE || 'setup-dind-test/dind:trixie';
+
+/**
+ * The tag of an image a suite builds FROM TEST_IMAGE: `name` with TEST_IMAGE's tag, so that a run on
+ * another dind test image (setup-dind-test/dind:sid) builds its own instead of replacing the default's.
+ */
+export function fromTestImage(name: string): string {
+  return `setup-dind-test/${name}:${/:(\w[\w.-]*)$/.exec(TEST_IMAGE)?.[1] ?? 'latest'}`;
+}
 /** On the outer engine; a step `docker load`s it into a dind daemon to run nested containers. */
 export const NESTED_BASE_IMAGE = 'debian:trixie-slim';
 

@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { OUTER_SOCKET, TEST_IMAGE, NESTED_BASE_IMAGE, outerEnv } from './engine';
+import { buildDindImage } from './images';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
@@ -29,15 +30,7 @@ export default async function globalSetup(): Promise<void> {
     fail(`base image ${NESTED_BASE_IMAGE} is not on the engine (nothing can be pulled here)`, error);
   }
   try {
-    const built = execFileSync('bash', [path.join(REPO_ROOT, 'test/dind-image/build.sh')], {
-      env: { ...outerEnv(), SETUP_DIND_TEST_IMAGE: TEST_IMAGE },
-      stdio: 'pipe',
-      timeout: 15 * 60_000
-    })
-      .toString()
-      .trim();
-    if (built.split('\n').pop() !== TEST_IMAGE)
-      throw new Error(`build.sh printed '${built}', expected '${TEST_IMAGE}'`);
+    await buildDindImage(TEST_IMAGE);
     docker(['image', 'inspect', '--format', '{{.Id}}', TEST_IMAGE]);
   } catch (error) {
     fail(`the dind test image ${TEST_IMAGE} could not be built with test/dind-image/build.sh`, error);

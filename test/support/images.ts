@@ -1,5 +1,33 @@
 // Images the suites build on the outer engine (nothing can be pulled here), from debian:trixie-slim.
-import { buildImage, NESTED_BASE_IMAGE } from './engine';
+import * as path from 'node:path';
+import { buildImage, NESTED_BASE_IMAGE, outerEnv, run } from './engine';
+
+/**
+ * The dind test image with dockerd 28, the one docker:28-dind (the action's default image) runs: Debian
+ * sid's docker.io, containerd and runc on trixie (test/dind-image/Dockerfile).
+ */
+export const DOCKERD28_IMAGE = 'setup-dind-test/dind:sid';
+
+export function buildDockerd28Image(): Promise<void> {
+  return buildDindImage(DOCKERD28_IMAGE, 'sid');
+}
+
+/**
+ * Builds a dind test image with test/dind-image/build.sh (cached by the engine's layer cache), its dockerd
+ * from Debian `suite`, or from SETUP_DIND_TEST_DOCKER_SUITE (trixie's when unset) when none is given.
+ * Throws with build.sh's output when the image cannot be built.
+ */
+export async function buildDindImage(tag: string, suite?: string): Promise<void> {
+  const script = path.resolve(__dirname, '..', 'dind-image', 'build.sh');
+  const env = outerEnv({
+    SETUP_DIND_TEST_IMAGE: tag,
+    ...(suite === undefined ? {} : { SETUP_DIND_TEST_DOCKER_SUITE: suite })
+  });
+  const built = await run('bash', [script], { env, timeoutMs: 15 * 60_000 });
+  if (built.code !== 0) throw new Error(`build.sh could not build ${tag} (${built.code}):\n${built.stderr.trim()}`);
+  if (built.stdout.trim().split('\n').pop() !== tag)
+    throw new Error(`build.sh printed '${built.stdout.trim()}', expected '${tag}'`);
+}
 
 /**
  * A small HTTP server for nested containers: Debian's busybox-static (httpd, sh and the usual tools) on

@@ -1,5 +1,5 @@
 // check-data.sh (run by the entrypoint on a restored /var/lib/docker before dockerd starts) against
-// trees of the form dockerd 26 writes for overlay2, and the same trees with one entry of another form:
+// trees of the form dockerd 26 and 28 write for overlay2, and the same trees with one entry of another form:
 // each of those must be refused, with a reason naming it. Run with this machine's sh, find, stat and awk.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -102,6 +102,22 @@ describe('of the form dockerd writes: accepted', () => {
         write(`overlay2/${id}/lower`, `l/${S1}`);
         fs.symlinkSync(`../${id}/diff`, at('overlay2/l/EEEEEEEEEEEEEEEEEEEEEEEEEE'));
         write(`${LAYERDB}/sha256/${C2}/cache-id`, id);
+      }
+    ],
+    [
+      'an image pushed and pulled again, and one built on it (as dockerd 26 and 28 write them)',
+      () => {
+        const built = hex('9');
+        fs.mkdirSync(at('image/overlay2/distribution/v2metadata-by-diffid/sha256'), { recursive: true });
+        write(
+          `image/overlay2/distribution/v2metadata-by-diffid/sha256/${hex('a')}`,
+          `[{"Digest":"sha256:${hex('f')}","SourceRepository":"localhost:5000/a","HMAC":"${hex('b')}"}]`
+        );
+        fs.mkdirSync(at(`image/overlay2/imagedb/metadata/sha256/${built}`));
+        write(`image/overlay2/imagedb/content/sha256/${built}`, '{}');
+        write(`image/overlay2/imagedb/metadata/sha256/${built}/parent`, `sha256:${IMAGE}`);
+        write(`image/overlay2/imagedb/metadata/sha256/${built}/builtLocally`, '\x01');
+        write(`image/overlay2/imagedb/metadata/sha256/${built}/lastUpdated`, '2026-12-07T15:16:04.327003668Z');
       }
     ],
     [
