@@ -2,7 +2,7 @@
 // run (every repetition rotates the order of the methods, and the sizes go up and down in turn), medians
 // of several repetitions. See bench/README.md for the scenarios, the methods and the options:
 //
-//   BENCH_REPS=3  BENCH_SIZES=250,500,1000,2000  BENCH_QUICK=1 (smoke run: tiny sizes, 1 repetition)
+//   BENCH_REPS=3  BENCH_SIZES=100,250,1000,2000  BENCH_QUICK=1 (smoke run: tiny sizes, 1 repetition)
 //   BENCH_METHODS=action-warm,raw (development: only these methods)
 //
 // Every method writes the daemon's data (and its job's directories, archives, outputs) to one fresh,
@@ -32,21 +32,21 @@ import {
   startBuilds,
   type BuiltImage
 } from './lib/content';
-import { floorStart } from './lib/floor';
+import { floorStart, withPlainDaemon } from './lib/floor';
 import type { Config, Failure, LevelInfo, Machine, RunRecord, Sample, Scenario } from './lib/model';
-import { describeState, readManifest, spanLines, splitSpans, type Span } from './lib/parts';
+import { describeState, splitSpans } from './lib/parts';
 import { probeDisk } from './lib/probe';
+import { dropNewEntries, levelState, streamsScript, writeSpanLists } from './lib/raw';
+import { startPhases } from './lib/start-phases';
 import { docker, dockerOut, now, run, sh } from './lib/proc';
 import { bridgeGateway, ensureDockerRegistry, freePort, startRegistry, type Registry } from './lib/registry';
 import { writeReports } from './lib/report';
 import { describeFs, makeScratch } from './lib/scratch';
 import { rotate } from './lib/stats';
-import type { Manifest } from '../src/cache/manifest';
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const TEST_IMAGE = 'setup-dind-test/dind:trixie';
 const BENCH_LABEL = 'io.github.setup-dind.bench';
-const TWIRP = 'twirp/github.actions.results.api.v1.CacheService';
 /** Scenario 2d's inner daemon bridge: anywhere but the host's docker0 subnet, where the registry listens. */
 const INNER_BRIDGE = '10.254.254.1/24';
 /** Skip a method for the rest of the run after this many failures. */
@@ -64,8 +64,11 @@ const ALL_METHODS = [
   'official-tls',
   'action-tls',
   'action-warm',
+  'floor-populated',
   'raw',
   'single-stream',
+  'action-warm-slow',
+  'single-stream-slow',
   'load',
   'pull',
   'cache-dir',
@@ -85,7 +88,7 @@ function config(): Config {
   const reps = Number(process.env.BENCH_REPS ?? (quick ? 1 : 3));
   if (!Number.isInteger(reps) || reps < 1)
     throw new Error(`BENCH_REPS must be a positive integer, got '${process.env.BENCH_REPS}'`);
-  const sizesMB = (process.env.BENCH_SIZES ?? (quick ? '125,135' : '250,500,1000,2000'))
+  const sizesMB = (process.env.BENCH_SIZES ?? (quick ? '125,135' : '100,250,1000,2000'))
     .split(',')
     .map(s => Number(s.trim()))
     .sort((a, b) => a - b);
@@ -101,6 +104,7 @@ function config(): Config {
   return {
     methods: methods && methods.length > 0 ? methods : undefined,
     capBytesPerSecond: 60e6,
+    slowCapBytesPerSecond: 10e6,
     rpcLatencyMs: 20,
     streams: RESTORE_CONNECTIONS,
     reps,
@@ -210,64 +214,6 @@ function restoreFact(step: TimedStep): { restoreSeconds: number; restoreFact: st
   const fact = step.facts['Cache restored'] ?? '';
   const seconds = /in ([\d.]+) s/.exec(fact);
   return { restoreSeconds: seconds ? Number(seconds[1]) : NaN, restoreFact: fact };
-}
-
-// ---------------------------------------------------------------- cache service helpers
-
-/** The signed download URL of the entry `key` (or the newest under it, as a prefix). */
-async function lookupUrl(server: CacheServer, key: string, version: string): Promise<{ key: string; url: string }> {
-  const response = await fetch(`${server.url}${TWIRP}/GetCacheEntryDownloadURL`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${server.env.ACTIONS_RUNTIME_TOKEN}` },
-    body: JSON.stringify({ key, restore_keys: [key], version })
-  });
-  const body = (await response.json()) as { ok?: boolean; signed_download_url?: string; matched_key?: string };
-  if (!body.ok || !body.signed_download_url) throw new Error(`no cache entry under ${key}`);
-  return { key: body.matched_key ?? '', url: body.signed_download_url };
-}
-
-const CURL = `curl --silent --show-error --fail --noproxy '*'`;
-
-/** A level's newest state as the action would restore it: its manifest and fresh URLs of its parts. */
-async function levelState(server: CacheServer, level: LevelInfo): Promise<{ manifest: Manifest; urls: string[] }> {
-  // A level's key prefix and version are known once the seeding job has saved it.
-  const prefix = defined(level.prefix, `key prefix of the ${level.targetMB} MB level`);
-  const version = defined(level.version, `cache version of the ${level.targetMB} MB level`);
-  const entry = await lookupUrl(server, prefix, version);
-  const response = await fetch(entry.url);
-  if (!response.ok) throw new Error(`manifest ${entry.key}: HTTP ${response.status}`);
-  const manifest = await readManifest(Buffer.from(await response.arrayBuffer()));
-  const urls = await Promise.all(manifest.parts.map(async part => (await lookupUrl(server, part.key, version)).url));
-  return { manifest, urls };
-}
-
-/**
- * Bash for N streams at once, each a run of `curl -r` over its spans (one ranged GET at a time, in part
- * order) piped into `$sink` with "$g" the stream's number; fails if any stream fails.
- */
-function streamsScript(listDir: string, streams: number, sink: string): string {
-  return [
-    `fetch() { while read -r range url; do ${CURL} -r "$range" "$url"; done <"$1"; }`,
-    'pids=()',
-    `for ((g = 0; g < ${streams}; g++)); do`,
-    `  (fetch "${listDir}/spans.$g" | ${sink}) &`,
-    '  pids+=($!)',
-    'done',
-    'for pid in "${pids[@]}"; do wait "$pid"; done'
-  ].join('\n');
-}
-
-/** Writes one span list per stream into a fresh directory (URLs change: they are signed per lookup). */
-function writeSpanLists(groups: Span[][], urls: string[], prefix: string): string {
-  const dir = fs.mkdtempSync(path.join(tempDir, prefix));
-  groups.forEach((group, g) => fs.writeFileSync(path.join(dir, `spans.${g}`), spanLines(group, urls)));
-  return dir;
-}
-
-/** Everything the entries added since `before` (a save of a measurement): removed, so that the level's newest state stays the seeded one. */
-async function dropNewEntries(server: CacheServer, before: Set<string>): Promise<number> {
-  const removed = await server.evict(entry => !before.has(entry.key));
-  return removed.length;
 }
 
 // ---------------------------------------------------------------- preparation
@@ -493,7 +439,7 @@ async function seed(server: CacheServer, content: Content, level: LevelInfo, art
   });
   // The stages alone read these: the same streams as the raw pipeline, fetched once (no cap yet).
   const groups = splitSpans(manifest, cfg.streams);
-  const lists = writeSpanLists(groups, urls, `spans-${level.targetMB}-`);
+  const lists = writeSpanLists(tempDir, groups, urls, `spans-${level.targetMB}-`);
   const dir = path.join(tempDir, `level-${level.targetMB}`);
   fs.mkdirSync(dir);
   await sh(streamsScript(lists, groups.length, `tee "$1/compressed.$g" | zstd -d -q -c >"$1/decompressed.$g"`), {
@@ -613,30 +559,14 @@ async function scenario1(): Promise<void> {
           case 'action-cold':
             return withJob('cold', {}, async job => {
               const main = await job.main(COLD_INPUTS());
+              const phases = await startPhases(main);
               const post = await job.post();
               if (record.machine && !record.machine.innerDocker)
                 record.machine.innerDocker = main.result.outputs.version;
-              return { seconds: main.seconds, detail: { ...phaseDetail(main), postSeconds: post.seconds } };
+              return { seconds: main.seconds, detail: { ...phaseDetail(main), ...phases, postSeconds: post.seconds } };
             });
-          case 'floor': {
-            let dispose: (() => Promise<void>) | undefined;
-            try {
-              const result = await floorStart({
-                image,
-                workDir: tempDir,
-                label: BENCH_LABEL,
-                runId,
-                onCreated: id =>
-                  (dispose = cleanup.add(
-                    `remove floor container ${id.slice(0, 12)}`,
-                    async () => void (await docker(['rm', '--force', '--volumes', id], { allowFail: true }))
-                  ))
-              });
-              return { seconds: result.seconds };
-            } finally {
-              await dispose?.();
-            }
-          }
+          case 'floor':
+            return floor();
           case 'official-tls': {
             const dir = fs.mkdtempSync(path.join(tempDir, 'tls-'));
             try {
@@ -677,11 +607,65 @@ async function actionCertificates(): Promise<{ seconds: number }> {
   return { seconds: now() - started };
 }
 
+type Measured = { seconds: number; detail?: Sample['detail'] };
+
+/** A floor's start (scenario 1's on an empty directory, the populated one's on `lib`), its container removed. */
+async function floor(lib?: string): Promise<Measured> {
+  let dispose: (() => Promise<void>) | undefined;
+  try {
+    const result = await floorStart({
+      image,
+      workDir: tempDir,
+      label: BENCH_LABEL,
+      runId,
+      lib,
+      onCreated: id => (dispose = removeOnCleanup(id))
+    });
+    return { seconds: result.seconds };
+  } finally {
+    await dispose?.();
+  }
+}
+
+function removeOnCleanup(id: string): () => Promise<void> {
+  return cleanup.add(
+    `remove floor container ${id.slice(0, 12)}`,
+    async () => void (await docker(['rm', '--force', '--volumes', id], { allowFail: true }))
+  );
+}
+
+/**
+ * The populated floor's data for a level: a plain dockerd of the same image on a directory of the run's
+ * filesystem `docker load`s the level's images (as its seeding job does), and stops.
+ */
+async function populate(level: LevelInfo): Promise<void> {
+  const lib = path.join(tempDir, `populated-${level.targetMB}`);
+  fs.mkdirSync(lib);
+  let dispose: (() => Promise<void>) | undefined;
+  try {
+    await withPlainDaemon(
+      { image, workDir: tempDir, label: BENCH_LABEL, runId, lib, onCreated: id => (dispose = removeOnCleanup(id)) },
+      socket =>
+        sh('docker save -- "${@:2}" | docker -H "unix://$1" load --quiet >/dev/null', {
+          args: [socket, ...level.images],
+          timeoutMs: 30 * 60_000
+        })
+    );
+  } finally {
+    await dispose?.();
+  }
+  level.populated = lib;
+  record.setup[`populated floor data: ${level.targetMB} MB level, bytes`] = Number(
+    (await sh('du -sb -- "$1" | cut -f1', { args: [lib] })).stdout.trim()
+  );
+}
+
 interface Warm {
   server: CacheServer;
   artifacts: Map<number, Artifacts>;
   warm: LevelInfo;
-  saveTar?: string;
+  /** A docker save archive of each level's images (scenario 2c at every level), by target size. */
+  saveTars: Map<number, string>;
   registry?: RegistrySetup;
   /** Scenario 2e's cache-dir, seeded with every frame of the warm level. */
   cacheDir?: string;
@@ -691,8 +675,6 @@ interface Warm {
   payload?: string;
   payloadCompressedBytes?: number;
 }
-
-type Measured = { seconds: number; detail?: Sample['detail'] };
 
 /** The action's warm start of a level, and its post (nothing changed: nothing may be uploaded). */
 async function actionWarm(w: Warm, level: LevelInfo, name: string, under = tempDir): Promise<Measured> {
@@ -706,12 +688,14 @@ async function actionWarm(w: Warm, level: LevelInfo, name: string, under = tempD
       if (main.result.outputs['cache-hit'] !== 'true')
         throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
       const afterMain = server.stats();
+      const phases = await startPhases(main);
       const post = await job.post();
       const after = server.stats();
       return {
         seconds: main.seconds,
         detail: {
           ...phaseDetail(main),
+          ...phases,
           ...restoreFact(main),
           daemonStartSeconds: phase(main, 'Start the daemon'),
           restoredBytes: Number(main.result.outputs['cache-size']),
@@ -729,15 +713,15 @@ async function actionWarm(w: Warm, level: LevelInfo, name: string, under = tempD
   );
 }
 
-/** The action's cold start, then docker load of the warm level's docker save archive. */
-async function coldLoad(w: Warm, name: string, under = tempDir): Promise<Measured> {
+/** The action's cold start, then docker load of a level's docker save archive. */
+async function coldLoad(w: Warm, level: LevelInfo, name: string, under = tempDir): Promise<Measured> {
   return withJob(
     name,
     {},
     async job => {
       const main = await job.main(COLD_INPUTS());
       const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', {
-        BENCH_TAR: defined(w.saveTar, 'docker save archive (set-up 2c)')
+        BENCH_TAR: saveTar(w, level)
       });
       const post = await job.post();
       return {
@@ -747,6 +731,10 @@ async function coldLoad(w: Warm, name: string, under = tempDir): Promise<Measure
     },
     under
   );
+}
+
+function saveTar(w: Warm, level: LevelInfo): string {
+  return defined(w.saveTars.get(level.targetMB), `docker save archive of the ${level.targetMB} MB level (set-up 2c)`);
 }
 
 /** A job restores the warm level, changes something (`change`), and its post saves: what it uploaded. */
@@ -792,13 +780,24 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
   switch (method) {
     case 'action-warm':
       return actionWarm(w, level, `warm-${level.targetMB}`);
+    case 'floor-populated':
+      return floor(defined(level.populated, `populated floor data of the ${level.targetMB} MB level`));
+    case 'action-warm-slow':
+    case 'single-stream-slow':
+      // The parallel comparison where the network is the limit: a lower cap on every download response.
+      server.setDownloadCap(cfg.slowCapBytesPerSecond);
+      try {
+        return await dataMethod(method.replace(/-slow$/, ''), level, w, rep);
+      } finally {
+        server.setDownloadCap(cfg.capBytesPerSecond);
+      }
     case 'raw':
     case 'single-stream':
     case 'download': {
       // Untimed: the manifest and fresh signed URLs of its parts (the action's lookups are in its time).
       const { manifest, urls } = await levelState(server, level);
       const groups = splitSpans(manifest, method === 'single-stream' ? 1 : cfg.streams);
-      const lists = writeSpanLists(groups, urls, 'spans-');
+      const lists = writeSpanLists(tempDir, groups, urls, 'spans-');
       const out = fresh(`${method}-`);
       const before = server.stats();
       try {
@@ -850,7 +849,7 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
       }
     }
     case 'load':
-      return coldLoad(w, 'load');
+      return coldLoad(w, level, 'load');
     case 'pull':
       return withJob('pull', {}, async job => {
         const registry = defined(w.registry, 'registry (set-up 2d)');
@@ -879,11 +878,13 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
         if (main.result.outputs['cache-hit'] !== 'true')
           throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
         const afterMain = server.stats();
+        const phases = await startPhases(main);
         const post = await job.post();
         return {
           seconds: main.seconds,
           detail: {
             ...phaseDetail(main),
+            ...phases,
             ...restoreFact(main),
             daemonStartSeconds: phase(main, 'Start the daemon'),
             downloadedBytes: afterMain.downloadedBytes - before.downloadedBytes,
@@ -906,7 +907,7 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
           if (main.facts['Cache restored'] !== 'nothing to restore')
             throw new Error(`the full-save job restored something: ${main.facts['Cache restored']}`);
           const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', {
-            BENCH_TAR: defined(w.saveTar, 'docker save archive (set-up 2c)')
+            BENCH_TAR: saveTar(w, level)
           });
           const before = server.stats();
           const post = await job.post();
@@ -964,11 +965,11 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
       const first =
         method === 'host-warm'
           ? await actionWarm(w, level, 'host-warm-1', hostDir)
-          : await coldLoad(w, 'host-load-1', hostDir);
+          : await coldLoad(w, level, 'host-load-1', hostDir);
       const second =
         method === 'host-warm'
           ? await actionWarm(w, level, 'host-warm-2', hostDir)
-          : await coldLoad(w, 'host-load-2', hostDir);
+          : await coldLoad(w, level, 'host-load-2', hostDir);
       const detail: Sample['detail'] = { firstSeconds: first.seconds, secondSeconds: second.seconds };
       for (const [prefix, result] of [
         ['first ', first],
@@ -985,8 +986,11 @@ async function dataMethod(method: string, level: LevelInfo, w: Warm, rep: number
 
 const SCENARIO: Record<string, Scenario> = {
   'action-warm': 'S2',
+  'floor-populated': 'S2',
   raw: 'S2',
   'single-stream': 'S2',
+  'action-warm-slow': 'S2',
+  'single-stream-slow': 'S2',
   load: 'S2',
   pull: 'S2',
   'cache-dir': 'S2',
@@ -1002,10 +1006,11 @@ const SCENARIO: Record<string, Scenario> = {
 };
 
 async function warmAndScaling(w: Warm, levels: LevelInfo[]): Promise<void> {
-  const dataMethods = ['action-warm', 'raw', 'download', 'zstd', 'write'].filter(wanted);
+  const dataMethods = ['action-warm', 'floor-populated', 'raw', 'load', 'download', 'zstd', 'write'].filter(wanted);
   const warmOnly = [
     'single-stream',
-    'load',
+    'action-warm-slow',
+    'single-stream-slow',
     'pull',
     'cache-dir',
     'save-full',
@@ -1024,7 +1029,11 @@ async function warmAndScaling(w: Warm, levels: LevelInfo[]): Promise<void> {
       if (methods.length === 0) continue;
       log(`rep ${rep + 1}/${cfg.reps}, ${level.targetMB} MB: ${methods.join(', ')}`);
       for (const [position, method] of methods.entries()) {
-        const scenario = method === 'action-warm' || method === 'raw' ? (isWarm ? 'S2' : 'S4') : SCENARIO[method];
+        const scenario = ['action-warm', 'floor-populated', 'raw', 'load'].includes(method)
+          ? isWarm
+            ? 'S2'
+            : 'S4'
+          : SCENARIO[method];
         await measure(scenario, method, rep, position, level.targetMB, () => dataMethod(method, level, w, rep));
       }
     }
@@ -1035,7 +1044,12 @@ async function warmAndScaling(w: Warm, levels: LevelInfo[]): Promise<void> {
 // ---------------------------------------------------------------- main
 
 /** The set-up steps of the warm level's other scenarios, started: each a promise of its own. */
-function prepareWarmExtras(w: Warm, content: Content, seeded: Promise<unknown>): Array<Promise<unknown>> {
+function prepareWarmExtras(
+  w: Warm,
+  levels: LevelInfo[],
+  content: Content,
+  seeded: Promise<unknown>
+): Array<Promise<unknown>> {
   const { server, warm } = w;
   const steps: Array<Promise<unknown>> = [];
   // The jobs that restore the warm level run after the seeding, one at a time: two restores at once
@@ -1051,11 +1065,17 @@ function prepareWarmExtras(w: Warm, content: Content, seeded: Promise<unknown>):
   };
   if (['load', 'save-full', 'host-load'].some(wanted))
     steps.push(
-      setupStep(`prepare 2c: docker save of the ${warm.targetMB} MB level`, async () => {
-        await levelImages(content, warm);
-        w.saveTar = path.join(tempDir, 'docker-save.tar');
-        await docker(['save', '--output', w.saveTar, ...warm.images], { timeoutMs: 30 * 60_000 });
-        record.setup['docker save archive bytes'] = fs.statSync(w.saveTar).size;
+      setupStep('prepare 2c: docker save of each level', async () => {
+        // The warm level's first: scenarios 3 and 5 need it too.
+        for (const level of [warm, ...levels.filter(l => l !== warm)]) {
+          if (level !== warm && !wanted('load')) continue;
+          await levelImages(content, level);
+          const tar = path.join(tempDir, `docker-save-${level.targetMB}.tar`);
+          await docker(['save', '--output', tar, ...level.images], { timeoutMs: 30 * 60_000 });
+          w.saveTars.set(level.targetMB, tar);
+          level.archiveBytes = fs.statSync(tar).size;
+          if (level === warm) record.setup['docker save archive bytes'] = level.archiveBytes;
+        }
       })
     );
   if (wanted('pull'))
@@ -1188,13 +1208,23 @@ async function main(): Promise<void> {
       levels[0]
     );
     cfg.warmTargetMB = warm.targetMB;
-    const w: Warm = { server, artifacts: new Map(), warm };
+    const w: Warm = { server, artifacts: new Map(), saveTars: new Map(), warm };
 
     // Set-up runs as one pipeline: each level is seeded once its images are built, while the next
     // ones build; the docker save archive and the registry once the warm level's images exist, the jobs
     // that restore the warm level (cache-dir, the scenario 3 image) once every level is seeded.
     const seeding = setupStep('build content and seed each level (in a row)', async () => {
+      // Each level's populated floor data once its images are built, one level at a time, beside the seeding.
+      let populating: Promise<void> = Promise.resolve();
       for (const level of levels) {
+        if (wanted('floor-populated')) {
+          populating = populating.then(async () => {
+            await levelImages(content, level);
+            await populate(level);
+          });
+          // Awaited below, after the seeding: a failure meanwhile must not end the process.
+          populating.catch(() => undefined);
+        }
         // Set-up, not a measurement: one retry, so that a flake does not end a long run.
         await seed(server, content, level, w.artifacts).catch(error => {
           if (cleanup.started) throw error;
@@ -1203,8 +1233,9 @@ async function main(): Promise<void> {
           return seed(server, content, level, w.artifacts);
         });
       }
+      await populating;
     });
-    const outcomes = await Promise.allSettled([seeding, ...prepareWarmExtras(w, content, seeding)]);
+    const outcomes = await Promise.allSettled([seeding, ...prepareWarmExtras(w, levels, content, seeding)]);
     const setupFailure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (setupFailure) throw setupFailure.reason;
     // Measurements start with every image built and nothing left to write back.

@@ -1,4 +1,5 @@
 // Main: start the daemon, secure it, hand it to later steps.
+import * as fs from 'node:fs/promises';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { buildxVersion } from './handover/buildx';
@@ -9,7 +10,7 @@ import { readDataEvents } from './daemon/data-image';
 import { ensureImage } from './daemon/image';
 import { newInstance } from './daemon/instance';
 import type { Placement } from './daemon/placement';
-import { endpointOf, findPlacement, startDaemon, type DaemonSetup } from './daemon/start';
+import { endpointOf, findPlacement, launchDaemon, startDaemon, type DaemonSetup } from './daemon/start';
 import { getInputs, type ActionInputs } from './inputs';
 import { connectOuterEngine, outerEngineSettings } from './runner/engine';
 import { engineHostPath } from './runner/host';
@@ -47,15 +48,27 @@ async function setUp(timeline: Timeline): Promise<void> {
   const state = new SavedState({ instance, engine });
   const docker = connectOuterEngine(engine);
 
-  const { prepared, placement } = await timeline.phase(
+  const { prepared, restoring, placement } = await timeline.phase(
     `Prepare ${inputs.image}, certificates, network and cache`,
     async () => {
       const placement = await findPlacement(docker, engine);
-      return { prepared: await prepare(docker, inputs, state, placement), placement };
+      return { ...(await prepare(docker, inputs, state, placement)), placement };
+    }
+  );
+  // The container starts while the cache is restored: its entrypoint waits for the data (see entrypoint.sh).
+  const restores = inputs.cache && prepared.dataDir !== undefined;
+  const first = await timeline.phase(
+    `Start the container${restores ? ', and restore the cache meanwhile' : ''}`,
+    async () => {
+      const launched = await launchDaemon(docker, inputs, instance, state, prepared, placement);
+      prepared.cache = await restoring;
+      // The entrypoint may start dockerd from now on: the job's use of its images starts here.
+      prepared.cache?.daemonStarts();
+      return launched;
     }
   );
   const { container, reach, addresses, version, recorder } = await timeline.phase('Start the daemon', () =>
-    startDaemon(docker, inputs, instance, state, prepared, placement)
+    startDaemon(docker, inputs, instance, state, prepared, placement, first)
   );
 
   await timeline.phase('Hand the daemon to later steps', async () => {
@@ -81,15 +94,16 @@ async function setUp(timeline: Timeline): Promise<void> {
 }
 
 /**
- * Everything that does not need the container, at once: the image pull overlaps the cache download.
- * The server's certificate too, unless it must name an address the container gets only once it runs.
+ * Everything the container needs, at once: the image pull, the certificates and the network; the server's
+ * certificate too, unless it must name an address the container gets only once it runs. The cache's
+ * restore starts with them and goes on while the container starts (`restoring`).
  */
 async function prepare(
   docker: Docker,
   inputs: ActionInputs,
   state: SavedState,
   placement: Placement
-): Promise<Prepared> {
+): Promise<{ prepared: Prepared; restoring: Promise<MainCache | undefined> }> {
   const { instance } = state.current;
   const dataDir = engineHostPath(placement.runner, instance.dataDir);
   if (dataDir === undefined && inputs.cache) {
@@ -97,13 +111,17 @@ async function prepare(
       `Cache off: the engine cannot bind-mount ${instance.dataDir} from inside this job's container (RUNNER_TEMP is not a bind mount of the engine's host).`
     );
   }
+  // Before the container exists: the engine would make a missing bind-mount source itself, as root.
+  if (dataDir !== undefined) await fs.mkdir(instance.dataDir, { recursive: true, mode: 0o755 });
   const imageId = ensureImage(docker, inputs.image, inputs.pull);
-  const [tls, , , cache] = await Promise.all([
+  const restoring = dataDir === undefined ? undefined : MainCache.restore(inputs, instance, imageId, state);
+  // Awaited once the container is started; a failure meanwhile fails main there, or before.
+  restoring?.catch(() => undefined);
+  const [tls] = await Promise.all([
     issueCertificates(instance, placement),
     imageId,
-    docker.createNetwork(networkCreateOptions(instance)),
-    dataDir === undefined ? undefined : MainCache.restore(inputs, instance, imageId, state)
+    docker.createNetwork(networkCreateOptions(instance))
   ]);
   state.set({ imageId: await imageId });
-  return { ...tls, dataDir, cache };
+  return { prepared: { ...tls, dataDir }, restoring: restoring ?? Promise.resolve(undefined) };
 }

@@ -19,6 +19,8 @@ export const crashes: string[] = [];
 
 export interface TimedStep {
   seconds: number;
+  /** When the step's node was spawned (ms since the epoch). */
+  startedAt: number;
   result: StepResult;
   /** Phase title (without the status mark) → seconds, from the summary table. */
   phases: Record<string, number>;
@@ -66,6 +68,7 @@ export class BenchJob {
   /** Main; fails when the step fails or warns (a warning means a cache restore or a step went wrong). */
   async main(inputs: Record<string, string>, options: { allowWarnings?: boolean } = {}): Promise<TimedStep> {
     const started = now();
+    const startedAt = Date.now();
     const result = await this.job.runMain(inputs);
     const seconds = now() - started;
     const instance = result.state.instance
@@ -82,7 +85,7 @@ export class BenchJob {
     }
     if (!options.allowWarnings && warnings(result).length > 0)
       throw new Error(`main warned: ${warnings(result).join(' | ')}`);
-    return { seconds, result, ...parseSummary(result.summary) };
+    return { seconds, startedAt, result, ...parseSummary(result.summary) };
   }
 
   /** A `run:` step with the job's environment (DOCKER_HOST etc. of the dind daemon). */
@@ -98,6 +101,7 @@ export class BenchJob {
   /** The queued post step(s); returns the last one timed. */
   async post(): Promise<TimedStep> {
     this.finished = true;
+    const startedAt = Date.now();
     const started = now();
     const results = await this.job.finish();
     const seconds = now() - started;
@@ -110,7 +114,7 @@ export class BenchJob {
       crashes.push(`post exited by ${signal} (exit ${result.exitCode}) after it removed everything`);
     }
     if (warnings(result).length > 0) throw new Error(`post warned: ${warnings(result).join(' | ')}`);
-    return { seconds, result, ...parseSummary(result.summary) };
+    return { seconds, startedAt, result, ...parseSummary(result.summary) };
   }
 
   /**

@@ -19,9 +19,11 @@ export interface ImageDef {
 
 /**
  * In level order: each level adds the next images until it is nearest its target. With the default
- * sizes: 250 MB = base + tools; 500 MB = + go; 1 GB = + build; 2 GB = + rust + java.
+ * sizes: 100 MB = base + small (where most users are: a base image and one small image of their own);
+ * 250 MB = + tools; 1 GB = + go + build; 2 GB = + rust + java.
  */
 export const CATALOG: ImageDef[] = [
+  { name: 'small', estMB: 20, layers: [['curl', 'jq']] },
   {
     name: 'tools',
     estMB: 154,

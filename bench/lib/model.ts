@@ -50,6 +50,10 @@ export interface LevelInfo {
   dataBytes?: number;
   /** The filesystem image's size as saved. */
   filesystemBytes?: number;
+  /** The populated floor's /var/lib/docker: the level's images loaded by a plain dockerd (run.ts populate). */
+  populated?: string;
+  /** Bytes of the docker save archive of its images (scenario 2c). */
+  archiveBytes?: number;
 }
 
 export interface Machine {
@@ -77,6 +81,8 @@ export interface Config {
   methods?: string[];
   /** The cache service emulation during measurements: download cap per response, latency per RPC. */
   capBytesPerSecond: number;
+  /** The parallel comparison's second cap per download response, where the network is the limit. */
+  slowCapBytesPerSecond?: number;
   rpcLatencyMs: number;
   /** Parallel streams of the raw pipeline (the action's RESTORE_CONNECTIONS). */
   streams: number;

@@ -20,6 +20,7 @@ import {
   newImageBytes,
   prepareDataDir,
   prepareEmptyData,
+  writeMode,
   CHUNK_BYTES,
   type DataEvents
 } from '../daemon/data-image';
@@ -52,6 +53,8 @@ export interface RestoreResult {
   localBytes: number;
   /** The runner's store had the state's image whole: it was taken as it is, nothing was written. */
   wholeImage?: boolean;
+  /** The image is larger than the filesystem saved: the entrypoint grows the filesystem. */
+  grown?: boolean;
   /** The state restored. */
   manifest?: Manifest;
   /** A state restored but refused before the daemon saw it: post saves over it (see decideSave). */
@@ -205,7 +208,9 @@ async function restoreDaemonData(setup: CacheSetup, imageId: Promise<string>): P
       : errorMessage(error);
     core.warning(`Cache restore failed, the daemon starts empty: ${why}`);
   }
-  if (!result.key) await prepareEmptyData(setup.dataDir);
+  // Only now may the entrypoint read the image: whatever was restored has passed every check of main's.
+  if (result.key) await writeMode(setup.dataDir, result.grown ? 'grown' : 'restored');
+  else await prepareEmptyData(setup.dataDir);
   return result;
 }
 
@@ -384,9 +389,10 @@ async function restoreState(
     );
     const hit = key.startsWith(setup.exactPrefix);
     const reusable = checkedPart(manifest, fromStore ? used : new Map());
-    return { key, hit, bytes, downloadedBytes: 0, localBytes: bytes, wholeImage: true, manifest, reusable };
+    const grown = imageBytes > manifest.filesystem.bytes;
+    return { key, hit, bytes, downloadedBytes: 0, localBytes: bytes, wholeImage: true, grown, manifest, reusable };
   }
-  const image = await prepareDataDir(setup.dataDir, imageBytes, 'restored');
+  const image = await prepareDataDir(setup.dataDir, imageBytes, 'filling');
   const handle = await fs.open(image, 'r+');
   let progress: WriteProgress;
   try {
@@ -409,6 +415,7 @@ async function restoreState(
     downloadedBytes: progress.downloadedBytes,
     localBytes: progress.localBytes,
     manifest,
+    grown: imageBytes > manifest.filesystem.bytes,
     reusable: checkedPart(manifest, fromStore ? used : progress.checked)
   };
 }

@@ -19,7 +19,7 @@ export const CONTAINER_DATA_DIR = `${CONTAINER_SETUP_DIR}/data`;
 /** Files of the data directory: the image, what main asks of the entrypoint, what it reports back. */
 export const DataFiles = {
   image: 'docker.img',
-  /** `new` (make a filesystem) or `restored` (check the one there); the entrypoint rewrites it once made. */
+  /** What the image holds (DataMode), for the entrypoint; it rewrites `new` to `restored` once made. */
   mode: 'mode',
   /** One line per step the entrypoint took: see DataEvent. */
   events: 'events',
@@ -27,7 +27,13 @@ export const DataFiles = {
   manifest: 'manifest.json'
 } as const;
 
-export type DataMode = 'new' | 'restored';
+/**
+ * `filling`: main is writing a restored state into the image, which the entrypoint may attach to a
+ * loop device before it is filled (so that attaching writes nothing back) but must not read yet. Then
+ * once main is done: `new` (make a filesystem), `restored` (check the one there) or `grown` (check
+ * it, then grow it to the image's size: main made the image larger than the saved filesystem).
+ */
+export type DataMode = 'new' | 'filling' | 'restored' | 'grown';
 
 /**
  * What the entrypoint reports: `discarded <why>` (a restored image failed its check, a fresh one
@@ -128,7 +134,7 @@ export async function adoptImage(
   } finally {
     await handle.close();
   }
-  await writeMode(dataDir, 'restored');
+  await writeMode(dataDir, 'filling');
   return true;
 }
 
@@ -137,6 +143,9 @@ export async function prepareEmptyData(dataDir: string): Promise<void> {
   await prepareDataDir(dataDir, newImageBytes(await freeBytes(path.dirname(dataDir))), 'new');
 }
 
-function writeMode(dataDir: string, mode: DataMode): Promise<void> {
-  return fs.writeFile(path.join(dataDir, DataFiles.mode), `${mode}\n`);
+/** Whole or not at all (the entrypoint polls it): written aside, then renamed over. */
+export async function writeMode(dataDir: string, mode: DataMode): Promise<void> {
+  const aside = path.join(dataDir, `${DataFiles.mode}.new`);
+  await fs.writeFile(aside, `${mode}\n`);
+  await fs.rename(aside, path.join(dataDir, DataFiles.mode));
 }

@@ -117,7 +117,7 @@ interface Launched {
 }
 
 /**
- * Starts the daemon and waits for it, within the wait-timeout. A daemon that does not become ready on a
+ * Waits for the daemon of the container launched `first`, within the wait-timeout. A daemon that does not become ready on a
  * restored state gets a fresh filesystem and starts again, with the rest of the time: whatever the state
  * holds that stops dockerd, a cache writer cannot fail the job with it.
  */
@@ -127,11 +127,12 @@ export async function startDaemon(
   instance: Instance,
   record: EndpointRecord,
   prepared: DaemonSetup,
-  placement: Placement
+  placement: Placement,
+  first: Launched
 ) {
   const budgetMs = inputs.waitTimeoutSeconds * 1000;
   const restoredKey = prepared.cache?.restoredKey;
-  let launched = await launch(docker, inputs, instance, record, prepared, placement);
+  let launched = first;
   const waitStarted = Date.now();
   try {
     return await becomeReady(launched, prepared, restoredKey ? restoredWaitMs(budgetMs) : budgetMs);
@@ -148,7 +149,8 @@ export async function startDaemon(
       `${error.message}${line ? ` Its last log line: "${line}".` : ''}`
     );
   }
-  launched = await launch(docker, inputs, instance, record, prepared, placement);
+  launched = await launchDaemon(docker, inputs, instance, record, prepared, placement);
+  prepared.cache?.daemonStarts();
   try {
     return await becomeReady(launched, prepared, coldWaitMs(budgetMs, Date.now() - waitStarted));
   } catch (error) {
@@ -157,8 +159,11 @@ export async function startDaemon(
   }
 }
 
-/** Creates and starts the dind container with its setup, and the server's certificate once its addresses are known. */
-async function launch(
+/**
+ * Creates and starts the dind container with its setup, and the server's certificate once its addresses
+ * are known. Its entrypoint waits for the data directory's mode before it starts dockerd.
+ */
+export async function launchDaemon(
   docker: Docker,
   inputs: DaemonInputs,
   instance: Instance,
@@ -182,7 +187,6 @@ async function launch(
   }
   const config = daemonConfig(inputs, defaultRouteMtu());
   await container.putArchive(await setupArchive(prepared.authority.caCert, config, prepared.server), { path: '/' });
-  prepared.cache?.daemonStarts();
   await container.start();
   const info = await container.inspect();
   const port = publishedPort(info);

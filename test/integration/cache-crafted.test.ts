@@ -110,7 +110,7 @@ describe('crafted entries', () => {
         expect(main.warnings).toEqual([typeof warning === 'string' ? warning : expect.stringMatching(warning)]);
         expect(main.outputs).toMatchObject({ 'cache-hit': 'false', 'cache-key': prefixOf(name), 'cache-size': '0' });
         expect(fs.existsSync(path.join(main.dataDir, 'check.log'))).toBe(false);
-        expect(fs.readFileSync(path.join(main.dataDir, 'events'), 'utf8')).toMatch(/^mounted in .* s \(new\)$/m);
+        expect(fs.readFileSync(path.join(main.dataDir, 'events'), 'utf8')).toMatch(/^mounted in .* s \(new;/m);
         await expectEmptyWorkingDaemon(job);
         const [post] = await job.post({ warnings: 0 });
         const saved = savedKeyOf(post);

@@ -9,6 +9,7 @@
 // about that layer; job 3 restores both. Then the faults: a corrupt part, a part gone, a rate limit.
 // The rest works on a small cache (the tiny image) under a key base of its own: policies, inputs,
 // faults, cleanup. Crafted entries are in cache-crafted.test.ts.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -100,6 +101,24 @@ function lineDiff(expected: string, actual: string, limit = 40): { missing: stri
     missing: [...a].filter(line => !b.has(line)).slice(0, limit),
     extra: [...b].filter(line => !a.has(line)).slice(0, limit)
   };
+}
+
+/** A rate per download response at which the small state takes seconds to restore, far more than a container's start. */
+const SLOW_DOWNLOAD_BYTES_PER_SECOND = 256 * 1024;
+
+/**
+ * The loop devices attached to a file (`losetup` on the host, as root), by its inode: the path they
+ * show is the one the dind container saw.
+ */
+function loopDevicesOf(file: fs.Stats): string[] {
+  const { loopdevices } = JSON.parse(
+    execFileSync('losetup', ['--list', '--json', '--output', 'NAME,BACK-INO,BACK-MAJ:MIN'], { encoding: 'utf8' }) ||
+      '{"loopdevices":[]}'
+  ) as { loopdevices: Array<Record<string, string | number | null>> };
+  const device = `${Math.floor(file.dev / 256) & 0xfff}:${(file.dev & 0xff) | ((file.dev >> 12) & 0xfff00)}`;
+  return loopdevices
+    .filter(loop => String(loop['back-ino']) === String(file.ino) && String(loop['back-maj:min']).trim() === device)
+    .map(loop => String(loop.name));
 }
 
 const UNCHANGED = { creates: 0, createConflicts: 0, finalizes: 0, uploadedBytes: 0, uploadRequests: 0 };
@@ -516,6 +535,35 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
       expect(cacheFact(post)).toContain('nothing changed');
     });
     smallKey = job4Key;
+  }, 300_000);
+
+  test('a restore slower than the container start: the entrypoint attaches the image before main fills it, the daemon starts on what was restored, and no loop device outlives the job', async () => {
+    // Each download this slow, the container is up long before the last chunk is written (no time is asserted).
+    server.setDownloadCap(SLOW_DOWNLOAD_BYTES_PER_SECOND);
+    try {
+      for (const user of [undefined, 'runner-nosudo']) {
+        await withJob({ cache: server, user }, async job => {
+          const main = await job.main(SMALL);
+          expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': smallKey });
+          const image = fs.statSync(path.join(main.dataDir, 'docker.img'));
+          expect(fs.readFileSync(path.join(main.dataDir, 'events'), 'utf8')).toMatch(
+            /^mounted in .* s \(restored, attached while filled, checked in .*; waited for main .*, e2fsck .*, mount .*\)$/m
+          );
+          // The mount's device, and no other (the read-only one e2fsck read is gone).
+          expect(loopDevicesOf(image)).toHaveLength(1);
+          const read = await job.step(
+            `docker create --name j4 ${JOB4_IMAGE} /ldconfig >/dev/null && docker cp j4:/job4 - | tar -xO && docker rm j4 >/dev/null`,
+            'read the job 4 image'
+          );
+          expect(read.stdout).toContain('built in job 4');
+          const [post] = await job.post({ warnings: 0 });
+          expect(cacheFact(post)).toContain('nothing changed');
+          expect(loopDevicesOf(image)).toEqual([]);
+        });
+      }
+    } finally {
+      server.setDownloadCap(undefined);
+    }
   }, 300_000);
 
   describe('inputs and modes', () => {
