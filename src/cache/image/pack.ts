@@ -50,6 +50,48 @@ export function partsToKeep(uses: PartUse[]): Set<string> {
   return new Set(kept.map(use => use.part.key));
 }
 
+/** A frame of the restored state that the new state references again, with its part (none: LOCAL_ONLY). */
+export interface ReusedFrame {
+  frame: Frame;
+  part?: PartRef;
+}
+
+/**
+ * Pure: the restored state's frames, by content, that a new state references instead of storing them
+ * again. `present[i]`: the restored state's part i is still in the cache service. Saved to the cache
+ * service (`remote`), a frame is reused only from a present part that partsToKeep keeps (what each part
+ * holds of the restored state decides); saved to the runner's store alone, every frame is, whatever its
+ * part. A frame only in the runner's store (LOCAL_ONLY) is never referenced from the cache service.
+ */
+export function reusableFrames(
+  restored: Manifest | undefined,
+  present: boolean[],
+  remote: boolean
+): Map<string, ReusedFrame> {
+  if (!restored) return new Map();
+  const known = new Map<string, Frame>();
+  for (const frame of restored.frames) if (frame.part < 0 || present[frame.part]) known.set(frame.hash, frame);
+  const liveBytes = new Map<number, number>();
+  for (const index of new Set(restored.chunks.map(([, frame]) => frame))) {
+    const frame = restored.frames[index];
+    if (frame.part >= 0 && present[frame.part])
+      liveBytes.set(frame.part, (liveBytes.get(frame.part) ?? 0) + frame.length);
+  }
+  const keep = remote
+    ? partsToKeep(restored.parts.map((part, i) => ({ part, liveBytes: liveBytes.get(i) ?? 0 })))
+    : new Set(restored.parts.map(part => part.key));
+  const reusable = new Map<string, ReusedFrame>();
+  for (const [hash, frame] of known) {
+    if (frame.part < 0) {
+      if (!remote) reusable.set(hash, { frame });
+      continue;
+    }
+    const part = restored.parts[frame.part];
+    if (part && keep.has(part.key)) reusable.set(hash, { frame, part });
+  }
+  return reusable;
+}
+
 export class SizeLimitError extends Error {}
 
 export interface SaveInput {
@@ -142,7 +184,7 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
   try {
     const layout = await readLayout(image);
     if (!layout.clean) throw new Error('the filesystem was not unmounted cleanly');
-    // The restored state's frames still in the cache service, by content; in the runner's store only, where it is off.
+    // Which restored parts are still in the cache service; in the runner's store only, where it is off.
     const present = new Array<boolean>(restored?.parts.length ?? 0).fill(!remote);
     if (restored && remote) {
       await runAll(
@@ -150,20 +192,7 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
         LOOKUP_CONCURRENCY
       );
     }
-    const known = new Map<string, Frame>();
-    for (const frame of restored?.frames ?? []) if (frame.part < 0 || present[frame.part]) known.set(frame.hash, frame);
-    // What each old part holds of the restored state: a part mostly dead there is left behind.
-    const liveBytes = new Map<number, number>();
-    const restoredFrames = restored?.frames ?? [];
-    const restoredParts = restored?.parts ?? [];
-    for (const index of new Set(restored?.chunks.map(([, frame]) => frame))) {
-      const frame = restoredFrames[index];
-      if (frame.part >= 0 && present[frame.part])
-        liveBytes.set(frame.part, (liveBytes.get(frame.part) ?? 0) + frame.length);
-    }
-    const keep = remote
-      ? partsToKeep((restored?.parts ?? []).map((part, i) => ({ part, liveBytes: liveBytes.get(i) ?? 0 })))
-      : new Set(restored?.parts.map(part => part.key));
+    const reusable = reusableFrames(restored, present, remote);
 
     const parts: PartRef[] = [];
     const partIndex = new Map<string, number>();
@@ -202,18 +231,16 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
       if (index === undefined) {
         index = frames.length;
         frameOf.set(hash, index);
-        const old = known.get(hash);
-        const oldPart = old && old.part >= 0 ? restoredParts[old.part] : undefined;
-        const reuse = old && (old.part < 0 ? !remote : oldPart !== undefined && keep.has(oldPart.key));
-        if (reuse && old) {
+        const old = reusable.get(hash);
+        if (old) {
           frames.push({
             hash,
-            part: oldPart ? partAt(oldPart) : LOCAL_ONLY,
-            offset: old.offset,
-            length: old.length
+            part: old.part ? partAt(old.part) : LOCAL_ONLY,
+            offset: old.frame.offset,
+            length: old.frame.length
           });
-          reusedBytes += old.length;
-          count(old.length);
+          reusedBytes += old.frame.length;
+          count(old.frame.length);
           // A frame of the state that the runner's store lost: written there again.
           if (store && !(await store.has(hash)))
             await background(compressFrame(data).then(frame => store.write(hash, frame)));
