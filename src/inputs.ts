@@ -2,60 +2,24 @@
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { parse as parseToml } from 'smol-toml';
-import { DAEMON_TLS_PORT, DEFAULT_IMAGE, Inputs } from './runner/contract';
+import { Inputs } from './runner/contract';
 import { parseDuration } from './util/units';
+import { CACHE_SAVE_POLICIES, type CacheInputs } from './cache/setup';
+import type { PortMapping } from './daemon/container';
+import { flagConfigNames, optionName } from './daemon/flags';
+import { PULL_POLICIES, type PullPolicy } from './daemon/image';
+import type { DaemonInputs } from './daemon/start';
+import { BUILDX_DRIVERS } from './handover/buildx';
+import type { BuilderInputs, HandoverInputs } from './handover/hand-over';
 import { errorMessage } from './util/errors';
+import { DAEMON_TLS_PORT, DEFAULT_IMAGE } from './daemon/facts';
 
-const PULL_POLICIES = ['missing', 'always', 'never'] as const;
-export type PullPolicy = (typeof PULL_POLICIES)[number];
-
-const CACHE_SAVE_POLICIES = ['on-change', 'on-success', 'always', 'never'] as const;
-export type CacheSavePolicy = (typeof CACHE_SAVE_POLICIES)[number];
-
-const BUILDX_DRIVERS = ['docker-container', 'docker'] as const;
-export type BuildxDriver = (typeof BUILDX_DRIVERS)[number];
-
-export interface ActionInputs {
-  image: string;
+/** Every input, typed: the fields each part reads are that part's (CacheInputs, DaemonInputs, ...). */
+export interface ActionInputs extends CacheInputs, DaemonInputs, HandoverInputs, BuilderInputs {
   name: string;
   pull: PullPolicy;
-  dockerdArgs: string[];
-  daemonConfig: Record<string, unknown>;
-  waitTimeoutSeconds: number;
-  privileged: boolean;
-  setEnv: boolean;
-  /** Docker CLI context to create; empty: none. */
-  context: string;
-  cache: boolean;
-  cacheKey: string;
-  cacheSave: CacheSavePolicy;
-  cacheMaxSizeBytes: number;
-  /** Images no job used for this long are not saved again; undefined: never dropped. */
-  cacheEvictAfterMs?: number;
-  /** The runner's own store of states; undefined: none. */
-  cacheDir?: string;
-  cacheDirMaxSizeBytes: number;
-  /** Runner paths bind-mounted at the same path; undefined: the workspace and RUNNER_TEMP. */
-  mounts?: string[];
-  ports: PortMapping[];
-  /** undefined: the MTU of the runner's default route. */
-  mtu?: number;
-  registryMirrors: string[];
-  insecureRegistries: string[];
-  swarm: boolean;
   /** Whether later steps' buildx builds in the daemon (BUILDX_BUILDER). */
   buildx: boolean;
-  buildxDriver: BuildxDriver;
-  /** BuildKit for the docker-container driver. */
-  buildxImage: string;
-  /** The user's buildkitd.toml for the docker-container builder, parsed; empty: none. */
-  buildkitdConfig: Record<string, unknown>;
-}
-
-/** A port of the dind container published on the runner's 127.0.0.1. */
-export interface PortMapping {
-  host: number;
-  container: number;
 }
 
 /** Thrown with every invalid input listed, so a user fixes them all in one go. */
@@ -70,28 +34,6 @@ export class InputError extends Error {
 const RESERVED_DAEMON_OPTIONS = ['host', 'hosts', 'tls', 'tlsverify', 'tlscacert', 'tlscert', 'tlskey', 'config-file'];
 /** `-H`, alone, with its value attached (`-Htcp://…`) or among combined short flags (`-DH`). */
 const SHORT_HOST_FLAG = /^-[A-Za-z]*H/;
-/** dockerd's flags whose daemon.json name differs (lists take a plural; short flags). */
-const CONFIG_NAME_OF_FLAG: Record<string, string> = {
-  'registry-mirror': 'registry-mirrors',
-  'insecure-registry': 'insecure-registries',
-  label: 'labels',
-  'dns-opt': 'dns-opts',
-  'storage-opt': 'storage-opts',
-  'log-opt': 'log-opts',
-  'exec-opt': 'exec-opts',
-  'default-ulimit': 'default-ulimits',
-  'authorization-plugin': 'authorization-plugins',
-  'add-runtime': 'runtimes',
-  feature: 'features',
-  'default-network-opt': 'default-network-opts',
-  'default-address-pool': 'default-address-pools',
-  'cdi-spec-dir': 'cdi-spec-dirs',
-  D: 'debug',
-  G: 'group',
-  l: 'log-level',
-  p: 'pidfile'
-};
-
 const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 // The Docker CLI's own rule (docker context create refuses any other name, a single character too).
 const CONTEXT_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.+-]+$/;
@@ -363,25 +305,6 @@ export function splitShellWords(line: string): string[] {
   if (quote) throw new Error(`Input '${Inputs.DockerdArgs}' has an unclosed ${quote} quote.`);
   if (inWord) words.push(word);
   return words;
-}
-
-/** The long option name of a flag word (`--mtu=1400` → `mtu`), or undefined for a value word. */
-function optionName(word: string): string | undefined {
-  if (!word.startsWith('--')) return undefined;
-  return word.slice(2).split('=')[0];
-}
-
-/** The daemon.json keys the flags set: dockerd refuses daemon.json to set them too. */
-export function flagConfigNames(args: string[]): Set<string> {
-  return new Set(args.flatMap(configNames));
-}
-
-/** The daemon.json keys a flag word sets: long flags by name, combined short flags letter by letter. */
-function configNames(word: string): string[] {
-  const option = optionName(word);
-  if (option) return [CONFIG_NAME_OF_FLAG[option] ?? option];
-  const shorts = /^-([A-Za-z]+)/.exec(word)?.[1] ?? '';
-  return [...shorts].map(letter => CONFIG_NAME_OF_FLAG[letter]).filter((name): name is string => name !== undefined);
 }
 
 function parseDockerdArgs(raw: string): string[] {

@@ -1,16 +1,12 @@
 // What main hands to post through the runner's step state (GITHUB_STATE, read back as STATE_*).
-// Main saves it before creating anything and again as it learns more, so a post after a main that
-// failed or was killed halfway still knows what to clean up.
+// Every change is saved as it is made, so a post after a main that failed or was killed halfway still
+// knows what to clean up.
 import * as core from '@actions/core';
 import { StateKeys } from './runner/contract';
-import type { CacheSetup } from './cache/restore';
+import type { CacheRecord, CacheSetup } from './cache/setup';
 import type { EngineSettings } from './runner/engine';
 import type { Instance } from './daemon/instance';
-
-export interface DaemonAddress {
-  host: string;
-  port: number;
-}
+import type { DaemonAddress } from './daemon/placement';
 
 export interface InstanceState {
   instance: Instance;
@@ -28,8 +24,42 @@ export interface InstanceState {
   cache?: CacheSetup;
 }
 
-export function saveInstanceState(state: InstanceState): void {
-  core.saveState(StateKeys.Instance, JSON.stringify(state));
+/** Main's record of the state: saved when created and at every change. */
+export class SavedState implements CacheRecord {
+  private readonly value: InstanceState;
+
+  constructor(initial: InstanceState) {
+    this.value = initial;
+    this.save();
+  }
+
+  get current(): Readonly<InstanceState> {
+    return this.value;
+  }
+
+  get cache(): Readonly<CacheSetup> | undefined {
+    return this.value.cache;
+  }
+
+  set(patch: Partial<InstanceState>): void {
+    Object.assign(this.value, patch);
+    this.save();
+  }
+
+  setCache(cache: CacheSetup | undefined): void {
+    this.set({ cache });
+  }
+
+  /** Changes the cache's setup in place (its holders see the change); nothing once the cache is off. */
+  updateCache(patch: Partial<CacheSetup>): void {
+    if (!this.value.cache) return;
+    Object.assign(this.value.cache, patch);
+    this.save();
+  }
+
+  private save(): void {
+    core.saveState(StateKeys.Instance, JSON.stringify(this.value));
+  }
 }
 
 /** Undefined when main never got as far as saving it (or never ran). */

@@ -2,7 +2,8 @@
 // which part, grouped into byte ranges of the parts for N parallel `curl -r` streams (each cut at frame
 // boundaries, so that `zstd -d` decodes each stream's bytes on their own: a part is a plain
 // concatenation of zstd frames, one per 1 MiB chunk).
-import { CHUNK_BYTES, decodeManifest, type Manifest } from '../../src/cache/manifest';
+import { decodeManifest, type Manifest } from '../../src/cache/manifest';
+import { CHUNK_BYTES } from '../../src/daemon/data-image';
 
 /** Bytes [start, end) of one part. */
 export interface Span {

@@ -3,11 +3,9 @@
 // (the user's `cache-key`), and what it holds (a fingerprint of the daemon's content, so an unchanged
 // daemon maps to a key that already exists and is never uploaded again).
 //
-//   setup-dind-v1-<arch>-<compat>[-<user key>]+<content>
+//   setup-dind-v<format>-<arch>-<compat>[-<user key>]+<content>
 import { createHash } from 'node:crypto';
-
-/** Bump when the archive format changes: old caches then simply stop matching. */
-const FORMAT = 'setup-dind-v2';
+import { FORMAT_NAME } from './format';
 
 /** Daemon settings that change what /var/lib/docker holds or how it is read. */
 const STORAGE_SETTINGS = ['storage-driver', 'storage-opt', 'storage-opts', 'features', 'userns-remap', 'data-root'];
@@ -52,7 +50,15 @@ export function uncarriedStorage(dockerdArgs: string[], daemonConfig: Record<str
   const driver = flagged[0] ?? daemonConfig['storage-driver'];
   if (driver !== undefined && driver !== 'overlay2') return `the storage driver is '${String(driver)}'`;
   const features = daemonConfig.features as Record<string, unknown> | undefined;
-  if (features?.['containerd-snapshotter'] === true) return 'the containerd image store is on (containerd-snapshotter)';
+  const featureFlags = dockerdArgs.flatMap((word, i) => {
+    const inline = /^--feature=(.*)$/.exec(word);
+    if (inline) return [inline[1]];
+    return word === '--feature' && dockerdArgs[i + 1] ? [dockerdArgs[i + 1]] : [];
+  });
+  // dockerd 28's --feature name[=bool]: the name alone turns it on.
+  const flaggedOn = featureFlags.some(feature => /^containerd-snapshotter(?:=(?:true|1))?$/.test(feature));
+  if (flaggedOn || features?.['containerd-snapshotter'] === true)
+    return 'the containerd image store is on (containerd-snapshotter)';
   return undefined;
 }
 
@@ -60,7 +66,7 @@ export function keyBase(inputs: CompatibilityInputs): string {
   const compat = sha256(
     JSON.stringify({ image: inputs.image, storage: storageSettings(inputs.dockerdArgs, inputs.daemonConfig) })
   ).slice(0, 12);
-  return `${FORMAT}-${inputs.arch}-${compat}`;
+  return `${FORMAT_NAME}-${inputs.arch}-${compat}`;
 }
 
 /** Keys may not hold commas; keep the user's key readable but safe. */

@@ -7,10 +7,9 @@ import { gunzip, gzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import type { LastUsed } from './usage';
 import { errorMessage } from '../util/errors';
+import { CHUNK_BYTES } from '../daemon/data-image';
+import { MANIFEST_FORMAT } from './format';
 
-export const MANIFEST_FORMAT = 'setup-dind/2';
-/** The unit of deduplication: what changed is uploaded in chunks of this size. Measured in the issue note. */
-export const CHUNK_BYTES = 1024 * 1024;
 /** zstd never grows a chunk by more than a few hundred bytes; anything larger is not a frame of ours. */
 export const MAX_FRAME_BYTES = CHUNK_BYTES + 64 * 1024;
 /** A restore looks up each part: the number of calls to the cache service stays in the tens. */

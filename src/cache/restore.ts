@@ -7,10 +7,11 @@ import { constants as fsConstants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
+import type Docker from 'dockerode';
+import { startUsageRecorder } from './usage';
+import { Outputs } from '../runner/contract';
 import { download } from './stores/blob-download';
-import { availability, isRateLimit, lookup } from './stores/service';
-import { cacheKeys, keyBase, uncarriedStorage } from './key';
-import { Inputs } from '../runner/contract';
+import { availability, isRateLimit, lookup, LOOKUP_CONCURRENCY } from './stores/service';
 import {
   adoptImage,
   DataFiles,
@@ -18,15 +19,17 @@ import {
   maxRestoredImageBytes,
   newImageBytes,
   prepareDataDir,
+  prepareEmptyData,
+  CHUNK_BYTES,
+  type DataEvents,
   writeMode
 } from '../daemon/data-image';
 import { errorMessage } from '../util/errors';
 import { checkRestored } from './image/ext4';
-import type { ActionInputs, CacheSavePolicy } from '../inputs';
+import { prepareCache, type CacheInputs, type CacheRecord, type CacheSetup } from './setup';
 import type { Instance } from '../daemon/instance';
 import { LocalStore } from './stores/local';
 import {
-  CHUNK_BYTES,
   checkedPart,
   decodeManifest,
   LOCAL_ONLY,
@@ -34,34 +37,11 @@ import {
   type Manifest,
   type ManifestLimits
 } from './manifest';
-import { runAll, writeState, type WriteProgress } from './image/write';
+import { writeState, type WriteProgress } from './image/write';
+import { runAll } from '../util/run-all';
 import { formatBytes } from '../util/units';
-import { zstdAvailable } from './image/zstd';
-
-/** What post needs to save the cache; kept in the step state. */
-export interface CacheSetup {
-  dataDir: string;
-  exactPrefix: string;
-  restoreKeys: string[];
-  savePolicy: CacheSavePolicy;
-  maxBytes: number;
-  /** The key of the state restored, if any. */
-  restoredKey?: string;
-  /**
-   * A state main restored and then did not use (it failed its check, or the daemon did not start on
-   * it): it stays the newest entry of its keys until post saves a state of this job's over it.
-   */
-  refusedKey?: string;
-  /** Images unused for this long are dropped before saving; undefined: never. */
-  keepUnusedMs?: number;
-  /** The runner's own store of states (input cache-dir), and its bound. */
-  cacheDir?: string;
-  cacheDirMaxBytes: number;
-  /** When the daemon started (ms since the epoch): what happened after is the job's use of its images. */
-  usageSince?: number;
-  /** The exec that records the daemon's image events (see usage.ts). */
-  usageRecorder?: string;
-}
+import { formatSeconds, type Timeline } from '../util/report';
+import { dataOutcome } from '../daemon/placement';
 
 export interface RestoreResult {
   key?: string;
@@ -86,53 +66,122 @@ export interface RestoreResult {
 const MISS: RestoreResult = { hit: false, bytes: 0, downloadedBytes: 0, localBytes: 0 };
 /** States tried when the newest one cannot be restored: it, its parent, the parent's parent. */
 const STATES_TRIED = 3;
-/** Parts looked up at once. */
-const LOOKUP_CONCURRENCY = 4;
 
-/** Decides whether this job can cache at all. Undefined: no cache. */
-export async function prepareCache(inputs: ActionInputs, instance: Instance): Promise<CacheSetup | undefined> {
-  if (!inputs.cache) {
-    core.info(`Cache off (input '${Inputs.Cache}').`);
-    return undefined;
+/**
+ * Main's side of the cache for one job: the restore, and what becomes of the state restored. The key of
+ * that state has one record, the cache's setup in the step state.
+ */
+export class MainCache {
+  private constructor(
+    private readonly record: CacheRecord,
+    /** The same object as the record's: it keeps the restored key when the cache goes off for the job. */
+    private readonly setup: Readonly<CacheSetup>,
+    private restored: RestoreResult,
+    /** How long the restore took. */
+    private readonly seconds: number
+  ) {}
+
+  /**
+   * Decides whether this job caches and, when it does, restores the newest state into the data
+   * directory; otherwise prepares an empty one. Never throws for the cache's sake: warnings.
+   */
+  static async restore(
+    inputs: CacheInputs,
+    instance: Instance,
+    imageId: Promise<string>,
+    record: CacheRecord
+  ): Promise<MainCache | undefined> {
+    const setup = await prepareCache(inputs, instance);
+    if (!setup) {
+      await prepareEmptyData(instance.dataDir);
+      return undefined;
+    }
+    record.setCache(setup);
+    const started = performance.now();
+    const restored = await restoreDaemonData(setup, imageId);
+    record.updateCache({ restoredKey: restored.key, refusedKey: restored.refusedKey });
+    return new MainCache(record, setup, restored, (performance.now() - started) / 1000);
   }
-  const service = availability();
-  if (!service.readable && !service.writable && !inputs.cacheDir) {
-    core.info(`Cache off: ${service.reason}.`);
-    return undefined;
+
+  /** The state the daemon starts on; undefined when none was restored, or once it is refused. */
+  get restoredKey(): string | undefined {
+    return this.setup.restoredKey;
   }
-  const uncarried = uncarriedStorage(inputs.dockerdArgs, inputs.daemonConfig);
-  if (uncarried) {
-    core.warning(
-      `Cache off: ${uncarried}, and the cache carries only the overlay2 storage driver's images (set '${Inputs.Cache}: false' to say so).`
-    );
-    return undefined;
+
+  /**
+   * The restored state is not the job's: no cache hit, nothing of it reused by post, which saves over it.
+   * `containerGone`: the daemon's container went with it, and its usage recorder too.
+   */
+  async refuse(options: { containerGone?: boolean } = {}): Promise<void> {
+    this.record.updateCache({
+      refusedKey: this.setup.restoredKey,
+      restoredKey: undefined,
+      ...(options.containerGone ? { usageRecorder: undefined } : {})
+    });
+    this.restored = MISS;
+    await fs.rm(path.join(this.setup.dataDir, DataFiles.manifest), { force: true });
   }
-  if (!(await zstdAvailable())) {
-    core.warning(
-      "Cache off: this Node has no zstd and the runner has no 'zstd' command (install it, for example apt-get install zstd)."
-    );
-    return undefined;
+
+  /** The daemon starts now: what happens after is the job's use of its images. */
+  daemonStarts(): void {
+    this.record.updateCache({ usageSince: Date.now() });
   }
-  const base = keyBase({
-    image: inputs.image,
-    arch: process.arch,
-    dockerdArgs: inputs.dockerdArgs,
-    daemonConfig: inputs.daemonConfig
-  });
-  return {
-    dataDir: instance.dataDir,
-    ...cacheKeys(base, inputs.cacheKey),
-    savePolicy: inputs.cacheSave,
-    maxBytes: inputs.cacheMaxSizeBytes,
-    keepUnusedMs: inputs.cacheEvictAfterMs,
-    cacheDir: inputs.cacheDir,
-    cacheDirMaxBytes: inputs.cacheDirMaxSizeBytes
-  };
+
+  /** Records which images the job uses, for post to drop the ones no job uses any more. */
+  async recordUsage(container: Docker.Container): Promise<void> {
+    const { usageSince, keepUnusedMs } = this.record.cache ?? {};
+    if (usageSince === undefined || keepUnusedMs === undefined) return;
+    const usageRecorder = await startUsageRecorder(container, usageSince).catch(error => {
+      core.warning(
+        `Cannot record which images the job uses (${errorMessage(error)}): post will not drop unused images from the cache.`
+      );
+      return undefined;
+    });
+    this.record.updateCache({ usageRecorder });
+  }
+
+  /** The action's outputs: cache-hit, cache-key (the exact key's prefix when nothing was restored), cache-size. */
+  get outputs(): { hit: boolean; key: string; bytes: number } {
+    const { hit, bytes } = this.restored;
+    return { hit, key: this.restoredKey ?? this.setup.exactPrefix, bytes };
+  }
+
+  /**
+   * What the entrypoint did with the data: without a filesystem image nothing is cached for the job, and
+   * a restored state that failed its check is not the cache's any more. Adds the summary's line.
+   */
+  async checkData(events: DataEvents, timeline: Timeline): Promise<void> {
+    const outcome = dataOutcome(events, this.restoredKey);
+    if (outcome.kind === 'plain') {
+      core.warning(`Cache off: the daemon's data could not be kept in a filesystem image (${outcome.reason}).`);
+      this.record.setCache(undefined);
+    } else if (outcome.kind === 'discarded') {
+      core.warning(`The cache ${this.restoredKey} was not used: ${outcome.reason}. The daemon started empty.`);
+      await this.refuse();
+    }
+    const summary = this.summary();
+    if (summary) timeline.fact('Cache restored', summary);
+  }
+
+  /** The summary's line; undefined once the cache is off for the job. */
+  private summary(): string | undefined {
+    if (!this.record.cache) return undefined;
+    const { restored, seconds } = this;
+    const key = this.restoredKey;
+    const { refusedKey } = this.setup;
+    return key
+      ? `${formatBytes(restored.bytes)} in ${formatSeconds(seconds)} (${restored.hit ? 'hit' : 'fallback key'}; ${formatBytes(restored.downloadedBytes)} downloaded, ${formatBytes(restored.localBytes)} from the cache directory${restored.wholeImage ? ', as its kept filesystem image' : ''}): ${key}`
+      : refusedKey
+        ? `not used: ${refusedKey}; the daemon started empty`
+        : 'nothing to restore';
+  }
 }
 
-/** A fresh, empty data directory (no cache, or nothing to restore): the entrypoint makes the filesystem. */
-export async function prepareEmptyData(dataDir: string): Promise<void> {
-  await prepareDataDir(dataDir, newImageBytes(await freeBytes(path.dirname(dataDir))), 'new');
+/** The action's cache outputs; without a cache: no hit, no key, no size. */
+export function setCacheOutputs(cache: MainCache | undefined): void {
+  core.setOutput(Outputs.CacheHit, String(cache?.outputs.hit ?? false));
+  core.setOutput(Outputs.CacheKey, cache?.outputs.key ?? '');
+  core.setOutput(Outputs.CacheSize, String(cache?.outputs.bytes ?? 0));
 }
 
 class StateUnavailableError extends Error {
@@ -149,7 +198,7 @@ class StateUnavailableError extends Error {
  * Restores the newest state saved for the keys into the data directory, or prepares an empty one.
  * `imageId` is the dind image's id once known: a state made by another image is not used. Never throws.
  */
-export async function restoreDaemonData(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
+async function restoreDaemonData(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
   let result = MISS;
   try {
     result = await restoreNewestState(setup, imageId);
@@ -177,6 +226,29 @@ export function restoredImageBytes(savedBytes: number, freeBytes: number): numbe
   return room > savedBytes * GROW_SHARE ? room : savedBytes;
 }
 
+/**
+ * Pure: which of the newest states that the cache service (`remote`) and the runner's store (`local`)
+ * name for the same prefixes to restore: the one of the earlier prefix (the exact key before the
+ * restore keys); of the same prefix, the one saved last (`newer`: compare when each was saved); the
+ * service's when both name the same state. Undefined: neither names one.
+ */
+export function chooseState(
+  prefixes: string[],
+  remote: string | undefined,
+  local: string | undefined
+): 'remote' | 'local' | 'newer' | undefined {
+  if (remote === undefined) return local === undefined ? undefined : 'local';
+  if (local === undefined || local === remote) return 'remote';
+  const level = (key: string) => prefixes.findIndex(prefix => key.startsWith(prefix));
+  if (level(local) === level(remote)) return 'newer';
+  return level(local) > level(remote) ? 'remote' : 'local';
+}
+
+/** Pure: of two states of the same prefix, the one saved last; the service's when the times tie. */
+export function newerSaved(localSavedAt: string, remoteSavedAt: string): 'local' | 'remote' {
+  return Date.parse(localSavedAt) > Date.parse(remoteSavedAt) ? 'local' : 'remote';
+}
+
 /** A state to try: its key, and its manifest when the runner's store has it (or it was fetched to compare). */
 interface Candidate {
   key: string;
@@ -197,7 +269,6 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
    */
   const find = async (key: string, restoreKeys: string[]): Promise<Candidate | undefined> => {
     const prefixes = [key, ...restoreKeys];
-    const level = (found: string) => prefixes.findIndex(prefix => found.startsWith(prefix));
     const [entry, local] = await Promise.all([
       service.readable ? lookup(key, restoreKeys) : undefined,
       store?.findManifest(prefixes, limits)
@@ -205,14 +276,14 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
     core.debug(
       `Newest state for ${prefixes.join(' | ')}: the cache service ${entry?.key ?? (service.readable ? 'none' : 'not asked')}, the runner's store ${local?.key ?? (store ? 'none' : 'not used')}`
     );
-    if (!entry) return local && { key: local.key, manifest: local, stored: true };
+    const choice = chooseState(prefixes, entry?.key, local?.key);
+    if (!entry || choice === 'local') return local && { key: local.key, manifest: local, stored: true };
     const manifest = await store?.readManifest(entry.key, limits);
     const remote: Candidate = { key: entry.key, url: entry.url, manifest, stored: manifest !== undefined };
-    if (!local || local.key === entry.key || level(local.key) > level(entry.key)) return remote;
-    if (level(local.key) < level(entry.key)) return { key: local.key, manifest: local, stored: true };
-    // The same key level: the newer, by when each was saved (the service's needs its manifest).
+    if (choice === 'remote' || !local) return remote;
+    // The service's needs its manifest to say when it was saved.
     remote.manifest ??= await decodeManifest(await download(entry.url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits);
-    return Date.parse(local.savedAt) > Date.parse(remote.manifest.savedAt)
+    return newerSaved(local.savedAt, remote.manifest.savedAt) === 'local'
       ? { key: local.key, manifest: local, stored: true }
       : remote;
   };
@@ -376,15 +447,4 @@ function storedBytes(manifest: Manifest): number {
     (sum, frame) => sum + manifest.frames[frame].length,
     0
   );
-}
-
-/** The manifest main restored, from the data directory; undefined when none was. */
-export async function readRestoredManifest(dataDir: string): Promise<Manifest | undefined> {
-  const text = await fs
-    .readFile(path.join(dataDir, DataFiles.manifest), 'utf8')
-    .catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') return undefined;
-      throw error;
-    });
-  return text === undefined ? undefined : (JSON.parse(text) as Manifest);
 }

@@ -1,17 +1,25 @@
-// The daemon's data across jobs, post's side: while the daemon runs, drop what the next job should not
-// inherit, fingerprint the rest and decide whether to save; once it has stopped and its filesystem is
-// unmounted, save its image as a new state (image/pack.ts). Never a failed job: warnings.
+// The daemon's data across jobs, post's side, from one owner (PostCache) that post calls step by step:
+// while the daemon runs, drop what the next job should not inherit, fingerprint the rest and decide
+// whether to save; once it has stopped and its filesystem is unmounted, save its image as a new state
+// (image/pack.ts); once the container is gone, let the runner's store keep the image whole and bound
+// the store. Never a failed job: warnings.
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import type { CacheSetup } from './restore';
 import { contentFingerprint, saveKey, type DaemonContent } from './key';
 import { Inputs } from '../runner/contract';
 import { errorMessage } from '../util/errors';
-import type { LocalStore } from './stores/local';
+import { LocalStore, type StoreBound } from './stores/local';
+import { availability } from './stores/service';
+import { DataFiles, readDataEvents } from '../daemon/data-image';
+import { bestEffort } from '../util/best-effort';
+import type { Timeline } from '../util/report';
 import type { Manifest } from './manifest';
 import { saveState, SizeLimitError, type SaveResult } from './image/pack';
-import { formatBytes } from '../util/units';
+import { formatBytes, formatDuration } from '../util/units';
 import { collectUsage, planEviction, type LastUsed } from './usage';
+import type { CacheSetup } from './setup';
 
 /**
  * Clears what the next job should not inherit and returns what the daemon holds: containers and
@@ -19,7 +27,7 @@ import { collectUsage, planEviction, type LastUsed } from './usage';
  * Build cache goes too: a restore keeps none of BuildKit's records (entrypoint.sh), and the layers
  * they alone hold would stay in the state, named by nothing.
  */
-export async function pruneForCache(dind: Docker): Promise<DaemonContent> {
+async function pruneForCache(dind: Docker): Promise<DaemonContent> {
   for (const container of await dind.listContainers({ all: true })) {
     await dind.getContainer(container.Id).remove({ force: true, v: true });
   }
@@ -69,7 +77,7 @@ export interface Eviction {
  * While the daemon runs, before pruning: drops the images no job used for the input's time. Without a
  * full record of the job's image events nothing is dropped: a used image must never be.
  */
-export async function evictUnusedImages(
+async function evictUnusedImages(
   setup: CacheSetup,
   restored: Pick<Manifest, 'lastUsed' | 'savedAt'> | undefined,
   outer: Docker,
@@ -183,7 +191,7 @@ export function decideAfterStop(decision: SaveDecision, unmounted: boolean): Sav
   return { save: false, reason: "the daemon's filesystem was not unmounted cleanly", warn: true };
 }
 
-export function contentKey(setup: CacheSetup, content: DaemonContent): string {
+function contentKey(setup: CacheSetup, content: DaemonContent): string {
   return saveKey(setup.exactPrefix, contentFingerprint(content));
 }
 
@@ -191,7 +199,7 @@ export function contentKey(setup: CacheSetup, content: DaemonContent): string {
  * Saves the stopped daemon's image under `key`: to the cache service when `remote`, and to the runner's
  * `store` when there is one (post bounds it once it is done with it). Never throws: a failure is a warning.
  */
-export async function saveDaemonData(
+async function saveDaemonData(
   setup: CacheSetup,
   key: string,
   imageId: string,
@@ -221,4 +229,186 @@ export async function saveDaemonData(
     }
     return undefined;
   }
+}
+
+/** The manifest main restored, from the data directory; undefined when none was. */
+async function readRestoredManifest(dataDir: string): Promise<Manifest | undefined> {
+  const text = await fs
+    .readFile(path.join(dataDir, DataFiles.manifest), 'utf8')
+    .catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+  return text === undefined ? undefined : (JSON.parse(text) as Manifest);
+}
+
+/** What post knows of the job when it comes to the cache. */
+export interface PostCacheContext {
+  setup: CacheSetup;
+  /** The instance's unique id: a save over a refused state is named apart with it. */
+  instanceId: string;
+  /** The dind image's id, recorded with the state. */
+  imageId: string;
+  /** The running dind container, if any: a daemon that is not running may have died mid-write. */
+  daemonContainerId?: string;
+  /** Input 'job-status' as post reads it. */
+  jobStatus: string;
+  /** The outer engine, and a client of the daemon itself (over mutual TLS) when this job can reach it. */
+  docker: Docker;
+  connectDaemon?: () => Promise<Docker>;
+  timeline: Timeline;
+}
+
+interface Plan {
+  decision: SaveDecision;
+  eviction?: Eviction;
+  restored?: Manifest;
+}
+
+/**
+ * Post's side of the cache. Post calls it in this order: `plan` while the daemon runs, then stops the
+ * daemon (gracefully when `stopsGracefully` says), `save`, removes the container, `keepImage`, `bound`.
+ */
+export class PostCache {
+  /** The state the daemon's image holds, once stopped cleanly, for the runner's store to keep whole. */
+  private keptKey?: string;
+  /** Whether post wrote to the runner's store (a save, or a kept image): it then bounds it, once. */
+  private storeWritten = false;
+
+  private constructor(
+    private readonly context: PostCacheContext,
+    private readonly store: LocalStore | undefined,
+    private readonly plan: Plan,
+    private readonly keepsImage: boolean
+  ) {}
+
+  static async plan(context: PostCacheContext): Promise<PostCache> {
+    const { setup, timeline } = context;
+    const store = setup.cacheDir ? await LocalStore.open(setup.cacheDir) : undefined;
+    const plan = await timeline.phase('Decide whether to save the cache', () => planSave(context, store !== undefined));
+    const { decision } = plan;
+    core.info(
+      decision.save
+        ? `Saving the cache as ${decision.key} once the daemon has stopped.`
+        : `Not saving the cache: ${decision.reason}.`
+    );
+    if (plan.eviction) reportEviction(plan.eviction, setup.keepUnusedMs, timeline);
+    const keepsImage =
+      store !== undefined &&
+      mayKeepImage(
+        decision,
+        await bestEffort('check the cache directory', () => store.holdsImagesOf(setup.dataDir), false)
+      );
+    return new PostCache(context, store, plan, keepsImage);
+  }
+
+  /** Whether post stops a container in this state before removing it (see stopsGracefully). */
+  stopsGracefully(containerState: string): boolean {
+    return stopsGracefully(containerState, this.plan.decision, this.keepsImage);
+  }
+
+  /** Once the daemon has stopped: saves its image as a new state, when that was decided and it unmounted cleanly. */
+  async save(): Promise<void> {
+    const { setup, timeline, imageId } = this.context;
+    const { decision, eviction, restored } = this.plan;
+    const unmounted = (decision.save || this.keepsImage) && (await readDataEvents(setup.dataDir)).unmounted;
+    const final = decideAfterStop(decision, unmounted);
+    let saved: SaveResult | undefined;
+    if (final.save) {
+      const remote = availability().writable;
+      saved = await timeline.phase('Save the cache', () =>
+        saveDaemonData(setup, final.key, imageId, eviction?.lastUsed ?? {}, restored, remote, this.store)
+      );
+      this.storeWritten = this.store !== undefined;
+      timeline.fact('Cache', saved ? describeSave(saved, remote) : 'not saved: the save failed (see the warning)');
+    } else {
+      if (final.warn) core.warning(`Not saving the cache: ${final.reason}.`);
+      timeline.fact('Cache', `not saved: ${final.reason}`);
+    }
+    if (this.keepsImage) this.keptKey = keptImageKey(final, unmounted, setup.restoredKey, saved);
+  }
+
+  /** Once the container is gone, and nothing has the image open any more: the runner's store keeps it whole. */
+  async keepImage(): Promise<void> {
+    const store = this.store;
+    const key = this.keptKey;
+    if (!store || key === undefined) return;
+    const image = path.join(this.context.setup.dataDir, DataFiles.image);
+    if (
+      await bestEffort('keep the filesystem image in the cache directory', () => store.keepImage(key, image), false)
+    ) {
+      this.storeWritten = true;
+      core.info(
+        `Kept the daemon's filesystem image in the cache directory as ${key}: the next job here takes it whole.`
+      );
+    }
+  }
+
+  /** Last: bounds the runner's store, once, when post wrote to it. */
+  async bound(): Promise<void> {
+    const store = this.store;
+    const { cacheDir, cacheDirMaxBytes } = this.context.setup;
+    if (!store || !cacheDir || !this.storeWritten) return;
+    const bounded = await bestEffort(
+      'bound the cache directory',
+      () => store.enforceLimit(cacheDirMaxBytes),
+      undefined
+    );
+    if (bounded) this.context.timeline.fact('Cache directory', describeDirectory(cacheDir, bounded));
+  }
+}
+
+/**
+ * While the daemon still runs: drop what the next job should not inherit (its containers and volumes,
+ * images no job uses any more), fingerprint the rest, and decide. A daemon that is not running may have
+ * died mid-write: its data is never saved.
+ */
+async function planSave(context: PostCacheContext, store: boolean): Promise<Plan> {
+  const { setup, docker, daemonContainerId, connectDaemon, jobStatus } = context;
+  const service = availability();
+  core.debug(
+    `Save policy '${setup.savePolicy}', job status '${jobStatus}', cache service writable: ${service.writable}, runner's store: ${store}`
+  );
+  const blocker = saveBlocker(setup, jobStatus, service.writable, store, service.reason);
+  if (blocker) return { decision: { save: false, reason: blocker } };
+  if (!daemonContainerId || !connectDaemon)
+    return {
+      decision: {
+        save: false,
+        reason: 'the daemon was not running at the end of the job, so its data may be inconsistent'
+      }
+    };
+  try {
+    const [dind, restored] = await Promise.all([connectDaemon(), readRestoredManifest(setup.dataDir)]);
+    const eviction = await evictUnusedImages(setup, restored, docker, docker.getContainer(daemonContainerId), dind);
+    const content = await pruneForCache(dind);
+    return { decision: decideSave(setup, contentKey(setup, content), context.instanceId), eviction, restored };
+  } catch (error) {
+    return { decision: { save: false, reason: `the daemon could not be read (${errorMessage(error)})` } };
+  }
+}
+
+function describeSave(result: SaveResult, remote: boolean): string {
+  const local = result.localBytes > 0 ? `, ${formatBytes(result.localBytes)} written to the cache directory` : '';
+  const sizes = `${formatBytes(result.storedBytes)} in ${result.chunks} chunks: ${remote ? `${formatBytes(result.uploadedBytes)} uploaded, ` : ''}${formatBytes(result.reusedBytes)} reused${local}`;
+  return result.saved ? `saved ${sizes}, as ${result.key}` : `not saved: ${result.reason} (${sizes})`;
+}
+
+function reportEviction(eviction: Eviction, keepUnusedMs: number | undefined, timeline: Timeline): void {
+  if (eviction.skipped) {
+    core.warning(`Not dropping unused images from the cache: ${eviction.skipped}.`);
+    timeline.fact('Unused images', `kept: ${eviction.skipped}`);
+  } else if (eviction.evicted.length > 0) {
+    const after = keepUnusedMs === 0 ? 'not used by this job' : `not used for ${formatDuration(keepUnusedMs ?? 0)}`;
+    core.info(`Dropped from the cache, ${after}: ${eviction.evicted.join(', ')}`);
+    timeline.fact('Unused images', `dropped ${eviction.evicted.length}, ${after}: ${eviction.evicted.join(', ')}`);
+  }
+}
+
+function describeDirectory(cacheDir: string, { left, removedFrames, removedImages, removedBytes }: StoreBound): string {
+  const removed = [
+    removedFrames > 0 ? `${removedFrames} chunks` : '',
+    removedImages > 0 ? `${removedImages} kept images` : ''
+  ].filter(Boolean);
+  return `${cacheDir}: ${formatBytes(left.bytes)} in ${left.frames} chunks and ${left.images} kept images${removed.length > 0 ? `; removed the least recently used ${removed.join(' and ')} (${formatBytes(removedBytes)})` : ''}`;
 }

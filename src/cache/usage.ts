@@ -5,7 +5,7 @@
 // image used (a build's result starts with its base's layers).
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
-import { CONTAINER_SETUP_DIR } from '../runner/contract';
+import { CONTAINER_SETUP_DIR } from '../daemon/facts';
 
 /** The recorder's log, in the container (not in /var/lib/docker: it is not cached). */
 export const USAGE_LOG = `${CONTAINER_SETUP_DIR}/image-events.jsonl`;

@@ -6,13 +6,14 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
-import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, DEFAULT_IMAGE, INSTANCE_LABEL } from '../runner/contract';
+import { INSTANCE_LABEL } from '../runner/contract';
 import { CONTAINER_DATA_DIR } from './data-image';
 import { connect, tlsClientOptions, type TlsEndpoint } from '../runner/engine';
 import type { Instance } from './instance';
-import { flagConfigNames, type PortMapping } from '../inputs';
+import { flagConfigNames } from './flags';
 import type { KeyPair, SubjectAltNames } from './tls';
 import { errorMessage } from '../util/errors';
+import { CONTAINER_SETUP_DIR, DAEMON_TLS_PORT, DEFAULT_IMAGE } from './facts';
 
 const CERT_DIR = `${CONTAINER_SETUP_DIR}/certs`;
 const ENTRYPOINT = `${CONTAINER_SETUP_DIR}/entrypoint.sh`;
@@ -70,17 +71,23 @@ export function networkAddresses(info: Docker.ContainerInspectInfo): Record<stri
 export interface DaemonConfigInputs {
   daemonConfig: Record<string, unknown>;
   dockerdArgs: string[];
+  /** undefined: the MTU of the runner's default route. */
   mtu?: number;
   registryMirrors: string[];
   insecureRegistries: string[];
+  /** The cache is on: it carries overlay2's image store only. */
+  cache: boolean;
 }
 
 const DEFAULT_MTU = 1500;
+const SNAPSHOTTER_FEATURE = 'containerd-snapshotter';
 
 /**
  * daemon.json: the user's settings, plus the inputs that map onto it. A runner network with an MTU
  * below the usual 1500 lowers the default bridge's and new networks' MTU, or nested traffic stalls on
- * large packets. Nothing is added that a dockerd flag sets: dockerd refuses a setting given twice.
+ * large packets. With the cache on, the containerd image store is off unless the user says otherwise:
+ * dockerd 29 turns it on for a new data directory, and the cache carries overlay2's store only. Nothing
+ * is added that a dockerd flag sets: dockerd refuses a setting given twice.
  */
 export function daemonConfig(inputs: DaemonConfigInputs, runnerMtu: number | undefined): Record<string, unknown> {
   const config: Record<string, unknown> = { ...inputs.daemonConfig };
@@ -99,7 +106,17 @@ export function daemonConfig(inputs: DaemonConfigInputs, runnerMtu: number | und
   };
   merge('registry-mirrors', inputs.registryMirrors);
   merge('insecure-registries', inputs.insecureRegistries);
+  const features = config.features ?? {};
+  if (inputs.cache && !flags.has('features') && isPlainObject(features) && !(SNAPSHOTTER_FEATURE in features)) {
+    config.features = { ...features, [SNAPSHOTTER_FEATURE]: false };
+  }
   return config;
+}
+
+/** A port of the dind container published on the runner's 127.0.0.1. */
+export interface PortMapping {
+  host: number;
+  container: number;
 }
 
 export interface ContainerSpec {
@@ -404,4 +421,8 @@ export function demultiplex(raw: Buffer): string {
     offset += 8 + size;
   }
   return offset === 0 ? raw.toString('utf8') : Buffer.concat(parts).toString('utf8');
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

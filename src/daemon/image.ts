@@ -1,10 +1,12 @@
 // Getting the dind image onto the outer engine, as the `pull` input says, with readable progress.
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import type { PullPolicy } from '../inputs';
 import { Inputs } from '../runner/contract';
 import { formatBytes } from '../util/units';
 import { errorMessage } from '../util/errors';
+
+export const PULL_POLICIES = ['missing', 'always', 'never'] as const;
+export type PullPolicy = (typeof PULL_POLICIES)[number];
 
 interface PullEvent {
   id?: string;

@@ -1,11 +1,15 @@
 // Main's decisions about where the daemon sits relative to the job's steps, as pure functions of what
 // main found (the runner's container, the daemon's addresses, what the entrypoint reported).
-import { DAEMON_TLS_PORT } from '../runner/contract';
 import type { DataEvents } from './data-image';
-import { daemonHost } from '../handover/environment';
 import type { Instance } from './instance';
 import { engineHostPath, type RunnerContainer } from '../runner/host';
-import type { DaemonAddress } from '../state';
+import { DAEMON_TLS_PORT } from './facts';
+
+/** Where this job reaches the daemon's TLS port. */
+export interface DaemonAddress {
+  host: string;
+  port: number;
+}
 
 /** Networks a container cannot be connected to: a runner on them shares the host's loopback or none. */
 const UNSHARED_NETWORKS = ['host', 'none'];
@@ -24,6 +28,11 @@ export interface Reach {
   dockerHost: string;
   /** Where nested containers' published ports are reachable. */
   ip?: string;
+}
+
+/** DOCKER_HOST for an address. */
+export function daemonHost(host: string, port: number): string {
+  return `tcp://${host}:${port}`;
 }
 
 export function placementOf(runner: RunnerContainer | undefined): Placement {

@@ -10,6 +10,12 @@ import { Inputs } from '../runner/contract';
 import { dockerCli } from './docker-cli';
 import type { Instance } from '../daemon/instance';
 
+export const BUILDX_DRIVERS = ['docker-container', 'docker'] as const;
+export type BuildxDriver = (typeof BUILDX_DRIVERS)[number];
+
+/** BuildKit for buildx's docker-container driver, pinned so a new release never lands unannounced. */
+export const DEFAULT_BUILDX_IMAGE = 'moby/buildkit:v0.32.2';
+
 /**
  * The builder of the docker driver. buildx refuses a docker-driver builder named after a context that
  * is not the current one ("use `docker --context=… buildx`"), and with DOCKER_HOST exported the current

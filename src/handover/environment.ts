@@ -25,10 +25,6 @@ export async function writeClientCertificates(dir: string, caCert: string, clien
   ]);
 }
 
-export function daemonHost(host: string, port: number): string {
-  return `tcp://${host}:${port}`;
-}
-
 /** DOCKER_* for later steps, and a note of the outer engine so that a second instance starts beside this one. */
 export function exportDockerEnvironment(host: string, certDir: string, outer: EngineSettings): void {
   if (!process.env[OUTER_ENGINE_ENV]) core.exportVariable(OUTER_ENGINE_ENV, JSON.stringify(outer));

@@ -48,21 +48,6 @@ export const StateKeys = {
   Instance: 'instance'
 } as const;
 
-/** The official image, pinned to a major version so a new Docker major never lands unannounced. */
-export const DEFAULT_IMAGE = 'docker:28-dind';
-
-/** BuildKit for buildx's docker-container driver, pinned so a new release never lands unannounced. */
-export const DEFAULT_BUILDX_IMAGE = 'moby/buildkit:v0.32.2';
-
-/** The only port the daemon listens on: TLS, mutual. */
-export const DAEMON_TLS_PORT = 2376;
-
-/** Swarm's cluster-management port, inside the dind container (input `swarm`). */
-export const SWARM_PORT = 2377;
-
-/** Where the server material, daemon.json and entrypoint go inside the dind container. */
-export const CONTAINER_SETUP_DIR = '/setup-dind';
-
 /** Label put on everything the action creates, with the instance id as value, so post can find it all. */
 export const INSTANCE_LABEL = 'io.github.setup-dind.instance';
 

@@ -337,8 +337,10 @@ ${CTR} -n evil containers create --label containerd.io/restart.status=running --
 
   test('a few kilobytes that claim a gigabyte: refused before anything is written', async () => {
     const { compressFrame } = await import('../../src/cache/image/zstd');
-    const { encodeManifest, MANIFEST_FORMAT, CHUNK_BYTES } = await import('../../src/cache/manifest');
-    const { sha256 } = await import('../../src/daemon/data-image');
+    const { encodeManifest } = await import('../../src/cache/manifest');
+    const { MANIFEST_FORMAT } = await import('../../src/cache/format');
+    const { CHUNK_BYTES } = await import('../../src/daemon/data-image');
+    const { sha256 } = await import('../../src/cache/image/scan');
     const chunk = Buffer.alloc(CHUNK_BYTES, 1);
     const frame = await compressFrame(chunk);
     const part = `setup-dind-v2-part-${sha256(frame)}`;

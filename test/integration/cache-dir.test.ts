@@ -6,8 +6,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { sha256 } from '../../src/daemon/data-image';
-import { CHUNK_BYTES } from '../../src/cache/manifest';
+import { CHUNK_BYTES } from '../../src/daemon/data-image';
 import { decompressFrame } from '../../src/cache/image/zstd';
 import {
   buildOuterImages,
@@ -25,6 +24,7 @@ import { TINY_IMAGE } from '../support/images';
 import { BUILD, delta, loadFromOuter, summaryRows, sweepAll, TestJob, withJob } from '../support/job';
 import { account } from '../support/runner';
 import { commands, expectExit } from '../support/steps';
+import { sha256 } from '../../src/cache/image/scan';
 
 jest.setTimeout(300_000);
 

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { BUILD, loadFromOuter, sweepAll, withJob } from '../support/job';
-import { cacheFact, CACHE_INPUTS, imageTags, savedKeyOf } from '../support/cache-helpers';
+import { cacheFact, CACHE_INPUTS, imageTags, inDind, savedKeyOf } from '../support/cache-helpers';
 import { buildDockerd28Image, buildHttpdImage, DOCKERD28_IMAGE, HTTPD_IMAGE } from '../support/images';
 
 const BUILT_IMAGE = 'setup-dind-test/cached:dockerd28';
@@ -48,6 +48,12 @@ describe.each<{ user?: string; label: string; inputs: Record<string, string> }>(
       expect(main.outputs['cache-hit']).toBe('false');
       const version = await job.step(`docker version --format '{{.Server.Version}}'`, 'docker version');
       expect(version.stdout).toMatch(/^28\./);
+      // dockerd 29 turns the containerd image store on for new data, which the cache does not carry: with
+      // the cache on the action turns it off, and dockerd 28 takes the setting.
+      expect(JSON.parse(await inDind(main, 'cat /setup-dind/daemon.json'))).toMatchObject({
+        features: { 'containerd-snapshotter': false }
+      });
+      expect((await job.step(`docker info --format '{{.Driver}}'`, 'storage driver')).stdout.trim()).toBe('overlay2');
       fs.mkdirSync(path.join(job.workspace, 'app'));
       fs.writeFileSync(path.join(job.workspace, 'app', 'Dockerfile'), DOCKERFILE);
       const build = await job.step(`${loadFromOuter(HTTPD_IMAGE)} >/dev/null\n${BUILD} -t ${BUILT_IMAGE} app`, 'build');

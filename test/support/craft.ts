@@ -7,12 +7,14 @@ import * as path from 'node:path';
 import { download } from '../../src/cache/stores/blob-download';
 import { uploadData } from '../../src/cache/stores/blob-upload';
 import { finalize, lookup, reserve } from '../../src/cache/stores/service';
-import { DataFiles, scanImage, sha256 } from '../../src/daemon/data-image';
+import { DataFiles, CHUNK_BYTES } from '../../src/daemon/data-image';
 import { readLayout } from '../../src/cache/image/ext4';
-import { CHUNK_BYTES, encodeManifest, MANIFEST_FORMAT, type Frame } from '../../src/cache/manifest';
+import { encodeManifest, type Frame } from '../../src/cache/manifest';
 import { saveState, type SaveResult } from '../../src/cache/image/pack';
 import { compressFrame } from '../../src/cache/image/zstd';
 import type { CacheServer } from './cache-server';
+import { MANIFEST_FORMAT } from '../../src/cache/format';
+import { scanImage, sha256 } from '../../src/cache/image/scan';
 
 /** Runs `body` with this process's environment pointing the action's cache code at `server`. */
 async function against<T>(server: CacheServer, body: () => Promise<T>): Promise<T> {

@@ -3,8 +3,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
-import { DEFAULT_BUILDX_IMAGE, DEFAULT_IMAGE, Outputs } from '../../src/runner/contract';
-import { daemonConfig } from '../../src/daemon/container';
+import { Outputs } from '../../src/runner/contract';
+import { daemonConfig, type PortMapping } from '../../src/daemon/container';
 import {
   getInputs,
   getJobStatus,
@@ -15,9 +15,10 @@ import {
   parseMtu,
   parsePorts,
   splitShellWords,
-  type ActionInputs,
-  type PortMapping
+  type ActionInputs
 } from '../../src/inputs';
+import { DEFAULT_IMAGE } from '../../src/daemon/facts';
+import { DEFAULT_BUILDX_IMAGE } from '../../src/handover/buildx';
 
 interface Manifest {
   inputs: Record<string, { description: string; default?: string | number | boolean }>;

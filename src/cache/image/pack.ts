@@ -7,22 +7,16 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { uploadData, uploadFile } from '../stores/blob-upload';
-import { finalize, lookup, reserve } from '../stores/service';
-import { DataFiles, scanImage } from '../../daemon/data-image';
+import { finalize, lookup, LOOKUP_CONCURRENCY, reserve } from '../stores/service';
+import { CHUNK_BYTES, DataFiles } from '../../daemon/data-image';
 import { readLayout } from './ext4';
+import { scanImage } from './scan';
 import type { LocalStore } from '../stores/local';
-import {
-  CHUNK_BYTES,
-  encodeManifest,
-  LOCAL_ONLY,
-  MANIFEST_FORMAT,
-  type Frame,
-  type Manifest,
-  type PartRef
-} from '../manifest';
-import { runAll } from './write';
+import { encodeManifest, LOCAL_ONLY, type Frame, type Manifest, type PartRef } from '../manifest';
 import type { LastUsed } from '../usage';
 import { compressFrame } from './zstd';
+import { runAll } from '../../util/run-all';
+import { MANIFEST_FORMAT, PART_KEY_PREFIX } from '../format';
 
 /** A state spreads over at most this many parts (the new one included): restores look each up. */
 export const MAX_LIVE_PARTS = 8;
@@ -30,13 +24,10 @@ export const MAX_LIVE_PARTS = 8;
 const MIN_LIVE_SHARE = 0.5;
 /** Chunks compressed at once (zlib runs them on libuv's thread pool). */
 const COMPRESS_CONCURRENCY = 4;
-/** The restored parts looked up at once. */
-const LOOKUP_CONCURRENCY = 4;
 /** Where a new frame goes until the new part has its place in the list. */
 const NEW_PART = -2;
 /** Variants of a key tried when an earlier save reserved it and never committed it. */
 const KEY_VARIANTS = 3;
-const PART_KEY_PREFIX = 'setup-dind-v2-part-';
 
 export function partKey(hash: string): string {
   return `${PART_KEY_PREFIX}${hash}`;

@@ -1,9 +1,8 @@
 // Opening the frames of a restore on worker threads, one per core: each worker decompresses a frame,
 // checks its sha256 and writes the chunk into the image itself (a file descriptor is the process's,
-// so any thread can write through it). On the main thread sha256 and zlib capped a restore at ~2.8 ms
-// a chunk (measured on Node 24, 2 cores); handing each 1 MiB chunk back to be written there then cost
-// the main thread ~0.8 s of garbage collection per GB (external memory) and a write on libuv's pool,
-// time the workers on the same 2 cores lacked. Frames arrive as views of shared memory (write.ts).
+// so any thread can write through it). The main thread only fetches: decompressing and hashing there
+// would bound a restore by one core, and chunks handed back to it to write would cost it the garbage
+// collection of their memory. Frames arrive as views of shared memory (write.ts).
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 

@@ -5,9 +5,12 @@
 import type { FileHandle } from 'node:fs/promises';
 import * as core from '@actions/core';
 import { download, DownloadError } from '../stores/blob-download';
-import { CHUNK_BYTES, LOCAL_ONLY, type Frame, type Manifest } from '../manifest';
+import { LOCAL_ONLY, type Frame, type Manifest } from '../manifest';
 import { writeFrameData } from './zstd';
+import type { FrameStore } from '../stores/frame-store';
+import { runAll } from '../../util/run-all';
 import { shortId } from '../../util/units';
+import { CHUNK_BYTES } from '../../daemon/data-image';
 
 /** Parallel ranged GETs: a blob store serves each connection well below what several reach together. */
 export const RESTORE_CONNECTIONS = 8;
@@ -53,18 +56,6 @@ export function planRanges(
   return ranges;
 }
 
-/** Where a frame can be read without the network: the runner's own store (see cache-dir). */
-export interface LocalFrames {
-  has(hash: string): Promise<boolean>;
-  /**
-   * Reads no more than `maxBytes` (the frame's recorded length). Undefined when it went missing
-   * (another job's cleanup) since `has` said it was there, or is not a frame that may be read.
-   */
-  read(hash: string, maxBytes: number): Promise<Buffer | undefined>;
-  /** Keeps a frame fetched from the cache service for the next job. */
-  write(hash: string, frame: Buffer): Promise<void>;
-}
-
 export interface WriteProgress {
   /** Bytes downloaded from the cache service. */
   downloadedBytes: number;
@@ -83,9 +74,8 @@ export class FrameCheckError extends Error {}
 
 /**
  * Buffers for the ranges in flight, used again and again: each is written by its download and read by
- * the workers in place, being shared memory. A new buffer per range, copied into the message of each of
- * its frames, cost the main thread more than the HTTP parsing did (the copies, page faults and
- * garbage collection of ~1.5 GB of buffers per GB of data), time the workers on 2 cores lacked.
+ * the workers in place, being shared memory. No buffer per range, and no copy per frame: their copies,
+ * page faults and garbage collection would cost the main thread more than the HTTP parsing does.
  */
 class RangeBuffers {
   private readonly idle: Buffer[] = [];
@@ -126,7 +116,7 @@ export async function writeState(
   image: FileHandle,
   manifest: Manifest,
   locate: (parts: number[]) => Promise<Array<string | undefined>>,
-  local: LocalFrames | undefined,
+  local: FrameStore | undefined,
   connections = RESTORE_CONNECTIONS
 ): Promise<WriteProgress> {
   const progress: WriteProgress = { downloadedBytes: 0, localBytes: 0, writtenBytes: 0, checked: new Map() };
@@ -217,22 +207,4 @@ export async function writeState(
   ];
   await runAll(jobs, connections);
   return progress;
-}
-
-/** Runs jobs `width` at a time; the first failure stops the rest from starting and is thrown. */
-export async function runAll(jobs: Array<() => Promise<void>>, width: number): Promise<void> {
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async () => {
-    while (!failure && next < jobs.length) {
-      const job = jobs[next++];
-      try {
-        await job();
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(width, jobs.length) }, worker));
-  if (failure) throw failure.error;
 }

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import type { FileHandle } from 'node:fs/promises';
 import * as zlib from 'node:zlib';
-import { sha256 } from '../../daemon/data-image';
+import { sha256 } from './scan';
 import { FrameWorkerError, writeOnWorker, type FrameOutcome } from './workers';
 
 /** zstd's default level: ratio within a few percent of level 9, several times its speed. */
@@ -34,7 +34,7 @@ export async function zstdAvailable(): Promise<boolean> {
 
 /**
  * zlib's output buffer for one frame: the whole chunk at once. zlib's default (16 KiB) makes a 1 MiB
- * chunk take 64 round trips through the thread pool, twice the time (measured on Node 24).
+ * chunk take 64 round trips through the thread pool, which doubles its time.
  */
 function bufferBytes(bytes: number): number {
   return Math.max(64 * 1024, Math.min(bytes, 4 * 1024 * 1024));

@@ -35,11 +35,10 @@ import {
   type Manifest,
   type ManifestLimits
 } from '../manifest';
-import type { LocalFrames } from '../image/write';
+import type { FrameStore } from './frame-store';
 import { HOUR_MS } from '../../util/units';
+import { FORMAT_NAME } from '../format';
 
-/** Bump with the manifest format: a store of another format is left alone. */
-const LAYOUT = 'setup-dind-v2';
 /** A temporary file this old belongs to no running job. */
 const STALE_TEMPORARY_MS = HOUR_MS;
 /** Manifests are small; these many of the newest are kept. */
@@ -81,7 +80,8 @@ export interface StoreUsage {
   bytes: number;
 }
 
-export interface Eviction {
+/** What bounding the store removed, and what it left. */
+export interface StoreBound {
   removedFrames: number;
   removedImages: number;
   removedBytes: number;
@@ -242,7 +242,7 @@ function jobUid(): number {
   return process.getuid?.() ?? -1;
 }
 
-export class LocalStore implements LocalFrames {
+export class LocalStore implements FrameStore {
   /** Shard directories of frames/ checked (or made) by this job. */
   private readonly shards = new Set<string>();
 
@@ -282,7 +282,7 @@ export class LocalStore implements LocalFrames {
       if (problem) return `${dir} ${problem}`;
       if (dir === path.dirname(dir)) break;
     }
-    const store = new LocalStore(path.join(real, LAYOUT), uid);
+    const store = new LocalStore(path.join(real, FORMAT_NAME), uid);
     const dirs = [store.root, ...['frames', 'manifests', 'tmp', 'images'].map(name => path.join(store.root, name))];
     const images = store.imagesDir();
     if (images) dirs.push(images);
@@ -528,7 +528,7 @@ export class LocalStore implements LocalFrames {
    * and the least recently used frames while it is over, the manifests beyond the newest few, and
    * temporary files no running job can still be writing.
    */
-  async enforceLimit(maxBytes: number): Promise<Eviction> {
+  async enforceLimit(maxBytes: number): Promise<StoreBound> {
     const now = Date.now();
     const temporaries = await this.listFiles(path.join(this.root, 'tmp'), name =>
       TEMPORARY_NAME.test(name) ? name : undefined

@@ -17,9 +17,12 @@ import {
 import { CacheServiceClientJSON } from '@actions/cache/lib/generated/results/api/v1/cache.twirp-client';
 import { errorMessage } from '../../util/errors';
 import { agentFor, limitConnect } from './http-agents';
+import { SERVICE_SCOPE } from '../format';
 
 /** Scopes our entries apart from other caches: the service matches keys only within one version. */
-export const CACHE_VERSION = createHash('sha256').update('setup-dind daemon data, ext4 image chunks, v2').digest('hex');
+export const CACHE_VERSION = createHash('sha256').update(SERVICE_SCOPE).digest('hex');
+/** Entries looked up at once (a state's parts). */
+export const LOOKUP_CONCURRENCY = 4;
 
 /** The client sets no time-out on its calls: a service that never answers must not hold the step. */
 const RPC_TIMEOUT_MS = 30_000;

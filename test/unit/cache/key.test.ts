@@ -17,7 +17,7 @@ import {
   saveBlocker,
   stopsGracefully
 } from '../../../src/cache/save';
-import type { CacheSetup } from '../../../src/cache/restore';
+import type { CacheSetup } from '../../../src/cache/setup';
 
 const base = {
   image: 'docker:28-dind',
@@ -75,7 +75,22 @@ describe('uncarriedStorage: settings a restore carries nothing for', () => {
       { features: { 'containerd-snapshotter': true } },
       'the containerd image store is on (containerd-snapshotter)'
     ],
-    ['the containerd image store off', [], { features: { 'containerd-snapshotter': false } }, undefined]
+    ['the containerd image store off', [], { features: { 'containerd-snapshotter': false } }, undefined],
+    ...(
+      [
+        [['--feature', 'containerd-snapshotter'], true],
+        [['--feature=containerd-snapshotter'], true],
+        [['--feature', 'containerd-snapshotter=true'], true],
+        [['--feature=containerd-snapshotter=1'], true],
+        [['--feature', 'containerd-snapshotter=false'], false],
+        [['--feature', 'other=true'], false]
+      ] as const
+    ).map(([args, on]): [string, string[], Record<string, unknown>, string | undefined] => [
+      `flag ${args.join(' ')}`,
+      [...args],
+      {},
+      on ? 'the containerd image store is on (containerd-snapshotter)' : undefined
+    ])
   ])('%s', (_what, args, config, expected) => {
     expect(uncarriedStorage(args, config)).toBe(expected);
   });

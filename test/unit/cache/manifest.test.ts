@@ -2,11 +2,9 @@
 // writes anything, and what a state may expand to is bounded by what it stores.
 import { gunzipSync, gzipSync } from 'node:zlib';
 import {
-  CHUNK_BYTES,
   decodeManifest,
   encodeManifest,
   EXPANSION_ALLOWANCE_BYTES,
-  MANIFEST_FORMAT,
   MAX_EXPANSION,
   MAX_FRAME_BYTES,
   MAX_PARTS,
@@ -21,6 +19,8 @@ import {
   type ManifestLimits,
   type ShapeBounds
 } from '../../../src/cache/manifest';
+import { CHUNK_BYTES } from '../../../src/daemon/data-image';
+import { MANIFEST_FORMAT } from '../../../src/cache/format';
 
 const HASH = (n: number) => n.toString(16).padStart(64, '0');
 const LIMITS = { maxImageBytes: 2 ** 40, maxWriteBytes: 2 ** 36 };

@@ -133,6 +133,7 @@ describe('networkAddresses', () => {
 });
 
 describe('daemonConfig', () => {
+  const SNAPSHOTTER = 'containerd-snapshotter';
   const BRIDGE_MTU = (mtu: number) => ({
     'default-network-opts': { bridge: { 'com.docker.network.driver.mtu': String(mtu) } }
   });
@@ -141,6 +142,7 @@ describe('daemonConfig', () => {
     dockerdArgs: [],
     registryMirrors: [],
     insecureRegistries: [],
+    cache: false,
     ...overrides
   });
 
@@ -241,6 +243,31 @@ describe('daemonConfig', () => {
         'registry-mirrors': ['https://m.example'],
         'insecure-registries': ['r.example:5000']
       }
+    ],
+    [
+      'the cache on: the containerd image store off',
+      { cache: true },
+      undefined,
+      { features: { [SNAPSHOTTER]: false } }
+    ],
+    [
+      'the cache on: other features kept',
+      { cache: true, daemonConfig: { features: { cdi: true } } },
+      undefined,
+      { features: { cdi: true, [SNAPSHOTTER]: false } }
+    ],
+    [
+      "the cache on: the user's choice kept",
+      { cache: true, daemonConfig: { features: { [SNAPSHOTTER]: true } } },
+      undefined,
+      { features: { [SNAPSHOTTER]: true } }
+    ],
+    ['the cache on: not when a flag sets features', { cache: true, dockerdArgs: ['--feature', 'cdi'] }, undefined, {}],
+    [
+      'the cache on: features that are not an object left to dockerd',
+      { cache: true, daemonConfig: { features: 'x' } },
+      undefined,
+      { features: 'x' }
     ]
   ])('%s', (_name, overrides, runnerMtu, expected) => {
     expect(daemonConfig(inputs(overrides), runnerMtu)).toEqual(expected);

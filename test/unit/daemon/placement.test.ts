@@ -5,6 +5,7 @@ import { newInstance } from '../../../src/daemon/instance';
 import {
   bindMountPlan,
   dataOutcome,
+  daemonHost,
   lateServerCertificate,
   placementOf,
   reachability,
@@ -127,5 +128,15 @@ describe('startsAfresh: a daemon that did not become ready starts again on a fre
     ['without a filesystem image', 'plain no loop device', 'setup-dind-v2-x', false]
   ])('%s: %p', (_, report, restoredKey, expected) => {
     expect(startsAfresh(parseDataEvents(report), restoredKey)).toBe(expected);
+  });
+});
+
+describe('daemonHost', () => {
+  test.each<[string, number, string]>([
+    ['127.0.0.1', 32768, 'tcp://127.0.0.1:32768'],
+    ['setup-dind-dind-abcdef01', 2376, 'tcp://setup-dind-dind-abcdef01:2376'],
+    ['172.17.0.3', 2376, 'tcp://172.17.0.3:2376']
+  ])('%s port %p: %s', (host, port, expected) => {
+    expect(daemonHost(host, port)).toBe(expected);
   });
 });

@@ -7,7 +7,6 @@ import { parse } from 'yaml';
 import { Outputs, TESTCONTAINERS_HOST_ENV } from '../../../src/runner/contract';
 import {
   CLIENT_FILES,
-  daemonHost,
   exportTestcontainersHost,
   setDaemonOutputs,
   writeClientCertificates,
@@ -60,16 +59,6 @@ describe('writeClientCertificates', () => {
     expect(fs.readFileSync(path.join(dir, CLIENT_FILES.ca), 'utf8')).toBe(CA_CERT);
     expect(fs.readFileSync(path.join(dir, CLIENT_FILES.cert), 'utf8')).toBe(CLIENT.cert);
     expect(fs.readFileSync(path.join(dir, CLIENT_FILES.key), 'utf8')).toBe(CLIENT.key);
-  });
-});
-
-describe('daemonHost', () => {
-  test.each<[string, number, string]>([
-    ['127.0.0.1', 32768, 'tcp://127.0.0.1:32768'],
-    ['setup-dind-dind-abcdef01', 2376, 'tcp://setup-dind-dind-abcdef01:2376'],
-    ['172.17.0.3', 2376, 'tcp://172.17.0.3:2376']
-  ])('%s port %p: %s', (host, port, expected) => {
-    expect(daemonHost(host, port)).toBe(expected);
   });
 });
 

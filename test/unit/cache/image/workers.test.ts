@@ -6,10 +6,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { sha256 } from '../../../../src/daemon/data-image';
+import { CHUNK_BYTES } from '../../../../src/daemon/data-image';
 import { FrameWorkerError, writeOnWorker } from '../../../../src/cache/image/workers';
-import { CHUNK_BYTES } from '../../../../src/cache/manifest';
 import { compressFrame } from '../../../../src/cache/image/zstd';
+import { sha256 } from '../../../../src/cache/image/scan';
 
 // Node 20 has no zstd in zlib: there the CLI opens frames (restore.test.ts covers both through writeFrame).
 const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown }).zstdDecompressSync === 'function';

@@ -1,5 +1,4 @@
-// The parts of a restore: how frames become ranged GETs, how jobs run side by side and stop at the
-// first failure, the check every frame passes before it is written (into a temporary file), and a
+// The parts of a restore: how frames become ranged GETs, the check every frame passes before it is written (into a temporary file), and a
 // whole state fetched from a ranged HTTP server over fewer connections than ranges.
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
@@ -7,17 +6,13 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CHUNK_BYTES, LOCAL_ONLY, MANIFEST_FORMAT, type Frame, type Manifest } from '../../../../src/cache/manifest';
-import {
-  FrameCheckError,
-  planRanges,
-  runAll,
-  writeFrame,
-  writeState,
-  type LocalFrames
-} from '../../../../src/cache/image/write';
-import { sha256 } from '../../../../src/daemon/data-image';
+import { LOCAL_ONLY, type Frame, type Manifest } from '../../../../src/cache/manifest';
+import { FrameCheckError, planRanges, writeFrame, writeState } from '../../../../src/cache/image/write';
+import type { FrameStore } from '../../../../src/cache/stores/frame-store';
+import { CHUNK_BYTES } from '../../../../src/daemon/data-image';
 import { compressFrame, FrameTooLargeError } from '../../../../src/cache/image/zstd';
+import { MANIFEST_FORMAT } from '../../../../src/cache/format';
+import { sha256 } from '../../../../src/cache/image/scan';
 
 const frame = (part: number, offset: number, length: number): Frame => ({ hash: '0'.repeat(64), part, offset, length });
 
@@ -69,34 +64,6 @@ describe('planRanges', () => {
     expect(planRanges(frames, wanted, rangeBytes, maxGap)).toEqual(
       expected.map(([part, start, end, list]) => ({ part, start, end, frames: list }))
     );
-  });
-});
-
-describe('runAll', () => {
-  test('runs every job, at most `width` at once', async () => {
-    let running = 0;
-    let most = 0;
-    const done: number[] = [];
-    const jobs = Array.from({ length: 10 }, (_, i) => async () => {
-      most = Math.max(most, ++running);
-      await new Promise(resolve => setTimeout(resolve, 5));
-      running--;
-      done.push(i);
-    });
-    await runAll(jobs, 3);
-    expect(done.sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    expect(most).toBe(3);
-  });
-
-  test('the first failure is thrown, and no job starts after it', async () => {
-    const started: number[] = [];
-    const jobs = Array.from({ length: 10 }, (_, i) => async () => {
-      started.push(i);
-      await new Promise(resolve => setTimeout(resolve, 1));
-      if (i === 2) throw new Error('job 2 failed');
-    });
-    await expect(runAll(jobs, 2)).rejects.toThrow('job 2 failed');
-    expect(Math.max(...started)).toBeLessThan(5);
   });
 });
 
@@ -211,7 +178,7 @@ describe('writeState', () => {
   test("each frame checked at its place: in its part when fetched, in no part when the runner's store gave it; frames no chunk needs are not checked", async () => {
     const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
     const stored = new Map([0, 7].map(i => [manifest.frames[i].hash, frames[i]]));
-    const local: LocalFrames = {
+    const local: FrameStore = {
       has: async hash => stored.has(hash),
       read: async hash => stored.get(hash),
       write: async () => undefined

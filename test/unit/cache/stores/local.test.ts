@@ -16,9 +16,10 @@ import {
   storeFileProblem,
   type EntryStat
 } from '../../../../src/cache/stores/local';
-import { encodeManifest, MANIFEST_FORMAT, type Manifest } from '../../../../src/cache/manifest';
+import { encodeManifest, type Manifest } from '../../../../src/cache/manifest';
 import { canary } from '../../../support/canary';
 import { defined } from '../../../support/defined';
+import { MANIFEST_FORMAT } from '../../../../src/cache/format';
 
 const { S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFCHR } = fs.constants;
 const ME = 1000;

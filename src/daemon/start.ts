@@ -1,0 +1,266 @@
+// Starting the dind container and waiting for its daemon, within the wait-timeout: with one fresh start
+// when the state restored for it is what keeps dockerd from becoming ready.
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import * as core from '@actions/core';
+import type Docker from 'dockerode';
+import {
+  containerCreateOptions,
+  containerLog,
+  coldWaitMs,
+  DaemonNotReadyError,
+  daemonConfig,
+  diagnose,
+  lastLogLine,
+  networkAddresses,
+  publishedPort,
+  READY_STEADINESS,
+  restoredWaitMs,
+  serverArchive,
+  serverSubjectAltNames,
+  setupArchive,
+  waitForDaemon,
+  type DaemonConfigInputs,
+  type PortMapping
+} from './container';
+import { DataFiles, prepareEmptyData, readDataEvents } from './data-image';
+import type { Instance } from './instance';
+import {
+  bindMountPlan,
+  placementOf,
+  reachability,
+  startsAfresh,
+  type DaemonAddress,
+  type Placement,
+  type Reach
+} from './placement';
+import type { CertificateAuthority, KeyPair } from './tls';
+import { describeEngine, type EngineSettings, type TlsEndpoint } from '../runner/engine';
+import { defaultRouteMtu, detectRunnerContainer, engineUnreachableMessage } from '../runner/host';
+import { errorMessage } from '../util/errors';
+import { shortId } from '../util/units';
+
+const FAILURE_LOG_LINES = 50;
+
+/** The inputs the daemon's start reads. */
+export interface DaemonInputs extends DaemonConfigInputs {
+  image: string;
+  privileged: boolean;
+  /** Runner paths bind-mounted at the same path; undefined: the workspace and RUNNER_TEMP. */
+  mounts?: string[];
+  ports: PortMapping[];
+  waitTimeoutSeconds: number;
+}
+
+/** What the daemon starts on the state restored for it asks of that state (main's cache). */
+export interface RestoredData {
+  readonly restoredKey: string | undefined;
+  /** The daemon starts now: its image use is the job's from here. */
+  daemonStarts(): void;
+  /** At the daemon's first answer. */
+  recordUsage(container: Docker.Container): Promise<void>;
+  /** The state did not do: the daemon starts empty (`containerGone`: the container went with it). */
+  refuse(options?: { containerGone?: boolean }): Promise<void>;
+}
+
+/** Everything the start needs that main made before it. */
+export interface DaemonSetup {
+  authority: CertificateAuthority;
+  client: KeyPair;
+  /** Issued before the container starts when it can be (see lateServerCertificate). */
+  server?: KeyPair;
+  /** The data directory as the engine's host has it; undefined: the image's own /var/lib/docker volume. */
+  dataDir?: string;
+  cache?: RestoredData;
+}
+
+/** Where main keeps the address at which the job reaches the daemon, once it runs. */
+export interface EndpointRecord {
+  set(patch: { endpoint: DaemonAddress }): void;
+}
+
+/** Where the daemon will sit: on the runner's host, or beside the job's container. The engine must answer. */
+export async function findPlacement(docker: Docker, engine: EngineSettings): Promise<Placement> {
+  try {
+    await docker.ping();
+  } catch (error) {
+    throw new Error(engineUnreachableMessage(describeEngine(engine), errorMessage(error)), { cause: error });
+  }
+  const runner = await detectRunnerContainer(docker);
+  const placement = placementOf(runner);
+  core.debug(`Placement: ${JSON.stringify(placement)}`);
+  if (runner) core.info(`The job runs in container ${shortId(runner.id)} (networks: ${runner.networks.join(', ')}).`);
+  return placement;
+}
+
+/** The runner paths to mount at the same path in the daemon: the workspace and RUNNER_TEMP unless `mounts` says. */
+function bindMounts(inputs: DaemonInputs, placement: Placement): Array<{ source: string; target: string }> {
+  const paths =
+    inputs.mounts ?? [process.env.GITHUB_WORKSPACE, process.env.RUNNER_TEMP].filter((p): p is string => Boolean(p));
+  const { mounts, unreachable } = bindMountPlan(paths, placement.runner);
+  for (const target of unreachable)
+    core.warning(
+      `Not mounting ${target} into the daemon: it is not a bind mount of this job's container, so the engine cannot see it.`
+    );
+  return mounts;
+}
+
+export function endpointOf(address: DaemonAddress, prepared: DaemonSetup): TlsEndpoint {
+  return { ...address, ca: prepared.authority.caCert, cert: prepared.client.cert, key: prepared.client.key };
+}
+
+/** A started dind container, and how this job reaches it. */
+export interface Launched {
+  container: Docker.Container;
+  reach: Reach;
+  addresses: Record<string, string>;
+}
+
+/**
+ * Waits for the daemon of the container `first` (launch), within the wait-timeout. A daemon that does not
+ * become ready on a restored state gets a fresh filesystem and starts again, with the rest of the time:
+ * whatever the state holds that stops dockerd, a cache writer cannot fail the job with it.
+ */
+export async function startDaemon(
+  docker: Docker,
+  inputs: DaemonInputs,
+  instance: Instance,
+  record: EndpointRecord,
+  prepared: DaemonSetup,
+  placement: Placement,
+  first: Launched
+) {
+  const budgetMs = inputs.waitTimeoutSeconds * 1000;
+  const restoredKey = prepared.cache?.restoredKey;
+  let launched = first;
+  const waitStarted = Date.now();
+  try {
+    return await becomeReady(launched, prepared, restoredKey ? restoredWaitMs(budgetMs) : budgetMs);
+  } catch (error) {
+    if (!(error instanceof DaemonNotReadyError)) throw error;
+    const log = await showFailure(launched.container);
+    if (!prepared.cache || !startsAfresh(await readDataEvents(instance.dataDir), restoredKey))
+      throw notReady(error, log, inputs);
+    const line = lastLogLine(log);
+    await startOver(
+      launched.container,
+      instance.dataDir,
+      prepared.cache,
+      `${error.message}${line ? ` Its last log line: "${line}".` : ''}`
+    );
+  }
+  launched = await launch(docker, inputs, instance, record, prepared, placement);
+  try {
+    return await becomeReady(launched, prepared, coldWaitMs(budgetMs, Date.now() - waitStarted));
+  } catch (error) {
+    if (!(error instanceof DaemonNotReadyError)) throw error;
+    throw notReady(error, await showFailure(launched.container), inputs);
+  }
+}
+
+/** Creates and starts the dind container with its setup, and the server's certificate once its addresses are known. */
+export async function launch(
+  docker: Docker,
+  inputs: DaemonInputs,
+  instance: Instance,
+  record: EndpointRecord,
+  prepared: DaemonSetup,
+  placement: Placement
+): Promise<Launched> {
+  const container = await docker.createContainer(
+    containerCreateOptions({
+      instance,
+      image: inputs.image,
+      privileged: inputs.privileged,
+      dockerdArgs: inputs.dockerdArgs,
+      dataDir: prepared.dataDir,
+      mounts: bindMounts(inputs, placement),
+      ports: inputs.ports
+    })
+  );
+  for (const network of placement.sharedNetworks) {
+    await docker.getNetwork(network).connect({ Container: container.id, EndpointConfig: { Aliases: [instance.name] } });
+  }
+  const config = daemonConfig(inputs, defaultRouteMtu());
+  await container.putArchive(await setupArchive(prepared.authority.caCert, config, prepared.server), { path: '/' });
+  prepared.cache?.daemonStarts();
+  await container.start();
+  const info = await container.inspect();
+  const port = publishedPort(info);
+  const addresses = networkAddresses(info);
+  const reach = reachability(instance, port, addresses, placement);
+  core.debug(
+    `Published port ${port}, addresses ${JSON.stringify(addresses)}: the job reaches the daemon at ${reach.address.host}:${reach.address.port}`
+  );
+  record.set({ endpoint: reach.address });
+  if (!prepared.server) {
+    const sans = serverSubjectAltNames(instance, Object.values(addresses));
+    await container.putArchive(await serverArchive(await prepared.authority.issueServer(sans)), { path: '/' });
+  }
+  const where = Object.entries(addresses)
+    .map(([network, ip]) => `${ip} on ${network}`)
+    .join(', ');
+  core.info(`Container ${instance.containerName} started (${where}); daemon port published on 127.0.0.1:${port}`);
+  return { container, reach, addresses };
+}
+
+/** Waits for the daemon; the image usage recorder starts at its first answer, during the readiness period. */
+async function becomeReady(launched: Launched, prepared: DaemonSetup, timeoutMs: number) {
+  const { container, reach } = launched;
+  let recorder: Promise<void> | undefined;
+  try {
+    const version = await waitForDaemon(
+      endpointOf(reach.address, prepared),
+      container,
+      timeoutMs,
+      READY_STEADINESS,
+      () => {
+        recorder = prepared.cache?.recordUsage(container);
+      }
+    );
+    core.info(`Docker ${version} answers over mutual TLS at ${reach.dockerHost}.`);
+    return { ...launched, version, recorder: recorder ?? prepared.cache?.recordUsage(container) };
+  } catch (error) {
+    // Settled before the container goes: it records into the cache's setup.
+    await recorder;
+    throw error;
+  }
+}
+
+/** The state and the last log lines of a container whose daemon did not become ready, in the log; returns the lines. */
+async function showFailure(container: Docker.Container): Promise<string> {
+  const log = await containerLog(container, FAILURE_LOG_LINES).catch(() => '(the log could not be read)');
+  const status = await container.inspect().then(
+    inspected => inspected.State.Status,
+    () => 'unknown'
+  );
+  core.info(`Container state: ${status}. Last ${FAILURE_LOG_LINES} log lines:\n${log}`);
+  return log;
+}
+
+function notReady(error: DaemonNotReadyError, log: string, inputs: DaemonInputs): Error {
+  const hint = diagnose(log, inputs.privileged);
+  return new Error(
+    `${error.message}${hint ? ` ${hint}` : ''} The daemon's log is above, in the 'Start the daemon' group.`,
+    { cause: error }
+  );
+}
+
+/**
+ * The daemon did not become ready on the restored state: the container goes with its volumes, the
+ * data directory gets a fresh image for a cold start, and the state is refused (post saves over it).
+ */
+async function startOver(
+  container: Docker.Container,
+  dataDir: string,
+  cache: RestoredData,
+  why: string
+): Promise<void> {
+  const key = cache.restoredKey;
+  await container.remove({ force: true, v: true });
+  // The image may be another runner user's (kept whole in cache-dir): a new file, not a rewrite of it.
+  await Promise.all([DataFiles.image, DataFiles.events].map(name => fs.rm(path.join(dataDir, name), { force: true })));
+  await prepareEmptyData(dataDir);
+  await cache.refuse({ containerGone: true });
+  core.warning(`The cache ${key} was not used: the daemon did not start on it. ${why} The daemon starts empty.`);
+}
