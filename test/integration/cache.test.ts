@@ -429,7 +429,9 @@ ${BUILD} -t ${LAYER2_IMAGE} layer2`,
         expect(main.warnings).toHaveLength(1);
         expect(main.warnings[0]).toMatch(
           new RegExp(
-            `^${key2.replace(/[+.]/g, '\\$&')} could not be restored \\(frame [0-9a-f]{12} does not hold the content its hash names\\); trying the state it was made from, ${key1.replace(/[+.]/g, '\\$&')}\\.$`
+            // Flipped bytes are found by the hash, or break the frame before it (which frame is in the
+            // middle of the part depends on the order the save's compressions finished).
+            `^${key2.replace(/[+.]/g, '\\$&')} could not be restored \\(frame [0-9a-f]{12} (does not hold the content its hash names|does not decompress \\(.+\\))\\); trying the state it was made from, ${key1.replace(/[+.]/g, '\\$&')}\\.$`
           )
         );
         expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key1 });

@@ -21,7 +21,9 @@ export class FrameWorkerError extends Error {
   constructor(
     message: string,
     /** The frame would decompress to more than it may. */
-    readonly tooLarge: boolean
+    readonly tooLarge: boolean,
+    /** The frame is not one zstd decompresses: its bytes are corrupt, not the worker. */
+    readonly undecodable = false
   ) {
     super(message);
   }
@@ -70,7 +72,14 @@ function decompress(frame, maxBytes, chunkSize) {
 }
 parentPort.on('message', ({ id, frame, maxBytes, chunkSize, target }) => {
   try {
-    const data = decompress(frame, maxBytes, chunkSize);
+    let data;
+    try {
+      data = decompress(frame, maxBytes, chunkSize);
+    } catch (error) {
+      const tooLarge = error && error.code === 'ERR_BUFFER_TOO_LARGE';
+      parentPort.postMessage({ id, error: String(error && error.message), tooLarge, undecodable: !tooLarge });
+      return;
+    }
     if (data.length !== target.bytes || createHash('sha256').update(data).digest('hex') !== target.hash) {
       parentPort.postMessage({ id, mismatch: true });
       return;
@@ -92,6 +101,7 @@ interface Reply {
   mismatch?: boolean;
   error?: string;
   tooLarge?: boolean;
+  undecodable?: boolean;
 }
 
 interface Pending {
@@ -146,7 +156,7 @@ class FrameWorker {
     this.pending.delete(reply.id);
     if (this.pending.size === 0) this.worker.unref();
     if (reply.error === undefined) pending.resolve(reply.mismatch ? 'mismatch' : 'written');
-    else pending.reject(new FrameWorkerError(reply.error, reply.tooLarge === true));
+    else pending.reject(new FrameWorkerError(reply.error, reply.tooLarge === true, reply.undecodable === true));
   }
 
   private failAll(error: FrameWorkerError): void {

@@ -7,6 +7,7 @@ import * as core from '@actions/core';
 import { download, DownloadError } from '../stores/blob-download';
 import { LOCAL_ONLY, type Frame, type Manifest } from '../manifest';
 import { writeFrameData } from './zstd';
+import { FrameWorkerError } from './workers';
 import type { FrameStore } from '../stores/frame-store';
 import { runAll } from '../../util/run-all';
 import { shortId } from '../../util/units';
@@ -102,7 +103,16 @@ export async function writeFrame(
 ): Promise<void> {
   if (compressed.length !== frame.length)
     throw new FrameCheckError(`frame ${shortId(frame.hash)} is ${compressed.length} bytes, not ${frame.length}`);
-  const outcome = await writeFrameData(compressed, { hash: frame.hash, bytes: CHUNK_BYTES }, image, offsets);
+  const outcome = await writeFrameData(compressed, { hash: frame.hash, bytes: CHUNK_BYTES }, image, offsets).catch(
+    (error: unknown) => {
+      // Corrupt bytes may break the frame itself before its content can be compared.
+      if (error instanceof FrameWorkerError && error.undecodable)
+        throw new FrameCheckError(`frame ${shortId(frame.hash)} does not decompress (${error.message})`, {
+          cause: error
+        });
+      throw error;
+    }
+  );
   if (outcome === 'mismatch')
     throw new FrameCheckError(`frame ${shortId(frame.hash)} does not hold the content its hash names`);
 }
