@@ -36,27 +36,29 @@ export function storageSettings(dockerdArgs: string[], daemonConfig: Record<stri
   return [...fromArgs, ...values, ...fromConfig].sort();
 }
 
+/** The values given to any of `flags` (`--flag=value` or `--flag value`), in order. */
+function flagValues(args: string[], flags: string[]): string[] {
+  return args.flatMap((word, i) => {
+    const flag = flags.find(name => word === name || word.startsWith(`${name}=`));
+    if (flag === undefined) return [];
+    if (word.length > flag.length) return [word.slice(flag.length + 1)];
+    return args[i + 1] ? [args[i + 1]] : [];
+  });
+}
+
 /**
  * Pure: why a restore would carry nothing for these settings, if it would not. A restore keeps only
  * overlay2's image store (the one layout whose every path-bearing entry is checked), so another storage
  * driver, or the containerd image store, starts empty in every job.
  */
 export function uncarriedStorage(dockerdArgs: string[], daemonConfig: Record<string, unknown>): string | undefined {
-  const flagged = dockerdArgs.flatMap((word, i) => {
-    const inline = /^(?:--storage-driver|-s)=(.*)$/.exec(word);
-    if (inline) return [inline[1]];
-    return (word === '--storage-driver' || word === '-s') && dockerdArgs[i + 1] ? [dockerdArgs[i + 1]] : [];
-  });
-  const driver = flagged[0] ?? daemonConfig['storage-driver'];
+  const driver = flagValues(dockerdArgs, ['--storage-driver', '-s'])[0] ?? daemonConfig['storage-driver'];
   if (driver !== undefined && driver !== 'overlay2') return `the storage driver is '${String(driver)}'`;
   const features = daemonConfig.features as Record<string, unknown> | undefined;
-  const featureFlags = dockerdArgs.flatMap((word, i) => {
-    const inline = /^--feature=(.*)$/.exec(word);
-    if (inline) return [inline[1]];
-    return word === '--feature' && dockerdArgs[i + 1] ? [dockerdArgs[i + 1]] : [];
-  });
   // dockerd 28's --feature name[=bool]: the name alone turns it on.
-  const flaggedOn = featureFlags.some(feature => /^containerd-snapshotter(?:=(?:true|1))?$/.test(feature));
+  const flaggedOn = flagValues(dockerdArgs, ['--feature']).some(feature =>
+    /^containerd-snapshotter(?:=(?:true|1))?$/.test(feature)
+  );
   if (flaggedOn || features?.['containerd-snapshotter'] === true)
     return 'the containerd image store is on (containerd-snapshotter)';
   return undefined;
