@@ -173,28 +173,50 @@ export async function writeState(
   const fetch = async (range: FrameRange) => {
     const bytes = range.end - range.start;
     const into = buffers.take(bytes);
-    const options = { range: [range.start, range.end - 1] as [number, number], maxBytes: bytes, into };
+    const frames = range.frames.map(index => manifest.frames[index]);
+    // Each frame goes to the workers as soon as its last byte is in, so that a range's download and its
+    // frames' decompression overlap. Every one settles before the range does, so nothing writes after
+    // a failed restore has moved on, and nothing reads the buffer once it is given back.
+    const opened: Array<Promise<void>> = [];
+    const open = (received: number) => {
+      for (let next = opened.length; next < frames.length; next = opened.length) {
+        const frame = frames[next];
+        const at = frame.offset - range.start;
+        if (at + frame.length > received) return;
+        const compressed = into.subarray(at, at + frame.length);
+        opened.push(
+          put(range.frames[next], compressed).then(async () => {
+            progress.checked.set(range.frames[next], frame);
+            if (local) await local.write(frame.hash, compressed);
+          })
+        );
+      }
+    };
+    // From the first frame not yet opened: a second try leaves the bytes the workers read alone.
+    const get = () => {
+      const from = opened.length < frames.length ? frames[opened.length].offset - range.start : bytes;
+      if (from === bytes) return Promise.resolve();
+      return download(urlOf(range.part), {
+        range: [range.start + from, range.end - 1],
+        maxBytes: bytes - from,
+        into: into.subarray(from),
+        received: received => open(from + received)
+      }).then(body => open(from + body.length));
+    };
+    let failure: { reason: unknown } | undefined;
     // A connection the store closed under a reused socket, or a server error: one more try.
-    const body = await download(urlOf(range.part), options).catch((error: unknown) => {
-      if (!(error instanceof DownloadError) || !(error.status === 0 || error.status >= 500)) throw error;
-      return download(urlOf(range.part), options);
-    });
-    progress.downloadedBytes += body.length;
-    // A range's frames all at once: one at a time, a connection left the workers idle while it waited.
-    // Every one settles before the range does, so nothing writes after a failed restore has moved on,
-    // and nothing reads the buffer once it is given back.
-    const outcomes = await Promise.allSettled(
-      range.frames.map(async index => {
-        const frame = manifest.frames[index];
-        const compressed = body.subarray(frame.offset - range.start, frame.offset - range.start + frame.length);
-        await put(index, compressed);
-        progress.checked.set(index, frame);
-        if (local) await local.write(frame.hash, compressed);
+    await get()
+      .catch((error: unknown) => {
+        if (!(error instanceof DownloadError) || !(error.status === 0 || error.status >= 500)) throw error;
+        return get();
       })
-    );
+      .catch((error: unknown) => (failure = { reason: error }));
+    // No frame is opened once the download is over.
+    const outcomes = await Promise.allSettled(opened);
     buffers.give(into);
-    const failed = outcomes.find(outcome => outcome.status === 'rejected');
-    if (failed) throw failed.reason;
+    failure ??= outcomes.find(outcome => outcome.status === 'rejected');
+    if (failure) throw failure.reason;
+    progress.downloadedBytes += bytes;
   };
   const jobs: Array<() => Promise<void>> = [
     // localIndexes is empty without a local store.

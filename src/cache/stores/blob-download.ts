@@ -20,16 +20,17 @@ export class DownloadError extends Error {
 
 /**
  * GETs `url` (bytes `range[0]` to `range[1]` inclusive when given) into memory: into the start of
- * `into` when given (the result is a view of it), else a new buffer. Refuses a body larger than asked
- * for, than `maxBytes` or than `into`, and one that ends short.
+ * `into` when given (the result is a view of it; `received` hears how many bytes of it are in place
+ * as they arrive), else a new buffer. Refuses a body larger than asked for, than `maxBytes` or than
+ * `into`, and one that ends short.
  */
 export function download(
   url: string,
-  options: { range?: [number, number]; maxBytes: number; into?: Buffer }
+  options: { range?: [number, number]; maxBytes: number; into?: Buffer; received?: (bytes: number) => void }
 ): Promise<Buffer> {
   const target = new URL(url);
   const get = target.protocol === 'https:' ? https.get : http.get;
-  const { range, into } = options;
+  const { range, into, received } = options;
   const maxBytes = into ? Math.min(options.maxBytes, into.length) : options.maxBytes;
   const headers = range ? { range: `bytes=${range[0]}-${range[1]}` } : undefined;
   return new Promise((resolve, reject) => {
@@ -66,8 +67,10 @@ export function download(
         size += chunk.length;
         if (size > maxBytes || size > expected)
           response.destroy(new DownloadError(`the download went on past ${Math.min(maxBytes, expected)} bytes`, 0));
-        else if (into) chunk.copy(into, size - chunk.length);
-        else chunks.push(chunk);
+        else if (into) {
+          chunk.copy(into, size - chunk.length);
+          received?.(size);
+        } else chunks.push(chunk);
       });
       response.on('end', () => {
         if (Number.isFinite(expected) && size !== expected)

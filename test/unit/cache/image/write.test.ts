@@ -118,6 +118,9 @@ describe('writeState', () => {
   let server: http.Server;
   let part: Buffer;
   let manifest: Manifest;
+  /** Range starts asked for; the ones whose answer is cut off after 1.5 frames. */
+  let asked: number[] = [];
+  let cutOff = new Set<number>();
 
   beforeAll(async () => {
     const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
@@ -143,13 +146,19 @@ describe('writeState', () => {
     server = http.createServer((req, res) => {
       const [, start, end] = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '') ?? [];
       const body = part.subarray(Number(start), Number(end) + 1);
+      asked.push(Number(start));
       res.writeHead(206, { 'content-length': body.length, 'content-range': `bytes ${start}-${end}/${part.length}` });
-      res.end(body);
+      const frame = manifest.frames.find(frame => frame.offset === Number(start));
+      if (cutOff.has(Number(start)) && frame)
+        res.write(body.subarray(0, frame.length * 1.5), () => res.socket?.destroy());
+      else res.end(body);
     });
     await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
   });
   afterAll(() => new Promise(resolve => server.close(resolve)));
   beforeEach(async () => {
+    asked = [];
+    cutOff = new Set();
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'setup-dind-state-'));
     image = await fs.open(path.join(dir, 'image'), 'w+');
   });
@@ -173,6 +182,25 @@ describe('writeState', () => {
       await image.read(read, 0, CHUNK_BYTES, position * CHUNK_BYTES);
       expect(read.equals(chunks[frame])).toBe(true);
     }
+  });
+
+  test('a range cut off is asked again from its first frame not yet opened: the frames already in stay as they are', async () => {
+    const ranges = planRanges(
+      manifest.frames,
+      manifest.frames.map((_, i) => i)
+    );
+    cutOff = new Set(ranges.map(range => range.start));
+    const progress = await writeState(image, manifest, async () => [url()], undefined, 2);
+    expect(progress.downloadedBytes).toBe(part.length);
+    const read = Buffer.alloc(CHUNK_BYTES);
+    for (const [position, frame] of manifest.chunks) {
+      await image.read(read, 0, CHUNK_BYTES, position * CHUNK_BYTES);
+      expect(read.equals(chunks[frame])).toBe(true);
+    }
+    // Each range's first answer brought its first frame whole and half the second.
+    expect(asked.sort((x, y) => x - y)).toEqual(
+      ranges.flatMap(range => [range.start, manifest.frames[range.frames[1]].offset]).sort((x, y) => x - y)
+    );
   });
 
   test("each frame checked at its place: in its part when fetched, in no part when the runner's store gave it; frames no chunk needs are not checked", async () => {
