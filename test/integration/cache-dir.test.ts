@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CHUNK_BYTES } from '../../src/daemon/data-image';
-import { decompressFrame } from '../../src/cache/image/zstd';
+import { decompressFrame, sha256 } from '../../src/cache/image/zstd';
 import {
   buildOuterImages,
   cacheFact,
@@ -24,7 +24,6 @@ import { TINY_IMAGE } from '../support/images';
 import { BUILD, delta, loadFromOuter, summaryRows, sweepAll, TestJob, withJob } from '../support/job';
 import { account } from '../support/runner';
 import { commands, expectExit } from '../support/steps';
-import { sha256 } from '../../src/cache/image/scan';
 
 jest.setTimeout(300_000);
 

@@ -11,10 +11,11 @@ import { DataFiles, CHUNK_BYTES } from '../../src/daemon/data-image';
 import { readLayout } from '../../src/cache/image/ext4';
 import { encodeManifest, type Frame } from '../../src/cache/manifest';
 import { saveState, type SaveResult } from '../../src/cache/image/pack';
-import { compressFrame } from '../../src/cache/image/zstd';
 import type { CacheServer } from './cache-server';
 import { MANIFEST_FORMAT } from '../../src/cache/format';
-import { scanImage, sha256 } from '../../src/cache/image/scan';
+import { scanImage } from '../../src/cache/image/scan';
+import { sha256 } from '../../src/cache/image/zstd';
+import { defined } from './defined';
 
 /** Runs `body` with this process's environment pointing the action's cache code at `server`. */
 async function against<T>(server: CacheServer, body: () => Promise<T>): Promise<T> {
@@ -58,8 +59,8 @@ export async function writeImageEntry(server: CacheServer, image: string, key: s
   const data: Buffer[] = [];
   let offset = 0;
   try {
-    await scanImage(handle, await readLayout(handle), async (position, chunk, hash) => {
-      const frame = await compressFrame(chunk);
+    await scanImage(handle, await readLayout(handle), async (position, hash, compressed) => {
+      const frame = defined(compressed, `the frame of chunk ${position}`);
       chunks.push([position, frames.push({ hash, part: 0, offset, length: frame.length }) - 1]);
       data.push(frame);
       offset += frame.length;

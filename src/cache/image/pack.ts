@@ -14,7 +14,6 @@ import { scanImage } from './scan';
 import type { LocalStore } from '../stores/local';
 import { encodeManifest, LOCAL_ONLY, type Frame, type Manifest, type PartRef } from '../manifest';
 import type { LastUsed } from '../usage';
-import { compressFrame } from './zstd';
 import { runAll } from '../../util/run-all';
 import { MANIFEST_FORMAT, PART_KEY_PREFIX } from '../format';
 
@@ -22,8 +21,6 @@ import { MANIFEST_FORMAT, PART_KEY_PREFIX } from '../format';
 export const MAX_LIVE_PARTS = 8;
 /** A part whose bytes are mostly chunks the state no longer uses is not referenced any more. */
 const MIN_LIVE_SHARE = 0.5;
-/** Chunks compressed at once (zlib runs them on libuv's thread pool). */
-const COMPRESS_CONCURRENCY = 4;
 /** Where a new frame goes until the new part has its place in the list. */
 const NEW_PART = -2;
 /** Variants of a key tried when an earlier save reserved it and never committed it. */
@@ -215,57 +212,48 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
       storedBytes += length;
       if (storedBytes > input.maxBytes) throw new SizeLimitError();
     };
-    const pending = new Set<Promise<void>>();
-    let failure: { error: unknown } | undefined;
-    /** Runs a chunk's compression and writes beside the scan, a few at a time. */
-    const background = async (job: Promise<void>) => {
-      const tracked: Promise<void> = job
-        .catch(error => void (failure ??= { error }))
-        .finally(() => pending.delete(tracked));
-      pending.add(tracked);
-      if (pending.size >= COMPRESS_CONCURRENCY) await Promise.race(pending);
-    };
-    await scanImage(image, layout, async (position, data, hash) => {
-      if (failure) throw failure.error;
-      let index = frameOf.get(hash);
-      if (index === undefined) {
-        index = frames.length;
-        frameOf.set(hash, index);
-        const old = reusable.get(hash);
-        if (old) {
-          frames.push({
-            hash,
-            part: old.part ? partAt(old.part) : LOCAL_ONLY,
-            offset: old.frame.offset,
-            length: old.frame.length
-          });
-          reusedBytes += old.frame.length;
-          count(old.frame.length);
-          // A frame of the state that the runner's store lost: written there again.
-          if (store && !(await store.has(hash)))
-            await background(compressFrame(data).then(frame => store.write(hash, frame)));
-        } else {
-          // Filled in once the frame is made; the same content later in the scan points here too.
-          frames.push({ hash, part: remote ? NEW_PART : LOCAL_ONLY, offset: 0, length: 0 });
-          const frameIndex = index;
-          await background(
-            (async () => {
-              const compressed = await compressFrame(data);
-              const offset = remote ? await writer.append(compressed) : 0;
-              frames[frameIndex] = { hash, part: remote ? NEW_PART : LOCAL_ONLY, offset, length: compressed.length };
-              count(compressed.length);
-              if (store) {
-                await store.write(hash, compressed);
-                localBytes += compressed.length;
-              }
-            })()
-          );
+    // Chunks whose frames the state has already are not compressed again, unless the runner's store lost them.
+    const known = new Set<string>();
+    await Promise.all(
+      [...reusable.keys()].map(async hash => {
+        if (!store || (await store.has(hash))) known.add(hash);
+      })
+    );
+    await scanImage(
+      image,
+      layout,
+      async (position, hash, frame) => {
+        let index = frameOf.get(hash);
+        if (index === undefined) {
+          index = frames.length;
+          frameOf.set(hash, index);
+          const old = reusable.get(hash);
+          if (old) {
+            frames.push({
+              hash,
+              part: old.part ? partAt(old.part) : LOCAL_ONLY,
+              offset: old.frame.offset,
+              length: old.frame.length
+            });
+            reusedBytes += old.frame.length;
+            count(old.frame.length);
+            // A frame of the state that the runner's store lost: written there again.
+            if (store && frame) await store.write(hash, frame);
+          } else {
+            if (!frame) throw new Error(`the chunk ${hash} came without its frame`);
+            const offset = remote ? await writer.append(frame) : 0;
+            frames.push({ hash, part: remote ? NEW_PART : LOCAL_ONLY, offset, length: frame.length });
+            count(frame.length);
+            if (store) {
+              await store.write(hash, frame);
+              localBytes += frame.length;
+            }
+          }
         }
-      }
-      chunks.push([position, index]);
-    });
-    await Promise.all(pending);
-    if (failure) throw failure.error;
+        chunks.push([position, index]);
+      },
+      known
+    );
 
     let uploadedBytes = 0;
     const partHash = await writer.close();

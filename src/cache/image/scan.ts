@@ -1,9 +1,9 @@
 // Reading a stopped daemon's filesystem image for a save: its used chunks, each with the blocks no file
-// uses zeroed, and the hash that names its content.
-import { createHash, webcrypto } from 'node:crypto';
+// uses zeroed, the hash that names its content and its zstd frame.
 import type * as fs from 'node:fs/promises';
 import { CHUNK_BYTES } from '../../daemon/data-image';
 import type { BlockRange, Ext4Layout } from './ext4';
+import { packChunk } from './zstd';
 
 /** A chunk position that holds used blocks, with the used block ranges inside it. */
 interface UsedChunk {
@@ -29,47 +29,35 @@ export function usedChunks(layout: Ext4Layout): UsedChunk[] {
   return chunks;
 }
 
-export function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-const ZERO_CHUNK = Buffer.alloc(CHUNK_BYTES);
 /**
- * Chunks read and hashed ahead of the one visited: reads and sha256 (WebCrypto's digest runs on libuv's
- * pool) then overlap each other and the visits, where one chunk at a time left a core idle.
+ * Chunks read, hashed and compressed ahead of the one visited, on the workers (workers.ts): they then
+ * overlap each other and the visits.
  */
-const SCAN_AHEAD = 4;
+const SCAN_AHEAD = 8;
 
 interface ScannedChunk {
   position: number;
-  data: Buffer;
   hash: string;
+  frame?: Buffer;
 }
 
 /**
  * Reads each used chunk of the image, with its unused blocks zeroed (what a free block held is of no
  * use to anyone, and zeroes make the same content hash the same), and hands it to `visit` with its
- * hash, in the order of the image. Chunks of zeroes are skipped: a restore leaves a hole there, which
- * reads the same. `visit` may keep the buffer: every chunk gets its own. Returns the number of chunks
- * visited.
+ * hash and its zstd frame, in the order of the image; a chunk whose hash is `known` comes without its
+ * frame (it is not compressed). Chunks of zeroes are skipped: a restore leaves a hole there, which
+ * reads the same. Returns the number of chunks visited.
  */
 export async function scanImage(
   image: fs.FileHandle,
   layout: Ext4Layout,
-  visit: (position: number, data: Buffer, hash: string) => Promise<void>
+  visit: (position: number, hash: string, frame: Buffer | undefined) => Promise<void>,
+  known: ReadonlySet<string> = new Set()
 ): Promise<number> {
-  const read = async ({ position, used }: UsedChunk) => {
-    const data = Buffer.allocUnsafe(CHUNK_BYTES);
-    const { bytesRead } = await image.read(data, 0, CHUNK_BYTES, position * CHUNK_BYTES);
-    let from = 0;
-    for (const [start, end] of used) {
-      data.fill(0, from * layout.blockBytes, start * layout.blockBytes);
-      from = end;
-    }
-    data.fill(0, Math.min(from * layout.blockBytes, bytesRead));
-    if (data.equals(ZERO_CHUNK)) return undefined;
-    const hash = Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString('hex');
-    return { position, data, hash };
+  const read = async ({ position, used }: UsedChunk): Promise<ScannedChunk | undefined> => {
+    const keep = used.map(([start, end]): [number, number] => [start * layout.blockBytes, end * layout.blockBytes]);
+    const packed = await packChunk(image.fd, position * CHUNK_BYTES, keep, known);
+    return packed && { position, ...packed };
   };
   const chunks = usedChunks(layout);
   const ahead: Array<Promise<ScannedChunk | undefined>> = [];
@@ -86,7 +74,7 @@ export async function scanImage(
     readNext(index + SCAN_AHEAD);
     const chunk = await ahead.shift();
     if (!chunk) continue;
-    await visit(chunk.position, chunk.data, chunk.hash);
+    await visit(chunk.position, chunk.hash, chunk.frame);
     visited++;
   }
   return visited;

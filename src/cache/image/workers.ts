@@ -1,8 +1,9 @@
-// Opening the frames of a restore on worker threads, one per core: each worker decompresses a frame,
-// checks its sha256 and writes the chunk into the image itself (a file descriptor is the process's,
-// so any thread can write through it). The main thread only fetches: decompressing and hashing there
-// would bound a restore by one core, and chunks handed back to it to write would cost it the garbage
-// collection of their memory. Frames arrive as views of shared memory (write.ts).
+// Frames on worker threads, one per core: a restore's worker decompresses a frame, checks its sha256
+// and writes the chunk into the image itself; a save's worker reads a chunk of the image, hashes it and
+// compresses it (a file descriptor is the process's, so any thread can read and write through it). The
+// main thread only fetches and uploads: decompressing, compressing and hashing there would bound a
+// restore or a save by one core, and chunks handed to it would cost it the garbage collection of their
+// memory. Frames to open arrive as views of shared memory (write.ts).
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 
@@ -17,6 +18,27 @@ export interface FrameTarget {
   bytes: number;
 }
 
+/** A chunk for a worker to read from an image, hash and compress. */
+export interface PackRequest {
+  /** A file descriptor open for reading: the image. */
+  fd: number;
+  /** Byte offset of the chunk in the file, and its length. */
+  offset: number;
+  bytes: number;
+  /** Byte ranges of the chunk to keep, ascending, `[start, end)`: everything else is zeroed. */
+  keep: Array<[number, number]>;
+  /** zstd's level, and the most a frame may take. */
+  level: number;
+  maxFrameBytes: number;
+}
+
+/** A chunk read, with its sha256 (hex): its zstd frame, or where zstd is not built in, the chunk itself. */
+export interface PackedChunk {
+  hash: string;
+  frame?: Buffer;
+  data?: Buffer;
+}
+
 export class FrameWorkerError extends Error {
   constructor(
     message: string,
@@ -29,18 +51,25 @@ export class FrameWorkerError extends Error {
   }
 }
 
-// Only built-in modules, so that the bundle need not ship a file for it. A frame is decompressed into
-// the worker's one output buffer, through the decoder's handle as zlib's own synchronous path does:
-// zstdDecompressSync makes a fresh 1 MiB buffer per frame, which the kernel must fault in and the CPU
-// fetch from memory again for the hash and the write (a third of a restore's CPU here). Where the
-// handle is not as expected (another Node), zstdDecompressSync does the same job.
+// Only built-in modules, so that the bundle need not ship a file for it. A frame is decompressed, and a
+// chunk read and compressed, into buffers of the worker's own, used again and again, through the zstd
+// stream's handle as zlib's own synchronous path does: zstdDecompressSync and zstdCompressSync make a
+// fresh 1 MiB buffer per frame, which the kernel must fault in, the CPU fetch from memory again for the
+// hash and the write, and the garbage collector reclaim (a third of a restore's CPU here, half of a
+// save's). Where the handle is not as expected (another Node), the synchronous calls do the same job;
+// where zstd is not built in (Node 20), a save's chunk goes back to be compressed by the zstd CLI.
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
-const { writeSync } = require('node:fs');
+const { readSync, writeSync } = require('node:fs');
 const zlib = require('node:zlib');
 let decoder;
 let output = Buffer.alloc(0);
+let encoder;
+let packed = Buffer.alloc(0);
+let chunk = Buffer.alloc(0);
+let zeroes = Buffer.alloc(0);
+let known = new Set();
 function tooLarge(maxBytes) {
   return Object.assign(new Error('a frame decompresses to more than ' + maxBytes + ' bytes'), { code: 'ERR_BUFFER_TOO_LARGE' });
 }
@@ -70,7 +99,66 @@ function decompress(frame, maxBytes, chunkSize) {
   if (left > 0) throw new Error(left + ' bytes follow the frame');
   return output.subarray(0, produced);
 }
-parentPort.on('message', ({ id, frame, maxBytes, chunkSize, target }) => {
+function compress(data, level, maxBytes) {
+  if (typeof zlib.zstdCompressSync !== 'function') return undefined;
+  const params = { [zlib.constants.ZSTD_c_compressionLevel]: level };
+  if (encoder === undefined) {
+    encoder = zlib.createZstdCompress({ params });
+    encoder.on('error', () => undefined);
+  } else if (encoder !== null) encoder.reset();
+  const handle = encoder && encoder._handle;
+  const state = encoder && encoder._writeState;
+  if (!handle || typeof handle.writeSync !== 'function' || !(state instanceof Uint32Array)) {
+    encoder = null;
+    return zlib.zstdCompressSync(data, { params, maxOutputLength: maxBytes });
+  }
+  if (packed.length !== maxBytes) packed = Buffer.allocUnsafe(maxBytes);
+  handle.writeSync(zlib.constants.ZSTD_e_end, data, 0, data.length, packed, 0, packed.length);
+  const failed = encoder.errored;
+  if (failed) {
+    encoder = undefined;
+    throw failed;
+  }
+  // Input left, or the output full: the frame did not fit.
+  if (state[1] > 0 || state[0] === 0) {
+    encoder = undefined;
+    throw new Error('a chunk compresses to more than ' + maxBytes + ' bytes');
+  }
+  return packed.subarray(0, packed.length - state[0]);
+}
+function pack({ id, request, known: next }) {
+  if (next) known = new Set(next);
+  const { fd, offset, bytes, keep, level, maxFrameBytes } = request;
+  if (chunk.length !== bytes) {
+    chunk = Buffer.allocUnsafe(bytes);
+    zeroes = Buffer.alloc(bytes);
+  }
+  let read = 0;
+  for (let got = -1; got !== 0 && read < bytes; read += got) got = readSync(fd, chunk, read, bytes - read, offset + read);
+  let from = 0;
+  for (const [start, end] of keep) {
+    chunk.fill(0, from, start);
+    from = end;
+  }
+  chunk.fill(0, Math.min(from, read));
+  if (chunk.equals(zeroes)) return parentPort.postMessage({ id });
+  const hash = createHash('sha256').update(chunk).digest('hex');
+  if (known.has(hash)) return parentPort.postMessage({ id, hash });
+  const frame = compress(chunk, level, maxFrameBytes);
+  // Its own copy, moved to the main thread: the worker's buffers serve the next chunk.
+  const own = new Uint8Array(frame || chunk);
+  parentPort.postMessage(frame ? { id, hash, frame: own } : { id, hash, data: own }, [own.buffer]);
+}
+parentPort.on('message', message => {
+  if (message.kind === 'pack') {
+    try {
+      pack(message);
+    } catch (error) {
+      parentPort.postMessage({ id: message.id, error: String(error && error.message) });
+    }
+    return;
+  }
+  const { id, frame, maxBytes, chunkSize, target } = message;
   try {
     let data;
     try {
@@ -102,10 +190,14 @@ interface Reply {
   error?: string;
   tooLarge?: boolean;
   undecodable?: boolean;
+  /** A chunk read: its hash (none: all zeroes), and its frame or itself unless its hash is known. */
+  hash?: string;
+  frame?: Uint8Array;
+  data?: Uint8Array;
 }
 
 interface Pending {
-  resolve: (outcome: FrameOutcome) => void;
+  resolve: (reply: Reply) => void;
   reject: (error: FrameWorkerError) => void;
 }
 
@@ -113,6 +205,8 @@ class FrameWorker {
   private readonly worker = new Worker(WORKER_SOURCE, { eval: true });
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
+  /** The hashes whose chunks this worker does not compress, as last sent to it. */
+  private known?: ReadonlySet<string>;
 
   constructor() {
     this.worker.on('message', (reply: Reply) => this.settle(reply));
@@ -129,24 +223,40 @@ class FrameWorker {
     return this.pending.size;
   }
 
-  write(frame: Buffer, maxBytes: number, chunkSize: number, target: FrameTarget): Promise<FrameOutcome> {
+  async write(frame: Buffer, maxBytes: number, chunkSize: number, target: FrameTarget): Promise<FrameOutcome> {
+    // Shared memory (a downloaded range, see write.ts) goes as it is; any other view into a larger
+    // buffer would be cloned whole, every time: post a copy of just the frame instead, moved rather
+    // than cloned again.
+    let reply: Reply;
+    if (
+      frame.buffer instanceof SharedArrayBuffer ||
+      (frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength)
+    )
+      reply = await this.post(id => ({ id, frame, maxBytes, chunkSize, target }));
+    else {
+      const own = new Uint8Array(frame);
+      reply = await this.post(id => ({ id, frame: own, maxBytes, chunkSize, target }), [own.buffer]);
+    }
+    return reply.mismatch ? 'mismatch' : 'written';
+  }
+
+  async pack(request: PackRequest, known: ReadonlySet<string>): Promise<PackedChunk | undefined> {
+    // The set goes once to each worker, not with every chunk.
+    const next = known === this.known ? undefined : [...known];
+    this.known = known;
+    const { hash, frame, data } = await this.post(id => ({ kind: 'pack', id, request, known: next }));
+    if (hash === undefined) return undefined;
+    const view = (bytes?: Uint8Array) => bytes && Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return { hash, frame: view(frame), data: view(data) };
+  }
+
+  private post(message: (id: number) => object, transfer: ArrayBuffer[] = []): Promise<Reply> {
     const id = this.nextId++;
     // Only a worker with work keeps the process alive.
     if (this.pending.size === 0) this.worker.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      // Shared memory (a downloaded range, see write.ts) goes as it is; any other view into a
-      // larger buffer would be cloned whole, every time: post a copy of just the frame instead, moved
-      // rather than cloned again.
-      if (
-        frame.buffer instanceof SharedArrayBuffer ||
-        (frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength)
-      )
-        this.worker.postMessage({ id, frame, maxBytes, chunkSize, target });
-      else {
-        const own = new Uint8Array(frame);
-        this.worker.postMessage({ id, frame: own, maxBytes, chunkSize, target }, [own.buffer]);
-      }
+      this.worker.postMessage(message(id), transfer);
     });
   }
 
@@ -155,7 +265,7 @@ class FrameWorker {
     if (!pending) return;
     this.pending.delete(reply.id);
     if (this.pending.size === 0) this.worker.unref();
-    if (reply.error === undefined) pending.resolve(reply.mismatch ? 'mismatch' : 'written');
+    if (reply.error === undefined) pending.resolve(reply);
     else pending.reject(new FrameWorkerError(reply.error, reply.tooLarge === true, reply.undecodable === true));
   }
 
@@ -167,6 +277,13 @@ class FrameWorker {
 
 let workers: FrameWorker[] | undefined;
 
+/** The least busy worker; the workers start with the first frame. */
+function idlest(): FrameWorker {
+  if (!workers?.length)
+    workers = Array.from({ length: Math.max(1, os.availableParallelism()) }, () => new FrameWorker());
+  return workers.reduce((best, worker) => (worker.load < best.load ? worker : best));
+}
+
 /**
  * Decompresses a zstd frame (at most `maxBytes` of output, zlib's output buffer `chunkSize`) and, if it
  * is the chunk `target` names, writes it at the target's offsets, on the least busy worker.
@@ -177,8 +294,13 @@ export function writeOnWorker(
   chunkSize: number,
   target: FrameTarget
 ): Promise<FrameOutcome> {
-  if (!workers?.length)
-    workers = Array.from({ length: Math.max(1, os.availableParallelism()) }, () => new FrameWorker());
-  const idlest = workers.reduce((best, worker) => (worker.load < best.load ? worker : best));
-  return idlest.write(frame, maxBytes, chunkSize, target);
+  return idlest().write(frame, maxBytes, chunkSize, target);
+}
+
+/**
+ * Reads a chunk of an image, zeroes what it does not keep, and hashes it, on the least busy worker;
+ * compresses it unless its hash is `known`. Undefined: the chunk is all zeroes.
+ */
+export function packOnWorker(request: PackRequest, known: ReadonlySet<string>): Promise<PackedChunk | undefined> {
+  return idlest().pack(request, known);
 }

@@ -1,12 +1,14 @@
 // zstd frames, one per chunk of the daemon's data. Node 24 (the action's runtime: runs.using node24)
-// has zstd in zlib: a save compresses on libuv's thread pool, a restore opens and writes frames on
-// worker threads (workers.ts); older Nodes (development machines) spawn the zstd CLI per frame,
-// which is slower but makes the same frames.
+// has zstd in zlib: a save reads, hashes and compresses chunks, and a restore opens and writes
+// frames, on worker threads (workers.ts); older Nodes (development machines) spawn the zstd CLI per
+// frame, which is slower but makes the same frames.
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import * as zlib from 'node:zlib';
-import { sha256 } from './scan';
-import { FrameWorkerError, writeOnWorker, type FrameOutcome } from './workers';
+import { CHUNK_BYTES } from '../../daemon/data-image';
+import { MAX_FRAME_BYTES } from '../manifest';
+import { FrameWorkerError, packOnWorker, writeOnWorker, type FrameOutcome } from './workers';
 
 /** zstd's default level: ratio within a few percent of level 9, several times its speed. */
 const ZSTD_LEVEL = 3;
@@ -22,6 +24,10 @@ const builtIn =
   typeof (zlib as unknown as Partial<ZstdZlib>).zstdCompress === 'function' ? (zlib as unknown as ZstdZlib) : undefined;
 
 export class FrameTooLargeError extends Error {}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
 
 /** Whether frames can be made and read here: built in, or the zstd CLI. */
 export async function zstdAvailable(): Promise<boolean> {
@@ -90,6 +96,23 @@ export async function writeFrameData(
       throw new FrameTooLargeError(`a frame decompresses to more than ${chunk.bytes} bytes`, { cause: error });
     throw error;
   }
+}
+
+/**
+ * Reads the chunk at `offset` of the image `fd`, keeping only the byte ranges `keep` (the rest is
+ * zeroed), and hashes it; compresses it into a frame unless its hash is `known`. Undefined: the
+ * chunk is all zeroes.
+ */
+export async function packChunk(
+  fd: number,
+  offset: number,
+  keep: Array<[number, number]>,
+  known: ReadonlySet<string>
+): Promise<{ hash: string; frame?: Buffer } | undefined> {
+  const request = { fd, offset, bytes: CHUNK_BYTES, keep, level: ZSTD_LEVEL, maxFrameBytes: MAX_FRAME_BYTES };
+  const packed = await packOnWorker(request, known);
+  if (!packed?.data) return packed && { hash: packed.hash, frame: packed.frame };
+  return { hash: packed.hash, frame: await compressFrame(packed.data) };
 }
 
 /** The zstd CLI on `input`, its output capped at `maxBytes`. */

@@ -5,7 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CHUNK_BYTES, prepareDataDir } from '../../../../src/daemon/data-image';
 import { readLayout, type Ext4Layout } from '../../../../src/cache/image/ext4';
-import { scanImage, sha256, usedChunks } from '../../../../src/cache/image/scan';
+import { scanImage, usedChunks } from '../../../../src/cache/image/scan';
+import { decompressFrame, sha256 } from '../../../../src/cache/image/zstd';
 import { defined } from '../../../support/defined';
 
 const GIB = 2 ** 30;
@@ -43,18 +44,24 @@ describe('scanImage on a real filesystem', () => {
   beforeAll(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'data-image-test-'))));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  async function scan(file: string): Promise<Map<number, string>> {
+  async function scan(file: string, known?: Set<string>): Promise<Map<number, string>> {
     const handle = await fs.promises.open(file, 'r');
     try {
       const layout = await readLayout(handle);
       const chunks = new Map<number, string>();
-      const count = await scanImage(handle, layout, async (position, data, hash) => {
-        expect(sha256(data)).toBe(hash);
-        expect(data.length).toBe(CHUNK_BYTES);
-        // In the image's order, though chunks are read and hashed ahead.
-        expect(position).toBeGreaterThan(Math.max(-1, ...chunks.keys()));
-        chunks.set(position, hash);
-      });
+      const count = await scanImage(
+        handle,
+        layout,
+        async (position, hash, frame) => {
+          // A known chunk comes without its frame; every other with the frame of what was hashed.
+          if (known?.has(hash)) expect(frame).toBeUndefined();
+          else expect(sha256(await decompressFrame(defined(frame, 'frame'), CHUNK_BYTES))).toBe(hash);
+          // In the image's order, though chunks are read and hashed ahead.
+          expect(position).toBeGreaterThan(Math.max(-1, ...chunks.keys()));
+          chunks.set(position, hash);
+        },
+        known
+      );
       expect(count).toBe(chunks.size);
       return chunks;
     } finally {
@@ -102,5 +109,8 @@ describe('scanImage on a real filesystem', () => {
     fs.writeSync(fd, Buffer.alloc(4096, 0xee), 0, 4096, partly.position * CHUNK_BYTES + freeBlock * 4096);
     fs.closeSync(fd);
     expect(await scan(image)).toEqual(before);
+    // Chunks of known content are hashed, not compressed.
+    const file = sha256(Buffer.alloc(CHUNK_BYTES, 9));
+    expect(await scan(image, new Set([file]))).toEqual(before);
   });
 });

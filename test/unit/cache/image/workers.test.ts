@@ -7,9 +7,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { CHUNK_BYTES } from '../../../../src/daemon/data-image';
-import { FrameWorkerError, writeOnWorker } from '../../../../src/cache/image/workers';
-import { compressFrame } from '../../../../src/cache/image/zstd';
-import { sha256 } from '../../../../src/cache/image/scan';
+import { FrameWorkerError, packOnWorker, writeOnWorker } from '../../../../src/cache/image/workers';
+import { compressFrame, decompressFrame, packChunk, sha256 } from '../../../../src/cache/image/zstd';
+import { defined } from '../../../support/defined';
+import { MAX_FRAME_BYTES } from '../../../../src/cache/manifest';
 
 // Node 20 has no zstd in zlib: there the CLI opens frames (restore.test.ts covers both through writeFrame).
 const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown }).zstdDecompressSync === 'function';
@@ -118,6 +119,38 @@ const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown })
     } finally {
       fs.closeSync(readOnly);
     }
+  });
+
+  test('chunks packed, many at once: each hashed and compressed, with only what it keeps', async () => {
+    chunks.forEach((chunk, i) => fs.writeSync(fd, chunk, 0, CHUNK_BYTES, i * CHUNK_BYTES));
+    // The first half of each chunk kept, but for the last 4 KiB of it.
+    const keep: Array<[number, number]> = [
+      [0, CHUNK_BYTES / 2 - 8192],
+      [CHUNK_BYTES / 2 - 4096, CHUNK_BYTES / 2]
+    ];
+    const kept = (chunk: Buffer) => {
+      const copy = Buffer.from(chunk);
+      copy.fill(0, CHUNK_BYTES / 2 - 8192, CHUNK_BYTES / 2 - 4096);
+      return copy.fill(0, CHUNK_BYTES / 2);
+    };
+    const packed = await Promise.all(chunks.map((_, i) => packChunk(fd, i * CHUNK_BYTES, keep, new Set())));
+    for (const [i, chunk] of chunks.entries()) {
+      expect(packed[i]?.hash).toBe(sha256(kept(chunk)));
+      expect((await decompressFrame(defined(packed[i]?.frame, 'frame'), CHUNK_BYTES)).equals(kept(chunk))).toBe(true);
+    }
+  });
+
+  test('a chunk packed: a known one is hashed only, one of zeroes (in keep or past the end) is nothing, a failure reaches the caller', async () => {
+    fs.writeSync(fd, chunks[0], 0, CHUNK_BYTES, 0);
+    const all: Array<[number, number]> = [[0, CHUNK_BYTES]];
+    expect(await packChunk(fd, 0, all, new Set([sha256(chunks[0])]))).toEqual({ hash: sha256(chunks[0]) });
+    expect(await packChunk(fd, 0, [], new Set())).toBeUndefined();
+    expect(await packChunk(fd, 8 * CHUNK_BYTES, all, new Set())).toBeUndefined();
+    const request = { fd, offset: 0, bytes: CHUNK_BYTES, keep: all, level: 3 };
+    await expect(packOnWorker({ ...request, maxFrameBytes: 100 }, new Set())).rejects.toThrow(FrameWorkerError);
+    expect((await packOnWorker({ ...request, maxFrameBytes: MAX_FRAME_BYTES }, new Set()))?.hash).toBe(
+      sha256(chunks[0])
+    );
   });
 
   test('a process whose workers are idle exits by itself', () => {

@@ -10,9 +10,8 @@ import { LOCAL_ONLY, type Frame, type Manifest } from '../../../../src/cache/man
 import { FrameCheckError, planRanges, writeFrame, writeState } from '../../../../src/cache/image/write';
 import type { FrameStore } from '../../../../src/cache/stores/frame-store';
 import { CHUNK_BYTES } from '../../../../src/daemon/data-image';
-import { compressFrame, FrameTooLargeError } from '../../../../src/cache/image/zstd';
+import { compressFrame, FrameTooLargeError, sha256 } from '../../../../src/cache/image/zstd';
 import { MANIFEST_FORMAT } from '../../../../src/cache/format';
-import { sha256 } from '../../../../src/cache/image/scan';
 
 const frame = (part: number, offset: number, length: number): Frame => ({ hash: '0'.repeat(64), part, offset, length });
 
