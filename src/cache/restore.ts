@@ -10,8 +10,7 @@ import * as core from '@actions/core';
 import type Docker from 'dockerode';
 import { startUsageRecorder } from './usage';
 import { Outputs } from '../runner/contract';
-import { download } from './stores/blob-download';
-import { availability, isRateLimit, lookup, LOOKUP_CONCURRENCY } from './stores/service';
+import { availability, isRateLimit, LOOKUP_CONCURRENCY, ServiceStore } from './stores/service';
 import {
   adoptImage,
   DataFiles,
@@ -29,14 +28,7 @@ import { checkRestored } from './image/ext4';
 import { prepareCache, type CacheInputs, type CacheRecord, type CacheSetup } from './setup';
 import type { Instance } from '../daemon/instance';
 import { LocalStore } from './stores/local';
-import {
-  checkedPart,
-  decodeManifest,
-  LOCAL_ONLY,
-  MAX_MANIFEST_BLOB_BYTES,
-  type Manifest,
-  type ManifestLimits
-} from './manifest';
+import { checkedPart, LOCAL_ONLY, type Manifest, type ManifestLimits } from './manifest';
 import { writeState, type WriteProgress } from './image/write';
 import { runAll } from '../util/run-all';
 import { formatBytes } from '../util/units';
@@ -252,7 +244,6 @@ export function newerSaved(localSavedAt: string, remoteSavedAt: string): 'local'
 /** A state to try: its key, and its manifest when the runner's store has it (or it was fetched to compare). */
 interface Candidate {
   key: string;
-  url?: string;
   manifest?: Manifest;
   /** The manifest is the runner's store's. */
   stored: boolean;
@@ -260,6 +251,7 @@ interface Candidate {
 
 async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): Promise<RestoreResult> {
   const service = availability();
+  const remote = new ServiceStore();
   const store = setup.cacheDir ? await LocalStore.open(setup.cacheDir) : undefined;
   const free = await freeBytes(path.dirname(setup.dataDir));
   const limits = { maxImageBytes: maxRestoredImageBytes(free), maxWriteBytes: free };
@@ -270,22 +262,27 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
   const find = async (key: string, restoreKeys: string[]): Promise<Candidate | undefined> => {
     const prefixes = [key, ...restoreKeys];
     const [entry, local] = await Promise.all([
-      service.readable ? lookup(key, restoreKeys) : undefined,
+      service.readable ? remote.findManifest(prefixes) : undefined,
       store?.findManifest(prefixes, limits)
     ]);
     core.debug(
       `Newest state for ${prefixes.join(' | ')}: the cache service ${entry?.key ?? (service.readable ? 'none' : 'not asked')}, the runner's store ${local?.key ?? (store ? 'none' : 'not used')}`
     );
     const choice = chooseState(prefixes, entry?.key, local?.key);
-    if (!entry || choice === 'local') return local && { key: local.key, manifest: local, stored: true };
+    if (!entry || choice === 'local') return local && { key: local.key, manifest: local.manifest, stored: true };
     const manifest = await store?.readManifest(entry.key, limits);
-    const remote: Candidate = { key: entry.key, url: entry.url, manifest, stored: manifest !== undefined };
-    if (choice === 'remote' || !local) return remote;
+    const newest: Candidate = { key: entry.key, manifest, stored: manifest !== undefined };
+    if (choice === 'remote' || !local) return newest;
     // The service's needs its manifest to say when it was saved.
-    remote.manifest ??= await decodeManifest(await download(entry.url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits);
-    return newerSaved(local.savedAt, remote.manifest.savedAt) === 'local'
-      ? { key: local.key, manifest: local, stored: true }
-      : remote;
+    newest.manifest ??= await readServiceManifest(newest.key);
+    return newerSaved(local.manifest.savedAt, newest.manifest.savedAt) === 'local'
+      ? { key: local.key, manifest: local.manifest, stored: true }
+      : newest;
+  };
+  const readServiceManifest = async (key: string) => {
+    const manifest = await remote.readManifest(key, limits);
+    if (!manifest) throw new Error(`the entry ${key} is gone from the cache service`);
+    return manifest;
   };
   if (!service.readable && !store) {
     core.info(`Not restoring: ${service.reason}.`);
@@ -298,15 +295,18 @@ async function restoreNewestState(setup: CacheSetup, imageId: Promise<string>): 
   }
   for (let tried = 1; candidate; tried++) {
     try {
-      let manifest = candidate.manifest;
-      if (!manifest) {
-        // Only the cache service's entries come without a manifest, and each has its URL.
-        if (!candidate.url) throw new Error(`the entry ${candidate.key} has neither a manifest nor a URL`);
-        manifest = await decodeManifest(await download(candidate.url, { maxBytes: MAX_MANIFEST_BLOB_BYTES }), limits);
-      }
+      // Only the cache service's entries come without a manifest.
+      const manifest = candidate.manifest ?? (await readServiceManifest(candidate.key));
       if (manifest.key !== candidate.key)
         throw new Error(`the entry ${candidate.key} holds the manifest of ${manifest.key}`);
-      const restored = await restoreState(setup, manifest, store, service.readable, limits, candidate.stored);
+      const restored = await restoreState(
+        setup,
+        manifest,
+        store,
+        service.readable ? remote : undefined,
+        limits,
+        candidate.stored
+      );
       const current = await imageId;
       if (manifest.imageId !== current) {
         core.warning(
@@ -350,7 +350,8 @@ async function restoreState(
   setup: CacheSetup,
   manifest: Manifest,
   store: LocalStore | undefined,
-  remote: boolean,
+  /** The cache service, where this job may read it. */
+  remote: ServiceStore | undefined,
   limits: ManifestLimits,
   /**
    * Read from the runner's store, which holds only manifests whose references were checked (see
@@ -363,21 +364,21 @@ async function restoreState(
   const { key } = manifest;
   core.info(`Restoring ${key}`);
   const locate = async (parts: number[]) => {
-    const urls = new Array<string | undefined>(manifest.parts.length);
+    const found = new Array<boolean>(manifest.parts.length).fill(false);
     if (remote)
       await runAll(
-        parts.map(index => async () => void (urls[index] = (await lookup(manifest.parts[index].key))?.url)),
+        parts.map(index => async () => void (found[index] = await remote.has(manifest.parts[index].key))),
         LOOKUP_CONCURRENCY
       );
-    const missing = parts.filter(index => !urls[index]);
-    if (missing.length > 0) {
+    const missing = parts.filter(index => !found[index]);
+    if (!remote || missing.length > 0) {
       const where = remote ? 'are gone from the cache' : "are not in the runner's store, and the cache service is off";
       throw new StateUnavailableError(
         `${missing.length} of the ${manifest.parts.length} parts of ${key} ${where}`,
         manifest.parent
       );
     }
-    return urls;
+    return remote;
   };
   const imageBytes = restoredImageBytes(manifest.filesystem.bytes, limits.maxWriteBytes);
   // A job that never saves would not give the image back: the next job would restore from the frames.

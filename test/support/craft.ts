@@ -4,9 +4,8 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { download } from '../../src/cache/stores/blob-download';
-import { uploadData } from '../../src/cache/stores/blob-upload';
-import { finalize, lookup, reserve } from '../../src/cache/stores/service';
+import { uploadBlob } from '../../src/cache/stores/blob-upload';
+import { ServiceStore } from '../../src/cache/stores/service';
 import { DataFiles, CHUNK_BYTES } from '../../src/daemon/data-image';
 import { readLayout } from '../../src/cache/image/ext4';
 import { encodeManifest, type Frame } from '../../src/cache/manifest';
@@ -89,19 +88,17 @@ export async function writeImageEntry(server: CacheServer, image: string, key: s
 /** Writes an entry of the action's cache version byte for byte. */
 export async function writeEntry(server: CacheServer, key: string, blob: Buffer): Promise<void> {
   await against(server, async () => {
-    const url = await reserve(key);
-    if (!url) throw new Error(`${key} exists already`);
-    await uploadData(url, blob);
-    await finalize(key, blob.length);
+    if ((await new ServiceStore(uploadBlob).write(key, blob)) === 'exists') throw new Error(`${key} exists already`);
   });
 }
 
 /** The blob of the action's entry `key`, byte for byte (a manifest, to read what a save wrote). */
 export async function readEntry(server: CacheServer, key: string): Promise<Buffer> {
   return against(server, async () => {
-    const entry = await lookup(key);
-    if (entry?.key !== key) throw new Error(`no entry ${key}`);
-    return download(entry.url, { maxBytes: 64 * 1024 * 1024 });
+    const service = new ServiceStore();
+    const blob = (await service.match(key)) === key && (await service.read(key, { maxBytes: 64 * 1024 * 1024 }));
+    if (!blob) throw new Error(`no entry ${key}`);
+    return blob;
   });
 }
 
@@ -119,6 +116,6 @@ export async function writeForeignEntry(
       body: JSON.stringify(body)
     }).then(response => response.json() as Promise<Record<string, string>>);
   const created = await twirp('CreateCacheEntry', { key, version });
-  await uploadData(created.signed_upload_url, blob);
+  await uploadBlob(created.signed_upload_url, blob);
   await twirp('FinalizeCacheEntryUpload', { key, version, size_bytes: String(blob.length) });
 }

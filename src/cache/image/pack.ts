@@ -6,13 +6,14 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { uploadData, uploadFile } from '../stores/blob-upload';
-import { finalize, lookup, LOOKUP_CONCURRENCY, reserve } from '../stores/service';
+import { uploadBlob } from '../stores/blob-upload';
+import { LOOKUP_CONCURRENCY, ServiceStore } from '../stores/service';
+import type { WriteOutcome } from '../stores/store';
 import { CHUNK_BYTES, DataFiles } from '../../daemon/data-image';
 import { readLayout } from './ext4';
 import { scanImage } from './scan';
 import type { LocalStore } from '../stores/local';
-import { encodeManifest, LOCAL_ONLY, type Frame, type Manifest, type PartRef } from '../manifest';
+import { LOCAL_ONLY, type Frame, type Manifest, type PartRef } from '../manifest';
 import type { LastUsed } from '../usage';
 import { runAll } from '../../util/run-all';
 import { MANIFEST_FORMAT, PART_KEY_PREFIX } from '../format';
@@ -122,17 +123,21 @@ export interface SaveResult {
   chunks: number;
 }
 
-/** Reserves `key` or one of its variants; `existing` when an entry with this name is committed. */
-async function reserveSlot(
-  key: string
-): Promise<{ key: string; uploadUrl: string } | { existing: string } | { stuck: string }> {
+/**
+ * Writes under `key` or one of its variants (`write` stores the blob under the name it is given);
+ * `existing` when an entry with this name is committed.
+ */
+async function writeSlot(
+  service: ServiceStore,
+  key: string,
+  write: (name: string) => Promise<WriteOutcome>
+): Promise<{ key: string } | { existing: string } | { stuck: string }> {
   for (let variant = 1; variant <= KEY_VARIANTS; variant++) {
     const candidate = variant === 1 ? key : `${key}.${variant}`;
     // A lookup by key also matches by prefix: an entry `<key>.N` is the same thing.
-    const existing = await lookup(candidate);
-    if (existing) return { existing: existing.key };
-    const uploadUrl = await reserve(candidate);
-    if (uploadUrl) return { key: candidate, uploadUrl };
+    const existing = await service.match(candidate);
+    if (existing) return { existing };
+    if ((await write(candidate)) === 'written') return { key: candidate };
   }
   return { stuck: `${key} is reserved by earlier saves that did not finish` };
 }
@@ -178,14 +183,15 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
   const image = await fs.open(path.join(input.dataDir, DataFiles.image), 'r');
   const writer = new PartWriter(input.dataDir);
   const { restored, store, remote } = input;
+  const service = remote ? new ServiceStore(uploadBlob) : undefined;
   try {
     const layout = await readLayout(image);
     if (!layout.clean) throw new Error('the filesystem was not unmounted cleanly');
     // Which restored parts are still in the cache service; in the runner's store only, where it is off.
     const present = new Array<boolean>(restored?.parts.length ?? 0).fill(!remote);
-    if (restored && remote) {
+    if (restored && service) {
       await runAll(
-        restored.parts.map((part, i) => async () => void (present[i] = (await lookup(part.key)) !== undefined)),
+        restored.parts.map((part, i) => async () => void (present[i] = await service.has(part.key))),
         LOOKUP_CONCURRENCY
       );
     }
@@ -255,18 +261,13 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
       known
     );
 
-    let uploadedBytes = 0;
     const partHash = await writer.close();
-    if (writer.bytes > 0) {
-      const slot = await reserveSlot(partKey(partHash));
+    if (service && writer.bytes > 0) {
+      const part = { file: writer.file, bytes: writer.bytes };
+      const slot = await writeSlot(service, partKey(partHash), name => service.write(name, part));
       if ('stuck' in slot) throw new Error(`the new part cannot be stored: ${slot.stuck}`);
       // The same bytes committed by another job hold the frames at the same offsets.
       const key = 'existing' in slot ? slot.existing : slot.key;
-      if (!('existing' in slot)) {
-        await uploadFile(slot.uploadUrl, writer.file);
-        await finalize(slot.key, writer.bytes);
-        uploadedBytes += writer.bytes;
-      }
       for (const frame of frames) if (frame.part === NEW_PART) frame.part = parts.length;
       parts.push({ key, bytes: writer.bytes });
     }
@@ -284,21 +285,23 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
       frames,
       chunks
     };
-    const sizes = { uploadedBytes, reusedBytes, storedBytes, localBytes, chunks: chunks.length };
-    if (remote) {
-      const slot = await reserveSlot(input.key);
+    const sizes = () => ({
+      uploadedBytes: service?.uploadedBytes ?? 0,
+      reusedBytes,
+      storedBytes,
+      localBytes,
+      chunks: chunks.length
+    });
+    if (service) {
+      const slot = await writeSlot(service, input.key, name => service.writeManifest({ ...manifest, key: name }));
       if ('stuck' in slot) throw new Error(slot.stuck);
       if ('existing' in slot) {
-        return { saved: false, reason: `a cache with this content exists already (${slot.existing})`, ...sizes };
+        return { saved: false, reason: `a cache with this content exists already (${slot.existing})`, ...sizes() };
       }
       manifest.key = slot.key;
-      const blob = await encodeManifest(manifest);
-      await uploadData(slot.uploadUrl, blob);
-      await finalize(slot.key, blob.length);
-      sizes.uploadedBytes += blob.length;
     }
     if (store) await store.writeManifest(manifest);
-    return { saved: true, key: manifest.key, reason: `saved as ${manifest.key}`, ...sizes };
+    return { saved: true, key: manifest.key, reason: `saved as ${manifest.key}`, ...sizes() };
   } finally {
     await image.close();
     await writer.close().catch(() => undefined);

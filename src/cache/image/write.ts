@@ -4,11 +4,11 @@
 // still arrive. The first failure stops everything; the caller then throws the image away.
 import type { FileHandle } from 'node:fs/promises';
 import * as core from '@actions/core';
-import { download, DownloadError } from '../stores/blob-download';
+import { DownloadError } from '../stores/blob-download';
 import { LOCAL_ONLY, type Frame, type Manifest } from '../manifest';
 import { writeFrameData } from './zstd';
 import { FrameWorkerError } from './workers';
-import type { FrameStore } from '../stores/frame-store';
+import type { BlobStore, ReadOptions } from '../stores/store';
 import { runAll } from '../../util/run-all';
 import { shortId } from '../../util/units';
 import { CHUNK_BYTES } from '../../daemon/data-image';
@@ -118,15 +118,15 @@ export async function writeFrame(
 }
 
 /**
- * Fetches every frame the manifest's chunks need and writes each chunk into `image`. `locate` gives
- * the signed download URLs of the parts that hold frames the runner's store does not (by index in
- * the manifest's parts; it throws when one cannot be had).
+ * Fetches every frame the manifest's chunks need and writes each chunk into `image`. `locate` finds
+ * the parts that hold frames the runner's store does not (by index in the manifest's parts) and gives
+ * the store that reads them by key; it throws when one cannot be had.
  */
 export async function writeState(
   image: FileHandle,
   manifest: Manifest,
-  locate: (parts: number[]) => Promise<Array<string | undefined>>,
-  local: FrameStore | undefined,
+  locate: (parts: number[]) => Promise<Pick<BlobStore, 'read'>>,
+  local: BlobStore | undefined,
   connections = RESTORE_CONNECTIONS
 ): Promise<WriteProgress> {
   const progress: WriteProgress = { downloadedBytes: 0, localBytes: 0, writtenBytes: 0, checked: new Map() };
@@ -149,12 +149,12 @@ export async function writeState(
   core.debug(
     `Restore plan: ${wanted.length} frames for ${manifest.chunks.length} chunks; ${localIndexes.size} from the runner's store, ${remote.length} in ${ranges.length} ranges from the cache service, ${connections} at a time`
   );
-  const partUrls: Array<string | undefined> =
-    ranges.length > 0 ? await locate([...new Set(ranges.map(range => range.part))]) : [];
-  const urlOf = (part: number) => {
-    const url = partUrls[part];
-    if (!url) throw new Error(`part ${manifest.parts[part]?.key ?? part} cannot be downloaded`);
-    return url;
+  const located = new Set(ranges.map(range => range.part));
+  let parts = located.size > 0 ? await locate([...located]) : undefined;
+  const read = async (part: number, options: ReadOptions) => {
+    const body = await parts?.read(manifest.parts[part].key, options);
+    if (!body) throw new Error(`part ${manifest.parts[part].key} cannot be downloaded`);
+    return body;
   };
 
   const put = async (index: number, compressed: Buffer) => {
@@ -196,8 +196,8 @@ export async function writeState(
     const get = () => {
       const from = opened.length < frames.length ? frames[opened.length].offset - range.start : bytes;
       if (from === bytes) return Promise.resolve();
-      return download(urlOf(range.part), {
-        range: [range.start + from, range.end - 1],
+      return read(range.part, {
+        range: { offset: range.start + from, length: bytes - from },
         maxBytes: bytes - from,
         into: into.subarray(from),
         received: received => open(from + received)
@@ -223,12 +223,15 @@ export async function writeState(
     ...[...localIndexes].map(index => async () => {
       if (!local) throw new Error(`frame ${index} is read from the runner's store, but there is none`);
       const frame = manifest.frames[index];
-      const compressed = await local.read(frame.hash, frame.length);
+      const compressed = await local.read(frame.hash, { maxBytes: frame.length });
       // Gone since `has` (another job's bound), or not a frame to read: from the cache service, if it holds it.
       if (!compressed) {
         if (frame.part === LOCAL_ONLY) throw new Error(`frame ${shortId(frame.hash)} left the runner's store`);
         const [range] = planRanges(manifest.frames, [index]);
-        partUrls[range.part] ??= (await locate([range.part]))[range.part];
+        if (!located.has(range.part)) {
+          parts = await locate([range.part]);
+          located.add(range.part);
+        }
         return fetch(range);
       }
       progress.localBytes += compressed.length;

@@ -4,6 +4,7 @@ import type { Agent } from 'node:http';
 import * as core from '@actions/core';
 import { AnonymousCredential, BlockBlobClient, type BlockBlobClientOptions } from '@azure/storage-blob';
 import { agentFor } from './http-agents';
+import type { BlobFile } from './store';
 
 const UPLOAD_BLOCK_BYTES = 16 * 1024 * 1024;
 const UPLOAD_CONCURRENCY = 8;
@@ -20,20 +21,12 @@ function client(uploadUrl: string): BlockBlobClient {
   return new BlockBlobClient(uploadUrl, new AnonymousCredential(), options);
 }
 
-export async function uploadFile(uploadUrl: string, file: string): Promise<void> {
+/** Uploads a blob, from memory or from a file, to the signed URL of a reserved entry. */
+export async function uploadBlob(uploadUrl: string, data: Buffer | BlobFile): Promise<void> {
   const started = Date.now();
-  await client(uploadUrl).uploadFile(file, {
-    blockSize: UPLOAD_BLOCK_BYTES,
-    concurrency: UPLOAD_CONCURRENCY
-  });
-  core.debug(`Uploaded ${file} to ${new URL(uploadUrl).host} in ${Date.now() - started} ms`);
-}
-
-export async function uploadData(uploadUrl: string, data: Buffer): Promise<void> {
-  const started = Date.now();
-  await client(uploadUrl).uploadData(data, {
-    blockSize: UPLOAD_BLOCK_BYTES,
-    concurrency: UPLOAD_CONCURRENCY
-  });
-  core.debug(`Uploaded ${data.length} bytes to ${new URL(uploadUrl).host} in ${Date.now() - started} ms`);
+  const options = { blockSize: UPLOAD_BLOCK_BYTES, concurrency: UPLOAD_CONCURRENCY };
+  if (Buffer.isBuffer(data)) await client(uploadUrl).uploadData(data, options);
+  else await client(uploadUrl).uploadFile(data.file, options);
+  const what = Buffer.isBuffer(data) ? `${data.length} bytes` : data.file;
+  core.debug(`Uploaded ${what} to ${new URL(uploadUrl).host} in ${Date.now() - started} ms`);
 }

@@ -35,7 +35,7 @@ import {
   type Manifest,
   type ManifestLimits
 } from '../manifest';
-import type { FrameStore } from './frame-store';
+import type { BlobFile, BlobStore, FoundManifest, ManifestStore, ReadOptions, WriteOutcome } from './store';
 import { HOUR_MS } from '../../util/units';
 import { FORMAT_NAME } from '../format';
 
@@ -209,13 +209,16 @@ async function openChecked(
   }
 }
 
-/** The first `bytes` of an open file, or fewer where it ends: never more, whatever it grows to. */
-async function readAtMost(handle: fs.FileHandle, bytes: number): Promise<Buffer> {
+/**
+ * `bytes` of an open file from `position`, or fewer where it ends: never more, whatever it grows to;
+ * into the start of `into` when given.
+ */
+async function readAtMost(handle: fs.FileHandle, bytes: number, position = 0, into?: Buffer): Promise<Buffer> {
   // Its own memory: a view of a pooled buffer would be copied whole where it is posted to a worker.
-  const buffer = Buffer.allocUnsafeSlow(bytes);
+  const buffer = into ?? Buffer.allocUnsafeSlow(bytes);
   let filled = 0;
   while (filled < bytes) {
-    const { bytesRead } = await handle.read(buffer, filled, bytes - filled, filled);
+    const { bytesRead } = await handle.read(buffer, filled, bytes - filled, position + filled);
     if (bytesRead === 0) break;
     filled += bytesRead;
   }
@@ -242,7 +245,7 @@ function jobUid(): number {
   return process.getuid?.() ?? -1;
 }
 
-export class LocalStore implements FrameStore {
+export class LocalStore implements BlobStore, ManifestStore {
   /** Shard directories of frames/ checked (or made) by this job. */
   private readonly shards = new Set<string>();
 
@@ -390,11 +393,15 @@ export class LocalStore implements FrameStore {
   }
 
   /** Writes a file whole: to a new temporary name first, then a rename, so that no reader sees it half-written. */
-  private async writeWhole(file: string, data: Buffer): Promise<void> {
+  private async writeWhole(file: string, data: Buffer | BlobFile): Promise<void> {
     const temporary = path.join(this.root, 'tmp', `${process.pid}-${randomBytes(6).toString('hex')}`);
     try {
-      // wx: a name that is there (a link among them) is never written through.
-      await fs.writeFile(temporary, data, { flag: 'wx', mode: 0o600 });
+      // wx and COPYFILE_EXCL: a name that is there (a link among them) is never written through.
+      if (Buffer.isBuffer(data)) await fs.writeFile(temporary, data, { flag: 'wx', mode: 0o600 });
+      else {
+        await fs.copyFile(data.file, temporary, constants.COPYFILE_EXCL);
+        await fs.chmod(temporary, 0o600);
+      }
       await fs.rename(temporary, file);
     } catch (error) {
       await removeFile(temporary);
@@ -410,24 +417,33 @@ export class LocalStore implements FrameStore {
     return stat?.isFile() === true;
   }
 
-  /** The frame `hash`, of at most `maxBytes` (its recorded length); undefined when it is gone or may not be read. */
-  async read(hash: string, maxBytes: number): Promise<Buffer | undefined> {
+  /**
+   * The frame `hash`, of at most `maxBytes` (its recorded length), or a range of it of at most that;
+   * undefined when it is gone or may not be read.
+   */
+  async read(hash: string, { maxBytes, range, into }: ReadOptions): Promise<Buffer | undefined> {
     const file = this.framePath(hash);
-    const opened = await openChecked(file, O_RDONLY, stat => storeFileProblem(stat, maxBytes));
+    if (range && range.length > maxBytes) {
+      this.skip(file, `is asked for ${range.length} bytes, more than the ${maxBytes} it may give`);
+      return undefined;
+    }
+    // A range bounds what is read itself, whatever the file's size.
+    const opened = await openChecked(file, O_RDONLY, stat => storeFileProblem(stat, range ? Infinity : maxBytes));
     if (!opened) return undefined;
     if ('problem' in opened) {
       this.skip(file, opened.problem);
       return undefined;
     }
     try {
-      return await readAtMost(opened.handle, opened.stat.size);
+      return await readAtMost(opened.handle, range ? range.length : opened.stat.size, range?.offset, into);
     } finally {
       await opened.handle.close();
     }
   }
 
-  async write(hash: string, frame: Buffer): Promise<void> {
-    if (await this.has(hash)) return;
+  /** Keeps a frame for the next job: one fetched from the cache service, or one a save made. */
+  async write(hash: string, frame: Buffer | BlobFile): Promise<WriteOutcome> {
+    if (await this.has(hash)) return 'exists';
     const shard = hash.slice(0, 2);
     if (!this.shards.has(shard)) {
       const dir = path.dirname(this.framePath(hash));
@@ -436,6 +452,7 @@ export class LocalStore implements FrameStore {
       this.shards.add(shard);
     }
     await this.writeWhole(this.framePath(hash), frame);
+    return 'written';
   }
 
   /** Marks frames as used now: the bound removes the least recently used first. */
@@ -445,8 +462,9 @@ export class LocalStore implements FrameStore {
     await Promise.all(hashes.map(hash => fs.lutimes(this.framePath(hash), now, now).catch(() => undefined)));
   }
 
-  async writeManifest(manifest: Manifest): Promise<void> {
+  async writeManifest(manifest: Manifest): Promise<WriteOutcome> {
     await this.writeWhole(this.manifestPath(manifest.key), await encodeManifest(manifest));
+    return 'written';
   }
 
   /** The manifest of `key`; undefined when there is none or its file may not be read (with a warning). */
@@ -468,14 +486,17 @@ export class LocalStore implements FrameStore {
   }
 
   /** The newest manifest for the first of `prefixes` that any key starts with, as the cache service matches. */
-  async findManifest(prefixes: string[], limits: ManifestLimits): Promise<Manifest | undefined> {
+  async findManifest(
+    prefixes: string[],
+    limits: ManifestLimits
+  ): Promise<(FoundManifest & { manifest: Manifest }) | undefined> {
     const entries = await this.listFiles(path.join(this.root, 'manifests'), name => keyOfName(name, MANIFEST_SUFFIX));
     for (const prefix of prefixes) {
       // The newest first; one whose file may not be read (with a warning) gives way to the next.
       const matching = entries.filter(entry => entry.key.startsWith(prefix)).sort((a, b) => b.mtimeMs - a.mtimeMs);
       for (const { key } of matching) {
         const manifest = await this.readManifest(key, limits);
-        if (manifest) return manifest;
+        if (manifest) return { key, manifest };
       }
     }
     return undefined;

@@ -4,6 +4,7 @@
 // saveCache wrap one payload in a tar of their own through temporary files; the daemon's data is
 // many content-addressed entries fetched by ranges, so this module makes the calls itself: with
 // the HTTP status of each answer at hand (a conflict, a rate limit), and a time limit on each call.
+// ServiceStore puts the calls and the blob transfers behind the stores' interfaces (store.ts).
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { createHash } from 'node:crypto';
@@ -17,7 +18,16 @@ import {
 import { CacheServiceClientJSON } from '@actions/cache/lib/generated/results/api/v1/cache.twirp-client';
 import { errorMessage } from '../../util/errors';
 import { agentFor, limitConnect } from './http-agents';
+import { download } from './blob-download';
+import type { BlobFile, BlobStore, FoundManifest, ManifestStore, ReadOptions, WriteOutcome } from './store';
 import { SERVICE_SCOPE } from '../format';
+import {
+  decodeManifest,
+  encodeManifest,
+  MAX_MANIFEST_BLOB_BYTES,
+  type Manifest,
+  type ManifestLimits
+} from '../manifest';
 
 /** Scopes our entries apart from other caches: the service matches keys only within one version. */
 export const CACHE_VERSION = createHash('sha256').update(SERVICE_SCOPE).digest('hex');
@@ -153,13 +163,13 @@ const rpc = {
 
 const client = new CacheServiceClientJSON(rpc);
 
-export interface CacheEntry {
+interface CacheEntry {
   key: string;
   url: string;
 }
 
 /** The newest entry for the first key that matches (exact for `key`, by prefix for `restoreKeys`). */
-export async function lookup(key: string, restoreKeys: string[] = []): Promise<CacheEntry | undefined> {
+async function lookup(key: string, restoreKeys: string[] = []): Promise<CacheEntry | undefined> {
   const response = await client.GetCacheEntryDownloadURL({ key, restoreKeys, version: CACHE_VERSION });
   core.debug(
     `Lookup of ${key} (restore keys: ${restoreKeys.join(', ') || 'none'}): ${response.ok ? response.matchedKey : 'no entry'}`
@@ -168,7 +178,7 @@ export async function lookup(key: string, restoreKeys: string[] = []): Promise<C
 }
 
 /** Reserves `key` for an upload; undefined when it exists already (or another job is writing it). */
-export async function reserve(key: string): Promise<string | undefined> {
+async function reserve(key: string): Promise<string | undefined> {
   try {
     const response = await client.CreateCacheEntry({ key, version: CACHE_VERSION });
     return response.ok ? response.signedUploadUrl : undefined;
@@ -179,7 +189,7 @@ export async function reserve(key: string): Promise<string | undefined> {
 }
 
 /** Commits the entry once its blob is uploaded. */
-export async function finalize(key: string, sizeBytes: number): Promise<void> {
+async function finalize(key: string, sizeBytes: number): Promise<void> {
   const finalized = await client.FinalizeCacheEntryUpload({
     key,
     version: CACHE_VERSION,
@@ -190,4 +200,69 @@ export async function finalize(key: string, sizeBytes: number): Promise<void> {
       `the cache service did not commit ${key}: ${finalized.message || 'no reason given'}`,
       200
     );
+}
+
+/** Uploads a blob to a signed URL: blob-upload.ts, which only post loads (the Azure SDK is a third of a bundle). */
+export type Upload = (url: string, data: Buffer | BlobFile) => Promise<void>;
+
+/**
+ * The cache service as a store: every blob and every manifest is an entry, named by its key, that no
+ * one can change once committed (or while another job is writing it). A lookup of a name matches by
+ * prefix too, as the service does: `<name>.N`, a variant a save wrote when `<name>` was stuck, holds the
+ * same bytes. Main's store only reads; post's, given `upload`, also writes.
+ */
+export class ServiceStore implements BlobStore, ManifestStore {
+  /** Bytes of the entries this store committed. */
+  uploadedBytes = 0;
+  /** The signed download URL of each name looked up: reads of its ranges follow without another lookup. */
+  private readonly urls = new Map<string, string>();
+
+  constructor(private readonly upload?: Upload) {}
+
+  /** The key of the entry a lookup of `name` finds (`name`, or a variant of it); undefined when none. */
+  async match(name: string): Promise<string | undefined> {
+    const entry = await lookup(name);
+    if (entry) this.urls.set(name, entry.url).set(entry.key, entry.url);
+    return entry?.key;
+  }
+
+  async has(name: string): Promise<boolean> {
+    return (await this.match(name)) !== undefined;
+  }
+
+  /** The blob `name`, or a range of it; a DownloadError when the service's answer is not what was asked for. */
+  async read(name: string, { maxBytes, range, into, received }: ReadOptions): Promise<Buffer | undefined> {
+    if (!this.urls.has(name)) await this.match(name);
+    const url = this.urls.get(name);
+    if (!url) return undefined;
+    return download(url, { range: range && [range.offset, range.offset + range.length - 1], maxBytes, into, received });
+  }
+
+  async write(name: string, data: Buffer | BlobFile): Promise<WriteOutcome> {
+    if (!this.upload) throw new Error(`${name} cannot be stored: this step only reads the cache service`);
+    const uploadUrl = await reserve(name);
+    if (!uploadUrl) return 'exists';
+    await this.upload(uploadUrl, data);
+    const bytes = Buffer.isBuffer(data) ? data.length : data.bytes;
+    await finalize(name, bytes);
+    this.uploadedBytes += bytes;
+    return 'written';
+  }
+
+  /** The newest entry for the first of `prefixes` that matches: its key; its manifest is read when asked for. */
+  async findManifest(prefixes: string[]): Promise<FoundManifest | undefined> {
+    const [key, ...restoreKeys] = prefixes;
+    const entry = await lookup(key, restoreKeys);
+    if (entry) this.urls.set(entry.key, entry.url);
+    return entry && { key: entry.key };
+  }
+
+  async readManifest(key: string, limits: ManifestLimits): Promise<Manifest | undefined> {
+    const blob = await this.read(key, { maxBytes: MAX_MANIFEST_BLOB_BYTES });
+    return blob && decodeManifest(blob, limits);
+  }
+
+  async writeManifest(manifest: Manifest): Promise<WriteOutcome> {
+    return this.write(manifest.key, await encodeManifest(manifest));
+  }
 }

@@ -8,7 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LOCAL_ONLY, type Frame, type Manifest } from '../../../../src/cache/manifest';
 import { FrameCheckError, planRanges, writeFrame, writeState } from '../../../../src/cache/image/write';
-import type { FrameStore } from '../../../../src/cache/stores/frame-store';
+import type { BlobStore } from '../../../../src/cache/stores/store';
+import { download } from '../../../../src/cache/stores/blob-download';
 import { CHUNK_BYTES } from '../../../../src/daemon/data-image';
 import { compressFrame, FrameTooLargeError, sha256 } from '../../../../src/cache/image/zstd';
 import { MANIFEST_FORMAT } from '../../../../src/cache/format';
@@ -167,9 +168,14 @@ describe('writeState', () => {
   });
 
   const url = () => `http://127.0.0.1:${(server.address() as AddressInfo).port}/part`;
+  /** The part, read over HTTP by ranges as the cache service's store reads it. */
+  const locate = async (): Promise<Pick<BlobStore, 'read'>> => ({
+    read: (_key, { range, maxBytes, into, received }) =>
+      download(url(), { range: range && [range.offset, range.offset + range.length - 1], maxBytes, into, received })
+  });
 
   test('every chunk lands at its positions, fetched in ranges over 2 connections', async () => {
-    const progress = await writeState(image, manifest, async () => [url()], undefined, 2);
+    const progress = await writeState(image, manifest, locate, undefined, 2);
     expect(progress).toEqual({
       downloadedBytes: part.length,
       localBytes: 0,
@@ -189,7 +195,7 @@ describe('writeState', () => {
       manifest.frames.map((_, i) => i)
     );
     cutOff = new Set(ranges.map(range => range.start));
-    const progress = await writeState(image, manifest, async () => [url()], undefined, 2);
+    const progress = await writeState(image, manifest, locate, undefined, 2);
     expect(progress.downloadedBytes).toBe(part.length);
     const read = Buffer.alloc(CHUNK_BYTES);
     for (const [position, frame] of manifest.chunks) {
@@ -205,14 +211,14 @@ describe('writeState', () => {
   test("each frame checked at its place: in its part when fetched, in no part when the runner's store gave it; frames no chunk needs are not checked", async () => {
     const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
     const stored = new Map([0, 7].map(i => [manifest.frames[i].hash, frames[i]]));
-    const local: FrameStore = {
+    const local: BlobStore = {
       has: async hash => stored.has(hash),
       read: async hash => stored.get(hash),
-      write: async () => undefined
+      write: async () => 'exists'
     };
     // Chunks 30 to 39 gone: their frames are in the manifest still, unused.
     const fewer = { ...manifest, chunks: manifest.chunks.filter(([position]) => position < 30 || position === 60) };
-    const progress = await writeState(image, fewer, async () => [url()], local, 2);
+    const progress = await writeState(image, fewer, locate, local, 2);
     expect([...progress.checked.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 30 }, (_, i) => i));
     for (const [i, reference] of progress.checked)
       expect(reference).toEqual(
@@ -224,6 +230,6 @@ describe('writeState', () => {
   test('a frame that is not the chunk its hash names fails the restore', async () => {
     const changed = structuredClone(manifest);
     changed.frames[25].hash = sha256(chunks[24]);
-    await expect(writeState(image, changed, async () => [url()], undefined, 2)).rejects.toThrow(FrameCheckError);
+    await expect(writeState(image, changed, locate, undefined, 2)).rejects.toThrow(FrameCheckError);
   });
 });

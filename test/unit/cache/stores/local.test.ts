@@ -1,6 +1,7 @@
 // The runner's store (cache-dir) on a real temporary directory: images kept whole and taken by one
 // job only, the bound over frames and images, and what another user of the runner may have planted
-// there: the checks as pure tables, then each planting against the store itself.
+// there: the checks as pure tables, then each planting against the store itself; and the contract every
+// store keeps (test/support/store-contract.ts).
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -19,6 +20,7 @@ import {
 import { encodeManifest, type Manifest } from '../../../../src/cache/manifest';
 import { canary } from '../../../support/canary';
 import { defined } from '../../../support/defined';
+import { storeContract } from '../../../support/store-contract';
 import { MANIFEST_FORMAT } from '../../../../src/cache/format';
 
 const { S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFCHR } = fs.constants;
@@ -174,6 +176,14 @@ const manifest = (key: string): Manifest => ({
   chunks: []
 });
 
+describe("the stores' contract", () => {
+  storeContract(() => ({
+    store,
+    plantManifest: async (key, blob) =>
+      fs.writeFileSync(path.join(root(), 'manifests', `${encodeURIComponent(key)}.gz`), blob)
+  }));
+});
+
 describe('kept images', () => {
   test('a kept image is taken whole, once: a second job finds none', async () => {
     const source = image('job1.img', 1 << 30, 8192);
@@ -306,7 +316,7 @@ describe('frames and manifests planted in the store', () => {
     const before = target.state();
     plant(frameFile(), path.join(target.dir, 'passwd'));
     expect(await store.has(hash)).toBe(false);
-    expect(await store.read(hash, 1 << 20)).toBeUndefined();
+    expect(await store.read(hash, { maxBytes: 1 << 20 })).toBeUndefined();
     await store.touch([hash]);
     const { removedFrames, left } = await store.enforceLimit(0);
     expect({ removedFrames, frames: left.frames }).toEqual({ removedFrames: 1, frames: 0 });
@@ -317,8 +327,8 @@ describe('frames and manifests planted in the store', () => {
 
   test('a frame is read only up to its recorded length: a longer file is not the frame', async () => {
     await store.write(hash, Buffer.alloc(100, 7));
-    expect(await store.read(hash, 100)).toEqual(Buffer.alloc(100, 7));
-    expect(await store.read(hash, 99)).toBeUndefined();
+    expect(await store.read(hash, { maxBytes: 100 })).toEqual(Buffer.alloc(100, 7));
+    expect(await store.read(hash, { maxBytes: 99 })).toBeUndefined();
     expect(warnings).toEqual([
       expect.stringMatching(/frames\/ab\/ab1+\.zst in the cache directory: it is 100 bytes, more than the 99/)
     ]);
@@ -331,7 +341,7 @@ describe('frames and manifests planted in the store', () => {
     fs.symlinkSync(path.join(target.dir, 'passwd'), frameFile());
     await store.write(hash, Buffer.alloc(10, 3));
     expect(fs.lstatSync(frameFile()).isFile()).toBe(true);
-    expect(await store.read(hash, 10)).toEqual(Buffer.alloc(10, 3));
+    expect(await store.read(hash, { maxBytes: 10 })).toEqual(Buffer.alloc(10, 3));
     expect(target.state()).toBe(before);
     target.remove();
   });

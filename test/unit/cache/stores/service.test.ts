@@ -7,10 +7,8 @@ import {
   availability,
   CacheServiceError,
   CACHE_VERSION,
-  finalize,
   isRateLimit,
-  lookup,
-  reserve
+  ServiceStore
 } from '../../../../src/cache/stores/service';
 import { defined } from '../../../support/defined';
 
@@ -24,6 +22,9 @@ interface Call {
 let server: http.Server;
 let calls: Call[] = [];
 let answer: (call: Call) => { status: number; body: object; headers?: Record<string, string> };
+let uploads: Array<[string, Buffer | { file: string; bytes: number }]> = [];
+/** The store, with uploads recorded instead of sent (blob transfers are not this contract). */
+const store = () => new ServiceStore(async (url, data) => void uploads.push([url, data]));
 const saved = { ...process.env };
 
 beforeAll(async () => {
@@ -47,6 +48,7 @@ beforeAll(async () => {
 afterAll(() => new Promise(resolve => server.close(resolve)));
 beforeEach(() => {
   calls = [];
+  uploads = [];
   process.env.ACTIONS_RESULTS_URL = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
   process.env.ACTIONS_RUNTIME_TOKEN = 'token';
   process.env.ACTIONS_CACHE_SERVICE_V2 = 'True';
@@ -61,34 +63,53 @@ const twirp = (method: string) => `/twirp/github.actions.results.api.v1.CacheSer
 
 test('lookup: the request the service expects, and its answer read back', async () => {
   answer = () => ({ status: 200, body: { ok: true, signed_download_url: 'https://blob/x?sas', matched_key: 'key-1' } });
-  expect(await lookup('key-', ['key-', 'k'])).toEqual({ key: 'key-1', url: 'https://blob/x?sas' });
+  expect(await store().findManifest(['key-', 'k'])).toEqual({ key: 'key-1' });
   expect(calls).toEqual([
     {
       method: 'POST',
       path: twirp('GetCacheEntryDownloadURL'),
       authorization: 'Bearer token',
-      body: { key: 'key-', restore_keys: ['key-', 'k'], version: CACHE_VERSION }
+      body: { key: 'key-', restore_keys: ['k'], version: CACHE_VERSION }
     }
   ]);
+  calls = [];
+  expect(await store().match('key-')).toBe('key-1');
+  expect(calls.map(call => call.body)).toEqual([{ key: 'key-', version: CACHE_VERSION }]);
   answer = () => ({ status: 200, body: { ok: false } });
-  expect(await lookup('none')).toBeUndefined();
+  expect(await store().findManifest(['none'])).toBeUndefined();
+  expect(await store().has('none')).toBe(false);
 });
 
-test('reserve and finalize: the upload URL; a conflict (HTTP 409) means the key exists', async () => {
+test('a write reserves, uploads and finalizes; a conflict (HTTP 409) means the name is taken', async () => {
   answer = call =>
     call.path === twirp('CreateCacheEntry')
       ? { status: 200, body: { ok: true, signed_upload_url: 'https://blob/up' } }
       : { status: 200, body: { ok: true, entry_id: '7' } };
-  expect(await reserve('k')).toBe('https://blob/up');
-  await finalize('k', 123);
+  const written = store();
+  expect(await written.write('k', Buffer.alloc(123))).toBe('written');
+  expect(written.uploadedBytes).toBe(123);
   expect(calls.map(call => call.body)).toEqual([
     { key: 'k', version: CACHE_VERSION },
     { key: 'k', version: CACHE_VERSION, size_bytes: '123' }
   ]);
+  expect(uploads).toEqual([['https://blob/up', Buffer.alloc(123)]]);
   answer = () => ({ status: 409, body: { code: 'already_exists', msg: 'cache entry exists' } });
-  expect(await reserve('k')).toBeUndefined();
-  answer = () => ({ status: 200, body: { ok: false, message: 'too large' } });
-  await expect(finalize('k', 1)).rejects.toThrow('the cache service did not commit k: too large');
+  expect(await store().write('k', Buffer.alloc(1))).toBe('exists');
+  expect(uploads).toHaveLength(1);
+  answer = call =>
+    call.path === twirp('CreateCacheEntry')
+      ? { status: 200, body: { ok: true, signed_upload_url: 'https://blob/up' } }
+      : { status: 200, body: { ok: false, message: 'too large' } };
+  await expect(store().write('k', { file: '/part', bytes: 1 })).rejects.toThrow(
+    'the cache service did not commit k: too large'
+  );
+});
+
+test("a store made without an upload (main's) writes nothing", async () => {
+  await expect(new ServiceStore().write('k', Buffer.alloc(1))).rejects.toThrow(
+    'this step only reads the cache service'
+  );
+  expect(calls).toEqual([]);
 });
 
 test('a rate limit (HTTP 429) is not retried, and says when it resets', async () => {
@@ -97,7 +118,9 @@ test('a rate limit (HTTP 429) is not retried, and says when it resets', async ()
     body: { code: 'resource_exhausted', msg: 'rate limited' },
     headers: { 'retry-after': '60' }
   });
-  const error = await lookup('k').catch((e: unknown) => e);
+  const error = await store()
+    .match('k')
+    .catch((e: unknown) => e);
   expect(isRateLimit(error)).toBe(true);
   expect(error).toMatchObject({
     status: 429,
@@ -109,17 +132,19 @@ test('a rate limit (HTTP 429) is not retried, and says when it resets', async ()
 
 test('a server error is retried once; a client error is not', async () => {
   answer = () => ({ status: 500, body: { code: 'internal', msg: 'boom' } });
-  await expect(reserve('k')).rejects.toMatchObject({ status: 500 });
+  await expect(store().write('k', Buffer.alloc(1))).rejects.toMatchObject({ status: 500 });
   expect(calls).toHaveLength(2);
   calls = [];
   answer = () => ({ status: 400, body: { code: 'invalid_argument', msg: 'bad key' } });
-  await expect(reserve('k')).rejects.toThrow(new CacheServiceError('CreateCacheEntry answered HTTP 400: bad key', 400));
+  await expect(store().write('k', Buffer.alloc(1))).rejects.toThrow(
+    new CacheServiceError('CreateCacheEntry answered HTTP 400: bad key', 400)
+  );
   expect(calls).toHaveLength(1);
 });
 
 test('no answer at all is an error with status 0', async () => {
   process.env.ACTIONS_RESULTS_URL = 'http://127.0.0.1:1/';
-  await expect(lookup('k')).rejects.toMatchObject({ status: 0 });
+  await expect(store().has('k')).rejects.toMatchObject({ status: 0 });
 });
 
 test.each<[string, Record<string, string | undefined>, object]>([

@@ -1,0 +1,66 @@
+// The Actions cache service as a store (src/cache/stores/service.ts ServiceStore), against the emulation
+// of the service (test/support/cache-server.ts, the real v2 protocol over a real blob store): the
+// contract every store keeps, then what only the service has: lookups that match by prefix, and a bound
+// that is GitHub's eviction, not the store's.
+import * as core from '@actions/core';
+import { randomBytes } from 'node:crypto';
+import { uploadBlob } from '../../src/cache/stores/blob-upload';
+import { DownloadError } from '../../src/cache/stores/blob-download';
+import { ServiceStore } from '../../src/cache/stores/service';
+import { startCacheServer, type CacheServer } from '../support/cache-server';
+import { storeContract } from '../support/store-contract';
+
+jest.setTimeout(60_000);
+
+let server: CacheServer;
+const savedEnv = { ...process.env };
+
+beforeAll(async () => {
+  server = await startCacheServer();
+  Object.assign(process.env, server.env);
+});
+afterAll(async () => {
+  process.env = savedEnv;
+  await server?.stop();
+});
+// The service's debug lines stay out of the test's output.
+beforeEach(() => jest.spyOn(core, 'debug').mockImplementation(() => undefined));
+afterEach(() => jest.restoreAllMocks());
+
+/** Post's store: it uploads. */
+const store = () => new ServiceStore(uploadBlob);
+
+describe("the stores' contract", () => {
+  storeContract(() => {
+    const subject = store();
+    return {
+      store: subject,
+      // Anyone who can write the repository's cache can commit any bytes under a manifest's key.
+      plantManifest: async (key, blob) => void (await subject.write(key, blob))
+    };
+  });
+});
+
+test('a lookup of a name finds a variant of it (`<name>.N`, the same bytes a stuck save wrote under another name)', async () => {
+  const name = `part-${randomBytes(8).toString('hex')}`;
+  const data = randomBytes(1000);
+  expect(await store().write(`${name}.2`, data)).toBe('written');
+  const reader = new ServiceStore();
+  expect(await reader.match(name)).toBe(`${name}.2`);
+  expect(await reader.read(name, { maxBytes: data.length })).toEqual(data);
+});
+
+test("the service's bound is GitHub's eviction: an evicted entry is gone, and its name free again", async () => {
+  const name = `part-${randomBytes(8).toString('hex')}`;
+  const data = randomBytes(1000);
+  const writer = store();
+  await writer.write(name, data);
+  const reader = new ServiceStore();
+  expect(await reader.has(name)).toBe(true);
+  expect(await server.evict(entry => entry.key === name)).toHaveLength(1);
+  // The URL looked up before the eviction no longer serves the blob.
+  await expect(reader.read(name, { maxBytes: data.length })).rejects.toBeInstanceOf(DownloadError);
+  expect(await new ServiceStore().has(name)).toBe(false);
+  expect(await new ServiceStore().read(name, { maxBytes: data.length })).toBeUndefined();
+  expect(await writer.write(name, data)).toBe('written');
+});
