@@ -14,7 +14,7 @@ export interface CacheSteps {
   bound(): Promise<void>;
 }
 
-/** What post does to the world, one call per step, each made by its domain (see post.ts); tearDown says in which order. */
+/** What post does to the world, one call per step, each made by its domain (post.ts); tearDown says the order. */
 export interface PostSteps {
   /** Undefined: main made no builder. */
   builder?: string;

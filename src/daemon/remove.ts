@@ -10,7 +10,7 @@ import { bestEffort } from '../util/best-effort';
 /** dockerd stops its own containers on SIGTERM; give it the time the Docker CLI would. */
 const STOP_GRACE_SECONDS = 30;
 
-/** Post's steps on the daemon, on the outer engine and the runner's disk, for the instance main left (see PostSteps). */
+/** Post's steps on the outer engine and the runner's disk for the daemon main left (see PostSteps). */
 export function daemonSteps(docker: Docker, instance: Instance) {
   const label = { label: [`${INSTANCE_LABEL}=${instance.id}`] };
   return {

@@ -1,5 +1,5 @@
-// Starting the dind container and waiting for its daemon, within the wait-timeout: with one fresh start
-// when the state restored for it is what keeps dockerd from becoming ready.
+// Preparing and starting the dind container and waiting for its daemon, within the wait-timeout: with one
+// fresh start when the state restored for it is what keeps dockerd from becoming ready.
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';

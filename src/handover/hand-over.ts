@@ -71,7 +71,10 @@ interface Handover {
   timeline: Timeline;
 }
 
-/** The buildx plugin's version when the inputs ask for a builder: checked before anything starts, so a runner without it has nothing to clean up. */
+/**
+ * The buildx plugin's version when the inputs ask for a builder; checked before anything starts, so that
+ * a runner without the plugin has nothing to clean up.
+ */
 export async function buildxPlugin(inputs: { buildx: boolean }): Promise<string | undefined> {
   return inputs.buildx ? buildxVersion() : undefined;
 }

@@ -10,7 +10,7 @@ import type { Instance } from '../daemon/instance';
 import type { DaemonAddress } from '../daemon/placement';
 import { connect, tlsClientOptions } from '../runner/engine';
 
-/** Post's steps on the Docker CLI and the runner's disk, for what main made for the instance (see PostSteps). */
+/** Post's steps on the Docker CLI and the runner's disk for what main handed over (see PostSteps). */
 export function handoverSteps(instance: Instance, made: { builder?: string; context?: string }) {
   return {
     builder: made.builder,
