@@ -1,48 +1,20 @@
-// Post: stop the daemon cleanly, save its data to the cache, show its log, and remove everything
+// Post's order: stop the daemon cleanly, save its data to the cache, show its log, and remove everything
 // main made for it. Post never fails the job: each step warns on error and the next one still runs.
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import * as core from '@actions/core';
-import type Docker from 'dockerode';
-import { removeBuilder } from './handover/buildx';
-import { PostCache } from './cache/save';
-import { INSTANCE_LABEL } from './runner/contract';
-import { removeContext } from './handover/context';
-import { containerLog } from './daemon/container';
-import { connect, connectOuterEngine, tlsClientOptions } from './runner/engine';
-import { CLIENT_FILES } from './handover/environment';
-import { errorMessage } from './util/errors';
-import { bestEffort } from './util/best-effort';
-import { getJobStatus } from './inputs';
 import type { Instance } from './daemon/instance';
-import type { DaemonAddress } from './daemon/placement';
-import { Timeline } from './util/report';
-import { loadInstanceState, type InstanceState } from './state';
+import { bestEffort } from './util/best-effort';
+import type { Timeline } from './util/report';
 import { shortId } from './util/units';
 
-/** dockerd stops its own containers on SIGTERM; give it the time the Docker CLI would. */
-const STOP_GRACE_SECONDS = 30;
-
-export async function runPost(): Promise<void> {
-  const timeline = new Timeline();
-  const state = loadInstanceState();
-  if (!state) {
-    core.info('Nothing to clean up: main did not start a daemon.');
-    return;
-  }
-  try {
-    await tearDown(state.instance, timeline, postSteps(state, timeline));
-  } catch (error) {
-    core.warning(`Cleaning up the dind daemon failed: ${errorMessage(error)}`);
-  } finally {
-    await timeline.writeSummary('setup-dind: teardown');
-  }
+/** The cache's part of post, planned while the daemon runs (see PostCache). */
+export interface CacheSteps {
+  stopsGracefully(containerState: string): boolean;
+  save(): Promise<void>;
+  keepImage(): Promise<void>;
+  bound(): Promise<void>;
 }
 
-/** The cache's part of post, planned while the daemon runs (see PostCache). */
-export type CacheSteps = Pick<PostCache, 'stopsGracefully' | 'save' | 'keepImage' | 'bound'>;
-
-/** What post does to the world, one call per step; tearDown says in which order. */
+/** What post does to the world, one call per step, each made by its domain (post.ts); tearDown says the order. */
 export interface PostSteps {
   /** Undefined: main made no builder. */
   builder?: string;
@@ -101,50 +73,4 @@ export async function tearDown(instance: Instance, timeline: Timeline, steps: Po
     core.info(`Removed ${containers.length} container(s) and ${networks} network(s) of ${instance.containerName}.`);
   });
   await cache?.bound();
-}
-
-/** The steps on the outer engine, the runner's disk and the Docker CLI, for the instance main left. */
-function postSteps(state: InstanceState, timeline: Timeline): PostSteps {
-  const { instance, endpoint } = state;
-  const docker = connectOuterEngine(state.engine);
-  const label = { label: [`${INSTANCE_LABEL}=${instance.id}`] };
-  return {
-    builder: state.builder,
-    removeBuilder,
-    listContainers: () => docker.listContainers({ all: true, filters: label }),
-    planCache: async daemonContainerId =>
-      state.cache &&
-      PostCache.plan({
-        setup: state.cache,
-        instanceId: instance.id,
-        imageId: state.imageId ?? '',
-        daemonContainerId,
-        jobStatus: getJobStatus(),
-        docker,
-        connectDaemon: endpoint && (() => daemonClient(instance.certDir, endpoint)),
-        timeline
-      }),
-    stop: id => docker.getContainer(id).stop({ t: STOP_GRACE_SECONDS }),
-    log: id => containerLog(docker.getContainer(id)),
-    // The image declares VOLUME /var/lib/docker: without v the data would stay behind as a volume.
-    removeContainer: id => docker.getContainer(id).remove({ force: true, v: true }),
-    removeNetworks: async () => {
-      const networks = await docker.listNetworks({ filters: label });
-      for (const network of networks) {
-        await bestEffort(`remove network ${network.Name}`, () => docker.getNetwork(network.Id).remove(), undefined);
-      }
-      return networks.length;
-    },
-    // One file however much the daemon held (daemon/data-image.ts), and the entrypoint's notes.
-    removeData: () => fs.rm(instance.dataDir, { recursive: true, force: true }),
-    removeCertificates: () => fs.rm(instance.certDir, { recursive: true, force: true }),
-    context: state.context,
-    removeContext: async name => void (await removeContext(name, instance.id))
-  };
-}
-
-async function daemonClient(certDir: string, address: DaemonAddress): Promise<Docker> {
-  const read = (name: string) => fs.readFile(path.join(certDir, name), 'utf8');
-  const [ca, cert, key] = await Promise.all([read(CLIENT_FILES.ca), read(CLIENT_FILES.cert), read(CLIENT_FILES.key)]);
-  return connect(tlsClientOptions({ ...address, ca, cert, key }));
 }

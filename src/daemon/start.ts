@@ -1,5 +1,5 @@
-// Starting the dind container and waiting for its daemon, within the wait-timeout: with one fresh start
-// when the state restored for it is what keeps dockerd from becoming ready.
+// Preparing and starting the dind container and waiting for its daemon, within the wait-timeout: with one
+// fresh start when the state restored for it is what keeps dockerd from becoming ready.
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
@@ -13,6 +13,7 @@ import {
   diagnose,
   lastLogLine,
   networkAddresses,
+  networkCreateOptions,
   publishedPort,
   READY_STEADINESS,
   restoredWaitMs,
@@ -23,8 +24,9 @@ import {
   type DaemonConfigInputs,
   type PortMapping
 } from './container';
-import { DataFiles, prepareEmptyData, readDataEvents } from './data-image';
-import type { Instance } from './instance';
+import { DataFiles, prepareEmptyData, readDataEvents, type DataEvents } from './data-image';
+import { ensureImage, type PullPolicy } from './image';
+import { newInstance, type Instance } from './instance';
 import {
   bindMountPlan,
   placementOf,
@@ -35,8 +37,14 @@ import {
   type Reach
 } from './placement';
 import type { CertificateAuthority, KeyPair } from './tls';
-import { describeEngine, type EngineSettings, type TlsEndpoint } from '../runner/engine';
-import { defaultRouteMtu, detectRunnerContainer, engineUnreachableMessage } from '../runner/host';
+import {
+  connectOuterEngine,
+  describeEngine,
+  outerEngineSettings,
+  type EngineSettings,
+  type TlsEndpoint
+} from '../runner/engine';
+import { defaultRouteMtu, detectRunnerContainer, engineHostPath, engineUnreachableMessage } from '../runner/host';
 import { errorMessage } from '../util/errors';
 import { shortId } from '../util/units';
 
@@ -79,6 +87,12 @@ export interface EndpointRecord {
   set(patch: { endpoint: DaemonAddress }): void;
 }
 
+/** A new daemon's names, and the outer engine it will run on, as main finds it. */
+export function newDaemon(name: string): { instance: Instance; engine: EngineSettings; docker: Docker } {
+  const engine = outerEngineSettings();
+  return { instance: newInstance(name), engine, docker: connectOuterEngine(engine) };
+}
+
 /** Where the daemon will sit: on the runner's host, or beside the job's container. The engine must answer. */
 export async function findPlacement(docker: Docker, engine: EngineSettings): Promise<Placement> {
   try {
@@ -91,6 +105,52 @@ export async function findPlacement(docker: Docker, engine: EngineSettings): Pro
   core.debug(`Placement: ${JSON.stringify(placement)}`);
   if (runner) core.info(`The job runs in container ${shortId(runner.id)} (networks: ${runner.networks.join(', ')}).`);
   return placement;
+}
+
+/** The inputs the daemon's preparation reads. */
+interface PrepareInputs {
+  image: string;
+  pull: PullPolicy;
+  cache: boolean;
+}
+
+/** What the engine and the runner's disk hold for the container before it starts. */
+interface Preparing {
+  /** The data directory as the engine's host has it, made; undefined: the engine cannot bind-mount it. */
+  dataDir?: string;
+  /** The image's id, once pulled when the pull policy says. */
+  imageId: Promise<string>;
+  /** The daemon's network, once made. */
+  network: Promise<unknown>;
+}
+
+/** The data directory, made now; the image and the network, on their way. */
+export async function prepareDaemon(
+  docker: Docker,
+  inputs: PrepareInputs,
+  instance: Instance,
+  placement: Placement
+): Promise<Preparing> {
+  const dataDir = engineHostPath(placement.runner, instance.dataDir);
+  if (dataDir === undefined && inputs.cache) {
+    core.warning(
+      `Cache off: the engine cannot bind-mount ${instance.dataDir} from inside this job's container (RUNNER_TEMP is not a bind mount of the engine's host).`
+    );
+  }
+  // Before the container exists: the engine would make a missing bind-mount source itself, as root.
+  if (dataDir !== undefined) await fs.mkdir(instance.dataDir, { recursive: true, mode: 0o755 });
+  return {
+    dataDir,
+    imageId: ensureImage(docker, inputs.image, inputs.pull),
+    network: docker.createNetwork(networkCreateOptions(instance))
+  };
+}
+
+/** What the entrypoint did with the data directory, read once the daemon answers. */
+export async function dataReady(instance: Instance): Promise<DataEvents> {
+  const events = await readDataEvents(instance.dataDir);
+  if (events.mountedIn) core.info(`The daemon's filesystem was ready in ${events.mountedIn}.`);
+  return events;
 }
 
 /** The runner paths to mount at the same path in the daemon: the workspace and RUNNER_TEMP unless `mounts` says. */

@@ -3,7 +3,14 @@
 // builder on the daemon.
 import * as core from '@actions/core';
 import type Docker from 'dockerode';
-import { builderName, buildkitdConfig, createBuilder, DOCKER_DRIVER_BUILDER, type BuildxDriver } from './buildx';
+import {
+  builderName,
+  buildkitdConfig,
+  buildxVersion,
+  createBuilder,
+  DOCKER_DRIVER_BUILDER,
+  type BuildxDriver
+} from './buildx';
 import { createContext } from './context';
 import {
   exportBuildxBuilder,
@@ -62,6 +69,14 @@ interface Handover {
   engine: EngineSettings;
   record: HandoverRecord;
   timeline: Timeline;
+}
+
+/**
+ * The buildx plugin's version when the inputs ask for a builder; checked before anything starts, so that
+ * a runner without the plugin has nothing to clean up.
+ */
+export async function buildxPlugin(inputs: { buildx: boolean }): Promise<string | undefined> {
+  return inputs.buildx ? buildxVersion() : undefined;
 }
 
 /**
