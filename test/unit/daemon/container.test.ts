@@ -918,11 +918,11 @@ describe('waitForDaemon', () => {
   const answered = () => requests.filter(r => r.path.endsWith('/_ping') || r.path.endsWith('/version'));
 
   test('a daemon that answers at once is ready after it has kept answering for the steady period, each time on a new connection', async () => {
-    const started = Date.now();
     await expect(waitForDaemon(endpoint(), container(), 10_000, STEADY)).resolves.toBe('26.1.5');
-    const answers = answered();
-    expect(answers[answers.length - 1].at - answers[0].at).toBeGreaterThanOrEqual(STEADY.steadyMs);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(STEADY.steadyMs);
+    const ready = Date.now();
+    // Measured to the moment it said ready, on the same clock as the server's: the server sees each
+    // request before the client sees its answer, so the gap between two requests may be a little shorter.
+    expect(ready - answered()[0].at).toBeGreaterThanOrEqual(STEADY.steadyMs);
     // No keep-alive: as many connections as requests, as each later CLI call connects anew.
     expect(connections).toHaveLength(requests.length);
     expect(requests.length).toBeGreaterThanOrEqual(3);
@@ -949,11 +949,12 @@ describe('waitForDaemon', () => {
       return Date.now() < flapUntil ? 'reset' : 'answer';
     };
     await expect(waitForDaemon(endpoint(), container(), 10_000, STEADY)).resolves.toBe('26.1.5');
+    const ready = Date.now();
     const lastReset = Math.max(...connections.filter(c => c.behaviour === 'reset').map(c => c.at));
     expect(connections.some(c => c.behaviour === 'reset')).toBe(true);
     // Ready only after a whole steady period of answers that began after the last reset.
-    const after = answered().filter(r => r.at > lastReset);
-    expect(after[after.length - 1].at - after[0].at).toBeGreaterThanOrEqual(STEADY.steadyMs);
+    expect(answered().filter(r => r.at > lastReset).length).toBeGreaterThanOrEqual(2);
+    expect(ready - lastReset).toBeGreaterThanOrEqual(STEADY.steadyMs);
   });
 
   test('answers once, then resets until the timeout: not ready, and the error says it answered but not steadily', async () => {
