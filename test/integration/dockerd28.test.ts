@@ -68,7 +68,7 @@ describe.each<{ user?: string; label: string; inputs: Record<string, string> }>(
       expect(main.warnings).toEqual([]);
       expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': key });
       expect(fs.readFileSync(path.join(main.dataDir, 'events'), 'utf8')).toMatch(
-        /^mounted in .* s \(restored, checked in .* s\)$/m
+        /^mounted in .* s \(restored, (attached while filled, )?checked in .* s\)$/m
       );
       expect(await imageTags(job)).toEqual([BUILT_IMAGE, HTTPD_IMAGE].sort());
       fs.mkdirSync(path.join(job.workspace, 'app'));

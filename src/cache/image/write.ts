@@ -184,12 +184,14 @@ export async function writeState(
         const at = frame.offset - range.start;
         if (at + frame.length > received) return;
         const compressed = into.subarray(at, at + frame.length);
-        opened.push(
-          put(range.frames[next], compressed).then(async () => {
-            progress.checked.set(range.frames[next], frame);
-            if (local) await local.write(frame.hash, compressed);
-          })
-        );
+        const opening = put(range.frames[next], compressed).then(async () => {
+          progress.checked.set(range.frames[next], frame);
+          if (local) await local.write(frame.hash, compressed);
+        });
+        // Its failure is read once the download is over (allSettled below); until then a rejection
+        // with no handler would end the process.
+        opening.catch(() => undefined);
+        opened.push(opening);
       }
     };
     // From the first frame not yet opened: a second try leaves the bytes the workers read alone.
