@@ -11,7 +11,8 @@ import { contentFingerprint, saveKey, type DaemonContent } from './key';
 import { Inputs } from '../runner/contract';
 import { errorMessage } from '../util/errors';
 import { LocalStore, type StoreBound } from './stores/local';
-import { availability } from './stores/service';
+import { uploadBlob } from './stores/blob-upload';
+import { availability, ServiceStore } from './stores/service';
 import { DataFiles, readDataEvents } from '../daemon/data-image';
 import { bestEffort } from '../util/best-effort';
 import type { Timeline } from '../util/report';
@@ -216,7 +217,7 @@ async function saveDaemonData(
       lastUsed,
       restored,
       maxBytes: setup.maxBytes,
-      remote,
+      service: remote ? new ServiceStore(uploadBlob) : undefined,
       store
     });
   } catch (error) {

@@ -39,7 +39,7 @@ export async function saveImageAs(
     // cp keeps the holes (a plain copy would write the whole apparent size).
     execFileSync('cp', ['--sparse=always', image, path.join(dataDir, DataFiles.image)]);
     return await against(server, () =>
-      saveState({ dataDir, key, imageId, lastUsed: {}, maxBytes: 2 ** 40, remote: true })
+      saveState({ dataDir, key, imageId, lastUsed: {}, maxBytes: 2 ** 40, service: new ServiceStore(uploadBlob) })
     );
   } finally {
     fs.rmSync(dataDir, { recursive: true, force: true });

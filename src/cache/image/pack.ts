@@ -6,8 +6,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { uploadBlob } from '../stores/blob-upload';
-import { LOOKUP_CONCURRENCY, ServiceStore } from '../stores/service';
+import { LOOKUP_CONCURRENCY, type ServiceStore } from '../stores/service';
 import type { WriteOutcome } from '../stores/store';
 import { CHUNK_BYTES, DataFiles } from '../../daemon/data-image';
 import { readLayout } from './ext4';
@@ -92,12 +91,17 @@ export function reusableFrames(
 
 export class SizeLimitError extends Error {}
 
+/** What a save needs of the cache service: its blobs and manifests, a name's committed variant, the bytes sent. */
+export type SaveService = Pick<ServiceStore, 'has' | 'match' | 'write' | 'writeManifest' | 'uploadedBytes'>;
+/** What a save needs of the runner's store. */
+export type SaveStore = Pick<LocalStore, 'has' | 'write' | 'writeManifest'>;
+
 export interface SaveInput {
   dataDir: string;
-  /** Upload to the cache service; else save to the runner's store alone. */
-  remote: boolean;
+  /** The cache service to upload to; none: save to the runner's store alone. */
+  service?: SaveService;
   /** The runner's own store (input cache-dir), which gets every frame of the state and its manifest. */
-  store?: LocalStore;
+  store?: SaveStore;
   /** The manifest key: the content key, with variants tried if it is stuck. */
   key: string;
   imageId: string;
@@ -128,7 +132,7 @@ export interface SaveResult {
  * `existing` when an entry with this name is committed.
  */
 async function writeSlot(
-  service: ServiceStore,
+  service: SaveService,
   key: string,
   write: (name: string) => Promise<WriteOutcome>
 ): Promise<{ key: string } | { existing: string } | { stuck: string }> {
@@ -182,8 +186,8 @@ class PartWriter {
 export async function saveState(input: SaveInput): Promise<SaveResult> {
   const image = await fs.open(path.join(input.dataDir, DataFiles.image), 'r');
   const writer = new PartWriter(input.dataDir);
-  const { restored, store, remote } = input;
-  const service = remote ? new ServiceStore(uploadBlob) : undefined;
+  const { restored, store, service } = input;
+  const remote = service !== undefined;
   try {
     const layout = await readLayout(image);
     if (!layout.clean) throw new Error('the filesystem was not unmounted cleanly');
