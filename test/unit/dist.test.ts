@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import {
   collectNotices,
   licenseTextFile,
+  moduleFiles,
   NOTICES_FILE,
   packageDirs,
   renderNotices,
@@ -190,6 +191,23 @@ describe('packageDirs: the package of each bundled module', () => {
     ]
   ])('%s', (_name, modules, dirs) => {
     expect([...packageDirs(modules)].sort()).toEqual(dirs);
+  });
+});
+
+describe("moduleFiles: the files bundled (the build's check that the frame worker bundles only itself)", () => {
+  test.each<[string, StatsModule[], string[]]>([
+    [
+      'the frame worker, its built-ins (null) and the runtime',
+      [{ nameForCondition: '/r/src/w.ts' }, { nameForCondition: null }, {}],
+      ['/r/src/w.ts']
+    ],
+    [
+      'a concatenated module: the files it holds, then its own',
+      [{ nameForCondition: '/r/src/w.ts', modules: [{ nameForCondition: '/r/src/manifest.ts' }] }],
+      ['/r/src/manifest.ts', '/r/src/w.ts']
+    ]
+  ])('%s', (_name, modules, files) => {
+    expect(moduleFiles(modules)).toEqual(files);
   });
 });
 
