@@ -1,17 +1,24 @@
-// Empties dist/, bundles main and post side by side (each ncc run type-checks and bundles on its own: in
-// parallel the build takes about half the time), puts the entrypoint next to main, drops the files
-// nothing loads (dist-files.ts) and writes the third-party notices of what ncc bundled (notices.ts).
-// The build fails when a bundled package has no license text.
+// Empties dist/, bundles main, post and the frame worker side by side (each ncc run type-checks and
+// bundles on its own: in parallel the build takes about half the time), puts the entrypoint next to
+// main and the frame worker next to each bundle, drops the files nothing loads (dist-files.ts) and
+// writes the third-party notices of what ncc bundled (notices.ts). The build fails when a bundled
+// package has no license text, or when the frame worker's bundle holds any module but its own.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DROPPED } from './dist-files';
-import { collectNotices, NOTICES_FILE, packageDirs, renderNotices, type StatsModule } from './notices';
+import { collectNotices, moduleFiles, NOTICES_FILE, packageDirs, renderNotices, type StatsModule } from './notices';
 
 const root = path.join(__dirname, '..');
 const dist = path.join(root, 'dist');
 const BUNDLES = { main: 'src/main.ts', post: 'src/post.ts' };
+/**
+ * The frame workers' code: src/cache/image/workers.ts starts it from the directory of the bundle it is
+ * in, so each bundle gets a copy (a few kilobytes). It imports types only: any other module in its
+ * bundle would load again in every thread, and a package there would miss the notices.
+ */
+const FRAME_WORKER = { entry: 'src/cache/image/frame-worker.ts', file: 'frame-worker.js' };
 
 function bundle(entry: string, out: string, stats: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -47,19 +54,25 @@ async function build(): Promise<void> {
   const statsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-build-'));
   try {
     const names = Object.keys(BUNDLES) as Array<keyof typeof BUNDLES>;
-    await Promise.all(
-      names.map(name => bundle(BUNDLES[name], path.join('dist', name), path.join(statsDir, `${name}.json`)))
+    const workerDir = path.join(statsDir, 'frame-worker');
+    await Promise.all([
+      ...names.map(name => bundle(BUNDLES[name], path.join('dist', name), path.join(statsDir, `${name}.json`))),
+      bundle(FRAME_WORKER.entry, workerDir, `${workerDir}.json`)
+    ]);
+    const readStats = (file: string) =>
+      (JSON.parse(fs.readFileSync(file, 'utf8')) as { modules: StatsModule[] }).modules;
+    const foreign = moduleFiles(readStats(`${workerDir}.json`)).filter(
+      file => file !== path.join(root, FRAME_WORKER.entry)
     );
+    if (foreign.length > 0)
+      throw new Error(`${FRAME_WORKER.entry} may import types only, but its bundle holds:\n  ${foreign.join('\n  ')}`);
+    for (const name of names)
+      fs.copyFileSync(path.join(workerDir, 'index.js'), path.join(dist, name, FRAME_WORKER.file));
     for (const script of ['entrypoint.sh', 'check-data.sh'])
       fs.copyFileSync(path.join(root, 'src', 'daemon', script), path.join(dist, 'main', script));
     for (const name of names) drop(path.join(dist, name));
     const packages = Object.fromEntries(
-      names.map(name => {
-        const stats = JSON.parse(fs.readFileSync(path.join(statsDir, `${name}.json`), 'utf8')) as {
-          modules: StatsModule[];
-        };
-        return [name, packageDirs(stats.modules)];
-      })
+      names.map(name => [name, packageDirs(readStats(path.join(statsDir, `${name}.json`)))])
     );
     const { notices, problems } = collectNotices(packages);
     if (problems.length > 0) throw new Error(`third-party notices:\n  ${problems.join('\n  ')}`);

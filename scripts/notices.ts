@@ -6,7 +6,8 @@ import * as path from 'node:path';
 
 /** A module in webpack's stats; a concatenated module lists the modules it was made of. */
 export interface StatsModule {
-  nameForCondition?: string;
+  /** Its file; null for a Node built-in and webpack's runtime. */
+  nameForCondition?: string | null;
   modules?: StatsModule[];
 }
 
@@ -20,20 +21,23 @@ const NODE_MODULES = `${path.sep}node_modules${path.sep}`;
 /** Files that carry a license, a copyright or a notice the license asks to pass on. */
 const LICENSE_FILE = /^(licen[cs]e|copying|notice)([-._].*)?$/i;
 
+/** The file of each module that has one, a concatenated module's included. */
+export function moduleFiles(modules: readonly StatsModule[]): string[] {
+  return modules.flatMap(module => [
+    ...moduleFiles(module.modules ?? []),
+    ...(module.nameForCondition ? [module.nameForCondition] : [])
+  ]);
+}
+
 /** The directory of the package each module's file is in; modules outside node_modules are ours. */
 export function packageDirs(modules: readonly StatsModule[]): Set<string> {
   const dirs = new Set<string>();
-  const visit = (list: readonly StatsModule[]) => {
-    for (const module of list) {
-      if (module.modules) visit(module.modules);
-      const file = module.nameForCondition;
-      const at = file?.lastIndexOf(NODE_MODULES) ?? -1;
-      if (file === undefined || at < 0) continue;
-      const [first, second] = file.slice(at + NODE_MODULES.length).split(path.sep);
-      dirs.add(file.slice(0, at + NODE_MODULES.length) + (first.startsWith('@') ? `${first}/${second}` : first));
-    }
-  };
-  visit(modules);
+  for (const file of moduleFiles(modules)) {
+    const at = file.lastIndexOf(NODE_MODULES);
+    if (at < 0) continue;
+    const [first, second] = file.slice(at + NODE_MODULES.length).split(path.sep);
+    dirs.add(file.slice(0, at + NODE_MODULES.length) + (first.startsWith('@') ? `${first}/${second}` : first));
+  }
   return dirs;
 }
 

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import {
   collectNotices,
   licenseTextFile,
+  moduleFiles,
   NOTICES_FILE,
   packageDirs,
   renderNotices,
@@ -27,8 +28,20 @@ const readDist = (file: string) => fs.readFileSync(path.join(DIST, file), 'utf8'
 
 // ---- the files of dist/ ------------------------------------------------------------------------
 
-/** What the runner loads: each bundle, main's entrypoint (src/daemon/container.ts reads it), and the notices. */
-const REQUIRED = ['main/index.js', 'main/entrypoint.sh', 'main/check-data.sh', 'post/index.js', NOTICES_FILE];
+/**
+ * What the runner loads: each bundle, main's entrypoint (src/daemon/container.ts reads it), the frame
+ * workers' code beside each bundle (src/cache/image/workers.ts starts it from its bundle's directory),
+ * and the notices.
+ */
+const REQUIRED = [
+  'main/index.js',
+  'main/entrypoint.sh',
+  'main/check-data.sh',
+  'main/frame-worker.js',
+  'post/index.js',
+  'post/frame-worker.js',
+  NOTICES_FILE
+];
 /** A chunk a bundle loads on demand: `__nccwpck_require__.e(/* import() *\/ 577)`. */
 const CHUNK = /^(main|post)\/(\d+)\.index\.js$/;
 const CHUNK_LOAD = /__nccwpck_require__\.e\((?:\/\*[^*]*\*\/\s*)?(\d+)\)/g;
@@ -49,12 +62,12 @@ function distProblems(files: readonly string[], read: (file: string) => string):
 describe('dist/ holds only what the runner loads', () => {
   const files = listFiles(DIST);
 
-  test('each bundle, the chunks it loads, main/entrypoint.sh and the notices; nothing else', () => {
+  test('each bundle, the chunks it loads, its frame worker, main/entrypoint.sh and the notices; nothing else', () => {
     expect(distProblems(files, readDist)).toEqual([]);
     expect(files.some(file => CHUNK.test(file))).toBe(true);
   });
 
-  test('catches a Windows binary, a .proto file, a native addon, a chunk nothing loads, a missing entrypoint', () => {
+  test('catches a Windows binary, a .proto file, a native addon, a chunk nothing loads, a missing entrypoint or frame worker', () => {
     const extra = ['main/pagent.exe', 'post/proto/channelz.proto', 'post/build/Release/cpufeatures.node'];
     expect(distProblems([...files, ...extra, 'main/9.index.js'], readDist)).toEqual(
       [...extra, 'main/9.index.js'].map((file): unknown =>
@@ -67,6 +80,12 @@ describe('dist/ holds only what the runner loads', () => {
         readDist
       )
     ).toEqual(['dist/main/entrypoint.sh is missing']);
+    expect(
+      distProblems(
+        files.filter(file => file !== 'post/frame-worker.js'),
+        readDist
+      )
+    ).toEqual(['dist/post/frame-worker.js is missing']);
   });
 });
 
@@ -160,7 +179,11 @@ describe('packageDirs: the package of each bundled module', () => {
       [{ nameForCondition: '/r/node_modules/a/node_modules/c/i.js' }],
       ['/r/node_modules/a/node_modules/c']
     ],
-    ['our sources, a Node built-in, the webpack runtime', [{ nameForCondition: '/r/src/main.ts' }, {}], []],
+    [
+      'our sources, a Node built-in, the webpack runtime',
+      [{ nameForCondition: '/r/src/main.ts' }, { nameForCondition: null }, {}],
+      []
+    ],
     [
       'a concatenated module and the modules it holds',
       [{ nameForCondition: '/r/node_modules/e/m.mjs', modules: [{ nameForCondition: '/r/node_modules/f/x.mjs' }] }],
@@ -168,6 +191,23 @@ describe('packageDirs: the package of each bundled module', () => {
     ]
   ])('%s', (_name, modules, dirs) => {
     expect([...packageDirs(modules)].sort()).toEqual(dirs);
+  });
+});
+
+describe("moduleFiles: the files bundled (the build's check that the frame worker bundles only itself)", () => {
+  test.each<[string, StatsModule[], string[]]>([
+    [
+      'the frame worker, its built-ins (null) and the runtime',
+      [{ nameForCondition: '/r/src/w.ts' }, { nameForCondition: null }, {}],
+      ['/r/src/w.ts']
+    ],
+    [
+      'a concatenated module: the files it holds, then its own',
+      [{ nameForCondition: '/r/src/w.ts', modules: [{ nameForCondition: '/r/src/manifest.ts' }] }],
+      ['/r/src/manifest.ts', '/r/src/w.ts']
+    ]
+  ])('%s', (_name, modules, files) => {
+    expect(moduleFiles(modules)).toEqual(files);
   });
 });
 

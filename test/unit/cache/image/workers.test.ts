@@ -1,6 +1,6 @@
-// Frames written by worker threads (Node 24, where zstd is in zlib): each chunk lands at its offsets
-// intact, many at once; a frame of other content is not written; errors reach the caller; idle
-// workers do not keep a process alive.
+// Frames written and chunks packed by worker threads that run src/cache/image/frame-worker.ts itself
+// (Node 24 strips its types): each chunk lands at its offsets intact, many at once; a frame of other
+// content is not written; errors reach the caller; idle workers do not keep a process alive.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -12,10 +12,7 @@ import { compressFrame, decompressFrame, packChunk, sha256 } from '../../../../s
 import { defined } from '../../../support/defined';
 import { MAX_FRAME_BYTES } from '../../../../src/cache/manifest';
 
-// Node 20 has no zstd in zlib: there the CLI opens frames (restore.test.ts covers both through writeFrame).
-const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown }).zstdDecompressSync === 'function';
-
-(zstdBuiltIn ? describe : describe.skip)('writeOnWorker (Node 24)', () => {
+describe('frame workers (Node 24)', () => {
   const chunks = Array.from({ length: 24 }, (_, i) => Buffer.alloc(CHUNK_BYTES, `chunk ${i} `));
   let dir: string;
   let file: string;
@@ -37,6 +34,15 @@ const zstdBuiltIn = typeof (zlib as unknown as { zstdDecompressSync?: unknown })
     fs.readSync(fd, data, 0, CHUNK_BYTES, offset);
     return data;
   };
+
+  test('this Node strips types and has zstd in zlib, as the workers need (Node 24: CONTRIBUTING.md)', () => {
+    const { typescript } = process.features as typeof process.features & { typescript?: 'strip' | 'transform' | false };
+    const { zstdCompressSync } = zlib as unknown as { zstdCompressSync?: unknown };
+    expect({ typescript: Boolean(typescript), zstd: typeof zstdCompressSync }).toEqual({
+      typescript: true,
+      zstd: 'function'
+    });
+  });
 
   test('many frames at once: each chunk lands at its offsets', async () => {
     const frames = await Promise.all(chunks.map(chunk => compressFrame(chunk)));
