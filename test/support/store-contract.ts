@@ -27,7 +27,8 @@ function blob(bytes = 4096): { name: string; data: Buffer } {
   return { name: sha256(data), data };
 }
 
-function manifest(key: string): Manifest {
+/** A manifest of no chunks under `key`. */
+export function emptyManifest(key: string): Manifest {
   return {
     format: MANIFEST_FORMAT,
     key,
@@ -107,7 +108,7 @@ export function storeContract(open: () => StoreSubject): void {
 
   test('a manifest written is read back; a key never written has none', async () => {
     const { store } = open();
-    const written = manifest(`${keyPrefix()}1`);
+    const written = emptyManifest(`${keyPrefix()}1`);
     expect(await store.writeManifest(written)).toBe('written');
     expect(await store.readManifest(written.key, LIMITS)).toEqual(written);
     expect(await store.readManifest(`${written.key}-none`, LIMITS)).toBeUndefined();
@@ -116,11 +117,11 @@ export function storeContract(open: () => StoreSubject): void {
   test('the newest manifest of the first prefix that any key starts with is found', async () => {
     const { store } = open();
     const prefix = keyPrefix();
-    await store.writeManifest(manifest(`${prefix}a-1`));
+    await store.writeManifest(emptyManifest(`${prefix}a-1`));
     await sleep(APART_MS);
-    await store.writeManifest(manifest(`${prefix}a-2`));
+    await store.writeManifest(emptyManifest(`${prefix}a-2`));
     await sleep(APART_MS);
-    await store.writeManifest(manifest(`${prefix}b-1`));
+    await store.writeManifest(emptyManifest(`${prefix}b-1`));
     const found = await store.findManifest([`${prefix}a-`, `${prefix}b-`], LIMITS);
     expect(found?.key).toBe(`${prefix}a-2`);
     expect(found?.manifest ?? (await store.readManifest(`${prefix}a-2`, LIMITS))).toEqual(
@@ -141,7 +142,7 @@ export function storeContract(open: () => StoreSubject): void {
     const subject = open();
     const key = `${keyPrefix()}1`;
     // A well-formed manifest, padded past the bound (gunzip reads a first member and ignores nothing after).
-    const padded = Buffer.concat([await encodeManifest(manifest(key)), Buffer.alloc(MAX_MANIFEST_BLOB_BYTES)]);
+    const padded = Buffer.concat([await encodeManifest(emptyManifest(key)), Buffer.alloc(MAX_MANIFEST_BLOB_BYTES)]);
     await subject.plantManifest(key, padded);
     const read = await subject.store.readManifest(key, LIMITS).catch(() => undefined);
     expect(read).toBeUndefined();

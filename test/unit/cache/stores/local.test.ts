@@ -17,11 +17,10 @@ import {
   storeFileProblem,
   type EntryStat
 } from '../../../../src/cache/stores/local';
-import { encodeManifest, type Manifest } from '../../../../src/cache/manifest';
+import { encodeManifest } from '../../../../src/cache/manifest';
 import { canary } from '../../../support/canary';
 import { defined } from '../../../support/defined';
-import { storeContract } from '../../../support/store-contract';
-import { MANIFEST_FORMAT } from '../../../../src/cache/format';
+import { emptyManifest, storeContract } from '../../../support/store-contract';
 
 const { S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFCHR } = fs.constants;
 const ME = 1000;
@@ -162,19 +161,6 @@ async function take(key: string, name: string, bytes = 0): Promise<string | unde
   const taken = await adoptImage(dataDir, bytes, image => store.takeImage(key, image));
   return taken ? path.join(dataDir, 'docker.img') : undefined;
 }
-
-const manifest = (key: string): Manifest => ({
-  format: MANIFEST_FORMAT,
-  key,
-  savedAt: new Date().toISOString(),
-  imageId: 'sha256:x',
-  lastUsed: {},
-  filesystem: { type: 'ext4', bytes: 1 << 20 },
-  chunkBytes: 1 << 20,
-  parts: [],
-  frames: [],
-  chunks: []
-});
 
 describe("the stores' contract", () => {
   storeContract(() => ({
@@ -347,7 +333,7 @@ describe('frames and manifests planted in the store', () => {
   });
 
   test('a malformed name among the manifests is skipped: the newest well-formed one is found', async () => {
-    await store.writeManifest(manifest('k+1'));
+    await store.writeManifest(emptyManifest('k+1'));
     const manifests = path.join(root(), 'manifests');
     for (const name of ['%E0%A4%A.gz', 'k%2.gz', '%41.gz', 'k+2.gz', 'k%2B3'])
       fs.writeFileSync(path.join(manifests, name), 'x');
@@ -372,10 +358,10 @@ describe('frames and manifests planted in the store', () => {
       /is 34603008 bytes, more than the 33554432/
     ]
   ])('a manifest that is %s is not read (a warning): the newest that can be is found', async (_, plant, problem) => {
-    await store.writeManifest(manifest('k+1'));
+    await store.writeManifest(emptyManifest('k+1'));
     const older = new Date(Date.now() - 60_000);
     fs.utimesSync(path.join(root(), 'manifests', 'k%2B1.gz'), older, older);
-    await store.writeManifest(manifest('other+1'));
+    await store.writeManifest(emptyManifest('other+1'));
     plant(path.join(root(), 'manifests', 'k%2B2.gz'));
     expect((await store.findManifest(['k+', 'other+'], LIMITS))?.key).toBe('k+1');
     warnings.length = 0;
@@ -384,7 +370,7 @@ describe('frames and manifests planted in the store', () => {
   });
 
   test('a manifest written is read back', async () => {
-    const written = manifest('k+1');
+    const written = emptyManifest('k+1');
     await store.writeManifest(written);
     expect(fs.readFileSync(path.join(root(), 'manifests', 'k%2B1.gz'))).toEqual(await encodeManifest(written));
     expect(await store.readManifest('k+1', LIMITS)).toEqual(written);
