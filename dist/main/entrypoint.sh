@@ -265,7 +265,8 @@ await_data() {
 	[ -n "$attached" ] || return 0
 	# Kept only for the very file main filled, whole, as main left it.
 	if [ "$mode" != new ] && [ "$(stat -c %d:%i "$image" 2>/dev/null)" = "$attached" ] &&
-		[ "$(blockdev --getsize64 "$rw")" = "$(stat -c %s "$image")" ] &&
+		size="$(stat -c %s "$image")" && [ "$(blockdev --getsize64 "$rw")" = "$size" ] &&
+		[ "$(blockdev --getsize64 "$ro")" = "$size" ] &&
 		blockdev --flushbufs "$rw" && blockdev --flushbufs "$ro"; then
 		return 0
 	fi

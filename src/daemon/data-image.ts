@@ -102,16 +102,24 @@ export async function freeBytes(dir: string): Promise<number> {
   return stats.bavail * stats.bsize;
 }
 
-/** The data directory with a sparse image of `bytes` and the mode for the entrypoint. */
+/**
+ * The data directory with a new sparse image of `bytes` and the mode for the entrypoint. The image is
+ * made aside and renamed over the name: the entrypoint may hold an earlier image (a state whose
+ * restore failed, mode still `filling`) on loop devices, and emptying that file in place would show
+ * them a file of another size and content under the same inode, which they would keep.
+ */
 export async function prepareDataDir(dataDir: string, bytes: number, mode: DataMode): Promise<string> {
   await fs.mkdir(dataDir, { recursive: true, mode: 0o755 });
   const image = path.join(dataDir, DataFiles.image);
-  const handle = await fs.open(image, 'w', 0o644);
+  const aside = `${image}.new`;
+  await fs.rm(aside, { force: true });
+  const handle = await fs.open(aside, 'wx', 0o644);
   try {
     await handle.truncate(bytes);
   } finally {
     await handle.close();
   }
+  await fs.rename(aside, image);
   await writeMode(dataDir, mode);
   return image;
 }

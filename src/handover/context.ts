@@ -1,12 +1,24 @@
 // A Docker CLI context for the daemon: buildx and other tools ignore DOCKER_TLS_VERIFY and
 // DOCKER_CERT_PATH and want a context. The CLI copies the client key into ~/.docker/contexts, which
 // every job of the runner's user shares: names can collide between parallel jobs, and post must remove it.
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type * as exec from '@actions/exec';
+import { withFileLock } from '../util/file-lock';
 import { dockerCli as docker } from './docker-cli';
 import { CLIENT_FILES } from './environment';
 
 const DESCRIPTION_PREFIX = 'setup-dind instance ';
+
+/**
+ * `docker context create` checks that the name is free, then writes the endpoint and the TLS files
+ * apart, without a lock: two jobs of one user creating one name at once could both succeed, leaving
+ * one's address with the other's CA. Every look-then-change of a context here holds this lock, in
+ * the CLI's configuration directory (where the contexts are).
+ */
+function contextLock(): string {
+  return path.join(process.env.DOCKER_CONFIG || path.join(os.homedir(), '.docker'), 'setup-dind-contexts.lock');
+}
 
 export function contextDescription(instanceId: string): string {
   return `${DESCRIPTION_PREFIX}${instanceId}`;
@@ -50,6 +62,10 @@ export interface ContextRequest {
  * gets a unique name instead, with a warning. Any other refusal of the CLI fails with the CLI's message.
  */
 export async function createContext(request: ContextRequest, warn: (message: string) => void): Promise<string> {
+  return withFileLock(contextLock(), () => createContextLocked(request, warn));
+}
+
+async function createContextLocked(request: ContextRequest, warn: (message: string) => void): Promise<string> {
   let owner = await contextOwner(request.name);
   if (owner.exists && owner.instanceId !== undefined && !(await request.isLive(owner.instanceId))) {
     await removeContextNamed(request.name);
@@ -58,7 +74,7 @@ export async function createContext(request: ContextRequest, warn: (message: str
   if (!owner.exists) {
     const created = await create(request.name, request);
     if (created.exitCode === 0) return request.name;
-    // Between the look and the create a parallel job may have taken the name; else the CLI says what is wrong.
+    // Someone not holding the lock (not setup-dind) may have taken the name meanwhile; else the CLI says what is wrong.
     owner = await contextOwner(request.name);
     if (!owner.exists) throw createFailed(created);
   }
@@ -90,10 +106,12 @@ function create(name: string, request: ContextRequest): Promise<exec.ExecOutput>
 
 /** Removes the context (and the key copy in it) if it is still this instance's. */
 export async function removeContext(name: string, instanceId: string): Promise<boolean> {
-  const owner = await contextOwner(name);
-  if (owner.instanceId !== instanceId) return false;
-  await removeContextNamed(name);
-  return true;
+  return withFileLock(contextLock(), async () => {
+    const owner = await contextOwner(name);
+    if (owner.instanceId !== instanceId) return false;
+    await removeContextNamed(name);
+    return true;
+  });
 }
 
 async function removeContextNamed(name: string): Promise<void> {

@@ -7,6 +7,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
+import { createAuthority } from '../../src/daemon/tls';
+import { createContext, removeContext } from '../../src/handover/context';
+import { dockerCli } from '../../src/handover/docker-cli';
+import { writeClientCertificates } from '../../src/handover/environment';
 import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { defined } from '../support/defined';
 import {
@@ -479,6 +483,57 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
     } finally {
       for (const job of jobs) await job.dispose();
       fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('contexts of parallel jobs in one HOME (the real docker CLI)', () => {
+  // The CLI's own create is not atomic: without the action's lock, 8 plain `docker context create`s of one
+  // name at once in a shell left a context with one's address and another's CA in 5 of 30 rounds.
+  test('rounds of eight creations of one name at once, then eight removals: one context gets the name, each holds its own address and CA, none is left', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-dind-contexts-'));
+    const saved = process.env.DOCKER_CONFIG;
+    process.env.DOCKER_CONFIG = path.join(root, 'config');
+    try {
+      const requests = await Promise.all(
+        Array.from({ length: 8 }, async (_, i) => {
+          const authority = await createAuthority(1);
+          const certDir = path.join(root, `certs-${i}`);
+          await writeClientCertificates(certDir, authority.caCert, await authority.issueClient());
+          return {
+            name: 'dind',
+            instanceId: `0000000${i}`,
+            host: `tcp://127.0.0.1:${40000 + i}`,
+            certDir,
+            isLive: async () => true
+          };
+        })
+      );
+      for (let round = 0; round < 10; round++) {
+        const names = await Promise.all(requests.map(request => createContext(request, () => undefined)));
+        expect(names.filter(name => name === 'dind')).toHaveLength(1);
+        expect(new Set(names).size).toBe(8);
+        for (const [i, name] of names.entries()) {
+          const inspected = await dockerCli(['context', 'inspect', name]);
+          const [context] = JSON.parse(inspected.stdout) as Array<{
+            Endpoints: { docker: { Host: string } };
+            Storage: { TLSPath: string };
+          }>;
+          expect(context.Endpoints.docker.Host).toBe(requests[i].host);
+          expect(fs.readFileSync(path.join(context.Storage.TLSPath, 'docker', 'ca.pem'), 'utf8')).toBe(
+            fs.readFileSync(path.join(requests[i].certDir, 'ca.pem'), 'utf8')
+          );
+        }
+        expect(await Promise.all(names.map((name, i) => removeContext(name, requests[i].instanceId)))).toEqual(
+          names.map(() => true)
+        );
+        const left = await dockerCli(['context', 'ls', '--format', '{{.Name}}']);
+        expect(left.stdout.trim()).toBe('default');
+      }
+    } finally {
+      if (saved === undefined) delete process.env.DOCKER_CONFIG;
+      else process.env.DOCKER_CONFIG = saved;
+      fs.rmSync(root, { recursive: true, force: true });
     }
   });
 });

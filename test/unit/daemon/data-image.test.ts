@@ -1,11 +1,16 @@
-// The data image on the runner: its size and what the entrypoint reports.
+// The data image on the runner: its size, how it is made, and what the entrypoint reports.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import {
   CHUNK_BYTES,
+  DataFiles,
   MAX_IMAGE_BYTES,
   maxRestoredImageBytes,
   MIN_IMAGE_BYTES,
   newImageBytes,
-  parseDataEvents
+  parseDataEvents,
+  prepareDataDir
 } from '../../../src/daemon/data-image';
 
 const GIB = 2 ** 30;
@@ -49,4 +54,44 @@ test.each<[string, string, object]>([
   ]
 ])('parseDataEvents: %s', (_name, text, events) => {
   expect(parseDataEvents(text)).toEqual(events);
+});
+
+describe('prepareDataDir', () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'data-image-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test("a second image (the restore's fallback to a parent state) is a new file: one holding the first sees it unchanged", async () => {
+    const image = await prepareDataDir(dir, 8 * CHUNK_BYTES, 'filling');
+    fs.writeFileSync(image, 'first state', { flag: 'r+' });
+    // As the entrypoint holds it on loop devices.
+    const held = fs.openSync(image, 'r');
+    try {
+      const first = fs.fstatSync(held);
+      expect(await prepareDataDir(dir, 4 * CHUNK_BYTES, 'filling')).toBe(image);
+      const second = fs.statSync(image);
+      expect(second.ino).not.toBe(first.ino);
+      expect(second.size).toBe(4 * CHUNK_BYTES);
+      expect(fs.readFileSync(image).every(byte => byte === 0)).toBe(true);
+      expect(fs.fstatSync(held).size).toBe(8 * CHUNK_BYTES);
+      const buffer = Buffer.alloc(11);
+      fs.readSync(held, buffer, 0, 11, 0);
+      expect(buffer.toString()).toBe('first state');
+    } finally {
+      fs.closeSync(held);
+    }
+    expect(fs.readFileSync(path.join(dir, DataFiles.mode), 'utf8')).toBe('filling\n');
+    expect(fs.readdirSync(dir).sort()).toEqual([DataFiles.image, DataFiles.mode].sort());
+  });
+
+  test('a file left aside by an earlier try is replaced, not written through', async () => {
+    const elsewhere = path.join(dir, 'elsewhere');
+    fs.writeFileSync(elsewhere, 'keep');
+    fs.mkdirSync(path.join(dir, 'data'));
+    fs.symlinkSync(elsewhere, path.join(dir, 'data', `${DataFiles.image}.new`));
+    const image = await prepareDataDir(path.join(dir, 'data'), CHUNK_BYTES, 'new');
+    expect(fs.lstatSync(image).isFile()).toBe(true);
+    expect(fs.statSync(image).size).toBe(CHUNK_BYTES);
+    expect(fs.readFileSync(elsewhere, 'utf8')).toBe('keep');
+  });
 });
