@@ -224,7 +224,8 @@ attach_early() {
 	[ -z "$attached" ] && command -v blockdev >/dev/null 2>&1 || return 0
 	# Before attaching: a file main replaced since is never taken for the one it filled.
 	attached="$(stat -c %d:%i "$image" 2>/dev/null)" || return 0
-	hold_rw && hold_ro || release
+	# Main stops writing the image back once it reads this (data-image.ts writeBackUntilAttached).
+	if hold_rw && hold_ro; then note attached; else release; fi
 }
 hold_rw() {
 	free_loop && losetup "$dev" "$image" 2>/dev/null || return 1

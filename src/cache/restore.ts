@@ -18,6 +18,7 @@ import {
   maxRestoredImageBytes,
   newImageBytes,
   prepareDataDir,
+  writeBackUntilAttached,
   prepareEmptyData,
   writeMode,
   CHUNK_BYTES,
@@ -395,13 +396,16 @@ async function restoreState(
   }
   const image = await prepareDataDir(setup.dataDir, imageBytes, 'filling');
   const handle = await fs.open(image, 'r+');
+  const writeback = writeBackUntilAttached(setup.dataDir, handle);
   let progress: WriteProgress;
   try {
     progress = await writeState(handle, manifest, locate, store);
+    await writeback.finish();
   } catch (error) {
     if (error instanceof StateUnavailableError) throw error;
     throw new StateUnavailableError(`${key} could not be restored (${errorMessage(error)})`, manifest.parent);
   } finally {
+    await writeback.stop();
     await handle.close();
   }
   const seconds = (performance.now() - started) / 1000;

@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   CHUNK_BYTES,
   DataFiles,
@@ -10,7 +11,8 @@ import {
   MIN_IMAGE_BYTES,
   newImageBytes,
   parseDataEvents,
-  prepareDataDir
+  prepareDataDir,
+  writeBackUntilAttached
 } from '../../../src/daemon/data-image';
 
 const GIB = 2 ** 30;
@@ -35,12 +37,22 @@ test.each<[string, number, number]>([
 });
 
 test.each<[string, string, object]>([
-  ['nothing yet', '', { mounted: false, unmounted: false }],
-  ['a fresh filesystem, mounted and unmounted', 'mounted\nunmounted\n', { mounted: true, unmounted: true }],
+  ['nothing yet', '', { attached: false, mounted: false, unmounted: false }],
+  [
+    'a fresh filesystem, mounted and unmounted',
+    'mounted\nunmounted\n',
+    { attached: false, mounted: true, unmounted: true }
+  ],
+  [
+    'a restored one, attached while main filled it',
+    'attached\nmounted in 0.12 s (restored, attached while filled)\n',
+    { attached: true, mounted: true, mountedIn: '0.12 s (restored, attached while filled)', unmounted: false }
+  ],
   [
     'a restored one that failed its check',
     "discarded the restored filesystem failed e2fsck's check: bad inode\nmounted in 0.21 s (new)\n",
     {
+      attached: false,
       mounted: true,
       mountedIn: '0.21 s (new)',
       unmounted: false,
@@ -50,7 +62,7 @@ test.each<[string, string, object]>([
   [
     'no loop device',
     'plain no loop device or mke2fs in the dind container\n',
-    { mounted: false, unmounted: false, plain: 'no loop device or mke2fs in the dind container' }
+    { attached: false, mounted: false, unmounted: false, plain: 'no loop device or mke2fs in the dind container' }
   ]
 ])('parseDataEvents: %s', (_name, text, events) => {
   expect(parseDataEvents(text)).toEqual(events);
@@ -93,5 +105,69 @@ describe('prepareDataDir', () => {
     expect(fs.lstatSync(image).isFile()).toBe(true);
     expect(fs.statSync(image).size).toBe(CHUNK_BYTES);
     expect(fs.readFileSync(elsewhere, 'utf8')).toBe('keep');
+  });
+});
+
+describe('writeBackUntilAttached', () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'writeback-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  /** A handle whose datasync calls are counted (the real one's effect, pages written back, is the kernel's). */
+  async function counted(): Promise<{ handle: fs.promises.FileHandle; syncs: () => number }> {
+    const handle = await fs.promises.open(path.join(dir, 'image'), 'w');
+    let syncs = 0;
+    const datasync = handle.datasync.bind(handle);
+    handle.datasync = () => {
+      syncs++;
+      return datasync();
+    };
+    return { handle, syncs: () => syncs };
+  }
+
+  test('while the entrypoint has not attached the image: written back meanwhile, and once more at the end', async () => {
+    const { handle, syncs } = await counted();
+    try {
+      const writeback = writeBackUntilAttached(dir, handle, 5);
+      await sleep(100);
+      expect(syncs()).toBeGreaterThan(2);
+      const before = syncs();
+      await writeback.finish();
+      expect(syncs()).toBe(before + 1);
+      await sleep(30);
+      expect(syncs()).toBe(before + 1);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  test('once the entrypoint says it holds the image: nothing more is written back, not at the end either', async () => {
+    const { handle, syncs } = await counted();
+    try {
+      const writeback = writeBackUntilAttached(dir, handle, 5);
+      await sleep(50);
+      fs.writeFileSync(path.join(dir, DataFiles.events), 'attached\n');
+      await sleep(30);
+      const after = syncs();
+      await sleep(50);
+      await writeback.finish();
+      expect(syncs()).toBe(after);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  test('stop (a failed restore): nothing more is written back', async () => {
+    const { handle, syncs } = await counted();
+    try {
+      const writeback = writeBackUntilAttached(dir, handle, 5);
+      await sleep(30);
+      await writeback.stop();
+      const stopped = syncs();
+      await sleep(50);
+      expect(syncs()).toBe(stopped);
+    } finally {
+      await handle.close();
+    }
   });
 });
