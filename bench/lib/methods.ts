@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tls from '../../src/daemon/tls';
 import { defined } from '../../test/support/defined';
-import { phase } from './action';
+import { phase, type BenchJob } from './action';
 import { removeImage } from './content';
 import { floorStart } from './floor';
 import type { LevelInfo, Sample } from './model';
@@ -133,6 +133,28 @@ function saveTar(w: Warm, level: LevelInfo): string {
   return defined(w.saveTars.get(level.targetMB), `docker save archive of the ${level.targetMB} MB level (set-up 2c)`);
 }
 
+/** The job's post, which must save: its save phase's time, what it uploaded, and `detail`. */
+async function postSaves(
+  w: Warm,
+  job: BenchJob,
+  detail: Sample['detail']
+): Promise<{ seconds: number; detail: Sample['detail'] }> {
+  const before = w.server.stats();
+  const post = await job.post();
+  const saved = post.facts.Cache ?? '';
+  if (!saved.startsWith('saved')) throw new Error(`post did not save: ${saved}`);
+  return {
+    seconds: phase(post, 'Save the cache'),
+    detail: {
+      uploadedBytes: w.server.stats().uploadedBytes - before.uploadedBytes,
+      ...detail,
+      postSeconds: post.seconds,
+      saved,
+      ...phaseDetail(post, 'post ')
+    }
+  };
+}
+
 /** A job restores the warm level, changes something (`change`), and its post saves: what it uploaded. */
 async function incrementalSave(
   w: Warm,
@@ -149,20 +171,7 @@ async function incrementalSave(
       if (main.result.outputs['cache-hit'] !== 'true')
         throw new Error(`no cache hit: ${main.facts['Cache restored'] ?? 'no restore'}`);
       const step = await job.step(change, env);
-      const before = server.stats();
-      const post = await job.post();
-      const saved = post.facts.Cache ?? '';
-      if (!saved.startsWith('saved')) throw new Error(`post did not save: ${saved}`);
-      return {
-        seconds: phase(post, 'Save the cache'),
-        detail: {
-          uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes,
-          changeSeconds: step.seconds,
-          postSeconds: post.seconds,
-          saved,
-          ...phaseDetail(post, 'post ')
-        }
-      };
+      return postSaves(w, job, { changeSeconds: step.seconds });
     });
   } finally {
     await dropNewEntries(server, entries);
@@ -305,20 +314,7 @@ export async function dataMethod(method: string, level: LevelInfo, w: Warm, rep:
           const load = await job.step('docker load --quiet --input "$BENCH_TAR" >/dev/null', {
             BENCH_TAR: saveTar(w, level)
           });
-          const before = server.stats();
-          const post = await job.post();
-          const saved = post.facts.Cache ?? '';
-          if (!saved.startsWith('saved')) throw new Error(`post did not save: ${saved}`);
-          return {
-            seconds: phase(post, 'Save the cache'),
-            detail: {
-              uploadedBytes: server.stats().uploadedBytes - before.uploadedBytes,
-              loadSeconds: load.seconds,
-              postSeconds: post.seconds,
-              saved,
-              ...phaseDetail(post, 'post ')
-            }
-          };
+          return postSaves(w, job, { loadSeconds: load.seconds });
         });
       } finally {
         await dropNewEntries(server, entries);
