@@ -144,12 +144,18 @@ describe('crafted entries', () => {
   /**
    * Copies directories of the daemon's data (paths under /var/lib/docker) where a saved state keeps them
    * as they are, in the layer of `image` (as `stash/<name>`), for a helper to move them back into place
-   * once the daemon has stopped.
+   * once the daemon has stopped. A copy is tried again while dockerd changes what it copies (a container
+   * in its restart loop makes and removes files).
    */
   const stash = (main: MainStep, image: string, ...dirs: string[]) =>
     inDind(
       main,
-      `stash="$(docker image inspect --format '{{.GraphDriver.Data.UpperDir}}' ${image})/stash" && mkdir "$stash" && ${dirs.map(dir => `cp -a /var/lib/docker/${dir} "$stash"`).join(' && ')}`
+      `stash="$(docker image inspect --format '{{.GraphDriver.Data.UpperDir}}' ${image})/stash" && mkdir "$stash" && ${dirs
+        .map(
+          dir =>
+            `for try in 1 2 3 4 5 6 7 8 9 10; do rm -rf "$stash/${path.basename(dir)}"; cp -a /var/lib/docker/${dir} "$stash" && break; [ "$try" -lt 10 ] || exit 1; sleep 0.2; done`
+        )
+        .join(' && ')}`
     );
 
   test('a state holding a privileged container set to restart: the restored daemon has no container, and never ran it', async () => {
