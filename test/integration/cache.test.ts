@@ -843,7 +843,11 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
         "Not saving the cache: the daemon's data compresses to more than 'cache-max-size' (64.0 KiB). Raise 'cache-max-size' or keep fewer images in the daemon."
       );
       expect(server.entries().map(entry => entry.key)).toEqual(entries.map(entry => entry.key));
-      expect(delta(before, server.stats())).toMatchObject({ creates: 0, finalizes: 0, uploadedBytes: 0 });
+      // The new part's entry is reserved at its first frame (its upload goes on while the image is
+      // scanned), before the bound is reached: reserved, never committed, nothing uploaded.
+      const made = delta(before, server.stats());
+      expect(made).toMatchObject({ finalizes: 0, uploadedBytes: 0 });
+      expect(made.creates).toBeLessThanOrEqual(1);
     });
     await withJob({ cache: server }, async job => {
       await job.main({ ...SMALL, 'cache-key': 'limited' });

@@ -64,3 +64,38 @@ test("the service's bound is GitHub's eviction: an evicted entry is gone, and it
   expect(await new ServiceStore().read(name, { maxBytes: data.length })).toBeUndefined();
   expect(await writer.write(name, data)).toBe('written');
 });
+
+test('a streamed write (a save uploading its part while it scans): staged block by block as the pieces come, committed whole; a stream that fails commits nothing', async () => {
+  const name = `part-${randomBytes(8).toString('hex')}`;
+  // 40 MiB in pieces of about a frame's size: three blocks of the upload.
+  const pieces = Array.from({ length: 80 }, () => randomBytes(512 * 1024 + 17));
+  const before = server.stats();
+  let given = 0;
+  let uploadsWhileGiving = 0;
+  async function* source(fail?: Error) {
+    for (const piece of pieces) {
+      given++;
+      uploadsWhileGiving = server.stats().uploadRequests - before.uploadRequests;
+      yield piece;
+      // The upload goes on while the source does (as the scan and its compression).
+      await new Promise(resolve => setImmediate(resolve));
+      if (fail && given === 40) throw fail;
+    }
+  }
+  const writer = store();
+  expect(await writer.writeStream(name, source())).toBe('written');
+  const whole = Buffer.concat(pieces);
+  expect(writer.uploadedBytes).toBe(whole.length);
+  // Blocks went up before the last piece was made.
+  expect(uploadsWhileGiving).toBeGreaterThan(0);
+  const reader = new ServiceStore();
+  expect((await reader.read(name, { maxBytes: whole.length }))?.equals(whole)).toBe(true);
+  expect(await reader.read(name, { maxBytes: 100, range: { offset: 20_000_000, length: 100 } })).toEqual(
+    whole.subarray(20_000_000, 20_000_100)
+  );
+
+  const failed = `part-${randomBytes(8).toString('hex')}`;
+  given = 0;
+  await expect(store().writeStream(failed, source(new Error('the scan failed')))).rejects.toThrow('the scan failed');
+  expect(await new ServiceStore().has(failed)).toBe(false);
+});

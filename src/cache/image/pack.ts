@@ -1,9 +1,10 @@
 // Saves the stopped daemon's filesystem image as a new state: every used chunk is hashed, the ones the
 // cache holds already (in the parts of the state restored) are referenced, and only the others are
-// compressed into one new part, named by its hash. A small manifest lists it all. Parts that hold
+// compressed into one new part, uploaded while the scan goes on (so under a name of its own, not one
+// its content could give). A small manifest lists it all. Parts that hold
 // little of what the new state needs are left behind (their chunks go into the new part), so a
 // state never spreads over more than MAX_LIVE_PARTS parts and old parts can age out of the cache.
-import { createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { LOOKUP_CONCURRENCY, type ServiceStore } from '../stores/service';
@@ -26,8 +27,9 @@ const NEW_PART = -2;
 /** Variants of a key tried when an earlier save reserved it and never committed it. */
 const KEY_VARIANTS = 3;
 
-export function partKey(hash: string): string {
-  return `${PART_KEY_PREFIX}${hash}`;
+/** A new part's name: 64 hex digits of its own. */
+export function partKey(id: string): string {
+  return `${PART_KEY_PREFIX}${id}`;
 }
 
 /** A part of the restored state and what the new state would still use of it. */
@@ -92,7 +94,10 @@ export function reusableFrames(
 export class SizeLimitError extends Error {}
 
 /** What a save needs of the cache service: its blobs and manifests, a name's committed variant, the bytes sent. */
-export type SaveService = Pick<ServiceStore, 'has' | 'match' | 'write' | 'writeManifest' | 'uploadedBytes'>;
+export type SaveService = Pick<
+  ServiceStore,
+  'has' | 'match' | 'write' | 'writeStream' | 'writeManifest' | 'uploadedBytes'
+>;
 /** What a save needs of the runner's store. */
 export type SaveStore = Pick<LocalStore, 'has' | 'write' | 'writeManifest'>;
 
@@ -146,46 +151,91 @@ async function writeSlot(
   return { stuck: `${key} is reserved by earlier saves that did not finish` };
 }
 
-/** Writes the frames of new chunks into one part file, hashing it as it grows. */
-class PartWriter {
-  readonly file: string;
+/** Bytes of frames waiting for the upload, at most: beyond, the scan waits (memory stays bounded). */
+const PART_QUEUE_BYTES = 64 * 1024 * 1024;
+
+/** The new part's frames, in order, for an upload that starts with the first and reads as they come. */
+class PartStream implements AsyncIterable<Buffer> {
+  /** Bytes appended so far. */
   bytes = 0;
-  private readonly hash = createHash('sha256');
-  private handle?: fs.FileHandle;
-  private queue = Promise.resolve();
+  private readonly queue: Buffer[] = [];
+  private queued = 0;
+  private ended = false;
+  private failure?: { error: unknown };
+  private wakeReader?: () => void;
+  private wakeWriter?: () => void;
 
-  constructor(dir: string) {
-    this.file = path.join(dir, 'part.tmp');
+  /** Appends a frame and gives its offset; waits while the upload is far behind, throws once it failed. */
+  async append(frame: Buffer): Promise<number> {
+    this.throwIfFailed();
+    const offset = this.bytes;
+    this.bytes += frame.length;
+    this.queue.push(frame);
+    this.queued += frame.length;
+    this.wake();
+    for (;;) {
+      this.throwIfFailed();
+      if (this.queued <= PART_QUEUE_BYTES) return offset;
+      await new Promise<void>(resolve => (this.wakeWriter = resolve));
+    }
   }
 
-  /** Appends a frame; resolves with its offset. Appends happen in the order of the calls. */
-  append(frame: Buffer): Promise<number> {
-    const done = this.queue.then(async () => {
-      this.handle ??= await fs.open(this.file, 'w');
-      const offset = this.bytes;
-      await this.handle.write(frame, 0, frame.length, offset);
-      this.hash.update(frame);
-      this.bytes += frame.length;
-      return offset;
-    });
-    this.queue = done.then(() => undefined);
-    return done;
+  /** No more frames: the upload ends with the last one queued. */
+  end(): void {
+    this.ended = true;
+    this.wake();
   }
 
-  /** The part's sha256, once every append has landed. */
-  async close(): Promise<string> {
-    await this.queue;
-    const handle = this.handle;
-    this.handle = undefined;
-    await handle?.close();
-    return this.hash.copy().digest('hex');
+  /** The part will not be complete (the scan failed, or the upload did): both sides stop. */
+  fail(error: unknown): void {
+    this.failure ??= { error };
+    this.wake();
   }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    for (;;) {
+      this.throwIfFailed();
+      const next = this.queue.shift();
+      if (next) {
+        this.queued -= next.length;
+        if (this.queued <= PART_QUEUE_BYTES) this.wake();
+        yield next;
+      } else if (this.ended) return;
+      else await new Promise<void>(resolve => (this.wakeReader = resolve));
+    }
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure.error;
+  }
+
+  private wake(): void {
+    const waiting = [this.wakeReader, this.wakeWriter];
+    this.wakeReader = this.wakeWriter = undefined;
+    for (const resume of waiting) resume?.();
+  }
+}
+
+/** A new part on its way to the cache service: its frames go up while the scan makes them. */
+interface NewPart {
+  key: string;
+  stream: PartStream;
+  written: Promise<WriteOutcome>;
+}
+
+function startPart(service: SaveService): NewPart {
+  const key = partKey(randomBytes(32).toString('hex'));
+  const stream = new PartStream();
+  const written = service.writeStream(key, stream);
+  // An upload that fails stops the scan at its next frame; its error is read after the scan.
+  written.catch((error: unknown) => stream.fail(error));
+  return { key, stream, written };
 }
 
 /** Saves the image of the stopped daemon. Throws on failure (the caller warns). */
 export async function saveState(input: SaveInput): Promise<SaveResult> {
   const image = await fs.open(path.join(input.dataDir, DataFiles.image), 'r');
-  const writer = new PartWriter(input.dataDir);
+  let part: NewPart | undefined;
   const { restored, store, service } = input;
   const remote = service !== undefined;
   try {
@@ -251,7 +301,11 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
             if (store && frame) await store.write(hash, frame);
           } else {
             if (!frame) throw new Error(`the chunk ${hash} came without its frame`);
-            const offset = remote ? await writer.append(frame) : 0;
+            let offset = 0;
+            if (service) {
+              part ??= startPart(service);
+              offset = await part.stream.append(frame);
+            }
             frames.push({ hash, part: remote ? NEW_PART : LOCAL_ONLY, offset, length: frame.length });
             count(frame.length);
             if (store) {
@@ -265,15 +319,11 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
       known
     );
 
-    const partHash = await writer.close();
-    if (service && writer.bytes > 0) {
-      const part = { file: writer.file, bytes: writer.bytes };
-      const slot = await writeSlot(service, partKey(partHash), name => service.write(name, part));
-      if ('stuck' in slot) throw new Error(`the new part cannot be stored: ${slot.stuck}`);
-      // The same bytes committed by another job hold the frames at the same offsets.
-      const key = 'existing' in slot ? slot.existing : slot.key;
+    if (part) {
+      part.stream.end();
+      if ((await part.written) !== 'written') throw new Error(`the new part cannot be stored: ${part.key} is taken`);
       for (const frame of frames) if (frame.part === NEW_PART) frame.part = parts.length;
-      parts.push({ key, bytes: writer.bytes });
+      parts.push({ key: part.key, bytes: part.stream.bytes });
     }
 
     const manifest: Manifest = {
@@ -306,9 +356,14 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
     }
     if (store) await store.writeManifest(manifest);
     return { saved: true, key: manifest.key, reason: `saved as ${manifest.key}`, ...sizes() };
+  } catch (error) {
+    // Never committed: the upload stops, and is over before the save's failure is told.
+    if (part) {
+      part.stream.fail(error);
+      await part.written.catch(() => undefined);
+    }
+    throw error;
   } finally {
     await image.close();
-    await writer.close().catch(() => undefined);
-    await fs.rm(writer.file, { force: true });
   }
 }

@@ -21,12 +21,60 @@ function client(uploadUrl: string): BlockBlobClient {
   return new BlockBlobClient(uploadUrl, new AnonymousCredential(), options);
 }
 
-/** Uploads a blob, from memory or from a file, to the signed URL of a reserved entry. */
-export async function uploadBlob(uploadUrl: string, data: Buffer | BlobFile): Promise<void> {
+/** Uploads a blob, from memory, from a file or as it is made, to the signed URL of a reserved entry. */
+export async function uploadBlob(uploadUrl: string, data: Buffer | BlobFile | AsyncIterable<Buffer>): Promise<void> {
   const started = Date.now();
   const options = { blockSize: UPLOAD_BLOCK_BYTES, concurrency: UPLOAD_CONCURRENCY };
-  if (Buffer.isBuffer(data)) await client(uploadUrl).uploadData(data, options);
-  else await client(uploadUrl).uploadFile(data.file, options);
-  const what = Buffer.isBuffer(data) ? `${data.length} bytes` : data.file;
+  let what: string;
+  if (Buffer.isBuffer(data)) {
+    await client(uploadUrl).uploadData(data, options);
+    what = `${data.length} bytes`;
+  } else if ('file' in data) {
+    await client(uploadUrl).uploadFile(data.file, options);
+    what = data.file;
+  } else what = `${await uploadStream(client(uploadUrl), data)} bytes as they were made`;
   core.debug(`Uploaded ${what} to ${new URL(uploadUrl).host} in ${Date.now() - started} ms`);
+}
+
+/**
+ * Stages each block as soon as the data has filled it, UPLOAD_CONCURRENCY at a time (the data's source
+ * waits while as many are in flight), then commits the list. Returns the bytes uploaded.
+ */
+async function uploadStream(blob: BlockBlobClient, data: AsyncIterable<Buffer>): Promise<number> {
+  const ids: string[] = [];
+  const inFlight = new Set<Promise<void>>();
+  let failure: { error: unknown } | undefined;
+  let bytes = 0;
+  const stage = async (block: Buffer) => {
+    // Every id of a blob has the same length.
+    const id = Buffer.from(String(ids.length).padStart(8, '0')).toString('base64');
+    ids.push(id);
+    bytes += block.length;
+    const staged: Promise<void> = blob
+      .stageBlock(id, block, block.length)
+      .then(
+        () => undefined,
+        (error: unknown) => void (failure ??= { error })
+      )
+      .finally(() => inFlight.delete(staged));
+    inFlight.add(staged);
+    if (inFlight.size >= UPLOAD_CONCURRENCY) await Promise.race(inFlight);
+    if (failure) throw failure.error;
+  };
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const piece of data) {
+    pending.push(piece);
+    pendingBytes += piece.length;
+    if (pendingBytes >= UPLOAD_BLOCK_BYTES) {
+      await stage(Buffer.concat(pending));
+      pending = [];
+      pendingBytes = 0;
+    }
+  }
+  if (pendingBytes > 0) await stage(Buffer.concat(pending));
+  await Promise.all(inFlight);
+  if (failure) throw failure.error;
+  await blob.commitBlockList(ids);
+  return bytes;
 }

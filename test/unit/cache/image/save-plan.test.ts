@@ -40,6 +40,11 @@ class MemoryService implements SaveService {
     this.uploadedBytes += bytes.length;
     return 'written';
   }
+  async writeStream(name: string, data: AsyncIterable<Buffer>): Promise<WriteOutcome> {
+    const pieces: Buffer[] = [];
+    for await (const piece of data) pieces.push(Buffer.from(piece));
+    return this.write(name, Buffer.concat(pieces));
+  }
   async writeManifest(manifest: Manifest): Promise<WriteOutcome> {
     if (this.manifests.has(manifest.key)) return 'exists';
     this.manifests.set(manifest.key, structuredClone(manifest));
@@ -183,8 +188,9 @@ describe('saveState against in-memory stores', () => {
     const result = await saveState(input(original(), 'state-4', { service: gone, restored: first }));
     const fourth = defined(gone.manifests.get('state-4'), 'manifest');
     expect(fourth.parts).toHaveLength(1);
-    // Uploaded again: the same chunks make the same part, under the same name.
+    // Uploaded again, as a part of its own.
     expect(gone.blobs.has(fourth.parts[0].key)).toBe(true);
+    expect(fourth.parts[0].key).not.toBe(first.parts[0].key);
     expect(gone.uploadedBytes).toBeGreaterThan(fourth.parts[0].bytes);
     expect(result.reusedBytes).toBe(0);
   });
@@ -195,10 +201,29 @@ describe('saveState against in-memory stores', () => {
     expect(result.reason).toMatch(/exists already \(state-1\)/);
   });
 
-  test('more than maxBytes of frames: refused with SizeLimitError', async () => {
-    await expect(
-      saveState(input(original(), 'state-5', { service: new MemoryService(), maxBytes: 100 }))
-    ).rejects.toThrow(SizeLimitError);
+  test('more than maxBytes of frames: refused with SizeLimitError; the part under way is never committed', async () => {
+    const bounded = new MemoryService();
+    await expect(saveState(input(original(), 'state-5', { service: bounded, maxBytes: 100 }))).rejects.toThrow(
+      SizeLimitError
+    );
+    expect(bounded.blobs.size).toBe(0);
+    expect(bounded.manifests.size).toBe(0);
+  });
+
+  test('an upload that fails while the scan goes on: the save fails with its error, no manifest', async () => {
+    const failing = new MemoryService();
+    let pieces = 0;
+    failing.writeStream = async (_name, data) => {
+      for await (const piece of data) {
+        if (piece.length > 0 && ++pieces === 2) throw new Error('the blob store went away');
+      }
+      return 'written';
+    };
+    await expect(saveState(input(original(), 'state-7', { service: failing }))).rejects.toThrow(
+      'the blob store went away'
+    );
+    expect(pieces).toBe(2);
+    expect(failing.manifests.size).toBe(0);
   });
 
   test("without the service: every frame to the runner's store, referenced as local only", async () => {

@@ -23,8 +23,16 @@ let server: http.Server;
 let calls: Call[] = [];
 let answer: (call: Call) => { status: number; body: object; headers?: Record<string, string> };
 let uploads: Array<[string, Buffer | { file: string; bytes: number }]> = [];
-/** The store, with uploads recorded instead of sent (blob transfers are not this contract). */
-const store = () => new ServiceStore(async (url, data) => void uploads.push([url, data]));
+/** The store, with uploads recorded instead of sent (blob transfers are not this contract); a stream read whole. */
+const store = () =>
+  new ServiceStore(async (url, data) => {
+    if (Buffer.isBuffer(data) || 'file' in data) uploads.push([url, data]);
+    else {
+      const pieces: Buffer[] = [];
+      for await (const piece of data) pieces.push(piece);
+      uploads.push([url, Buffer.concat(pieces)]);
+    }
+  });
 const saved = { ...process.env };
 
 beforeAll(async () => {
@@ -103,6 +111,34 @@ test('a write reserves, uploads and finalizes; a conflict (HTTP 409) means the n
   await expect(store().write('k', { file: '/part', bytes: 1 })).rejects.toThrow(
     'the cache service did not commit k: too large'
   );
+});
+
+test('a streamed write reserves before its first piece, uploads the pieces as they come, and finalizes with their size; one whose source fails is never finalized', async () => {
+  answer = call =>
+    call.path === twirp('CreateCacheEntry')
+      ? { status: 200, body: { ok: true, signed_upload_url: 'https://blob/up' } }
+      : { status: 200, body: { ok: true, entry_id: '7' } };
+  const reservedFirst: boolean[] = [];
+  async function* pieces(fail: boolean) {
+    reservedFirst.push(calls.length === 1);
+    yield Buffer.from('ab');
+    yield Buffer.from('cde');
+    if (fail) throw new Error('the scan failed');
+  }
+  const written = store();
+  expect(await written.writeStream('p', pieces(false))).toBe('written');
+  expect(written.uploadedBytes).toBe(5);
+  expect(calls.map(call => call.body)).toEqual([
+    { key: 'p', version: CACHE_VERSION },
+    { key: 'p', version: CACHE_VERSION, size_bytes: '5' }
+  ]);
+  expect(uploads).toEqual([['https://blob/up', Buffer.from('abcde')]]);
+  calls = [];
+  const failed = store();
+  await expect(failed.writeStream('q', pieces(true))).rejects.toThrow('the scan failed');
+  expect(calls.map(call => call.body)).toEqual([{ key: 'q', version: CACHE_VERSION }]);
+  expect(failed.uploadedBytes).toBe(0);
+  expect(reservedFirst).toEqual([true, true]);
 });
 
 test("a store made without an upload (main's) writes nothing", async () => {
