@@ -259,7 +259,7 @@ export function compute(record: RunRecord): Computed {
     ...jsv,
     why:
       jsv.met === false
-        ? `The save scanned the image's used blocks, hashed each 1 MiB chunk (sha256), compressed it as its own zstd frame (level 3; reading, hashing and compressing on one worker thread per core), wrote the part to a file and uploaded ${mb(med('save-full', warm, 'uploadedBytes'))} ` +
+        ? `The save scanned the image's used blocks, hashed each 1 MiB chunk (sha256), compressed it as its own zstd frame (level 3; reading, hashing and compressing on one worker thread per core), and uploaded the new part block by block while it scanned, ${mb(med('save-full', warm, 'uploadedBytes'))} ` +
           `to the emulated cache service (azurite behind a proxy in the benchmark's process, on the same ${record.machine?.cpus ?? '?'} cores); raw zstd -T0 compressed ${mb(med('save-raw', warm, 'compressedBytes'))} into wc in one stream.`
         : undefined
   });
