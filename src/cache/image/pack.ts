@@ -223,12 +223,20 @@ interface NewPart {
   written: Promise<WriteOutcome>;
 }
 
+function refused(key: string): Error {
+  return new Error(`the new part cannot be stored: the cache service reserved no entry for ${key}`);
+}
+
 function startPart(service: SaveService): NewPart {
   const key = partKey(randomBytes(32).toString('hex'));
   const stream = new PartStream();
   const written = service.writeStream(key, stream);
-  // An upload that fails stops the scan at its next frame; its error is read after the scan.
-  written.catch((error: unknown) => stream.fail(error));
+  // An upload that fails, or never starts (the service reserved no entry), stops the scan at its next
+  // frame: nothing would read the frames, and the scan would wait for it forever.
+  written.then(
+    outcome => outcome === 'written' || stream.fail(refused(key)),
+    (error: unknown) => stream.fail(error)
+  );
   return { key, stream, written };
 }
 
@@ -321,7 +329,7 @@ export async function saveState(input: SaveInput): Promise<SaveResult> {
 
     if (part) {
       part.stream.end();
-      if ((await part.written) !== 'written') throw new Error(`the new part cannot be stored: ${part.key} is taken`);
+      if ((await part.written) !== 'written') throw refused(part.key);
       for (const frame of frames) if (frame.part === NEW_PART) frame.part = parts.length;
       parts.push({ key: part.key, bytes: part.stream.bytes });
     }

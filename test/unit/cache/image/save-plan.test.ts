@@ -2,6 +2,7 @@
 // restored, and what it writes to the runner's store, on real ext4 images made by mke2fs. The stores
 // are fakes of the roles the save uses; the images, the scan, the workers and the frames are real.
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -78,16 +79,19 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
-/** A data directory whose image holds `files` (name → fill byte, size), as entrypoint.sh makes it. */
-function dataDirWith(name: string, files: Record<string, [number, number]>): string {
+/**
+ * A data directory whose image (`imageBytes`) holds `files` (name → fill byte and size, or the bytes),
+ * as entrypoint.sh makes it.
+ */
+function dataDirWith(name: string, files: Record<string, [number, number] | Buffer>, imageBytes = 64 * MIB): string {
   const tree = fs.mkdtempSync(path.join(root, `${name}-tree-`));
-  for (const [file, [fill, bytes]] of Object.entries(files)) {
-    fs.writeFileSync(path.join(tree, file), Buffer.alloc(bytes, fill));
+  for (const [file, content] of Object.entries(files)) {
+    fs.writeFileSync(path.join(tree, file), Buffer.isBuffer(content) ? content : Buffer.alloc(content[1], content[0]));
   }
   const dataDir = fs.mkdtempSync(path.join(root, `${name}-`));
   const image = path.join(dataDir, DataFiles.image);
   fs.writeFileSync(image, '');
-  fs.truncateSync(image, 64 * MIB);
+  fs.truncateSync(image, imageBytes);
   execFileSync(
     'mke2fs',
     [
@@ -209,6 +213,17 @@ describe('saveState against in-memory stores', () => {
     expect(bounded.blobs.size).toBe(0);
     expect(bounded.manifests.size).toBe(0);
   });
+
+  test('a part the service reserves no entry for: the save fails at once, not waiting for an upload that never reads (more frames than the queue holds)', async () => {
+    // 96 MiB that do not compress: more than the frames the scan queues for the upload.
+    const dataDir = dataDirWith('random', { random: randomBytes(96 * MIB) }, 160 * MIB);
+    const refusing = new MemoryService();
+    refusing.writeStream = async () => 'exists';
+    await expect(saveState(input(dataDir, 'state-8', { service: refusing }))).rejects.toThrow(
+      /the cache service reserved no entry for setup-dind-v2-part-[0-9a-f]{64}$/
+    );
+    expect(refusing.manifests.size).toBe(0);
+  }, 60_000);
 
   test('an upload that fails while the scan goes on: the save fails with its error, no manifest', async () => {
     const failing = new MemoryService();
