@@ -93,7 +93,8 @@ export function writeBackUntilAttached(dataDir: string, image: fs.FileHandle, pe
   let running: Promise<void> | undefined;
   const writeBack = async () => {
     attached ||= (await readDataEvents(dataDir)).attached;
-    if (!attached) await image.datasync();
+    if (attached) clearInterval(timer);
+    else await image.datasync();
   };
   const timer = setInterval(() => {
     // A failure here is the final one's to report.

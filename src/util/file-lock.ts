@@ -1,6 +1,8 @@
 // A lock between the processes of one user on one host (parallel jobs of a self-hosted runner): a
 // file created exclusively, removed by its holder. Whatever it guards must take far less than
-// `staleMs`: a lock that old is taken to be a dead holder's and is taken over.
+// `staleMs`: a lock that old is taken to be a dead holder's and is taken over (two waiters taking
+// over the same dead holder's lock in the same instant could both hold it: accepted, as that needs
+// a holder that died first).
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';

@@ -548,9 +548,12 @@ describe('a small cache of its own (the tiny image; an explicit storage-driver: 
           const main = await job.main(SMALL);
           expect(main.outputs).toMatchObject({ 'cache-hit': 'true', 'cache-key': smallKey });
           const image = fs.statSync(path.join(main.dataDir, 'docker.img'));
-          expect(fs.readFileSync(path.join(main.dataDir, 'events'), 'utf8')).toMatch(
+          const events = fs.readFileSync(path.join(main.dataDir, 'events'), 'utf8');
+          expect(events).toMatch(
             /^mounted in .* s \(restored, attached while filled, checked in .*; waited for main .*, e2fsck .*, mount .*\)$/m
           );
+          // What tells main to stop writing the image back.
+          expect(events).toMatch(/^attached$/m);
           // The mount's device, and no other (the read-only one e2fsck read is gone).
           expect(loopDevicesOf(image)).toHaveLength(1);
           const read = await job.step(

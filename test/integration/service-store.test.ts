@@ -83,7 +83,7 @@ test('a streamed write (a save uploading its part while it scans): staged block 
     }
   }
   const writer = store();
-  expect(await writer.writeStream(name, source())).toBe('written');
+  expect(await writer.write(name, source())).toBe('written');
   const whole = Buffer.concat(pieces);
   expect(writer.uploadedBytes).toBe(whole.length);
   // Blocks went up before the last piece was made.
@@ -96,6 +96,6 @@ test('a streamed write (a save uploading its part while it scans): staged block 
 
   const failed = `part-${randomBytes(8).toString('hex')}`;
   given = 0;
-  await expect(store().writeStream(failed, source(new Error('the scan failed')))).rejects.toThrow('the scan failed');
+  await expect(store().write(failed, source(new Error('the scan failed')))).rejects.toThrow('the scan failed');
   expect(await new ServiceStore().has(failed)).toBe(false);
 });

@@ -94,10 +94,7 @@ export function reusableFrames(
 export class SizeLimitError extends Error {}
 
 /** What a save needs of the cache service: its blobs and manifests, a name's committed variant, the bytes sent. */
-export type SaveService = Pick<
-  ServiceStore,
-  'has' | 'match' | 'write' | 'writeStream' | 'writeManifest' | 'uploadedBytes'
->;
+export type SaveService = Pick<ServiceStore, 'has' | 'match' | 'write' | 'writeManifest' | 'uploadedBytes'>;
 /** What a save needs of the runner's store. */
 export type SaveStore = Pick<LocalStore, 'has' | 'write' | 'writeManifest'>;
 
@@ -230,7 +227,7 @@ function refused(key: string): Error {
 function startPart(service: SaveService): NewPart {
   const key = partKey(randomBytes(32).toString('hex'));
   const stream = new PartStream();
-  const written = service.writeStream(key, stream);
+  const written = service.write(key, stream);
   // An upload that fails, or never starts (the service reserved no entry), stops the scan at its next
   // frame: nothing would read the frames, and the scan would wait for it forever.
   written.then(

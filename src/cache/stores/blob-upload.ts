@@ -21,19 +21,20 @@ function client(uploadUrl: string): BlockBlobClient {
   return new BlockBlobClient(uploadUrl, new AnonymousCredential(), options);
 }
 
-/** Uploads a blob, from memory, from a file or as it is made, to the signed URL of a reserved entry. */
-export async function uploadBlob(uploadUrl: string, data: Buffer | BlobFile | AsyncIterable<Buffer>): Promise<void> {
+/** Uploads a blob, from memory, from a file or as it is made, to the signed URL of a reserved entry; its bytes. */
+export async function uploadBlob(uploadUrl: string, data: Buffer | BlobFile | AsyncIterable<Buffer>): Promise<number> {
   const started = Date.now();
   const options = { blockSize: UPLOAD_BLOCK_BYTES, concurrency: UPLOAD_CONCURRENCY };
-  let what: string;
+  let bytes: number;
   if (Buffer.isBuffer(data)) {
     await client(uploadUrl).uploadData(data, options);
-    what = `${data.length} bytes`;
+    bytes = data.length;
   } else if ('file' in data) {
     await client(uploadUrl).uploadFile(data.file, options);
-    what = data.file;
-  } else what = `${await uploadStream(client(uploadUrl), data)} bytes as they were made`;
-  core.debug(`Uploaded ${what} to ${new URL(uploadUrl).host} in ${Date.now() - started} ms`);
+    bytes = data.bytes;
+  } else bytes = await uploadStream(client(uploadUrl), data);
+  core.debug(`Uploaded ${bytes} bytes to ${new URL(uploadUrl).host} in ${Date.now() - started} ms`);
+  return bytes;
 }
 
 /**

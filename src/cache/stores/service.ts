@@ -203,7 +203,8 @@ async function finalize(key: string, sizeBytes: number): Promise<void> {
 }
 
 /** Uploads a blob to a signed URL: blob-upload.ts, which only post loads (the Azure SDK is a third of a bundle). */
-export type Upload = (url: string, data: Buffer | BlobFile | AsyncIterable<Buffer>) => Promise<void>;
+/** Uploads a blob to a signed URL and gives the bytes it sent. */
+export type Upload = (url: string, data: Buffer | BlobFile | AsyncIterable<Buffer>) => Promise<number>;
 
 /**
  * The cache service as a store: every blob and every manifest is an entry, named by its key, that no
@@ -238,34 +239,16 @@ export class ServiceStore implements BlobStore, ManifestStore {
     return download(url, { range: range && [range.offset, range.offset + range.length - 1], maxBytes, into, received });
   }
 
-  async write(name: string, data: Buffer | BlobFile): Promise<WriteOutcome> {
-    if (!this.upload) throw new Error(`${name} cannot be stored: this step only reads the cache service`);
-    const uploadUrl = await reserve(name);
-    if (!uploadUrl) return 'exists';
-    await this.upload(uploadUrl, data);
-    const bytes = Buffer.isBuffer(data) ? data.length : data.bytes;
-    await finalize(name, bytes);
-    this.uploadedBytes += bytes;
-    return 'written';
-  }
-
   /**
-   * Writes a blob whose bytes come as they are made (a save's new part, while the image is scanned):
-   * the entry is reserved at once and each piece uploaded as it comes; committed once `data` ends, never
-   * if it throws.
+   * Reserves the entry, uploads the blob and commits it. A blob whose bytes come as they are made (a
+   * save's new part, while the image is scanned) is reserved before its first piece and uploaded as
+   * they come; committed once `data` ends, never if it throws.
    */
-  async writeStream(name: string, data: AsyncIterable<Buffer>): Promise<WriteOutcome> {
+  async write(name: string, data: Buffer | BlobFile | AsyncIterable<Buffer>): Promise<WriteOutcome> {
     if (!this.upload) throw new Error(`${name} cannot be stored: this step only reads the cache service`);
     const uploadUrl = await reserve(name);
     if (!uploadUrl) return 'exists';
-    let bytes = 0;
-    const counted = async function* () {
-      for await (const piece of data) {
-        bytes += piece.length;
-        yield piece;
-      }
-    };
-    await this.upload(uploadUrl, counted());
+    const bytes = await this.upload(uploadUrl, data);
     await finalize(name, bytes);
     this.uploadedBytes += bytes;
     return 'written';

@@ -34,17 +34,19 @@ class MemoryService implements SaveService {
   async has(name: string): Promise<boolean> {
     return (await this.match(name)) !== undefined;
   }
-  async write(name: string, data: Buffer | BlobFile): Promise<WriteOutcome> {
+  async write(name: string, data: Buffer | BlobFile | AsyncIterable<Buffer>): Promise<WriteOutcome> {
     if (this.blobs.has(name)) return 'exists';
-    const bytes = Buffer.isBuffer(data) ? data : fs.readFileSync(data.file);
+    let bytes: Buffer;
+    if (Buffer.isBuffer(data)) bytes = data;
+    else if ('file' in data) bytes = fs.readFileSync(data.file);
+    else {
+      const pieces: Buffer[] = [];
+      for await (const piece of data) pieces.push(Buffer.from(piece));
+      bytes = Buffer.concat(pieces);
+    }
     this.blobs.set(name, bytes);
     this.uploadedBytes += bytes.length;
     return 'written';
-  }
-  async writeStream(name: string, data: AsyncIterable<Buffer>): Promise<WriteOutcome> {
-    const pieces: Buffer[] = [];
-    for await (const piece of data) pieces.push(Buffer.from(piece));
-    return this.write(name, Buffer.concat(pieces));
   }
   async writeManifest(manifest: Manifest): Promise<WriteOutcome> {
     if (this.manifests.has(manifest.key)) return 'exists';
@@ -218,7 +220,7 @@ describe('saveState against in-memory stores', () => {
     // 96 MiB that do not compress: more than the frames the scan queues for the upload.
     const dataDir = dataDirWith('random', { random: randomBytes(96 * MIB) }, 160 * MIB);
     const refusing = new MemoryService();
-    refusing.writeStream = async () => 'exists';
+    refusing.write = async () => 'exists';
     await expect(saveState(input(dataDir, 'state-8', { service: refusing }))).rejects.toThrow(
       /the cache service reserved no entry for setup-dind-v2-part-[0-9a-f]{64}$/
     );
@@ -228,7 +230,8 @@ describe('saveState against in-memory stores', () => {
   test('an upload that fails while the scan goes on: the save fails with its error, no manifest', async () => {
     const failing = new MemoryService();
     let pieces = 0;
-    failing.writeStream = async (_name, data) => {
+    failing.write = async (_name, data) => {
+      if (Buffer.isBuffer(data) || 'file' in data) throw new Error('a part is uploaded as it is made');
       for await (const piece of data) {
         if (piece.length > 0 && ++pieces === 2) throw new Error('the blob store went away');
       }
