@@ -77,6 +77,14 @@ const { createHash } = __nccwpck_require__(598);
 const { readSync, writeSync } = __nccwpck_require__(24);
 const { parentPort } = __nccwpck_require__(919);
 const zstd = __nccwpck_require__(522);
+/**
+ * A chunk goes into the image in writes of at most this much. The page cache takes a folio the size of
+ * the write, and large ones come from the free blocks a VM with free page reporting has handed back to
+ * its host, so every first touch faults on the host: here, a 1 MiB write fills the page cache at
+ * 3 s/GB past its first GB, a 128 KiB one at 0.3 s/GB; on other machines eight calls instead of one
+ * cost nothing measurable.
+ */
+const WRITE_SLICE_BYTES = 128 * 1024;
 if (!parentPort)
     throw new Error('frame-worker runs in a worker thread (workers.ts starts it)');
 const port = parentPort;
@@ -215,8 +223,10 @@ function write({ id, frame, maxBytes, chunkSize, target }) {
         return;
     }
     for (const offset of target.offsets)
-        for (let done = 0; done < data.length;)
-            done += writeSync(target.fd, data, done, data.length - done, offset + done);
+        for (let done = 0; done < data.length;) {
+            const length = Math.min(WRITE_SLICE_BYTES, data.length - done);
+            done += writeSync(target.fd, data, done, length, offset + done);
+        }
     reply({ id });
 }
 port.on('message', (message) => {
