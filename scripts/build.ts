@@ -2,12 +2,14 @@
 // bundles on its own: in parallel the build takes about half the time), puts the entrypoint next to
 // main and the frame worker next to each bundle, drops the files nothing loads (dist-files.ts) and
 // writes the third-party notices of what ncc bundled (notices.ts). The build fails when a bundled
-// package has no license text, or when the frame worker's bundle holds any module but its own.
+// package has no license text, when the frame worker's bundle holds any module but its own, or when a
+// package left out (left-out.ts) is bundled after all.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DROPPED } from './dist-files';
+import { LEFT_OUT } from './left-out';
 import { collectNotices, moduleFiles, NOTICES_FILE, packageDirs, renderNotices, type StatsModule } from './notices';
 
 const root = path.join(__dirname, '..');
@@ -47,6 +49,11 @@ function drop(dir: string, relative = ''): void {
   }
 }
 
+/** The left-out package a package directory is, if any. */
+function leftOutName(dir: string): string | undefined {
+  return Object.keys(LEFT_OUT).find(name => dir.endsWith(`/node_modules/${name}`));
+}
+
 async function build(): Promise<void> {
   // ncc deletes only the old .js files of its output: any other file a former build left (an asset, a
   // license, a native addon) would survive and pass the check that dist/ is what a fresh build makes.
@@ -66,14 +73,19 @@ async function build(): Promise<void> {
     );
     if (foreign.length > 0)
       throw new Error(`${FRAME_WORKER.entry} may import types only, but its bundle holds:\n  ${foreign.join('\n  ')}`);
+    const packages = Object.fromEntries(
+      names.map(name => [name, packageDirs(readStats(path.join(statsDir, `${name}.json`)))])
+    );
+    const bundledLeftOut = names.flatMap(name =>
+      [...packages[name]].filter(dir => leftOutName(dir) !== undefined).map(dir => `${name}: ${dir}`)
+    );
+    if (bundledLeftOut.length > 0)
+      throw new Error(`packages left out (scripts/left-out.ts) are bundled:\n  ${bundledLeftOut.join('\n  ')}`);
     for (const name of names)
       fs.copyFileSync(path.join(workerDir, 'index.js'), path.join(dist, name, FRAME_WORKER.file));
     for (const script of ['entrypoint.sh', 'check-data.sh'])
       fs.copyFileSync(path.join(root, 'src', 'daemon', script), path.join(dist, 'main', script));
     for (const name of names) drop(path.join(dist, name));
-    const packages = Object.fromEntries(
-      names.map(name => [name, packageDirs(readStats(path.join(statsDir, `${name}.json`)))])
-    );
     const { notices, problems } = collectNotices(packages);
     if (problems.length > 0) throw new Error(`third-party notices:\n  ${problems.join('\n  ')}`);
     fs.writeFileSync(path.join(dist, NOTICES_FILE), renderNotices(notices));

@@ -10,22 +10,11 @@ export interface Dropped {
 
 export const DROPPED: readonly Dropped[] = [
   {
-    path: /\.node$/,
-    why:
-      "ssh2's optional native addons (cpu-features, sshcrypto), built for the Node of the machine that " +
-      'built dist/; ssh2 falls back to pure JS, and every Node takes the same path'
-  },
-  { path: /^pagent\.exe$/, why: "ssh2's Pageant agent helper, a Windows binary" },
-  {
     path: /^auth\.proto$/,
     why: 'dockerode\'s BuildKit session, for buildImage with version "2", which the action never calls'
   },
   {
     path: /^buildkit_status\.proto$/,
     why: "dockerode's BuildKit progress decoder (Docker#followProgress); the action uses docker.modem.followProgress"
-  },
-  {
-    path: /^(proto|protoc-gen-validate|xds)\//,
-    why: "@grpc/grpc-js's channelz service definitions, loaded only by a gRPC server that adds the admin services"
   }
 ];

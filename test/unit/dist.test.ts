@@ -14,6 +14,8 @@ import {
   SEPARATOR,
   type StatsModule
 } from '../../scripts/notices';
+import * as leftOut from '../../scripts/left-out';
+import { LEFT_OUT } from '../../scripts/left-out';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const DIST = path.join(ROOT, 'dist');
@@ -143,9 +145,9 @@ describe(`dist/${NOTICES_FILE}`, () => {
 
   test('a license text for every package bundled, and every package src/ imports is one of them', () => {
     expect(imported).toEqual(expect.arrayContaining(['@actions/core', '@azure/storage-blob', 'dockerode']));
-    // ssh2 and apache-arrow come in through dockerode and @azure/storage-blob (apache-arrow in post's chunk).
+    // apache-arrow comes in through @azure/storage-blob (in post's chunk), docker-modem through dockerode.
     expect(parseNotices(notices).listed).toEqual(
-      expect.arrayContaining([expect.stringMatching(/^ssh2 /), expect.stringMatching(/^apache-arrow /)])
+      expect.arrayContaining([expect.stringMatching(/^apache-arrow /), expect.stringMatching(/^docker-modem /)])
     );
     expect(noticeProblems(notices, imported)).toEqual([]);
   });
@@ -165,6 +167,32 @@ describe(`dist/${NOTICES_FILE}`, () => {
       `${dockerode}: a section, but not listed`,
       'dockerode: imported by src/, but not listed'
     ]);
+  });
+});
+
+describe('packages left out of the bundles (scripts/left-out.ts)', () => {
+  const tsconfig = JSON.parse(fs.readFileSync(path.join(ROOT, 'tsconfig.json'), 'utf8')) as {
+    compilerOptions: { paths?: Record<string, string[]> };
+  };
+
+  test("tsconfig.json's paths send each, and only each, to the stand-in; none is in the notices", () => {
+    const paths = tsconfig.compilerOptions.paths ?? {};
+    expect(Object.keys(paths).sort()).toEqual(Object.keys(LEFT_OUT).sort());
+    for (const target of Object.values(paths)) expect(target).toEqual(['scripts/left-out.ts']);
+    const listed = parseNotices(readDist(NOTICES_FILE)).listed;
+    for (const name of Object.keys(LEFT_OUT)) expect(listed.filter(id => id.startsWith(`${name} `))).toEqual([]);
+  });
+
+  test('each bundle holds the stand-in, whose exports load and fail, when used, naming the package and why', () => {
+    for (const bundle of ['main/index.js', 'post/index.js']) expect(readDist(bundle)).toContain(LEFT_OUT.ssh2);
+    expect(() => new (leftOut.Client as unknown as new () => object)()).toThrow(
+      `ssh2's Client is not in setup-dind's bundle: ${LEFT_OUT.ssh2}.`
+    );
+    expect(() => leftOut.ServerCredentials.createInsecure()).toThrow("@grpc/grpc-js's ServerCredentials");
+    expect(() => leftOut.loadSync()).toThrow("@grpc/proto-loader's loadSync");
+    expect(() => leftOut.ProxyAgent()).toThrow(
+      `undici's ProxyAgent is not in setup-dind's bundle: ${LEFT_OUT.undici}.`
+    );
   });
 });
 
