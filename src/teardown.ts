@@ -26,6 +26,8 @@ export interface PostSteps {
   removeContainer(containerId: string): Promise<void>;
   /** Resolves with how many there were. */
   removeNetworks(): Promise<number>;
+  /** Removes the instance's volumes (even those of a container already gone); returns how many there were. */
+  removeVolumes(): Promise<number>;
   removeData(): Promise<void>;
   removeCertificates(): Promise<void>;
   /** Undefined: main made no context. */
@@ -66,11 +68,14 @@ export async function tearDown(instance: Instance, timeline: Timeline, steps: Po
       await bestEffort(`remove container ${shortId(summary.Id)}`, () => steps.removeContainer(summary.Id), undefined);
     await cache?.keepImage();
     const networks = await bestEffort('list networks', () => steps.removeNetworks(), 0);
+    const volumes = await bestEffort('list volumes', () => steps.removeVolumes(), 0);
     await bestEffort(`remove the daemon's data in ${instance.dataDir}`, () => steps.removeData(), undefined);
     await bestEffort('remove the client certificates', () => steps.removeCertificates(), undefined);
     const context = steps.context;
     if (context) await bestEffort(`remove context ${context}`, () => steps.removeContext(context), undefined);
-    core.info(`Removed ${containers.length} container(s) and ${networks} network(s) of ${instance.containerName}.`);
+    core.info(
+      `Removed ${containers.length} container(s), ${networks} network(s) and ${volumes} volume(s) of ${instance.containerName}.`
+    );
   });
   await cache?.bound();
 }

@@ -21,6 +21,8 @@ const ENTRYPOINT = `${CONTAINER_SETUP_DIR}/entrypoint.sh`;
 const CHECK_DATA = `${CONTAINER_SETUP_DIR}/check-data.sh`;
 const DAEMON_JSON = `${CONTAINER_SETUP_DIR}/daemon.json`;
 const PORT_KEY = `${DAEMON_TLS_PORT}/tcp`;
+/** dockerd's data root in the container: the entrypoint mounts the data image here, else the volume holds it. */
+const DOCKER_DATA_ROOT = '/var/lib/docker';
 
 /**
  * The scripts put into the container: the entrypoint, in place of the image's own (see entrypoint.sh),
@@ -124,7 +126,7 @@ export interface ContainerSpec {
   image: string;
   privileged: boolean;
   dockerdArgs: string[];
-  /** Engine-host directory of the data image (data-image.ts); else the image's /var/lib/docker volume. */
+  /** Engine-host directory of the data image (data-image.ts); else the instance's volume holds the data. */
   dataDir?: string;
   /** Engine-host paths bind-mounted at `target`. */
   mounts: Array<{ source: string; target: string }>;
@@ -183,6 +185,19 @@ export function containerCreateOptions(
         [PORT_KEY]: [{ HostIp: '127.0.0.1', HostPort: '' }],
         ...publishedPorts(spec.ports)
       },
+      Mounts: [
+        {
+          Type: 'volume',
+          Source: instance.volumeName,
+          Target: DOCKER_DATA_ROOT,
+          // As an anonymous volume would: the image's content at that path copied in, the local driver.
+          VolumeOptions: {
+            NoCopy: false,
+            Labels: { [INSTANCE_LABEL]: instance.id },
+            DriverConfig: { Name: 'local', Options: {} }
+          }
+        }
+      ],
       Binds: [
         ...(spec.dataDir ? [`${spec.dataDir}:${CONTAINER_DATA_DIR}`] : []),
         ...spec.mounts.map(mount => `${mount.source}:${mount.target}`)

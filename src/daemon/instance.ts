@@ -10,6 +10,12 @@ export interface Instance {
   name: string;
   containerName: string;
   networkName: string;
+  /**
+   * The container's /var/lib/docker: a volume of its own, labelled as the container, so that post finds
+   * and removes it even when the container went without its volumes (the image declares the path a
+   * VOLUME, and an anonymous one would stay behind).
+   */
+  volumeName: string;
   /** The client's certificate directory (DOCKER_CERT_PATH). */
   certDir: string;
   /** The daemon's /var/lib/docker on the runner, when the cache is on. */
@@ -27,6 +33,7 @@ export function newInstance(
     name,
     containerName: base,
     networkName: base,
+    volumeName: base,
     certDir: path.join(tempDir, base),
     dataDir: path.join(tempDir, `${base}-data`)
   };

@@ -17,7 +17,7 @@ export function daemonSteps(docker: Docker, instance: Instance) {
     listContainers: () => docker.listContainers({ all: true, filters: label }),
     stop: (id: string) => docker.getContainer(id).stop({ t: STOP_GRACE_SECONDS }),
     log: (id: string) => containerLog(docker.getContainer(id)),
-    // The image declares VOLUME /var/lib/docker: without v the data would stay behind as a volume.
+    // v: for anonymous volumes of a custom image's other VOLUME paths (the instance's own goes below).
     removeContainer: (id: string) => docker.getContainer(id).remove({ force: true, v: true }),
     removeNetworks: async () => {
       const networks = await docker.listNetworks({ filters: label });
@@ -25,6 +25,13 @@ export function daemonSteps(docker: Docker, instance: Instance) {
         await bestEffort(`remove network ${network.Name}`, () => docker.getNetwork(network.Id).remove(), undefined);
       }
       return networks.length;
+    },
+    removeVolumes: async () => {
+      const { Volumes: volumes } = await docker.listVolumes({ filters: label });
+      for (const volume of volumes ?? []) {
+        await bestEffort(`remove volume ${volume.Name}`, () => docker.getVolume(volume.Name).remove(), undefined);
+      }
+      return volumes?.length ?? 0;
     },
     // One file however much the daemon held (data-image.ts), and the entrypoint's notes.
     removeData: () => fs.rm(instance.dataDir, { recursive: true, force: true })

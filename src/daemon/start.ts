@@ -77,7 +77,7 @@ export interface DaemonSetup {
   client: KeyPair;
   /** Issued before the container starts when it can be (see lateServerCertificate). */
   server?: KeyPair;
-  /** The data directory as the engine's host has it; undefined: the image's own /var/lib/docker volume. */
+  /** The data directory as the engine's host has it; undefined: the instance's volume holds the data. */
   dataDir?: string;
   cache?: RestoredData;
 }
@@ -204,6 +204,7 @@ export async function startDaemon(
     const line = lastLogLine(log);
     await startOver(
       launched.container,
+      docker.getVolume(instance.volumeName),
       instance.dataDir,
       prepared.cache,
       `${error.message}${line ? ` Its last log line: "${line}".` : ''}`
@@ -315,12 +316,14 @@ function notReady(error: DaemonNotReadyError, log: string, inputs: DaemonInputs)
  */
 async function startOver(
   container: Docker.Container,
+  volume: Docker.Volume,
   dataDir: string,
   cache: RestoredData,
   why: string
 ): Promise<void> {
   const key = cache.restoredKey;
   await container.remove({ force: true, v: true });
+  await volume.remove();
   // The image may be another runner user's (kept whole in cache-dir): a new file, not a rewrite of it.
   await Promise.all([DataFiles.image, DataFiles.events].map(name => fs.rm(path.join(dataDir, name), { force: true })));
   await prepareEmptyData(dataDir);

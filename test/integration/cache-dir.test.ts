@@ -208,6 +208,7 @@ describe('cache-dir', () => {
       // What the killed post did not remove.
       await outerOk(['rm', '--force', '--volumes', main.outputs['container-id']]);
       await outerOk(['network', 'rm', `setup-dind-dind-${main.started.id}`]);
+      await outerOk(['volume', 'rm', `setup-dind-dind-${main.started.id}`]);
       expect(await labelled(main.started.id)).toEqual({ containers: [], networks: [], volumes: [] });
     } finally {
       await job.dispose();

@@ -311,7 +311,7 @@ ${NO_DOCKER_ENV} docker --context ${context} info --format 'name={{.Name}} image
       expectExit(again, 0, 'second post');
       expect(commands(again.stdout, 'warning')).toEqual([]);
       expect(commands(again.stdout, 'error')).toEqual([]);
-      expect(again.stdout).toMatch(/Removed 0 container\(s\) and 0 network\(s\)/);
+      expect(again.stdout).toMatch(/Removed 0 container\(s\), 0 network\(s\) and 0 volume\(s\)/);
       await job.expectNothingLeft();
       await expectVolumesGone(dataVolumes);
     });

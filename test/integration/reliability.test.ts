@@ -15,13 +15,15 @@ import { startCacheServer, type CacheServer } from '../support/cache-server';
 import { defined } from '../support/defined';
 import {
   buildImage,
+  containerVolumes,
   labelled,
   NESTED_BASE_IMAGE,
   outerOk,
   run,
   savedInstance,
   tcpConnect,
-  type Started
+  type Started,
+  volumeExists
 } from '../support/engine';
 import { buildTinyImage, TINY_IMAGE } from '../support/images';
 import {
@@ -356,7 +358,7 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
 
       // The runner runs post with the state written so far.
       const [post] = await job.post({ warnings: 0, count: 1 });
-      note('main killed (post)', /Removed \d+ container\(s\) and \d+ network\(s\)[^\n]*/.exec(post.stdout)?.[0]);
+      note('main killed (post)', /Removed \d+ container\(s\), \d+ network\(s\)[^\n]*/.exec(post.stdout)?.[0]);
       expect(await contextNames(job)).toEqual(['default']);
     });
   });
@@ -365,6 +367,8 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
     await withJob({ cache: server }, async job => {
       const main = await job.main({ cache: 'true', 'cache-key': `removed-${unique()}` });
       expect(fs.existsSync(main.dataDir)).toBe(true);
+      const volumes = await containerVolumes(main.outputs['container-id']);
+      expect(volumes).toHaveLength(1);
       await job.step(
         `docker volume create something >/dev/null && ${OUTER_DOCKER} rm -f ${main.outputs['container-id']} >/dev/null`,
         'change the daemon, then remove its container'
@@ -376,6 +380,10 @@ describe('faults: the right outcome, a useful message, a clean post', () => {
       const reason = /Not saving the cache: [^\n]*/.exec(post.stdout)?.[0];
       note('container removed during the job (post)', reason);
       expect(reason).toMatch(/not running at the end of the job/);
+      // Removed without its volumes (no -v): post still removes the daemon's.
+      expect(post.stdout).toMatch(/Removed 0 container\(s\), 1 network\(s\) and 1 volume\(s\)/);
+      for (const volume of volumes) expect(await volumeExists(volume)).toBe(false);
+      expect(await labelled(main.started.id)).toEqual({ containers: [], networks: [], volumes: [] });
       expect(delta(before, server.stats())).toMatchObject({
         creates: 0,
         finalizes: 0,

@@ -33,6 +33,7 @@ function recordingSteps(options: { cache?: boolean; graceful?: boolean; fail?: s
     log: step('log', 'the log'),
     removeContainer: step('removeContainer', undefined),
     removeNetworks: step('removeNetworks', 1),
+    removeVolumes: step('removeVolumes', 1),
     removeData: step('removeData', undefined),
     removeCertificates: step('removeCertificates', undefined),
     context: 'dind',
@@ -66,6 +67,7 @@ describe('tearDown: the order of post', () => {
       'removeContainer c1',
       'keepImage',
       'removeNetworks',
+      'removeVolumes',
       'removeData',
       'removeCertificates',
       'removeContext dind',
@@ -90,6 +92,7 @@ describe('tearDown: the order of post', () => {
       'log c1',
       'removeContainer c1',
       'removeNetworks',
+      'removeVolumes',
       'removeData',
       'removeCertificates',
       'removeContext dind'
@@ -111,6 +114,7 @@ describe('tearDown: the order of post', () => {
       'log',
       'removeContainer',
       'removeNetworks',
+      'removeVolumes',
       'removeData',
       'removeCertificates',
       'removeContext'
@@ -128,6 +132,7 @@ describe('tearDown: the order of post', () => {
       'removeContainer',
       'keepImage',
       'removeNetworks',
+      'removeVolumes',
       'removeData',
       'removeCertificates',
       'removeContext',
@@ -139,6 +144,7 @@ describe('tearDown: the order of post', () => {
       'Could not read the daemon log: log failed',
       'Could not remove container c1: removeContainer failed',
       'Could not list networks: removeNetworks failed',
+      'Could not list volumes: removeVolumes failed',
       `Could not remove the daemon's data in ${instance.dataDir}: removeData failed`,
       'Could not remove the client certificates: removeCertificates failed',
       'Could not remove context dind: removeContext failed'

@@ -321,6 +321,21 @@ describe('containerCreateOptions', () => {
     expect(options.NetworkingConfig).toEqual({ EndpointsConfig: { [instance.networkName]: { Aliases: ['dind'] } } });
   });
 
+  test.each([undefined, '/runner/temp/data'])(
+    "data directory %p: /var/lib/docker is the instance's own volume, labelled as the container, never an anonymous one",
+    dataDir => {
+      const { HostConfig, Labels } = create({ dataDir });
+      expect(HostConfig.Mounts).toEqual([
+        {
+          Type: 'volume',
+          Source: instance.volumeName,
+          Target: '/var/lib/docker',
+          VolumeOptions: { NoCopy: false, Labels, DriverConfig: { Name: 'local', Options: {} } }
+        }
+      ]);
+    }
+  );
+
   test('with no ports asked, only the TLS port is published: on 127.0.0.1, on a port the engine picks', () => {
     const options = create();
     expect(options.ExposedPorts).toEqual({ '2376/tcp': {} });

@@ -14,6 +14,7 @@ describe('newInstance', () => {
       name,
       containerName: base,
       networkName: base,
+      volumeName: base,
       certDir: path.join(tempDir, base),
       dataDir: path.join(tempDir, `${base}-data`)
     });
