@@ -64,12 +64,15 @@ export interface Registry {
   stop(): Promise<void>;
 }
 
-/** Starts `docker-registry serve` on `addr` with its blobs in `storageDir`; resolves once /v2/ answers. */
+/**
+ * Starts `docker-registry serve` on `addr` with its blobs in `storageDir`; resolves once /v2/ answers.
+ * `onStart` gets its stop as soon as it runs, so that a cleanup while it starts still ends it.
+ */
 export async function startRegistry(
   addr: string,
   storageDir: string,
   workDir: string,
-  onStart: (pid: number) => void
+  onStart: (stop: () => Promise<void>, pid: number) => void
 ): Promise<Registry> {
   fs.mkdirSync(storageDir, { recursive: true });
   const config = path.join(workDir, `registry-${addr.replace(/[^0-9a-z]/gi, '_')}.yml`);
@@ -95,7 +98,6 @@ export async function startRegistry(
   fs.closeSync(log);
   if (child.pid === undefined) throw new Error('docker-registry did not start');
   const pid = child.pid;
-  onStart(pid);
   let exited = false;
   const exit = new Promise<void>(resolve => child.once('exit', () => ((exited = true), resolve())));
   const stop = async () => {
@@ -105,6 +107,7 @@ export async function startRegistry(
     await exit;
     clearTimeout(timer);
   };
+  onStart(stop, pid);
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
     if (exited) throw new Error(`docker-registry exited at start: ${fs.readFileSync(logFile, 'utf8').slice(-500)}`);

@@ -51,12 +51,11 @@ async function prepareRegistry(level: LevelInfo): Promise<RegistrySetup> {
   const version = await ensureDockerRegistry();
   if (record.machine) record.machine.tools['docker-registry'] = version;
   const storage = path.join(tempDir, 'registry');
-  const stopAt = (registry: Registry) =>
-    cleanup.add(`stop docker-registry (pid ${registry.pid})`, () => registry.stop());
+  let stopPush: (() => Promise<void>) | undefined;
+  const stopAt = (stop: () => Promise<void>, pid: number) => cleanup.add(`stop docker-registry (pid ${pid})`, stop);
   // The outer engine pushes over plain HTTP only to loopback (insecure by default there)…
   const pushPort = await freePort('127.0.0.1');
-  const pushRegistry = await startRegistry(`127.0.0.1:${pushPort}`, storage, tempDir, () => undefined);
-  const stopPush = stopAt(pushRegistry);
+  await startRegistry(`127.0.0.1:${pushPort}`, storage, tempDir, (stop, pid) => (stopPush = stopAt(stop, pid)));
   // setup-dind-bench/<name>:<run id> → <registry>/setup-dind-bench/<name>:<run id>
   const names = level.images.map(ref => ref.replace(/^setup-dind-bench\//, ''));
   for (const [i, ref] of level.images.entries()) {
@@ -68,13 +67,12 @@ async function prepareRegistry(level: LevelInfo): Promise<RegistrySetup> {
       await removeImage(pushRef);
     }
   }
-  await stopPush();
+  await stopPush?.();
   record.setup['registry bytes'] = Number((await sh(`du -sb -- "$1" | cut -f1`, { args: [storage] })).stdout.trim());
   // …while a dind daemon reaches the host at its bridge address, where loopback is the container itself.
   const gateway = await bridgeGateway();
   const pullPort = await freePort(gateway);
-  const registry = await startRegistry(`${gateway}:${pullPort}`, storage, tempDir, () => undefined);
-  stopAt(registry);
+  const registry = await startRegistry(`${gateway}:${pullPort}`, storage, tempDir, stopAt);
   return { registry, gateway, refs: names.map(name => `${registry.addr}/setup-dind-bench/${name}`) };
 }
 
