@@ -49,9 +49,8 @@ function drop(dir: string, relative = ''): void {
   }
 }
 
-/** The left-out package a package directory is, if any. */
-function leftOutName(dir: string): string | undefined {
-  return Object.keys(LEFT_OUT).find(name => dir.endsWith(`/node_modules/${name}`));
+function isLeftOut(packageDir: string): boolean {
+  return Object.keys(LEFT_OUT).some(name => packageDir.endsWith(`/node_modules/${name}`));
 }
 
 async function build(): Promise<void> {
@@ -76,9 +75,7 @@ async function build(): Promise<void> {
     const packages = Object.fromEntries(
       names.map(name => [name, packageDirs(readStats(path.join(statsDir, `${name}.json`)))])
     );
-    const bundledLeftOut = names.flatMap(name =>
-      [...packages[name]].filter(dir => leftOutName(dir) !== undefined).map(dir => `${name}: ${dir}`)
-    );
+    const bundledLeftOut = names.flatMap(name => [...packages[name]].filter(isLeftOut).map(dir => `${name}: ${dir}`));
     if (bundledLeftOut.length > 0)
       throw new Error(`packages left out (scripts/left-out.ts) are bundled:\n  ${bundledLeftOut.join('\n  ')}`);
     for (const name of names)

@@ -1,7 +1,7 @@
 // Packages the bundles leave out: a dependency loads them at start-up, but only code the action never
-// runs uses them. In dist/ each is this module instead (tsconfig.json's `paths`, which ncc resolves
-// every import by): Node then compiles 1.6 MB less of main's 4.8 MB bundle at every start (main loaded
-// in 156–168 ms with them, 113–126 ms without). scripts/build.ts fails when a bundle still holds one.
+// runs uses them, and compiling them is most of what Node does before main or post starts. In dist/
+// each is this module instead (tsconfig.json's `paths`, which ncc resolves every import by).
+// scripts/build.ts fails when a bundle still holds one.
 
 /** Each package left out, and why the action never runs its code. */
 export const LEFT_OUT: Readonly<Record<string, string>> = {

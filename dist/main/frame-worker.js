@@ -79,10 +79,9 @@ const { parentPort } = __nccwpck_require__(919);
 const zstd = __nccwpck_require__(522);
 /**
  * A chunk goes into the image in writes of at most this much. The page cache takes a folio the size of
- * the write, and large ones come from the free blocks a VM with free page reporting has handed back to
- * its host, so every first touch faults on the host: here, a 1 MiB write fills the page cache at
- * 3 s/GB past its first GB, a 128 KiB one at 0.3 s/GB; on other machines eight calls instead of one
- * cost nothing measurable.
+ * the write, and on a VM that hands free memory back to its host (free page reporting) large ones come
+ * from the blocks handed back, each first touch a fault on the host: ten times slower to fill than
+ * small ones. Elsewhere eight calls instead of one cost nothing measurable.
  */
 const WRITE_SLICE_BYTES = 128 * 1024;
 if (!parentPort)
